@@ -1,0 +1,65 @@
+"""Typed errors. Each message says what happened and what to do about it.
+
+Errors a user can cause derive from `TriageError` and are reported without a traceback (the CLI exits 2 on them).
+Errors a tool can raise are classified by `ToolError.kind` so that retries and fallbacks are chosen by class:
+transient errors are retried, permanent ones fail the step, policy errors are refused before any I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+ToolErrorKind = Literal["transient", "permanent", "policy"]
+
+
+class TriageError(Exception):
+    """Base class for every error triage raises on purpose."""
+
+
+class InvalidTicketError(TriageError):
+    """The ticket is malformed: missing or empty fields, wrong types, over the size limit, or bad JSON."""
+
+
+class UnknownCustomerError(InvalidTicketError):
+    """The ticket names a customer id that the helpdesk does not know."""
+
+
+class ThreadNotFoundError(TriageError):
+    """No run with that thread id exists in the checkpoint store."""
+
+
+class PolicyFileError(TriageError):
+    """A policy file is missing or invalid; the message names the file, the field and the fix."""
+
+
+class ToolError(TriageError):
+    """A tool call failed; `kind` says whether to retry (transient), give up (permanent) or refuse (policy)."""
+
+    kind: ToolErrorKind = "permanent"
+
+    def __init__(self, tool: str, message: str) -> None:
+        super().__init__(f"{tool}: {message}")
+        self.tool = tool
+
+
+class TransientToolError(ToolError):
+    """A failure that may pass on retry (a locked database, a dropped connection)."""
+
+    kind: ToolErrorKind = "transient"
+
+
+class PermanentToolError(ToolError):
+    """A failure that a retry will not fix (a missing row, a violated constraint)."""
+
+    kind: ToolErrorKind = "permanent"
+
+
+class ScopeDeniedError(ToolError):
+    """A node called a tool outside its granted scopes; refused before any I/O."""
+
+    kind: ToolErrorKind = "policy"
+
+    def __init__(self, tool: str, caller: str, scope: str) -> None:
+        super().__init__(tool, f"'{caller}' is not granted scope '{scope}'; grant it in the permissions policy")
+        self.caller = caller
+        self.scope = scope

@@ -1,0 +1,41 @@
+"""Runtime settings, read from the environment (prefix `TRIAGE_`) and overridable in code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where triage keeps its files and the limits it enforces on input.
+
+    Every field can be set from the environment: `TRIAGE_HOME=/srv/triage`.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TRIAGE_", extra="ignore")
+
+    home: Path = Field(default=Path(".triage"), description="Folder for the helpdesk, checkpoints and caches.")
+    cache_home: Path | None = Field(
+        default=None,
+        description="Folder for rebuildable caches (the trained classifier); `<home>/cache` when unset.",
+    )
+    policy_dir: Path | None = Field(
+        default=None, description="Folder with the policy bundle; the packaged default when unset."
+    )
+
+    @property
+    def helpdesk_path(self) -> Path:
+        """The embedded helpdesk database."""
+        return self.home / "helpdesk.sqlite"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        """The checkpoint store: one thread per run."""
+        return self.home / "checkpoints.sqlite"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Trained local models and other rebuildable files."""
+        return self.cache_home or self.home / "cache"
