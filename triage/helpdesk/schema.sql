@@ -1,0 +1,147 @@
+-- The embedded helpdesk: customers, their money, the knowledge base, and what triage writes back.
+-- Money is stored in integer cents. Timestamps are ISO-8601 UTC text. Rows that triage writes carry an
+-- idempotency_key with a UNIQUE constraint so that a re-run node returns the first receipt instead of writing twice.
+
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS plans (
+    id                  TEXT PRIMARY KEY,            -- e.g. 'starter'
+    name                TEXT NOT NULL,
+    monthly_price_cents INTEGER NOT NULL CHECK (monthly_price_cents >= 0),
+    description         TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS customers (
+    id                    TEXT PRIMARY KEY,          -- e.g. 'cus_0001', or a documented scenario id like 'cus_small_dup'
+    name                  TEXT NOT NULL,
+    email                 TEXT NOT NULL UNIQUE,
+    phone                 TEXT,
+    country               TEXT NOT NULL,
+    status                TEXT NOT NULL CHECK (status IN ('active', 'locked', 'suspended', 'closed')),
+    failed_login_attempts INTEGER NOT NULL DEFAULT 0,
+    created_at            TEXT NOT NULL,
+    notes                 TEXT NOT NULL DEFAULT ''   -- what the demo history of this customer exercises
+);
+
+CREATE TABLE IF NOT EXISTS subscriptions (
+    id          TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL REFERENCES customers(id),
+    plan_id     TEXT NOT NULL REFERENCES plans(id),
+    status      TEXT NOT NULL CHECK (status IN ('active', 'past_due', 'canceled', 'trialing')),
+    started_at  TEXT NOT NULL,
+    renews_at   TEXT
+);
+
+CREATE TABLE IF NOT EXISTS invoices (
+    id              TEXT PRIMARY KEY,                -- e.g. 'in_0001'
+    customer_id     TEXT NOT NULL REFERENCES customers(id),
+    subscription_id TEXT REFERENCES subscriptions(id),
+    amount_cents    INTEGER NOT NULL CHECK (amount_cents >= 0),
+    currency        TEXT NOT NULL DEFAULT 'usd',
+    status          TEXT NOT NULL CHECK (status IN ('paid', 'open', 'void', 'uncollectible')),
+    description     TEXT NOT NULL,
+    issued_at       TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS payments (
+    id             TEXT PRIMARY KEY,                 -- e.g. 'pay_0001'
+    customer_id    TEXT NOT NULL REFERENCES customers(id),
+    invoice_id     TEXT REFERENCES invoices(id),
+    amount_cents   INTEGER NOT NULL CHECK (amount_cents > 0),
+    currency       TEXT NOT NULL DEFAULT 'usd',
+    status         TEXT NOT NULL CHECK (status IN ('succeeded', 'failed', 'refunded', 'partially_refunded')),
+    method         TEXT NOT NULL,                    -- 'card', 'paypal', 'sepa_debit', ...
+    card_last4     TEXT,
+    failure_reason TEXT,
+    created_at     TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS refunds (
+    id              TEXT PRIMARY KEY,                -- e.g. 're_0001'
+    payment_id      TEXT NOT NULL REFERENCES payments(id),
+    customer_id     TEXT NOT NULL REFERENCES customers(id),
+    amount_cents    INTEGER NOT NULL CHECK (amount_cents > 0),
+    reason          TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    created_at      TEXT NOT NULL,
+    thread_id       TEXT,
+    idempotency_key TEXT UNIQUE
+);
+
+-- A refund a specialist asks for; a human (or, later, the approval flow) turns it into a refund.
+CREATE TABLE IF NOT EXISTS refund_requests (
+    id              TEXT PRIMARY KEY,                -- e.g. 'rr_1f3a...'
+    payment_id      TEXT NOT NULL REFERENCES payments(id),
+    customer_id     TEXT NOT NULL REFERENCES customers(id),
+    amount_cents    INTEGER NOT NULL CHECK (amount_cents > 0),
+    reason          TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('requested', 'approved', 'rejected', 'executed')),
+    created_at      TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE
+);
+
+-- Account changes that need a human or a confirmation step (password reset links, email changes, deletions, ...).
+CREATE TABLE IF NOT EXISTS account_requests (
+    id              TEXT PRIMARY KEY,                -- e.g. 'ar_1f3a...'
+    customer_id     TEXT NOT NULL REFERENCES customers(id),
+    kind            TEXT NOT NULL CHECK (kind IN ('password_reset', 'account_unlock', 'email_change',
+                                                  'profile_update', 'plan_change', 'account_deletion',
+                                                  'data_export')),
+    details         TEXT NOT NULL DEFAULT '{}',      -- JSON
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'completed', 'rejected')),
+    created_at      TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE
+);
+
+CREATE TABLE IF NOT EXISTS kb_articles (
+    id       INTEGER PRIMARY KEY,
+    slug     TEXT NOT NULL UNIQUE,
+    title    TEXT NOT NULL,
+    category TEXT NOT NULL CHECK (category IN ('technical', 'account', 'billing', 'general')),
+    tags     TEXT NOT NULL DEFAULT '',               -- space-separated search terms
+    summary  TEXT NOT NULL,
+    steps    TEXT NOT NULL DEFAULT '[]'              -- JSON list of strings
+);
+
+CREATE VIRTUAL TABLE IF NOT EXISTS kb_fts USING fts5(
+    title, summary, tags, steps,
+    content='kb_articles', content_rowid='id',
+    tokenize='porter unicode61'
+);
+
+CREATE TABLE IF NOT EXISTS tickets (
+    id              TEXT PRIMARY KEY,                -- e.g. 'TCK-1f3a...'
+    customer_id     TEXT REFERENCES customers(id),
+    queue           TEXT NOT NULL CHECK (queue IN ('engineering', 'human', 'billing', 'account')),
+    priority        TEXT NOT NULL CHECK (priority IN ('low', 'normal', 'high', 'urgent')),
+    subject         TEXT NOT NULL,
+    summary         TEXT NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'pending', 'solved')),
+    created_at      TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE
+);
+
+CREATE TABLE IF NOT EXISTS outbox (
+    id              TEXT PRIMARY KEY,                -- e.g. 'msg_1f3a...'
+    customer_id     TEXT REFERENCES customers(id),
+    to_address      TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    template        TEXT NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'sent', 'failed')),
+    created_at      TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE
+);
+
+CREATE INDEX IF NOT EXISTS payments_by_customer ON payments(customer_id, created_at);
+CREATE INDEX IF NOT EXISTS invoices_by_customer ON invoices(customer_id, issued_at);
+CREATE INDEX IF NOT EXISTS refunds_by_customer ON refunds(customer_id, created_at);
+CREATE INDEX IF NOT EXISTS tickets_by_thread ON tickets(thread_id);
+CREATE INDEX IF NOT EXISTS outbox_by_thread ON outbox(thread_id);
