@@ -1,0 +1,118 @@
+"""The policy bundle: every policy file, validated on load, with one content hash recorded on each run."""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from triage.errors import PolicyFileError
+from triage.taxonomy import URGENCIES, Urgency
+
+POLICY_FILES = ("permissions.toml", "support.toml")
+Priority = Literal["low", "normal", "high", "urgent"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Permissions(_Strict):
+    """Scopes granted to each node; anything not granted is denied."""
+
+    grants: dict[str, frozenset[str]]
+
+    def allows(self, node: str, scope: str) -> bool:
+        """Whether `node` may use a tool that needs `scope`."""
+        return scope in self.grants.get(node, frozenset())
+
+
+class RoutingRules(_Strict):
+    """When a ticket leaves its topic's specialist for the human queue."""
+
+    min_confidence: float = Field(ge=0.0, le=1.0)
+    escalate_on_signals: frozenset[str]
+    escalate_on_sentiment: frozenset[str]
+
+
+class KnowledgeBaseRules(_Strict):
+    """How good a knowledge-base match must be to answer with it."""
+
+    min_score: float = Field(ge=0.0)
+    min_matched_terms: int = Field(ge=1)
+
+
+class BillingRules(_Strict):
+    """How billing facts are read."""
+
+    duplicate_window_hours: int = Field(ge=1)
+
+
+class SupportPolicy(_Strict):
+    """The contents of support.toml."""
+
+    routing: RoutingRules
+    priority: dict[Urgency, Priority]
+    knowledge_base: KnowledgeBaseRules
+    billing: BillingRules
+
+    @field_validator("priority")
+    @classmethod
+    def _every_urgency(cls, priority: dict[Urgency, Priority]) -> dict[Urgency, Priority]:
+        missing = [u for u in URGENCIES if u not in priority]
+        if missing:
+            raise ValueError(f"missing a priority for urgency {', '.join(missing)}")
+        return priority
+
+
+class PolicyBundle(_Strict):
+    """All policies in force for a run, and the hash that identifies them."""
+
+    permissions: Permissions
+    support: SupportPolicy
+    version: str = Field(description="sha256 of the policy files' bytes, first 12 hex digits.")
+    source: str
+
+
+def load_policy_bundle(directory: Path | None = None) -> PolicyBundle:
+    """Load and validate the bundle from `directory`, or the packaged default.
+
+    Raises:
+        PolicyFileError: naming the file and the field, when a file is missing, not TOML, or invalid.
+    """
+    folder: Traversable = directory if directory is not None else resources.files("triage.policies") / "default"
+    digest = hashlib.sha256()
+    parsed: dict[str, dict[str, Any]] = {}
+    for name in POLICY_FILES:
+        file = folder / name
+        try:
+            raw = file.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise PolicyFileError(f"{file}: missing; copy it from the packaged default bundle") from None
+        digest.update(name.encode() + b"\0" + raw + b"\0")
+        try:
+            parsed[name] = tomllib.loads(raw.decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise PolicyFileError(f"{file}: not valid TOML ({exc}); fix the syntax") from None
+    try:
+        permissions = Permissions.model_validate(parsed["permissions.toml"])
+    except ValidationError as exc:
+        raise PolicyFileError(_describe(folder / "permissions.toml", exc)) from None
+    try:
+        support = SupportPolicy.model_validate(parsed["support.toml"])
+    except ValidationError as exc:
+        raise PolicyFileError(_describe(folder / "support.toml", exc)) from None
+    return PolicyBundle(permissions=permissions, support=support, version=digest.hexdigest()[:12], source=str(folder))
+
+
+def _describe(file: Traversable, exc: ValidationError) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err else "")
+        for err in exc.errors()
+    )
+    return f"{file}: {problems}. Fix the field(s) named, or compare with the packaged default bundle."

@@ -1,0 +1,49 @@
+"""Pure routing decisions: which specialist handles a classified ticket, and at what priority."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from triage.policies.bundle import Priority, SupportPolicy
+from triage.taxonomy import Route, Sentiment, Urgency
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """Where a ticket goes and why."""
+
+    route: Route
+    reason: str
+
+
+def decide_route(
+    *,
+    predicted: Route,
+    confidence: float,
+    signals: frozenset[str],
+    sentiment: Sentiment,
+    policy: SupportPolicy,
+) -> RouteDecision:
+    """Route to the predicted specialist unless a signal, the customer's mood or low confidence says escalate."""
+    rules = policy.routing
+    triggered = sorted(signals & rules.escalate_on_signals)
+    if triggered:
+        return RouteDecision("escalation", f"escalation signal: {', '.join(triggered)}")
+    if sentiment in rules.escalate_on_sentiment:
+        return RouteDecision("escalation", f"customer sentiment is {sentiment}")
+    if predicted != "escalation" and confidence < rules.min_confidence:
+        return RouteDecision(
+            "escalation", f"classifier unsure ({confidence:.2f} < {rules.min_confidence:.2f} for {predicted})"
+        )
+    return RouteDecision(predicted, f"classified as {predicted} ({confidence:.2f})")
+
+
+def priority_for(urgency: Urgency, policy: SupportPolicy) -> Priority:
+    """The queue priority for a ticket of this urgency."""
+    return policy.priority[urgency]
+
+
+def kb_answers(score: float, matched_terms: int, policy: SupportPolicy) -> bool:
+    """Whether a knowledge-base match is good enough to answer with."""
+    rules = policy.knowledge_base
+    return score >= rules.min_score and matched_terms >= rules.min_matched_terms

@@ -1,0 +1,31 @@
+"""Tools: adapters to the systems tickets touch, one domain per file, each declaring the scope it needs."""
+
+from langchain_core.tools import BaseTool
+
+from triage.tools.accounts import create_account_request, list_plans
+from triage.tools.base import ToolContext, tool_scope
+from triage.tools.customers import get_customer
+from triage.tools.kb import search_kb
+from triage.tools.outbox import send_message
+from triage.tools.payments import list_invoices, list_payments, list_refunds
+from triage.tools.refunds import request_refund
+from triage.tools.tickets import create_ticket
+
+ALL_TOOLS: dict[str, BaseTool] = {
+    made.name: made
+    for made in (
+        get_customer,
+        list_invoices,
+        list_payments,
+        list_refunds,
+        request_refund,
+        search_kb,
+        create_ticket,
+        send_message,
+        create_account_request,
+        list_plans,
+    )
+}
+"""Every tool by name; the gateway is the only caller."""
+
+__all__ = ["ALL_TOOLS", "ToolContext", "tool_scope"]

@@ -1,0 +1,67 @@
+"""Account changes that need a confirmation step or a person: resets, email changes, deletions, exports."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from langchain_core.tools import InjectedToolArg
+from pydantic import BaseModel, Field
+
+from triage.tools.base import ToolContext, fetch_all, helpdesk_tool, insert_once, receipt_id, utc_now
+
+AccountRequestKind = Literal[
+    "password_reset",
+    "account_unlock",
+    "email_change",
+    "profile_update",
+    "plan_change",
+    "account_deletion",
+    "data_export",
+]
+
+
+class AccountRequestArgs(BaseModel):
+    """Arguments of `create_account_request`."""
+
+    customer_id: str
+    kind: AccountRequestKind
+    details: dict[str, str] = Field(default_factory=dict, description="Kind-specific fields, e.g. new_email.")
+
+
+@helpdesk_tool(scope="accounts:write", args_schema=AccountRequestArgs)
+async def create_account_request(
+    customer_id: str,
+    kind: AccountRequestKind,
+    ctx: Annotated[ToolContext, InjectedToolArg],
+    details: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Record an account change request (pending until confirmed or carried out); repeats return the first."""
+    request_id = receipt_id("ar", ctx.idempotency_key)
+    async with ctx.helpdesk.transaction() as conn:
+        created = await insert_once(
+            conn,
+            "account_requests",
+            {
+                "id": request_id,
+                "customer_id": customer_id,
+                "kind": kind,
+                "details": json.dumps(details or {}, sort_keys=True),
+                "status": "pending",
+                "created_at": utc_now(),
+                "thread_id": ctx.thread_id,
+                "idempotency_key": ctx.idempotency_key,
+            },
+        )
+    return {"id": request_id, "created": created, "kind": kind}
+
+
+class NoArgs(BaseModel):
+    """No arguments."""
+
+
+@helpdesk_tool(scope="plans:read", args_schema=NoArgs)
+async def list_plans(ctx: Annotated[ToolContext, InjectedToolArg]) -> list[dict[str, Any]]:
+    """Return the plans on offer with their monthly prices."""
+    async with ctx.helpdesk.read() as conn:
+        return await fetch_all(conn, "SELECT * FROM plans ORDER BY monthly_price_cents")

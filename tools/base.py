@@ -1,0 +1,87 @@
+"""What every helpdesk tool shares: the injected call context, its declared scope, idempotent writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiosqlite
+from langchain_core.tools import BaseTool, tool
+from pydantic import BaseModel
+
+from triage.helpdesk import Helpdesk
+
+SCOPE_KEY = "scope"
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Injected into every tool call by the gateway; never part of the schema a model sees."""
+
+    helpdesk: Helpdesk
+    thread_id: str
+    caller: str
+    idempotency_key: str
+
+
+def helpdesk_tool(*, scope: str, args_schema: type[BaseModel]) -> Callable[[Callable[..., Any]], BaseTool]:
+    """Declare a LangChain tool that needs `scope`; its function takes the fields of `args_schema` and `ctx`."""
+
+    def wrap(func: Callable[..., Any]) -> BaseTool:
+        made = tool(args_schema=args_schema)(func)
+        made.metadata = {SCOPE_KEY: scope}
+        return made
+
+    return wrap
+
+
+def tool_scope(made: BaseTool) -> str:
+    """The scope a tool declared with `helpdesk_tool`."""
+    scope = (made.metadata or {}).get(SCOPE_KEY)
+    if not isinstance(scope, str):
+        raise TypeError(f"tool {made.name!r} declares no scope; define it with helpdesk_tool(scope=...)")
+    return scope
+
+
+def idempotency_key(thread_id: str, caller: str, tool_name: str, args: Mapping[str, Any]) -> str:
+    """A key that is the same whenever the same node asks for the same effect in the same thread."""
+    canonical = json.dumps(dict(args), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(f"{thread_id}|{caller}|{tool_name}|{canonical}".encode()).hexdigest()
+
+
+def receipt_id(prefix: str, key: str) -> str:
+    """A row id derived from the idempotency key, so a repeated write names the same row."""
+    return f"{prefix}_{key[:16]}"
+
+
+def utc_now() -> str:
+    """The current time as ISO-8601 UTC text, the helpdesk's timestamp format."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+async def insert_once(conn: aiosqlite.Connection, table: str, row: Mapping[str, Any]) -> bool:
+    """Insert `row` unless a row with its idempotency key exists; return whether it was inserted."""
+    columns = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    cursor = await conn.execute(
+        f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT(idempotency_key) DO NOTHING",
+        tuple(row.values()),
+    )
+    return cursor.rowcount == 1
+
+
+async def fetch_all(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Run a query and return its rows as plain dicts."""
+    async with conn.execute(sql, params) as cursor:
+        return [dict(row) for row in await cursor.fetchall()]
+
+
+async def fetch_one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
+    """Run a query and return its first row as a dict, or None."""
+    async with conn.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else dict(row)

@@ -1,0 +1,67 @@
+"""Refund requests: a specialist may ask for a refund; executing one is a separate, approved step."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from langchain_core.tools import InjectedToolArg
+from pydantic import BaseModel, Field
+
+from triage.errors import PermanentToolError
+from triage.tools.base import ToolContext, fetch_one, helpdesk_tool, insert_once, receipt_id, utc_now
+
+
+class RefundRequestArgs(BaseModel):
+    """Arguments of `request_refund`."""
+
+    customer_id: str = Field(description="The customer who paid.")
+    payment_id: str = Field(description="The payment to refund, e.g. 'pay_0042'.")
+    amount_cents: int = Field(gt=0, description="How much to refund, in cents.")
+    reason: str = Field(min_length=3, max_length=500, description="Why, in a sentence.")
+
+
+@helpdesk_tool(scope="refunds:request", args_schema=RefundRequestArgs)
+async def request_refund(
+    customer_id: str,
+    payment_id: str,
+    amount_cents: int,
+    reason: str,
+    ctx: Annotated[ToolContext, InjectedToolArg],
+) -> dict[str, Any]:
+    """Record a refund request for a payment of this customer; the same request twice returns the first receipt."""
+    request_id = receipt_id("rr", ctx.idempotency_key)
+    async with ctx.helpdesk.transaction() as conn:
+        payment = await fetch_one(
+            conn,
+            """
+            SELECT p.id, p.amount_cents, p.status,
+                   COALESCE((SELECT SUM(amount_cents) FROM refunds
+                             WHERE payment_id = p.id AND status != 'failed'), 0) AS refunded_cents
+            FROM payments p WHERE p.id = ? AND p.customer_id = ?
+            """,
+            (payment_id, customer_id),
+        )
+        if payment is None:
+            raise PermanentToolError("request_refund", f"payment {payment_id} does not belong to {customer_id}")
+        refundable = payment["amount_cents"] - payment["refunded_cents"]
+        if payment["status"] == "failed" or amount_cents > refundable:
+            raise PermanentToolError(
+                "request_refund",
+                f"payment {payment_id} has {refundable} cents refundable; {amount_cents} was asked",
+            )
+        created = await insert_once(
+            conn,
+            "refund_requests",
+            {
+                "id": request_id,
+                "payment_id": payment_id,
+                "customer_id": customer_id,
+                "amount_cents": amount_cents,
+                "reason": reason,
+                "status": "requested",
+                "created_at": utc_now(),
+                "thread_id": ctx.thread_id,
+                "idempotency_key": ctx.idempotency_key,
+            },
+        )
+    return {"id": request_id, "created": created, "payment_id": payment_id, "amount_cents": amount_cents}
