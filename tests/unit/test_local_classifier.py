@@ -1,0 +1,231 @@
+"""The local model tier: packaged training data, held-out accuracy, calibrated scores and the on-disk cache."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from triage.evals import route_check
+from triage.models import local
+from triage.models.local import Example, LocalClassifier, load_examples, split_examples
+from triage.taxonomy import ALL_INTENTS, INTENTS, ROUTE_OF_INTENT, ROUTES
+
+# Measured with seed 13 on the packaged data: route 0.911, intent 0.842. The floors leave a small margin.
+ROUTE_ACCURACY_FLOOR = 0.88
+INTENT_ACCURACY_FLOOR = 0.80
+
+
+@pytest.fixture(scope="session")
+def examples() -> list[Example]:
+    return load_examples()
+
+
+@pytest.fixture(scope="session")
+def split(examples: list[Example]) -> tuple[list[Example], list[Example]]:
+    return split_examples(examples)
+
+
+@pytest.fixture(scope="session")
+def classifier(split: tuple[list[Example], list[Example]]) -> LocalClassifier:
+    return LocalClassifier.train(split[0])
+
+
+def test_packaged_training_data_covers_every_intent(examples: list[Example]) -> None:
+    per_intent = Counter(example.intent for example in examples)
+    assert len(examples) >= 800
+    assert set(per_intent) == set(ALL_INTENTS)
+    assert min(per_intent.values()) >= 20
+    per_route = Counter(example.route for example in examples)
+    assert max(per_route.values()) <= 2 * min(per_route.values())
+    assert all(ROUTE_OF_INTENT[example.intent] == example.route for example in examples)
+    normalised = [" ".join(example.text.lower().split()) for example in examples]
+    assert len(set(normalised)) == len(normalised), "training data has duplicate texts"
+
+
+def test_split_is_stratified_deterministic_and_disjoint(examples: list[Example]) -> None:
+    train, test = split_examples(examples)
+    assert split_examples(examples) == (train, test)
+    assert split_examples(examples, seed=14) != (train, test)
+    assert len(train) + len(test) == len(examples)
+    assert Counter(train) + Counter(test) == Counter(examples)
+    assert {e.intent for e in test} == {e.intent for e in train} == set(ALL_INTENTS)
+    assert 0.17 <= len(test) / len(examples) <= 0.23
+
+
+def test_split_rejects_a_fraction_outside_zero_and_one(examples: list[Example]) -> None:
+    with pytest.raises(ValueError, match="test_fraction"):
+        split_examples(examples, test_fraction=1.0)
+
+
+def test_held_out_route_and_intent_accuracy(
+    classifier: LocalClassifier, split: tuple[list[Example], list[Example]]
+) -> None:
+    test = split[1]
+    predictions = classifier.predict_many([example.text for example in test])
+    route_accuracy = sum(p.route == e.route for p, e in zip(predictions, test, strict=True)) / len(test)
+    intent_accuracy = sum(p.intent == e.intent for p, e in zip(predictions, test, strict=True)) / len(test)
+    assert route_accuracy >= ROUTE_ACCURACY_FLOOR
+    assert intent_accuracy >= INTENT_ACCURACY_FLOOR
+
+
+@pytest.mark.parametrize(
+    ("text", "route", "intent"),
+    [
+        ("You took the monthly fee from my card two times on the same day", "billing", "duplicate_charge"),
+        ("Whole company gets a 503 on every page, is Northwind down?", "technical", "outage"),
+        ("I forgot my password and the reset email never shows up", "account", "password_reset"),
+        ("Where is my parcel? The tracking page has not changed in a week", "general", "order_question"),
+        ("Somebody got into my account and changed my email, I think I was hacked", "escalation", "security_report"),
+        ("I want to talk to a real person, not an automated reply", "escalation", "human_agent_request"),
+    ],
+)
+def test_predicts_clear_unseen_tickets(classifier: LocalClassifier, text: str, route: str, intent: str) -> None:
+    prediction = classifier.predict(text)
+    assert (prediction.route, prediction.intent) == (route, intent)
+
+
+def test_scores_are_probabilities(classifier: LocalClassifier) -> None:
+    texts = ["double charged??", "hello", "", "🙂", "MY ACCOUNT IS LOCKED AND I NEED IT NOW", "x" * 5000]
+    predictions = classifier.predict_many(texts)
+    assert len(predictions) == len(texts)
+    for prediction in predictions:
+        assert set(prediction.route_scores) == set(ROUTES)
+        assert math.isclose(sum(prediction.route_scores.values()), 1.0, abs_tol=1e-9)
+        assert all(0.0 <= score <= 1.0 for score in prediction.route_scores.values())
+        assert prediction.confidence == prediction.route_scores[prediction.route]
+        assert prediction.confidence == max(prediction.route_scores.values())
+        assert prediction.intent in INTENTS[prediction.route]
+        assert 0.0 <= prediction.intent_confidence <= 1.0
+    assert classifier.predict_many([]) == []
+    assert classifier.predict("double charged??") == predictions[0]
+
+
+def test_normalize_text_replaces_volatile_details() -> None:
+    text = local.normalize_text("Order #NW-55812: charged $49.99 twice, mail me at Jane.Doe@example.com  (INV-2231)")
+    assert text == "order reftok : charged amounttok twice, mail me at emailtok ( reftok )"
+
+
+def _write_jsonl(path: Path, rows: list[object]) -> Path:
+    path.write_text("\n".join(json.dumps(row) for row in rows) + "\n", encoding="utf-8")
+    return path
+
+
+GOOD_ROW = {"text": "charged twice", "route": "billing", "intent": "duplicate_charge"}
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        ({"text": "hi", "route": "sales", "intent": "other"}, "line 3: unknown route 'sales'"),
+        ({"text": "hi", "route": "general", "intent": "refund_request"}, "line 3: intent 'refund_request'"),
+        ({"text": "", "route": "general", "intent": "other"}, "line 3: 'text' must be"),
+        (["not", "an", "object"], "line 3: expected a JSON object"),
+    ],
+)
+def test_bad_training_row_names_the_line(tmp_path: Path, bad_row: object, message: str) -> None:
+    path = _write_jsonl(tmp_path / "train.jsonl", [GOOD_ROW, GOOD_ROW, bad_row])
+    with pytest.raises(ValueError, match=message):
+        load_examples(path)
+
+
+def test_invalid_json_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(GOOD_ROW) + "\n\n{oops\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train\.jsonl, line 3: not valid JSON"):
+        load_examples(path)
+
+
+def test_load_examples_reads_a_custom_file(tmp_path: Path) -> None:
+    path = _write_jsonl(tmp_path / "train.jsonl", [GOOD_ROW])
+    assert load_examples(path) == [Example(text="charged twice", route="billing", intent="duplicate_charge")]
+
+
+@pytest.fixture
+def counted_training(monkeypatch: pytest.MonkeyPatch, classifier: LocalClassifier) -> list[int]:
+    """Replace training with the session classifier and count the calls, so cache tests stay fast."""
+    calls: list[int] = []
+
+    def fake_train(cls: type[LocalClassifier], examples: list[Example]) -> LocalClassifier:
+        calls.append(len(examples))
+        return classifier
+
+    monkeypatch.setattr(LocalClassifier, "train", classmethod(fake_train))
+    return calls
+
+
+def test_cache_round_trip_trains_once(tmp_path: Path, counted_training: list[int], classifier: LocalClassifier) -> None:
+    cache_dir = tmp_path / "cache"
+    first = LocalClassifier.load_or_train(cache_dir)
+    assert first is classifier
+    files = list(cache_dir.iterdir())
+    assert [f.name.startswith("local-classifier-") and f.suffix == ".joblib" for f in files] == [True]
+    mtime = files[0].stat().st_mtime_ns
+
+    second = LocalClassifier.load_or_train(cache_dir)
+    assert counted_training == [len(load_examples())]
+    assert second is not classifier
+    assert files[0].stat().st_mtime_ns == mtime
+    texts = ["where is my refund", "the app crashes on start"]
+    assert second.predict_many(texts) == classifier.predict_many(texts)
+
+
+def test_corrupt_cache_is_retrained(tmp_path: Path, counted_training: list[int]) -> None:
+    LocalClassifier.load_or_train(tmp_path)
+    (cache_file,) = tmp_path.iterdir()
+    cache_file.write_bytes(b"\x80\x04 definitely not a pickle")
+    LocalClassifier.load_or_train(tmp_path)
+    assert len(counted_training) == 2
+    LocalClassifier.load_or_train(tmp_path)
+    assert len(counted_training) == 2, "the retrained model should have replaced the corrupt cache"
+    assert [path.name for path in tmp_path.iterdir()] == [cache_file.name], "no temporary files left behind"
+
+
+def test_cache_key_tracks_the_code_version(
+    tmp_path: Path, counted_training: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    LocalClassifier.load_or_train(tmp_path)
+    monkeypatch.setattr(local, "MODEL_VERSION", "test-bump")
+    LocalClassifier.load_or_train(tmp_path)
+    assert len(counted_training) == 2
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_route_check_skips_a_missing_csv(
+    tmp_path: Path, counted_training: list[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert route_check.main(["--csv", str(tmp_path / "absent.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "held-out route accuracy:" in out
+    assert "not found; skipping" in out
+
+
+def test_route_check_reports_an_external_csv(
+    tmp_path: Path, counted_training: list[int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv_path = tmp_path / "external.csv"
+    csv_path.write_text(
+        "text,route,intent\n"
+        '"I was charged twice for one order",billing,duplicate_charge\n'
+        "I need to speak to a human agent,escalation,human_agent_request\n",
+        encoding="utf-8",
+    )
+    assert route_check.main(["--csv", str(csv_path)]) == 0
+    out = capsys.readouterr().out
+    assert "route accuracy: 1.000" in out
+    assert "confusion matrix:" in out
+    assert "below confidence 0.5" in out
+
+
+def test_route_check_metrics() -> None:
+    gold = ["billing", "billing", "general", "escalation"]
+    predicted = ["billing", "general", "general", "general"]
+    assert route_check.accuracy(gold, predicted) == 0.5
+    scores = route_check.per_label_scores(gold, predicted, ["billing", "general", "escalation"])
+    assert scores["billing"] == (1.0, 0.5, pytest.approx(2 / 3), 2)
+    assert scores["general"] == (pytest.approx(1 / 3), 1.0, 0.5, 1)
+    assert scores["escalation"] == (0.0, 0.0, 0.0, 1)
+    assert route_check.macro_f1(gold, predicted, ["billing", "general", "escalation"]) == pytest.approx(7 / 18)

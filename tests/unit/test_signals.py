@@ -1,0 +1,107 @@
+"""Urgency, sentiment and escalation flags: a table of tickets and what an escalation rule should see."""
+
+from __future__ import annotations
+
+import pytest
+
+from triage.models.signals import SIGNAL_FLAGS, detect_signals
+
+CASES: list[tuple[str, set[str], str, str]] = [
+    # text, expected flags, urgency, sentiment
+    ("I will be contacting my lawyer.", {"legal_threat"}, "critical", "neutral"),
+    ("My attorneys will hear about this, your service is terrible.", {"legal_threat"}, "critical", "angry"),
+    ("See you in small claims court.", {"legal_threat"}, "critical", "neutral"),
+    ("We are considering legal action.", {"legal_threat"}, "critical", "neutral"),
+    ("I'm not going to sue, I just want my money back.", set(), "normal", "neutral"),
+    ("I don't want to involve lawyers, please just fix it.", set(), "normal", "neutral"),
+    ("If you don't refund me I'll sue", {"legal_threat"}, "critical", "neutral"),
+    (
+        "If this isn't refunded by Friday I'm filing a chargeback with my bank. This is unacceptable.",
+        {"chargeback", "deadline"},
+        "high",
+        "angry",
+    ),
+    ("I'll dispute the charge with my bank.", {"chargeback"}, "high", "neutral"),
+    ("my account was hacked", {"security"}, "critical", "neutral"),
+    ("Someone logged into my account from Brazil", {"security"}, "critical", "neutral"),
+    ("Unauthorised access to our workspace, possible data breach", {"security"}, "critical", "neutral"),
+    ("This is a breach of contract.", set(), "normal", "neutral"),
+    (
+        "This is the third time I'm writing about this and it's still not fixed.",
+        {"repeat_contact"},
+        "high",
+        "negative",
+    ),
+    ("For the 3rd time: the export is broken.", {"repeat_contact"}, "high", "neutral"),
+    ("I keep having to reset my password again and again", {"repeat_contact"}, "high", "neutral"),
+    ("Production is down, nobody in our team can log in", {"outage"}, "critical", "neutral"),
+    ("Is Northwind down? We can't access anything.", {"outage"}, "critical", "neutral"),
+    ("How do I add all users to a project?", set(), "normal", "neutral"),
+    ("No one can tell me what my plan includes?", set(), "normal", "neutral"),
+    ("this is fucking ridiculous", {"profanity"}, "high", "angry"),
+    ("WHY AM I CHARGED TWICE. fix it", {"shouting"}, "high", "angry"),
+    ("Please send the SAML and SCIM config for our SSO via the API", set(), "normal", "neutral"),
+    ("URGENT: payment failed", {"deadline"}, "high", "neutral"),
+    ("This is terrible service!!!", {"shouting"}, "high", "angry"),
+    ("Thanks so much!!!", set(), "low", "positive"),
+    (
+        "Fix this or I'll cancel my subscription and switch to a competitor.",
+        {"cancellation_threat"},
+        "normal",
+        "negative",
+    ),
+    ("I need the invoice by tomorrow for our audit.", {"deadline"}, "high", "neutral"),
+    ("Please reply asap, we go live on Monday.", {"deadline"}, "high", "neutral"),
+    ("It's not urgent, but the export is a bit slow.", set(), "low", "neutral"),
+    ("This is not really urgent.", set(), "low", "neutral"),
+    ("No rush - whenever you have time, how do I export a CSV?", set(), "low", "neutral"),
+    ("Love the new editor, thanks for the great work!", set(), "low", "positive"),
+    ("Please reset my password, thanks", set(), "normal", "neutral"),
+    ("I would love to know how to change my plan", set(), "normal", "neutral"),
+    ("I'm not angry, just confused about the invoice.", set(), "normal", "neutral"),
+    ("Not happy with the latest update.", set(), "normal", "negative"),
+    ("I'm disappointed that the export still fails.", set(), "normal", "negative"),
+    (
+        "I am disappointed and frustrated, this is unacceptable and the worst support ever.",
+        set(),
+        "high",
+        "angry",
+    ),
+    ("The app is great, but I'm frustrated that sync fails.", set(), "normal", "negative"),
+    ("Where can I download my invoices?", set(), "normal", "neutral"),
+]
+
+
+@pytest.mark.parametrize(("text", "flags", "urgency", "sentiment"), CASES)
+def test_signals_table(text: str, flags: set[str], urgency: str, sentiment: str) -> None:
+    signals = detect_signals(text)
+    assert (set(signals.flags), signals.urgency, signals.sentiment) == (flags, urgency, sentiment)
+
+
+def test_flags_are_known_names() -> None:
+    for text, *_ in CASES:
+        assert detect_signals(text).flags <= set(SIGNAL_FLAGS)
+
+
+def test_evidence_names_the_matched_phrases() -> None:
+    signals = detect_signals("Third time asking. My LAWYER will call you, this is unacceptable!!!")
+    assert signals.flags == {"repeat_contact", "legal_threat", "shouting"}
+    assert {"third time", "lawyer", "unacceptable", "!!!"} <= set(signals.evidence)
+    assert signals.urgency == "critical"
+    assert signals.sentiment == "angry"
+
+
+@pytest.mark.parametrize("text", ["Lawyers", "LAWYER", "lawyer's letter", "my layer... I mean my lawyer"])
+def test_case_and_plurals(text: str) -> None:
+    assert "legal_threat" in detect_signals(text).flags
+
+
+@pytest.mark.parametrize("text", ["unauthorized charge", "unauthorised login", "we got hackd", "fraudulent order"])
+def test_spelling_variants_of_security_words(text: str) -> None:
+    assert "security" in detect_signals(text).flags
+
+
+def test_is_deterministic_and_handles_empty_text() -> None:
+    assert detect_signals("") == detect_signals("")
+    empty = detect_signals("")
+    assert (empty.urgency, empty.sentiment, empty.flags, empty.evidence) == ("normal", "neutral", frozenset(), ())

@@ -1,0 +1,104 @@
+"""The seam where models are called. Nodes ask a `ModelTier`; today the local tier answers, an LLM tier later."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from triage.models.templates import render
+from triage.state import Classification, Draft, ReplyData
+
+if TYPE_CHECKING:
+    from triage.models.local import LocalClassifier
+
+
+class ModelTier(Protocol):
+    """What nodes may ask of a model: judgment, never side effects."""
+
+    name: str
+
+    async def classify(self, text: str) -> Classification:
+        """Route, intent, urgency, sentiment and a calibrated confidence for a ticket's text."""
+        ...
+
+    async def compose(self, draft: Draft) -> ReplyData:
+        """Write the customer reply that `draft` describes."""
+        ...
+
+    async def summarise(self, text: str, *, max_chars: int = 280) -> str:
+        """A short summary of a ticket for a human queue."""
+        ...
+
+
+class LocalModelTier:
+    """The embedded default: a trained scikit-learn classifier, lexicon signals and reply templates.
+
+    The classifier is trained on first use (a few seconds) and cached under `cache_dir`.
+    """
+
+    name = "local"
+
+    def __init__(self, cache_dir: Path) -> None:
+        self._cache_dir = cache_dir
+        self._classifier: LocalClassifier | None = None
+        self._loading = asyncio.Lock()
+
+    async def _get_classifier(self) -> LocalClassifier:
+        if self._classifier is None:
+            async with self._loading:
+                if self._classifier is None:
+                    from triage.models.local import LocalClassifier
+
+                    self._classifier = await asyncio.to_thread(LocalClassifier.load_or_train, self._cache_dir)
+        return self._classifier
+
+    async def warm_up(self) -> None:
+        """Load (or train) the classifier now rather than on the first ticket."""
+        await self._get_classifier()
+
+    async def classify(self, text: str) -> Classification:
+        """Classify with the trained model and detect urgency and sentiment with the signal lexicons."""
+        from triage.models.signals import detect_signals
+
+        prediction = (await self._get_classifier()).predict(text)
+        signals = detect_signals(text)
+        return Classification(
+            route=prediction.route,
+            intent=prediction.intent,
+            confidence=round(prediction.confidence, 4),
+            route_scores={route: round(score, 4) for route, score in prediction.route_scores.items()},
+            urgency=signals.urgency,
+            sentiment=signals.sentiment,
+            signals=sorted(signals.flags),
+            evidence=list(signals.evidence),
+            model=self.name,
+        )
+
+    async def compose(self, draft: Draft) -> ReplyData:
+        """Render the draft's template."""
+        return render(draft)
+
+    async def summarise(self, text: str, *, max_chars: int = 280) -> str:
+        """Extractive summary: the first sentences that fit in `max_chars`."""
+        return extractive_summary(text, max_chars=max_chars)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def extractive_summary(text: str, *, max_chars: int = 280) -> str:
+    """The leading sentences of `text` that fit in `max_chars`, whitespace collapsed."""
+    summary = ""
+    for sentence in _SENTENCE_END.split(text):
+        sentence = " ".join(sentence.split())
+        if not sentence:
+            continue
+        candidate = f"{summary} {sentence}".strip()
+        if len(candidate) > max_chars:
+            break
+        summary = candidate
+    if not summary:
+        summary = " ".join(text.split())[: max_chars - 1].rstrip() + "…"
+    return summary
