@@ -1,0 +1,61 @@
+"""The coordinator graph: validate -> classify -> route -> specialist -> compose -> send -> finish."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.graph import END, START, StateGraph
+
+from triage.context import Context
+from triage.gateway import check_grants
+from triage.graphs.specialists import SPECIALISTS, TRANSIENT_RETRY, build_specialist
+from triage.nodes import send_reply as send_reply_node
+from triage.nodes import validate as validate_node
+from triage.nodes.classify import classify
+from triage.nodes.compose import compose
+from triage.nodes.finish import finish
+from triage.nodes.route import route
+from triage.nodes.send_reply import send_reply
+from triage.nodes.validate import validate
+from triage.policies import PolicyBundle, load_policy_bundle
+from triage.state import InputState, State
+
+
+def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[State, Context, InputState, State]:
+    """Wire the coordinator and its specialists; the caller compiles it with its own checkpointer.
+
+    Raises:
+        GrantError: a node uses a tool outside the scopes `policy` grants it.
+    """
+    policy = policy or load_policy_bundle()
+    check_grants("validate", validate_node.TOOLS, policy.permissions)
+    check_grants("send_reply", send_reply_node.TOOLS, policy.permissions)
+
+    graph: StateGraph[State, Context, InputState, State] = StateGraph(
+        State, context_schema=Context, input_schema=InputState
+    )
+    graph.add_node("validate", validate, retry_policy=TRANSIENT_RETRY)
+    graph.add_node("classify", classify)
+    graph.add_node("route", route)
+    for name in SPECIALISTS:
+        graph.add_node(name, build_specialist(name, policy.permissions))
+    graph.add_node("compose", compose)
+    graph.add_node("send_reply", send_reply, retry_policy=TRANSIENT_RETRY)
+    graph.add_node("finish", finish)
+
+    graph.add_edge(START, "validate")
+    graph.add_edge("classify", "route")
+    for name in SPECIALISTS:
+        graph.add_edge(name, "compose")
+    graph.add_edge("compose", "send_reply")
+    graph.add_edge("send_reply", "finish")
+    graph.add_edge("finish", END)
+    return graph
+
+
+def _studio_graph() -> Any:
+    return build_support_graph().compile(name="support")
+
+
+graph = _studio_graph()
+"""Checkpointer-free compiled graph for LangGraph Studio (`langgraph dev`); the app compiles its own."""

@@ -1,0 +1,172 @@
+"""The account specialist: password resets, unlocks, email and profile changes, plan changes, deletion, export."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from triage.context import Context, services_of
+from triage.nodes.common import (
+    action_record,
+    article_facts,
+    call_tool,
+    find_emails,
+    mask_email,
+    specialist_update,
+    ticket_text,
+)
+from triage.policies.billing import format_money
+from triage.policies.routing import priority_for
+from triage.state import ActionRecord, Draft, SpecialistState
+
+NODE = "account"
+TOOLS = ("list_plans", "search_kb", "create_account_request", "create_ticket")
+
+# Intent -> the account request it files and the template that confirms it.
+_REQUESTS = {
+    "account_deletion": ("account_deletion", "account.deletion_requested"),
+    "data_export": ("data_export", "account.data_export_requested"),
+}
+
+
+async def lookup(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Gather what the request needs: the plans for a plan change, an article for self-service requests."""
+    intent = state["classification"]["intent"]
+    findings: dict[str, Any] = {"account_status": (state["customer"] or {}).get("status")}
+    if intent == "plan_change":
+        findings["plans"] = await call_tool(runtime, NODE, "list_plans")
+    if intent in ("profile_update", "signup_help") or state["customer"] is None:
+        findings["articles"] = await call_tool(
+            runtime, NODE, "search_kb", query=ticket_text(state), category="account", limit=1
+        )
+    return {"findings": findings}
+
+
+async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """File the account request the ticket asks for and draft the confirmation."""
+    intent = state["classification"]["intent"]
+    customer = state["customer"]
+    findings = state["findings"]
+    actions: list[ActionRecord] = list(state.get("actions", []))
+    articles: list[dict[str, Any]] = findings.get("articles", [])
+
+    if intent == "signup_help" and articles:
+        return specialist_update(
+            "resolved", Draft(template="account.kb_answer", facts=article_facts(articles[0])), actions
+        )
+    if customer is None:
+        return specialist_update("needs_info", Draft(template="account.needs_customer", facts={}), actions)
+
+    async def file_request(kind: str, **details: str) -> dict[str, Any]:
+        receipt: dict[str, Any] = await call_tool(
+            runtime,
+            NODE,
+            "create_account_request",
+            customer_id=customer["id"],
+            kind=kind,
+            details=details,
+        )
+        record = action_record("account_request", "create_account_request", NODE, receipt, request=kind)
+        record["details"].update(details)
+        actions.append(record)
+        return receipt
+
+    email = {"masked_email": mask_email(str(customer["email"]))}
+    status = customer["status"]
+    if intent in ("password_reset", "account_locked", "signup_help"):
+        if status == "suspended":
+            services = await services_of(runtime)
+            priority = priority_for(state["classification"]["urgency"], services.policy.support)
+            receipt = await call_tool(
+                runtime,
+                NODE,
+                "create_ticket",
+                queue="account",
+                priority=priority,
+                subject=f"Suspended account {customer['id']} asks for access",
+                summary=await services.models.summarise(state["ticket"]["body"]),
+                customer_id=customer["id"],
+            )
+            actions.append(action_record("ticket", "create_ticket", NODE, receipt, queue="account", priority=priority))
+            return specialist_update(
+                "handed_off", Draft(template="account.suspended", facts={"ticket_id": receipt["id"]}), actions
+            )
+        if status == "locked":
+            receipt = await file_request("account_unlock")
+            return specialist_update(
+                "resolved",
+                Draft(template="account.unlock", facts={**email, "request_id": receipt["id"]}),
+                actions,
+            )
+        if intent == "account_locked":
+            return specialist_update("resolved", Draft(template="account.account_ok", facts=email), actions)
+        receipt = await file_request("password_reset")
+        return specialist_update(
+            "resolved",
+            Draft(template="account.password_reset", facts={**email, "request_id": receipt["id"]}),
+            actions,
+        )
+
+    if intent == "email_change":
+        new_emails = [e for e in find_emails(ticket_text(state)) if e != str(customer["email"]).lower()]
+        if not new_emails:
+            return specialist_update(
+                "needs_info", Draft(template="account.email_change_needs_address", facts={}), actions
+            )
+        receipt = await file_request("email_change", new_email=new_emails[-1])
+        facts = {**email, "new_email": new_emails[-1], "request_id": receipt["id"]}
+        return specialist_update("resolved", Draft(template="account.email_change", facts=facts), actions)
+
+    if intent == "plan_change":
+        plans: list[dict[str, Any]] = findings["plans"]
+        current = str(customer.get("plan_name") or "no plan")
+        target = _mentioned_plan(ticket_text(state), plans, exclude=customer.get("plan_id"))
+        if target is None:
+            lines = "\n".join(
+                f"- {p['name']}: {format_money(int(p['monthly_price_cents']))}/month, {p['description']}" for p in plans
+            )
+            return specialist_update(
+                "needs_info",
+                Draft(template="account.plan_options", facts={"current_plan": current, "plans": lines}),
+                actions,
+            )
+        receipt = await file_request("plan_change", from_plan=str(customer.get("plan_id")), to_plan=target["id"])
+        facts = {
+            "current_plan": current,
+            "target_plan": target["name"],
+            "target_price": format_money(int(target["monthly_price_cents"])),
+            "request_id": receipt["id"],
+        }
+        return specialist_update("resolved", Draft(template="account.plan_change", facts=facts), actions)
+
+    if intent in _REQUESTS:
+        kind, template = _REQUESTS[intent]
+        receipt = await file_request(kind)
+        return specialist_update(
+            "resolved", Draft(template=template, facts={**email, "request_id": receipt["id"]}), actions
+        )
+
+    receipt = await file_request("profile_update", request=state["ticket"]["body"][:500])
+    hint = f"You can also change this yourself: {articles[0]['title']}." if articles else ""
+    return specialist_update(
+        "resolved",
+        Draft(template="account.profile_update", facts={"request_id": receipt["id"], "article_hint": hint}),
+        actions,
+    )
+
+
+def _mentioned_plan(text: str, plans: list[dict[str, Any]], *, exclude: Any) -> dict[str, Any] | None:
+    """The plan named in the text (other than the current one); the last one mentioned wins ('from X to Y')."""
+    lowered = text.lower()
+    best: tuple[int, dict[str, Any]] | None = None
+    for plan in plans:
+        if plan["id"] == exclude:
+            continue
+        for match in re.finditer(
+            rf"\b({re.escape(str(plan['id']))}|{re.escape(str(plan['name']).lower())})\b", lowered
+        ):
+            if best is None or match.start() > best[0]:
+                best = (match.start(), plan)
+    return best[1] if best else None

@@ -1,0 +1,104 @@
+"""Small helpers every node uses: calling a tool through the gateway and recording the effect it had."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from triage.context import Context, services_of, thread_id_of
+from triage.state import ActionRecord, Draft, ProposedAction
+
+
+async def call_tool(runtime: Runtime[Context], node: str, tool: str, **args: Any) -> Any:
+    """Call a tool as `node` through the gateway, which checks the node's grant first."""
+    services = await services_of(runtime)
+    return await services.gateway.call(node, tool, args, thread_id=thread_id_of(runtime))
+
+
+def action_record(
+    kind: str,
+    tool: str,
+    node: str,
+    receipt: dict[str, Any],
+    *,
+    amount_cents: int | None = None,
+    **details: Any,
+) -> ActionRecord:
+    """Describe an effect a tool performed, keyed by its receipt id."""
+    return ActionRecord(
+        kind=kind,
+        tool=tool,
+        receipt_id=str(receipt["id"]),
+        node=node,
+        details={"created": bool(receipt.get("created", True)), **details},
+        amount_cents=amount_cents,
+    )
+
+
+def mask_email(email: str) -> str:
+    """j***@example.com: enough for the customer to recognise, not enough to harvest."""
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "the address on file"
+
+
+def numbered(steps: list[str]) -> str:
+    """Steps as a numbered list."""
+    return "\n".join(f"{number}. {step}" for number, step in enumerate(steps, start=1))
+
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+
+
+def find_emails(text: str) -> list[str]:
+    """Email addresses mentioned in a text, in order, lower-cased and de-duplicated."""
+    found: list[str] = []
+    for match in _EMAIL.findall(text):
+        email = match.lower().rstrip(".")
+        if email not in found:
+            found.append(email)
+    return found
+
+
+RESPONSE_TIMES = {
+    "urgent": "within 1 hour",
+    "high": "within 4 hours",
+    "normal": "within one business day",
+    "low": "within two business days",
+}
+
+
+def specialist_update(
+    outcome: str,
+    draft: Draft,
+    actions: list[ActionRecord],
+    *,
+    findings: dict[str, Any] | None = None,
+    proposed: list[ProposedAction] | None = None,
+) -> dict[str, Any]:
+    """The state update a specialist's last node returns: its verdict, the reply draft and its effects."""
+    update: dict[str, Any] = {
+        "outcome": outcome,
+        "draft": draft,
+        "actions": actions,
+        "proposed_actions": proposed or [],
+    }
+    if findings is not None:
+        update["findings"] = findings
+    return update
+
+
+def article_facts(article: dict[str, Any]) -> dict[str, Any]:
+    """Template facts for answering with a knowledge-base article."""
+    return {
+        "article_title": article["title"],
+        "article_summary": article["summary"],
+        "article_steps": numbered(article["steps"]),
+    }
+
+
+def ticket_text(state: Any) -> str:
+    """A ticket's subject and body as one text."""
+    ticket = state["ticket"]
+    return f"{ticket['subject']}\n{ticket['body']}".strip()

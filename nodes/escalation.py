@@ -1,0 +1,55 @@
+"""The escalation specialist: hand the ticket to a person, with a priority and a summary. Creates tickets only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from triage.context import Context, services_of
+from triage.nodes.common import RESPONSE_TIMES, action_record, call_tool, specialist_update
+from triage.policies.routing import priority_for
+from triage.state import Draft, SpecialistState
+
+NODE = "escalation"
+TOOLS = ("create_ticket",)
+_AT_LEAST_HIGH = frozenset({"legal_threat", "chargeback", "security"})
+
+
+async def hand_off(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Open a human-queue ticket whose summary says what the customer wants and why it was escalated."""
+    services = await services_of(runtime)
+    classification = state["classification"]
+    ticket = state["ticket"]
+    priority = priority_for(classification["urgency"], services.policy.support)
+    if priority in ("low", "normal") and _AT_LEAST_HIGH & set(classification["signals"]):
+        priority = "high"
+    reason = state.get("route_reason", "")
+    summary_lines = [
+        await services.models.summarise(ticket["body"], max_chars=400),
+        "",
+        f"Classifier: {classification['route']}/{classification['intent']} ({classification['confidence']:.2f}); "
+        f"urgency {classification['urgency']}; sentiment {classification['sentiment']}.",
+    ]
+    if classification["signals"]:
+        summary_lines.append(
+            f"Signals: {', '.join(classification['signals'])} (matched: {', '.join(classification['evidence'])})."
+        )
+    if reason:
+        summary_lines.append(f"Escalated because: {reason}.")
+    receipt = await call_tool(
+        runtime,
+        NODE,
+        "create_ticket",
+        queue="human",
+        priority=priority,
+        subject=ticket["subject"] or await services.models.summarise(ticket["body"], max_chars=80),
+        summary="\n".join(summary_lines),
+        customer_id=ticket["customer_id"],
+    )
+    actions = [
+        *state.get("actions", []),
+        action_record("ticket", "create_ticket", NODE, receipt, queue="human", priority=priority),
+    ]
+    facts = {"ticket_id": receipt["id"], "priority": priority, "response_time": RESPONSE_TIMES[priority]}
+    return specialist_update("escalated", Draft(template="escalation.handed_off", facts=facts), actions, findings={})

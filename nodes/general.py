@@ -1,0 +1,40 @@
+"""The general specialist: answer from the knowledge base / FAQ, thank for feedback, or a templated reply."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from triage.context import Context, services_of
+from triage.nodes.common import article_facts, call_tool, specialist_update, ticket_text
+from triage.policies.routing import kb_answers
+from triage.state import Draft, SpecialistState
+
+NODE = "general"
+TOOLS = ("search_kb",)
+
+
+async def answer(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Reply from the FAQ when an article matches well; otherwise a polite templated reply."""
+    actions = list(state.get("actions", []))
+    if state["classification"]["intent"] == "feedback":
+        return specialist_update("resolved", Draft(template="general.feedback_thanks", facts={}), actions, findings={})
+    services = await services_of(runtime)
+    policy = services.policy.support
+    seen: list[dict[str, Any]] = []
+    for category in ("general", None):  # the FAQ first, then every article
+        articles: list[dict[str, Any]] = await call_tool(
+            runtime, NODE, "search_kb", query=ticket_text(state), category=category, limit=3
+        )
+        seen += [{k: a[k] for k in ("slug", "score", "key_terms")} for a in articles]
+        if articles and kb_answers(articles[0], policy):
+            return specialist_update(
+                "resolved",
+                Draft(template="general.kb_answer", facts=article_facts(articles[0])),
+                actions,
+                findings={"articles": seen, "answered_with": articles[0]["slug"]},
+            )
+    return specialist_update(
+        "needs_info", Draft(template="general.fallback", facts={}), actions, findings={"articles": seen}
+    )

@@ -1,0 +1,64 @@
+"""The technical specialist: answer from the knowledge base when a fix is documented, else open a ticket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from triage.context import Context, services_of
+from triage.nodes.common import (
+    RESPONSE_TIMES,
+    action_record,
+    article_facts,
+    call_tool,
+    specialist_update,
+    ticket_text,
+)
+from triage.policies.routing import kb_answers, priority_for
+from triage.state import Draft, SpecialistState
+
+NODE = "technical"
+TOOLS = ("search_kb", "create_ticket")
+
+
+async def search(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Full-text search of the knowledge base (bm25 ranked) for the ticket's words."""
+    articles = await call_tool(runtime, NODE, "search_kb", query=ticket_text(state), limit=3)
+    return {"findings": {"articles": articles}}
+
+
+async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Answer with the best article's steps when the match is good; otherwise open an engineering ticket."""
+    services = await services_of(runtime)
+    policy = services.policy.support
+    findings = state["findings"]
+    articles: list[dict[str, Any]] = findings["articles"]
+    actions = list(state.get("actions", []))
+    best = articles[0] if articles else None
+    if best is not None and kb_answers(best, policy):
+        return specialist_update(
+            "resolved",
+            Draft(template="technical.kb_answer", facts=article_facts(best)),
+            actions,
+            findings={**findings, "answered_with": best["slug"]},
+        )
+    classification = state["classification"]
+    priority = priority_for(classification["urgency"], policy)
+    ticket = state["ticket"]
+    summary = await services.models.summarise(ticket["body"], max_chars=600)
+    if best is not None:
+        summary += f"\n\nClosest article: {best['slug']} (score {best['score']}, not a confident match)."
+    receipt = await call_tool(
+        runtime,
+        NODE,
+        "create_ticket",
+        queue="engineering",
+        priority=priority,
+        subject=ticket["subject"] or await services.models.summarise(ticket["body"], max_chars=80),
+        summary=summary,
+        customer_id=ticket["customer_id"],
+    )
+    actions.append(action_record("ticket", "create_ticket", NODE, receipt, queue="engineering", priority=priority))
+    facts = {"ticket_id": receipt["id"], "priority": priority, "response_time": RESPONSE_TIMES[priority]}
+    return specialist_update("handed_off", Draft(template="technical.engineering_ticket", facts=facts), actions)

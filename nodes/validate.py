@@ -1,0 +1,53 @@
+"""Validate the incoming ticket and look up its customer."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+from langgraph.types import Command
+
+from triage.context import Context, services_of, thread_id_of
+from triage.errors import InvalidTicketError, UnknownCustomerError
+from triage.gateway import ToolGateway
+from triage.schemas import Ticket
+from triage.state import State
+
+NODE = "validate"
+TOOLS = ("get_customer",)
+
+
+async def check_ticket(data: Any, gateway: ToolGateway, *, thread_id: str) -> tuple[Ticket, dict[str, Any] | None]:
+    """Validate a ticket and return it with its customer's profile (None when anonymous).
+
+    Raises:
+        InvalidTicketError: the ticket is malformed.
+        UnknownCustomerError: it names a customer the helpdesk does not know.
+    """
+    ticket = Ticket.parse(data)
+    if ticket.customer_id is None:
+        return ticket, None
+    customer = await gateway.call(NODE, "get_customer", {"customer_id": ticket.customer_id}, thread_id=thread_id)
+    if customer is None:
+        raise UnknownCustomerError(
+            f"unknown customer_id {ticket.customer_id!r}: use an id from the helpdesk (`triage customers` lists "
+            "them), or leave customer_id out for an anonymous question"
+        )
+    return ticket, customer
+
+
+async def validate(state: State, runtime: Runtime[Context]) -> Command[Literal["classify", "finish"]]:
+    """Refuse a malformed ticket with a failed status; otherwise attach the customer and go on to classify."""
+    services = await services_of(runtime)
+    try:
+        ticket, customer = await check_ticket(state.get("ticket"), services.gateway, thread_id=thread_id_of(runtime))
+    except InvalidTicketError as exc:
+        return Command(goto="finish", update={"status": "failed", "status_reason": str(exc)})
+    return Command(
+        goto="classify",
+        update={
+            "ticket": ticket.model_dump(),
+            "customer": customer,
+            "policy_version": services.policy.version,
+        },
+    )

@@ -1,0 +1,57 @@
+"""The seam where stores are opened: the helpdesk, the tool gateway, the model tier and the policy bundle."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from triage.gateway import ToolGateway
+from triage.helpdesk import Helpdesk
+from triage.models.tier import LocalModelTier, ModelTier
+from triage.policies import PolicyBundle, load_policy_bundle
+from triage.settings import Settings
+
+
+@dataclass
+class Services:
+    """Everything a node needs besides its state, opened once per process (per event loop)."""
+
+    settings: Settings
+    policy: PolicyBundle
+    helpdesk: Helpdesk
+    gateway: ToolGateway
+    models: ModelTier
+
+    @classmethod
+    async def open(cls, settings: Settings, *, policy: PolicyBundle | None = None) -> Services:
+        """Open the helpdesk (creating and seeding it on first use) and wire the gateway and model tier."""
+        settings.home.mkdir(parents=True, exist_ok=True)
+        policy = policy or load_policy_bundle(settings.policy_dir)
+        helpdesk = await Helpdesk.open(settings.helpdesk_path)
+        return cls(
+            settings=settings,
+            policy=policy,
+            helpdesk=helpdesk,
+            gateway=ToolGateway(helpdesk=helpdesk, permissions=policy.permissions),
+            models=LocalModelTier(settings.cache_dir),
+        )
+
+    async def aclose(self) -> None:
+        """Close the helpdesk connection."""
+        await self.helpdesk.close()
+
+
+_shared: dict[tuple[int, str], Services] = {}
+_shared_lock: dict[int, asyncio.Lock] = {}
+
+
+async def shared_services(settings: Settings | None = None) -> Services:
+    """Services for graphs run without a `TriageApp` (e.g. by `langgraph dev`): one set per event loop and home."""
+    settings = settings or Settings()
+    loop_id = id(asyncio.get_running_loop())
+    key = (loop_id, str(settings.home.resolve()))
+    lock = _shared_lock.setdefault(loop_id, asyncio.Lock())
+    async with lock:
+        if key not in _shared:
+            _shared[key] = await Services.open(settings)
+    return _shared[key]
