@@ -1,0 +1,288 @@
+"""The `triage` command line. Heavy imports happen inside commands so that `triage --help` stays fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from triage.app import TriageApp
+    from triage.schemas import RunResult
+
+cli = typer.Typer(
+    name="triage",
+    help="Support-ticket triage on LangGraph: classify, route to a specialist, act, reply; checkpointed.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True)
+T = TypeVar("T")
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", envvar="TRIAGE_HOME", help="Folder for the helpdesk and checkpoints [default: ./.triage]."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@contextmanager
+def _app(home: Path | None) -> Iterator[TriageApp]:
+    from triage.app import TriageApp
+
+    app = TriageApp.open(home)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def _guard(action: Callable[[], T]) -> T:
+    """Run a command body; a user error prints its message and exits 2, with no traceback."""
+    from triage.errors import TriageError
+
+    try:
+        return action()
+    except TriageError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@cli.command()
+def demo(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Seed the helpdesk, run sample tickets across every route, and print what happened to each."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from triage.demo import DEMO_TICKETS
+
+    results: list[tuple[dict[str, Any], RunResult]] = []
+    started = time.perf_counter()
+    with (
+        _app(home) as app,
+        Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=as_json,
+        ) as progress,
+    ):
+        task = progress.add_task("Opening the helpdesk and loading the classifier (trains on first use)…")
+        _guard(app.warm_up)
+        progress.update(task, description=f"Triaging {len(DEMO_TICKETS)} tickets…", total=len(DEMO_TICKETS))
+        for ticket in DEMO_TICKETS:
+            results.append((ticket, _guard(lambda ticket=ticket: app.run(ticket))))  # type: ignore[misc]
+            progress.advance(task)
+    wall = time.perf_counter() - started
+    if as_json:
+        _print_json({"wall_time_s": round(wall, 2), "results": [r.model_dump(mode="json") for _, r in results]})
+        return
+    _demo_table(results)
+    latencies = sorted(r.duration_ms or 0.0 for _, r in results)
+    out.print(
+        f"\n{len(results)} tickets in {wall:.1f} s (median {latencies[len(latencies) // 2]:.0f} ms per ticket, "
+        f"slowest {latencies[-1]:.0f} ms). Every node was checkpointed; inspect one with "
+        f"[bold]triage show {results[0][1].thread_id}[/]."
+    )
+
+
+def _demo_table(results: list[tuple[dict[str, Any], RunResult]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="triage demo: embedded default (local model tier, SQLite helpdesk)")
+    for column in ("customer", "ticket", "route", "intent", "conf", "status", "actions", "ms"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("route", "conf", "status", "ms"))
+    for ticket, result in results:
+        table.add_row(
+            ticket.get("customer_id") or "(anonymous)",
+            _shorten(ticket.get("subject") or ticket["body"], 32),
+            result.route or "-",
+            result.intent or "-",
+            f"{result.confidence:.2f}" if result.confidence is not None else "-",
+            _status(result.status),
+            ", ".join(_action_label(a.kind, None, a.amount_cents) for a in result.actions) or "-",
+            f"{result.duration_ms:.0f}" if result.duration_ms is not None else "-",
+        )
+    out.print(table)
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
+def _status(status: str) -> str:
+    colour = {"completed": "green", "escalated": "yellow", "awaiting_approval": "cyan", "failed": "red"}[status]
+    return f"[{colour}]{status}[/]"
+
+
+def _action_label(kind: str, receipt: str | None, amount_cents: int | None) -> str:
+    from triage.policies.billing import format_money
+
+    label = kind + (f" {format_money(amount_cents)}" if amount_cents else "")
+    return f"{label} ({receipt})" if receipt else label
+
+
+@cli.command()
+def run(
+    customer_id: Annotated[str | None, typer.Option(help="Helpdesk customer id (omit for anonymous).")] = None,
+    subject: Annotated[str, typer.Option(help="Ticket subject.")] = "",
+    body: Annotated[str | None, typer.Option(help="Ticket body (required unless --file or stdin).")] = None,
+    file: Annotated[Path | None, typer.Option(help="A ticket as a JSON file ('-' for stdin).")] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Triage one ticket given as options, a JSON file, or JSON on stdin."""
+    from triage.errors import InvalidTicketError
+
+    def read_ticket() -> Any:
+        if body is not None:
+            if file is not None:
+                raise InvalidTicketError("give the ticket either as options or with --file, not both")
+            return {"customer_id": customer_id, "subject": subject, "body": body}
+        if file is not None and str(file) != "-":
+            try:
+                return file.read_text()
+            except OSError as exc:
+                raise InvalidTicketError(f"cannot read {file}: {exc.strerror}") from None
+        if file is None and sys.stdin.isatty():
+            raise InvalidTicketError("no ticket: give --body (with --subject, --customer-id), --file, or JSON on stdin")
+        text = sys.stdin.read()
+        if not text.strip():
+            raise InvalidTicketError("no ticket: stdin was empty; pipe a JSON ticket or use --body")
+        return text
+
+    def go() -> RunResult:
+        ticket = read_ticket()
+        with _app(home) as app:
+            return app.run(ticket if not isinstance(ticket, str) else _parse_ticket(ticket))
+
+    result = _guard(go)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+        return
+    _print_result(result)
+
+
+def _parse_ticket(text: str) -> Any:
+    from triage.schemas import Ticket
+
+    return Ticket.parse(text)
+
+
+def _print_result(result: RunResult) -> None:
+    out.print(f"[bold]thread[/] {result.thread_id}")
+    out.print(f"[bold]status[/] {_status(result.status)} ({result.status_reason})")
+    if result.route:
+        out.print(
+            f"[bold]route[/]  {result.route} / {result.intent} (confidence {result.confidence:.2f}; "
+            f"urgency {result.urgency}; sentiment {result.sentiment})"
+        )
+        out.print(f"[bold]why[/]    {result.route_reason}")
+    for action in result.actions:
+        out.print(f"[bold]action[/] {_action_label(action.kind, action.receipt_id, action.amount_cents)}")
+    if result.reply:
+        out.print(f"\n[bold]{result.reply.subject}[/]\n{result.reply.body}", highlight=False)
+
+
+@cli.command()
+def show(
+    thread_id: Annotated[str, typer.Argument(help="A thread id from `triage run` or `triage threads`.")],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a thread's result and its node-by-node timeline from the checkpoint store."""
+    from rich.table import Table
+
+    def go() -> Any:
+        with _app(home) as app:
+            return app.thread(thread_id)
+
+    view = _guard(go)
+    if as_json:
+        _print_json(
+            {
+                **view.result.model_dump(mode="json"),
+                "timeline": [e.model_dump(mode="json", exclude={"started_at"}) for e in view.timeline],
+            }
+        )
+        return
+    _print_result(view.result)
+    table = Table(title=f"timeline of {thread_id}")
+    for column in ("node", "namespace", "checkpoint", "ms", "outcome"):
+        table.add_column(column, overflow="fold")
+    for entry in view.timeline:
+        namespace = entry.namespace.split(":")[0] if entry.namespace else ""
+        table.add_row(entry.node, namespace, entry.checkpoint_id[-12:], f"{entry.duration_ms:.1f}", entry.outcome)
+    out.print(table)
+
+
+@cli.command()
+def threads(
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many of the newest threads.")] = 20,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the most recent threads with their status and route."""
+    from rich.table import Table
+
+    def go() -> Any:
+        with _app(home) as app:
+            return app.threads(limit=limit)
+
+    summaries = _guard(go)
+    if as_json:
+        _print_json([s.model_dump(mode="json") for s in summaries])
+        return
+    table = Table(title="threads (newest first)")
+    for column in ("thread", "updated", "status", "route", "customer", "subject"):
+        table.add_column(column, overflow="fold")
+    for s in summaries:
+        table.add_row(
+            s.thread_id,
+            s.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+            s.status,
+            s.route or "-",
+            s.customer_id or "-",
+            s.subject,
+        )
+    out.print(table)
+
+
+@cli.command()
+def customers(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """List the helpdesk's customers (the documented scenario customers first)."""
+    from rich.table import Table
+
+    def go() -> Any:
+        with _app(home) as app:
+            return app.customers()
+
+    rows = _guard(go)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title="helpdesk customers")
+    for column in ("id", "name", "status", "notes"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["id"], row["name"], row["status"], row["notes"])
+    out.print(table)
+
+
+def main() -> None:
+    """Entry point of the `triage` console script."""
+    cli()

@@ -1,0 +1,52 @@
+"""A private event loop on a daemon thread, so sync callers and async callers share one set of async resources."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class Portal:
+    """Runs coroutines on one background loop; aiosqlite connections and savers live there and nowhere else."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Lock()
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._started:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="triage-portal", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the portal loop and wait for it (from a thread that is not running that loop)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop()).result()
+
+    async def acall(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run `coro` on the portal loop and await it from any other loop."""
+        loop = self._ensure_loop()
+        try:
+            if asyncio.get_running_loop() is loop:
+                return await coro
+        except RuntimeError:
+            pass
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+    def stop(self) -> None:
+        """Stop the loop and join its thread; the portal can start again later."""
+        with self._started:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
+            loop.close()
