@@ -1,0 +1,13 @@
+.PHONY: demo test lint routes
+
+demo:
+	python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/triage demo
+
+test:
+	python3 -m venv .venv && .venv/bin/pip install -q -e ".[dev]" && .venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/python scripts/typecheck.py && .venv/bin/pytest
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/python scripts/typecheck.py
+
+routes:
+	.venv/bin/python -m triage.evals.route_check

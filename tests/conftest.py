@@ -1,0 +1,40 @@
+"""Shared fixtures: an app on a fresh home per test, with the trained classifier cached once per session."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from triage import TriageApp
+from triage.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, model_cache: Path) -> Settings:
+    return Settings(home=tmp_path / "home", cache_home=model_cache)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[TriageApp]:
+    triage_app = TriageApp(settings)
+    yield triage_app
+    triage_app.close()
+
+
+def rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """Read rows from one of the app's SQLite files, the way an operator would."""
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in conn.execute(sql, params)]
+    finally:
+        conn.close()

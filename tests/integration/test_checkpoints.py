@@ -1,0 +1,65 @@
+"""A checkpoint exists after every node, subgraph nodes included, counted from the store itself."""
+
+from __future__ import annotations
+
+import pickle  # noqa: F401 - ensures the store is read as bytes, not objects
+from collections import defaultdict
+
+from tests.conftest import rows
+from triage import Ticket, TriageApp
+from triage.settings import Settings
+
+COORDINATOR = ["validate", "classify", "route", "billing", "compose", "send_reply", "finish"]
+BILLING = ["lookup", "act"]
+
+
+def test_every_node_writes_a_checkpoint(app: TriageApp, settings: Settings) -> None:
+    result = app.run(Ticket(customer_id="cus_small_dup", subject="Charged twice", body="I was billed twice."))
+    stored = rows(
+        settings.checkpoints_path,
+        "SELECT checkpoint_ns, checkpoint_id FROM checkpoints WHERE thread_id = ?",
+        (result.thread_id,),
+    )
+    per_namespace: dict[str, int] = defaultdict(int)
+    for row in stored:
+        per_namespace[row["checkpoint_ns"].split(":")[0]] += 1
+    # One checkpoint for the input and one after START, then one per node.
+    assert per_namespace[""] == 2 + len(COORDINATOR)
+    assert per_namespace["billing"] == 2 + len(BILLING)
+
+    timeline = app.thread(result.thread_id).timeline
+    assert [e.node for e in timeline if e.namespace == ""] == COORDINATOR
+    assert [e.node for e in timeline if e.namespace.startswith("billing:")] == BILLING
+    stored_ids = {row["checkpoint_id"] for row in stored}
+    assert all(e.checkpoint_id in stored_ids for e in timeline)
+    assert len({e.checkpoint_id for e in timeline}) == len(timeline)
+    assert all(e.duration_ms >= 0 for e in timeline)
+    assert "refund_request" in next(e.outcome for e in timeline if e.node == "act")
+
+
+def test_thread_reads_back_from_a_new_app(settings: Settings) -> None:
+    first = TriageApp(settings)
+    result = first.run(Ticket(subject="Opening hours", body="What are your opening hours?"))
+    first.close()
+    second = TriageApp(settings)
+    try:
+        view = second.thread(result.thread_id)
+        assert view.result.status == result.status
+        assert view.result.reply == result.reply
+        assert [s.thread_id for s in second.threads()] == [result.thread_id]
+    finally:
+        second.close()
+
+
+def test_a_failing_node_ends_the_thread_failed_with_reason(app: TriageApp, settings: Settings) -> None:
+    app.warm_up()
+    conn = __import__("sqlite3").connect(settings.helpdesk_path)
+    conn.execute("DROP TABLE kb_fts")  # break the knowledge base under the running app
+    conn.commit()
+    conn.close()
+    result = app.run(Ticket(customer_id="cus_sync_502", subject="Error 502", body="Sync fails with Error 502."))
+    assert result.status == "failed"
+    assert result.status_reason is not None and "kb_fts" in result.status_reason
+    timeline = app.thread(result.thread_id).timeline
+    assert any(e.node == "search" and e.outcome.startswith("error") for e in timeline)
+    assert timeline[-1].node == "finish"

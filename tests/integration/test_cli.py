@@ -1,0 +1,105 @@
+"""The `triage` CLI as a user runs it: real subprocesses, JSON output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from triage.settings import Settings
+
+
+def triage(settings: Settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "triage", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_run_show_threads_json(settings: Settings) -> None:
+    ran = triage(
+        settings,
+        "run",
+        "--customer-id",
+        "cus_small_dup",
+        "--subject",
+        "Charged twice",
+        "--body",
+        "I was charged twice for my plan, please refund one.",
+        "--json",
+    )
+    assert ran.returncode == 0, ran.stderr
+    result = json.loads(ran.stdout)
+    assert {
+        "thread_id",
+        "status",
+        "route",
+        "intent",
+        "urgency",
+        "confidence",
+        "reply",
+        "actions",
+    } <= result.keys()
+    assert (result["status"], result["route"]) == ("completed", "billing")
+
+    shown = triage(settings, "show", result["thread_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    timeline = json.loads(shown.stdout)["timeline"]
+    assert timeline and set(timeline[0]) == {"node", "namespace", "checkpoint_id", "duration_ms", "outcome"}
+    assert "lookup" in [e["node"] for e in timeline]
+
+    listed = triage(settings, "threads", "--json")
+    assert [t["thread_id"] for t in json.loads(listed.stdout)] == [result["thread_id"]]
+
+
+def test_run_reads_json_from_stdin_and_file(settings: Settings, tmp_path: Path) -> None:
+    ticket = {"subject": "Opening hours", "body": "When can I reach your support team?"}
+    piped = triage(settings, "run", "--json", stdin=json.dumps(ticket))
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["route"] == "general"
+    path = tmp_path / "ticket.json"
+    path.write_text(json.dumps(ticket))
+    from_file = triage(settings, "run", "--file", str(path), "--json")
+    assert json.loads(from_file.stdout)["route"] == "general"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (("run", "--body", "   "), None, "body: must contain text"),
+        (("run", "--customer-id", "cus_nobody", "--body", "hi"), None, "unknown customer_id"),
+        (("run",), "{not json", "not valid JSON"),
+        (("run",), "", "stdin was empty"),
+        (("run", "--file", "/nonexistent/ticket.json"), None, "cannot read"),
+        (("show", "thr_missing"), None, "no thread 'thr_missing'"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(
+    settings: Settings, args: tuple[str, ...], stdin: str | None, message: str
+) -> None:
+    done = triage(settings, *args, stdin=stdin)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    listed = triage(settings, "threads", "--json")
+    assert json.loads(listed.stdout) == []
+
+
+def test_help_imports_nothing_heavy() -> None:
+    code = (
+        "import sys; from triage.cli import cli; "
+        "heavy = [m for m in ('langgraph', 'sklearn', 'aiosqlite', 'langchain_core') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""

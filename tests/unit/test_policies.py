@@ -1,0 +1,163 @@
+"""The policy bundle, routing decisions, billing readings and grant checks: pure functions, no I/O."""
+
+from __future__ import annotations
+
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from triage.errors import PolicyFileError
+from triage.gateway import GrantError, check_grants
+from triage.graphs.support import build_support_graph
+from triage.policies import load_policy_bundle
+from triage.policies.billing import find_duplicate_charges, format_money, latest_failed_payment
+from triage.policies.routing import decide_route, kb_answers
+
+POLICY = load_policy_bundle()
+
+
+def _copy_default(tmp_path: Path) -> Path:
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    for name in ("permissions.toml", "support.toml"):
+        source = resources.files("triage.policies") / "default" / name
+        shutil.copyfile(str(source), folder / name)
+    return folder
+
+
+def test_bundle_hash_is_stable_and_tracks_content(tmp_path: Path) -> None:
+    folder = _copy_default(tmp_path)
+    assert load_policy_bundle(folder).version == POLICY.version
+    (folder / "support.toml").write_text((folder / "support.toml").read_text().replace("0.45", "0.5"))
+    assert load_policy_bundle(folder).version != POLICY.version
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "min_confidence = 0.45",
+            "min_confidence = 1.5",
+            "routing.min_confidence: Input should be less than",
+        ),
+        ("min_confidence = 0.45", "min_confidence = 0.45\ncolour = 1", "routing.colour: Extra inputs"),
+        ('critical = "urgent"', "", "missing a priority for urgency critical"),
+        ("[billing]", "[billing", "not valid TOML"),
+    ],
+)
+def test_invalid_policy_file_names_file_and_field(tmp_path: Path, old: str, new: str, message: str) -> None:
+    folder = _copy_default(tmp_path)
+    path = folder / "support.toml"
+    path.write_text(path.read_text().replace(old, new))
+    with pytest.raises(PolicyFileError) as caught:
+        load_policy_bundle(folder)
+    assert "support.toml" in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_missing_policy_file(tmp_path: Path) -> None:
+    folder = _copy_default(tmp_path)
+    (folder / "permissions.toml").unlink()
+    with pytest.raises(PolicyFileError, match=r"permissions.toml: missing"):
+        load_policy_bundle(folder)
+
+
+def test_deny_by_default_grants() -> None:
+    permissions = POLICY.permissions
+    assert not permissions.allows("classify", "customers:read")
+    assert permissions.allows("billing", "payments:read")
+    assert not permissions.allows("billing", "refunds:write")
+    assert not permissions.allows("escalation", "payments:read")
+    assert permissions.allows("escalation", "tickets:write")
+    assert not permissions.allows("nobody", "kb:read")
+
+
+def test_graph_build_fails_when_a_node_uses_an_ungranted_tool(tmp_path: Path) -> None:
+    with pytest.raises(GrantError, match="'escalation' uses tool 'list_payments'"):
+        check_grants("escalation", ["list_payments"], POLICY.permissions)
+    folder = _copy_default(tmp_path)
+    path = folder / "permissions.toml"
+    path.write_text(path.read_text().replace('technical = ["kb:read", "tickets:write"]', 'technical = ["kb:read"]'))
+    with pytest.raises(GrantError, match=r"'technical' uses tool 'create_ticket'.*tickets:write"):
+        build_support_graph(policy=load_policy_bundle(folder))
+
+
+@pytest.mark.parametrize(
+    ("predicted", "confidence", "signals", "sentiment", "route", "reason"),
+    [
+        ("billing", 0.9, set(), "neutral", "billing", "classified as billing"),
+        ("billing", 0.9, {"legal_threat"}, "negative", "escalation", "legal_threat"),
+        ("technical", 0.9, {"security"}, "neutral", "escalation", "security"),
+        ("general", 0.9, set(), "angry", "escalation", "sentiment is angry"),
+        ("account", 0.2, set(), "neutral", "escalation", "classifier unsure"),
+        ("escalation", 0.3, set(), "neutral", "escalation", "classified as escalation"),
+        ("technical", 0.9, {"repeat_contact"}, "negative", "technical", "classified as technical"),
+    ],
+)
+def test_decide_route(
+    predicted: str, confidence: float, signals: set[str], sentiment: str, route: str, reason: str
+) -> None:
+    decision = decide_route(
+        predicted=predicted,  # type: ignore[arg-type]
+        confidence=confidence,
+        signals=frozenset(signals),
+        sentiment=sentiment,  # type: ignore[arg-type]
+        policy=POLICY.support,
+    )
+    assert decision.route == route
+    assert reason in decision.reason
+
+
+def _payment(pid: str, amount: int, at: str, invoice: str | None, status: str = "succeeded", refunded: int = 0) -> dict:
+    return {
+        "id": pid,
+        "amount_cents": amount,
+        "created_at": at,
+        "invoice_id": invoice,
+        "status": status,
+        "refunded_cents": refunded,
+    }
+
+
+def test_duplicate_charges() -> None:
+    rules = POLICY.support.billing
+    payments = [
+        _payment("pay_1", 1900, "2026-08-01T10:00:00Z", "in_1"),
+        _payment("pay_2", 1900, "2026-08-01T10:03:00Z", "in_1"),
+        _payment("pay_3", 1900, "2026-09-01T10:00:00Z", "in_2"),  # next month: not a duplicate
+        _payment("pay_4", 500, "2026-09-02T10:00:00Z", None),
+        _payment("pay_5", 500, "2026-09-02T12:00:00Z", None),  # no invoice, two hours apart
+        _payment("pay_6", 500, "2026-09-20T12:00:00Z", None),  # no invoice, weeks apart
+    ]
+    found = find_duplicate_charges(payments, rules)
+    assert [(d.duplicate_id, d.original_id) for d in found] == [("pay_5", "pay_4"), ("pay_2", "pay_1")]
+    assert find_duplicate_charges(payments, rules, already_requested=frozenset({"pay_2", "pay_5"})) == []
+    payments[1] = _payment("pay_2", 1900, "2026-08-01T10:03:00Z", "in_1", status="refunded", refunded=1900)
+    assert [d.duplicate_id for d in find_duplicate_charges(payments, rules)] == ["pay_5"]
+    failed = _payment("pay_7", 1900, "2026-08-01T10:05:00Z", "in_1", status="failed")
+    assert [d.duplicate_id for d in find_duplicate_charges([*payments[:2], failed], rules)] == []
+
+
+def test_latest_failed_payment_and_money() -> None:
+    ok = _payment("pay_1", 4900, "2026-08-01T10:00:00Z", "in_1")
+    failed = _payment("pay_2", 4900, "2026-09-01T10:00:00Z", "in_2", status="failed")
+    assert latest_failed_payment([ok, failed]) == failed
+    assert latest_failed_payment([failed, {**ok, "created_at": "2026-09-02T00:00:00Z"}]) is None
+    assert format_money(120000) == "$1,200.00"
+    assert format_money(990, "eur") == "9.90 EUR"
+
+
+def test_kb_answers_needs_score_and_key_terms() -> None:
+    rules = POLICY.support
+
+    def hit(score: float, key_terms: int, query_terms: int) -> dict[str, float]:
+        return {"score": score, "key_terms": key_terms, "query_terms": query_terms}
+
+    assert kb_answers(hit(16.5, 2, 3), rules)  # "forgot password reset": short and on topic
+    assert kb_answers(hit(25.0, 5, 40), rules)  # a long ticket with many title words
+    assert not kb_answers(hit(12.7, 2, 14), rules)  # two incidental words in a long ticket
+    assert not kb_answers(hit(30.0, 1, 2), rules)  # one rare word
+    assert not kb_answers(hit(3.0, 3, 3), rules)  # weak score
+    assert kb_answers(hit(7.6, 2, 4), rules)  # "customer service opening hours"

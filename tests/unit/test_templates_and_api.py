@@ -1,0 +1,92 @@
+"""Reply templates render from their facts; the public API exports what it documents; the README's graph is current."""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+
+import pytest
+
+import triage
+from triage.graphs.draw import support_mermaid
+from triage.models.templates import TEMPLATES, render
+from triage.models.tier import extractive_summary
+from triage.state import Draft
+from triage.tools.kb import fts_query, matched_terms, query_terms
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+@pytest.mark.parametrize("template", sorted(TEMPLATES))
+def test_every_template_renders_from_named_facts(template: str) -> None:
+    fields = {name for _, name, _, _ in string.Formatter().parse(TEMPLATES[template]) if name}
+    reply = render(Draft(template=template, facts={name: f"<{name}>" for name in fields}))
+    assert all(f"<{name}>" in reply["body"] for name in fields)
+    assert "{" not in reply["body"]
+    with pytest.raises(KeyError):
+        if fields:
+            render(Draft(template=template, facts={}))
+        else:
+            raise KeyError("no fields")
+
+
+def test_tone_and_greeting() -> None:
+    reply = render(
+        Draft(
+            template="general.fallback",
+            facts={"customer_name": "Ada Lovelace", "sentiment": "angry", "ticket_subject": "Help"},
+        )
+    )
+    assert reply["body"].startswith("Hi Ada,\n\nI am sorry")
+    assert reply["subject"] == "Re: Help"
+    assert render(Draft(template="general.fallback", facts={}))["body"].startswith("Hello,\n\nThank you")
+
+
+def test_extractive_summary_keeps_whole_sentences() -> None:
+    text = "The app crashes on start. It started after the update. I use Windows 11 and version 4.2 of the app."
+    assert extractive_summary(text, max_chars=60) == "The app crashes on start. It started after the update."
+    assert extractive_summary("x" * 500, max_chars=20).endswith("…")
+
+
+def test_fts_query_is_injection_safe() -> None:
+    terms = query_terms('Error 502 "sync" NEAR(x) OR password* -- DROP TABLE; the and')
+    assert terms == ["error", "502", "sync", "near", "password", "drop", "table"]
+    assert fts_query(terms).count('"') == 2 * len(terms)
+    assert matched_terms(["syncing", "errors", "zebra"], "Sync error while uploading") == 2
+
+
+def test_public_api_is_pinned() -> None:
+    assert set(triage.__all__) == {
+        "Action",
+        "InvalidTicketError",
+        "PermanentToolError",
+        "PolicyFileError",
+        "Reply",
+        "RunResult",
+        "ScopeDeniedError",
+        "ThreadNotFoundError",
+        "ThreadSummary",
+        "ThreadView",
+        "Ticket",
+        "TimelineEntry",
+        "ToolError",
+        "TransientToolError",
+        "TriageApp",
+        "TriageError",
+        "UnknownCustomerError",
+    }
+
+
+def test_readme_diagram_matches_the_graph() -> None:
+    mermaid = support_mermaid()
+    blocks = re.findall(r"```mermaid\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README.md has no mermaid diagram"
+    assert blocks[0].strip() == mermaid, "regenerate it: python -m triage.graphs.draw"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    commands = re.findall(r"```bash\n(.*?)\n```", README.read_text(), flags=re.S)
+    assert len(commands) >= 2 and "triage demo" in commands[0]
+    ci = (README.parent / ".ci" / "run").read_text().strip().splitlines()
+    assert ci[-1] == commands[1]
