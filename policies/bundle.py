@@ -44,7 +44,9 @@ class KnowledgeBaseRules(_Strict):
     """How good a knowledge-base match must be to answer with it."""
 
     min_score: float = Field(ge=0.0)
-    min_matched_terms: int = Field(ge=1)
+    min_key_terms: int = Field(ge=1)
+    strong_key_terms: int = Field(ge=1)
+    min_key_coverage: float = Field(ge=0.0, le=1.0)
 
 
 class BillingRules(_Strict):

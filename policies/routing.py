@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from triage.policies.bundle import Priority, SupportPolicy
 from triage.taxonomy import Route, Sentiment, Urgency
@@ -43,7 +45,13 @@ def priority_for(urgency: Urgency, policy: SupportPolicy) -> Priority:
     return policy.priority[urgency]
 
 
-def kb_answers(score: float, matched_terms: int, policy: SupportPolicy) -> bool:
-    """Whether a knowledge-base match is good enough to answer with."""
+def kb_answers(article: Mapping[str, Any], policy: SupportPolicy) -> bool:
+    """Whether a knowledge-base hit (from `search_kb`) is good enough to answer the ticket with."""
     rules = policy.knowledge_base
-    return score >= rules.min_score and matched_terms >= rules.min_matched_terms
+    key_terms = int(article["key_terms"])
+    coverage = key_terms / max(1, int(article["query_terms"]))
+    return (
+        float(article["score"]) >= rules.min_score
+        and key_terms >= rules.min_key_terms
+        and (key_terms >= rules.strong_key_terms or coverage >= rules.min_key_coverage)
+    )

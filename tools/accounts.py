@@ -56,12 +56,14 @@ async def create_account_request(
     return {"id": request_id, "created": created, "kind": kind}
 
 
-class NoArgs(BaseModel):
-    """No arguments."""
+class ListPlansArgs(BaseModel):
+    """Arguments of `list_plans`."""
+
+    limit: int = Field(default=20, ge=1, le=100, description="How many plans, cheapest first.")
 
 
-@helpdesk_tool(scope="plans:read", args_schema=NoArgs)
-async def list_plans(ctx: Annotated[ToolContext, InjectedToolArg]) -> list[dict[str, Any]]:
-    """Return the plans on offer with their monthly prices."""
+@helpdesk_tool(scope="plans:read", args_schema=ListPlansArgs)
+async def list_plans(ctx: Annotated[ToolContext, InjectedToolArg], limit: int = 20) -> list[dict[str, Any]]:
+    """Return the plans on offer with their monthly prices, cheapest first."""
     async with ctx.helpdesk.read() as conn:
-        return await fetch_all(conn, "SELECT * FROM plans ORDER BY monthly_price_cents")
+        return await fetch_all(conn, "SELECT * FROM plans ORDER BY monthly_price_cents LIMIT ?", (limit,))

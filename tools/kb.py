@@ -156,8 +156,9 @@ async def search_kb(
 ) -> list[dict[str, Any]]:
     """Return the best-matching articles with their steps.
 
-    `score` is -bm25 (higher is better) and `matched_terms` counts the distinct query words the article contains,
-    so callers can tell one lucky rare word from a real match.
+    `score` is -bm25 (higher is better); `matched_terms` counts the distinct query words the article contains and
+    `key_terms` those in its title and tags (out of `query_terms`), so callers can tell a few common words from a
+    real match.
     """
     terms = query_terms(query)
     if not terms:
@@ -180,6 +181,8 @@ async def search_kb(
     for row in rows:
         row["steps"] = json.loads(row["steps"])
         row["score"] = round(float(row["score"]), 3)
-        text = " ".join([row["title"], row["summary"], row.pop("tags"), *row["steps"]])
-        row["matched_terms"] = matched_terms(terms, text)
+        tags = row.pop("tags")
+        row["matched_terms"] = matched_terms(terms, " ".join([row["title"], row["summary"], tags, *row["steps"]]))
+        row["key_terms"] = matched_terms(terms, f"{row['title']} {tags}")
+        row["query_terms"] = len(terms)
     return rows
