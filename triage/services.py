@@ -55,3 +55,10 @@ async def shared_services(settings: Settings | None = None) -> Services:
         if key not in _shared:
             _shared[key] = await Services.open(settings)
     return _shared[key]
+
+
+async def close_shared_services() -> None:
+    """Close the shared services opened on the running loop (for servers shutting down, and tests)."""
+    loop_id = id(asyncio.get_running_loop())
+    for key in [key for key in _shared if key[0] == loop_id]:
+        await _shared.pop(key).aclose()

@@ -1,0 +1,30 @@
+"""The module-level graph that LangGraph Studio loads runs without a TriageApp: it opens shared services itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from triage.graphs.support import graph
+from triage.services import close_shared_services
+from triage.settings import Settings
+
+
+async def test_studio_graph_runs_on_the_default_home(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "studio-home"))
+    monkeypatch.setenv("TRIAGE_CACHE_HOME", str(settings.cache_dir))
+    assert graph.checkpointer is None, "langgraph dev refuses a graph compiled with its own checkpointer"
+    runnable = graph.copy(update={"checkpointer": InMemorySaver()})
+    try:
+        out = await runnable.ainvoke(
+            {"ticket": {"customer_id": "cus_small_dup", "subject": "Charged twice", "body": "I was billed twice."}},
+            {"configurable": {"thread_id": "studio-1"}},
+        )
+    finally:
+        await close_shared_services()
+    assert (out["route"], out["status"]) == ("billing", "completed")
+    assert (tmp_path / "studio-home" / "helpdesk.sqlite").exists()
