@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     from langgraph.graph.state import CompiledStateGraph
 
+    from triage.models.tier import ModelTier
     from triage.services import Services
 
 
@@ -55,19 +56,25 @@ class TriageApp:
         >>> result.status, result.route, result.actions
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, models: ModelTier | None = None) -> None:
         self.settings = settings
+        self._models = models
         self._portal = Portal()
         self._engine: _Engine | None = None
         self._opening: asyncio.Lock | None = None
 
     @classmethod
-    def open(cls, home: str | Path | None = None, *, settings: Settings | None = None) -> TriageApp:
-        """Create an app whose files live in `home` (default: `$TRIAGE_HOME` or `./.triage`)."""
+    def open(
+        cls, home: str | Path | None = None, *, settings: Settings | None = None, models: ModelTier | None = None
+    ) -> TriageApp:
+        """Create an app whose files live in `home` (default: `$TRIAGE_HOME` or `./.triage`).
+
+        `models` replaces the embedded local model tier (it is still wrapped by the PII and injection guard).
+        """
         settings = settings or Settings()
         if home is not None:
             settings = settings.model_copy(update={"home": Path(home)})
-        return cls(settings)
+        return cls(settings, models=models)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -119,7 +126,7 @@ class TriageApp:
         from triage.graphs.support import build_support_graph
         from triage.services import Services
 
-        services = await Services.open(self.settings)
+        services = await Services.open(self.settings, models=self._models)
         conn = await aiosqlite.connect(self.settings.checkpoints_path)
         await conn.execute("PRAGMA busy_timeout = 10000")
         saver = AsyncSqliteSaver(conn)
@@ -253,11 +260,8 @@ class TriageApp:
         self._portal.call(self._awarm_up())
 
     async def _awarm_up(self) -> None:
-        from triage.models.tier import LocalModelTier
-
         engine = await self._get_engine()
-        if isinstance(engine.services.models, LocalModelTier):
-            await engine.services.models.warm_up()
+        await engine.services.models.warm_up()
 
 
 def _result(thread_id: str, values: Mapping[str, Any], *, duration_ms: float | None = None) -> RunResult:
@@ -274,6 +278,8 @@ def _result(thread_id: str, values: Mapping[str, Any], *, duration_ms: float | N
         sentiment=classification.get("sentiment"),
         confidence=classification.get("confidence"),
         signals=classification.get("signals", []),
+        redactions=classification.get("redactions", {}),
+        policy_version=values.get("policy_version"),
         reply=Reply(**reply) if reply else None,
         actions=[Action(**action) for action in values.get("actions", [])],
         proposed_actions=[dict(p) for p in values.get("proposed_actions", [])],

@@ -283,6 +283,30 @@ def customers(home: HomeOption = None, as_json: JsonOption = False) -> None:
     out.print(table)
 
 
+policy_cli = typer.Typer(help="Check the policy bundle.", no_args_is_help=True)
+cli.add_typer(policy_cli, name="policy")
+
+
+@policy_cli.command("check")
+def policy_check(
+    directory: Annotated[
+        Path | None, typer.Option("--dir", envvar="TRIAGE_POLICY_DIR", help="Policy folder [default: packaged].")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Validate the policy files and print the bundle's version hash."""
+    from triage.policies import load_policy_bundle
+
+    bundle = _guard(lambda: load_policy_bundle(directory))
+    grants = {node: sorted(scopes) for node, scopes in bundle.permissions.grants.items()}
+    if as_json:
+        _print_json({"valid": True, "version": bundle.version, "source": bundle.source, "grants": grants})
+        return
+    out.print(f"[green]valid[/] policy bundle {bundle.version} from {bundle.source}")
+    for node, scopes in grants.items():
+        out.print(f"  {node}: {', '.join(scopes) or '(no tools)'}")
+
+
 def main() -> None:
     """Entry point of the `triage` console script."""
     cli()

@@ -106,6 +106,10 @@ class RunResult(BaseModel):
     sentiment: Sentiment | None = None
     confidence: float | None = None
     signals: list[str] = Field(default_factory=list)
+    redactions: dict[str, int] = Field(
+        default_factory=dict, description="Personal data kept from the model, by kind; counts only."
+    )
+    policy_version: str | None = Field(default=None, description="Hash of the policy bundle that governed the run.")
     reply: Reply | None = None
     actions: list[Action] = Field(default_factory=list)
     proposed_actions: list[dict[str, Any]] = Field(default_factory=list)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from triage.gateway import ToolGateway
 from triage.helpdesk import Helpdesk
+from triage.models.guard import GuardedModelTier
 from triage.models.tier import LocalModelTier, ModelTier
 from triage.policies import PolicyBundle, load_policy_bundle
 from triage.settings import Settings
@@ -23,8 +24,13 @@ class Services:
     models: ModelTier
 
     @classmethod
-    async def open(cls, settings: Settings, *, policy: PolicyBundle | None = None) -> Services:
-        """Open the helpdesk (creating and seeding it on first use) and wire the gateway and model tier."""
+    async def open(
+        cls, settings: Settings, *, policy: PolicyBundle | None = None, models: ModelTier | None = None
+    ) -> Services:
+        """Open the helpdesk (creating and seeding it on first use) and wire the gateway and model tier.
+
+        `models` replaces the local tier; whatever tier is used, it sits behind `GuardedModelTier`.
+        """
         settings.home.mkdir(parents=True, exist_ok=True)
         policy = policy or load_policy_bundle(settings.policy_dir)
         helpdesk = await Helpdesk.open(settings.helpdesk_path)
@@ -33,7 +39,7 @@ class Services:
             policy=policy,
             helpdesk=helpdesk,
             gateway=ToolGateway(helpdesk=helpdesk, permissions=policy.permissions),
-            models=LocalModelTier(settings.cache_dir),
+            models=GuardedModelTier(models or LocalModelTier(settings.cache_dir)),
         )
 
     async def aclose(self) -> None:

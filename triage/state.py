@@ -41,6 +41,8 @@ class Classification(TypedDict):
     """The phrases the signals matched, for the audit trail."""
     model: str
     """Which model tier classified it (e.g. 'local')."""
+    redactions: NotRequired[dict[str, int]]
+    """Personal data kept from the model, by kind (EMAIL, CARD, ...): counts only, never values."""
 
 
 class ActionRecord(TypedDict):

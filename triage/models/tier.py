@@ -19,6 +19,10 @@ class ModelTier(Protocol):
 
     name: str
 
+    async def warm_up(self) -> None:
+        """Load whatever the tier needs before the first call."""
+        ...
+
     async def classify(self, text: str) -> Classification:
         """Route, intent, urgency, sentiment and a calibrated confidence for a ticket's text."""
         ...

@@ -1,0 +1,82 @@
+"""Detect prompt-injection and jailbreak attempts in ticket text.
+
+Detection only flags; it never grants or refuses anything by itself. Whatever it misses, a ticket still cannot
+cause an effect its specialist is not granted, and refunds are only ever requested for payments the helpdesk shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+
+_RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (name, re.compile(pattern, re.IGNORECASE))
+    for name, pattern in (
+        (
+            "override_instructions",
+            r"\b(ignore|disregard|forget|override|bypass)\b[^.\n]{0,40}\b(previous|prior|above|earlier|all|your|the|"
+            r"any)\b[^.\n]{0,20}\b(instructions?|rules?|prompts?|guidelines?|polic(y|ies)|directives?)\b",
+        ),
+        ("new_instructions", r"\b(new|updated|real|actual)\s+(system\s+)?instructions?\s*(:|are\b)"),
+        ("system_prompt", r"\b(system|developer)\s*(prompt|message|mode)\b|<\s*/?\s*(system|assistant)\s*>"),
+        (
+            "role_play",
+            r"\b(you are now|from now on,? you|pretend (to be|you are)|act as if you|roleplay as|"
+            r"(act|behave) as (an? |the )?(ai|assistant|bot|chatbot|language model|llm|system))\b",
+        ),
+        ("jailbreak", r"\b(jailbreak|DAN mode|do anything now|no restrictions|unfiltered mode)\b"),
+        (
+            "forced_action",
+            r"\b(you (must|will|have to)|i (order|command|instruct) you to|immediately)\b[^.\n]{0,40}"
+            r"\b(refund|transfer|credit|delete|approve|wire)\b[^.\n]{0,40}\b(without|no need for|skip)\b"
+            r"[^.\n]{0,20}\b(approval|verification|review|checks?)\b",
+        ),
+        (
+            "approval_claim",
+            r"\b(already|pre-?)\s*(approved|authori[sz]ed)\b[^.\n]{0,40}\b(by|from)\b[^.\n]{0,30}"
+            r"\b(manager|supervisor|admin|ceo|support|your team)\b",
+        ),
+    )
+)
+_BASE64 = re.compile(r"\b[A-Za-z0-9+/]{24,}={0,2}")
+
+
+@dataclass(frozen=True)
+class InjectionCheck:
+    """What the detector found: the rule names that fired and the matched text."""
+
+    rules: tuple[str, ...]
+    evidence: tuple[str, ...]
+
+    @property
+    def flagged(self) -> bool:
+        """Whether any rule fired."""
+        return bool(self.rules)
+
+
+def detect_injection(text: str) -> InjectionCheck:
+    """Check a ticket's text, and any base64 blobs in it decoded, for injection and jailbreak patterns."""
+    texts = [text, *_decoded_blobs(text)]
+    rules: list[str] = []
+    evidence: list[str] = []
+    for candidate in texts:
+        for name, pattern in _RULES:
+            match = pattern.search(candidate)
+            if match and name not in rules:
+                rules.append(name if candidate is text else f"{name} (base64)")
+                evidence.append(match.group(0)[:80])
+    return InjectionCheck(rules=tuple(rules), evidence=tuple(evidence))
+
+
+def _decoded_blobs(text: str) -> list[str]:
+    decoded = []
+    for blob in _BASE64.findall(text):
+        try:
+            plain = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+        if plain.isprintable():
+            decoded.append(plain)
+    return decoded
