@@ -7,29 +7,31 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import RetryPolicy
+from langgraph.types import RetryPolicy, TimeoutPolicy
 
 from triage.context import Context
 from triage.errors import TransientToolError
 from triage.gateway import check_grants
 from triage.nodes import account, billing, escalation, general, technical
-from triage.policies.bundle import Permissions
+from triage.nodes.common import stop_on_violation
+from triage.nodes.route import continue_unless_refused
+from triage.policies.bundle import PolicyBundle
 from triage.state import SpecialistOutput, SpecialistState
 
 TRANSIENT_RETRY = RetryPolicy(retry_on=TransientToolError, max_attempts=3, initial_interval=0.2)
 """Retry a node whose tool hit a busy database; other errors fail the step at once."""
 
 
-def _chain(name: str, steps: Sequence[tuple[str, Any]]) -> StateGraph[Any, Context, Any, Any]:
+def _chain(steps: Sequence[tuple[str, Any]], timeout: TimeoutPolicy) -> StateGraph[Any, Context, Any, Any]:
     graph: StateGraph[Any, Context, Any, Any] = StateGraph(
         SpecialistState, context_schema=Context, output_schema=SpecialistOutput
     )
-    previous = START
+    names = [step for step, _ in steps]
     for step, node in steps:
-        graph.add_node(step, node, retry_policy=TRANSIENT_RETRY)
-        graph.add_edge(previous, step)
-        previous = step
-    graph.add_edge(previous, END)
+        graph.add_node(step, stop_on_violation(node), retry_policy=TRANSIENT_RETRY, timeout=timeout)
+    graph.add_edge(START, names[0])
+    for step, following in zip(names, [*names[1:], END], strict=True):
+        graph.add_conditional_edges(step, continue_unless_refused(following), [following, END])
     return graph
 
 
@@ -42,8 +44,13 @@ SPECIALISTS: dict[str, tuple[Any, Sequence[tuple[str, Any]]]] = {
 }
 
 
-def build_specialist(name: str, permissions: Permissions) -> CompiledStateGraph[Any, Context, Any, Any]:
+def build_specialist(name: str, policy: PolicyBundle) -> CompiledStateGraph[Any, Context, Any, Any]:
     """Compile one specialist after checking that its tools are within its grant."""
     module, steps = SPECIALISTS[name]
-    check_grants(name, module.TOOLS, permissions)
-    return _chain(name, steps).compile(name=name)
+    check_grants(name, module.TOOLS, policy.permissions)
+    return _chain(steps, io_timeout(policy)).compile(name=name)
+
+
+def io_timeout(policy: PolicyBundle) -> TimeoutPolicy:
+    """The per-attempt time limit of a node that does I/O (async nodes only)."""
+    return TimeoutPolicy(run_timeout=policy.support.timeouts.io_node_seconds)

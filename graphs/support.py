@@ -8,13 +8,13 @@ from langgraph.graph import END, START, StateGraph
 
 from triage.context import Context
 from triage.gateway import check_grants
-from triage.graphs.specialists import SPECIALISTS, TRANSIENT_RETRY, build_specialist
+from triage.graphs.specialists import SPECIALISTS, TRANSIENT_RETRY, build_specialist, io_timeout
 from triage.nodes import send_reply as send_reply_node
 from triage.nodes import validate as validate_node
 from triage.nodes.classify import classify
 from triage.nodes.compose import compose
 from triage.nodes.finish import finish
-from triage.nodes.route import route
+from triage.nodes.route import after_specialist, fall_back, route
 from triage.nodes.send_reply import send_reply
 from triage.nodes.validate import validate
 from triage.policies import PolicyBundle, load_policy_bundle
@@ -34,19 +34,25 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
     graph: StateGraph[State, Context, InputState, State] = StateGraph(
         State, context_schema=Context, input_schema=InputState
     )
-    graph.add_node("validate", validate, retry_policy=TRANSIENT_RETRY)
+    timeout = io_timeout(policy)
+    graph.add_node("validate", validate, retry_policy=TRANSIENT_RETRY, timeout=timeout)
     graph.add_node("classify", classify)
     graph.add_node("route", route)
     for name in SPECIALISTS:
-        graph.add_node(name, build_specialist(name, policy.permissions))
+        graph.add_node(name, build_specialist(name, policy))
+    graph.add_node("fall_back", fall_back)
     graph.add_node("compose", compose)
-    graph.add_node("send_reply", send_reply, retry_policy=TRANSIENT_RETRY)
+    graph.add_node("send_reply", send_reply, retry_policy=TRANSIENT_RETRY, timeout=timeout)
     graph.add_node("finish", finish)
 
     graph.add_edge(START, "validate")
     graph.add_edge("classify", "route")
     for name in SPECIALISTS:
-        graph.add_edge(name, "compose")
+        if name == "escalation":
+            graph.add_edge(name, "compose")
+        else:
+            graph.add_conditional_edges(name, after_specialist, ["compose", "fall_back"])
+    graph.add_edge("fall_back", "escalation")
     graph.add_edge("compose", "send_reply")
     graph.add_edge("send_reply", "finish")
     graph.add_edge("finish", END)

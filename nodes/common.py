@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 from langgraph.runtime import Runtime
 
 from triage.context import Context, services_of, thread_id_of
-from triage.state import ActionRecord, Draft, ProposedAction
+from triage.errors import ScopeDeniedError
+from triage.state import ActionRecord, Draft, ProposedAction, Violation
+
+
+class SpecialistNode(Protocol):
+    """A specialist step: `async def step(state, runtime) -> update`."""
+
+    def __call__(self, state: Any, runtime: Runtime[Context]) -> Awaitable[Any]:
+        """Run the step."""
+        ...
 
 
 async def call_tool(runtime: Runtime[Context], node: str, tool: str, **args: Any) -> Any:
@@ -102,3 +113,20 @@ def ticket_text(state: Any) -> str:
     """A ticket's subject and body as one text."""
     ticket = state["ticket"]
     return f"{ticket['subject']}\n{ticket['body']}".strip()
+
+
+def stop_on_violation(node: SpecialistNode) -> SpecialistNode:
+    """Turn a refused tool call into a `policy_violation` outcome, so the run falls back instead of failing.
+
+    The gateway has already refused the call before any I/O and recorded it; this only changes the course.
+    """
+
+    @functools.wraps(node)
+    async def guarded(state: Any, runtime: Runtime[Context]) -> Any:
+        try:
+            return await node(state, runtime)
+        except ScopeDeniedError as refused:
+            violation = Violation(node=refused.caller, tool=refused.tool, scope=refused.scope)
+            return {"outcome": "policy_violation", "violations": [*state.get("violations", []), violation]}
+
+    return guarded

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 from langgraph.types import Command
@@ -26,3 +27,23 @@ async def route(
         policy=services.policy.support,
     )
     return Command(goto=decision.route, update={"route": decision.route, "route_reason": decision.reason})
+
+
+def continue_unless_refused(following: str) -> Callable[[Mapping[str, Any]], str]:
+    """Inside a specialist: go on to `following`, or stop once a tool call was refused."""
+
+    def decide(state: Mapping[str, Any]) -> str:
+        return "__end__" if state.get("outcome") == "policy_violation" else following
+
+    return decide
+
+
+def after_specialist(state: State) -> Literal["compose", "fall_back"]:
+    """Reply as usual, or fall back to escalation when the specialist was refused a tool."""
+    return "fall_back" if state.get("outcome") == "policy_violation" else "compose"
+
+
+async def fall_back(state: State) -> dict[str, Any]:
+    """Hand a ticket whose specialist hit the permission policy to a person, saying why."""
+    refused = "; ".join(f"{v['node']} called {v['tool']} without scope {v['scope']}" for v in state["violations"])
+    return {"route": "escalation", "route_reason": f"policy violation: {refused}"}

@@ -55,6 +55,12 @@ class BillingRules(_Strict):
     duplicate_window_hours: int = Field(ge=1)
 
 
+class TimeoutRules(_Strict):
+    """Per-node time limits."""
+
+    io_node_seconds: float = Field(gt=0.0)
+
+
 class SupportPolicy(_Strict):
     """The contents of support.toml."""
 
@@ -62,6 +68,7 @@ class SupportPolicy(_Strict):
     priority: dict[Urgency, Priority]
     knowledge_base: KnowledgeBaseRules
     billing: BillingRules
+    timeouts: TimeoutRules
 
     @field_validator("priority")
     @classmethod

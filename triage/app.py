@@ -280,6 +280,7 @@ def _result(thread_id: str, values: Mapping[str, Any], *, duration_ms: float | N
         signals=classification.get("signals", []),
         redactions=classification.get("redactions", {}),
         policy_version=values.get("policy_version"),
+        violations=[dict(v) for v in values.get("violations", [])],
         reply=Reply(**reply) if reply else None,
         actions=[Action(**action) for action in values.get("actions", [])],
         proposed_actions=[dict(p) for p in values.get("proposed_actions", [])],

@@ -307,6 +307,106 @@ def policy_check(
         out.print(f"  {node}: {', '.join(scopes) or '(no tools)'}")
 
 
+@cli.command("eval")
+def eval_(
+    dataset: Annotated[
+        Path | None, typer.Option(help="Cases as JSONL, or labelled CSV/JSONL with --text-col/--route-col.")
+    ] = None,
+    text_col: Annotated[str | None, typer.Option(help="Column with the ticket text (route-only cases).")] = None,
+    route_col: Annotated[str | None, typer.Option(help="Column with the expected route (route-only cases).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N cases.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for eval.json and eval.md.")] = Path("reports"),
+    update_baseline: Annotated[bool, typer.Option(help="Write this run's figures as the new baseline.")] = False,
+    baseline: Annotated[
+        Path | None, typer.Option(help="Baseline to gate against [default: evals/baseline.json].")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Cases run at once.")] = 8,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the evaluation suite through the real graph, report per node and per run, gate against the baseline."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from triage.evals import dataset as datasets
+    from triage.evals import report as reports
+    from triage.evals.runner import run_cases
+    from triage.settings import Settings
+
+    def load() -> Any:
+        if dataset is None:
+            return datasets.load_cases(limit=limit), "evals/datasets/support.jsonl"
+        if text_col or route_col or dataset.suffix.lower() == ".csv":
+            cases = datasets.load_labelled(
+                dataset, text_col=text_col or "text", route_col=route_col or "route", limit=limit
+            )
+            return cases, str(dataset)
+        return datasets.load_cases(dataset, limit=limit), str(dataset)
+
+    cases, source = _guard(load)
+    settings = Settings() if home is None else Settings(home=home)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"Evaluating {len(cases)} cases", total=len(cases))
+        result = _guard(
+            lambda: asyncio.run(
+                run_cases(cases, settings=settings, concurrency=concurrency, on_done=lambda _: progress.advance(task))
+            )
+        )
+    report = reports.build_report(result, cases, source=source)
+    baseline_path = baseline or reports.default_baseline()
+    if update_baseline:
+        reports.write_baseline(report, baseline_path)
+        reports.gate(report, None, baseline_path=str(baseline_path))
+        report["gate"].update(status="updated", reason=f"baseline written to {baseline_path}")
+        regressions = []
+    else:
+        previous = _guard(lambda: reports.read_baseline(baseline_path)) if baseline_path.exists() or baseline else None
+        regressions = reports.gate(report, previous, baseline_path=str(baseline_path))
+    json_path, md_path = reports.write_reports(report, out_dir)
+    if as_json:
+        _print_json(report)
+    else:
+        run_figures = report["run"]
+        table = Table(title=f"triage eval: {len(cases)} cases in {result.wall_time_s:.1f} s")
+        for column in ("node", "executions", "success", "errors", "p50 ms", "p95 ms"):
+            table.add_column(column, justify="left" if column == "node" else "right")
+        for node, stats in report["nodes"].items():
+            rate = stats["success_rate"]
+            table.add_row(
+                node,
+                str(stats["executions"]),
+                "-" if rate is None else f"{rate:.1%}",
+                str(stats["errors"]),
+                f"{stats['latency_ms']['p50']:.0f}",
+                f"{stats['latency_ms']['p95']:.0f}",
+            )
+        out.print(table)
+        out.print(
+            f"task success {run_figures['task_success_rate']:.1%}, route accuracy {run_figures['route_accuracy']:.1%}"
+            f" (macro F1 {report['routes']['macro_f1']:.3f}), escalation rate {run_figures['escalation_rate']:.1%},"
+            f" policy violations {run_figures['policy_violations']}, latency p50/p95 "
+            f"{run_figures['latency_ms']['p50']:.0f}/{run_figures['latency_ms']['p95']:.0f} ms"
+        )
+        gate_section = report["gate"]
+        out.print(
+            f"gate: {gate_section['status']}" + (f" ({gate_section['reason']})" if "reason" in gate_section else "")
+        )
+        out.print(f"reports: {json_path}, {md_path}")
+    for regression in regressions:
+        err.print(f"[bold red]regression:[/] {regression.describe()}", highlight=False, soft_wrap=True)
+    if regressions:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point of the `triage` console script."""
     cli()

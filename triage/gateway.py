@@ -15,7 +15,7 @@ from triage.helpdesk import Helpdesk
 from triage.helpdesk.store import is_transient
 from triage.policies.bundle import Permissions
 from triage.tools import ALL_TOOLS, ToolContext, tool_scope
-from triage.tools.base import idempotency_key
+from triage.tools.base import idempotency_key, utc_now
 
 
 class GrantError(ValueError):
@@ -47,7 +47,8 @@ class ToolGateway:
         """Call `tool_name` with `args` as node `caller` in thread `thread_id`.
 
         Raises:
-            ScopeDeniedError: the caller is not granted the tool's scope (nothing was read or written).
+            ScopeDeniedError: the caller is not granted the tool's scope; the tool did nothing and the refusal is
+                recorded in the `policy_violations` table.
             TransientToolError: a failure worth retrying (the database is busy).
             PermanentToolError: bad arguments, a missing row, a violated constraint.
         """
@@ -56,6 +57,7 @@ class ToolGateway:
             raise PermanentToolError(tool_name, "no such tool")
         scope = tool_scope(made)
         if not self.permissions.allows(caller, scope):
+            await self._record_violation(thread_id, caller, tool_name, scope)
             raise ScopeDeniedError(tool_name, caller, scope)
         ctx = ToolContext(
             helpdesk=self.helpdesk,
@@ -73,3 +75,11 @@ class ToolGateway:
             raise PermanentToolError(tool_name, str(exc)) from exc
         except sqlite3.IntegrityError as exc:
             raise PermanentToolError(tool_name, str(exc)) from exc
+
+    async def _record_violation(self, thread_id: str, node: str, tool: str, scope: str) -> None:
+        """Write the refused call to the audit table; the refused tool itself did no I/O."""
+        async with self.helpdesk.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO policy_violations (thread_id, node, tool, scope, created_at) VALUES (?, ?, ?, ?, ?)",
+                (thread_id, node, tool, scope, utc_now()),
+            )

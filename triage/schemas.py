@@ -110,6 +110,9 @@ class RunResult(BaseModel):
         default_factory=dict, description="Personal data kept from the model, by kind; counts only."
     )
     policy_version: str | None = Field(default=None, description="Hash of the policy bundle that governed the run.")
+    violations: list[dict[str, str]] = Field(
+        default_factory=list, description="Tool calls the permission policy refused (node, tool, scope)."
+    )
     reply: Reply | None = None
     actions: list[Action] = Field(default_factory=list)
     proposed_actions: list[dict[str, Any]] = Field(default_factory=list)

@@ -56,6 +56,14 @@ class ActionRecord(TypedDict):
     amount_cents: int | None
 
 
+class Violation(TypedDict):
+    """A tool call the permission policy refused."""
+
+    node: str
+    tool: str
+    scope: str
+
+
 class ProposedAction(TypedDict):
     """An action a specialist recommends but does not perform itself (e.g. a refund)."""
 
@@ -101,7 +109,9 @@ class State(InputState):
     """Effects performed so far, in order. Each writer returns the whole list (no reducer: see the notes on
     subgraphs that share reducer keys)."""
     outcome: NotRequired[str]
-    """The specialist's verdict: resolved, needs_info, handed_off or escalated."""
+    """The specialist's verdict: resolved, needs_info, handed_off, escalated or policy_violation."""
+    violations: NotRequired[list[Violation]]
+    """Tool calls refused by the permission policy (the run then falls back to escalation)."""
     draft: NotRequired[Draft]
     reply: NotRequired[ReplyData]
     status: NotRequired[Status]
@@ -123,6 +133,7 @@ class SpecialistState(TypedDict):
     actions: NotRequired[list[ActionRecord]]
     outcome: NotRequired[str]
     draft: NotRequired[Draft]
+    violations: NotRequired[list[Violation]]
 
 
 class SpecialistOutput(TypedDict):
@@ -133,3 +144,4 @@ class SpecialistOutput(TypedDict):
     actions: list[ActionRecord]
     outcome: str
     draft: Draft
+    violations: list[Violation]

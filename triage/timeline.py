@@ -113,6 +113,8 @@ def describe_update(updated: Iterable[str], values: Mapping[str, Any]) -> str:
             parts.append(f"draft {value['template']}")
         elif channel == "actions" and isinstance(value, list) and value:
             parts.append("; ".join(f"{a['kind']} {a['receipt_id']}" for a in value))
+        elif channel == "violations" and isinstance(value, list) and value:
+            parts.append("refused " + ", ".join(f"{v['tool']} ({v['scope']})" for v in value))
         elif channel == "outcome":
             parts.append(f"outcome {value}")
         elif channel == "customer":

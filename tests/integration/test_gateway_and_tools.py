@@ -40,14 +40,19 @@ async def gateway(tmp_path: Path) -> AsyncIterator[ToolGateway]:
         ("unknown_node", "search_kb", {"query": "password"}),
     ],
 )
-async def test_out_of_scope_call_is_refused_before_io(
-    gateway: ToolGateway, caller: str, tool: str, args: dict[str, object]
+async def test_out_of_scope_call_is_refused_and_recorded(
+    gateway: ToolGateway, tmp_path: Path, caller: str, tool: str, args: dict[str, object]
 ) -> None:
-    await gateway.helpdesk.close()  # any I/O now would raise; a refusal must come first
+    db = tmp_path / "helpdesk.sqlite"
+    effects = "SELECT (SELECT COUNT(*) FROM tickets) + (SELECT COUNT(*) FROM refund_requests) AS n"
+    before = rows(db, effects)[0]["n"]
     with pytest.raises(ScopeDeniedError) as caught:
-        await gateway.call(caller, tool, args, thread_id="t1")
+        await gateway.call(caller, tool, args, thread_id="thr_v")
     assert caught.value.kind == "policy"
     assert caller in str(caught.value) and "not granted scope" in str(caught.value)
+    assert rows(db, effects)[0]["n"] == before
+    [violation] = rows(db, "SELECT thread_id, node, tool, scope FROM policy_violations")
+    assert violation == {"thread_id": "thr_v", "node": caller, "tool": tool, "scope": caught.value.scope}
 
 
 async def test_effects_are_idempotent_per_thread(gateway: ToolGateway, tmp_path: Path) -> None:

@@ -145,3 +145,13 @@ CREATE INDEX IF NOT EXISTS invoices_by_customer ON invoices(customer_id, issued_
 CREATE INDEX IF NOT EXISTS refunds_by_customer ON refunds(customer_id, created_at);
 CREATE INDEX IF NOT EXISTS tickets_by_thread ON tickets(thread_id);
 CREATE INDEX IF NOT EXISTS outbox_by_thread ON outbox(thread_id);
+
+-- Every tool call refused by the permission policy: which node asked for what, in which run.
+CREATE TABLE IF NOT EXISTS policy_violations (
+    id         INTEGER PRIMARY KEY,
+    thread_id  TEXT NOT NULL,
+    node       TEXT NOT NULL,
+    tool       TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
