@@ -7,7 +7,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from triage.context import Context, services_of
+from triage.context import Context, meter_of, services_of
 from triage.nodes.common import (
     action_record,
     article_facts,
@@ -86,7 +86,7 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
                 queue="account",
                 priority=priority,
                 subject=f"Suspended account {customer['id']} asks for access",
-                summary=await services.models.summarise(state["ticket"]["body"]),
+                summary=await services.models.summarise(state["ticket"]["body"], meter=meter_of(runtime)),
                 customer_id=customer["id"],
             )
             actions.append(action_record("ticket", "create_ticket", NODE, receipt, queue="account", priority=priority))

@@ -6,13 +6,40 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from triage.context import Context, services_of
-from triage.state import State
+from triage.context import Context, meter_of, services_of
+from triage.metering import BudgetExceededError
+from triage.models.signals import detect_signals
+from triage.state import Classification, State
+
+BUDGET_SIGNAL = "budget_exceeded"
 
 
 async def classify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Ask the model tier to read the ticket. Read-only: no tools."""
+    """Ask the model tier to read the ticket. Read-only: no tools.
+
+    Over budget, no model is asked: the ticket is marked for a person, with the reason.
+    """
     services = await services_of(runtime)
     ticket = state["ticket"]
-    classification = await services.models.classify(f"{ticket['subject']}\n{ticket['body']}".strip())
+    text = f"{ticket['subject']}\n{ticket['body']}".strip()
+    try:
+        classification = await services.models.classify(text, meter=meter_of(runtime))
+    except BudgetExceededError as exceeded:
+        return {"classification": unclassified(text), "budget_exceeded": str(exceeded)}
     return {"classification": classification}
+
+
+def unclassified(text: str) -> Classification:
+    """The deterministic reading of a ticket no model may look at: a person's job, urgency from the lexicons."""
+    signals = detect_signals(text)
+    return Classification(
+        route="escalation",
+        intent="human_agent_request",
+        confidence=0.0,
+        route_scores={},
+        urgency=signals.urgency,
+        sentiment=signals.sentiment,
+        signals=sorted({*signals.flags, BUDGET_SIGNAL}),
+        evidence=list(signals.evidence),
+        model="none",
+    )

@@ -6,7 +6,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from triage.context import Context, services_of
+from triage.context import Context, meter_of, services_of
 from triage.state import Draft, State
 
 
@@ -21,4 +21,6 @@ async def compose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "sentiment": state["classification"]["sentiment"],
         **draft["facts"],
     }
-    return {"reply": await services.models.compose(Draft(template=draft["template"], facts=facts))}
+    return {
+        "reply": await services.models.compose(Draft(template=draft["template"], facts=facts), meter=meter_of(runtime))
+    }

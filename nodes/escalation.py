@@ -6,7 +6,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from triage.context import Context, services_of
+from triage.context import Context, meter_of, services_of
 from triage.nodes.common import RESPONSE_TIMES, action_record, call_tool, specialist_update
 from triage.policies.routing import priority_for
 from triage.state import Draft, SpecialistState
@@ -26,7 +26,7 @@ async def hand_off(state: SpecialistState, runtime: Runtime[Context]) -> dict[st
         priority = "high"
     reason = state.get("route_reason", "")
     summary_lines = [
-        await services.models.summarise(ticket["body"], max_chars=400),
+        await services.models.summarise(ticket["body"], max_chars=400, meter=meter_of(runtime)),
         "",
         f"Classifier: {classification['route']}/{classification['intent']} ({classification['confidence']:.2f}); "
         f"urgency {classification['urgency']}; sentiment {classification['sentiment']}.",
@@ -43,7 +43,8 @@ async def hand_off(state: SpecialistState, runtime: Runtime[Context]) -> dict[st
         "create_ticket",
         queue="human",
         priority=priority,
-        subject=ticket["subject"] or await services.models.summarise(ticket["body"], max_chars=80),
+        subject=ticket["subject"]
+        or await services.models.summarise(ticket["body"], max_chars=80, meter=meter_of(runtime)),
         summary="\n".join(summary_lines),
         customer_id=ticket["customer_id"],
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
+from langgraph.config import get_config
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from triage.context import Context, services_of
+from triage.context import Context, meter_of, services_of
 from triage.policies.routing import decide_route
 from triage.state import State
 
@@ -19,6 +20,13 @@ async def route(
     """Send the ticket to its specialist, or to escalation on a signal, an angry customer or low confidence."""
     services = await services_of(runtime)
     classification = state["classification"]
+    meter = meter_of(runtime)
+    over_budget = state.get("budget_exceeded") or (meter.exceeded(steps=_steps_taken()) if meter else None)
+    if over_budget:
+        return Command(
+            goto="escalation",
+            update={"route": "escalation", "route_reason": f"budget: {over_budget}", "budget_exceeded": over_budget},
+        )
     decision = decide_route(
         predicted=classification["route"],
         confidence=classification["confidence"],
@@ -47,3 +55,8 @@ async def fall_back(state: State) -> dict[str, Any]:
     """Hand a ticket whose specialist hit the permission policy to a person, saying why."""
     refused = "; ".join(f"{v['node']} called {v['tool']} without scope {v['scope']}" for v in state["violations"])
     return {"route": "escalation", "route_reason": f"policy violation: {refused}"}
+
+
+def _steps_taken() -> int:
+    """Coordinator steps so far in this run (LangGraph numbers them from the input checkpoint)."""
+    return int(get_config().get("metadata", {}).get("langgraph_step", 0))

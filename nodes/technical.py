@@ -6,7 +6,7 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from triage.context import Context, services_of
+from triage.context import Context, meter_of, services_of
 from triage.nodes.common import (
     RESPONSE_TIMES,
     action_record,
@@ -46,7 +46,7 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
     classification = state["classification"]
     priority = priority_for(classification["urgency"], policy)
     ticket = state["ticket"]
-    summary = await services.models.summarise(ticket["body"], max_chars=600)
+    summary = await services.models.summarise(ticket["body"], max_chars=600, meter=meter_of(runtime))
     if best is not None:
         summary += f"\n\nClosest article: {best['slug']} (score {best['score']}, not a confident match)."
     receipt = await call_tool(
@@ -55,7 +55,8 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
         "create_ticket",
         queue="engineering",
         priority=priority,
-        subject=ticket["subject"] or await services.models.summarise(ticket["body"], max_chars=80),
+        subject=ticket["subject"]
+        or await services.models.summarise(ticket["body"], max_chars=80, meter=meter_of(runtime)),
         summary=summary,
         customer_id=ticket["customer_id"],
     )

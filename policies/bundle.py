@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from triage.errors import PolicyFileError
+from triage.policies.budgets import Budget
 from triage.taxonomy import URGENCIES, Urgency
 
 POLICY_FILES = ("permissions.toml", "support.toml")
@@ -69,6 +70,7 @@ class SupportPolicy(_Strict):
     knowledge_base: KnowledgeBaseRules
     billing: BillingRules
     timeouts: TimeoutRules
+    budget: Budget
 
     @field_validator("priority")
     @classmethod

@@ -136,24 +136,43 @@ class TriageApp:
 
     # -- running tickets -------------------------------------------------------------------------------------
 
-    def run(self, ticket: Ticket | Mapping[str, Any], *, thread_id: str | None = None) -> RunResult:
+    def run(
+        self,
+        ticket: Ticket | Mapping[str, Any],
+        *,
+        thread_id: str | None = None,
+        budget: Mapping[str, Any] | None = None,
+    ) -> RunResult:
         """Triage one ticket to a terminal status (see `arun`)."""
-        return self._portal.call(self._arun(ticket, thread_id))
+        return self._portal.call(self._arun(ticket, thread_id, budget))
 
-    async def arun(self, ticket: Ticket | Mapping[str, Any], *, thread_id: str | None = None) -> RunResult:
+    async def arun(
+        self,
+        ticket: Ticket | Mapping[str, Any],
+        *,
+        thread_id: str | None = None,
+        budget: Mapping[str, Any] | None = None,
+    ) -> RunResult:
         """Triage one ticket: validate, classify, route, act, reply; checkpointed after every node.
+
+        `budget` overrides limits of the policy's per-run budget, e.g. `{"max_model_tokens": 2000}`.
 
         Raises:
             InvalidTicketError: the ticket is malformed (nothing is written).
             UnknownCustomerError: the customer id is not in the helpdesk (nothing is written).
+            PolicyFileError: the budget override names an unknown limit or a bad value.
         """
-        return await self._portal.acall(self._arun(ticket, thread_id))
+        return await self._portal.acall(self._arun(ticket, thread_id, budget))
 
-    async def _arun(self, ticket: Ticket | Mapping[str, Any], thread_id: str | None) -> RunResult:
+    async def _arun(
+        self, ticket: Ticket | Mapping[str, Any], thread_id: str | None, budget: Mapping[str, Any] | None
+    ) -> RunResult:
         from triage.context import Context
+        from triage.metering import Meter
         from triage.nodes.validate import check_ticket
 
         engine = await self._get_engine()
+        meter = Meter(budget=engine.services.policy.support.budget.override(budget))
         thread_id = thread_id or f"thr_{uuid.uuid4().hex}"
         data = ticket.model_dump() if isinstance(ticket, Ticket) else ticket
         # Refuse bad input before anything is written: no thread, no helpdesk row.
@@ -164,7 +183,7 @@ class TriageApp:
             await engine.graph.ainvoke(
                 {"ticket": parsed.model_dump()},
                 config,
-                context=Context(services=engine.services),
+                context=Context(services=engine.services, meter=meter),
                 durability="sync",
             )
         except Exception as exc:
@@ -281,6 +300,8 @@ def _result(thread_id: str, values: Mapping[str, Any], *, duration_ms: float | N
         redactions=classification.get("redactions", {}),
         policy_version=values.get("policy_version"),
         violations=[dict(v) for v in values.get("violations", [])],
+        budget_exceeded=values.get("budget_exceeded"),
+        usage=values.get("usage", {}),
         reply=Reply(**reply) if reply else None,
         actions=[Action(**action) for action in values.get("actions", [])],
         proposed_actions=[dict(p) for p in values.get("proposed_actions", [])],

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from langgraph.runtime import Runtime
 
 if TYPE_CHECKING:
+    from triage.metering import Meter
     from triage.services import Services
 
 
@@ -20,6 +21,8 @@ class Context:
     """
 
     services: Services | None = None
+    meter: Meter | None = None
+    """The run's budget and spend; without one (e.g. under `langgraph dev`) model use is not budgeted."""
 
 
 async def services_of(runtime: Runtime[Context]) -> Services:
@@ -30,6 +33,11 @@ async def services_of(runtime: Runtime[Context]) -> Services:
     from triage.services import shared_services
 
     return await shared_services()
+
+
+def meter_of(runtime: Runtime[Context]) -> Meter | None:
+    """The run's meter, if the caller gave one."""
+    return runtime.context.meter if runtime.context is not None else None
 
 
 def thread_id_of(runtime: Runtime[Context]) -> str:

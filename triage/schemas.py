@@ -110,6 +110,8 @@ class RunResult(BaseModel):
         default_factory=dict, description="Personal data kept from the model, by kind; counts only."
     )
     policy_version: str | None = Field(default=None, description="Hash of the policy bundle that governed the run.")
+    budget_exceeded: str | None = Field(default=None, description="The budget the run crossed, if any.")
+    usage: dict[str, float] = Field(default_factory=dict, description="Model calls, tokens, cost, wall seconds.")
     violations: list[dict[str, str]] = Field(
         default_factory=list, description="Tool calls the permission policy refused (node, tool, scope)."
     )

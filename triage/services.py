@@ -21,7 +21,7 @@ class Services:
     policy: PolicyBundle
     helpdesk: Helpdesk
     gateway: ToolGateway
-    models: ModelTier
+    models: GuardedModelTier
 
     @classmethod
     async def open(

@@ -119,6 +119,10 @@ class State(InputState):
     status_reason: NotRequired[str]
     policy_version: NotRequired[str]
     """Hash of the policy bundle that governed the run."""
+    budget_exceeded: NotRequired[str]
+    """Why the run stopped using models (a budget it crossed), if it did."""
+    usage: NotRequired[dict[str, float]]
+    """What the run spent: model calls, tokens, cost, wall seconds."""
 
 
 class SpecialistState(TypedDict):

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import rows
 from triage import TriageApp
-from triage.models.tier import LocalModelTier
+from triage.models.tier import LocalModelTier, UsageSink
 from triage.settings import Settings
 from triage.state import Classification, Draft, ReplyData
 
@@ -29,17 +29,17 @@ class RecordingTier(LocalModelTier):
         super().__init__(cache_dir)
         self.seen: list[str] = []
 
-    async def classify(self, text: str) -> Classification:
+    async def classify(self, text: str, *, usage: UsageSink | None = None) -> Classification:
         self.seen.append(text)
-        return await super().classify(text)
+        return await super().classify(text, usage=usage)
 
-    async def compose(self, draft: Draft) -> ReplyData:
+    async def compose(self, draft: Draft, *, usage: UsageSink | None = None) -> ReplyData:
         self.seen.append(json.dumps(draft["facts"], default=str))
-        return await super().compose(draft)
+        return await super().compose(draft, usage=usage)
 
-    async def summarise(self, text: str, *, max_chars: int = 280) -> str:
+    async def summarise(self, text: str, *, max_chars: int = 280, usage: UsageSink | None = None) -> str:
         self.seen.append(text)
-        return await super().summarise(text, max_chars=max_chars)
+        return await super().summarise(text, max_chars=max_chars, usage=usage)
 
 
 @pytest.fixture

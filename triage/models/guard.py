@@ -1,14 +1,18 @@
 """Pre- and post-checks around every model call: one wrapper, whatever model tier sits behind it.
 
-Before a call: personal data is swapped for placeholders and the ticket is checked for prompt injection.
-After a call: placeholders in what the model wrote are swapped back, so tools and customers see real values.
+Before a call: the run's budget is checked, personal data is swapped for placeholders and the ticket is checked
+for prompt injection. After a call: placeholders in what the model wrote are swapped back, so tools and customers
+see real values. Once a budget is spent, no model is called: classification raises `BudgetExceededError` (the
+caller escalates) and replies and summaries are produced deterministically from templates.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from triage.models.tier import ModelTier
+from triage.metering import BudgetExceededError, Meter
+from triage.models.templates import render
+from triage.models.tier import ModelTier, extractive_summary
 from triage.policies.injection import detect_injection
 from triage.policies.pii import Redaction, redact, restore
 from triage.state import Classification, Draft, ReplyData
@@ -27,19 +31,28 @@ class GuardedModelTier:
         """Load the wrapped tier's models now."""
         await self.inner.warm_up()
 
-    async def classify(self, text: str) -> Classification:
-        """Classify the redacted text; add the injection flag and what was redacted."""
+    async def classify(self, text: str, *, meter: Meter | None = None) -> Classification:
+        """Classify the redacted text; add the injection flag and what was redacted.
+
+        Raises:
+            BudgetExceededError: the run's budget is spent; no model was called.
+        """
+        reason = meter.exceeded() if meter else None
+        if reason:
+            raise BudgetExceededError(reason)
         check = detect_injection(text)
         redaction = redact(text)
-        classification = await self.inner.classify(redaction.text)
+        classification = await self.inner.classify(redaction.text, usage=meter)
         if check.flagged:
             classification["signals"] = sorted({*classification["signals"], INJECTION_SIGNAL})
             classification["evidence"] = [*classification["evidence"], *(f"injection: {e}" for e in check.evidence)]
         classification["redactions"] = redaction.counts
         return classification
 
-    async def compose(self, draft: Draft) -> ReplyData:
-        """Compose from redacted facts, then restore the real values in the reply."""
+    async def compose(self, draft: Draft, *, meter: Meter | None = None) -> ReplyData:
+        """Compose from redacted facts, then restore the real values in the reply (templates once over budget)."""
+        if meter and meter.exceeded():
+            return render(draft)
         redaction = Redaction(text="")
         facts: dict[str, Any] = {}
         for key, value in draft["facts"].items():
@@ -47,14 +60,17 @@ class GuardedModelTier:
                 redaction = redact(value, into=redaction)
                 value = redaction.text
             facts[key] = value
-        reply = await self.inner.compose(Draft(template=draft["template"], facts=facts))
+        reply = await self.inner.compose(Draft(template=draft["template"], facts=facts), usage=meter)
         return ReplyData(
             subject=restore(reply["subject"], redaction),
             body=restore(reply["body"], redaction),
             template=reply["template"],
         )
 
-    async def summarise(self, text: str, *, max_chars: int = 280) -> str:
-        """Summarise the redacted text, then restore the real values."""
+    async def summarise(self, text: str, *, max_chars: int = 280, meter: Meter | None = None) -> str:
+        """Summarise the redacted text, then restore the real values (extractive once over budget)."""
+        if meter and meter.exceeded():
+            return extractive_summary(text, max_chars=max_chars)
         redaction = redact(text)
-        return restore(await self.inner.summarise(redaction.text, max_chars=max_chars), redaction)
+        summary = await self.inner.summarise(redaction.text, max_chars=max_chars, usage=meter)
+        return restore(summary, redaction)

@@ -14,8 +14,19 @@ if TYPE_CHECKING:
     from triage.models.local import LocalClassifier
 
 
+class UsageSink(Protocol):
+    """Where a tier reports what each model call spent (the run's meter)."""
+
+    def record(self, *, tokens: int, cost_usd: float) -> None:
+        """Add one call's tokens and cost."""
+        ...
+
+
 class ModelTier(Protocol):
-    """What nodes may ask of a model: judgment, never side effects."""
+    """What nodes may ask of a model: judgment, never side effects.
+
+    Each call reports its spend to `usage` when one is given, so that budgets can be enforced per run.
+    """
 
     name: str
 
@@ -23,15 +34,15 @@ class ModelTier(Protocol):
         """Load whatever the tier needs before the first call."""
         ...
 
-    async def classify(self, text: str) -> Classification:
+    async def classify(self, text: str, *, usage: UsageSink | None = None) -> Classification:
         """Route, intent, urgency, sentiment and a calibrated confidence for a ticket's text."""
         ...
 
-    async def compose(self, draft: Draft) -> ReplyData:
+    async def compose(self, draft: Draft, *, usage: UsageSink | None = None) -> ReplyData:
         """Write the customer reply that `draft` describes."""
         ...
 
-    async def summarise(self, text: str, *, max_chars: int = 280) -> str:
+    async def summarise(self, text: str, *, max_chars: int = 280, usage: UsageSink | None = None) -> str:
         """A short summary of a ticket for a human queue."""
         ...
 
@@ -62,10 +73,12 @@ class LocalModelTier:
         """Load (or train) the classifier now rather than on the first ticket."""
         await self._get_classifier()
 
-    async def classify(self, text: str) -> Classification:
+    async def classify(self, text: str, *, usage: UsageSink | None = None) -> Classification:
         """Classify with the trained model and detect urgency and sentiment with the signal lexicons."""
         from triage.models.signals import detect_signals
 
+        if usage is not None:
+            usage.record(tokens=0, cost_usd=0.0)  # local models are free; the call still counts
         prediction = (await self._get_classifier()).predict(text)
         signals = detect_signals(text)
         return Classification(
@@ -80,12 +93,16 @@ class LocalModelTier:
             model=self.name,
         )
 
-    async def compose(self, draft: Draft) -> ReplyData:
+    async def compose(self, draft: Draft, *, usage: UsageSink | None = None) -> ReplyData:
         """Render the draft's template."""
+        if usage is not None:
+            usage.record(tokens=0, cost_usd=0.0)
         return render(draft)
 
-    async def summarise(self, text: str, *, max_chars: int = 280) -> str:
+    async def summarise(self, text: str, *, max_chars: int = 280, usage: UsageSink | None = None) -> str:
         """Extractive summary: the first sentences that fit in `max_chars`."""
+        if usage is not None:
+            usage.record(tokens=0, cost_usd=0.0)
         return extractive_summary(text, max_chars=max_chars)
 
 
