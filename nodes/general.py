@@ -18,8 +18,11 @@ TOOLS = ("search_kb",)
 async def answer(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Reply from the FAQ when an article matches well; otherwise a polite templated reply."""
     actions = list(state.get("actions", []))
-    if state["classification"]["intent"] == "feedback":
+    intent = state["classification"]["intent"]
+    if intent == "feedback":
         return specialist_update("resolved", Draft(template="general.feedback_thanks", facts={}), actions, findings={})
+    if intent == "other":  # off-topic: a polite reply, no tool call
+        return specialist_update("resolved", Draft(template="general.off_topic", facts={}), actions, findings={})
     services = await services_of(runtime)
     policy = services.policy.support
     seen: list[dict[str, Any]] = []

@@ -124,9 +124,11 @@ class TriageApp:
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         from triage.graphs.support import build_support_graph
+        from triage.helpdesk.store import quiet_sql_logging
         from triage.services import Services
 
         services = await Services.open(self.settings, models=self._models)
+        quiet_sql_logging()
         conn = await aiosqlite.connect(self.settings.checkpoints_path)
         await conn.execute("PRAGMA busy_timeout = 10000")
         saver = AsyncSqliteSaver(conn)

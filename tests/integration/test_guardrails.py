@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,10 @@ def recorded(settings: Settings) -> Iterator[tuple[TriageApp, RecordingTier]]:
     app.close()
 
 
-def test_no_raw_pii_reaches_the_model_layer(recorded: tuple[TriageApp, RecordingTier], settings: Settings) -> None:
+def test_no_raw_pii_reaches_the_model_layer_or_a_log_line(
+    recorded: tuple[TriageApp, RecordingTier], settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     app, tier = recorded
     corpus = _load("pii_tickets.jsonl")
     redacted = 0
@@ -58,7 +62,7 @@ def test_no_raw_pii_reaches_the_model_layer(recorded: tuple[TriageApp, Recording
         result = app.run({k: case[k] for k in ("customer_id", "subject", "body")})
         assert result.status in ("completed", "escalated"), result.status_reason
         redacted += sum(result.redactions.values())
-    everything = "\n".join(tier.seen)
+    everything = "\n".join([*tier.seen, *(record.getMessage() for record in caplog.records)])
     leaks = [value for case in corpus for value in case["pii"] if value in everything]
     assert leaks == []
     assert redacted >= sum(len(case["pii"]) for case in corpus)

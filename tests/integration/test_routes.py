@@ -160,7 +160,7 @@ def test_angry_legal_threat_is_escalated_with_priority(app: TriageApp, settings:
 
 
 def test_unclear_ticket_goes_to_a_person(app: TriageApp) -> None:
-    result = app.run(Ticket(subject="", body="Can you check this for me?"))
+    result = app.run(Ticket(subject="", body="the thing from last week, still waiting"))
     assert (result.route, result.status) == ("escalation", "escalated")
     assert result.route_reason is not None and "unsure" in result.route_reason
 
@@ -176,3 +176,10 @@ async def test_async_api_runs_concurrently(app: TriageApp) -> None:
     results = await asyncio.gather(*(app.arun(t) for t in tickets))
     assert [r.route for r in results] == ["billing", "general", "account"]
     assert len({r.thread_id for r in results}) == 3
+
+
+def test_off_topic_gets_a_polite_reply_and_no_tool_call(app: TriageApp) -> None:
+    result = app.run(Ticket(subject="", body="What's the weather in Paris tomorrow?"))
+    assert (result.route, result.status) == ("general", "completed")
+    assert result.reply is not None and result.reply.template == "general.off_topic"
+    assert result.findings == {} and result.actions == []

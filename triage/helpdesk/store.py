@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ class Helpdesk:
     async def open(cls, path: Path) -> Helpdesk:
         """Open the helpdesk at `path`, creating the schema and seeding the demo data if it is new."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        quiet_sql_logging()
         conn = await aiosqlite.connect(path, isolation_level=None)
         try:
             conn.row_factory = aiosqlite.Row
@@ -89,6 +91,13 @@ async def _create_and_seed(conn: aiosqlite.Connection) -> None:
         await conn.execute("ROLLBACK")
         raise
     await conn.execute("COMMIT")
+
+
+def quiet_sql_logging() -> None:
+    """Keep customer data out of logs: aiosqlite logs every statement with its parameters at DEBUG."""
+    logger = logging.getLogger("aiosqlite")
+    if logger.getEffectiveLevel() < logging.INFO:
+        logger.setLevel(logging.INFO)
 
 
 def is_transient(exc: BaseException) -> bool:

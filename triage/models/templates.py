@@ -114,6 +114,11 @@ TEMPLATES: dict[str, str] = {
         "Thank you for taking the time to tell us this. We have shared your feedback with the product team, "
         "who read every message."
     ),
+    "general.off_topic": (
+        "Thank you for getting in touch. This inbox answers questions about Northwind accounts, billing, orders and "
+        "the Northwind apps, and we could not tell what you need from us here. If there is something about your "
+        "account or our products we can help with, reply with a few details and we will take it from there."
+    ),
     "general.fallback": (
         "Thank you for your message. We could not match it to an answer we have ready. Could you tell us a little "
         "more: what you were trying to do, what happened, and your customer id if you have an account? Our team "

@@ -1,0 +1,69 @@
+"""Every node against every tool: a granted call goes through, any other is refused before the tool runs and is
+recorded. Deny by default: nodes the manifest does not name get nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import rows
+from triage.errors import ScopeDeniedError
+from triage.gateway import ToolGateway
+from triage.helpdesk import Helpdesk
+from triage.policies import load_policy_bundle
+from triage.tools import ALL_TOOLS, tool_scope
+
+PERMISSIONS = load_policy_bundle().permissions
+NODES = [*PERMISSIONS.grants, "unknown_node"]
+VALID_ARGS: dict[str, dict[str, Any]] = {
+    "get_customer": {"customer_id": "cus_0001"},
+    "list_invoices": {"customer_id": "cus_0001"},
+    "list_payments": {"customer_id": "cus_0001"},
+    "list_refunds": {"customer_id": "cus_0001"},
+    "request_refund": {"customer_id": "cus_small_dup", "payment_id": "PAYMENT", "amount_cents": 100, "reason": "test"},
+    "search_kb": {"query": "reset password"},
+    "create_ticket": {"queue": "human", "priority": "low", "subject": "s", "summary": "s"},
+    "send_message": {"to_address": "a@example.com", "subject": "s", "body": "b", "template": "t"},
+    "create_account_request": {"customer_id": "cus_0001", "kind": "data_export"},
+    "list_plans": {},
+}
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[ToolGateway]:
+    helpdesk = await Helpdesk.open(tmp_path / "helpdesk.sqlite")
+    yield ToolGateway(helpdesk=helpdesk, permissions=PERMISSIONS)
+    await helpdesk.close()
+
+
+def test_every_tool_has_sample_arguments() -> None:
+    assert set(VALID_ARGS) == set(ALL_TOOLS)
+
+
+def test_expected_grants() -> None:
+    assert PERMISSIONS.grants["classify"] == frozenset()
+    assert PERMISSIONS.grants["escalation"] == frozenset({"tickets:write"})
+    assert "refunds:write" not in set().union(*PERMISSIONS.grants.values())
+    assert "refunds:request" in PERMISSIONS.grants["billing"]
+
+
+@pytest.mark.parametrize("node", NODES)
+async def test_node_grant_matrix(gateway: ToolGateway, tmp_path: Path, node: str) -> None:
+    db = tmp_path / "helpdesk.sqlite"
+    payment = rows(db, "SELECT id FROM payments WHERE customer_id = 'cus_small_dup' AND status = 'succeeded'")[0]
+    refused = []
+    for tool, args in VALID_ARGS.items():
+        args = {k: payment["id"] if v == "PAYMENT" else v for k, v in args.items()}
+        if PERMISSIONS.allows(node, tool_scope(ALL_TOOLS[tool])):
+            await gateway.call(node, tool, args, thread_id=f"thr_{node}")
+        else:
+            with pytest.raises(ScopeDeniedError):
+                await gateway.call(node, tool, args, thread_id=f"thr_{node}")
+            refused.append(tool)
+    recorded = rows(db, "SELECT tool FROM policy_violations WHERE node = ? ORDER BY id", (node,))
+    assert [r["tool"] for r in recorded] == refused
+    if node == "unknown_node":
+        assert refused == list(VALID_ARGS)
