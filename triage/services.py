@@ -11,6 +11,7 @@ from triage.models.guard import GuardedModelTier
 from triage.models.tier import LocalModelTier, ModelTier
 from triage.policies import PolicyBundle, load_policy_bundle
 from triage.settings import Settings
+from triage.tracing import install_trace_redaction
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Services:
         `models` replaces the local tier; whatever tier is used, it sits behind `GuardedModelTier`.
         """
         settings.home.mkdir(parents=True, exist_ok=True)
+        install_trace_redaction()
         policy = policy or load_policy_bundle(settings.policy_dir)
         helpdesk = await Helpdesk.open(settings.helpdesk_path)
         return cls(
