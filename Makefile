@@ -1,4 +1,4 @@
-.PHONY: demo test lint routes
+.PHONY: demo test lint routes eval
 
 demo:
 	python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/triage demo
@@ -11,3 +11,6 @@ lint:
 
 routes:
 	.venv/bin/python -m triage.evals.route_check
+
+eval:
+	.venv/bin/triage eval

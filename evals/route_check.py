@@ -12,67 +12,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from triage.evals.metrics import accuracy, macro_f1, per_label_scores
 from triage.taxonomy import ROUTES
 
-DEFAULT_CSV = Path("/work/shared/datasets/bitext-support-routes.csv")
+__all__ = ["accuracy", "format_confusion", "macro_f1", "main", "per_label_scores", "read_labelled_csv"]
+
+DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "bitext-support-routes.csv"
+"""The external check file, in `../shared/` beside the project root (absent elsewhere: then it is skipped)."""
 CONFIDENCE_THRESHOLD = 0.5
-
-
-def accuracy(expected: Sequence[str], predicted: Sequence[str]) -> float:
-    """Share of positions where `predicted` equals `expected` (0.0 for empty input).
-
-    Args:
-        expected: Gold labels.
-        predicted: Predicted labels, same length.
-
-    Returns:
-        The accuracy.
-    """
-    if not expected:
-        return 0.0
-    return sum(e == p for e, p in zip(expected, predicted, strict=True)) / len(expected)
-
-
-def per_label_scores(
-    expected: Sequence[str], predicted: Sequence[str], labels: Sequence[str]
-) -> dict[str, tuple[float, float, float, int]]:
-    """Precision, recall, F1 and support for each label.
-
-    Args:
-        expected: Gold labels.
-        predicted: Predicted labels, same length.
-        labels: Labels to report, in order.
-
-    Returns:
-        `{label: (precision, recall, f1, support)}`; a score with a zero denominator is 0.0.
-    """
-    scores: dict[str, tuple[float, float, float, int]] = {}
-    pairs = list(zip(expected, predicted, strict=True))
-    for label in labels:
-        true_pos = sum(e == label and p == label for e, p in pairs)
-        predicted_pos = sum(p == label for _, p in pairs)
-        support = sum(e == label for e, _ in pairs)
-        precision = true_pos / predicted_pos if predicted_pos else 0.0
-        recall = true_pos / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        scores[label] = (precision, recall, f1, support)
-    return scores
-
-
-def macro_f1(expected: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> float:
-    """Unweighted mean F1 over the labels that occur in `expected`.
-
-    Args:
-        expected: Gold labels.
-        predicted: Predicted labels, same length.
-        labels: Candidate labels.
-
-    Returns:
-        The macro-averaged F1.
-    """
-    scores = per_label_scores(expected, predicted, labels)
-    present = [scores[label][2] for label in labels if scores[label][3] > 0]
-    return sum(present) / len(present) if present else 0.0
 
 
 def format_confusion(expected: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> str:

@@ -1,0 +1,178 @@
+"""Per-node evaluators: plain functions that judge one node's work in one run against the case's expectations.
+
+- `classify` got the route right (its predicted route, or, for an expected escalation, the signals/mood/confidence
+  it reported made the router escalate).
+- `route` chose the expected route.
+- a specialist (`billing`, `technical`, ...) on the expected route performed exactly the expected actions with the
+  expected key arguments (the reply `message` belongs to `send_reply`); on a wrong route it is only checked for
+  errors, since the mistake was the router's.
+- `send_reply` sent a message exactly when one is expected; `finish` set the expected status.
+- every other node (and every step inside a specialist) succeeds when it did not raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from triage.evals.dataset import EvalCase, ExpectedAction
+from triage.evals.metrics import CaseEvaluation, NodeResult
+from triage.schemas import Action, RunResult, TimelineEntry
+from triage.taxonomy import ROUTE_OF_INTENT, ROUTES
+
+__all__ = ["describe_action", "evaluate_case", "match_actions", "node_key"]
+
+
+def node_key(entry: TimelineEntry) -> str:
+    """`classify` for a coordinator node, `billing:act` for a step inside the billing subgraph."""
+    return f"{entry.namespace.split(':')[0]}:{entry.node}" if entry.namespace else entry.node
+
+
+def _arg(action: Action, name: str) -> object:
+    return action.amount_cents if name == "amount_cents" else action.details.get(name)
+
+
+def _matches(expected: ExpectedAction, action: Action) -> bool:
+    return expected.kind == action.kind and all(_arg(action, k) == v for k, v in expected.key_args().items())
+
+
+def describe_action(kind: str, args: dict[str, object]) -> str:
+    """`refund_request(amount_cents=1900)`."""
+    return f"{kind}({', '.join(f'{k}={v}' for k, v in args.items())})"
+
+
+def match_actions(expected: Sequence[ExpectedAction], actual: Sequence[Action]) -> tuple[list[str], list[str]]:
+    """Pair each expected action with a distinct actual one.
+
+    Returns:
+        `(missing, unexpected)`: the expected actions no actual action matched, and the actual actions left over,
+        both described for a report.
+    """
+    unused = list(actual)
+    missing: list[str] = []
+    for want in expected:
+        found = next((a for a in unused if _matches(want, a)), None)
+        if found is None:
+            missing.append(describe_action(want.kind, want.key_args()))
+        else:
+            unused.remove(found)
+    unexpected = [
+        describe_action(a.kind, {"amount_cents": a.amount_cents} if a.amount_cents else _key_details(a)) for a in unused
+    ]
+    return missing, unexpected
+
+
+def _key_details(action: Action) -> dict[str, object]:
+    keys = ("queue", "priority", "request", "new_email", "to_plan")
+    return {k: action.details[k] for k in keys if k in action.details}
+
+
+def evaluate_case(
+    case: EvalCase,
+    result: RunResult | None,
+    timeline: Sequence[TimelineEntry],
+    *,
+    latency_ms: float,
+    error: str | None = None,
+) -> CaseEvaluation:
+    """Judge one run: the per-node evaluators and the task as a whole.
+
+    Args:
+        case: The case with its expectations.
+        result: What the run ended with (None when the app refused the ticket or crashed).
+        timeline: The run's node-by-node timeline from the checkpoint store.
+        latency_ms: End-to-end time of the run.
+        error: The exception the app raised, if any.
+    """
+    want = case.expected
+    if result is None:
+        return CaseEvaluation(
+            case_id=case.id,
+            tags=tuple(case.tags),
+            expected_route=want.route,
+            route=None,
+            task_success=False,
+            latency_ms=latency_ms,
+            expected_status=want.status,
+            expected_intent=want.intent,
+            expected_urgency=want.urgency,
+            actions_ok=False if want.actions is not None else None,
+            failures=(f"run raised {error}",),
+            error=error or "no result",
+        )
+
+    failures: list[str] = []
+    if result.status == "failed":
+        failures.append(f"run failed: {result.status_reason}")
+    if result.route != want.route:
+        failures.append(f"route {result.route} != expected {want.route} ({result.route_reason})")
+    if want.status is not None and result.status != want.status:
+        failures.append(f"status {result.status} != expected {want.status}")
+
+    actions_ok: bool | None = None
+    expected_specialist_actions: list[ExpectedAction] = []
+    if want.actions is not None:
+        missing, unexpected = match_actions(want.actions, result.actions)
+        actions_ok = not missing and not unexpected
+        failures += [f"missing action {m}" for m in missing] + [f"unexpected action {u}" for u in unexpected]
+        expected_specialist_actions = [a for a in want.actions if a.kind != "message"]
+    if want.intent is not None and result.intent != want.intent:
+        failures.append(f"intent {result.intent} != expected {want.intent}")  # reported, not part of task success
+    unexpected_refunds = sum(a.kind == "refund_request" for a in result.actions) - sum(
+        a.kind == "refund_request" for a in want.actions or []
+    )
+
+    predicted_route = ROUTE_OF_INTENT.get(result.intent or "")
+    nodes: list[NodeResult] = []
+    for entry in timeline:
+        key = node_key(entry)
+        errored = entry.outcome.startswith("error:")
+        ok, detail = not errored, entry.outcome if errored else ""
+        if not errored:
+            if key == "classify":
+                ok = predicted_route == want.route or (want.route == "escalation" and result.route == "escalation")
+                detail = "" if ok else f"predicted {predicted_route}, expected {want.route}"
+            elif key == "route":
+                ok = result.route == want.route
+                detail = "" if ok else f"routed to {result.route}, expected {want.route}"
+            elif key in ROUTES and key == want.route and want.actions is not None:
+                mine = [a for a in result.actions if a.node == key]
+                missing, unexpected = match_actions(expected_specialist_actions, mine)
+                ok = not missing and not unexpected
+                detail = "; ".join([f"missing {m}" for m in missing] + [f"unexpected {u}" for u in unexpected])
+            elif key == "send_reply" and want.actions is not None:
+                wants_message = any(a.kind == "message" for a in want.actions)
+                sent = any(a.kind == "message" and a.node == "send_reply" for a in result.actions)
+                ok = wants_message == sent
+                detail = "" if ok else ("no message sent" if wants_message else "sent an unexpected message")
+            elif key == "finish" and want.status is not None:
+                ok = result.status == want.status
+                detail = "" if ok else f"status {result.status}, expected {want.status}"
+        nodes.append(NodeResult(key, ok, errored, entry.duration_ms, detail))
+
+    task_success = (
+        result.status != "failed"
+        and result.route == want.route
+        and (want.status is None or result.status == want.status)
+        and actions_ok is not False
+    )
+    return CaseEvaluation(
+        case_id=case.id,
+        tags=tuple(case.tags),
+        expected_route=want.route,
+        route=result.route,
+        task_success=task_success,
+        latency_ms=latency_ms,
+        status=result.status,
+        expected_status=want.status,
+        intent=result.intent,
+        expected_intent=want.intent,
+        urgency=result.urgency,
+        expected_urgency=want.urgency,
+        actions_ok=actions_ok,
+        nodes=tuple(nodes),
+        failures=tuple(failures),
+        unexpected_refunds=max(0, unexpected_refunds),
+        error=error if error else (result.status_reason if result.status == "failed" else None),
+        tokens=int(result.usage.get("model_tokens", 0)),
+        cost_usd=float(result.usage.get("model_cost_usd", 0.0)),
+    )

@@ -1,0 +1,270 @@
+"""The evaluation report (JSON with a stable schema, and Markdown) and the baseline it is gated against.
+
+JSON schema, version 1 (keys are only ever added within a version)::
+
+    schema_version, generated_at, dataset {source, cases, fingerprint}, policy_version,
+    model {tier, tokens, cost_usd}, wall_time_s, run {...run_metrics}, nodes {node: {...node_metrics}},
+    routes {labels, confusion, per_route, macro_f1}, tags {tag: {...}}, cases [{id, tags, passed, ...}],
+    gate {status, baseline, threshold, regressions [{key, node, metric, baseline, current, message}]}
+
+The baseline file holds only the deterministic quality figures (`quality_figures`) of a full run, with the
+dataset fingerprint and policy version they were measured on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from triage.errors import TriageError
+from triage.evals.dataset import EvalCase
+from triage.evals.metrics import (
+    Regression,
+    compare_to_baseline,
+    node_metrics,
+    quality_figures,
+    route_metrics,
+    run_metrics,
+    tag_metrics,
+)
+from triage.evals.runner import EvalRun
+from triage.taxonomy import ROUTES
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "SCHEMA_VERSION",
+    "BaselineError",
+    "build_report",
+    "dataset_fingerprint",
+    "default_baseline",
+    "gate",
+    "read_baseline",
+    "render_markdown",
+    "write_baseline",
+    "write_reports",
+]
+
+SCHEMA_VERSION = 1
+DEFAULT_THRESHOLD = 0.02
+"""A gated rate may fall by at most this much (absolute, 0..1) before the gate fails."""
+
+
+class BaselineError(TriageError):
+    """The baseline file is missing or unreadable; the message says how to create it."""
+
+
+def default_baseline() -> Path:
+    """The committed baseline, `evals/baseline.json`."""
+    return Path(str(resources.files("triage.evals") / "baseline.json"))
+
+
+def dataset_fingerprint(cases: Sequence[EvalCase]) -> str:
+    """sha256 of the cases' content (first 12 hex digits): a baseline only applies to the dataset it came from."""
+    digest = hashlib.sha256()
+    for case in cases:
+        digest.update(case.model_dump_json().encode() + b"\n")
+    return digest.hexdigest()[:12]
+
+
+def build_report(run: EvalRun, cases: Sequence[EvalCase], *, source: str) -> dict[str, Any]:
+    """Assemble the JSON report of one evaluation (the `gate` section is added by `gate`)."""
+    evaluations = run.evaluations
+    run_figures = run_metrics(evaluations)
+    nodes = node_metrics(evaluations)
+    routes = route_metrics(evaluations, ROUTES)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dataset": {"source": source, "cases": len(cases), "fingerprint": dataset_fingerprint(cases)},
+        "policy_version": run.policy_version,
+        "model": {"tier": run.model_tier, "tokens": run_figures["tokens"], "cost_usd": run_figures["cost_usd"]},
+        "wall_time_s": run.wall_time_s,
+        "run": run_figures,
+        "nodes": nodes,
+        "routes": routes,
+        "tags": tag_metrics(evaluations),
+        "quality": quality_figures(run_figures, nodes, routes),
+        "cases": [
+            {
+                "id": e.case_id,
+                "tags": list(e.tags),
+                "passed": e.task_success,
+                "expected_route": e.expected_route,
+                "route": e.route,
+                "expected_status": e.expected_status,
+                "status": e.status,
+                "expected_intent": e.expected_intent,
+                "intent": e.intent,
+                "latency_ms": round(e.latency_ms, 1),
+                "failures": list(e.failures),
+                "failed_nodes": {n.node: n.detail for n in e.nodes if not n.success},
+                "thread_id": f"eval-{e.case_id}",
+            }
+            for e in evaluations
+        ],
+    }
+
+
+def read_baseline(path: Path) -> dict[str, Any]:
+    """Read a baseline file.
+
+    Raises:
+        BaselineError: it is missing or not a baseline.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BaselineError(f"{path}: no baseline; create it with `triage eval --update-baseline`") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BaselineError(f"{path}: not a readable baseline ({exc}); regenerate it with --update-baseline") from None
+    if not isinstance(data, dict) or not isinstance(data.get("quality"), dict):
+        raise BaselineError(f"{path}: not a baseline (no 'quality' figures); regenerate it with --update-baseline")
+    return data
+
+
+def write_baseline(report: Mapping[str, Any], path: Path, *, threshold: float = DEFAULT_THRESHOLD) -> None:
+    """Write the deterministic figures of `report` as the new baseline (sorted keys, stable diffs)."""
+    baseline = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": report["dataset"],
+        "policy_version": report["policy_version"],
+        "model_tier": report["model"]["tier"],
+        "threshold": threshold,
+        "quality": report["quality"],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(baseline, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def gate(report: dict[str, Any], baseline: Mapping[str, Any] | None, *, baseline_path: str) -> list[Regression]:
+    """Compare the report with the baseline, record the outcome in `report["gate"]`, return the regressions.
+
+    The gate is skipped (status `skipped`) when there is no baseline or it was measured on another dataset.
+    """
+    section: dict[str, Any] = {"baseline": baseline_path, "regressions": []}
+    report["gate"] = section
+    if baseline is None:
+        section.update(status="skipped", reason="no baseline")
+        return []
+    if baseline.get("dataset", {}).get("fingerprint") != report["dataset"]["fingerprint"]:
+        section.update(
+            status="skipped",
+            reason=f"the baseline was measured on another dataset ({baseline.get('dataset', {}).get('source')}, "
+            f"{baseline.get('dataset', {}).get('cases')} cases)",
+        )
+        return []
+    threshold = float(baseline.get("threshold", DEFAULT_THRESHOLD))
+    regressions = compare_to_baseline(baseline["quality"], report["quality"], threshold=threshold)
+    section.update(
+        status="failed" if regressions else "passed",
+        threshold=threshold,
+        baseline_policy_version=baseline.get("policy_version"),
+        regressions=[
+            {
+                "key": r.key,
+                "scope": r.scope,
+                "node": r.node,
+                "metric": r.metric,
+                "baseline": r.baseline,
+                "current": r.current,
+                "message": r.describe(),
+            }
+            for r in regressions
+        ],
+    )
+    return regressions
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """A human-readable report: headline, per node, per route, confusion matrix, tags, failing cases."""
+    run = report["run"]
+    lines = [
+        "# triage evaluation",
+        "",
+        f"Dataset `{report['dataset']['source']}` ({report['dataset']['cases']} cases, fingerprint "
+        f"`{report['dataset']['fingerprint']}`), policy bundle `{report['policy_version']}`, model tier "
+        f"`{report['model']['tier']}`, wall time {report['wall_time_s']:.1f} s.",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        f"| task success | {_pct(run['task_success_rate'])} ({run['task_successes']}/{run['cases']}) |",
+        f"| route accuracy | {_pct(run['route_accuracy'])} |",
+        f"| intent accuracy | {_pct(run['intent_accuracy'])} |",
+        f"| urgency accuracy | {_pct(run['urgency_accuracy'])} |",
+        f"| status accuracy | {_pct(run['status_accuracy'])} |",
+        f"| action accuracy | {_pct(run['action_accuracy'])} |",
+        f"| escalation rate | {_pct(run['escalation_rate'])} (expected {_pct(run['expected_escalation_rate'])}) |",
+        f"| approval / rejection / rollback rate | {_pct(run['approval_rate'])} / {_pct(run['rejection_rate'])} / "
+        f"{_pct(run['rollback_rate'])} |",
+        f"| policy violations (unexpected refund requests) | {run['policy_violations']} |",
+        f"| errors | {_pct(run['error_rate'])} |",
+        f"| tokens / cost | {run['tokens']} / ${run['cost_usd']:.4f} |",
+        f"| cost per successful run | ${run['cost_per_successful_run_usd'] or 0:.4f} |",
+        f"| end-to-end latency p50 / p95 (ms) | {_ms(run['latency_ms']['p50'])} / {_ms(run['latency_ms']['p95'])} |",
+        "",
+        "## Nodes",
+        "",
+        "| node | executions | success | errors | p50 ms | p95 ms | tokens | cost |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for node, stats in report["nodes"].items():
+        lines.append(
+            f"| {node} | {stats['executions']} | {_pct(stats['success_rate'])} | {stats['errors']} | "
+            f"{_ms(stats['latency_ms']['p50'])} | {_ms(stats['latency_ms']['p95'])} | {stats['tokens']} | "
+            f"${stats['cost_usd']:.4f} |"
+        )
+    routes = report["routes"]
+    lines += [
+        "",
+        "## Routes",
+        "",
+        "| route | precision | recall | F1 | support |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for route, scores in routes["per_route"].items():
+        lines.append(
+            f"| {route} | {scores['precision']:.3f} | {scores['recall']:.3f} | {scores['f1']:.3f} | "
+            f"{scores['support']} |"
+        )
+    lines += ["", f"Macro F1 {routes['macro_f1']:.3f}.", "", "Confusion matrix (rows: expected, columns: routed):", ""]
+    labels = routes["labels"]
+    lines += ["| expected \\ routed | " + " | ".join(labels) + " |", "| --- |" + " ---: |" * len(labels)]
+    for gold in labels:
+        lines.append(f"| {gold} | " + " | ".join(str(routes["confusion"][gold][p]) for p in labels) + " |")
+    lines += ["", "## Tags", "", "| tag | cases | task success | route accuracy |", "| --- | ---: | ---: | ---: |"]
+    for tag, stats in report["tags"].items():
+        lines.append(
+            f"| {tag} | {stats['cases']} | {_pct(stats['task_success_rate'])} | {_pct(stats['route_accuracy'])} |"
+        )
+    gate_section = report.get("gate", {})
+    lines += ["", "## Gate", "", f"Status: **{gate_section.get('status', 'not run')}**"]
+    if gate_section.get("reason"):
+        lines.append(f"({gate_section['reason']})")
+    lines += [f"- {r['message']}" for r in gate_section.get("regressions", [])]
+    failing = [case for case in report["cases"] if not case["passed"]]
+    lines += ["", f"## Failing cases ({len(failing)})", ""]
+    for case in failing:
+        lines.append(f"- `{case['id']}` ({', '.join(case['tags'])}): {'; '.join(case['failures'])}")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(report: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """Write `eval.json` and `eval.md` into `out_dir` and return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "eval.json", out_dir / "eval.md"
+    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(render_markdown(report), encoding="utf-8")
+    return json_path, md_path

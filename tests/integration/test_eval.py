@@ -1,0 +1,144 @@
+"""`triage eval` end to end: real graph, real checkpoints, the baseline gate, and external CSV input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from triage.cli import cli
+from triage.evals.dataset import load_cases
+from triage.evals.report import build_report
+from triage.evals.runner import run_cases
+from triage.settings import Settings
+
+SUBSET = (
+    "billing-dup-001",
+    "billing-anon-001",
+    "tech-kb-001",
+    "acct-locked-001",
+    "acct-email-001",
+    "general-001",
+    "esc-legal-001",
+    "hard-injection-001",
+)
+
+
+@pytest.fixture
+def subset(tmp_path: Path) -> Path:
+    cases = {case.id: case for case in load_cases()}
+    path = tmp_path / "subset.jsonl"
+    path.write_text("".join(cases[i].model_dump_json(exclude_none=True) + "\n" for i in SUBSET))
+    return path
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_cache: Path) -> None:
+    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TRIAGE_CACHE_HOME", str(model_cache))
+    monkeypatch.delenv("TRIAGE_POLICY_DIR", raising=False)
+
+
+def test_subset_runs_through_the_real_graph_deterministically(subset: Path, settings: Settings) -> None:
+    cases = load_cases(subset)
+    first = asyncio.run(run_cases(cases, settings=settings, concurrency=4))
+    report = build_report(first, cases, source=str(subset))
+
+    assert [run.case.id for run in first.runs] == list(SUBSET), "results come back in dataset order"
+    assert report["run"]["task_success_rate"] == 1.0, [c["failures"] for c in report["cases"] if not c["passed"]]
+    assert report["run"]["policy_violations"] == 0, "the prompt injection did not get a refund"
+    dup = first.runs[0]
+    assert dup.result is not None
+    assert [(a.kind, a.amount_cents) for a in dup.result.actions] == [("refund_request", 1900), ("message", None)]
+    nodes = report["nodes"]
+    for node in ("validate", "classify", "route", "billing", "billing:act", "escalation", "finish"):
+        assert nodes[node]["success_rate"] == 1.0, node
+    assert nodes["classify"]["executions"] == len(SUBSET)
+    assert nodes["billing"]["executions"] == 2
+    assert nodes["classify"]["latency_ms"]["p50"] > 0
+    assert report["routes"]["confusion"]["escalation"]["escalation"] == 2
+    assert report["policy_version"] == first.policy_version and len(first.policy_version) == 12
+
+    second = asyncio.run(run_cases(cases, settings=settings, concurrency=8))
+    assert build_report(second, cases, source=str(subset))["quality"] == report["quality"]
+
+
+def test_gate_fails_naming_the_broken_node(
+    subset: Path, tmp_path: Path, env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    baseline = tmp_path / "baseline.json"
+    out = tmp_path / "reports"
+    common = ["eval", "--dataset", str(subset), "--baseline", str(baseline), "--out", str(out)]
+
+    made = runner.invoke(cli, [*common, "--update-baseline"])
+    assert made.exit_code == 0, made.output
+    assert json.loads(baseline.read_text())["quality"]["node.billing.success_rate"] == 1.0
+
+    passed = runner.invoke(cli, common)
+    assert passed.exit_code == 0, passed.output
+    assert "gate: passed" in passed.stdout
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("billing is broken")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("triage.nodes.billing.find_duplicate_charges", broken)
+        failed = runner.invoke(cli, common)
+    assert failed.exit_code == 1, failed.output
+    assert "node billing: success_rate regressed from 1 to 0" in failed.stderr
+    assert "node billing:act: success_rate regressed" in failed.stderr
+    report = json.loads((out / "eval.json").read_text())
+    assert report["gate"]["status"] == "failed"
+    assert {r["node"] for r in report["gate"]["regressions"]} >= {"billing", "billing:act"}
+
+    # A policy that escalates everything: the router is wrong, and the gate says so.
+    policies = tmp_path / "policies"
+    shutil.copytree(Path(str(resources.files("triage.policies") / "default")), policies)
+    support = policies / "support.toml"
+    support.write_text(re.sub(r"(?m)^min_confidence = .*$", "min_confidence = 0.999", support.read_text()))
+    monkeypatch.setenv("TRIAGE_POLICY_DIR", str(policies))
+    misrouted = runner.invoke(cli, common)
+    assert misrouted.exit_code == 1, misrouted.output
+    assert "node route: success_rate regressed" in misrouted.stderr
+    assert "route billing: f1 regressed" in misrouted.stderr
+
+
+def test_external_csv_runs_route_only_cases(tmp_path: Path, env: None) -> None:
+    csv_path = tmp_path / "external.csv"
+    csv_path.write_text(
+        "utterance,label,extra\n"
+        "I was charged twice for my subscription,billing,x\n"
+        '"The app crashes on startup, error 502",technical,x\n'
+        "I forgot my password and need a reset link,account,x\n"
+        "What are your opening hours?,general,x\n"
+    )
+    mapping = ["--text-col", "utterance", "--route-col", "label"]
+    ran = CliRunner().invoke(
+        cli, ["eval", "--dataset", str(csv_path), *mapping, "--out", str(tmp_path / "out"), "--json"]
+    )
+    assert ran.exit_code == 0, ran.output
+    report = json.loads(ran.stdout)
+    assert report["schema_version"] == 1
+    assert report["dataset"]["cases"] == 4
+    assert report["run"]["route_accuracy"] == 1.0
+    assert report["run"]["status_accuracy"] is None, "route-only cases do not check the status"
+    assert report["gate"]["status"] == "skipped"
+    assert {route: s["support"] for route, s in report["routes"]["per_route"].items()} == {
+        "billing": 1,
+        "technical": 1,
+        "account": 1,
+        "general": 1,
+        "escalation": 0,
+    }
+    assert (tmp_path / "out" / "eval.md").read_text().startswith("# triage evaluation")
+
+    bad = CliRunner().invoke(cli, ["eval", "--dataset", str(csv_path), "--out", str(tmp_path / "out")])
+    assert bad.exit_code == 2
+    assert "no column 'text'" in bad.stderr
