@@ -33,6 +33,7 @@ from triage.evals.metrics import (
     tag_metrics,
 )
 from triage.evals.runner import EvalRun
+from triage.policies.pii import redact_tree
 from triage.taxonomy import ROUTES
 
 __all__ = [
@@ -101,8 +102,9 @@ def build_report(run: EvalRun, cases: Sequence[EvalCase], *, source: str) -> dic
                 "expected_intent": e.expected_intent,
                 "intent": e.intent,
                 "latency_ms": round(e.latency_ms, 1),
-                "failures": list(e.failures),
-                "failed_nodes": {n.node: n.detail for n in e.nodes if not n.success},
+                # Failure details quote expected arguments (emails, ...): reports carry no personal data.
+                "failures": redact_tree(list(e.failures)),
+                "failed_nodes": redact_tree({n.node: n.detail for n in e.nodes if not n.success}),
                 "thread_id": f"eval-{e.case_id}",
             }
             for e in evaluations

@@ -17,6 +17,7 @@ from triage.nodes.common import (
     specialist_update,
     ticket_text,
 )
+from triage.policies.account import explicitly_requested
 from triage.policies.billing import format_money
 from triage.policies.routing import priority_for
 from triage.state import ActionRecord, Draft, SpecialistState
@@ -143,12 +144,14 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
 
     if intent in _REQUESTS:
         kind, template = _REQUESTS[intent]
+        if not explicitly_requested(kind, ticket_text(state)):
+            return specialist_update("needs_info", Draft(template="account.clarify", facts={}), actions)
         receipt = await file_request(kind)
         return specialist_update(
             "resolved", Draft(template=template, facts={**email, "request_id": receipt["id"]}), actions
         )
 
-    receipt = await file_request("profile_update", request=state["ticket"]["body"][:500])
+    receipt = await file_request("profile_update", note=state["ticket"]["body"][:500])
     hint = f"You can also change this yourself: {articles[0]['title']}." if articles else ""
     return specialist_update(
         "resolved",

@@ -29,14 +29,18 @@ async def search(state: SpecialistState, runtime: Runtime[Context]) -> dict[str,
 
 
 async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Answer with the best article's steps when the match is good; otherwise open an engineering ticket."""
+    """Answer with the best article's steps when the match is good; otherwise open an engineering ticket.
+
+    A reported outage always opens a ticket (at least high priority): an article cannot fix a service that is down.
+    """
     services = await services_of(runtime)
     policy = services.policy.support
     findings = state["findings"]
     articles: list[dict[str, Any]] = findings["articles"]
     actions = list(state.get("actions", []))
     best = articles[0] if articles else None
-    if best is not None and kb_answers(best, policy):
+    outage = state["classification"]["intent"] == "outage"
+    if best is not None and not outage and kb_answers(best, policy):
         return specialist_update(
             "resolved",
             Draft(template="technical.kb_answer", facts=article_facts(best)),
@@ -45,6 +49,8 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
         )
     classification = state["classification"]
     priority = priority_for(classification["urgency"], policy)
+    if outage and priority in ("low", "normal"):
+        priority = "high"
     ticket = state["ticket"]
     summary = await services.models.summarise(ticket["body"], max_chars=600, meter=meter_of(runtime))
     if best is not None:
@@ -62,4 +68,5 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
     )
     actions.append(action_record("ticket", "create_ticket", NODE, receipt, queue="engineering", priority=priority))
     facts = {"ticket_id": receipt["id"], "priority": priority, "response_time": RESPONSE_TIMES[priority]}
-    return specialist_update("handed_off", Draft(template="technical.engineering_ticket", facts=facts), actions)
+    template = "technical.outage_ticket" if outage else "technical.engineering_ticket"
+    return specialist_update("handed_off", Draft(template=template, facts=facts), actions)

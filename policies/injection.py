@@ -28,6 +28,15 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ),
         ("jailbreak", r"\b(jailbreak|DAN mode|do anything now|no restrictions|unfiltered mode)\b"),
         (
+            "tool_markup",
+            r"<!--.*?-->|\b(tool|function|action)[_ ]?(call)?\s*[:=(]\s*\w+|\b\w+\s*\(\s*\w+\s*=|"
+            r"\bamount_cents\s*[=:]",
+        ),
+        (
+            "deception",
+            r"\bpretend (that )?(the|this|my|your|it|a)\b|\b(say|tell (me|them)) (that )?it (was|is) approved\b",
+        ),
+        (
             "forced_action",
             r"\b(you (must|will|have to)|i (order|command|instruct) you to|immediately)\b[^.\n]{0,40}"
             r"\b(refund|transfer|credit|delete|approve|wire)\b[^.\n]{0,40}\b(without|no need for|skip)\b"

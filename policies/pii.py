@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 PII_KINDS = ("IBAN", "CARD", "NATIONAL_ID", "EMAIL", "PHONE")
 
@@ -106,3 +107,14 @@ def redact(text: str, *, into: Redaction | None = None) -> Redaction:
 def restore(text: str, redaction: Redaction) -> str:
     """Put the original values back in place of their placeholders."""
     return _PLACEHOLDER.sub(lambda m: redaction.values.get(m.group(0), m.group(0)), text)
+
+
+def redact_tree(value: Any) -> Any:
+    """A copy of `value` (dicts, lists, strings) with personal data in every string swapped for placeholders."""
+    if isinstance(value, str):
+        return redact(value).text
+    if isinstance(value, dict):
+        return {key: redact_tree(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_tree(item) for item in value]
+    return value

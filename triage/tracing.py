@@ -2,22 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from triage.policies.pii import redact
+from triage.policies.pii import redact_tree
 
 _installed = False
-
-
-def redact_tree(value: Any) -> Any:
-    """A copy of `value` (dicts, lists, strings) with personal data in every string swapped for placeholders."""
-    if isinstance(value, str):
-        return redact(value).text
-    if isinstance(value, dict):
-        return {key: redact_tree(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_tree(item) for item in value]
-    return value
 
 
 def install_trace_redaction() -> bool:

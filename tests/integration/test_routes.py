@@ -183,3 +183,35 @@ def test_off_topic_gets_a_polite_reply_and_no_tool_call(app: TriageApp) -> None:
     assert (result.route, result.status) == ("general", "completed")
     assert result.reply is not None and result.reply.template == "general.off_topic"
     assert result.findings == {} and result.actions == []
+
+
+def test_vague_account_complaint_files_nothing(app: TriageApp, settings: Settings) -> None:
+    result = app.run(Ticket(customer_id="cus_0002", subject="account", body="Something is wrong with my account"))
+    assert result.route in ("account", "escalation")
+    assert rows(settings.helpdesk_path, "SELECT * FROM account_requests WHERE thread_id = ?", (result.thread_id,)) == []
+
+
+def test_outage_opens_a_high_priority_engineering_ticket(app: TriageApp, settings: Settings) -> None:
+    result = app.run(
+        Ticket(
+            customer_id="cus_0001",
+            subject="Everything is down",
+            body="Northwind is down for our whole team, nobody can log in or load any page. Production is down!",
+        )
+    )
+    assert (result.route, result.intent) == ("technical", "outage")
+    [ticket] = rows(
+        settings.helpdesk_path, "SELECT queue, priority FROM tickets WHERE thread_id = ?", (result.thread_id,)
+    )
+    assert ticket["queue"] == "engineering" and ticket["priority"] in ("high", "urgent")
+    assert result.reply is not None and result.reply.template == "technical.outage_ticket"
+
+
+def test_profile_update_is_recorded_as_such(app: TriageApp) -> None:
+    result = app.run(
+        Ticket(
+            customer_id="cus_0003", subject="Newsletter", body="Please unsubscribe me from the marketing newsletter."
+        )
+    )
+    assert result.route == "account"
+    assert [a.details["request"] for a in result.actions if a.kind == "account_request"] == ["profile_update"]

@@ -23,6 +23,8 @@ CASES: list[tuple[str, set[str], str, str]] = [
     ),
     ("I'll dispute the charge with my bank.", {"chargeback"}, "high", "neutral"),
     ("my account was hacked", {"security"}, "critical", "neutral"),
+    ("The API returns 401 Unauthorized since this morning", set(), "normal", "neutral"),
+    ("There is an unauthorized charge on my card", {"security"}, "critical", "neutral"),
     ("Someone logged into my account from Brazil", {"security"}, "critical", "neutral"),
     ("Unauthorised access to our workspace, possible data breach", {"security"}, "critical", "neutral"),
     ("This is a breach of contract.", set(), "normal", "neutral"),

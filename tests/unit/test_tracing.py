@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from triage import tracing
@@ -29,6 +31,7 @@ def test_tracing_client_hides_personal_data(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("LANGSMITH_API_KEY", "offline")
     monkeypatch.setenv("LANGSMITH_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr(tracing, "_installed", False)
+    monkeypatch.setattr(langsmith, "Client", functools.partial(langsmith.Client, auto_batch_tracing=False))
     utils.get_env_var.cache_clear()  # langsmith caches environment reads
     try:
         assert tracing.install_trace_redaction() is True

@@ -83,7 +83,7 @@ _FLAG_LEXICONS: dict[str, re.Pattern[str]] = {
     "security": _lexicon(
         r"hack(?:e?d|ing|ers?)",
         r"(?:data )?breach(?:ed|es)?(?! of contract)",
-        r"unauth?ori[sz]ed",
+        r"(?<!401 )(?<!\d{3} )unauth?ori[sz]ed(?! error)(?! response)(?! \()",
         r"without (?:my|our) (?:permission|knowledge|consent)",
         r"some(?:one|body) (?:has )?(?:logged|logging|signed|signing) (?:in|into|on)",
         r"some(?:one|body) (?:has )?(?:accessed|is using|used|hijacked|changed my password)",

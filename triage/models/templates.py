@@ -60,6 +60,11 @@ TEMPLATES: dict[str, str] = {
         "We could not find a documented fix for this, so we have opened an engineering ticket ({ticket_id}, "
         "priority {priority}). An engineer will follow up {response_time}."
     ),
+    "technical.outage_ticket": (
+        "Thank you for reporting this. We have opened an engineering ticket ({ticket_id}, priority {priority}) and "
+        "our on-call engineers will follow up {response_time}. Live updates on incidents are posted at "
+        "status.northwind.example.com."
+    ),
     "account.needs_customer": (
         "To make changes to an account we need to identify it. Please reply with your customer id (it starts "
         "with 'cus_') or the email address you signed up with."
@@ -107,6 +112,11 @@ TEMPLATES: dict[str, str] = {
     "account.data_export_requested": (
         "We have started an export of your personal data (request {request_id}). You will receive a download "
         "link at {masked_email} within 30 days, as data protection law requires; usually it is much sooner."
+    ),
+    "account.clarify": (
+        "We would like to help, but we are not sure what you need yet. Could you tell us what is wrong with your "
+        "account, or what you would like us to change? If you want your account closed or a copy of your data, "
+        "say so in your reply: we only start those on an explicit request."
     ),
     "account.kb_answer": "{article_title}\n\n{article_summary}\n\n{article_steps}",
     "general.kb_answer": "{article_summary}\n\n{article_steps}",
