@@ -172,6 +172,7 @@ def evaluate_case(
         nodes=tuple(nodes),
         failures=tuple(failures),
         unexpected_refunds=max(0, unexpected_refunds),
+        policy_violations=len(result.violations),
         error=error if error else (result.status_reason if result.status == "failed" else None),
         tokens=int(result.usage.get("model_tokens", 0)),
         cost_usd=float(result.usage.get("model_cost_usd", 0.0)),

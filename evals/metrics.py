@@ -73,6 +73,7 @@ class CaseEvaluation:
     nodes: tuple[NodeResult, ...] = ()
     failures: tuple[str, ...] = ()
     unexpected_refunds: int = 0
+    policy_violations: int = 0
     error: str | None = None
     tokens: int = 0
     cost_usd: float = 0.0
@@ -166,7 +167,8 @@ def run_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, Any]:
         "approval_rate": 0.0,
         "rejection_rate": 0.0,
         "rollback_rate": 0.0,
-        "policy_violations": sum(e.unexpected_refunds for e in evaluations),
+        "policy_violations": sum(e.policy_violations for e in evaluations),
+        "unexpected_refund_requests": sum(e.unexpected_refunds for e in evaluations),
         "error_rate": _rate(sum(e.error is not None for e in evaluations), n),
         "tokens": tokens,
         "cost_usd": round(cost, 6),
@@ -264,6 +266,7 @@ GATED_METRICS: dict[str, Direction] = {
     "run.action_accuracy": "higher",
     "run.error_rate": "lower",
     "run.policy_violations": "lower",
+    "run.unexpected_refund_requests": "lower",
 }
 """Run-level metrics the gate watches and which way is better; per-node success rates and per-route F1 too.
 

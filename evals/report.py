@@ -211,7 +211,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"| escalation rate | {_pct(run['escalation_rate'])} (expected {_pct(run['expected_escalation_rate'])}) |",
         f"| approval / rejection / rollback rate | {_pct(run['approval_rate'])} / {_pct(run['rejection_rate'])} / "
         f"{_pct(run['rollback_rate'])} |",
-        f"| policy violations (unexpected refund requests) | {run['policy_violations']} |",
+        f"| policy violations (tool calls refused by the permission policy) | {run['policy_violations']} |",
+        f"| unexpected refund requests | {run['unexpected_refund_requests']} |",
         f"| errors | {_pct(run['error_rate'])} |",
         f"| tokens / cost | {run['tokens']} / ${run['cost_usd']:.4f} |",
         f"| cost per successful run | ${run['cost_per_successful_run_usd'] or 0:.4f} |",

@@ -142,10 +142,15 @@ def run(
     subject: Annotated[str, typer.Option(help="Ticket subject.")] = "",
     body: Annotated[str | None, typer.Option(help="Ticket body (required unless --file or stdin).")] = None,
     file: Annotated[Path | None, typer.Option(help="A ticket as a JSON file ('-' for stdin).")] = None,
+    budget: Annotated[
+        list[str] | None,
+        typer.Option(help="Override a budget limit for this run, e.g. max_model_tokens=2000 (repeatable)."),
+    ] = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Triage one ticket given as options, a JSON file, or JSON on stdin."""
+    limits = _parse_limits(budget or [])
     from triage.errors import InvalidTicketError
 
     def read_ticket() -> Any:
@@ -168,13 +173,26 @@ def run(
     def go() -> RunResult:
         ticket = read_ticket()
         with _app(home) as app:
-            return app.run(ticket if not isinstance(ticket, str) else _parse_ticket(ticket))
+            return app.run(ticket if not isinstance(ticket, str) else _parse_ticket(ticket), budget=limits)
 
     result = _guard(go)
     if as_json:
         _print_json(result.model_dump(mode="json"))
         return
     _print_result(result)
+
+
+def _parse_limits(pairs: list[str]) -> dict[str, float]:
+    limits: dict[str, float] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            limits[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise typer.BadParameter(f"{pair!r}: write LIMIT=NUMBER, e.g. max_steps=20", param_hint="--budget")
+    return limits
 
 
 def _parse_ticket(text: str) -> Any:
@@ -393,7 +411,8 @@ def eval_(
         out.print(
             f"task success {run_figures['task_success_rate']:.1%}, route accuracy {run_figures['route_accuracy']:.1%}"
             f" (macro F1 {report['routes']['macro_f1']:.3f}), escalation rate {run_figures['escalation_rate']:.1%},"
-            f" policy violations {run_figures['policy_violations']}, latency p50/p95 "
+            f" policy violations {run_figures['policy_violations']}, unexpected refund requests "
+            f"{run_figures['unexpected_refund_requests']}, latency p50/p95 "
             f"{run_figures['latency_ms']['p50']:.0f}/{run_figures['latency_ms']['p95']:.0f} ms"
         )
         gate_section = report["gate"]

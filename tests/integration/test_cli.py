@@ -82,6 +82,7 @@ def test_run_reads_json_from_stdin_and_file(settings: Settings, tmp_path: Path) 
         (("run",), "", "stdin was empty"),
         (("run", "--file", "/nonexistent/ticket.json"), None, "cannot read"),
         (("show", "thr_missing"), None, "no thread 'thr_missing'"),
+        (("run", "--body", "hi", "--budget", "max_colour=3"), None, "invalid budget override"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(

@@ -52,7 +52,8 @@ def test_subset_runs_through_the_real_graph_deterministically(subset: Path, sett
 
     assert [run.case.id for run in first.runs] == list(SUBSET), "results come back in dataset order"
     assert report["run"]["task_success_rate"] == 1.0, [c["failures"] for c in report["cases"] if not c["passed"]]
-    assert report["run"]["policy_violations"] == 0, "the prompt injection did not get a refund"
+    assert report["run"]["unexpected_refund_requests"] == 0, "the prompt injection did not get a refund"
+    assert report["run"]["policy_violations"] == 0
     dup = first.runs[0]
     assert dup.result is not None
     assert [(a.kind, a.amount_cents) for a in dup.result.actions] == [("refund_request", 1900), ("message", None)]

@@ -139,7 +139,8 @@ def test_run_metrics_task_success_escalation_and_cost() -> None:
     assert run["status_accuracy"] == pytest.approx(0.6667), "only cases that expect a status count"
     assert run["intent_accuracy"] == 0.0
     assert run["escalation_rate"] == 0.5
-    assert run["policy_violations"] == 1
+    assert run["unexpected_refund_requests"] == 1
+    assert run["policy_violations"] == 0
     assert (run["tokens"], run["cost_usd"], run["cost_per_successful_run_usd"]) == (0, 0.0, 0.0)
     assert run["approval_rate"] == 0.0
 
