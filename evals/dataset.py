@@ -38,8 +38,10 @@ __all__ = [
     "load_labelled",
 ]
 
-ActionKind = Literal["refund_request", "ticket", "message", "account_request"]
-ApprovalTier = Literal["none", "agent", "supervisor"]
+ActionKind = Literal[
+    "refund_request", "refund", "ticket", "message", "account_request", "account_deletion", "data_export"
+]
+ApprovalTier = Literal["none", "single", "dual"]
 
 
 def default_dataset() -> Path:
@@ -73,10 +75,12 @@ class ExpectedAction(_Strict):
 
 
 class ApproverDecision(_Strict):
-    """One scripted answer to an approval interrupt (approvals arrive in a later release)."""
+    """One scripted answer to an approval interrupt, in the order the approvals are asked for."""
 
-    decision: Literal["approve", "reject"]
-    comment: str | None = None
+    decision: Literal["approve", "reject", "edit"]
+    approver: str | None = Field(default=None, description="Who answers; default alice, then sam for a second one.")
+    reason: str = "scripted by the eval case"
+    args: dict[str, Any] | None = Field(default=None, description="For edit: the changed arguments.")
 
 
 class Expected(_Strict):

@@ -66,6 +66,15 @@ def _key_details(action: Action) -> dict[str, object]:
     return {k: action.details[k] for k in keys if k in action.details}
 
 
+EFFECT_KINDS = ("refund", "account_deletion", "data_export")
+"""Actions the executor performs after approval (the specialists only request them)."""
+
+
+def _highest_tier(tiers: Sequence[str]) -> str:
+    order = ("none", "single", "dual")
+    return max(tiers, key=order.index, default="none")
+
+
 def evaluate_case(
     case: EvalCase,
     result: RunResult | None,
@@ -73,6 +82,7 @@ def evaluate_case(
     *,
     latency_ms: float,
     error: str | None = None,
+    approval_tiers: Sequence[str] = (),
 ) -> CaseEvaluation:
     """Judge one run: the per-node evaluators and the task as a whole.
 
@@ -82,6 +92,7 @@ def evaluate_case(
         timeline: The run's node-by-node timeline from the checkpoint store.
         latency_ms: End-to-end time of the run.
         error: The exception the app raised, if any.
+        approval_tiers: The tiers of the approvals the run asked for, in order (empty: none).
     """
     want = case.expected
     if result is None:
@@ -107,6 +118,9 @@ def evaluate_case(
         failures.append(f"route {result.route} != expected {want.route} ({result.route_reason})")
     if want.status is not None and result.status != want.status:
         failures.append(f"status {result.status} != expected {want.status}")
+    tier = _highest_tier(approval_tiers)
+    if want.actions is not None and tier != want.approval_tier:
+        failures.append(f"approval tier {tier} != expected {want.approval_tier}")
 
     actions_ok: bool | None = None
     expected_specialist_actions: list[ExpectedAction] = []
@@ -114,7 +128,7 @@ def evaluate_case(
         missing, unexpected = match_actions(want.actions, result.actions)
         actions_ok = not missing and not unexpected
         failures += [f"missing action {m}" for m in missing] + [f"unexpected action {u}" for u in unexpected]
-        expected_specialist_actions = [a for a in want.actions if a.kind != "message"]
+        expected_specialist_actions = [a for a in want.actions if a.kind not in ("message", *EFFECT_KINDS)]
     if want.intent is not None and result.intent != want.intent:
         failures.append(f"intent {result.intent} != expected {want.intent}")  # reported, not part of task success
     unexpected_refunds = sum(a.kind == "refund_request" for a in result.actions) - sum(
@@ -139,6 +153,14 @@ def evaluate_case(
                 missing, unexpected = match_actions(expected_specialist_actions, mine)
                 ok = not missing and not unexpected
                 detail = "; ".join([f"missing {m}" for m in missing] + [f"unexpected {u}" for u in unexpected])
+            elif key == "execute" and want.actions is not None:
+                effects = [a for a in result.actions if a.node == "execute"]
+                missing, unexpected = match_actions([a for a in want.actions if a.kind in EFFECT_KINDS], effects)
+                ok = not missing and not unexpected
+                detail = "; ".join([f"missing {m}" for m in missing] + [f"unexpected {u}" for u in unexpected])
+            elif key == "approve" and want.actions is not None:
+                ok = tier == want.approval_tier
+                detail = "" if ok else f"approval tier {tier}, expected {want.approval_tier}"
             elif key == "send_reply" and want.actions is not None:
                 wants_message = any(a.kind == "message" for a in want.actions)
                 sent = any(a.kind == "message" and a.node == "send_reply" for a in result.actions)
@@ -175,5 +197,7 @@ def evaluate_case(
         policy_violations=len(result.violations),
         error=error if error else (result.status_reason if result.status == "failed" else None),
         tokens=int(result.usage.get("model_tokens", 0)),
+        approvals=len(approval_tiers),
+        rejected=result.rejection is not None,
         cost_usd=float(result.usage.get("model_cost_usd", 0.0)),
     )

@@ -74,6 +74,8 @@ class CaseEvaluation:
     failures: tuple[str, ...] = ()
     unexpected_refunds: int = 0
     policy_violations: int = 0
+    approvals: int = 0
+    rejected: bool = False
     error: str | None = None
     tokens: int = 0
     cost_usd: float = 0.0
@@ -164,8 +166,8 @@ def run_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, Any]:
         "action_accuracy": _rate(sum(actions_checked), len(actions_checked)),
         "escalation_rate": _rate(sum(e.status == "escalated" for e in evaluations), n),
         "expected_escalation_rate": _rate(sum(e.expected_status == "escalated" for e in evaluations), n),
-        "approval_rate": 0.0,
-        "rejection_rate": 0.0,
+        "approval_rate": _share(sum(1 for e in evaluations if e.approvals), len(evaluations)),
+        "rejection_rate": _share(sum(1 for e in evaluations if e.rejected), len(evaluations)),
         "rollback_rate": 0.0,
         "policy_violations": sum(e.policy_violations for e in evaluations),
         "unexpected_refund_requests": sum(e.unexpected_refunds for e in evaluations),
@@ -347,3 +349,7 @@ def compare_to_baseline(
         if worse_by > threshold + 1e-9:
             regressions.append(Regression(key, was, float(now), threshold))
     return regressions
+
+
+def _share(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0

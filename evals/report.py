@@ -1,4 +1,4 @@
-"""The evaluation report (JSON with a stable schema, and Markdown) and the baseline it is gated against.
+"""The evaluation report (JSON with a stable schema, Markdown and HTML) and the baseline it is gated against.
 
 JSON schema, version 1 (keys are only ever added within a version)::
 
@@ -23,6 +23,7 @@ from typing import Any
 
 from triage.errors import TriageError
 from triage.evals.dataset import EvalCase
+from triage.evals.html_report import render_html
 from triage.evals.metrics import (
     Regression,
     compare_to_baseline,
@@ -45,6 +46,7 @@ __all__ = [
     "default_baseline",
     "gate",
     "read_baseline",
+    "render_html",
     "render_markdown",
     "write_baseline",
     "write_reports",
@@ -264,10 +266,15 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(report: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
-    """Write `eval.json` and `eval.md` into `out_dir` and return their paths."""
+def write_reports(report: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path, Path]:
+    """Write `eval.json`, `eval.md` and `eval.html` (self-contained, opens offline) into `out_dir`.
+
+    Returns:
+        The three paths, in that order.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "eval.json", out_dir / "eval.md"
+    json_path, md_path, html_path = out_dir / "eval.json", out_dir / "eval.md", out_dir / "eval.html"
     json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     md_path.write_text(render_markdown(report), encoding="utf-8")
-    return json_path, md_path
+    html_path.write_text(render_html(report), encoding="utf-8")
+    return json_path, md_path, html_path

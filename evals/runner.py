@@ -120,10 +120,46 @@ def _copy_helpdesk(template: Path, home: Path) -> None:
         shutil.copy2(file, home / file.name)
 
 
+DEFAULT_APPROVERS = ("alice", "sam")
+"""Who answers unscripted approvals, in order: an agent, then a supervisor (enough for a dual approval)."""
+MAX_APPROVAL_ROUNDS = 6
+
+
+async def answer_approvals(app: TriageApp, result: RunResult, case: EvalCase) -> tuple[RunResult, tuple[str, ...]]:
+    """Answer every approval the run pauses on from the case's script (default: approve, alice then sam).
+
+    Returns the final result and the tiers of the approvals asked for, in order.
+    """
+    script = list(case.approver_script or [])
+    tiers: list[str] = []
+    rounds = 0
+    while result.status == "awaiting_approval" and result.pending_approval and rounds < MAX_APPROVAL_ROUNDS:
+        pending = result.pending_approval
+        if pending["approval_id"] not in {t.split(":", 1)[0] for t in tiers}:
+            tiers.append(f"{pending['approval_id']}:{pending['tier']}")
+        step = script.pop(0) if script else None
+        decision = step.decision if step else "approve"
+        approver = (step.approver if step else None) or DEFAULT_APPROVERS[
+            min(len(pending["approvals_received"]), len(DEFAULT_APPROVERS) - 1)
+        ]
+        result = await app.aresume(
+            result.thread_id,
+            {
+                "approver": approver,
+                "decision": decision,
+                "reason": step.reason if step else "approved by the eval's default approver",
+                "args": step.args if step else None,
+            },
+        )
+        rounds += 1
+    return result, tuple(t.split(":", 1)[1] for t in tiers)
+
+
 async def _run_case(case: EvalCase, settings: Settings) -> CaseRun:
     app = TriageApp(settings)
     started = time.perf_counter()
     result: RunResult | None = None
+    tiers: tuple[str, ...] = ()
     timeline: list[TimelineEntry] = []
     error: str | None = None
     try:
@@ -132,6 +168,7 @@ async def _run_case(case: EvalCase, settings: Settings) -> CaseRun:
         started = time.perf_counter()
         thread_id = f"eval-{case.id}"
         result = await app.arun(case.ticket, thread_id=thread_id)
+        result, tiers = await answer_approvals(app, result, case)
         latency_ms = (time.perf_counter() - started) * 1000
         timeline = (await app.athread(thread_id)).timeline
     except TriageError as exc:
@@ -141,5 +178,7 @@ async def _run_case(case: EvalCase, settings: Settings) -> CaseRun:
         await app.aclose()
     if result is not None and result.duration_ms is not None:
         latency_ms = result.duration_ms
-    evaluation = evaluate_case(case, result, timeline, latency_ms=latency_ms, error=error)
+    evaluation = evaluate_case(
+        case, result, timeline, latency_ms=latency_ms, error=error, approval_tiers=tiers if result else ()
+    )
     return CaseRun(case=case, result=result, timeline=timeline, evaluation=evaluation)

@@ -1,4 +1,7 @@
-"""The coordinator graph: validate -> classify -> route -> specialist -> compose -> send -> finish."""
+"""The coordinator graph.
+
+validate -> classify -> route -> specialist -> approve -> execute -> compose -> send_reply -> finish.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,13 @@ from langgraph.graph import END, START, StateGraph
 from triage.context import Context
 from triage.gateway import check_grants
 from triage.graphs.specialists import SPECIALISTS, TRANSIENT_RETRY, build_specialist, io_timeout
+from triage.nodes import execute as execute_node
 from triage.nodes import send_reply as send_reply_node
 from triage.nodes import validate as validate_node
+from triage.nodes.approve import approve
 from triage.nodes.classify import classify
 from triage.nodes.compose import compose
+from triage.nodes.execute import execute
 from triage.nodes.finish import finish
 from triage.nodes.route import after_specialist, fall_back, route
 from triage.nodes.send_reply import send_reply
@@ -30,6 +36,7 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
     policy = policy or load_policy_bundle()
     check_grants("validate", validate_node.TOOLS, policy.permissions)
     check_grants("send_reply", send_reply_node.TOOLS, policy.permissions)
+    check_grants("execute", execute_node.TOOLS, policy.permissions)
 
     graph: StateGraph[State, Context, InputState, State] = StateGraph(
         State, context_schema=Context, input_schema=InputState
@@ -41,6 +48,8 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
     for name in SPECIALISTS:
         graph.add_node(name, build_specialist(name, policy))
     graph.add_node("fall_back", fall_back)
+    graph.add_node("approve", approve)
+    graph.add_node("execute", execute, retry_policy=TRANSIENT_RETRY, timeout=timeout)
     graph.add_node("compose", compose)
     graph.add_node("send_reply", send_reply, retry_policy=TRANSIENT_RETRY, timeout=timeout)
     graph.add_node("finish", finish)
@@ -51,8 +60,9 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
         if name == "escalation":
             graph.add_edge(name, "compose")
         else:
-            graph.add_conditional_edges(name, after_specialist, ["compose", "fall_back"])
+            graph.add_conditional_edges(name, after_specialist, ["approve", "fall_back"])
     graph.add_edge("fall_back", "escalation")
+    graph.add_edge("execute", "compose")
     graph.add_edge("compose", "send_reply")
     graph.add_edge("send_reply", "finish")
     graph.add_edge("finish", END)

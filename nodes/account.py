@@ -20,7 +20,7 @@ from triage.nodes.common import (
 from triage.policies.account import explicitly_requested
 from triage.policies.billing import format_money
 from triage.policies.routing import priority_for
-from triage.state import ActionRecord, Draft, SpecialistState
+from triage.state import ActionRecord, Draft, ProposedAction, SpecialistState
 
 NODE = "account"
 TOOLS = ("list_plans", "search_kb", "create_account_request", "create_ticket")
@@ -147,8 +147,16 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
         if not explicitly_requested(kind, ticket_text(state)):
             return specialist_update("needs_info", Draft(template="account.clarify", facts={}), actions)
         receipt = await file_request(kind)
+        proposal = ProposedAction(
+            kind=kind,
+            args={"customer_id": customer["id"], "request_id": receipt["id"]},
+            reason=f"the customer asked for {kind.replace('_', ' ')}",
+        )
         return specialist_update(
-            "resolved", Draft(template=template, facts={**email, "request_id": receipt["id"]}), actions
+            "resolved",
+            Draft(template=template, facts={**email, "request_id": receipt["id"]}),
+            actions,
+            proposed=[proposal],
         )
 
     receipt = await file_request("profile_update", note=state["ticket"]["body"][:500])

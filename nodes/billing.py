@@ -69,6 +69,7 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
             **proposal["args"],
             reason=f"Duplicate charge: {proposal['reason']}",
         )
+        proposal["args"]["request_id"] = receipt["id"]
         actions.append(
             action_record(
                 "refund_request",
@@ -143,6 +144,7 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
                 **proposal["args"],
                 reason="Customer requested a refund",
             )
+            proposal["args"]["request_id"] = receipt["id"]
             actions.append(
                 action_record(
                     "refund_request",

@@ -46,9 +46,9 @@ def continue_unless_refused(following: str) -> Callable[[Mapping[str, Any]], str
     return decide
 
 
-def after_specialist(state: State) -> Literal["compose", "fall_back"]:
-    """Reply as usual, or fall back to escalation when the specialist was refused a tool."""
-    return "fall_back" if state.get("outcome") == "policy_violation" else "compose"
+def after_specialist(state: State) -> Literal["approve", "fall_back"]:
+    """Go on to approvals (and effects), or fall back to escalation when the specialist was refused a tool."""
+    return "fall_back" if state.get("outcome") == "policy_violation" else "approve"
 
 
 async def fall_back(state: State) -> dict[str, Any]:

@@ -12,10 +12,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from triage.errors import PolicyFileError
+from triage.policies.approvals import ApprovalPolicy
 from triage.policies.budgets import Budget
 from triage.taxonomy import URGENCIES, Urgency
 
-POLICY_FILES = ("permissions.toml", "support.toml")
+POLICY_FILES = ("permissions.toml", "support.toml", "approvals.toml")
 Priority = Literal["low", "normal", "high", "urgent"]
 
 
@@ -86,6 +87,7 @@ class PolicyBundle(_Strict):
 
     permissions: Permissions
     support: SupportPolicy
+    approvals: ApprovalPolicy
     version: str = Field(description="sha256 of the policy files' bytes, first 12 hex digits.")
     source: str
 
@@ -118,7 +120,17 @@ def load_policy_bundle(directory: Path | None = None) -> PolicyBundle:
         support = SupportPolicy.model_validate(parsed["support.toml"])
     except ValidationError as exc:
         raise PolicyFileError(_describe(folder / "support.toml", exc)) from None
-    return PolicyBundle(permissions=permissions, support=support, version=digest.hexdigest()[:12], source=str(folder))
+    try:
+        approvals = ApprovalPolicy.model_validate(parsed["approvals.toml"])
+    except ValidationError as exc:
+        raise PolicyFileError(_describe(folder / "approvals.toml", exc)) from None
+    return PolicyBundle(
+        permissions=permissions,
+        support=support,
+        approvals=approvals,
+        version=digest.hexdigest()[:12],
+        source=str(folder),
+    )
 
 
 def _describe(file: Traversable, exc: ValidationError) -> str:

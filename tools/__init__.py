@@ -2,13 +2,13 @@
 
 from langchain_core.tools import BaseTool
 
-from triage.tools.accounts import create_account_request, list_plans
+from triage.tools.accounts import complete_account_request, create_account_request, list_plans
 from triage.tools.base import ToolContext, tool_scope
 from triage.tools.customers import get_customer
 from triage.tools.kb import search_kb
 from triage.tools.outbox import send_message
 from triage.tools.payments import list_invoices, list_payments, list_refunds
-from triage.tools.refunds import request_refund
+from triage.tools.refunds import issue_refund, request_refund
 from triage.tools.tickets import create_ticket
 
 ALL_TOOLS: dict[str, BaseTool] = {
@@ -24,6 +24,8 @@ ALL_TOOLS: dict[str, BaseTool] = {
         send_message,
         create_account_request,
         list_plans,
+        issue_refund,
+        complete_account_request,
     )
 }
 """Every tool by name; the gateway is the only caller."""

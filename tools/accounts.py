@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from langchain_core.tools import InjectedToolArg
 from pydantic import BaseModel, Field
 
+from triage.errors import PermanentToolError
 from triage.tools.base import ToolContext, fetch_all, helpdesk_tool, insert_once, receipt_id, utc_now
 
 AccountRequestKind = Literal[
@@ -67,3 +68,32 @@ async def list_plans(ctx: Annotated[ToolContext, InjectedToolArg], limit: int = 
     """Return the plans on offer with their monthly prices, cheapest first."""
     async with ctx.helpdesk.read() as conn:
         return await fetch_all(conn, "SELECT * FROM plans ORDER BY monthly_price_cents LIMIT ?", (limit,))
+
+
+class CompleteRequestArgs(BaseModel):
+    """Arguments of `complete_account_request`."""
+
+    customer_id: str
+    request_id: str
+
+
+@helpdesk_tool(scope="accounts:execute", args_schema=CompleteRequestArgs)
+async def complete_account_request(
+    customer_id: str, request_id: str, ctx: Annotated[ToolContext, InjectedToolArg]
+) -> dict[str, Any]:
+    """Carry out an approved account request: a deletion closes the account, an export is started."""
+    async with ctx.helpdesk.transaction() as conn:
+        rows = await fetch_all(
+            conn,
+            "SELECT kind, status FROM account_requests WHERE id = ? AND customer_id = ?",
+            (request_id, customer_id),
+        )
+        if not rows:
+            raise PermanentToolError("complete_account_request", f"no request {request_id} for {customer_id}")
+        kind, status = rows[0]["kind"], rows[0]["status"]
+        if status == "completed":
+            return {"id": request_id, "created": False, "kind": kind}
+        if kind == "account_deletion":
+            await conn.execute("UPDATE customers SET status = 'closed' WHERE id = ?", (customer_id,))
+        await conn.execute("UPDATE account_requests SET status = 'completed' WHERE id = ?", (request_id,))
+    return {"id": request_id, "created": True, "kind": kind}

@@ -65,3 +65,68 @@ async def request_refund(
             },
         )
     return {"id": request_id, "created": created, "payment_id": payment_id, "amount_cents": amount_cents}
+
+
+class IssueRefundArgs(BaseModel):
+    """Arguments of `issue_refund`."""
+
+    customer_id: str
+    payment_id: str
+    amount_cents: int = Field(gt=0)
+    request_id: str | None = Field(default=None, description="The refund request this carries out, if any.")
+
+
+@helpdesk_tool(scope="refunds:write", args_schema=IssueRefundArgs)
+async def issue_refund(
+    customer_id: str,
+    payment_id: str,
+    amount_cents: int,
+    ctx: Annotated[ToolContext, InjectedToolArg],
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """Refund a payment (after approval): a refund row, the payment's status, the request marked executed.
+
+    The same call twice (same idempotency key) returns the first refund and changes nothing.
+    """
+    refund_id = receipt_id("re", ctx.idempotency_key)
+    async with ctx.helpdesk.transaction() as conn:
+        existing = await fetch_one(conn, "SELECT id FROM refunds WHERE idempotency_key = ?", (ctx.idempotency_key,))
+        if existing is not None:
+            return {"id": existing["id"], "created": False, "payment_id": payment_id, "amount_cents": amount_cents}
+        payment = await fetch_one(
+            conn,
+            """
+            SELECT p.amount_cents, p.status,
+                   COALESCE((SELECT SUM(amount_cents) FROM refunds
+                             WHERE payment_id = p.id AND status != 'failed'), 0) AS refunded_cents
+            FROM payments p WHERE p.id = ? AND p.customer_id = ?
+            """,
+            (payment_id, customer_id),
+        )
+        if payment is None:
+            raise PermanentToolError("issue_refund", f"payment {payment_id} does not belong to {customer_id}")
+        refundable = payment["amount_cents"] - payment["refunded_cents"]
+        if payment["status"] == "failed" or amount_cents > refundable:
+            raise PermanentToolError(
+                "issue_refund", f"payment {payment_id} has {refundable} cents refundable; {amount_cents} was asked"
+            )
+        await insert_once(
+            conn,
+            "refunds",
+            {
+                "id": refund_id,
+                "payment_id": payment_id,
+                "customer_id": customer_id,
+                "amount_cents": amount_cents,
+                "reason": f"approved refund request {request_id}" if request_id else "approved refund",
+                "status": "succeeded",
+                "created_at": utc_now(),
+                "thread_id": ctx.thread_id,
+                "idempotency_key": ctx.idempotency_key,
+            },
+        )
+        status = "refunded" if amount_cents == refundable else "partially_refunded"
+        await conn.execute("UPDATE payments SET status = ? WHERE id = ?", (status, payment_id))
+        if request_id is not None:
+            await conn.execute("UPDATE refund_requests SET status = 'executed' WHERE id = ?", (request_id,))
+    return {"id": refund_id, "created": True, "payment_id": payment_id, "amount_cents": amount_cents}

@@ -7,25 +7,46 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from triage.errors import ThreadNotFoundError
+from triage.errors import (
+    ApprovalRefusedError,
+    InvalidDecisionError,
+    NotAwaitingApprovalError,
+    StaleApprovalError,
+    ThreadNotFoundError,
+)
 from triage.portal import Portal
-from triage.schemas import Action, Reply, RunResult, ThreadSummary, Ticket, TimelineEntry
+from triage.schemas import (
+    Action,
+    Decision,
+    Reply,
+    RunResult,
+    ThreadSummary,
+    Ticket,
+    TimelineEntry,
+    describe_validation_error,
+)
 from triage.settings import Settings
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     from langgraph.graph.state import CompiledStateGraph
+    from langgraph.types import StateSnapshot
 
+    from triage.metering import Meter
     from triage.models.tier import ModelTier
     from triage.services import Services
+
+
+SWEEP_ACTOR = "system:sweep"
+"""Who `sweep` records as the decider of an expired approval."""
 
 
 class ThreadView(BaseModel):
@@ -34,6 +55,8 @@ class ThreadView(BaseModel):
     thread_id: str
     result: RunResult
     timeline: list[TimelineEntry]
+    audit: list[dict[str, Any]] = []
+    """Approval requests, decisions, refusals and effects, oldest first."""
 
 
 @dataclass
@@ -107,7 +130,6 @@ class TriageApp:
         engine, self._engine = self._engine, None
         if engine is not None:
             await engine.services.aclose()
-            await engine.saver.conn.close()
 
     async def _get_engine(self) -> _Engine:
         if self._engine is not None:
@@ -120,21 +142,12 @@ class TriageApp:
         return self._engine
 
     async def _open_engine(self) -> _Engine:
-        import aiosqlite
-        from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
         from triage.graphs.support import build_support_graph
-        from triage.helpdesk.store import quiet_sql_logging
         from triage.services import Services
 
         services = await Services.open(self.settings, models=self._models)
-        quiet_sql_logging()
-        conn = await aiosqlite.connect(self.settings.checkpoints_path)
-        await conn.execute("PRAGMA busy_timeout = 10000")
-        saver = AsyncSqliteSaver(conn)
-        await saver.setup()
-        graph = build_support_graph(policy=services.policy).compile(checkpointer=saver, name="support")
-        return _Engine(services=services, saver=saver, graph=graph)
+        graph = build_support_graph(policy=services.policy).compile(checkpointer=services.saver, name="support")
+        return _Engine(services=services, saver=services.saver, graph=graph)
 
     # -- running tickets -------------------------------------------------------------------------------------
 
@@ -169,7 +182,6 @@ class TriageApp:
     async def _arun(
         self, ticket: Ticket | Mapping[str, Any], thread_id: str | None, budget: Mapping[str, Any] | None
     ) -> RunResult:
-        from triage.context import Context
         from triage.metering import Meter
         from triage.nodes.validate import check_ticket
 
@@ -179,14 +191,17 @@ class TriageApp:
         data = ticket.model_dump() if isinstance(ticket, Ticket) else ticket
         # Refuse bad input before anything is written: no thread, no helpdesk row.
         parsed, _ = await check_ticket(data, engine.services.gateway, thread_id=thread_id)
+        return await self._drive(engine, {"ticket": parsed.model_dump()}, thread_id, meter)
+
+    async def _drive(self, engine: _Engine, graph_input: Any, thread_id: str, meter: Meter) -> RunResult:
+        """Run the graph on a thread until it ends or pauses; a run that raises ends `failed` with the error."""
+        from triage.context import Context
+
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         started = time.perf_counter()
         try:
             await engine.graph.ainvoke(
-                {"ticket": parsed.model_dump()},
-                config,
-                context=Context(services=engine.services, meter=meter),
-                durability="sync",
+                graph_input, config, context=Context(services=engine.services, meter=meter), durability="sync"
             )
         except Exception as exc:
             await engine.graph.aupdate_state(
@@ -195,7 +210,146 @@ class TriageApp:
                 as_node="finish",
             )
         snapshot = await engine.graph.aget_state(config)
-        return _result(thread_id, snapshot.values, duration_ms=(time.perf_counter() - started) * 1000)
+        return _result(thread_id, snapshot, duration_ms=(time.perf_counter() - started) * 1000)
+
+    # -- approvals -------------------------------------------------------------------------------------------
+
+    def resume(self, thread_id: str, decision: Decision | Mapping[str, Any]) -> RunResult:
+        """Answer the approval a thread is paused on and run it on (see `aresume`)."""
+        return self._portal.call(self._aresume(thread_id, decision))
+
+    async def aresume(self, thread_id: str, decision: Decision | Mapping[str, Any]) -> RunResult:
+        """Answer the approval a thread is paused on and run it on to its next pause or its end.
+
+        Works from any process that opens the same home. The decision is checked before the thread is touched: a
+        refused decision is recorded in the audit trail and changes nothing else.
+
+        Raises:
+            InvalidDecisionError: the decision is malformed.
+            ThreadNotFoundError: no such thread.
+            NotAwaitingApprovalError: the thread is not paused on an approval (e.g. already completed).
+            StaleApprovalError: the decision names an approval that is no longer pending.
+            ApprovalRefusedError: the approver may not give this approval.
+        """
+        return await self._portal.acall(self._aresume(thread_id, decision))
+
+    async def _aresume(
+        self, thread_id: str, decision: Decision | Mapping[str, Any], *, sweep: bool = False
+    ) -> RunResult:
+        from langgraph.types import Command
+
+        from triage.metering import Meter
+        from triage.nodes.approve import edit_refusal
+        from triage.policies.approvals import approval_refusal
+
+        engine = await self._get_engine()
+        try:
+            decision = decision if isinstance(decision, Decision) else Decision.model_validate(decision)
+        except ValidationError as exc:
+            raise InvalidDecisionError(describe_validation_error(exc, what="decision")) from None
+        snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
+        if not snapshot.values:
+            raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage approvals` lists the ones awaiting approval")
+        pending = _pending(snapshot)
+        if pending is None:
+            status = snapshot.values.get("status", "running")
+            raise NotAwaitingApprovalError(f"thread {thread_id} is not awaiting approval (status {status})")
+        if decision.approval_id is not None and decision.approval_id != pending["approval_id"]:
+            raise StaleApprovalError(
+                f"approval {decision.approval_id} is no longer pending on {thread_id}; the pending one is "
+                f"{pending['approval_id']} (see `triage approvals`)"
+            )
+        policy = engine.services.policy
+        refusal = None
+        if decision.decision == "timeout" and not sweep:
+            refusal = "a timeout is decided by `triage sweep`, not by an approver"
+        elif decision.decision in ("approve", "edit"):
+            refusal = approval_refusal(
+                decision.approver, pending["tier"], pending["approvals_received"], policy.approvals
+            )
+        elif decision.decision == "reject" and policy.approvals.role_of(decision.approver) is None:
+            refusal = f"'{decision.approver}' is not an approver in the approval policy"
+        if refusal is None and decision.decision == "edit":
+            action = {"kind": pending["action"], "args": pending["args"], "reason": ""}
+            refusal = edit_refusal(action, decision.args or {})  # type: ignore[arg-type]
+        if refusal is not None:
+            await engine.services.journal.audit(
+                thread_id,
+                "refused",
+                actor=decision.approver,
+                approval_id=pending["approval_id"],
+                details={"decision": decision.decision, "reason": refusal},
+                policy_version=policy.version,
+            )
+            raise ApprovalRefusedError(f"{refusal}; the approval stays pending")
+        answer = decision.model_copy(update={"approval_id": pending["approval_id"]}).model_dump(mode="json")
+        return await self._drive(engine, Command(resume=answer), thread_id, Meter(budget=policy.support.budget))
+
+    def recover(self, thread_id: str) -> RunResult:
+        """Continue a thread whose process died mid-run (see `arecover`)."""
+        return self._portal.call(self._arecover(thread_id))
+
+    async def arecover(self, thread_id: str) -> RunResult:
+        """Continue a thread from its last checkpoint after its process died.
+
+        A finished or paused thread is returned as it is. Effects already performed are not repeated (the
+        executor's ledger remembers them).
+
+        Raises:
+            ThreadNotFoundError: no such thread.
+        """
+        return await self._portal.acall(self._arecover(thread_id))
+
+    async def _arecover(self, thread_id: str) -> RunResult:
+        from triage.metering import Meter
+
+        engine = await self._get_engine()
+        snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
+        if not snapshot.values:
+            raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
+        if not snapshot.next or _pending(snapshot):
+            return _result(thread_id, snapshot)
+        meter = Meter(budget=engine.services.policy.support.budget)
+        return await self._drive(engine, None, thread_id, meter)
+
+    def pending_approvals(self, *, overdue: bool = False) -> list[dict[str, Any]]:
+        """Approvals waiting for a decision across threads, oldest first (see `apending_approvals`)."""
+        return self._portal.call(self._apending(overdue))
+
+    async def apending_approvals(self, *, overdue: bool = False) -> list[dict[str, Any]]:
+        """Approvals waiting for a decision across threads, oldest first, each with `overdue` set."""
+        return await self._portal.acall(self._apending(overdue))
+
+    async def _apending(self, overdue_only: bool) -> list[dict[str, Any]]:
+        engine = await self._get_engine()
+        now = datetime.now(UTC)
+        found = []
+        for thread_id in await self._thread_ids(engine, limit=None):
+            snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
+            pending = _pending(snapshot)
+            if pending is None:
+                continue
+            pending["overdue"] = datetime.fromisoformat(pending["expires_at"]) <= now
+            if pending["overdue"] or not overdue_only:
+                found.append(pending)
+        return sorted(found, key=lambda p: (p["requested_at"], p["thread_id"]))
+
+    def sweep(self) -> list[RunResult]:
+        """Escalate every overdue approval to the human queue (see `asweep`)."""
+        return self._portal.call(self._asweep())
+
+    async def asweep(self) -> list[RunResult]:
+        """Resume every overdue approval with a timeout decision: it is escalated, never approved."""
+        return await self._portal.acall(self._asweep())
+
+    async def _asweep(self) -> list[RunResult]:
+        results = []
+        for pending in await self._apending(overdue_only=True):
+            timeout = Decision(
+                approver=SWEEP_ACTOR, decision="timeout", reason="approval expired", approval_id=pending["approval_id"]
+            )
+            results.append(await self._aresume(pending["thread_id"], timeout, sweep=True))
+        return results
 
     # -- reading threads -------------------------------------------------------------------------------------
 
@@ -221,7 +375,10 @@ class TriageApp:
             raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
         tuples = [t async for t in engine.saver.alist(config)]
         return ThreadView(
-            thread_id=thread_id, result=_result(thread_id, snapshot.values), timeline=build_timeline(tuples)
+            thread_id=thread_id,
+            result=_result(thread_id, snapshot),
+            timeline=build_timeline(tuples),
+            audit=await engine.services.journal.trail(thread_id),
         )
 
     def threads(self, *, limit: int = 20) -> list[ThreadSummary]:
@@ -254,13 +411,27 @@ class TriageApp:
                 ThreadSummary(
                     thread_id=thread_id,
                     updated_at=datetime.fromisoformat(str(snapshot.created_at)),
-                    status=values.get("status", "running" if snapshot.next else "unknown"),
+                    status="awaiting_approval" if _pending(snapshot) else values.get("status", "running"),
                     route=values.get("route"),
                     customer_id=ticket.get("customer_id"),
                     subject=ticket.get("subject", ""),
                 )
             )
         return summaries
+
+    @staticmethod
+    async def _thread_ids(engine: _Engine, *, limit: int | None) -> list[str]:
+        """Thread ids, newest first."""
+        saver = engine.saver
+        async with (
+            saver.lock,
+            saver.conn.execute(
+                "SELECT thread_id, MAX(checkpoint_id) AS latest FROM checkpoints WHERE checkpoint_ns = '' "
+                "GROUP BY thread_id ORDER BY latest DESC LIMIT ?",
+                (-1 if limit is None else limit,),
+            ) as cursor,
+        ):
+            return [row[0] for row in await cursor.fetchall()]
 
     def customers(self) -> list[dict[str, Any]]:
         """The helpdesk's customers with their status and plan, scenario customers first."""
@@ -285,13 +456,27 @@ class TriageApp:
         await engine.services.models.warm_up()
 
 
-def _result(thread_id: str, values: Mapping[str, Any], *, duration_ms: float | None = None) -> RunResult:
+def _pending(snapshot: StateSnapshot) -> dict[str, Any] | None:
+    """The approval request a thread is paused on, if any."""
+    for pending in snapshot.interrupts:
+        if isinstance(pending.value, dict) and "approval_id" in pending.value:
+            return dict(pending.value)
+    return None
+
+
+def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | None = None) -> RunResult:
+    values: Mapping[str, Any] = snapshot.values
     classification = values.get("classification") or {}
     reply = values.get("reply")
+    pending = _pending(snapshot)
+    status = "awaiting_approval" if pending else values.get("status", "failed")
+    reason = values.get("status_reason", None if "status" in values else "the run did not finish")
+    if pending:
+        reason = pending["description"]
     return RunResult(
         thread_id=thread_id,
-        status=values.get("status", "failed"),
-        status_reason=values.get("status_reason", None if "status" in values else "the run did not finish"),
+        status=status,
+        status_reason=reason,
         route=values.get("route"),
         route_reason=values.get("route_reason"),
         intent=classification.get("intent"),
@@ -304,9 +489,11 @@ def _result(thread_id: str, values: Mapping[str, Any], *, duration_ms: float | N
         violations=[dict(v) for v in values.get("violations", [])],
         budget_exceeded=values.get("budget_exceeded"),
         usage=values.get("usage", {}),
-        reply=Reply(**reply) if reply else None,
+        reply=Reply(**reply) if reply and not pending else None,
         actions=[Action(**action) for action in values.get("actions", [])],
         proposed_actions=[dict(p) for p in values.get("proposed_actions", [])],
         findings=values.get("findings", {}),
+        pending_approval=pending,
+        rejection=values.get("rejection"),
         duration_ms=round(duration_ms, 1) if duration_ms is not None else None,
     )

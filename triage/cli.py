@@ -212,6 +212,13 @@ def _print_result(result: RunResult) -> None:
         out.print(f"[bold]why[/]    {result.route_reason}")
     for action in result.actions:
         out.print(f"[bold]action[/] {_action_label(action.kind, action.receipt_id, action.amount_cents)}")
+    if result.pending_approval:
+        pending = result.pending_approval
+        out.print(
+            f"[bold]approval[/] {pending['approval_id']} ({pending['tier']}, "
+            f"{len(pending['approvals_received'])}/{pending['approvals_required']}) expires {pending['expires_at']}"
+        )
+        out.print(f"         approve with: triage approve {result.thread_id} --as APPROVER")
     if result.reply:
         out.print(f"\n[bold]{result.reply.subject}[/]\n{result.reply.body}", highlight=False)
 
@@ -235,6 +242,7 @@ def show(
             {
                 **view.result.model_dump(mode="json"),
                 "timeline": [e.model_dump(mode="json", exclude={"started_at"}) for e in view.timeline],
+                "audit": view.audit,
             }
         )
         return
@@ -246,6 +254,16 @@ def show(
         namespace = entry.namespace.split(":")[0] if entry.namespace else ""
         table.add_row(entry.node, namespace, entry.checkpoint_id[-12:], f"{entry.duration_ms:.1f}", entry.outcome)
     out.print(table)
+    if view.audit:
+        audit = Table(title="audit trail")
+        for column in ("at", "event", "actor", "approval", "details", "policy"):
+            audit.add_column(column, overflow="fold")
+        for line in view.audit:
+            details = ", ".join(f"{k}={v}" for k, v in line["details"].items())
+            audit.add_row(
+                line["at"], line["event"], line["actor"], line["approval_id"] or "", details, line["policy_version"]
+            )
+        out.print(audit)
 
 
 @cli.command()
@@ -301,6 +319,114 @@ def customers(home: HomeOption = None, as_json: JsonOption = False) -> None:
     out.print(table)
 
 
+ApproverOption = Annotated[str, typer.Option("--as", help="Your approver id from the approval policy.")]
+
+
+@cli.command()
+def approvals(
+    overdue: Annotated[bool, typer.Option(help="Only approvals past their expiry.")] = False,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List approvals waiting for a decision, oldest first."""
+    from rich.table import Table
+
+    def go() -> Any:
+        with _app(home) as app:
+            return app.pending_approvals(overdue=overdue)
+
+    pending = _guard(go)
+    if as_json:
+        _print_json(pending)
+        return
+    table = Table(title="approvals awaiting a decision (oldest first)")
+    for column in ("thread", "approval", "action", "tier", "received", "expires", "description"):
+        table.add_column(column, overflow="fold")
+    for p in pending:
+        expires = p["expires_at"] + (" [red](overdue)[/]" if p["overdue"] else "")
+        received = f"{len(p['approvals_received'])}/{p['approvals_required']}"
+        table.add_row(p["thread_id"], p["approval_id"], p["action"], p["tier"], received, expires, p["description"])
+    out.print(table)
+
+
+def _decide(home: Path | None, thread_id: str, decision: dict[str, Any], as_json: bool) -> None:
+    def go() -> RunResult:
+        with _app(home) as app:
+            return app.resume(thread_id, decision)
+
+    result = _guard(go)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+        return
+    _print_result(result)
+
+
+@cli.command()
+def approve(
+    thread_id: Annotated[str, typer.Argument(help="The thread awaiting approval.")],
+    approver: ApproverOption,
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit trail).")] = "",
+    amount: Annotated[
+        float | None, typer.Option(help="Approve a smaller refund instead, in dollars (an edit).", min=0.01)
+    ] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Approve the pending action of a thread (or, with --amount, approve a smaller refund) and run it on."""
+    decision: dict[str, Any] = {"approver": approver, "decision": "approve", "reason": reason}
+    if amount is not None:
+        decision.update(decision="edit", args={"amount_cents": round(amount * 100)}, reason=reason or "edited amount")
+    _decide(home, thread_id, decision, as_json)
+
+
+@cli.command()
+def reject(
+    thread_id: Annotated[str, typer.Argument(help="The thread awaiting approval.")],
+    approver: ApproverOption,
+    reason: Annotated[str, typer.Option(help="Why (required; kept in the audit trail).")] = "",
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Reject the pending action of a thread: nothing is executed and the customer is told."""
+    _decide(home, thread_id, {"approver": approver, "decision": "reject", "reason": reason}, as_json)
+
+
+@cli.command()
+def recover(
+    thread_id: Annotated[str, typer.Argument(help="A thread whose process died mid-run.")],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Continue a thread from its last checkpoint after a crash (effects already done are not repeated)."""
+
+    def go() -> RunResult:
+        with _app(home) as app:
+            return app.recover(thread_id)
+
+    result = _guard(go)
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+        return
+    _print_result(result)
+
+
+@cli.command()
+def sweep(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Escalate every overdue approval to the human queue (nothing is approved by default)."""
+
+    def go() -> list[RunResult]:
+        with _app(home) as app:
+            return app.sweep()
+
+    results = _guard(go)
+    if as_json:
+        _print_json([r.model_dump(mode="json") for r in results])
+        return
+    out.print(f"escalated {len(results)} overdue approval(s)")
+    for result in results:
+        out.print(f"  {result.thread_id}: {result.status} ({result.status_reason})")
+
+
 policy_cli = typer.Typer(help="Check the policy bundle.", no_args_is_help=True)
 cli.add_typer(policy_cli, name="policy")
 
@@ -333,12 +459,19 @@ def eval_(
     text_col: Annotated[str | None, typer.Option(help="Column with the ticket text (route-only cases).")] = None,
     route_col: Annotated[str | None, typer.Option(help="Column with the expected route (route-only cases).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N cases.")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for eval.json and eval.md.")] = Path("reports"),
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for eval.json, .md and .html.")] = Path("reports"),
     update_baseline: Annotated[bool, typer.Option(help="Write this run's figures as the new baseline.")] = False,
     baseline: Annotated[
         Path | None, typer.Option(help="Baseline to gate against [default: evals/baseline.json].")
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Cases run at once.")] = 8,
+    langsmith: Annotated[
+        bool | None,
+        typer.Option(
+            "--langsmith/--no-langsmith",
+            help="Record the run as a LangSmith experiment [default: when LANGSMITH_API_KEY is set].",
+        ),
+    ] = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -349,6 +482,7 @@ def eval_(
     from rich.table import Table
 
     from triage.evals import dataset as datasets
+    from triage.evals import experiment
     from triage.evals import report as reports
     from triage.evals.runner import run_cases
     from triage.settings import Settings
@@ -364,6 +498,13 @@ def eval_(
         return datasets.load_cases(dataset, limit=limit), str(dataset)
 
     cases, source = _guard(load)
+    if langsmith is None:
+        langsmith = experiment.langsmith_configured()
+    elif langsmith and not experiment.langsmith_configured():
+        err.print(
+            "[bold red]error:[/] --langsmith needs LANGSMITH_API_KEY (LANGSMITH_ENDPOINT for a self-hosted server)"
+        )
+        raise typer.Exit(2)
     settings = Settings() if home is None else Settings(home=home)
     with Progress(
         TextColumn("{task.description}"),
@@ -389,7 +530,17 @@ def eval_(
     else:
         previous = _guard(lambda: reports.read_baseline(baseline_path)) if baseline_path.exists() or baseline else None
         regressions = reports.gate(report, previous, baseline_path=str(baseline_path))
-    json_path, md_path = reports.write_reports(report, out_dir)
+    if langsmith:
+        from langsmith.utils import LangSmithError
+
+        try:
+            recorded = experiment.record_experiment(result, report)
+        except (LangSmithError, OSError) as exc:
+            err.print(f"[bold yellow]warning:[/] the LangSmith experiment was not recorded: {exc}", soft_wrap=True)
+        else:
+            report["langsmith"] = {"experiment": recorded.experiment, "dataset": recorded.dataset}
+            err.print(f"LangSmith experiment {recorded.experiment} on dataset {recorded.dataset}", highlight=False)
+    json_path, md_path, html_path = reports.write_reports(report, out_dir)
     if as_json:
         _print_json(report)
     else:
@@ -419,7 +570,7 @@ def eval_(
         out.print(
             f"gate: {gate_section['status']}" + (f" ({gate_section['reason']})" if "reason" in gate_section else "")
         )
-        out.print(f"reports: {json_path}, {md_path}")
+        out.print(f"reports: {json_path}, {md_path}, {html_path}")
     for regression in regressions:
         err.print(f"[bold red]regression:[/] {regression.describe()}", highlight=False, soft_wrap=True)
     if regressions:

@@ -63,3 +63,19 @@ class ScopeDeniedError(ToolError):
         super().__init__(tool, f"'{caller}' is not granted scope '{scope}'; grant it in the permissions policy")
         self.caller = caller
         self.scope = scope
+
+
+class InvalidDecisionError(TriageError):
+    """An approval decision is malformed (unknown kind, an edit without arguments, a rejection without reason)."""
+
+
+class NotAwaitingApprovalError(TriageError):
+    """The thread is not paused on an approval (it finished, failed, or never needed one)."""
+
+
+class StaleApprovalError(TriageError):
+    """The decision answers an approval that is no longer the pending one."""
+
+
+class ApprovalRefusedError(TriageError):
+    """The approver may not give this approval (unknown, not senior enough, or already approved it)."""

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from triage.errors import InvalidTicketError
 from triage.taxonomy import Route, Sentiment, Status, Urgency
@@ -74,6 +74,28 @@ def describe_validation_error(exc: ValidationError, *, what: str) -> str:
     return f"invalid {what}: " + "; ".join(problems) + f". A ticket has {fields}."
 
 
+class Decision(BaseModel):
+    """An approver's answer to a pending approval (the resume value of the approval interrupt)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    approver: str = Field(min_length=1, max_length=64, description="The approver's id from the approval policy.")
+    decision: Literal["approve", "reject", "edit", "timeout"]
+    reason: str = Field(default="", max_length=2_000)
+    approval_id: str | None = Field(
+        default=None, description="The approval answered; None answers whichever is pending (stale ids are refused)."
+    )
+    args: dict[str, Any] | None = Field(default=None, description="For edit: the changed arguments.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Decision:
+        if self.decision == "edit" and not self.args:
+            raise ValueError("an edit needs args, e.g. {'amount_cents': 12000}")
+        if self.decision == "reject" and not self.reason.strip():
+            raise ValueError("a rejection needs a reason")
+        return self
+
+
 class Reply(BaseModel):
     """The message composed for the customer."""
 
@@ -119,6 +141,10 @@ class RunResult(BaseModel):
     actions: list[Action] = Field(default_factory=list)
     proposed_actions: list[dict[str, Any]] = Field(default_factory=list)
     findings: dict[str, Any] = Field(default_factory=dict)
+    pending_approval: dict[str, Any] | None = Field(
+        default=None, description="The approval request the thread is paused on (status awaiting_approval)."
+    )
+    rejection: dict[str, Any] | None = None
     duration_ms: float | None = None
 
 

@@ -1,12 +1,20 @@
-"""The seam where stores are opened: the helpdesk, the tool gateway, the model tier and the policy bundle."""
+"""The seam where stores are opened.
+
+The helpdesk, the checkpoint store and its journal, the tool gateway, the model tier and the policy bundle.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
 
+import aiosqlite
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
 from triage.gateway import ToolGateway
 from triage.helpdesk import Helpdesk
+from triage.helpdesk.store import quiet_sql_logging
+from triage.journal import Journal
 from triage.models.guard import GuardedModelTier
 from triage.models.tier import LocalModelTier, ModelTier
 from triage.policies import PolicyBundle, load_policy_bundle
@@ -23,6 +31,9 @@ class Services:
     helpdesk: Helpdesk
     gateway: ToolGateway
     models: GuardedModelTier
+    saver: AsyncSqliteSaver
+    """The process's one checkpoint saver (one connection per process and file)."""
+    journal: Journal
 
     @classmethod
     async def open(
@@ -36,17 +47,27 @@ class Services:
         install_trace_redaction()
         policy = policy or load_policy_bundle(settings.policy_dir)
         helpdesk = await Helpdesk.open(settings.helpdesk_path)
+        quiet_sql_logging()
+        conn = await aiosqlite.connect(settings.checkpoints_path)
+        await conn.execute("PRAGMA busy_timeout = 10000")
+        saver = AsyncSqliteSaver(conn)
+        await saver.setup()
+        journal = Journal(saver)
+        await journal.setup()
         return cls(
             settings=settings,
             policy=policy,
             helpdesk=helpdesk,
             gateway=ToolGateway(helpdesk=helpdesk, permissions=policy.permissions),
             models=GuardedModelTier(models or LocalModelTier(settings.cache_dir)),
+            saver=saver,
+            journal=journal,
         )
 
     async def aclose(self) -> None:
-        """Close the helpdesk connection."""
+        """Close the helpdesk and checkpoint connections."""
         await self.helpdesk.close()
+        await self.saver.conn.close()
 
 
 _shared: dict[tuple[int, str], Services] = {}

@@ -72,6 +72,17 @@ class ProposedAction(TypedDict):
     reason: str
 
 
+class ApprovalRecord(TypedDict):
+    """One action's approval round: who approved so far, and when it was asked for."""
+
+    approval_id: str
+    action: str
+    tier: str
+    approvers: list[str]
+    requested_at: str
+    expires_at: str
+
+
 class Draft(TypedDict):
     """What the reply must say: a template id and the facts to fill it with."""
 
@@ -113,6 +124,10 @@ class State(InputState):
     violations: NotRequired[list[Violation]]
     """Tool calls refused by the permission policy (the run then falls back to escalation)."""
     draft: NotRequired[Draft]
+    approvals: NotRequired[dict[str, ApprovalRecord]]
+    """Approval rounds by approval id (see `policies/approvals.py`)."""
+    rejection: NotRequired[dict[str, Any]]
+    """Set when an approver rejected an action: who, why, which action. Nothing was executed."""
     reply: NotRequired[ReplyData]
     status: NotRequired[Status]
     """Terminal status, set by `finish` (or `failed` by validation or the app on an error)."""

@@ -9,7 +9,7 @@ from tests.conftest import rows
 from triage import Ticket, TriageApp
 from triage.settings import Settings
 
-COORDINATOR = ["validate", "classify", "route", "billing", "compose", "send_reply", "finish"]
+COORDINATOR = ["validate", "classify", "route", "billing", "approve", "execute", "compose", "send_reply", "finish"]
 BILLING = ["lookup", "act"]
 
 

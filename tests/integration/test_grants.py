@@ -29,6 +29,8 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
     "send_message": {"to_address": "a@example.com", "subject": "s", "body": "b", "template": "t"},
     "create_account_request": {"customer_id": "cus_0001", "kind": "data_export"},
     "list_plans": {},
+    "issue_refund": {"customer_id": "cus_small_dup", "payment_id": "PAYMENT", "amount_cents": 100},
+    "complete_account_request": {"customer_id": "cus_0001", "request_id": "REQUEST"},
 }
 
 
@@ -46,7 +48,7 @@ def test_every_tool_has_sample_arguments() -> None:
 def test_expected_grants() -> None:
     assert PERMISSIONS.grants["classify"] == frozenset()
     assert PERMISSIONS.grants["escalation"] == frozenset({"tickets:write"})
-    assert "refunds:write" not in set().union(*PERMISSIONS.grants.values())
+    assert {node for node, scopes in PERMISSIONS.grants.items() if "refunds:write" in scopes} == {"execute"}
     assert "refunds:request" in PERMISSIONS.grants["billing"]
 
 
@@ -54,9 +56,13 @@ def test_expected_grants() -> None:
 async def test_node_grant_matrix(gateway: ToolGateway, tmp_path: Path, node: str) -> None:
     db = tmp_path / "helpdesk.sqlite"
     payment = rows(db, "SELECT id FROM payments WHERE customer_id = 'cus_small_dup' AND status = 'succeeded'")[0]
+    request = await gateway.call(
+        "account", "create_account_request", {"customer_id": "cus_0001", "kind": "data_export"}, thread_id="setup"
+    )
     refused = []
     for tool, args in VALID_ARGS.items():
-        args = {k: payment["id"] if v == "PAYMENT" else v for k, v in args.items()}
+        placeholders = {"PAYMENT": payment["id"], "REQUEST": request["id"]}
+        args = {k: placeholders.get(v, v) if isinstance(v, str) else v for k, v in args.items()}
         if PERMISSIONS.allows(node, tool_scope(ALL_TOOLS[tool])):
             await gateway.call(node, tool, args, thread_id=f"thr_{node}")
         else:

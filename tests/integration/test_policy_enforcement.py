@@ -17,6 +17,7 @@ from triage.context import Context
 from triage.graphs import specialists
 from triage.nodes import billing
 from triage.nodes.common import call_tool
+from triage.policies.bundle import POLICY_FILES
 from triage.settings import Settings
 
 
@@ -52,7 +53,7 @@ def test_out_of_grant_call_falls_back_to_escalation(settings: Settings, monkeypa
 def test_node_over_its_time_limit_fails_the_run(settings: Settings, tmp_path: Path) -> None:
     folder = tmp_path / "policies"
     folder.mkdir()
-    for name in ("permissions.toml", "support.toml"):
+    for name in POLICY_FILES:
         shutil.copyfile(str(resources.files("triage.policies") / "default" / name), folder / name)
     support = folder / "support.toml"
     support.write_text(support.read_text().replace("io_node_seconds = 10.0", "io_node_seconds = 0.000001"))

@@ -13,37 +13,48 @@ def _outbox(settings: Settings, thread_id: str) -> list[dict[str, object]]:
     return rows(settings.helpdesk_path, "SELECT * FROM outbox WHERE thread_id = ?", (thread_id,))
 
 
-@pytest.mark.parametrize(
-    ("customer_id", "amount_cents"),
-    [("cus_small_dup", 1900), ("cus_mid_dup", 24000), ("cus_large_dup", 120000)],
-)
-def test_duplicate_charge_requests_refund_of_the_duplicate(
-    app: TriageApp, settings: Settings, customer_id: str, amount_cents: int
-) -> None:
+def test_small_duplicate_charge_is_refunded_without_approval(app: TriageApp, settings: Settings) -> None:
     result = app.run(
         Ticket(
-            customer_id=customer_id,
-            subject="Charged twice",
-            body="Hello, I was charged twice for the same thing last month. Please refund the duplicate payment.",
+            customer_id="cus_small_dup", subject="Charged twice", body="I was charged twice for my plan, refund one."
         )
     )
     assert (result.status, result.route, result.intent) == ("completed", "billing", "duplicate_charge")
-    [request] = rows(settings.helpdesk_path, "SELECT * FROM refund_requests WHERE thread_id = ?", (result.thread_id,))
-    assert request["customer_id"] == customer_id
-    assert request["amount_cents"] == amount_cents
-    payment = rows(settings.helpdesk_path, "SELECT * FROM payments WHERE id = ?", (request["payment_id"],))[0]
+    assert [(a.kind, a.amount_cents) for a in result.actions] == [
+        ("refund_request", 1900),
+        ("refund", 1900),
+        ("message", None),
+    ]
+    [refund] = rows(settings.helpdesk_path, "SELECT * FROM refunds WHERE thread_id = ?", (result.thread_id,))
+    assert refund["amount_cents"] == 1900 and refund["status"] == "succeeded"
     twins = rows(
         settings.helpdesk_path,
-        "SELECT id FROM payments WHERE invoice_id = ? AND amount_cents = ? AND status = 'succeeded' "
+        "SELECT id, status FROM payments WHERE invoice_id = (SELECT invoice_id FROM payments WHERE id = ?) "
         "ORDER BY created_at",
-        (payment["invoice_id"], amount_cents),
+        (refund["payment_id"],),
     )
-    assert [t["id"] for t in twins][-1] == request["payment_id"], "the later of the two charges is refunded"
-    kinds = [(a.kind, a.amount_cents) for a in result.actions]
-    assert kinds == [("refund_request", amount_cents), ("message", None)]
-    assert result.proposed_actions[0]["args"]["payment_id"] == request["payment_id"]
-    assert f"{amount_cents / 100:,.2f}" in result.reply.body if result.reply else False
+    assert [t["status"] for t in twins] == ["succeeded", "refunded"], "the later of the two charges is refunded"
+    assert result.reply is not None and result.reply.template == "billing.duplicate_refunded"
+    assert refund["id"] in result.reply.body
     assert len(_outbox(settings, result.thread_id)) == 1
+
+
+@pytest.mark.parametrize(
+    ("customer_id", "amount_cents", "tier"), [("cus_mid_dup", 24000, "single"), ("cus_large_dup", 120000, "dual")]
+)
+def test_larger_duplicate_charges_wait_for_approval(
+    app: TriageApp, settings: Settings, customer_id: str, amount_cents: int, tier: str
+) -> None:
+    result = app.run(
+        Ticket(customer_id=customer_id, subject="Charged twice", body="You charged me twice for the same order.")
+    )
+    assert (result.status, result.route) == ("awaiting_approval", "billing")
+    assert result.pending_approval is not None
+    assert (result.pending_approval["tier"], result.pending_approval["args"]["amount_cents"]) == (tier, amount_cents)
+    [request] = rows(settings.helpdesk_path, "SELECT * FROM refund_requests WHERE thread_id = ?", (result.thread_id,))
+    assert request["status"] == "requested"
+    assert rows(settings.helpdesk_path, "SELECT * FROM refunds WHERE thread_id = ?", (result.thread_id,)) == []
+    assert _outbox(settings, result.thread_id) == []
 
 
 def test_failed_payment_explains_the_decline(app: TriageApp) -> None:
@@ -106,16 +117,20 @@ def test_locked_account_gets_unlock_link(app: TriageApp, settings: Settings) -> 
 
 
 @pytest.mark.parametrize(
-    ("body", "kind"),
+    ("body", "kind", "status"),
     [
-        ("Please delete my account and all of my data permanently.", "account_deletion"),
-        ("I would like a copy of all the personal data you hold about me (GDPR request).", "data_export"),
-        ("I forgot my password, can you send me a reset link?", "password_reset"),
+        ("Please delete my account and all of my data permanently.", "account_deletion", "awaiting_approval"),
+        (
+            "I would like a copy of all the personal data you hold about me (GDPR request).",
+            "data_export",
+            "awaiting_approval",
+        ),
+        ("I forgot my password, can you send me a reset link?", "password_reset", "completed"),
     ],
 )
-def test_account_requests_are_filed(app: TriageApp, settings: Settings, body: str, kind: str) -> None:
+def test_account_requests_are_filed(app: TriageApp, settings: Settings, body: str, kind: str, status: str) -> None:
     result = app.run(Ticket(customer_id="cus_0002", subject="", body=body))
-    assert (result.route, result.status) == ("account", "completed")
+    assert (result.route, result.status) == ("account", status)
     requests = rows(
         settings.helpdesk_path, "SELECT kind FROM account_requests WHERE thread_id = ?", (result.thread_id,)
     )

@@ -13,6 +13,7 @@ from triage.gateway import GrantError, check_grants
 from triage.graphs.support import build_support_graph
 from triage.policies import load_policy_bundle
 from triage.policies.billing import find_duplicate_charges, format_money, latest_failed_payment
+from triage.policies.bundle import POLICY_FILES
 from triage.policies.routing import decide_route, kb_answers
 
 POLICY = load_policy_bundle()
@@ -21,7 +22,7 @@ POLICY = load_policy_bundle()
 def _copy_default(tmp_path: Path) -> Path:
     folder = tmp_path / "policies"
     folder.mkdir()
-    for name in ("permissions.toml", "support.toml"):
+    for name in POLICY_FILES:
         source = resources.files("triage.policies") / "default" / name
         shutil.copyfile(str(source), folder / name)
     return folder

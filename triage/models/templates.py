@@ -22,6 +22,14 @@ TEMPLATES: dict[str, str] = {
         "We have requested a refund of {amount} for {payment_id} (request {request_id}). Refunds reach your "
         "account within 5-10 business days of approval."
     ),
+    "billing.duplicate_refunded": (
+        "You were charged twice: payment {payment_id} on {paid_on} duplicated payment {original_id}. We have "
+        "refunded {amount} for {payment_id} (refund {refund_id}). It reaches your account within 5-10 business days."
+    ),
+    "billing.refunded": (
+        "We have refunded {amount} of payment {payment_id} from {paid_on} (refund {refund_id}). It reaches your "
+        "account within 5-10 business days."
+    ),
     "billing.no_duplicate_found": (
         "We checked your recent payments and found no duplicate charge. Your latest charges were:\n{payments}\n"
         "If one of these looks wrong, reply with its payment id and we will look at it together."
@@ -109,6 +117,14 @@ TEMPLATES: dict[str, str] = {
         "security a member of our team confirms deletions; you will hear from us within 2 business days, and "
         "nothing is deleted before then."
     ),
+    "account.deleted": (
+        "Your account has been closed and its data is scheduled for erasure (request {request_id}), as you asked. "
+        "We are sorry to see you go."
+    ),
+    "account.data_export_started": (
+        "Your data export has started (request {request_id}). You will receive a download link at {masked_email} "
+        "as soon as it is ready, and within 30 days at the latest."
+    ),
     "account.data_export_requested": (
         "We have started an export of your personal data (request {request_id}). You will receive a download "
         "link at {masked_email} within 30 days, as data protection law requires; usually it is much sooner."
@@ -133,6 +149,10 @@ TEMPLATES: dict[str, str] = {
         "Thank you for your message. We could not match it to an answer we have ready. Could you tell us a little "
         "more: what you were trying to do, what happened, and your customer id if you have an account? Our team "
         "reads every reply, Monday to Friday, 8am-6pm CET."
+    ),
+    "approval.rejected": (
+        "We have reviewed your request and cannot carry it out as asked. A member of our team will follow up with "
+        "you about the next steps within one business day."
     ),
     "escalation.handed_off": (
         "We have passed your message to a senior member of our support team (ticket {ticket_id}, priority "

@@ -1,0 +1,223 @@
+"""Ask people to approve high-risk actions. The node only asks; the approval policy decides whether to ask.
+
+Each round is its own checkpointed step: the first pass records the request (and its expiry), the next pass
+interrupts with the request; every answer loops back here, so a dual approval takes one interrupt per approver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+from langgraph.types import Command, interrupt
+
+from triage.context import Context, services_of, thread_id_of
+from triage.policies.approvals import REQUIRED_APPROVALS, Tier, approval_refusal, approval_tier, reply_needs_approval
+from triage.policies.billing import format_money
+from triage.schemas import Decision
+from triage.state import ApprovalRecord, Draft, ProposedAction, State
+
+NODE = "approve"
+Next = Literal["approve", "execute", "compose", "escalation"]
+
+
+def approval_id_for(thread_id: str, action: ProposedAction) -> str:
+    """Stable id of one action's approval: the same action in the same thread always gets the same id."""
+    canonical = json.dumps({"kind": action["kind"], "args": action["args"]}, sort_keys=True, default=str)
+    return "apr_" + hashlib.sha256(f"{thread_id}|{canonical}".encode()).hexdigest()[:16]
+
+
+def actions_to_approve(state: State, policy: Any) -> list[ProposedAction]:
+    """The proposed actions, plus the reply itself when it was drafted from a low-confidence classification."""
+    actions = list(state.get("proposed_actions", []))
+    classification = state.get("classification")
+    if (
+        classification is not None
+        and state.get("route") != "escalation"
+        and "draft" in state
+        and reply_needs_approval(classification["confidence"], policy)
+    ):
+        actions.append(
+            ProposedAction(
+                kind="reply",
+                args={"template": state["draft"]["template"]},
+                reason=f"reply drafted from a classification with confidence {classification['confidence']:.2f}",
+            )
+        )
+    return actions
+
+
+async def approve(state: State, runtime: Runtime[Context]) -> Command[Next]:
+    """Record, ask for, and take in approvals until every action has the approvals its tier requires."""
+    services = await services_of(runtime)
+    policy = services.policy.approvals
+    thread_id = thread_id_of(runtime)
+    approvals = dict(state.get("approvals", {}))
+    for action in actions_to_approve(state, policy):
+        tier = approval_tier(action["kind"], action["args"], policy)
+        if tier == "none":
+            continue
+        approval_id = approval_id_for(thread_id, action)
+        record = approvals.get(approval_id)
+        if record is None:
+            now = datetime.now(UTC)
+            record = ApprovalRecord(
+                approval_id=approval_id,
+                action=action["kind"],
+                tier=tier,
+                approvers=[],
+                requested_at=now.isoformat(timespec="seconds"),
+                expires_at=(now + timedelta(hours=policy.sla.expiry_hours)).isoformat(timespec="seconds"),
+            )
+            await services.journal.audit(
+                thread_id,
+                "approval_requested",
+                actor=NODE,
+                approval_id=approval_id,
+                details={"action": action["kind"], "args": action["args"], "tier": tier},
+                policy_version=services.policy.version,
+                dedupe_key=f"requested:{approval_id}",
+            )
+            return Command(goto="approve", update={"approvals": {**approvals, approval_id: record}})
+        if len(record["approvers"]) >= REQUIRED_APPROVALS[tier]:
+            continue
+        answer = interrupt(approval_request(state, action, record, tier, thread_id))
+        decision = Decision.model_validate(answer)
+        return await _take(decision, state, action, record, tier, runtime)
+    return Command(goto="execute", update={"approvals": approvals})
+
+
+def approval_request(
+    state: State, action: ProposedAction, record: ApprovalRecord, tier: Tier, thread_id: str
+) -> dict[str, Any]:
+    """The interrupt payload: stable fields, shaped so LangChain's Agent Inbox can show it too."""
+    args = action["args"]
+    what = (
+        f"refund {format_money(int(args['amount_cents']))} of payment {args['payment_id']} to {args['customer_id']}"
+        if action["kind"] == "refund"
+        else f"{action['kind'].replace('_', ' ')} for {args.get('customer_id', 'the customer')}"
+        if action["kind"] != "reply"
+        else f"send reply '{args['template']}'"
+    )
+    required = REQUIRED_APPROVALS[tier]
+    description = (
+        f"Approve: {what}. Reason: {action['reason']}. Tier {tier}: {required} approval(s) needed, "
+        f"{len(record['approvers'])} received"
+        + (f" ({', '.join(record['approvers'])})." if record["approvers"] else ".")
+    )
+    ticket = state["ticket"]
+    return {
+        "approval_id": record["approval_id"],
+        "thread_id": thread_id,
+        "action": action["kind"],
+        "args": args,
+        "tier": tier,
+        "approvals_required": required,
+        "approvals_received": list(record["approvers"]),
+        "description": description,
+        "evidence": {
+            "reason": action["reason"],
+            "ticket_subject": ticket["subject"],
+            "customer_id": ticket["customer_id"],
+            "classification": {k: state["classification"][k] for k in ("route", "intent", "confidence")},
+            "findings": {k: v for k, v in state.get("findings", {}).items() if k == "duplicate_charges"},
+        },
+        "requested_at": record["requested_at"],
+        "expires_at": record["expires_at"],
+        "action_request": {"action": action["kind"], "args": args},
+        "config": {
+            "allow_accept": True,
+            "allow_edit": action["kind"] == "refund",
+            "allow_respond": True,
+            "allow_ignore": False,
+        },
+    }
+
+
+async def _take(
+    decision: Decision,
+    state: State,
+    action: ProposedAction,
+    record: ApprovalRecord,
+    tier: Tier,
+    runtime: Runtime[Context],
+) -> Command[Next]:
+    services = await services_of(runtime)
+    policy = services.policy.approvals
+    thread_id = thread_id_of(runtime)
+    approval_id = record["approval_id"]
+    approvals = dict(state.get("approvals", {}))
+
+    async def audit(event: str, **details: Any) -> None:
+        await services.journal.audit(
+            thread_id,
+            event,
+            actor=decision.approver,
+            approval_id=approval_id,
+            details=details,
+            policy_version=services.policy.version,
+        )
+
+    if decision.decision == "timeout":
+        await audit("approval_expired", expires_at=record["expires_at"])
+        reason = f"approval {approval_id} for {action['kind']} expired at {record['expires_at']} without a decision"
+        return Command(goto="escalation", update={"route": "escalation", "route_reason": reason})
+    if decision.decision == "reject":
+        await audit("rejected", reason=decision.reason, action=action["kind"], args=action["args"])
+        rejection = {
+            "approval_id": approval_id,
+            "approver": decision.approver,
+            "reason": decision.reason,
+            "action": action["kind"],
+            "args": action["args"],
+        }
+        return Command(
+            goto="compose",
+            update={
+                "rejection": rejection,
+                "outcome": "rejected",
+                "draft": Draft(template="approval.rejected", facts={}),
+            },
+        )
+    refusal = approval_refusal(decision.approver, tier, record["approvers"], policy)
+    if refusal is None and decision.decision == "edit":
+        refusal = edit_refusal(action, decision.args or {})
+    if refusal is not None:  # the app refuses these before resuming; this only guards direct graph use
+        await audit("refused", reason=refusal, decision=decision.decision)
+        return Command(goto="approve")
+    if decision.decision == "edit":
+        edited = ProposedAction(
+            kind=action["kind"],
+            args={**action["args"], **(decision.args or {})},
+            reason=f"{action['reason']}; edited by {decision.approver}: {decision.reason}",
+        )
+        proposed = [edited if a == action else a for a in state.get("proposed_actions", [])]
+        new_id = approval_id_for(thread_id, edited)
+        await audit("edited", args=edited["args"], new_approval_id=new_id, reason=decision.reason)
+        approvals[new_id] = ApprovalRecord(
+            approval_id=new_id,
+            action=edited["kind"],
+            tier=approval_tier(edited["kind"], edited["args"], policy),
+            approvers=[decision.approver],
+            requested_at=record["requested_at"],
+            expires_at=record["expires_at"],
+        )
+        return Command(goto="approve", update={"proposed_actions": proposed, "approvals": approvals})
+    await audit("approved", reason=decision.reason)
+    approvals[approval_id] = ApprovalRecord(**{**record, "approvers": [*record["approvers"], decision.approver]})
+    return Command(goto="approve", update={"approvals": approvals})
+
+
+def edit_refusal(action: ProposedAction, changes: dict[str, Any]) -> str | None:
+    """Why an edit cannot be applied: only a refund's amount may change, and only downwards."""
+    if action["kind"] != "refund" or set(changes) - {"amount_cents"}:
+        return "only a refund's amount_cents can be edited"
+    amount = changes.get("amount_cents")
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        return "amount_cents must be a positive whole number of cents"
+    if amount > int(action["args"]["amount_cents"]):
+        return f"an edit may lower a refund, not raise it above {action['args']['amount_cents']} cents"
+    return None

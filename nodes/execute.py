@@ -1,0 +1,69 @@
+"""Run the approved effects, exactly once: a refund, an account deletion, a data export.
+
+Each effect's idempotency key is derived from the thread and the approved action. The ledger in the checkpoint
+store is asked first; a miss calls the tool with that key (the helpdesk refuses a second row for the same key) and
+records the receipt. Re-running this node after a crash, at any point, repeats nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from triage.context import Context, services_of, thread_id_of
+from triage.nodes.common import action_record, call_tool
+from triage.policies.billing import format_money
+from triage.state import ActionRecord, Draft, State
+from triage.tools.base import idempotency_key
+
+NODE = "execute"
+TOOLS = ("issue_refund", "complete_account_request")
+_EFFECTS = {
+    "refund": "issue_refund",
+    "account_deletion": "complete_account_request",
+    "data_export": "complete_account_request",
+}
+# What the reply says once the effect has happened.
+_DONE_TEMPLATES = {
+    "billing.duplicate_refund_requested": "billing.duplicate_refunded",
+    "billing.refund_requested": "billing.refunded",
+    "account.deletion_requested": "account.deleted",
+    "account.data_export_requested": "account.data_export_started",
+}
+
+
+async def execute(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Carry out every approved effect once and point the reply at what was done."""
+    services = await services_of(runtime)
+    thread_id = thread_id_of(runtime)
+    actions: list[ActionRecord] = list(state.get("actions", []))
+    facts: dict[str, Any] = {}
+    ran = False
+    for action in state.get("proposed_actions", []):
+        tool = _EFFECTS.get(action["kind"])
+        if tool is None:
+            continue
+        args = {k: v for k, v in action["args"].items() if k in _ARGS[tool]}
+        key = idempotency_key(thread_id, NODE, tool, args)
+        receipt = await services.journal.receipt(key)
+        if receipt is None:
+            receipt = await call_tool(runtime, NODE, tool, **args)
+            receipt = await services.journal.record_effect(
+                key, thread_id=thread_id, kind=action["kind"], receipt=receipt, policy_version=services.policy.version
+            )
+        ran = True
+        amount = args.get("amount_cents")
+        actions.append(action_record(action["kind"], tool, NODE, receipt, amount_cents=amount, idempotency_key=key))
+        facts.update({"refund_id": receipt["id"], "amount": format_money(int(amount))} if amount else {})
+    draft = state.get("draft")
+    if not ran or draft is None:
+        return {"actions": actions}
+    done = Draft(template=_DONE_TEMPLATES.get(draft["template"], draft["template"]), facts={**draft["facts"], **facts})
+    return {"actions": actions, "draft": done}
+
+
+_ARGS = {
+    "issue_refund": ("customer_id", "payment_id", "amount_cents", "request_id"),
+    "complete_account_request": ("customer_id", "request_id"),
+}
