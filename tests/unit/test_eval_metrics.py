@@ -301,7 +301,11 @@ def test_packaged_dataset_is_valid_and_covers_every_route_and_hard_slice() -> No
 def test_a_bad_case_is_reported_with_file_and_line(tmp_path: Path) -> None:
     good = {"id": "a", "ticket": {"subject": "s", "body": "b"}, "expected": {"route": "general"}}
     path = tmp_path / "cases.jsonl"
-    bad = {**good, "id": "b", "expected": {"route": "billing", "actions": [{"kind": "wire_transfer", "amount_cents": 1}]}}
+    bad = {
+        **good,
+        "id": "b",
+        "expected": {"route": "billing", "actions": [{"kind": "wire_transfer", "amount_cents": 1}]},
+    }
     path.write_text(json.dumps(good) + "\n\n" + json.dumps(bad) + "\n")
     with pytest.raises(DatasetError, match=r"cases\.jsonl:3: expected\.actions\.0\.kind"):
         load_cases(path)

@@ -1,0 +1,89 @@
+"""Run in a subprocess by test_exactly_once: triage a duplicate charge and approve the refund, SIGKILLing this
+process at a chosen point; or recover the thread afterwards from a fresh process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from triage import TriageApp
+from triage.journal import Journal
+from triage.settings import Settings
+
+TICKET = {"customer_id": "cus_mid_dup", "subject": "Charged twice", "body": "You charged me twice for my order."}
+APPROVAL = {"approver": "alice", "decision": "approve", "reason": "duplicate confirmed"}
+
+
+def _die() -> None:
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def arm(crash_at: str) -> None:
+    """`checkpoint:N` dies right after the N-th checkpoint write; `effect` after the refund is made but before the
+    ledger records it; `ledger` after the ledger records it but before the executor's checkpoint."""
+    kind, _, number = crash_at.partition(":")
+    if kind == "checkpoint":
+        target, original = int(number), AsyncSqliteSaver.aput
+        count = 0
+
+        async def aput(self: AsyncSqliteSaver, *args: Any, **kwargs: Any) -> Any:
+            nonlocal count
+            result = await original(self, *args, **kwargs)
+            count += 1
+            if count == target:
+                _die()
+            return result
+
+        AsyncSqliteSaver.aput = aput  # type: ignore[method-assign]
+    elif kind in ("effect", "ledger"):
+        record = Journal.record_effect
+
+        async def record_effect(self: Journal, *args: Any, **kwargs: Any) -> Any:
+            if kind == "effect":
+                _die()
+            result = await record(self, *args, **kwargs)
+            _die()
+            return result
+
+        Journal.record_effect = record_effect  # type: ignore[method-assign]
+
+
+def main() -> None:
+    mode, home, cache, thread_id = sys.argv[1:5]
+    app = TriageApp(Settings(home=Path(home), cache_home=Path(cache)))
+    if mode == "count":
+        original, writes = AsyncSqliteSaver.aput, []
+
+        async def aput(self: AsyncSqliteSaver, *args: Any, **kwargs: Any) -> Any:
+            writes.append(1)
+            return await original(self, *args, **kwargs)
+
+        AsyncSqliteSaver.aput = aput  # type: ignore[method-assign]
+    if mode in ("crash", "count"):
+        if mode == "crash":
+            arm(sys.argv[5])
+        result = app.run(TICKET, thread_id=thread_id)
+        result = app.resume(thread_id, APPROVAL)
+        print(json.dumps({"status": result.status, "checkpoints": len(writes) if mode == "count" else None}))
+    else:  # recover: finish whatever the crash left, approving once more if the approval was lost
+        try:
+            result = app.recover(thread_id)
+        except Exception:  # the crash came before the first checkpoint: start the run again
+            result = app.run(TICKET, thread_id=thread_id)
+        for _ in range(3):
+            if result.status != "awaiting_approval":
+                break
+            result = app.resume(thread_id, APPROVAL)
+        print(json.dumps({"status": result.status, "actions": [a.kind for a in result.actions]}))
+    app.close()
+
+
+if __name__ == "__main__":
+    main()
