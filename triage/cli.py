@@ -87,17 +87,64 @@ def demo(home: HomeOption = None, as_json: JsonOption = False) -> None:
         for ticket in DEMO_TICKETS:
             results.append((ticket, _guard(lambda ticket=ticket: app.run(ticket))))  # type: ignore[misc]
             progress.advance(task)
+        home_used = app.settings.home
+    # One approval round trip, answered from a separate process as a person at another desk would.
+    index, paused = next((i, r) for i, (t, r) in enumerate(results) if t["customer_id"] == DEMO_APPROVAL_CUSTOMER)
+    approved = _approve_in_another_process(home_used, paused.thread_id, DEMO_APPROVER)
+    results[index] = (results[index][0], approved)
     wall = time.perf_counter() - started
     if as_json:
-        _print_json({"wall_time_s": round(wall, 2), "results": [r.model_dump(mode="json") for _, r in results]})
+        _print_json(
+            {
+                "wall_time_s": round(wall, 2),
+                "approval_round_trip": {
+                    "thread_id": paused.thread_id,
+                    "approver": DEMO_APPROVER,
+                    "before": paused.status,
+                    "after": approved.status,
+                },
+                "results": [r.model_dump(mode="json") for _, r in results],
+            }
+        )
         return
     _demo_table(results)
+    refund = next((a for a in approved.actions if a.kind == "refund"), None)
+    out.print(
+        f"\nApproval round trip: {DEMO_APPROVAL_CUSTOMER}'s refund paused for approval "
+        f"(thread {paused.thread_id}); [bold]{DEMO_APPROVER}[/] approved it from a separate process "
+        f"(`triage approve {paused.thread_id} --as {DEMO_APPROVER}`) and it finished {approved.status}"
+        + (f" with refund {refund.receipt_id}." if refund else ".")
+        + " Other approvals wait in `triage approvals`."
+    )
     latencies = sorted(r.duration_ms or 0.0 for _, r in results)
     out.print(
         f"\n{len(results)} tickets in {wall:.1f} s (median {latencies[len(latencies) // 2]:.0f} ms per ticket, "
         f"slowest {latencies[-1]:.0f} ms). Every node was checkpointed; inspect one with "
         f"[bold]triage show {results[0][1].thread_id}[/]."
     )
+
+
+DEMO_APPROVAL_CUSTOMER = "cus_mid_dup"
+DEMO_APPROVER = "alice"
+
+
+def _approve_in_another_process(home: Path, thread_id: str, approver: str) -> RunResult:
+    import os
+    import subprocess
+
+    from triage.schemas import RunResult
+
+    done = subprocess.run(
+        [sys.executable, "-m", "triage", "approve", thread_id, "--as", approver, "--reason", "demo", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "TRIAGE_HOME": str(home)},
+    )
+    if done.returncode != 0:
+        err.print(done.stderr)
+        raise typer.Exit(1)
+    return RunResult.model_validate_json(done.stdout)
 
 
 def _demo_table(results: list[tuple[dict[str, Any], RunResult]]) -> None:

@@ -104,3 +104,17 @@ def test_help_imports_nothing_heavy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+@pytest.mark.slow
+def test_demo_covers_every_route_and_an_approval_round_trip(settings: Settings) -> None:
+    done = triage(settings, "demo", "--json")
+    assert done.returncode == 0, done.stderr
+    demo = json.loads(done.stdout)
+    results = demo["results"]
+    assert {r["route"] for r in results} == {"billing", "technical", "account", "general", "escalation"}
+    assert all(r["status"] in ("completed", "escalated", "awaiting_approval") for r in results)
+    round_trip = demo["approval_round_trip"]
+    assert (round_trip["before"], round_trip["after"]) == ("awaiting_approval", "completed")
+    approved = next(r for r in results if r["thread_id"] == round_trip["thread_id"])
+    assert [a["kind"] for a in approved["actions"]] == ["refund_request", "refund", "message"]
