@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 __all__ = [
@@ -44,6 +44,7 @@ class NodeResult:
         error: The node raised.
         duration_ms: From the checkpoint timeline.
         detail: Why it failed ('' when it succeeded).
+        retries: Attempts beyond the first (counted from LangChain callbacks, see `triage.telemetry`).
     """
 
     node: str
@@ -51,6 +52,7 @@ class NodeResult:
     error: bool = False
     duration_ms: float = 0.0
     detail: str = ""
+    retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,8 +117,8 @@ def _latency(values: Sequence[float]) -> dict[str, float | None]:
 def node_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, dict[str, Any]]:
     """Per node: executions, successes, errors, success rate, latency p50/p95, tokens and cost.
 
-    Retries are not observable from the checkpoints (a retried attempt leaves none), so `retries` is `None`;
-    model usage is recorded per run, not per node, so node tokens and cost are 0 (see `run_metrics`).
+    Retries come from the runner's attempt counter (a retried attempt leaves no checkpoint); model usage is
+    recorded per run, not per node, so node tokens and cost are 0 (see `run_metrics`).
     """
     grouped: dict[str, list[NodeResult]] = {}
     for evaluation in evaluations:
@@ -131,7 +133,7 @@ def node_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, dict[str, A
             "successes": successes,
             "errors": sum(r.error for r in results),
             "success_rate": _rate(successes, len(results)),
-            "retries": None,
+            "retries": sum(r.retries for r in results),
             "latency_ms": _latency([r.duration_ms for r in results]),
             "tokens": 0,
             "cost_usd": 0.0,
@@ -353,3 +355,11 @@ def compare_to_baseline(
 
 def _share(part: int, whole: int) -> float:
     return round(part / whole, 4) if whole else 0.0
+
+
+def attach_retries(evaluation: CaseEvaluation, retries: Mapping[str, int]) -> CaseEvaluation:
+    """The evaluation with each node's retried attempts filled in from `retries` (node key -> count)."""
+    if not retries:
+        return evaluation
+    nodes = tuple(replace(n, retries=retries.get(n.node, 0)) for n in evaluation.nodes)
+    return replace(evaluation, nodes=nodes)

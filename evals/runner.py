@@ -14,14 +14,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from triage.app import TriageApp
 from triage.errors import TriageError
 from triage.evals.dataset import EvalCase
 from triage.evals.evaluators import evaluate_case
-from triage.evals.metrics import CaseEvaluation
+from triage.evals.metrics import CaseEvaluation, attach_retries
 from triage.schemas import RunResult, TimelineEntry
 from triage.settings import Settings
+from triage.telemetry import AttemptCounter
 
 __all__ = ["DEFAULT_CONCURRENCY", "CaseRun", "EvalRun", "run_cases"]
 
@@ -125,7 +127,9 @@ DEFAULT_APPROVERS = ("alice", "sam")
 MAX_APPROVAL_ROUNDS = 6
 
 
-async def answer_approvals(app: TriageApp, result: RunResult, case: EvalCase) -> tuple[RunResult, tuple[str, ...]]:
+async def answer_approvals(
+    app: TriageApp, result: RunResult, case: EvalCase, *, callbacks: list[Any] | None = None
+) -> tuple[RunResult, tuple[str, ...]]:
     """Answer every approval the run pauses on from the case's script (default: approve, alice then sam).
 
     Returns the final result and the tiers of the approvals asked for, in order.
@@ -150,6 +154,7 @@ async def answer_approvals(app: TriageApp, result: RunResult, case: EvalCase) ->
                 "reason": step.reason if step else "approved by the eval's default approver",
                 "args": step.args if step else None,
             },
+            callbacks=callbacks,
         )
         rounds += 1
     return result, tuple(t.split(":", 1)[1] for t in tiers)
@@ -160,6 +165,7 @@ async def _run_case(case: EvalCase, settings: Settings) -> CaseRun:
     started = time.perf_counter()
     result: RunResult | None = None
     tiers: tuple[str, ...] = ()
+    retries: dict[str, int] = {}
     timeline: list[TimelineEntry] = []
     error: str | None = None
     try:
@@ -167,8 +173,10 @@ async def _run_case(case: EvalCase, settings: Settings) -> CaseRun:
         await asyncio.to_thread(app.warm_up)
         started = time.perf_counter()
         thread_id = f"eval-{case.id}"
-        result = await app.arun(case.ticket, thread_id=thread_id)
-        result, tiers = await answer_approvals(app, result, case)
+        attempts = AttemptCounter()
+        result = await app.arun(case.ticket, thread_id=thread_id, callbacks=[attempts])
+        result, tiers = await answer_approvals(app, result, case, callbacks=[attempts])
+        retries = attempts.retries()
         latency_ms = (time.perf_counter() - started) * 1000
         timeline = (await app.athread(thread_id)).timeline
     except TriageError as exc:
@@ -181,4 +189,5 @@ async def _run_case(case: EvalCase, settings: Settings) -> CaseRun:
     evaluation = evaluate_case(
         case, result, timeline, latency_ms=latency_ms, error=error, approval_tiers=tiers if result else ()
     )
+    evaluation = attach_retries(evaluation, retries)
     return CaseRun(case=case, result=result, timeline=timeline, evaluation=evaluation)

@@ -17,7 +17,7 @@ from langgraph.types import Command, interrupt
 from triage.context import Context, services_of, thread_id_of
 from triage.policies.approvals import REQUIRED_APPROVALS, Tier, approval_refusal, approval_tier, reply_needs_approval
 from triage.policies.billing import format_money
-from triage.schemas import Decision
+from triage.schemas import ApprovalRequest, Decision
 from triage.state import ApprovalRecord, Draft, ProposedAction, State
 
 NODE = "approve"
@@ -84,8 +84,8 @@ async def approve(state: State, runtime: Runtime[Context]) -> Command[Next]:
             return Command(goto="approve", update={"approvals": {**approvals, approval_id: record}})
         if len(record["approvers"]) >= REQUIRED_APPROVALS[tier]:
             continue
-        answer = interrupt(approval_request(state, action, record, tier, thread_id))
-        decision = Decision.model_validate(answer)
+        # The resume value is validated against Decision before anything is saved: a bad one changes nothing.
+        decision = interrupt(approval_request(state, action, record, tier, thread_id), response_schema=Decision)
         return await _take(decision, state, action, record, tier, runtime)
     return Command(goto="execute", update={"approvals": approvals})
 
@@ -109,32 +109,32 @@ def approval_request(
         + (f" ({', '.join(record['approvers'])})." if record["approvers"] else ".")
     )
     ticket = state["ticket"]
-    return {
-        "approval_id": record["approval_id"],
-        "thread_id": thread_id,
-        "action": action["kind"],
-        "args": args,
-        "tier": tier,
-        "approvals_required": required,
-        "approvals_received": list(record["approvers"]),
-        "description": description,
-        "evidence": {
+    return ApprovalRequest(
+        approval_id=record["approval_id"],
+        thread_id=thread_id,
+        action=action["kind"],
+        args=args,
+        tier=tier,
+        approvals_required=required,
+        approvals_received=list(record["approvers"]),
+        description=description,
+        evidence={
             "reason": action["reason"],
             "ticket_subject": ticket["subject"],
             "customer_id": ticket["customer_id"],
             "classification": {k: state["classification"][k] for k in ("route", "intent", "confidence")},
             "findings": {k: v for k, v in state.get("findings", {}).items() if k == "duplicate_charges"},
         },
-        "requested_at": record["requested_at"],
-        "expires_at": record["expires_at"],
-        "action_request": {"action": action["kind"], "args": args},
-        "config": {
+        requested_at=record["requested_at"],
+        expires_at=record["expires_at"],
+        action_request={"action": action["kind"], "args": args},
+        config={
             "allow_accept": True,
             "allow_edit": action["kind"] == "refund",
             "allow_respond": True,
             "allow_ignore": False,
         },
-    }
+    ).model_dump(mode="json")
 
 
 async def _take(

@@ -157,9 +157,10 @@ class TriageApp:
         *,
         thread_id: str | None = None,
         budget: Mapping[str, Any] | None = None,
+        callbacks: list[Any] | None = None,
     ) -> RunResult:
         """Triage one ticket to a terminal status (see `arun`)."""
-        return self._portal.call(self._arun(ticket, thread_id, budget))
+        return self._portal.call(self._arun(ticket, thread_id, budget, callbacks))
 
     async def arun(
         self,
@@ -167,20 +168,26 @@ class TriageApp:
         *,
         thread_id: str | None = None,
         budget: Mapping[str, Any] | None = None,
+        callbacks: list[Any] | None = None,
     ) -> RunResult:
         """Triage one ticket: validate, classify, route, act, reply; checkpointed after every node.
 
-        `budget` overrides limits of the policy's per-run budget, e.g. `{"max_model_tokens": 2000}`.
+        `budget` overrides limits of the policy's per-run budget, e.g. `{"max_model_tokens": 2000}`;
+        `callbacks` are LangChain callback handlers for this run (tracing, telemetry).
 
         Raises:
             InvalidTicketError: the ticket is malformed (nothing is written).
             UnknownCustomerError: the customer id is not in the helpdesk (nothing is written).
             PolicyFileError: the budget override names an unknown limit or a bad value.
         """
-        return await self._portal.acall(self._arun(ticket, thread_id, budget))
+        return await self._portal.acall(self._arun(ticket, thread_id, budget, callbacks))
 
     async def _arun(
-        self, ticket: Ticket | Mapping[str, Any], thread_id: str | None, budget: Mapping[str, Any] | None
+        self,
+        ticket: Ticket | Mapping[str, Any],
+        thread_id: str | None,
+        budget: Mapping[str, Any] | None,
+        callbacks: list[Any] | None = None,
     ) -> RunResult:
         from triage.metering import Meter
         from triage.nodes.validate import check_ticket
@@ -191,13 +198,17 @@ class TriageApp:
         data = ticket.model_dump() if isinstance(ticket, Ticket) else ticket
         # Refuse bad input before anything is written: no thread, no helpdesk row.
         parsed, _ = await check_ticket(data, engine.services.gateway, thread_id=thread_id)
-        return await self._drive(engine, {"ticket": parsed.model_dump()}, thread_id, meter)
+        return await self._drive(engine, {"ticket": parsed.model_dump()}, thread_id, meter, callbacks)
 
-    async def _drive(self, engine: _Engine, graph_input: Any, thread_id: str, meter: Meter) -> RunResult:
+    async def _drive(
+        self, engine: _Engine, graph_input: Any, thread_id: str, meter: Meter, callbacks: list[Any] | None = None
+    ) -> RunResult:
         """Run the graph on a thread until it ends or pauses; a run that raises ends `failed` with the error."""
         from triage.context import Context
 
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+        if callbacks:
+            config["callbacks"] = callbacks
         started = time.perf_counter()
         try:
             await engine.graph.ainvoke(
@@ -214,11 +225,15 @@ class TriageApp:
 
     # -- approvals -------------------------------------------------------------------------------------------
 
-    def resume(self, thread_id: str, decision: Decision | Mapping[str, Any]) -> RunResult:
+    def resume(
+        self, thread_id: str, decision: Decision | Mapping[str, Any], *, callbacks: list[Any] | None = None
+    ) -> RunResult:
         """Answer the approval a thread is paused on and run it on (see `aresume`)."""
-        return self._portal.call(self._aresume(thread_id, decision))
+        return self._portal.call(self._aresume(thread_id, decision, callbacks=callbacks))
 
-    async def aresume(self, thread_id: str, decision: Decision | Mapping[str, Any]) -> RunResult:
+    async def aresume(
+        self, thread_id: str, decision: Decision | Mapping[str, Any], *, callbacks: list[Any] | None = None
+    ) -> RunResult:
         """Answer the approval a thread is paused on and run it on to its next pause or its end.
 
         Works from any process that opens the same home. The decision is checked before the thread is touched: a
@@ -231,10 +246,15 @@ class TriageApp:
             StaleApprovalError: the decision names an approval that is no longer pending.
             ApprovalRefusedError: the approver may not give this approval.
         """
-        return await self._portal.acall(self._aresume(thread_id, decision))
+        return await self._portal.acall(self._aresume(thread_id, decision, callbacks=callbacks))
 
     async def _aresume(
-        self, thread_id: str, decision: Decision | Mapping[str, Any], *, sweep: bool = False
+        self,
+        thread_id: str,
+        decision: Decision | Mapping[str, Any],
+        *,
+        sweep: bool = False,
+        callbacks: list[Any] | None = None,
     ) -> RunResult:
         from langgraph.types import Command
 
@@ -283,7 +303,8 @@ class TriageApp:
             )
             raise ApprovalRefusedError(f"{refusal}; the approval stays pending")
         answer = decision.model_copy(update={"approval_id": pending["approval_id"]}).model_dump(mode="json")
-        return await self._drive(engine, Command(resume=answer), thread_id, Meter(budget=policy.support.budget))
+        meter = Meter(budget=policy.support.budget)
+        return await self._drive(engine, Command(resume=answer), thread_id, meter, callbacks)
 
     def recover(self, thread_id: str) -> RunResult:
         """Continue a thread whose process died mid-run (see `arecover`)."""

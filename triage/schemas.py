@@ -74,6 +74,28 @@ def describe_validation_error(exc: ValidationError, *, what: str) -> str:
     return f"invalid {what}: " + "; ".join(problems) + f". A ticket has {fields}."
 
 
+class ApprovalRequest(BaseModel):
+    """The payload of an approval interrupt: stable fields, shaped so LangChain's Agent Inbox can show it too."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    approval_id: str
+    thread_id: str
+    action: str = Field(description="refund, account_deletion, data_export or reply.")
+    args: dict[str, Any] = Field(description="The action's arguments (amount_cents, payment_id, ...).")
+    tier: Literal["single", "dual"]
+    approvals_required: int
+    approvals_received: list[str]
+    description: str = Field(description="What is asked, in a sentence a person can act on.")
+    evidence: dict[str, Any] = Field(description="The facts the specialist found.")
+    requested_at: str
+    expires_at: str
+    action_request: dict[str, Any] = Field(description="Agent Inbox: {action, args}.")
+    config: dict[str, bool] = Field(
+        description="Agent Inbox: allow_accept / allow_edit / allow_respond / allow_ignore."
+    )
+
+
 class Decision(BaseModel):
     """An approver's answer to a pending approval (the resume value of the approval interrupt)."""
 

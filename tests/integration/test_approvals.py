@@ -198,3 +198,43 @@ def test_overdue_approvals_are_swept_to_a_person(settings: Settings, tmp_path: P
     queues = rows(settings.helpdesk_path, "SELECT queue FROM tickets WHERE thread_id = ?", (expired["thread_id"],))
     assert queues == [{"queue": "human"}]
     assert ok(triage(settings, "sweep", env=env)) == []
+
+
+def test_low_confidence_reply_needs_one_approval(settings: Settings) -> None:
+    from triage import TriageApp
+
+    app = TriageApp(settings)
+    try:
+        result = app.run({"subject": "", "body": "it's about my order and my password and the invoice"})
+        if result.route == "escalation":
+            pytest.skip(f"classifier confidence {result.confidence} is below the routing threshold for this text")
+        assert result.confidence is not None and result.confidence < 0.6
+        assert result.status == "awaiting_approval"
+        assert result.pending_approval is not None
+        assert (result.pending_approval["action"], result.pending_approval["tier"]) == ("reply", "single")
+        assert result.reply is None, "nothing is sent before the approval"
+        done = app.resume(result.thread_id, {"approver": "bob", "decision": "approve"})
+        assert done.status == "completed" and done.reply is not None
+    finally:
+        app.close()
+
+
+def test_invalid_resume_value_through_the_graph_changes_nothing(settings: Settings) -> None:
+    """Even bypassing the app's checks, the interrupt's response schema refuses a bad value and saves nothing."""
+    from langgraph.types import Command
+
+    from triage import TriageApp
+
+    paused = start(settings, "cus_mid_dup")
+    app = TriageApp(settings)
+    try:
+        engine = app._portal.call(app._get_engine())
+        config = {"configurable": {"thread_id": paused["thread_id"]}}
+        before = app._portal.call(engine.graph.aget_state(config))
+        with pytest.raises(Exception, match="decision"):
+            app._portal.call(engine.graph.ainvoke(Command(resume={"approver": "alice", "decision": "maybe"}), config))
+        after = app._portal.call(engine.graph.aget_state(config))
+        assert after.config == before.config
+        assert app.pending_approvals()[0]["thread_id"] == paused["thread_id"]
+    finally:
+        app.close()
