@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from triage import TriageApp
+from triage.policies.bundle import POLICY_FILES
 from triage.settings import Settings
 
 
@@ -28,6 +31,20 @@ def app(settings: Settings) -> Iterator[TriageApp]:
     triage_app = TriageApp(settings)
     yield triage_app
     triage_app.close()
+
+
+def policy_copy(tmp_path: Path, file: str = "", old: str = "", new: str = "") -> Path:
+    """A copy of the packaged policy bundle in `tmp_path/policies`, with `old` replaced by `new` in `file`."""
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    for name in POLICY_FILES:
+        shutil.copyfile(str(resources.files("triage.policies") / "default" / name), folder / name)
+    if file:
+        path = folder / file
+        text = path.read_text()
+        assert old in text, f"{old!r} is not in {file}"
+        path.write_text(text.replace(old, new))
+    return folder
 
 
 def rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:

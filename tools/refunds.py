@@ -4,11 +4,40 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import aiosqlite
 from langchain_core.tools import InjectedToolArg
 from pydantic import BaseModel, Field
 
 from triage.errors import PermanentToolError
 from triage.tools.base import ToolContext, fetch_one, helpdesk_tool, insert_once, receipt_id, utc_now
+
+
+async def refundable_amount(
+    conn: aiosqlite.Connection, tool: str, customer_id: str, payment_id: str, amount_cents: int
+) -> int:
+    """What is left to refund on the customer's payment, checked against `amount_cents`.
+
+    Raises:
+        PermanentToolError: the payment is not the customer's, failed, or has less left than asked.
+    """
+    payment = await fetch_one(
+        conn,
+        """
+        SELECT p.amount_cents, p.status,
+               COALESCE((SELECT SUM(amount_cents) FROM refunds WHERE payment_id = p.id AND status != 'failed'), 0)
+                   AS refunded_cents
+        FROM payments p WHERE p.id = ? AND p.customer_id = ?
+        """,
+        (payment_id, customer_id),
+    )
+    if payment is None:
+        raise PermanentToolError(tool, f"payment {payment_id} does not belong to {customer_id}")
+    refundable = int(payment["amount_cents"]) - int(payment["refunded_cents"])
+    if payment["status"] == "failed" or amount_cents > refundable:
+        raise PermanentToolError(
+            tool, f"payment {payment_id} has {refundable} cents refundable; {amount_cents} was asked"
+        )
+    return refundable
 
 
 class RefundRequestArgs(BaseModel):
@@ -31,24 +60,7 @@ async def request_refund(
     """Record a refund request for a payment of this customer; the same request twice returns the first receipt."""
     request_id = receipt_id("rr", ctx.idempotency_key)
     async with ctx.helpdesk.transaction() as conn:
-        payment = await fetch_one(
-            conn,
-            """
-            SELECT p.id, p.amount_cents, p.status,
-                   COALESCE((SELECT SUM(amount_cents) FROM refunds
-                             WHERE payment_id = p.id AND status != 'failed'), 0) AS refunded_cents
-            FROM payments p WHERE p.id = ? AND p.customer_id = ?
-            """,
-            (payment_id, customer_id),
-        )
-        if payment is None:
-            raise PermanentToolError("request_refund", f"payment {payment_id} does not belong to {customer_id}")
-        refundable = payment["amount_cents"] - payment["refunded_cents"]
-        if payment["status"] == "failed" or amount_cents > refundable:
-            raise PermanentToolError(
-                "request_refund",
-                f"payment {payment_id} has {refundable} cents refundable; {amount_cents} was asked",
-            )
+        await refundable_amount(conn, "request_refund", customer_id, payment_id, amount_cents)
         created = await insert_once(
             conn,
             "refund_requests",
@@ -93,23 +105,7 @@ async def issue_refund(
         existing = await fetch_one(conn, "SELECT id FROM refunds WHERE idempotency_key = ?", (ctx.idempotency_key,))
         if existing is not None:
             return {"id": existing["id"], "created": False, "payment_id": payment_id, "amount_cents": amount_cents}
-        payment = await fetch_one(
-            conn,
-            """
-            SELECT p.amount_cents, p.status,
-                   COALESCE((SELECT SUM(amount_cents) FROM refunds
-                             WHERE payment_id = p.id AND status != 'failed'), 0) AS refunded_cents
-            FROM payments p WHERE p.id = ? AND p.customer_id = ?
-            """,
-            (payment_id, customer_id),
-        )
-        if payment is None:
-            raise PermanentToolError("issue_refund", f"payment {payment_id} does not belong to {customer_id}")
-        refundable = payment["amount_cents"] - payment["refunded_cents"]
-        if payment["status"] == "failed" or amount_cents > refundable:
-            raise PermanentToolError(
-                "issue_refund", f"payment {payment_id} has {refundable} cents refundable; {amount_cents} was asked"
-            )
+        refundable = await refundable_amount(conn, "issue_refund", customer_id, payment_id, amount_cents)
         await insert_once(
             conn,
             "refunds",

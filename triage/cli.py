@@ -57,6 +57,16 @@ def _guard(action: Callable[[], T]) -> T:
         raise typer.Exit(2) from None
 
 
+def _with_app(home: Path | None, action: Callable[[TriageApp], T]) -> T:
+    """Open the app, run `action` on it, close it; user errors exit 2 with their message."""
+
+    def go() -> T:
+        with _app(home) as app:
+            return action(app)
+
+    return _guard(go)
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
@@ -279,11 +289,7 @@ def show(
     """Show a thread's result and its node-by-node timeline from the checkpoint store."""
     from rich.table import Table
 
-    def go() -> Any:
-        with _app(home) as app:
-            return app.thread(thread_id)
-
-    view = _guard(go)
+    view = _with_app(home, lambda app: app.thread(thread_id))
     if as_json:
         _print_json(
             {
@@ -322,11 +328,7 @@ def threads(
     """List the most recent threads with their status and route."""
     from rich.table import Table
 
-    def go() -> Any:
-        with _app(home) as app:
-            return app.threads(limit=limit)
-
-    summaries = _guard(go)
+    summaries = _with_app(home, lambda app: app.threads(limit=limit))
     if as_json:
         _print_json([s.model_dump(mode="json") for s in summaries])
         return
@@ -350,11 +352,7 @@ def customers(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """List the helpdesk's customers (the documented scenario customers first)."""
     from rich.table import Table
 
-    def go() -> Any:
-        with _app(home) as app:
-            return app.customers()
-
-    rows = _guard(go)
+    rows = _with_app(home, lambda app: app.customers())
     if as_json:
         _print_json(rows)
         return
@@ -378,11 +376,7 @@ def approvals(
     """List approvals waiting for a decision, oldest first."""
     from rich.table import Table
 
-    def go() -> Any:
-        with _app(home) as app:
-            return app.pending_approvals(overdue=overdue)
-
-    pending = _guard(go)
+    pending = _with_app(home, lambda app: app.pending_approvals(overdue=overdue))
     if as_json:
         _print_json(pending)
         return
@@ -397,11 +391,7 @@ def approvals(
 
 
 def _decide(home: Path | None, thread_id: str, decision: dict[str, Any], as_json: bool) -> None:
-    def go() -> RunResult:
-        with _app(home) as app:
-            return app.resume(thread_id, decision)
-
-    result = _guard(go)
+    result = _with_app(home, lambda app: app.resume(thread_id, decision))
     if as_json:
         _print_json(result.model_dump(mode="json"))
         return
@@ -445,12 +435,7 @@ def recover(
     as_json: JsonOption = False,
 ) -> None:
     """Continue a thread from its last checkpoint after a crash (effects already done are not repeated)."""
-
-    def go() -> RunResult:
-        with _app(home) as app:
-            return app.recover(thread_id)
-
-    result = _guard(go)
+    result = _with_app(home, lambda app: app.recover(thread_id))
     if as_json:
         _print_json(result.model_dump(mode="json"))
         return
@@ -460,12 +445,7 @@ def recover(
 @cli.command()
 def sweep(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Escalate every overdue approval to the human queue (nothing is approved by default)."""
-
-    def go() -> list[RunResult]:
-        with _app(home) as app:
-            return app.sweep()
-
-    results = _guard(go)
+    results = _with_app(home, lambda app: app.sweep())
     if as_json:
         _print_json([r.model_dump(mode="json") for r in results])
         return

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import rows
-from triage.policies.bundle import POLICY_FILES
+from tests.conftest import policy_copy, rows
 from triage.settings import Settings
 
 
@@ -166,12 +163,7 @@ def test_invalid_and_stale_decisions_change_nothing(settings: Settings) -> None:
 
 
 def test_overdue_approvals_are_swept_to_a_person(settings: Settings, tmp_path: Path) -> None:
-    folder = tmp_path / "policies"
-    folder.mkdir()
-    for name in POLICY_FILES:
-        shutil.copyfile(str(resources.files("triage.policies") / "default" / name), folder / name)
-    approvals = folder / "approvals.toml"
-    approvals.write_text(approvals.read_text().replace("expiry_hours = 24", "expiry_hours = 0.0000001"))
+    folder = policy_copy(tmp_path, "approvals.toml", "expiry_hours = 24", "expiry_hours = 0.0000001")
     env = {"TRIAGE_POLICY_DIR": str(folder)}
     expired = ok(
         triage(

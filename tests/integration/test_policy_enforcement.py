@@ -3,21 +3,18 @@ a node that runs over its time limit fails the run with the reason."""
 
 from __future__ import annotations
 
-import shutil
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 from langgraph.runtime import Runtime
 
-from tests.conftest import rows
+from tests.conftest import policy_copy, rows
 from triage import Ticket, TriageApp
 from triage.context import Context
 from triage.graphs import specialists
 from triage.nodes import billing
 from triage.nodes.common import call_tool
-from triage.policies.bundle import POLICY_FILES
 from triage.settings import Settings
 
 
@@ -51,12 +48,7 @@ def test_out_of_grant_call_falls_back_to_escalation(settings: Settings, monkeypa
 
 
 def test_node_over_its_time_limit_fails_the_run(settings: Settings, tmp_path: Path) -> None:
-    folder = tmp_path / "policies"
-    folder.mkdir()
-    for name in POLICY_FILES:
-        shutil.copyfile(str(resources.files("triage.policies") / "default" / name), folder / name)
-    support = folder / "support.toml"
-    support.write_text(support.read_text().replace("io_node_seconds = 10.0", "io_node_seconds = 0.000001"))
+    folder = policy_copy(tmp_path, "support.toml", "io_node_seconds = 10.0", "io_node_seconds = 0.000001")
     app = TriageApp(settings.model_copy(update={"policy_dir": folder}))
     try:
         result = app.run(Ticket(customer_id="cus_0001", subject="Hours", body="What are your opening hours?"))

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
-from importlib import resources
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import policy_copy
 from triage.errors import PolicyFileError
 from triage.gateway import GrantError, check_grants
 from triage.graphs.support import build_support_graph
 from triage.policies import load_policy_bundle
 from triage.policies.billing import find_duplicate_charges, format_money, latest_failed_payment
-from triage.policies.bundle import POLICY_FILES
 from triage.policies.routing import decide_route, kb_answers
 
 POLICY = load_policy_bundle()
 
 
 def _copy_default(tmp_path: Path) -> Path:
-    folder = tmp_path / "policies"
-    folder.mkdir()
-    for name in POLICY_FILES:
-        source = resources.files("triage.policies") / "default" / name
-        shutil.copyfile(str(source), folder / name)
-    return folder
+    return policy_copy(tmp_path)
 
 
 def test_bundle_hash_is_stable_and_tracks_content(tmp_path: Path) -> None:
