@@ -216,6 +216,7 @@ def test_invalid_resume_value_through_the_graph_changes_nothing(settings: Settin
     from langgraph.types import Command
 
     from triage import TriageApp
+    from triage.context import Context
 
     paused = start(settings, "cus_mid_dup")
     app = TriageApp(settings)
@@ -224,7 +225,8 @@ def test_invalid_resume_value_through_the_graph_changes_nothing(settings: Settin
         config = {"configurable": {"thread_id": paused["thread_id"]}}
         before = app._portal.call(engine.graph.aget_state(config))
         with pytest.raises(Exception, match="decision"):
-            app._portal.call(engine.graph.ainvoke(Command(resume={"approver": "alice", "decision": "maybe"}), config))
+            bad = Command(resume={"approver": "alice", "decision": "maybe"})
+            app._portal.call(engine.graph.ainvoke(bad, config, context=Context(services=engine.services)))
         after = app._portal.call(engine.graph.aget_state(config))
         assert after.config == before.config
         assert app.pending_approvals()[0]["thread_id"] == paused["thread_id"]
