@@ -21,7 +21,7 @@ from triage.schemas import ApprovalRequest, Decision
 from triage.state import ApprovalRecord, Draft, ProposedAction, State
 
 NODE = "approve"
-Next = Literal["approve", "execute", "compose", "escalation"]
+Next = Literal["approve", "execute", "escalation"]
 
 
 def approval_id_for(thread_id: str, action: ProposedAction) -> str:
@@ -175,7 +175,7 @@ async def _take(
             "args": action["args"],
         }
         return Command(
-            goto="compose",
+            goto="execute",
             update={
                 "rejection": rejection,
                 "outcome": "rejected",

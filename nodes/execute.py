@@ -18,7 +18,7 @@ from triage.state import ActionRecord, Draft, State
 from triage.tools.base import idempotency_key
 
 NODE = "execute"
-TOOLS = ("issue_refund", "complete_account_request")
+TOOLS = ("issue_refund", "complete_account_request", "decline_request")
 _EFFECTS = {
     "refund": "issue_refund",
     "account_deletion": "complete_account_request",
@@ -34,10 +34,21 @@ _DONE_TEMPLATES = {
 
 
 async def execute(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Carry out every approved effect once and point the reply at what was done."""
+    """Carry out every approved effect once and point the reply at what was done.
+
+    After a rejection nothing is carried out: the rejected request is marked as such so no one acts on it later.
+    """
     services = await services_of(runtime)
     thread_id = thread_id_of(runtime)
     actions: list[ActionRecord] = list(state.get("actions", []))
+    rejection = state.get("rejection")
+    if rejection is not None:
+        args = rejection["args"]
+        if "request_id" in args:
+            await call_tool(
+                runtime, NODE, "decline_request", customer_id=args["customer_id"], request_id=args["request_id"]
+            )
+        return {}
     facts: dict[str, Any] = {}
     ran = False
     for action in state.get("proposed_actions", []):

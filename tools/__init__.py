@@ -2,7 +2,7 @@
 
 from langchain_core.tools import BaseTool
 
-from triage.tools.accounts import complete_account_request, create_account_request, list_plans
+from triage.tools.accounts import complete_account_request, create_account_request, decline_request, list_plans
 from triage.tools.base import ToolContext, tool_scope
 from triage.tools.customers import get_customer
 from triage.tools.kb import search_kb
@@ -26,6 +26,7 @@ ALL_TOOLS: dict[str, BaseTool] = {
         list_plans,
         issue_refund,
         complete_account_request,
+        decline_request,
     )
 }
 """Every tool by name; the gateway is the only caller."""

@@ -97,3 +97,27 @@ async def complete_account_request(
             await conn.execute("UPDATE customers SET status = 'closed' WHERE id = ?", (customer_id,))
         await conn.execute("UPDATE account_requests SET status = 'completed' WHERE id = ?", (request_id,))
     return {"id": request_id, "created": True, "kind": kind}
+
+
+class DeclineRequestArgs(BaseModel):
+    """Arguments of `decline_request`."""
+
+    customer_id: str
+    request_id: str = Field(description="A refund request ('rr_...') or an account request ('ar_...').")
+
+
+@helpdesk_tool(scope="accounts:execute", args_schema=DeclineRequestArgs)
+async def decline_request(
+    customer_id: str, request_id: str, ctx: Annotated[ToolContext, InjectedToolArg]
+) -> dict[str, Any]:
+    """Mark a pending refund or account request rejected after an approver said no; repeats change nothing."""
+    async with ctx.helpdesk.transaction() as conn:
+        refund = await conn.execute(
+            "UPDATE refund_requests SET status = 'rejected' WHERE id = ? AND customer_id = ? AND status = 'requested'",
+            (request_id, customer_id),
+        )
+        account = await conn.execute(
+            "UPDATE account_requests SET status = 'rejected' WHERE id = ? AND customer_id = ? AND status = 'pending'",
+            (request_id, customer_id),
+        )
+    return {"id": request_id, "created": bool(refund.rowcount or account.rowcount)}

@@ -557,6 +557,13 @@ def eval_(
     else:
         previous = _guard(lambda: reports.read_baseline(baseline_path)) if baseline_path.exists() or baseline else None
         regressions = reports.gate(report, previous, baseline_path=str(baseline_path))
+        if dataset is None and limit is None and report["gate"]["status"] == "skipped":
+            # The packaged suite itself changed: a silent skip would let CI pass without a gate.
+            report["gate"].update(
+                status="failed",
+                reason=f"{report['gate']['reason']}; the packaged dataset changed "
+                "since the baseline: rerun with --update-baseline on purpose",
+            )
     if langsmith:
         from langsmith.utils import LangSmithError
 
@@ -600,7 +607,7 @@ def eval_(
         out.print(f"reports: {json_path}, {md_path}, {html_path}")
     for regression in regressions:
         err.print(f"[bold red]regression:[/] {regression.describe()}", highlight=False, soft_wrap=True)
-    if regressions:
+    if regressions or report["gate"]["status"] == "failed":
         raise typer.Exit(1)
 
 

@@ -118,6 +118,10 @@ def test_reject_executes_nothing_and_tells_the_customer(settings: Settings) -> N
     assert done["reply"]["template"] == "approval.rejected"
     assert [a["kind"] for a in done["actions"]] == ["refund_request", "message"]
     assert refunds(settings, paused["thread_id"]) == []
+    requests = rows(
+        settings.helpdesk_path, "SELECT status FROM refund_requests WHERE thread_id = ?", (paused["thread_id"],)
+    )
+    assert requests == [{"status": "rejected"}]
     audit = ok(triage(settings, "show", paused["thread_id"]))["audit"]
     assert audit[-1]["event"] == "rejected" and audit[-1]["details"]["reason"] == "charge was a preorder"
 

@@ -31,6 +31,7 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
     "list_plans": {},
     "issue_refund": {"customer_id": "cus_small_dup", "payment_id": "PAYMENT", "amount_cents": 100},
     "complete_account_request": {"customer_id": "cus_0001", "request_id": "REQUEST"},
+    "decline_request": {"customer_id": "cus_0001", "request_id": "REQUEST"},
 }
 
 
