@@ -47,6 +47,24 @@ def policy_copy(tmp_path: Path, file: str = "", old: str = "", new: str = "") ->
     return folder
 
 
+def eval_subset(tmp_path: Path, ids: tuple[str, ...]) -> Path:
+    """A JSONL file with the packaged eval cases `ids`, in that order."""
+    from triage.evals.dataset import load_cases
+
+    cases = {case.id: case for case in load_cases()}
+    path = tmp_path / "subset.jsonl"
+    path.write_text("".join(cases[i].model_dump_json(exclude_none=True) + "\n" for i in ids))
+    return path
+
+
+@pytest.fixture
+def eval_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_cache: Path) -> None:
+    """Environment for `triage eval` run in-process: a fresh home, the shared model cache, default policies."""
+    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TRIAGE_CACHE_HOME", str(model_cache))
+    monkeypatch.delenv("TRIAGE_POLICY_DIR", raising=False)
+
+
 def rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     """Read rows from one of the app's SQLite files, the way an operator would."""
     conn = sqlite3.connect(db)

@@ -36,7 +36,6 @@ from triage.settings import Settings
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     from langgraph.graph.state import CompiledStateGraph
     from langgraph.types import StateSnapshot
 
@@ -62,7 +61,6 @@ class ThreadView(BaseModel):
 @dataclass
 class _Engine:
     services: Services
-    saver: AsyncSqliteSaver
     graph: CompiledStateGraph[Any, Any, Any, Any]
 
 
@@ -147,7 +145,7 @@ class TriageApp:
 
         services = await Services.open(self.settings, models=self._models)
         graph = build_support_graph(policy=services.policy).compile(checkpointer=services.saver, name="support")
-        return _Engine(services=services, saver=services.saver, graph=graph)
+        return _Engine(services=services, graph=graph)
 
     # -- running tickets -------------------------------------------------------------------------------------
 
@@ -394,7 +392,7 @@ class TriageApp:
         snapshot = await engine.graph.aget_state(config)
         if not snapshot.values:
             raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
-        tuples = [t async for t in engine.saver.alist(config)]
+        tuples = [t async for t in engine.services.saver.alist(config)]
         return ThreadView(
             thread_id=thread_id,
             result=_result(thread_id, snapshot),
@@ -412,7 +410,7 @@ class TriageApp:
 
     async def _athreads(self, limit: int) -> list[ThreadSummary]:
         engine = await self._get_engine()
-        saver = engine.saver
+        saver = engine.services.saver
         async with (
             saver.lock,
             saver.conn.execute(
@@ -443,7 +441,7 @@ class TriageApp:
     @staticmethod
     async def _thread_ids(engine: _Engine, *, limit: int | None) -> list[str]:
         """Thread ids, newest first."""
-        saver = engine.saver
+        saver = engine.services.saver
         async with (
             saver.lock,
             saver.conn.execute(

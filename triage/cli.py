@@ -233,10 +233,7 @@ def run(
             return app.run(ticket if not isinstance(ticket, str) else _parse_ticket(ticket), budget=limits)
 
     result = _guard(go)
-    if as_json:
-        _print_json(result.model_dump(mode="json"))
-        return
-    _print_result(result)
+    _show_result(result, as_json)
 
 
 def _parse_limits(pairs: list[str]) -> dict[str, float]:
@@ -256,6 +253,13 @@ def _parse_ticket(text: str) -> Any:
     from triage.schemas import Ticket
 
     return Ticket.parse(text)
+
+
+def _show_result(result: RunResult, as_json: bool) -> None:
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+    else:
+        _print_result(result)
 
 
 def _print_result(result: RunResult) -> None:
@@ -392,10 +396,7 @@ def approvals(
 
 def _decide(home: Path | None, thread_id: str, decision: dict[str, Any], as_json: bool) -> None:
     result = _with_app(home, lambda app: app.resume(thread_id, decision))
-    if as_json:
-        _print_json(result.model_dump(mode="json"))
-        return
-    _print_result(result)
+    _show_result(result, as_json)
 
 
 @cli.command()
@@ -436,10 +437,7 @@ def recover(
 ) -> None:
     """Continue a thread from its last checkpoint after a crash (effects already done are not repeated)."""
     result = _with_app(home, lambda app: app.recover(thread_id))
-    if as_json:
-        _print_json(result.model_dump(mode="json"))
-        return
-    _print_result(result)
+    _show_result(result, as_json)
 
 
 @cli.command()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import eval_subset
 from triage.cli import cli
 from triage.evals.dataset import load_cases
 from triage.evals.report import build_report
@@ -32,17 +33,12 @@ SUBSET = (
 
 @pytest.fixture
 def subset(tmp_path: Path) -> Path:
-    cases = {case.id: case for case in load_cases()}
-    path = tmp_path / "subset.jsonl"
-    path.write_text("".join(cases[i].model_dump_json(exclude_none=True) + "\n" for i in SUBSET))
-    return path
+    return eval_subset(tmp_path, SUBSET)
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_cache: Path) -> None:
-    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TRIAGE_CACHE_HOME", str(model_cache))
-    monkeypatch.delenv("TRIAGE_POLICY_DIR", raising=False)
+def env(eval_env: None) -> None:
+    """The shared eval environment."""
 
 
 def test_subset_runs_through_the_real_graph_deterministically(subset: Path, settings: Settings) -> None:

@@ -24,8 +24,8 @@ import pytest
 from langsmith import utils as langsmith_utils
 from typer.testing import CliRunner
 
+from tests.conftest import eval_subset
 from triage.cli import cli
-from triage.evals.dataset import load_cases
 
 SUBSET = ("billing-dup-001", "acct-email-001")
 LANGSMITH_VARIABLES = (
@@ -42,17 +42,11 @@ LANGSMITH_VARIABLES = (
 
 @pytest.fixture
 def subset(tmp_path: Path) -> Path:
-    cases = {case.id: case for case in load_cases()}
-    path = tmp_path / "subset.jsonl"
-    path.write_text("".join(cases[i].model_dump_json(exclude_none=True) + "\n" for i in SUBSET))
-    return path
+    return eval_subset(tmp_path, SUBSET)
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_cache: Path) -> Iterator[None]:
-    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("TRIAGE_CACHE_HOME", str(model_cache))
-    monkeypatch.delenv("TRIAGE_POLICY_DIR", raising=False)
+def env(eval_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in LANGSMITH_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     langsmith_utils.get_env_var.cache_clear()
