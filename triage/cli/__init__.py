@@ -2,73 +2,27 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+
+from triage.cli.common import (
+    HomeOption,
+    JsonOption,
+    cli,
+    err,
+    guard,
+    open_app,
+    out,
+    print_json,
+    with_app,
+)
 
 if TYPE_CHECKING:
-    from triage.app import TriageApp
     from triage.schemas import RunResult
-
-cli = typer.Typer(
-    name="triage",
-    help="Support-ticket triage on LangGraph: classify, route to a specialist, act, reply; checkpointed.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-out = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True)
-T = TypeVar("T")
-
-HomeOption = Annotated[
-    Path | None,
-    typer.Option("--home", envvar="TRIAGE_HOME", help="Folder for the helpdesk and checkpoints [default: ./.triage]."),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-
-@contextmanager
-def _app(home: Path | None) -> Iterator[TriageApp]:
-    from triage.app import TriageApp
-
-    app = TriageApp.open(home)
-    try:
-        yield app
-    finally:
-        app.close()
-
-
-def _guard(action: Callable[[], T]) -> T:
-    """Run a command body; a user error prints its message and exits 2, with no traceback."""
-    from triage.errors import TriageError
-
-    try:
-        return action()
-    except TriageError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
-
-
-def _with_app(home: Path | None, action: Callable[[TriageApp], T]) -> T:
-    """Open the app, run `action` on it, close it; user errors exit 2 with their message."""
-
-    def go() -> T:
-        with _app(home) as app:
-            return action(app)
-
-    return _guard(go)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 @cli.command()
@@ -81,7 +35,7 @@ def demo(home: HomeOption = None, as_json: JsonOption = False) -> None:
     results: list[tuple[dict[str, Any], RunResult]] = []
     started = time.perf_counter()
     with (
-        _app(home) as app,
+        open_app(home) as app,
         Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -92,10 +46,10 @@ def demo(home: HomeOption = None, as_json: JsonOption = False) -> None:
         ) as progress,
     ):
         task = progress.add_task("Opening the helpdesk and loading the classifier (trains on first use)…")
-        _guard(app.warm_up)
+        guard(app.warm_up)
         progress.update(task, description=f"Triaging {len(DEMO_TICKETS)} tickets…", total=len(DEMO_TICKETS))
         for ticket in DEMO_TICKETS:
-            results.append((ticket, _guard(lambda ticket=ticket: app.run(ticket))))  # type: ignore[misc]
+            results.append((ticket, guard(lambda ticket=ticket: app.run(ticket))))  # type: ignore[misc]
             progress.advance(task)
         home_used = app.settings.home
     # One approval round trip, answered from a separate process as a person at another desk would.
@@ -104,7 +58,7 @@ def demo(home: HomeOption = None, as_json: JsonOption = False) -> None:
     results[index] = (results[index][0], approved)
     wall = time.perf_counter() - started
     if as_json:
-        _print_json(
+        print_json(
             {
                 "wall_time_s": round(wall, 2),
                 "approval_round_trip": {
@@ -229,10 +183,10 @@ def run(
 
     def go() -> RunResult:
         ticket = read_ticket()
-        with _app(home) as app:
+        with open_app(home) as app:
             return app.run(ticket if not isinstance(ticket, str) else _parse_ticket(ticket), budget=limits)
 
-    result = _guard(go)
+    result = guard(go)
     _show_result(result, as_json)
 
 
@@ -257,7 +211,7 @@ def _parse_ticket(text: str) -> Any:
 
 def _show_result(result: RunResult, as_json: bool) -> None:
     if as_json:
-        _print_json(result.model_dump(mode="json"))
+        print_json(result.model_dump(mode="json"))
     else:
         _print_result(result)
 
@@ -293,9 +247,9 @@ def show(
     """Show a thread's result and its node-by-node timeline from the checkpoint store."""
     from rich.table import Table
 
-    view = _with_app(home, lambda app: app.thread(thread_id))
+    view = with_app(home, lambda app: app.thread(thread_id))
     if as_json:
-        _print_json(
+        print_json(
             {
                 **view.result.model_dump(mode="json"),
                 "timeline": [e.model_dump(mode="json", exclude={"started_at"}) for e in view.timeline],
@@ -332,9 +286,9 @@ def threads(
     """List the most recent threads with their status and route."""
     from rich.table import Table
 
-    summaries = _with_app(home, lambda app: app.threads(limit=limit))
+    summaries = with_app(home, lambda app: app.threads(limit=limit))
     if as_json:
-        _print_json([s.model_dump(mode="json") for s in summaries])
+        print_json([s.model_dump(mode="json") for s in summaries])
         return
     table = Table(title="threads (newest first)")
     for column in ("thread", "updated", "status", "route", "customer", "subject"):
@@ -356,9 +310,9 @@ def customers(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """List the helpdesk's customers (the documented scenario customers first)."""
     from rich.table import Table
 
-    rows = _with_app(home, lambda app: app.customers())
+    rows = with_app(home, lambda app: app.customers())
     if as_json:
-        _print_json(rows)
+        print_json(rows)
         return
     table = Table(title="helpdesk customers")
     for column in ("id", "name", "status", "notes"):
@@ -380,9 +334,9 @@ def approvals(
     """List approvals waiting for a decision, oldest first."""
     from rich.table import Table
 
-    pending = _with_app(home, lambda app: app.pending_approvals(overdue=overdue))
+    pending = with_app(home, lambda app: app.pending_approvals(overdue=overdue))
     if as_json:
-        _print_json(pending)
+        print_json(pending)
         return
     table = Table(title="approvals awaiting a decision (oldest first)")
     for column in ("thread", "approval", "action", "tier", "received", "expires", "description"):
@@ -395,7 +349,7 @@ def approvals(
 
 
 def _decide(home: Path | None, thread_id: str, decision: dict[str, Any], as_json: bool) -> None:
-    result = _with_app(home, lambda app: app.resume(thread_id, decision))
+    result = with_app(home, lambda app: app.resume(thread_id, decision))
     _show_result(result, as_json)
 
 
@@ -436,16 +390,16 @@ def recover(
     as_json: JsonOption = False,
 ) -> None:
     """Continue a thread from its last checkpoint after a crash (effects already done are not repeated)."""
-    result = _with_app(home, lambda app: app.recover(thread_id))
+    result = with_app(home, lambda app: app.recover(thread_id))
     _show_result(result, as_json)
 
 
 @cli.command()
 def sweep(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Escalate every overdue approval to the human queue (nothing is approved by default)."""
-    results = _with_app(home, lambda app: app.sweep())
+    results = with_app(home, lambda app: app.sweep())
     if as_json:
-        _print_json([r.model_dump(mode="json") for r in results])
+        print_json([r.model_dump(mode="json") for r in results])
         return
     out.print(f"escalated {len(results)} overdue approval(s)")
     for result in results:
@@ -466,10 +420,10 @@ def policy_check(
     """Validate the policy files and print the bundle's version hash."""
     from triage.policies import load_policy_bundle
 
-    bundle = _guard(lambda: load_policy_bundle(directory))
+    bundle = guard(lambda: load_policy_bundle(directory))
     grants = {node: sorted(scopes) for node, scopes in bundle.permissions.grants.items()}
     if as_json:
-        _print_json({"valid": True, "version": bundle.version, "source": bundle.source, "grants": grants})
+        print_json({"valid": True, "version": bundle.version, "source": bundle.source, "grants": grants})
         return
     out.print(f"[green]valid[/] policy bundle {bundle.version} from {bundle.source}")
     for node, scopes in grants.items():
@@ -522,7 +476,7 @@ def eval_(
             return cases, str(dataset)
         return datasets.load_cases(dataset, limit=limit), str(dataset)
 
-    cases, source = _guard(load)
+    cases, source = guard(load)
     if langsmith is None:
         langsmith = experiment.langsmith_configured()
     elif langsmith and not experiment.langsmith_configured():
@@ -540,7 +494,7 @@ def eval_(
         transient=True,
     ) as progress:
         task = progress.add_task(f"Evaluating {len(cases)} cases", total=len(cases))
-        result = _guard(
+        result = guard(
             lambda: asyncio.run(
                 run_cases(cases, settings=settings, concurrency=concurrency, on_done=lambda _: progress.advance(task))
             )
@@ -553,7 +507,7 @@ def eval_(
         report["gate"].update(status="updated", reason=f"baseline written to {baseline_path}")
         regressions = []
     else:
-        previous = _guard(lambda: reports.read_baseline(baseline_path)) if baseline_path.exists() or baseline else None
+        previous = guard(lambda: reports.read_baseline(baseline_path)) if baseline_path.exists() or baseline else None
         regressions = reports.gate(report, previous, baseline_path=str(baseline_path))
         if dataset is None and limit is None and report["gate"]["status"] == "skipped":
             # The packaged suite itself changed: a silent skip would let CI pass without a gate.
@@ -574,7 +528,7 @@ def eval_(
             err.print(f"LangSmith experiment {recorded.experiment} on dataset {recorded.dataset}", highlight=False)
     json_path, md_path, html_path = reports.write_reports(report, out_dir)
     if as_json:
-        _print_json(report)
+        print_json(report)
     else:
         run_figures = report["run"]
         table = Table(title=f"triage eval: {len(cases)} cases in {result.wall_time_s:.1f} s")

@@ -1,0 +1,71 @@
+"""What every `triage` command shares: the root Typer app, consoles, common options and error handling."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from triage.app import TriageApp
+
+cli = typer.Typer(
+    name="triage",
+    help="Support-ticket triage on LangGraph: classify, route to a specialist, act, reply; checkpointed.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True)
+T = TypeVar("T")
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", envvar="TRIAGE_HOME", help="Folder for the helpdesk and checkpoints [default: ./.triage]."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@contextmanager
+def open_app(home: Path | None) -> Iterator[TriageApp]:
+    """Open the app in `home` for one command and close it afterwards."""
+    from triage.app import TriageApp
+
+    app = TriageApp.open(home)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def guard(action: Callable[[], T]) -> T:
+    """Run a command body; a user error prints its message and exits 2, with no traceback."""
+    from triage.errors import TriageError
+
+    try:
+        return action()
+    except TriageError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def with_app(home: Path | None, action: Callable[[TriageApp], T]) -> T:
+    """Open the app, run `action` on it, close it; user errors exit 2 with their message."""
+
+    def go() -> T:
+        with open_app(home) as app:
+            return action(app)
+
+    return guard(go)
+
+
+def print_json(data: Any) -> None:
+    """Write `data` to stdout as indented JSON."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
