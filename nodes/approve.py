@@ -14,10 +14,11 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
-from triage.context import Context, services_of, thread_id_of
-from triage.policies.approvals import REQUIRED_APPROVALS, Tier, approval_refusal, approval_tier, reply_needs_approval
+from triage.context import Context, approver_of, services_of, thread_id_of
+from triage.errors import InvalidDecisionError
+from triage.policies.approvals import REQUIRED_APPROVALS, Tier, approval_tier, decision_refusal, reply_needs_approval
 from triage.policies.billing import format_money
-from triage.schemas import ApprovalRequest, Decision
+from triage.schemas import ApprovalRequest, Decision, decision_from_resume
 from triage.state import ApprovalRecord, Draft, ProposedAction, State
 
 NODE = "approve"
@@ -84,8 +85,13 @@ async def approve(state: State, runtime: Runtime[Context]) -> Command[Next]:
             return Command(goto="approve", update={"approvals": {**approvals, approval_id: record}})
         if len(record["approvers"]) >= REQUIRED_APPROVALS[tier]:
             continue
-        # The resume value is validated against Decision before anything is saved: a bad one changes nothing.
-        decision = interrupt(approval_request(state, action, record, tier, thread_id), response_schema=Decision)
+        # Any resume value is read here, our Decision or Agent Inbox's response list; one that cannot be taken is
+        # refused with its reason in the next interrupt (Studio and the SDK show it), and the approval stays pending.
+        answer = interrupt(approval_request(state, action, record, tier, thread_id))
+        try:
+            decision = decision_from_resume(answer, approver=approver_of(runtime))
+        except InvalidDecisionError as exc:
+            return await _refuse(str(exc), "unknown", record, state, runtime)
         return await _take(decision, state, action, record, tier, runtime)
     return Command(goto="execute", update={"approvals": approvals})
 
@@ -134,6 +140,7 @@ def approval_request(
             "allow_respond": True,
             "allow_ignore": False,
         },
+        refusal=record.get("refusal"),
     ).model_dump(mode="json")
 
 
@@ -161,6 +168,19 @@ async def _take(
             policy_version=services.policy.version,
         )
 
+    if decision.decision in ("timeout", "reject"):
+        refusal = decision_refusal(
+            decision.approver,
+            decision.decision,
+            tier=tier,
+            received=record["approvers"],
+            kind=action["kind"],
+            args=action["args"],
+            changes=None,
+            policy=policy,
+        )
+        if refusal is not None:
+            return await _refuse(refusal, decision.approver, record, state, runtime, decision=decision.decision)
     if decision.decision == "timeout":
         await audit("approval_expired", expires_at=record["expires_at"])
         reason = f"approval {approval_id} for {action['kind']} expired at {record['expires_at']} without a decision"
@@ -182,12 +202,18 @@ async def _take(
                 "draft": Draft(template="approval.rejected", facts={}),
             },
         )
-    refusal = approval_refusal(decision.approver, tier, record["approvers"], policy)
-    if refusal is None and decision.decision == "edit":
-        refusal = edit_refusal(action, decision.args or {})
-    if refusal is not None:  # the app refuses these before resuming; this only guards direct graph use
-        await audit("refused", reason=refusal, decision=decision.decision)
-        return Command(goto="approve")
+    refusal = decision_refusal(
+        decision.approver,
+        decision.decision,
+        tier=tier,
+        received=record["approvers"],
+        kind=action["kind"],
+        args=action["args"],
+        changes=decision.args,
+        policy=policy,
+    )
+    if refusal is not None:  # the app refuses these before resuming; this guards the server and direct graph use
+        return await _refuse(refusal, decision.approver, record, state, runtime, decision=decision.decision)
     if decision.decision == "edit":
         edited = ProposedAction(
             kind=action["kind"],
@@ -207,17 +233,31 @@ async def _take(
         )
         return Command(goto="approve", update={"proposed_actions": proposed, "approvals": approvals})
     await audit("approved", reason=decision.reason)
-    approvals[approval_id] = ApprovalRecord(**{**record, "approvers": [*record["approvers"], decision.approver]})
+    approved = ApprovalRecord(**{**record, "approvers": [*record["approvers"], decision.approver]})
+    approved.pop("refusal", None)
+    approvals[approval_id] = approved
     return Command(goto="approve", update={"approvals": approvals})
 
 
-def edit_refusal(action: ProposedAction, changes: dict[str, Any]) -> str | None:
-    """Why an edit cannot be applied: only a refund's amount may change, and only downwards."""
-    if action["kind"] != "refund" or set(changes) - {"amount_cents"}:
-        return "only a refund's amount_cents can be edited"
-    amount = changes.get("amount_cents")
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-        return "amount_cents must be a positive whole number of cents"
-    if amount > int(action["args"]["amount_cents"]):
-        return f"an edit may lower a refund, not raise it above {action['args']['amount_cents']} cents"
-    return None
+async def _refuse(
+    reason: str,
+    actor: str,
+    record: ApprovalRecord,
+    state: State,
+    runtime: Runtime[Context],
+    *,
+    decision: str | None = None,
+) -> Command[Next]:
+    """Record a refused answer in the audit trail and ask again, with the reason in the new interrupt."""
+    services = await services_of(runtime)
+    await services.journal.audit(
+        thread_id_of(runtime),
+        "refused",
+        actor=actor,
+        approval_id=record["approval_id"],
+        details={"decision": decision, "reason": reason},
+        policy_version=services.policy.version,
+    )
+    approvals = dict(state.get("approvals", {}))
+    approvals[record["approval_id"]] = ApprovalRecord(**{**record, "refusal": f"{reason}; the approval stays pending"})
+    return Command(goto="approve", update={"approvals": approvals})

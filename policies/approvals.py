@@ -107,3 +107,43 @@ def approval_refusal(approver_id: str, tier: Tier, received: Sequence[str], poli
             supervisors = ", ".join(a.id for a in policy.approvers if a.role == "supervisor")
             return f"a dual approval needs a supervisor; '{approver_id}' is an {role} (supervisors: {supervisors})"
     return None
+
+
+SWEEP_ACTOR = "system:sweep"
+"""Who `sweep` records as the decider of an expired approval; only it may answer with a timeout."""
+
+
+def edit_refusal(kind: str, args: Mapping[str, Any], changes: Mapping[str, Any]) -> str | None:
+    """Why an edit cannot be applied: only a refund's amount may change, and only downwards."""
+    if kind != "refund" or set(changes) - {"amount_cents"}:
+        return "only a refund's amount_cents can be edited"
+    amount = changes.get("amount_cents")
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        return "amount_cents must be a positive whole number of cents"
+    if amount > int(args["amount_cents"]):
+        return f"an edit may lower a refund, not raise it above {args['amount_cents']} cents"
+    return None
+
+
+def decision_refusal(
+    approver_id: str,
+    decision: str,
+    *,
+    tier: Tier,
+    received: Sequence[str],
+    kind: str,
+    args: Mapping[str, Any],
+    changes: Mapping[str, Any] | None,
+    policy: ApprovalPolicy,
+) -> str | None:
+    """Why this decision may not be taken on a pending approval, or None: the one check every path applies."""
+    if decision == "timeout":
+        return None if approver_id == SWEEP_ACTOR else "a timeout is decided by `triage sweep`, not by an approver"
+    if decision == "reject":
+        if policy.role_of(approver_id) is None:
+            return f"'{approver_id}' is not an approver in the approval policy"
+        return None
+    refusal = approval_refusal(approver_id, tier, received, policy)
+    if refusal is None and decision == "edit":
+        refusal = edit_refusal(kind, args, changes or {})
+    return refusal

@@ -44,10 +44,6 @@ if TYPE_CHECKING:
     from triage.services import Services
 
 
-SWEEP_ACTOR = "system:sweep"
-"""Who `sweep` records as the decider of an expired approval."""
-
-
 class ThreadView(BaseModel):
     """A thread read back from the store: its result and the node-by-node timeline."""
 
@@ -257,8 +253,7 @@ class TriageApp:
         from langgraph.types import Command
 
         from triage.metering import Meter
-        from triage.nodes.approve import edit_refusal
-        from triage.policies.approvals import approval_refusal
+        from triage.policies.approvals import SWEEP_ACTOR, decision_refusal
 
         engine = await self._get_engine()
         try:
@@ -278,18 +273,19 @@ class TriageApp:
                 f"{pending['approval_id']} (see `triage approvals`)"
             )
         policy = engine.services.policy
-        refusal = None
-        if decision.decision == "timeout" and not sweep:
-            refusal = "a timeout is decided by `triage sweep`, not by an approver"
-        elif decision.decision in ("approve", "edit"):
-            refusal = approval_refusal(
-                decision.approver, pending["tier"], pending["approvals_received"], policy.approvals
+        if decision.decision == "timeout" and not sweep and decision.approver == SWEEP_ACTOR:
+            refusal: str | None = "a timeout is decided by `triage sweep`, not by an approver"
+        else:
+            refusal = decision_refusal(
+                decision.approver,
+                decision.decision,
+                tier=pending["tier"],
+                received=pending["approvals_received"],
+                kind=pending["action"],
+                args=pending["args"],
+                changes=decision.args,
+                policy=policy.approvals,
             )
-        elif decision.decision == "reject" and policy.approvals.role_of(decision.approver) is None:
-            refusal = f"'{decision.approver}' is not an approver in the approval policy"
-        if refusal is None and decision.decision == "edit":
-            action = {"kind": pending["action"], "args": pending["args"], "reason": ""}
-            refusal = edit_refusal(action, decision.args or {})  # type: ignore[arg-type]
         if refusal is not None:
             await engine.services.journal.audit(
                 thread_id,
@@ -364,6 +360,8 @@ class TriageApp:
     async def _asweep(self) -> list[RunResult]:
         results = []
         for pending in await self._apending(overdue_only=True):
+            from triage.policies.approvals import SWEEP_ACTOR
+
             timeout = Decision(
                 approver=SWEEP_ACTOR, decision="timeout", reason="approval expired", approval_id=pending["approval_id"]
             )

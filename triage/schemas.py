@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from triage.errors import InvalidTicketError
+from triage.errors import InvalidDecisionError, InvalidTicketError
 from triage.taxonomy import Route, Sentiment, Status, Urgency
 
 MAX_SUBJECT_CHARS = 300
@@ -94,6 +94,9 @@ class ApprovalRequest(BaseModel):
     config: dict[str, bool] = Field(
         description="Agent Inbox: allow_accept / allow_edit / allow_respond / allow_ignore."
     )
+    refusal: str | None = Field(
+        default=None, description="Why the last answer to this approval was refused (it stays pending)."
+    )
 
 
 class Decision(BaseModel):
@@ -116,6 +119,59 @@ class Decision(BaseModel):
         if self.decision == "reject" and not self.reason.strip():
             raise ValueError("a rejection needs a reason")
         return self
+
+
+_INBOX_DECISIONS = {"accept": "approve", "edit": "edit", "response": "reject"}
+
+
+def decision_from_resume(value: Any, *, approver: str | None = None) -> Decision:
+    """Read a resume value: our `Decision` (a dict), or Agent Inbox's response list `[{"type": ..., "args": ...}]`.
+
+    Agent Inbox answers `accept`, `edit` (args: the edited action request, or just the changed arguments),
+    `response` (a person's text: taken as a rejection with that reason) or `ignore` (not allowed for approvals).
+    Its responses name no one, so the approver comes from an `approver` key in the response or from `approver`
+    (the run's context).
+
+    Raises:
+        InvalidDecisionError: the value is neither shape, or names no approver.
+    """
+    if isinstance(value, Decision):
+        return value
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        value = value[0]
+    if isinstance(value, dict) and "type" in value:
+        kind = value.get("type")
+        if kind == "ignore":
+            raise InvalidDecisionError("'ignore' is not allowed for an approval: accept, edit or respond (reject)")
+        if kind not in _INBOX_DECISIONS:
+            raise InvalidDecisionError(f"unknown response type {kind!r}: use accept, edit or response")
+        args = value.get("args")
+        decision: dict[str, Any] = {
+            "approver": value.get("approver") or approver,
+            "decision": _INBOX_DECISIONS[str(kind)],
+        }
+        if kind == "edit":
+            changes = args.get("args", args) if isinstance(args, dict) else args
+            decision["args"] = changes
+            decision["reason"] = "edited in Agent Inbox"
+        elif kind == "response":
+            decision["reason"] = args if isinstance(args, str) else ""
+        value = decision
+    if isinstance(value, dict) and not value.get("approver") and approver:
+        value = {**value, "approver": approver}
+    if not isinstance(value, dict):
+        raise InvalidDecisionError(
+            "a decision is {'approver': ..., 'decision': 'approve'|'reject'|'edit', ...} or Agent Inbox's "
+            "[{'type': 'accept'|'edit'|'response', 'args': ...}]"
+        )
+    if not value.get("approver"):
+        raise InvalidDecisionError(
+            "say who decides: an 'approver' in the decision, or the run's context {'approver': ...}"
+        )
+    try:
+        return Decision.model_validate(value)
+    except ValidationError as exc:
+        raise InvalidDecisionError(describe_validation_error(exc, what="decision")) from None
 
 
 class Reply(BaseModel):

@@ -43,9 +43,8 @@ class Services:
 
         `models` replaces the local tier; whatever tier is used, it sits behind `GuardedModelTier`.
         """
-        settings.home.mkdir(parents=True, exist_ok=True)
-        install_trace_redaction()
-        policy = policy or load_policy_bundle(settings.policy_dir)
+        # File-system work (folders, policy files) runs off the event loop: servers refuse blocking calls on it.
+        policy = await asyncio.to_thread(_prepare_home, settings, policy)
         helpdesk = await Helpdesk.open(settings.helpdesk_path)
         quiet_sql_logging()
         conn = await aiosqlite.connect(settings.checkpoints_path)
@@ -70,6 +69,13 @@ class Services:
         await self.saver.conn.close()
 
 
+def _prepare_home(settings: Settings, policy: PolicyBundle | None) -> PolicyBundle:
+    """The blocking part of opening: create the home, install trace redaction, load the policy bundle."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    install_trace_redaction()
+    return policy or load_policy_bundle(settings.policy_dir)
+
+
 _shared: dict[tuple[int, str], Services] = {}
 _shared_lock: dict[int, asyncio.Lock] = {}
 
@@ -78,7 +84,7 @@ async def shared_services(settings: Settings | None = None) -> Services:
     """Services for graphs run without a `TriageApp` (e.g. by `langgraph dev`): one set per event loop and home."""
     settings = settings or Settings()
     loop_id = id(asyncio.get_running_loop())
-    key = (loop_id, str(settings.home.resolve()))
+    key = (loop_id, str(await asyncio.to_thread(settings.home.resolve)))
     lock = _shared_lock.setdefault(loop_id, asyncio.Lock())
     async with lock:
         if key not in _shared:

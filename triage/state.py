@@ -81,6 +81,8 @@ class ApprovalRecord(TypedDict):
     approvers: list[str]
     requested_at: str
     expires_at: str
+    refusal: NotRequired[str]
+    """Why the last answer was refused (shown in the next interrupt); cleared once an approval is taken."""
 
 
 class Draft(TypedDict):

@@ -215,8 +215,9 @@ def test_low_confidence_reply_needs_one_approval(settings: Settings) -> None:
         app.close()
 
 
-def test_invalid_resume_value_through_the_graph_changes_nothing(settings: Settings) -> None:
-    """Even bypassing the app's checks, the interrupt's response schema refuses a bad value and saves nothing."""
+def test_invalid_resume_value_through_the_graph_is_refused_and_asked_again(settings: Settings) -> None:
+    """Bypassing the app's checks, a bad value is refused in the node: the reason comes back in the next interrupt,
+    the approval stays pending, nothing is executed, and the refusal is in the audit trail."""
     from langgraph.types import Command
 
     from triage import TriageApp
@@ -227,12 +228,17 @@ def test_invalid_resume_value_through_the_graph_changes_nothing(settings: Settin
     try:
         engine = app._portal.call(app._get_engine())
         config = {"configurable": {"thread_id": paused["thread_id"]}}
-        before = app._portal.call(engine.graph.aget_state(config))
-        with pytest.raises(Exception, match="decision"):
-            bad = Command(resume={"approver": "alice", "decision": "maybe"})
-            app._portal.call(engine.graph.ainvoke(bad, config, context=Context(services=engine.services)))
-        after = app._portal.call(engine.graph.aget_state(config))
-        assert after.config == before.config
+        bad = Command(resume={"approver": "alice", "decision": "maybe"})
+        out = app._portal.call(engine.graph.ainvoke(bad, config, context=Context(services=engine.services)))
+        [again] = out["__interrupt__"]
+        assert again.value["approval_id"] == paused["pending_approval"]["approval_id"]
+        assert "decision" in again.value["refusal"] and "stays pending" in again.value["refusal"]
         assert app.pending_approvals()[0]["thread_id"] == paused["thread_id"]
+        assert refunds(settings, paused["thread_id"]) == []
+        trail = app.thread(paused["thread_id"]).audit
+        assert [line["event"] for line in trail] == ["approval_requested", "refused"]
+        done = app.resume(paused["thread_id"], {"approver": "alice", "decision": "approve"})
+        assert done.status == "completed"
+        assert [r["amount_cents"] for r in refunds(settings, paused["thread_id"])] == [24000]
     finally:
         app.close()

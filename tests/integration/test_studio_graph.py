@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from triage.graphs.support import graph
 from triage.services import close_shared_services
 from triage.settings import Settings
+from triage.studio import support as graph
 
 
 async def test_studio_graph_runs_on_the_default_home(

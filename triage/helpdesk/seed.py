@@ -227,7 +227,7 @@ def load_articles() -> list[dict[str, object]]:
     return articles
 
 
-async def seed(conn: aiosqlite.Connection) -> None:
+async def seed(conn: aiosqlite.Connection, *, articles: list[dict[str, object]] | None = None) -> None:
     """Insert the demo data into an empty helpdesk database.
 
     Inserts plans, customers, subscriptions, invoices, payments, refunds and knowledge-base articles, rebuilds
@@ -236,6 +236,7 @@ async def seed(conn: aiosqlite.Connection) -> None:
 
     Args:
         conn: A connection to a database that already has ``schema.sql`` applied and no demo rows.
+        articles: The knowledge-base articles (read with `load_articles` when not given).
     """
     ledger = _build_ledger()
     await conn.executemany(
@@ -260,7 +261,7 @@ async def seed(conn: aiosqlite.Connection) -> None:
                 str(article["summary"]),
                 json.dumps(article["steps"], ensure_ascii=False),
             )
-            for number, article in enumerate(load_articles(), start=1)
+            for number, article in enumerate(articles if articles is not None else load_articles(), start=1)
         ],
     )
     await conn.execute("INSERT INTO kb_fts(kb_fts) VALUES('rebuild')")

@@ -31,7 +31,8 @@ class Helpdesk:
     @classmethod
     async def open(cls, path: Path) -> Helpdesk:
         """Open the helpdesk at `path`, creating the schema and seeding the demo data if it is new."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # File-system work runs off the event loop: servers (`langgraph dev`) refuse blocking calls on it.
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         quiet_sql_logging()
         conn = await aiosqlite.connect(path, isolation_level=None)
         try:
@@ -74,15 +75,16 @@ class Helpdesk:
 async def _create_and_seed(conn: aiosqlite.Connection) -> None:
     # The schema is idempotent (IF NOT EXISTS); seeding is guarded by a meta row inside one IMMEDIATE transaction,
     # so two processes opening a fresh home at once seed it exactly once.
-    from triage.helpdesk.seed import SEED_VERSION, seed
+    from triage.helpdesk.seed import SEED_VERSION, load_articles, seed
 
-    await conn.executescript(resources.files("triage.helpdesk").joinpath("schema.sql").read_text())
+    schema = await asyncio.to_thread(resources.files("triage.helpdesk").joinpath("schema.sql").read_text)
+    await conn.executescript(schema)
     await conn.execute("BEGIN IMMEDIATE")
     try:
         async with conn.execute("SELECT value FROM meta WHERE key = 'seed_version'") as cursor:
             row = await cursor.fetchone()
         if row is None:
-            await seed(conn)
+            await seed(conn, articles=await asyncio.to_thread(load_articles))
             await conn.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                 [("schema_version", str(SCHEMA_VERSION)), ("seed_version", str(SEED_VERSION))],

@@ -1,0 +1,58 @@
+"""What `langgraph dev` (LangGraph Studio) and the LangGraph server load: graphs, and the checkpoint store.
+
+The server's threads are kept in the app's own checkpoint store (`$TRIAGE_HOME/checkpoints.sqlite`), through the
+same saver the nodes' services use, so `triage threads`, `triage show` and `triage approvals` see Studio's threads
+and the effects ledger and audit trail sit beside their checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from triage.graphs.specialists import SPECIALISTS, build_specialist
+from triage.graphs.support import build_support_graph
+from triage.policies import load_policy_bundle
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.graph.state import CompiledStateGraph
+
+
+@asynccontextmanager
+async def checkpointer() -> AsyncIterator[AsyncSqliteSaver]:
+    """The server's persistence: the saver of the shared services for `$TRIAGE_HOME` (`checkpointer.path`)."""
+    from triage.services import close_shared_services, shared_services
+
+    services = await shared_services()
+    try:
+        yield services.saver
+    finally:
+        await close_shared_services()
+
+
+def _compile_all() -> dict[str, CompiledStateGraph[Any, Any, Any, Any]]:
+    # Built when the server imports this module (off its event loop), never by the CLI or the Python API.
+    # Checkpointer-free: the server refuses a graph compiled with its own and supplies `checkpointer` above.
+    policy = load_policy_bundle()
+    graphs: dict[str, CompiledStateGraph[Any, Any, Any, Any]] = {
+        "support": build_support_graph(policy=policy).compile(name="support")
+    }
+    graphs.update({name: build_specialist(name, policy) for name in SPECIALISTS})
+    return graphs
+
+
+_GRAPHS = _compile_all()
+support = _GRAPHS["support"]
+"""The coordinator graph: validate, classify, route, specialist, approve, execute, compose, reply."""
+billing = _GRAPHS["billing"]
+"""The billing specialist on its own, for inspection (its input is the coordinator's state after `route`)."""
+technical = _GRAPHS["technical"]
+"""The technical specialist on its own, for inspection."""
+account = _GRAPHS["account"]
+"""The account specialist on its own, for inspection."""
+general = _GRAPHS["general"]
+"""The general specialist on its own, for inspection."""
+escalation = _GRAPHS["escalation"]
+"""The escalation specialist on its own, for inspection."""
