@@ -10,7 +10,7 @@ from typing import Any
 from langchain_core.tools import BaseTool
 from pydantic import ValidationError
 
-from triage.errors import PermanentToolError, ScopeDeniedError, TransientToolError
+from triage.errors import PermanentToolError, PolicyFileError, ScopeDeniedError, TransientToolError
 from triage.helpdesk import Helpdesk
 from triage.helpdesk.store import is_transient
 from triage.policies.bundle import Permissions
@@ -18,8 +18,8 @@ from triage.tools import ALL_TOOLS, ToolContext, tool_scope
 from triage.tools.base import idempotency_key, utc_now
 
 
-class GrantError(ValueError):
-    """A graph was built with a node that uses a tool outside its grant."""
+class GrantError(PolicyFileError):
+    """A graph was built with a node that uses a tool outside its grant; the message names the node, tool and scope."""
 
 
 def check_grants(node: str, tool_names: Iterable[str], permissions: Permissions) -> None:
