@@ -35,6 +35,35 @@ def check_grants(node: str, tool_names: Iterable[str], permissions: Permissions)
             )
 
 
+def is_read_scope(scope: str) -> bool:
+    """Whether a scope only reads (`payments:read`); every other verb writes, requests, executes or sends."""
+    return scope.endswith(":read")
+
+
+def over_broad_grants(permissions: Permissions, node_tools: Mapping[str, Iterable[str]]) -> list[str]:
+    """Warnings for grants wider than the graph needs (`node_tools` maps every node of the graph to its tools).
+
+    Warned: a write scope given to a node whose tools only read (or that has none), and a grant to a name that is
+    not a node of the graph.
+    """
+    warnings = []
+    for node, scopes in sorted(permissions.grants.items()):
+        if node not in node_tools:
+            warnings.append(
+                f"permissions.toml grants {', '.join(sorted(scopes))} to {node!r}, which is not a node of the graph "
+                f"(nodes: {', '.join(sorted(node_tools))}); remove the grant or fix the name"
+            )
+            continue
+        needed = {tool_scope(ALL_TOOLS[name]) for name in node_tools[node] if name in ALL_TOOLS}
+        if all(is_read_scope(scope) for scope in needed):
+            for scope in sorted(s for s in scopes if not is_read_scope(s)):
+                warnings.append(
+                    f"permissions.toml gives the read-only node {node!r} the write scope {scope!r}, which none of "
+                    "its tools needs; remove it"
+                )
+    return warnings
+
+
 @dataclass
 class ToolGateway:
     """Calls tools on behalf of graph nodes, deny by default."""

@@ -415,19 +415,38 @@ def policy_check(
     directory: Annotated[
         Path | None, typer.Option("--dir", envvar="TRIAGE_POLICY_DIR", help="Policy folder [default: packaged].")
     ] = None,
+    strict: Annotated[bool, typer.Option(help="Fail (exit 1) on warnings too.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Validate the policy files and print the bundle's version hash."""
+    """Validate the policy files, build the graph against them, and print the bundle's version hash.
+
+    Unknown scopes and grants the graph's nodes do not cover are errors (exit 2); write scopes granted to a
+    read-only node are warnings.
+    """
+    from triage.gateway import over_broad_grants
+    from triage.graphs.support import build_support_graph, node_tools
     from triage.policies import load_policy_bundle
 
-    bundle = guard(lambda: load_policy_bundle(directory), as_json=as_json)
+    def check() -> Any:
+        bundle = load_policy_bundle(directory)
+        build_support_graph(policy=bundle)
+        return bundle
+
+    bundle = guard(check, as_json=as_json)
+    warnings = over_broad_grants(bundle.permissions, node_tools())
     grants = {node: sorted(scopes) for node, scopes in bundle.permissions.grants.items()}
     if as_json:
-        print_json({"valid": True, "version": bundle.version, "source": bundle.source, "grants": grants})
-        return
-    out.print(f"[green]valid[/] policy bundle {bundle.version} from {bundle.source}")
-    for node, scopes in grants.items():
-        out.print(f"  {node}: {', '.join(scopes) or '(no tools)'}")
+        print_json(
+            {"valid": True, "version": bundle.version, "source": bundle.source, "grants": grants, "warnings": warnings}
+        )
+    else:
+        out.print(f"[green]valid[/] policy bundle {bundle.version} from {bundle.source} (the graph builds with it)")
+        for node, scopes in grants.items():
+            out.print(f"  {node}: {', '.join(scopes) or '(no tools)'}")
+    for warning in warnings:
+        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if strict and warnings:
+        raise typer.Exit(1)
 
 
 @cli.command("eval")
