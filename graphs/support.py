@@ -69,6 +69,16 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
     return graph
 
 
+def node_tools() -> dict[str, tuple[str, ...]]:
+    """Every node of the coordinator (specialists as one node each) and the tools it declares."""
+    declared: dict[str, tuple[str, ...]] = dict.fromkeys(
+        ("classify", "route", "fall_back", "approve", "compose", "finish"), ()
+    )
+    declared.update(validate=validate_node.TOOLS, execute=execute_node.TOOLS, send_reply=send_reply_node.TOOLS)
+    declared.update({name: tuple(module.TOOLS) for name, (module, _) in SPECIALISTS.items()})
+    return declared
+
+
 def _studio_graph() -> Any:
     return build_support_graph().compile(name="support")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from collections.abc import Collection
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -32,6 +33,11 @@ class Permissions(_Strict):
     def allows(self, node: str, scope: str) -> bool:
         """Whether `node` may use a tool that needs `scope`."""
         return scope in self.grants.get(node, frozenset())
+
+    def unknown_scopes(self, known: Collection[str]) -> dict[str, list[str]]:
+        """The granted scopes that are not in `known`, by node."""
+        found = {node: sorted(set(scopes) - set(known)) for node, scopes in self.grants.items()}
+        return {node: scopes for node, scopes in found.items() if scopes}
 
 
 class RoutingRules(_Strict):
@@ -92,11 +98,14 @@ class PolicyBundle(_Strict):
     source: str
 
 
-def load_policy_bundle(directory: Path | None = None) -> PolicyBundle:
+def load_policy_bundle(directory: Path | None = None, *, known_scopes: Collection[str] | None = None) -> PolicyBundle:
     """Load and validate the bundle from `directory`, or the packaged default.
 
+    `known_scopes` are the scopes a grant may name; by default every scope a tool declares.
+
     Raises:
-        PolicyFileError: naming the file and the field, when a file is missing, not TOML, or invalid.
+        PolicyFileError: naming the file and the field, when a file is missing, not TOML, or invalid, or when
+            permissions.toml grants a scope no tool declares.
     """
     folder: Traversable = directory if directory is not None else resources.files("triage.policies") / "default"
     digest = hashlib.sha256()
@@ -116,6 +125,18 @@ def load_policy_bundle(directory: Path | None = None) -> PolicyBundle:
         permissions = Permissions.model_validate(parsed["permissions.toml"])
     except ValidationError as exc:
         raise PolicyFileError(_describe(folder / "permissions.toml", exc)) from None
+    if known_scopes is None:
+        # The scope vocabulary is what the tools declare (`helpdesk_tool(scope=...)`); reading it does no I/O.
+        from triage.tools import ALL_SCOPES
+
+        known_scopes = ALL_SCOPES
+    unknown = permissions.unknown_scopes(known_scopes)
+    if unknown:
+        named = "; ".join(f"{node}: {', '.join(scopes)}" for node, scopes in sorted(unknown.items()))
+        raise PolicyFileError(
+            f"{folder / 'permissions.toml'}: unknown scope(s) granted ({named}). Scopes are exact names, without "
+            f"wildcards; the known ones are {', '.join(sorted(known_scopes))}"
+        )
     try:
         support = SupportPolicy.model_validate(parsed["support.toml"])
     except ValidationError as exc:

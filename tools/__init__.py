@@ -31,4 +31,7 @@ ALL_TOOLS: dict[str, BaseTool] = {
 }
 """Every tool by name; the gateway is the only caller."""
 
-__all__ = ["ALL_TOOLS", "ToolContext", "tool_scope"]
+ALL_SCOPES: frozenset[str] = frozenset(tool_scope(made) for made in ALL_TOOLS.values())
+"""Every scope a tool declares: the only scopes a permissions policy may grant."""
+
+__all__ = ["ALL_SCOPES", "ALL_TOOLS", "ToolContext", "tool_scope"]

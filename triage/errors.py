@@ -79,3 +79,22 @@ class StaleApprovalError(TriageError):
 
 class ApprovalRefusedError(TriageError):
     """The approver may not give this approval (unknown, not senior enough, or already approved it)."""
+
+
+class StoreError(TriageError):
+    """A store cannot be opened: the home is not a writable folder, or a store file cannot be read or written."""
+
+
+class DamagedStoreError(StoreError):
+    """A store file exists but is empty, truncated, not an SQLite database, or not a triage store; nothing was written.
+
+    The message names the file, what is wrong with it and how to restore it.
+    """
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(
+            f"{path} {problem}. Nothing was written: restore it from a backup, or move the home's store files aside "
+            "to start afresh (triage creates and seeds stores only in a new home)"
+        )
+        self.path = path
+        self.problem = problem

@@ -10,7 +10,7 @@ from typing import Any
 from langchain_core.tools import BaseTool
 from pydantic import ValidationError
 
-from triage.errors import PermanentToolError, ScopeDeniedError, TransientToolError
+from triage.errors import PermanentToolError, PolicyFileError, ScopeDeniedError, TransientToolError
 from triage.helpdesk import Helpdesk
 from triage.helpdesk.store import is_transient
 from triage.policies.bundle import Permissions
@@ -18,8 +18,8 @@ from triage.tools import ALL_TOOLS, ToolContext, tool_scope
 from triage.tools.base import idempotency_key, utc_now
 
 
-class GrantError(ValueError):
-    """A graph was built with a node that uses a tool outside its grant."""
+class GrantError(PolicyFileError):
+    """A graph was built with a node that uses a tool outside its grant; the message names the node, tool and scope."""
 
 
 def check_grants(node: str, tool_names: Iterable[str], permissions: Permissions) -> None:
@@ -33,6 +33,35 @@ def check_grants(node: str, tool_names: Iterable[str], permissions: Permissions)
                 f"node {node!r} uses tool {name!r} which needs scope {scope!r}, not granted to {node!r} in "
                 "permissions.toml; grant the scope or remove the tool from the node"
             )
+
+
+def is_read_scope(scope: str) -> bool:
+    """Whether a scope only reads (`payments:read`); every other verb writes, requests, executes or sends."""
+    return scope.endswith(":read")
+
+
+def over_broad_grants(permissions: Permissions, node_tools: Mapping[str, Iterable[str]]) -> list[str]:
+    """Warnings for grants wider than the graph needs (`node_tools` maps every node of the graph to its tools).
+
+    Warned: a write scope given to a node whose tools only read (or that has none), and a grant to a name that is
+    not a node of the graph.
+    """
+    warnings = []
+    for node, scopes in sorted(permissions.grants.items()):
+        if node not in node_tools:
+            warnings.append(
+                f"permissions.toml grants {', '.join(sorted(scopes))} to {node!r}, which is not a node of the graph "
+                f"(nodes: {', '.join(sorted(node_tools))}); remove the grant or fix the name"
+            )
+            continue
+        needed = {tool_scope(ALL_TOOLS[name]) for name in node_tools[node] if name in ALL_TOOLS}
+        if all(is_read_scope(scope) for scope in needed):
+            for scope in sorted(s for s in scopes if not is_read_scope(s)):
+                warnings.append(
+                    f"permissions.toml gives the read-only node {node!r} the write scope {scope!r}, which none of "
+                    "its tools needs; remove it"
+                )
+    return warnings
 
 
 @dataclass

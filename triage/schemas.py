@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from triage.errors import InvalidDecisionError, InvalidTicketError
 from triage.taxonomy import Route, Sentiment, Status, Urgency
@@ -21,7 +29,8 @@ class Ticket(BaseModel):
     """An incoming support ticket.
 
     `customer_id` is optional: anonymous questions are answered, and where an action needs an account the reply
-    asks for it. Unknown fields are refused so that a typo (`cusotmer_id`) does not silently drop data.
+    asks for it. Unknown fields are refused so that a typo (`cusotmer_id`) does not silently drop data. Invalid
+    input raises `InvalidTicketError` (never pydantic's `ValidationError`), however the ticket is built.
     """
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
@@ -37,6 +46,15 @@ class Ticket(BaseModel):
         if not body.strip():
             raise ValueError("must contain text")
         return body
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _typed_errors(cls, data: Any, handler: ModelWrapValidatorHandler[Ticket]) -> Ticket:
+        # `Ticket(...)`, `model_validate` and `parse` all refuse bad input with the same typed error.
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise InvalidTicketError(describe_validation_error(exc, what="ticket")) from None
 
     @property
     def text(self) -> str:
@@ -70,8 +88,11 @@ def describe_validation_error(exc: ValidationError, *, what: str) -> str:
             problems.append(f"{field}: must be 1-64 letters, digits, '_' or '-'")
         else:
             problems.append(f"{field}: {err['msg'].removeprefix('Value error, ')}")
-    fields = "customer_id (optional), subject, body (required), channel (email|chat|web|phone)"
-    return f"invalid {what}: " + "; ".join(problems) + f". A ticket has {fields}."
+    shapes = {
+        "ticket": "A ticket has customer_id (optional), subject, body (required), channel (email|chat|web|phone).",
+        "decision": "A decision has approver and decision (approve|reject|edit), and reason, approval_id, args.",
+    }
+    return f"invalid {what}: " + "; ".join(problems) + ". " + shapes.get(what, "")
 
 
 class ApprovalRequest(BaseModel):
@@ -119,6 +140,14 @@ class Decision(BaseModel):
         if self.decision == "reject" and not self.reason.strip():
             raise ValueError("a rejection needs a reason")
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _typed_errors(cls, data: Any, handler: ModelWrapValidatorHandler[Decision]) -> Decision:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise InvalidDecisionError(describe_validation_error(exc, what="decision")) from None
 
 
 _INBOX_DECISIONS = {"accept": "approve", "edit": "edit", "response": "reject"}

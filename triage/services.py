@@ -6,11 +6,14 @@ The helpdesk, the checkpoint store and its journal, the tool gateway, the model 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiosqlite
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from triage.errors import DamagedStoreError
 from triage.gateway import ToolGateway
 from triage.helpdesk import Helpdesk
 from triage.helpdesk.store import quiet_sql_logging
@@ -19,6 +22,7 @@ from triage.models.guard import GuardedModelTier
 from triage.models.tier import LocalModelTier, ModelTier
 from triage.policies import PolicyBundle, load_policy_bundle
 from triage.settings import Settings
+from triage.storefiles import check_sqlite_file, create_atomically, describe_open_error, prepare_home
 from triage.tracing import install_trace_redaction
 
 
@@ -39,20 +43,29 @@ class Services:
     async def open(
         cls, settings: Settings, *, policy: PolicyBundle | None = None, models: ModelTier | None = None
     ) -> Services:
-        """Open the helpdesk (creating and seeding it on first use) and wire the gateway and model tier.
+        """Open the stores (creating and seeding them in a new home) and wire the gateway and model tier.
 
         `models` replaces the local tier; whatever tier is used, it sits behind `GuardedModelTier`.
         """
         # File-system work (folders, policy files) runs off the event loop: servers refuse blocking calls on it.
         policy = await asyncio.to_thread(_prepare_home, settings, policy)
-        helpdesk = await Helpdesk.open(settings.helpdesk_path)
         quiet_sql_logging()
-        conn = await aiosqlite.connect(settings.checkpoints_path)
-        await conn.execute("PRAGMA busy_timeout = 10000")
-        saver = AsyncSqliteSaver(conn)
-        await saver.setup()
-        journal = Journal(saver)
-        await journal.setup()
+        saver = await open_checkpoint_store(settings.checkpoints_path, helpdesk_path=settings.helpdesk_path)
+        try:
+            journal = Journal(saver)
+            await journal.setup()
+            if not await asyncio.to_thread(settings.helpdesk_path.exists) and await _has_history(saver):
+                raise DamagedStoreError(
+                    settings.helpdesk_path,
+                    "is missing while the checkpoint store beside it holds runs and effects: a new, re-seeded "
+                    "helpdesk would make refunded payments refundable again",
+                )
+            helpdesk = await Helpdesk.open(settings.helpdesk_path)
+        except BaseException as exc:
+            await saver.conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise describe_open_error(settings.checkpoints_path, "checkpoint store", exc) from None
+            raise
         return cls(
             settings=settings,
             policy=policy,
@@ -71,9 +84,66 @@ class Services:
 
 def _prepare_home(settings: Settings, policy: PolicyBundle | None) -> PolicyBundle:
     """The blocking part of opening: create the home, install trace redaction, load the policy bundle."""
-    settings.home.mkdir(parents=True, exist_ok=True)
+    prepare_home(settings.home)
     install_trace_redaction()
     return policy or load_policy_bundle(settings.policy_dir)
+
+
+async def open_checkpoint_store(path: Path, *, helpdesk_path: Path) -> AsyncSqliteSaver:
+    """Open the checkpoint store at `path`; a missing one is created only in a new home, a damaged one is refused.
+
+    Raises:
+        DamagedStoreError: the file is empty, truncated, not SQLite or not a checkpoint store, or it is missing
+            beside an existing helpdesk (whose history it held); nothing is written.
+        StoreError: the file or its folder cannot be written.
+    """
+    if not await asyncio.to_thread(path.exists):
+        if await asyncio.to_thread(helpdesk_path.exists):
+            raise DamagedStoreError(
+                path,
+                f"is missing while the helpdesk {helpdesk_path} beside it exists: the runs, approvals and effects "
+                "ledger of that helpdesk are gone",
+            )
+        await create_atomically(path, _create_checkpoint_tables)
+    await asyncio.to_thread(check_sqlite_file, path, what="checkpoint store")
+    try:
+        conn = await aiosqlite.connect(path)
+    except sqlite3.Error as exc:
+        raise describe_open_error(path, "checkpoint store", exc) from None
+    try:
+        await conn.execute("PRAGMA busy_timeout = 10000")
+        async with conn.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('checkpoints', 'writes')"
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None or row[0] != 2:
+            raise DamagedStoreError(path, "is an SQLite database but not a triage checkpoint store (no checkpoints)")
+        saver = AsyncSqliteSaver(conn)
+        await saver.setup()
+    except BaseException as exc:
+        await conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise describe_open_error(path, "checkpoint store", exc) from None
+        raise
+    return saver
+
+
+async def _create_checkpoint_tables(conn: aiosqlite.Connection) -> None:
+    saver = AsyncSqliteSaver(conn)
+    await saver.setup()
+    await Journal(saver).setup()
+
+
+async def _has_history(saver: AsyncSqliteSaver) -> bool:
+    """Whether the checkpoint store holds any run or recorded effect."""
+    async with (
+        saver.lock,
+        saver.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM checkpoints) OR EXISTS (SELECT 1 FROM effects_ledger)"
+        ) as cursor,
+    ):
+        row = await cursor.fetchone()
+    return bool(row and row[0])
 
 
 _shared: dict[tuple[int, str], Services] = {}

@@ -123,7 +123,10 @@ def test_studio_round_trip_with_a_refused_approver_then_agent_inbox_accept(serve
     from langgraph_sdk import get_client
 
     async def scenario() -> dict[str, Any]:
-        client = get_client(url=server.url)
+        async with get_client(url=server.url) as client:
+            return await steps(client)
+
+    async def steps(client: Any) -> dict[str, Any]:
         started = time.perf_counter()
         thread_id, request = await _paused_thread(client, "cus_mid_dup")
         first_run = time.perf_counter() - started
@@ -163,8 +166,8 @@ def test_studio_round_trip_with_a_refused_approver_then_agent_inbox_accept(serve
     assert (done["status"], done["route"]) == ("completed", "billing")
     assert [a["kind"] for a in done["actions"]] == ["refund_request", "refund", "message"]
     assert result["thread"]["status"] == "idle"
-    steps = [h["metadata"].get("step") for h in result["history"]]
-    assert len(steps) > 10 and steps == sorted(steps, reverse=True)
+    step_numbers = [h["metadata"].get("step") for h in result["history"]]
+    assert len(step_numbers) > 10 and step_numbers == sorted(step_numbers, reverse=True)
 
     refunds = rows(server.home / "helpdesk.sqlite", "SELECT * FROM refunds WHERE thread_id = ?", (thread_id,))
     assert [r["amount_cents"] for r in refunds] == [24000]
@@ -192,7 +195,10 @@ def test_bad_resume_values_re_interrupt_with_the_reason_never_an_error_thread(se
     from langgraph_sdk import get_client
 
     async def scenario() -> list[str]:
-        client = get_client(url=server.url)
+        async with get_client(url=server.url) as client:
+            return await steps(client)
+
+    async def steps(client: Any) -> list[str]:
         thread_id, request = await _paused_thread(client, "cus_large_dup")
         assert (request["tier"], request["args"]["amount_cents"]) == ("dual", 120000)
         reasons = []

@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import policy_copy
-from triage.errors import PolicyFileError
-from triage.gateway import GrantError, check_grants
-from triage.graphs.support import build_support_graph
+from triage.errors import PolicyFileError, TriageError
+from triage.gateway import GrantError, check_grants, over_broad_grants
+from triage.graphs.support import build_support_graph, node_tools
 from triage.policies import load_policy_bundle
 from triage.policies.billing import find_duplicate_charges, format_money, latest_failed_payment
+from triage.policies.bundle import Permissions
 from triage.policies.routing import decide_route, kb_answers
+from triage.tools import ALL_SCOPES
 
 POLICY = load_policy_bundle()
 
@@ -214,3 +216,42 @@ def test_destructive_requests_need_explicit_words(kind: str, text: str, explicit
     from triage.policies.account import explicitly_requested
 
     assert explicitly_requested(kind, text) is explicit
+
+
+@pytest.mark.parametrize("scope", ["godmode", "refunds:*", "Refunds:write"])
+def test_unknown_scopes_are_refused_on_load(tmp_path: Path, scope: str) -> None:
+    folder = policy_copy(tmp_path, "permissions.toml", 'general = ["kb:read"]', f'general = ["kb:read", "{scope}"]')
+    with pytest.raises(PolicyFileError, match=r"permissions.toml: unknown scope\(s\) granted") as caught:
+        load_policy_bundle(folder)
+    assert f"general: {scope}" in str(caught.value) and "refunds:write" in str(caught.value)
+
+
+def test_every_scope_a_tool_declares_is_known_and_the_default_grants_only_those() -> None:
+    assert {"payments:read", "refunds:write", "outbox:send"} <= ALL_SCOPES
+    assert POLICY.permissions.unknown_scopes(ALL_SCOPES) == {}
+
+
+def test_grant_error_is_a_user_error() -> None:
+    assert issubclass(GrantError, TriageError)
+
+
+def test_node_tools_cover_every_node_of_the_graph() -> None:
+    assert set(node_tools()) == set(build_support_graph(policy=POLICY).nodes) - {"__start__"}
+
+
+def test_over_broad_grants_are_warned() -> None:
+    assert over_broad_grants(POLICY.permissions, node_tools()) == []
+    wide = Permissions(
+        grants={
+            **POLICY.permissions.grants,
+            "classify": frozenset({"refunds:write", "kb:read"}),
+            "route": frozenset({"outbox:send"}),
+            "billing": frozenset({"payments:read", "refunds:request", "kb:read", "refunds:write"}),
+            "clasify": frozenset({"kb:read"}),
+        }
+    )
+    warnings = over_broad_grants(wide, node_tools())
+    assert len(warnings) == 3
+    assert "read-only node 'classify' the write scope 'refunds:write'" in warnings[1]
+    assert "read-only node 'route' the write scope 'outbox:send'" in warnings[2]
+    assert "'clasify', which is not a node of the graph" in warnings[0]

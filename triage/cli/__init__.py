@@ -46,10 +46,10 @@ def demo(home: HomeOption = None, as_json: JsonOption = False) -> None:
         ) as progress,
     ):
         task = progress.add_task("Opening the helpdesk and loading the classifier (trains on first use)…")
-        guard(app.warm_up)
+        guard(app.warm_up, as_json=as_json)
         progress.update(task, description=f"Triaging {len(DEMO_TICKETS)} tickets…", total=len(DEMO_TICKETS))
         for ticket in DEMO_TICKETS:
-            results.append((ticket, guard(lambda ticket=ticket: app.run(ticket))))  # type: ignore[misc]
+            results.append((ticket, guard(lambda ticket=ticket: app.run(ticket), as_json=as_json)))  # type: ignore[misc]
             progress.advance(task)
         home_used = app.settings.home
     # One approval round trip, answered from a separate process as a person at another desk would.
@@ -186,7 +186,7 @@ def run(
         with open_app(home) as app:
             return app.run(ticket if not isinstance(ticket, str) else _parse_ticket(ticket), budget=limits)
 
-    result = guard(go)
+    result = guard(go, as_json=as_json)
     _show_result(result, as_json)
 
 
@@ -247,7 +247,7 @@ def show(
     """Show a thread's result and its node-by-node timeline from the checkpoint store."""
     from rich.table import Table
 
-    view = with_app(home, lambda app: app.thread(thread_id))
+    view = with_app(home, lambda app: app.thread(thread_id), as_json=as_json)
     if as_json:
         print_json(
             {
@@ -286,7 +286,7 @@ def threads(
     """List the most recent threads with their status and route."""
     from rich.table import Table
 
-    summaries = with_app(home, lambda app: app.threads(limit=limit))
+    summaries = with_app(home, lambda app: app.threads(limit=limit), as_json=as_json)
     if as_json:
         print_json([s.model_dump(mode="json") for s in summaries])
         return
@@ -310,7 +310,7 @@ def customers(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """List the helpdesk's customers (the documented scenario customers first)."""
     from rich.table import Table
 
-    rows = with_app(home, lambda app: app.customers())
+    rows = with_app(home, lambda app: app.customers(), as_json=as_json)
     if as_json:
         print_json(rows)
         return
@@ -334,7 +334,7 @@ def approvals(
     """List approvals waiting for a decision, oldest first."""
     from rich.table import Table
 
-    pending = with_app(home, lambda app: app.pending_approvals(overdue=overdue))
+    pending = with_app(home, lambda app: app.pending_approvals(overdue=overdue), as_json=as_json)
     if as_json:
         print_json(pending)
         return
@@ -349,7 +349,7 @@ def approvals(
 
 
 def _decide(home: Path | None, thread_id: str, decision: dict[str, Any], as_json: bool) -> None:
-    result = with_app(home, lambda app: app.resume(thread_id, decision))
+    result = with_app(home, lambda app: app.resume(thread_id, decision), as_json=as_json)
     _show_result(result, as_json)
 
 
@@ -390,14 +390,14 @@ def recover(
     as_json: JsonOption = False,
 ) -> None:
     """Continue a thread from its last checkpoint after a crash (effects already done are not repeated)."""
-    result = with_app(home, lambda app: app.recover(thread_id))
+    result = with_app(home, lambda app: app.recover(thread_id), as_json=as_json)
     _show_result(result, as_json)
 
 
 @cli.command()
 def sweep(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Escalate every overdue approval to the human queue (nothing is approved by default)."""
-    results = with_app(home, lambda app: app.sweep())
+    results = with_app(home, lambda app: app.sweep(), as_json=as_json)
     if as_json:
         print_json([r.model_dump(mode="json") for r in results])
         return
@@ -415,19 +415,38 @@ def policy_check(
     directory: Annotated[
         Path | None, typer.Option("--dir", envvar="TRIAGE_POLICY_DIR", help="Policy folder [default: packaged].")
     ] = None,
+    strict: Annotated[bool, typer.Option(help="Fail (exit 1) on warnings too.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Validate the policy files and print the bundle's version hash."""
+    """Validate the policy files, build the graph against them, and print the bundle's version hash.
+
+    Unknown scopes and grants the graph's nodes do not cover are errors (exit 2); write scopes granted to a
+    read-only node are warnings.
+    """
+    from triage.gateway import over_broad_grants
+    from triage.graphs.support import build_support_graph, node_tools
     from triage.policies import load_policy_bundle
 
-    bundle = guard(lambda: load_policy_bundle(directory))
+    def check() -> Any:
+        bundle = load_policy_bundle(directory)
+        build_support_graph(policy=bundle)
+        return bundle
+
+    bundle = guard(check, as_json=as_json)
+    warnings = over_broad_grants(bundle.permissions, node_tools())
     grants = {node: sorted(scopes) for node, scopes in bundle.permissions.grants.items()}
     if as_json:
-        print_json({"valid": True, "version": bundle.version, "source": bundle.source, "grants": grants})
-        return
-    out.print(f"[green]valid[/] policy bundle {bundle.version} from {bundle.source}")
-    for node, scopes in grants.items():
-        out.print(f"  {node}: {', '.join(scopes) or '(no tools)'}")
+        print_json(
+            {"valid": True, "version": bundle.version, "source": bundle.source, "grants": grants, "warnings": warnings}
+        )
+    else:
+        out.print(f"[green]valid[/] policy bundle {bundle.version} from {bundle.source} (the graph builds with it)")
+        for node, scopes in grants.items():
+            out.print(f"  {node}: {', '.join(scopes) or '(no tools)'}")
+    for warning in warnings:
+        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if strict and warnings:
+        raise typer.Exit(1)
 
 
 @cli.command("eval")
@@ -476,7 +495,7 @@ def eval_(
             return cases, str(dataset)
         return datasets.load_cases(dataset, limit=limit), str(dataset)
 
-    cases, source = guard(load)
+    cases, source = guard(load, as_json=as_json)
     if langsmith is None:
         langsmith = experiment.langsmith_configured()
     elif langsmith and not experiment.langsmith_configured():
@@ -497,7 +516,8 @@ def eval_(
         result = guard(
             lambda: asyncio.run(
                 run_cases(cases, settings=settings, concurrency=concurrency, on_done=lambda _: progress.advance(task))
-            )
+            ),
+            as_json=as_json,
         )
     report = reports.build_report(result, cases, source=source)
     baseline_path = baseline or reports.default_baseline()
@@ -507,7 +527,11 @@ def eval_(
         report["gate"].update(status="updated", reason=f"baseline written to {baseline_path}")
         regressions = []
     else:
-        previous = guard(lambda: reports.read_baseline(baseline_path)) if baseline_path.exists() or baseline else None
+        previous = (
+            guard(lambda: reports.read_baseline(baseline_path), as_json=as_json)
+            if baseline_path.exists() or baseline
+            else None
+        )
         regressions = reports.gate(report, previous, baseline_path=str(baseline_path))
         if dataset is None and limit is None and report["gate"]["status"] == "skipped":
             # The packaged suite itself changed: a silent skip would let CI pass without a gate.

@@ -45,25 +45,32 @@ def open_app(home: Path | None) -> Iterator[TriageApp]:
         app.close()
 
 
-def guard(action: Callable[[], T]) -> T:
-    """Run a command body; a user error prints its message and exits 2, with no traceback."""
+def guard(action: Callable[[], T], *, as_json: bool = False) -> T:
+    """Run a command body; a user error exits 2 with one clear line and no traceback.
+
+    With `as_json` (the command's `--json`) the error is also a JSON object
+    on stdout, `{"error": {"type": ..., "message": ...}}`, so scripts parse every outcome the same way; the line on
+    stderr stays for whoever reads the log.
+    """
     from triage.errors import TriageError
 
     try:
         return action()
     except TriageError as exc:
+        if as_json:
+            print_json({"error": {"type": type(exc).__name__, "message": str(exc)}})
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
-def with_app(home: Path | None, action: Callable[[TriageApp], T]) -> T:
-    """Open the app, run `action` on it, close it; user errors exit 2 with their message."""
+def with_app(home: Path | None, action: Callable[[TriageApp], T], *, as_json: bool = False) -> T:
+    """Open the app, run `action` on it, close it; user errors exit 2 with their message (see `guard`)."""
 
     def go() -> T:
         with open_app(home) as app:
             return action(app)
 
-    return guard(go)
+    return guard(go, as_json=as_json)
 
 
 def print_json(data: Any) -> None:

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import aiosqlite
 
+from triage.errors import DamagedStoreError
+from triage.storefiles import check_sqlite_file, create_atomically, describe_open_error, prepare_home
+
 SCHEMA_VERSION = 1
 
 
@@ -30,19 +33,34 @@ class Helpdesk:
 
     @classmethod
     async def open(cls, path: Path) -> Helpdesk:
-        """Open the helpdesk at `path`, creating the schema and seeding the demo data if it is new."""
-        # File-system work runs off the event loop: servers (`langgraph dev`) refuse blocking calls on it.
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        """Open the helpdesk at `path`; a missing one is created and seeded, a damaged one is refused.
+
+        Raises:
+            DamagedStoreError: the file exists but is empty, truncated, not SQLite or not a seeded helpdesk; it is
+                left untouched.
+            StoreError: the folder or the file cannot be written.
+        """
+        await asyncio.to_thread(prepare_home, path.parent)
         quiet_sql_logging()
-        conn = await aiosqlite.connect(path, isolation_level=None)
+        if not await asyncio.to_thread(path.exists):
+            await create_atomically(path, _create_and_seed)
+        await asyncio.to_thread(check_sqlite_file, path, what="helpdesk")
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise describe_open_error(path, "helpdesk", exc) from None
         try:
             conn.row_factory = aiosqlite.Row
             await conn.execute("PRAGMA busy_timeout = 10000")
+            await _check_seeded(conn, path)
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA foreign_keys = ON")
-            await _create_and_seed(conn)
-        except BaseException:
+            # Brings an older helpdesk up to date: every statement is IF NOT EXISTS.
+            await conn.executescript(await asyncio.to_thread(_schema))
+        except BaseException as exc:
             await conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise describe_open_error(path, "helpdesk", exc) from None
             raise
         return cls(conn, path)
 
@@ -72,27 +90,40 @@ class Helpdesk:
             await self._conn.execute("COMMIT")
 
 
+def _schema() -> str:
+    return resources.files("triage.helpdesk").joinpath("schema.sql").read_text()
+
+
 async def _create_and_seed(conn: aiosqlite.Connection) -> None:
-    # The schema is idempotent (IF NOT EXISTS); seeding is guarded by a meta row inside one IMMEDIATE transaction,
-    # so two processes opening a fresh home at once seed it exactly once.
+    # Runs on a new file that nobody else sees yet (see `create_atomically`): schema, demo data, seed record.
     from triage.helpdesk.seed import SEED_VERSION, load_articles, seed
 
-    schema = await asyncio.to_thread(resources.files("triage.helpdesk").joinpath("schema.sql").read_text)
-    await conn.executescript(schema)
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    await conn.executescript(await asyncio.to_thread(_schema))
     await conn.execute("BEGIN IMMEDIATE")
     try:
-        async with conn.execute("SELECT value FROM meta WHERE key = 'seed_version'") as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            await seed(conn, articles=await asyncio.to_thread(load_articles))
-            await conn.executemany(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                [("schema_version", str(SCHEMA_VERSION)), ("seed_version", str(SEED_VERSION))],
-            )
+        await seed(conn, articles=await asyncio.to_thread(load_articles))
+        await conn.executemany(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+            [("schema_version", str(SCHEMA_VERSION)), ("seed_version", str(SEED_VERSION))],
+        )
     except BaseException:
         await conn.execute("ROLLBACK")
         raise
     await conn.execute("COMMIT")
+
+
+async def _check_seeded(conn: aiosqlite.Connection, path: Path) -> None:
+    """Refuse an SQLite file that is not a seeded helpdesk (read only: nothing is written to it)."""
+    async with conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'") as cursor:
+        has_meta = await cursor.fetchone() is not None
+    row = None
+    if has_meta:
+        async with conn.execute("SELECT value FROM meta WHERE key = 'seed_version'") as cursor:
+            row = await cursor.fetchone()
+    if row is None:
+        raise DamagedStoreError(path, "is an SQLite database but not a seeded triage helpdesk (it has no seed record)")
 
 
 def quiet_sql_logging() -> None:

@@ -1,0 +1,153 @@
+"""A damaged store is refused with a message naming the file and the fix; it is never re-created or re-seeded."""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import rows
+from triage import TriageApp
+from triage.errors import DamagedStoreError, StoreError
+from triage.settings import Settings
+
+DUPLICATE_CHARGE = {
+    "customer_id": "cus_mid_dup",
+    "subject": "Charged twice",
+    "body": "You charged me twice for the same order, please refund one.",
+}
+
+
+@pytest.fixture(scope="module")
+def used_home(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Path:
+    """A home with history: one run paused on a refund approval."""
+    home = tmp_path_factory.mktemp("used") / "home"
+    with TriageApp(Settings(home=home, cache_home=model_cache)) as app:
+        assert app.run(DUPLICATE_CHARGE).status == "awaiting_approval"
+    return home
+
+
+@pytest.fixture
+def home(used_home: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "home"
+    shutil.copytree(used_home, copy)
+    return copy
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garbage(path: Path) -> None:
+    path.write_bytes(b"these are not the bytes of a database\n" * 100)
+
+
+def _foreign(path: Path) -> None:
+    path.unlink()
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.commit()
+    conn.close()
+
+
+DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "empty": (_empty, "is empty"),
+    "truncated": (_truncated, "is truncated"),
+    "garbage": (_garbage, "is not an SQLite database"),
+    "foreign": (_foreign, "not a"),
+}
+
+
+def _snapshot(home: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(home.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("store", ["helpdesk.sqlite", "checkpoints.sqlite"])
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_store_is_refused_and_left_untouched(home: Path, model_cache: Path, store: str, damage: str) -> None:
+    harm, problem = DAMAGE[damage]
+    harm(home / store)
+    before = _snapshot(home)
+    with TriageApp(Settings(home=home, cache_home=model_cache)) as app, pytest.raises(DamagedStoreError) as caught:
+        app.customers()
+    message = str(caught.value)
+    assert str(home / store) in message
+    assert problem in message
+    assert "restore it from a backup" in message and "move the home's store files aside" in message
+    assert _snapshot(home) == before
+
+
+def test_missing_checkpoint_store_beside_a_helpdesk_is_refused(home: Path, model_cache: Path) -> None:
+    (home / "checkpoints.sqlite").unlink()
+    before = _snapshot(home)
+    with (
+        TriageApp(Settings(home=home, cache_home=model_cache)) as app,
+        pytest.raises(DamagedStoreError, match="missing"),
+    ):
+        app.customers()
+    assert _snapshot(home) == before
+
+
+def test_missing_helpdesk_beside_history_is_not_reseeded(home: Path, model_cache: Path) -> None:
+    (home / "helpdesk.sqlite").unlink()
+    before = _snapshot(home)
+    with (
+        TriageApp(Settings(home=home, cache_home=model_cache)) as app,
+        pytest.raises(DamagedStoreError, match="refundable again"),
+    ):
+        app.customers()
+    assert _snapshot(home) == before
+
+
+def test_helpdesk_missing_beside_an_empty_checkpoint_store_is_created(tmp_path: Path, model_cache: Path) -> None:
+    # A process that died between creating the two stores of a new home leaves this; it is still a new home.
+    settings = Settings(home=tmp_path / "home", cache_home=model_cache)
+    with TriageApp(settings) as app:
+        app.customers()
+    settings.helpdesk_path.unlink()
+    with TriageApp(settings) as app:
+        assert any(c["id"] == "cus_mid_dup" for c in app.customers())
+
+
+def test_home_that_is_a_file_is_refused(tmp_path: Path, model_cache: Path) -> None:
+    file = tmp_path / "home"
+    file.write_text("not a folder")
+    for home, words in ((file, "is a file"), (file / "below", "inside a file")):
+        with TriageApp(Settings(home=home, cache_home=model_cache)) as app, pytest.raises(StoreError, match=words):
+            app.customers()
+    assert file.read_text() == "not a folder"
+
+
+def _open_fresh_home(home: str, cache: str, barrier: multiprocessing.synchronize.Barrier) -> None:
+    from triage import TriageApp
+    from triage.settings import Settings
+
+    barrier.wait(timeout=60)
+    with TriageApp(Settings(home=Path(home), cache_home=Path(cache))) as app:
+        app.customers()
+
+
+@pytest.mark.slow
+def test_four_processes_create_one_fresh_home_together(tmp_path: Path, model_cache: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    home = tmp_path / "home"
+    workers = [context.Process(target=_open_fresh_home, args=(str(home), str(model_cache), barrier)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert rows(home / "helpdesk.sqlite", "SELECT COUNT(*) AS n FROM customers WHERE id = 'cus_mid_dup'")[0]["n"] == 1
+    assert sorted(p.name for p in home.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+        "checkpoints.sqlite",
+        "helpdesk.sqlite",
+    ]

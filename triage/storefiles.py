@@ -1,0 +1,155 @@
+"""The files a home holds: checked before they are opened, created whole or not at all.
+
+A store file that exists is opened only if it is intact; an empty, truncated or foreign file is refused with a
+`DamagedStoreError` and left untouched (re-creating it would silently drop history, the effects ledger and pending
+approvals). A missing store is built in a temporary file beside it and linked into place atomically, so a
+half-created store never exists under its real name and two processes creating one home at once agree on one file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiosqlite
+
+from triage.errors import DamagedStoreError, StoreError
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_HEADER_BYTES = 100
+
+
+def prepare_home(home: Path) -> None:
+    """Create `home` if it is missing; refuse one that is a file, sits under a file, or cannot be written.
+
+    Raises:
+        StoreError: saying what is wrong with the folder and what to do.
+    """
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StoreError(f"home {home} is a file, not a folder; choose another --home (or TRIAGE_HOME)") from None
+    except NotADirectoryError:
+        raise StoreError(
+            f"home {home} is inside a file, not a folder; choose another --home (or TRIAGE_HOME)"
+        ) from None
+    except PermissionError:
+        raise StoreError(f"cannot create home {home}: permission denied; choose a folder you can write to") from None
+    except OSError as exc:
+        raise StoreError(f"cannot create home {home}: {exc.strerror}; choose another --home") from None
+    if not home.is_dir():
+        raise StoreError(f"home {home} is not a folder; choose another --home (or TRIAGE_HOME)")
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"home {home} is read-only: triage keeps its stores and their write-ahead logs there; make it writable "
+            "(chmod u+w) or choose another --home"
+        )
+
+
+def check_sqlite_file(path: Path, *, what: str) -> None:
+    """Refuse an existing file that is not an intact SQLite database (empty, foreign or truncated).
+
+    Only the header and the size are read, so this costs the same for any size of store. A file shorter than its
+    header declares is re-read a few times first: a checkpointing writer in another process may extend the file
+    just after rewriting its header.
+
+    Raises:
+        DamagedStoreError: the file is empty, not SQLite, or truncated.
+        StoreError: the file cannot be read.
+    """
+    for attempt in range(4):
+        try:
+            size = path.stat().st_size
+            with path.open("rb") as file:
+                header = file.read(_HEADER_BYTES)
+        except IsADirectoryError:
+            raise StoreError(f"the {what} {path} is a folder, not a file; move it aside") from None
+        except PermissionError:
+            raise StoreError(f"cannot read the {what} {path}: permission denied; fix its permissions") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read the {what} {path}: {exc.strerror}") from None
+        if size == 0:
+            raise DamagedStoreError(path, f"is empty (0 bytes), so it is not a usable {what}")
+        if len(header) < _HEADER_BYTES or not header.startswith(SQLITE_MAGIC):
+            raise DamagedStoreError(
+                path, f"is not an SQLite database (its first bytes are not an SQLite header): not a {what}"
+            )
+        declared = _declared_size(header)
+        if declared is None or size >= declared:
+            return
+        if attempt < 3:
+            time.sleep(0.05)
+    raise DamagedStoreError(path, f"is truncated: {size} bytes of the {declared} its header declares")
+
+
+def _declared_size(header: bytes) -> int | None:
+    """The database size an SQLite header declares, when that field is valid (version-valid-for matches)."""
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    if pages == 0 or header[24:28] != header[92:96]:
+        return None
+    return page_size * pages
+
+
+def describe_open_error(path: Path, what: str, exc: sqlite3.Error) -> StoreError:
+    """Turn an SQLite error raised while opening a store into a typed error that says what to do."""
+    if not isinstance(exc, sqlite3.OperationalError):  # SQLITE_CORRUPT, SQLITE_NOTADB and kin
+        return DamagedStoreError(path, f"is damaged ({exc}): not a usable {what}")
+    message = str(exc).lower()
+    if "readonly" in message or "read-only" in message or "unable to open" in message:
+        return StoreError(
+            f"cannot write the {what} {path} ({exc}): make the file and its folder writable, or choose another --home"
+        )
+    if "locked" in message or "busy" in message:
+        return StoreError(f"the {what} {path} is locked by another process ({exc}); wait for it, then try again")
+    return StoreError(f"cannot open the {what} {path}: {exc}; check the folder's permissions and free space")
+
+
+async def create_atomically(path: Path, build: Callable[[aiosqlite.Connection], Awaitable[None]]) -> bool:
+    """Build a new SQLite store with `build` in a temporary file and link it to `path` unless one appeared there.
+
+    Returns whether this call created the file (False: another process created it first; theirs is kept).
+
+    Raises:
+        StoreError: the folder cannot be written.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.new")
+    try:
+        conn = await aiosqlite.connect(temporary, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise describe_open_error(path, "store", exc) from None
+    try:
+        try:
+            await build(conn)
+        finally:
+            await conn.close()
+        try:
+            await asyncio.to_thread(os.link, temporary, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV):
+                raise StoreError(f"cannot create {path}: {exc.strerror}; check the folder") from None
+            # No hard links on this filesystem: fall back to a rename, which replaces only if still absent.
+            if await asyncio.to_thread(path.exists):
+                return False
+            await asyncio.to_thread(os.replace, temporary, path)
+        return True
+    except sqlite3.Error as exc:
+        raise describe_open_error(path, "store", exc) from None
+    finally:
+        await asyncio.to_thread(_remove_leftovers, temporary)
+
+
+def _remove_leftovers(temporary: Path) -> None:
+    for leftover in (temporary, Path(f"{temporary}-wal"), Path(f"{temporary}-shm"), Path(f"{temporary}-journal")):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
