@@ -178,6 +178,8 @@ class TriageApp:
             InvalidTicketError: the ticket is malformed (nothing is written).
             UnknownCustomerError: the customer id is not in the helpdesk (nothing is written).
             PolicyFileError: the budget override names an unknown limit or a bad value.
+            StoreError: the home or a store cannot be opened; `DamagedStoreError` when a store file is empty,
+                truncated or foreign (nothing is written to it).
         """
         return await self._portal.acall(self._arun(ticket, thread_id, budget, callbacks))
 
