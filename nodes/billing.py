@@ -49,7 +49,14 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
     refunds: list[dict[str, Any]] = findings["refunds"]
     services = await services_of(runtime)
     requested = frozenset(r["payment_id"] for r in refunds)
-    duplicates = find_duplicate_charges(payments, services.policy.support.billing, already_requested=requested)
+    rules = services.policy.support.billing
+    duplicates = find_duplicate_charges(payments, rules, already_requested=requested)
+    open_requests = {r["payment_id"]: r for r in refunds if r["source"] == "request"}
+    awaiting = [d for d in find_duplicate_charges(payments, rules) if d.duplicate_id in open_requests]
+    if not duplicates and awaiting and intent in ("duplicate_charge", "refund_request"):
+        # The duplicate is real, but a request for it (another ticket's) is open: say where it stands.
+        request = open_requests[awaiting[0].duplicate_id]
+        return _already_requested(request["payment_id"], int(request["amount_cents"]), request["created_at"], actions)
 
     if duplicates and intent in ("duplicate_charge", "refund_request", "billing_question", "failed_payment"):
         duplicate = duplicates[0]
@@ -69,6 +76,8 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
             **proposal["args"],
             reason=f"Duplicate charge: {proposal['reason']}",
         )
+        if receipt.get("already_requested"):
+            return _already_requested(receipt["payment_id"], receipt["amount_cents"], receipt["requested_at"], actions)
         proposal["args"]["request_id"] = receipt["id"]
         actions.append(
             action_record(
@@ -144,6 +153,10 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
                 **proposal["args"],
                 reason="Customer requested a refund",
             )
+            if receipt.get("already_requested"):
+                return _already_requested(
+                    receipt["payment_id"], receipt["amount_cents"], receipt["requested_at"], actions
+                )
             proposal["args"]["request_id"] = receipt["id"]
             actions.append(
                 action_record(
@@ -185,6 +198,19 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
             findings={**findings, "article": article["slug"]},
         )
     return specialist_update("resolved", Draft(template="general.fallback", facts={}), actions)
+
+
+def _already_requested(
+    payment_id: str, amount_cents: int, requested_at: str, actions: list[ActionRecord]
+) -> dict[str, Any]:
+    """Another thread holds the payment's open refund request: say where it stands, and ask for nothing more."""
+    facts = {
+        "amount": format_money(amount_cents),
+        "payment_id": payment_id,
+        "refund_status": "awaiting review by our billing team",
+        "refunded_on": str(requested_at)[:10],
+    }
+    return specialist_update("resolved", Draft(template="billing.refund_status", facts=facts), actions)
 
 
 def _refund_status(refund: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Annotated, Any
 
 import aiosqlite
@@ -57,25 +58,51 @@ async def request_refund(
     reason: str,
     ctx: Annotated[ToolContext, InjectedToolArg],
 ) -> dict[str, Any]:
-    """Record a refund request for a payment of this customer; the same request twice returns the first receipt."""
+    """Record a refund request for a payment of this customer; the same request twice returns the first receipt.
+
+    A payment has at most one open request (a unique index in the helpdesk decides, atomically): when another
+    thread's request is open, its receipt comes back with `already_requested` set and nothing is written.
+    """
     request_id = receipt_id("rr", ctx.idempotency_key)
     async with ctx.helpdesk.transaction() as conn:
         await refundable_amount(conn, "request_refund", customer_id, payment_id, amount_cents)
-        created = await insert_once(
-            conn,
-            "refund_requests",
-            {
-                "id": request_id,
+        row = {
+            "id": request_id,
+            "payment_id": payment_id,
+            "customer_id": customer_id,
+            "amount_cents": amount_cents,
+            "reason": reason,
+            "status": "requested",
+            "created_at": utc_now(),
+            "thread_id": ctx.thread_id,
+            "idempotency_key": ctx.idempotency_key,
+        }
+        try:
+            created = await insert_once(conn, "refund_requests", row)
+        except sqlite3.IntegrityError:
+            created = False
+        if not created:
+            existing = await fetch_one(
+                conn,
+                "SELECT id, amount_cents, thread_id, created_at FROM refund_requests WHERE idempotency_key = ?",
+                (ctx.idempotency_key,),
+            ) or await fetch_one(
+                conn,
+                "SELECT id, amount_cents, thread_id, created_at FROM refund_requests "
+                "WHERE payment_id = ? AND status IN ('requested', 'approved')",
+                (payment_id,),
+            )
+            if existing is None:  # the conflict was something else: let the gateway classify it
+                raise PermanentToolError("request_refund", f"could not record a refund request for {payment_id}")
+            receipt: dict[str, Any] = {
+                "id": existing["id"],
+                "created": False,
                 "payment_id": payment_id,
-                "customer_id": customer_id,
-                "amount_cents": amount_cents,
-                "reason": reason,
-                "status": "requested",
-                "created_at": utc_now(),
-                "thread_id": ctx.thread_id,
-                "idempotency_key": ctx.idempotency_key,
-            },
-        )
+                "amount_cents": int(existing["amount_cents"]),
+            }
+            if existing["thread_id"] != ctx.thread_id:
+                receipt.update(already_requested=True, requested_at=existing["created_at"])
+            return receipt
     return {"id": request_id, "created": created, "payment_id": payment_id, "amount_cents": amount_cents}
 
 

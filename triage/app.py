@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from triage.metering import Meter
     from triage.models.tier import ModelTier
+    from triage.retention import PruneReport
     from triage.services import Services
 
 
@@ -173,6 +174,8 @@ class TriageApp:
             InvalidTicketError: the ticket is malformed (nothing is written).
             UnknownCustomerError: the customer id is not in the helpdesk (nothing is written).
             PolicyFileError: the budget override names an unknown limit or a bad value.
+            StoreError: the home or a store cannot be opened; `DamagedStoreError` when a store file is empty,
+                truncated or foreign (nothing is written to it).
         """
         return await self._portal.acall(self._arun(ticket, thread_id, budget, callbacks))
 
@@ -449,6 +452,58 @@ class TriageApp:
             ) as cursor,
         ):
             return [row[0] for row in await cursor.fetchall()]
+
+    # -- retention -------------------------------------------------------------------------------------------
+
+    def prune(
+        self, *, older_than: timedelta | None = None, keep: int | None = None, dry_run: bool = False
+    ) -> PruneReport:
+        """Delete finished threads and compact the checkpoint store (see `aprune`)."""
+        return self._portal.call(self._aprune(older_than, keep, dry_run))
+
+    async def aprune(
+        self, *, older_than: timedelta | None = None, keep: int | None = None, dry_run: bool = False
+    ) -> PruneReport:
+        """Delete finished threads older than `older_than` and beyond the newest `keep` per status, then compact.
+
+        Never deletes a thread that awaits approval, has not finished, failed on a transient fault or holds an
+        open request; the effects ledger and the audit trail are kept. `dry_run` only reports what would go.
+
+        Raises:
+            RetentionError: neither rule was given, or `keep` is negative.
+        """
+        return await self._portal.acall(self._aprune(older_than, keep, dry_run))
+
+    async def _aprune(self, older_than: timedelta | None, keep: int | None, dry_run: bool) -> PruneReport:
+        from triage import retention
+
+        engine = await self._get_engine()
+        records = []
+        for thread_id in await self._thread_ids(engine, limit=None):
+            snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
+            pending = _pending(snapshot)
+            records.append(
+                retention.ThreadRecord(
+                    thread_id=thread_id,
+                    status="awaiting_approval" if pending else snapshot.values.get("status", "running"),
+                    updated_at=datetime.fromisoformat(str(snapshot.created_at)),
+                    finished=not snapshot.next and pending is None,
+                    status_reason=str(snapshot.values.get("status_reason") or ""),
+                )
+            )
+        held = await retention.open_requests(engine.services)
+        plan = retention.plan_prune(records, now=datetime.now(UTC), older_than=older_than, keep=keep, held=held)
+        path = self.settings.checkpoints_path
+        before = await asyncio.to_thread(retention.store_bytes, path)
+        if not dry_run:
+            await retention.delete_and_compact(engine.services, plan)
+        return retention.PruneReport(
+            dry_run=dry_run,
+            deleted=[r.thread_id for r in plan.delete],
+            kept=plan.kept,
+            bytes_before=before,
+            bytes_after=before if dry_run else await asyncio.to_thread(retention.store_bytes, path),
+        )
 
     def customers(self) -> list[dict[str, Any]]:
         """The helpdesk's customers with their status and plan, scenario customers first."""

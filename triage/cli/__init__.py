@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from triage.cli import store  # noqa: F401  (its commands register themselves on `cli`)
 from triage.cli.common import (
     HomeOption,
     JsonOption,

@@ -145,6 +145,10 @@ CREATE INDEX IF NOT EXISTS invoices_by_customer ON invoices(customer_id, issued_
 CREATE INDEX IF NOT EXISTS refunds_by_customer ON refunds(customer_id, created_at);
 CREATE INDEX IF NOT EXISTS tickets_by_thread ON tickets(thread_id);
 CREATE INDEX IF NOT EXISTS outbox_by_thread ON outbox(thread_id);
+-- At most one open refund request per payment: of two tickets racing for one duplicate charge, one requests the
+-- refund and the other is told it is already requested (request_refund turns the conflict into that answer).
+CREATE UNIQUE INDEX IF NOT EXISTS one_open_refund_request_per_payment
+    ON refund_requests(payment_id) WHERE status IN ('requested', 'approved');
 
 -- Every tool call refused by the permission policy: which node asked for what, in which run.
 CREATE TABLE IF NOT EXISTS policy_violations (

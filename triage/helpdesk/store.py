@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from triage.errors import DamagedStoreError
+from triage.errors import DamagedStoreError, StoreError
 from triage.storefiles import check_sqlite_file, create_atomically, describe_open_error, prepare_home
 
 SCHEMA_VERSION = 1
@@ -56,7 +56,10 @@ class Helpdesk:
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA foreign_keys = ON")
             # Brings an older helpdesk up to date: every statement is IF NOT EXISTS.
-            await conn.executescript(await asyncio.to_thread(_schema))
+            try:
+                await conn.executescript(await asyncio.to_thread(_schema))
+            except sqlite3.IntegrityError:
+                raise await _describe_duplicate_requests(conn, path) from None
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, sqlite3.Error):
@@ -124,6 +127,20 @@ async def _check_seeded(conn: aiosqlite.Connection, path: Path) -> None:
             row = await cursor.fetchone()
     if row is None:
         raise DamagedStoreError(path, "is an SQLite database but not a seeded triage helpdesk (it has no seed record)")
+
+
+async def _describe_duplicate_requests(conn: aiosqlite.Connection, path: Path) -> StoreError:
+    """Why the one-open-request-per-payment index cannot be built: requests an earlier version let pile up."""
+    async with conn.execute(
+        "SELECT payment_id, group_concat(id, ', ') FROM refund_requests WHERE status IN ('requested', 'approved') "
+        "GROUP BY payment_id HAVING COUNT(*) > 1"
+    ) as cursor:
+        found = "; ".join(f"{payment}: {ids}" for payment, ids in await cursor.fetchall())
+    return StoreError(
+        f"{path} has several open refund requests for one payment ({found}), left by an earlier version. Keep one "
+        "per payment and mark the others rejected (UPDATE refund_requests SET status = 'rejected' WHERE id IN "
+        "(...)), then try again"
+    )
 
 
 def quiet_sql_logging() -> None:

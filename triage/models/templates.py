@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from triage.schemas import MAX_SUBJECT_CHARS
 from triage.state import Draft, ReplyData
 
 SIGN_OFF = "Best regards,\nNorthwind Support"
@@ -177,9 +178,23 @@ def render(draft: Draft) -> ReplyData:
     if tone:
         parts.append(tone)
     parts += [body, SIGN_OFF]
-    subject = str(facts.get("ticket_subject") or "").strip()
     return ReplyData(
-        subject=f"Re: {subject}" if subject else "Your Northwind support request",
+        subject=reply_subject(str(facts.get("ticket_subject") or "")),
         body="\n\n".join(parts),
         template=draft["template"],
     )
+
+
+def reply_subject(subject: str, *, limit: int = MAX_SUBJECT_CHARS) -> str:
+    """`Re: <subject>`, shortened at a word with an ellipsis when it would exceed the outbox's subject limit."""
+    subject = " ".join(subject.split())
+    if not subject:
+        return "Your Northwind support request"
+    reply = subject if subject[:3].lower() == "re:" else f"Re: {subject}"
+    if len(reply) <= limit:
+        return reply
+    cut = reply[: limit - 1]
+    word_end = cut.rfind(" ")
+    if word_end > limit // 2:
+        cut = cut[:word_end]
+    return cut.rstrip() + "…"
