@@ -15,6 +15,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
 from triage.context import Context, services_of, thread_id_of
+from triage.journal import ApprovalState
 from triage.policies.approvals import REQUIRED_APPROVALS, Tier, approval_refusal, approval_tier, reply_needs_approval
 from triage.policies.billing import format_money
 from triage.schemas import ApprovalRequest, Decision
@@ -28,6 +29,11 @@ def approval_id_for(thread_id: str, action: ProposedAction) -> str:
     """Stable id of one action's approval: the same action in the same thread always gets the same id."""
     canonical = json.dumps({"kind": action["kind"], "args": action["args"]}, sort_keys=True, default=str)
     return "apr_" + hashlib.sha256(f"{thread_id}|{canonical}".encode()).hexdigest()[:16]
+
+
+def origin_of(record: ApprovalRecord) -> str:
+    """The approval an edited approval descends from (itself when never edited)."""
+    return record.get("origin_id") or record["approval_id"]
 
 
 def actions_to_approve(state: State, policy: Any) -> list[ProposedAction]:
@@ -84,8 +90,11 @@ async def approve(state: State, runtime: Runtime[Context]) -> Command[Next]:
             return Command(goto="approve", update={"approvals": {**approvals, approval_id: record}})
         if len(record["approvers"]) >= REQUIRED_APPROVALS[tier]:
             continue
+        request = approval_request(state, action, record, tier, thread_id)
+        # Index the round before asking, so decisions can be checked and claimed against it (a no-op on re-runs).
+        await services.journal.offer_approval(request, origin_id=origin_of(record))
         # The resume value is validated against Decision before anything is saved: a bad one changes nothing.
-        decision = interrupt(approval_request(state, action, record, tier, thread_id), response_schema=Decision)
+        decision = interrupt(request, response_schema=Decision)
         return await _take(decision, state, action, record, tier, runtime)
     return Command(goto="execute", update={"approvals": approvals})
 
@@ -152,6 +161,14 @@ async def _take(
     approvals = dict(state.get("approvals", {}))
 
     async def audit(event: str, **details: Any) -> None:
+        if event != "refused":
+            await services.journal.settle(
+                approval_id,
+                round_=len(record["approvers"]),
+                state=_STATES[decision.decision] if decision.decision != "approve" else _approved(record, tier),
+                decision=decision.model_dump(mode="json"),
+                approver=decision.approver,
+            )
         await services.journal.audit(
             thread_id,
             event,
@@ -204,11 +221,19 @@ async def _take(
             approvers=[decision.approver],
             requested_at=record["requested_at"],
             expires_at=record["expires_at"],
+            origin_id=origin_of(record),
         )
         return Command(goto="approve", update={"proposed_actions": proposed, "approvals": approvals})
     await audit("approved", reason=decision.reason)
     approvals[approval_id] = ApprovalRecord(**{**record, "approvers": [*record["approvers"], decision.approver]})
     return Command(goto="approve", update={"approvals": approvals})
+
+
+_STATES: dict[str, ApprovalState] = {"reject": "rejected", "edit": "edited", "timeout": "expired"}
+
+
+def _approved(record: ApprovalRecord, tier: Tier) -> ApprovalState:
+    return "approved" if len(record["approvers"]) + 1 >= REQUIRED_APPROVALS[tier] else "deciding"
 
 
 def edit_refusal(action: ProposedAction, changes: dict[str, Any]) -> str | None:
@@ -220,4 +245,6 @@ def edit_refusal(action: ProposedAction, changes: dict[str, Any]) -> str | None:
         return "amount_cents must be a positive whole number of cents"
     if amount > int(action["args"]["amount_cents"]):
         return f"an edit may lower a refund, not raise it above {action['args']['amount_cents']} cents"
+    if amount == int(action["args"]["amount_cents"]):
+        return "the edit does not change the amount; approve it instead"
     return None

@@ -9,8 +9,9 @@ import asyncio
 from dataclasses import dataclass
 
 import aiosqlite
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from triage.checkpoints import CheckpointSaver
+from triage.faults import FaultInjector
 from triage.gateway import ToolGateway
 from triage.helpdesk import Helpdesk
 from triage.helpdesk.store import quiet_sql_logging
@@ -31,7 +32,7 @@ class Services:
     helpdesk: Helpdesk
     gateway: ToolGateway
     models: GuardedModelTier
-    saver: AsyncSqliteSaver
+    saver: CheckpointSaver
     """The process's one checkpoint saver (one connection per process and file)."""
     journal: Journal
 
@@ -46,11 +47,13 @@ class Services:
         settings.home.mkdir(parents=True, exist_ok=True)
         install_trace_redaction()
         policy = policy or load_policy_bundle(settings.policy_dir)
-        helpdesk = await Helpdesk.open(settings.helpdesk_path)
+        tool_faults = FaultInjector.from_spec(settings.faults)
+        checkpoint_faults = FaultInjector.from_spec(settings.checkpoint_faults)
+        helpdesk = await Helpdesk.open(settings.helpdesk_path, busy_timeout=busy_timeout(policy))
         quiet_sql_logging()
         conn = await aiosqlite.connect(settings.checkpoints_path)
         await conn.execute("PRAGMA busy_timeout = 10000")
-        saver = AsyncSqliteSaver(conn)
+        saver = CheckpointSaver(conn, faults=checkpoint_faults)
         await saver.setup()
         journal = Journal(saver)
         await journal.setup()
@@ -58,7 +61,7 @@ class Services:
             settings=settings,
             policy=policy,
             helpdesk=helpdesk,
-            gateway=ToolGateway(helpdesk=helpdesk, permissions=policy.permissions),
+            gateway=ToolGateway(helpdesk=helpdesk, permissions=policy.permissions, faults=tool_faults),
             models=GuardedModelTier(models or LocalModelTier(settings.cache_dir)),
             saver=saver,
             journal=journal,
@@ -68,6 +71,14 @@ class Services:
         """Close the helpdesk and checkpoint connections."""
         await self.helpdesk.close()
         await self.saver.conn.close()
+
+
+def busy_timeout(policy: PolicyBundle) -> float:
+    """How long a helpdesk write waits for another process's lock: a quarter of the node time limit.
+
+    So a long external lock costs a node retries (transient errors), never its time limit and the connection.
+    """
+    return policy.support.timeouts.io_node_seconds / 4
 
 
 _shared: dict[tuple[int, str], Services] = {}

@@ -159,7 +159,7 @@ def test_invalid_and_stale_decisions_change_nothing(settings: Settings) -> None:
             app.resume(thread, {"approver": "alice", "decision": "approve", "approval_id": "apr_0000"})
         with pytest.raises(ThreadNotFoundError):
             app.resume("thr_nope", {"approver": "alice", "decision": "approve"})
-        assert app.pending_approvals()[0]["approval_id"] == paused["pending_approval"]["approval_id"]
+        assert app.pending_approvals()[0].approval_id == paused["pending_approval"]["approval_id"]
     finally:
         app.close()
     assert refunds(settings, thread) == []
@@ -233,6 +233,6 @@ def test_invalid_resume_value_through_the_graph_changes_nothing(settings: Settin
             app._portal.call(engine.graph.ainvoke(bad, config, context=Context(services=engine.services)))
         after = app._portal.call(engine.graph.aget_state(config))
         assert after.config == before.config
-        assert app.pending_approvals()[0]["thread_id"] == paused["thread_id"]
+        assert app.pending_approvals()[0].thread_id == paused["thread_id"]
     finally:
         app.close()
