@@ -16,6 +16,7 @@ from langgraph.types import Command, interrupt
 
 from triage.context import Context, approver_of, services_of, thread_id_of
 from triage.errors import InvalidDecisionError
+from triage.journal import ApprovalState
 from triage.policies.approvals import REQUIRED_APPROVALS, Tier, approval_tier, decision_refusal, reply_needs_approval
 from triage.policies.billing import format_money
 from triage.schemas import ApprovalRequest, Decision, decision_from_resume
@@ -29,6 +30,11 @@ def approval_id_for(thread_id: str, action: ProposedAction) -> str:
     """Stable id of one action's approval: the same action in the same thread always gets the same id."""
     canonical = json.dumps({"kind": action["kind"], "args": action["args"]}, sort_keys=True, default=str)
     return "apr_" + hashlib.sha256(f"{thread_id}|{canonical}".encode()).hexdigest()[:16]
+
+
+def origin_of(record: ApprovalRecord) -> str:
+    """The approval an edited approval descends from (itself when never edited)."""
+    return record.get("origin_id") or record["approval_id"]
 
 
 def actions_to_approve(state: State, policy: Any) -> list[ProposedAction]:
@@ -85,9 +91,12 @@ async def approve(state: State, runtime: Runtime[Context]) -> Command[Next]:
             return Command(goto="approve", update={"approvals": {**approvals, approval_id: record}})
         if len(record["approvers"]) >= REQUIRED_APPROVALS[tier]:
             continue
+        request = approval_request(state, action, record, tier, thread_id)
+        # Index the round before asking, so decisions can be checked and claimed against it (a no-op on re-runs).
+        await services.journal.offer_approval(request, origin_id=origin_of(record))
         # Any resume value is read here, our Decision or Agent Inbox's response list; one that cannot be taken is
         # refused with its reason in the next interrupt (Studio and the SDK show it), and the approval stays pending.
-        answer = interrupt(approval_request(state, action, record, tier, thread_id))
+        answer = interrupt(request)
         try:
             decision = decision_from_resume(answer, approver=approver_of(runtime))
         except InvalidDecisionError as exc:
@@ -159,6 +168,14 @@ async def _take(
     approvals = dict(state.get("approvals", {}))
 
     async def audit(event: str, **details: Any) -> None:
+        if event != "refused":
+            await services.journal.settle(
+                approval_id,
+                round_=len(record["approvers"]),
+                state=_STATES[decision.decision] if decision.decision != "approve" else _approved(record, tier),
+                decision=decision.model_dump(mode="json"),
+                approver=decision.approver,
+            )
         await services.journal.audit(
             thread_id,
             event,
@@ -230,6 +247,7 @@ async def _take(
             approvers=[decision.approver],
             requested_at=record["requested_at"],
             expires_at=record["expires_at"],
+            origin_id=origin_of(record),
         )
         return Command(goto="approve", update={"proposed_actions": proposed, "approvals": approvals})
     await audit("approved", reason=decision.reason)
@@ -261,3 +279,10 @@ async def _refuse(
     approvals = dict(state.get("approvals", {}))
     approvals[record["approval_id"]] = ApprovalRecord(**{**record, "refusal": f"{reason}; the approval stays pending"})
     return Command(goto="approve", update={"approvals": approvals})
+
+
+_STATES: dict[str, ApprovalState] = {"reject": "rejected", "edit": "edited", "timeout": "expired"}
+
+
+def _approved(record: ApprovalRecord, tier: Tier) -> ApprovalState:
+    return "approved" if len(record["approvers"]) + 1 >= REQUIRED_APPROVALS[tier] else "deciding"

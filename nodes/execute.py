@@ -1,8 +1,10 @@
 """Run the approved effects, exactly once: a refund, an account deletion, a data export.
 
-Each effect's idempotency key is derived from the thread and the approved action. The ledger in the checkpoint
+Each effect's idempotency key is derived from the thread and the approval that allowed it (the original approval,
+whatever edits changed its arguments), or from the action itself when it needed none. The ledger in the checkpoint
 store is asked first; a miss calls the tool with that key (the helpdesk refuses a second row for the same key) and
-records the receipt. Re-running this node after a crash, at any point, repeats nothing.
+records the receipt. Re-running this node after a crash, at any point, repeats nothing; one approval yields at most
+one effect.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from triage.context import Context, services_of, thread_id_of
+from triage.nodes.approve import approval_id_for, origin_of
 from triage.nodes.common import action_record, call_tool
 from triage.policies.billing import format_money
-from triage.state import ActionRecord, Draft, State
+from triage.state import ActionRecord, Draft, ProposedAction, State
 from triage.tools.base import idempotency_key
 
 NODE = "execute"
@@ -56,10 +59,10 @@ async def execute(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         if tool is None:
             continue
         args = {k: v for k, v in action["args"].items() if k in _ARGS[tool]}
-        key = idempotency_key(thread_id, NODE, tool, args)
+        key = effect_key(state, thread_id, action, tool, args)
         receipt = await services.journal.receipt(key)
         if receipt is None:
-            receipt = await call_tool(runtime, NODE, tool, **args)
+            receipt = await services.gateway.call(NODE, tool, args, thread_id=thread_id, idempotency_key=key)
             receipt = await services.journal.record_effect(
                 key, thread_id=thread_id, kind=action["kind"], receipt=receipt, policy_version=services.policy.version
             )
@@ -72,6 +75,14 @@ async def execute(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         return {"actions": actions}
     done = Draft(template=_DONE_TEMPLATES.get(draft["template"], draft["template"]), facts={**draft["facts"], **facts})
     return {"actions": actions, "draft": done}
+
+
+def effect_key(state: State, thread_id: str, action: ProposedAction, tool: str, args: dict[str, Any]) -> str:
+    """The effect's idempotency key: from its original approval when it had one, else from its arguments."""
+    record = state.get("approvals", {}).get(approval_id_for(thread_id, action))
+    if record is not None:
+        return idempotency_key(thread_id, NODE, tool, {"approval": origin_of(record)})
+    return idempotency_key(thread_id, NODE, tool, args)
 
 
 _ARGS = {

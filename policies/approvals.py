@@ -122,6 +122,8 @@ def edit_refusal(kind: str, args: Mapping[str, Any], changes: Mapping[str, Any])
         return "amount_cents must be a positive whole number of cents"
     if amount > int(args["amount_cents"]):
         return f"an edit may lower a refund, not raise it above {args['amount_cents']} cents"
+    if amount == int(args["amount_cents"]):
+        return "the edit does not change the amount; approve it instead"
     return None
 
 

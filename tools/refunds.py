@@ -10,7 +10,8 @@ from langchain_core.tools import InjectedToolArg
 from pydantic import BaseModel, Field
 
 from triage.errors import PermanentToolError
-from triage.tools.base import ToolContext, fetch_one, helpdesk_tool, insert_once, receipt_id, utc_now
+from triage.helpdesk import Helpdesk
+from triage.tools.base import ToolContext, fetch_all, fetch_one, helpdesk_tool, insert_once, receipt_id, utc_now
 
 
 async def refundable_amount(
@@ -153,3 +154,16 @@ async def issue_refund(
         if request_id is not None:
             await conn.execute("UPDATE refund_requests SET status = 'executed' WHERE id = ?", (request_id,))
     return {"id": refund_id, "created": True, "payment_id": payment_id, "amount_cents": amount_cents}
+
+
+async def release_refund_requests(helpdesk: Helpdesk, thread_id: str) -> list[str]:
+    """Withdraw the open refund requests of a run that failed, so they stop blocking the customer's next ticket.
+
+    Not a tool: the app calls it when a run ends `failed`. A request the run retries later is carried out all the
+    same (executing a refund marks its request executed).
+    """
+    open_requests = "thread_id = ? AND status IN ('requested', 'approved')"
+    async with helpdesk.transaction() as conn:
+        rows = await fetch_all(conn, f"SELECT id FROM refund_requests WHERE {open_requests}", (thread_id,))
+        await conn.execute(f"UPDATE refund_requests SET status = 'rejected' WHERE {open_requests}", (thread_id,))
+    return [str(row["id"]) for row in rows]

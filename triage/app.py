@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -15,16 +16,22 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from triage.errors import (
+    ApprovalConflictError,
     ApprovalRefusedError,
+    CheckpointStoreError,
     InvalidDecisionError,
     NotAwaitingApprovalError,
     StaleApprovalError,
+    StoreUnavailableError,
     ThreadNotFoundError,
+    ToolError,
+    ToolErrorKind,
 )
 from triage.portal import Portal
 from triage.schemas import (
     Action,
     Decision,
+    PendingApproval,
     Reply,
     RunResult,
     ThreadSummary,
@@ -39,10 +46,14 @@ if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
     from langgraph.types import StateSnapshot
 
+    from triage.journal import ApprovalState
     from triage.metering import Meter
     from triage.models.tier import ModelTier
     from triage.retention import PruneReport
     from triage.services import Services
+
+
+_log = logging.getLogger(__name__)
 
 
 class ThreadView(BaseModel):
@@ -198,27 +209,78 @@ class TriageApp:
         return await self._drive(engine, {"ticket": parsed.model_dump()}, thread_id, meter, callbacks)
 
     async def _drive(
-        self, engine: _Engine, graph_input: Any, thread_id: str, meter: Meter, callbacks: list[Any] | None = None
+        self,
+        engine: _Engine,
+        graph_input: Any,
+        thread_id: str,
+        meter: Meter,
+        callbacks: list[Any] | None = None,
+        *,
+        from_checkpoint: RunnableConfig | None = None,
     ) -> RunResult:
-        """Run the graph on a thread until it ends or pauses; a run that raises ends `failed` with the error."""
+        """Run the graph on a thread until it ends or pauses; a run that raises ends `failed` with the error.
+
+        `from_checkpoint` runs on from an earlier checkpoint of the thread (retrying a failed step) instead of
+        the latest. The failure is saved with its class (transient or permanent) and the run's open refund
+        requests are released. When even that cannot be saved, `StoreUnavailableError` carries the thread id.
+        """
         from triage.context import Context
 
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+        run_config: RunnableConfig = {**(from_checkpoint or config)}
         if callbacks:
-            config["callbacks"] = callbacks
+            run_config["callbacks"] = callbacks
         started = time.perf_counter()
         try:
             await engine.graph.ainvoke(
-                graph_input, config, context=Context(services=engine.services, meter=meter), durability="sync"
+                graph_input, run_config, context=Context(services=engine.services, meter=meter), durability="sync"
             )
         except Exception as exc:
-            await engine.graph.aupdate_state(
-                config,
-                {"status": "failed", "status_reason": f"{type(exc).__name__}: {exc}"},
-                as_node="finish",
-            )
-        snapshot = await engine.graph.aget_state(config)
+            await self._record_failure(engine, thread_id, exc)
+        try:
+            snapshot = await engine.graph.aget_state(config)
+        except Exception as exc:
+            raise StoreUnavailableError(
+                f"run {thread_id} ran but its result cannot be read ({exc}); `triage show {thread_id}` once the "
+                "checkpoint store is back",
+                thread_id=thread_id,
+            ) from exc
         return _result(thread_id, snapshot, duration_ms=(time.perf_counter() - started) * 1000)
+
+    async def _record_failure(self, engine: _Engine, thread_id: str, exc: Exception) -> None:
+        from triage.tools.refunds import release_refund_requests
+
+        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+        failure = failure_class(exc)
+        reason = f"{type(exc).__name__}: {exc}"
+        try:
+            if not (await engine.graph.aget_state(config)).values:
+                raise StoreUnavailableError(
+                    f"the run could not start: {reason}; nothing was saved, try again once the store is available"
+                ) from exc
+            await engine.graph.aupdate_state(
+                config, {"status": "failed", "status_reason": reason, "failure_class": failure}, as_node="finish"
+            )
+        except StoreUnavailableError:
+            raise
+        except Exception as mark:
+            raise StoreUnavailableError(
+                f"run {thread_id} stopped ({reason}) and the checkpoint store could not record it ({mark}); "
+                f"`triage recover {thread_id}` continues it once the store is back",
+                thread_id=thread_id,
+            ) from exc
+        try:
+            released = await release_refund_requests(engine.services.helpdesk, thread_id)
+            if released:
+                await engine.services.journal.audit(
+                    thread_id,
+                    "released",
+                    actor="system:failure",
+                    details={"refund_requests": released, "failure_class": failure},
+                    policy_version=engine.services.policy.version,
+                )
+        except Exception:  # the helpdesk is down as well; the request is released by the next failure or recover
+            _log.warning("could not release the refund requests of failed run %s", thread_id, exc_info=True)
 
     # -- approvals -------------------------------------------------------------------------------------------
 
@@ -233,8 +295,10 @@ class TriageApp:
     ) -> RunResult:
         """Answer the approval a thread is paused on and run it on to its next pause or its end.
 
-        Works from any process that opens the same home. The decision is checked before the thread is touched: a
-        refused decision is recorded in the audit trail and changes nothing else.
+        Works from any process that opens the same home. The decision is checked against the approval's current
+        state in the approval index and recorded there by a compare-and-set before the thread is touched: of
+        decisions racing on one approval (in this process or others) exactly one is applied. A refused decision
+        is recorded in the audit trail and changes nothing else.
 
         Raises:
             InvalidDecisionError: the decision is malformed.
@@ -242,6 +306,7 @@ class TriageApp:
             NotAwaitingApprovalError: the thread is not paused on an approval (e.g. already completed).
             StaleApprovalError: the decision names an approval that is no longer pending.
             ApprovalRefusedError: the approver may not give this approval.
+            ApprovalConflictError: another decision on the same approval won; it names the winner.
         """
         return await self._portal.acall(self._aresume(thread_id, decision, callbacks=callbacks))
 
@@ -256,9 +321,9 @@ class TriageApp:
         from langgraph.types import Command
 
         from triage.metering import Meter
-        from triage.policies.approvals import SWEEP_ACTOR, decision_refusal
 
         engine = await self._get_engine()
+        journal = engine.services.journal
         try:
             decision = decision if isinstance(decision, Decision) else Decision.model_validate(decision)
         except ValidationError as exc:
@@ -266,52 +331,102 @@ class TriageApp:
         snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
         if not snapshot.values:
             raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage approvals` lists the ones awaiting approval")
-        pending = _pending(snapshot)
-        if pending is None:
-            status = snapshot.values.get("status", "running")
+        status = _status_of(snapshot)
+        paused = _pending(snapshot)
+        row = await journal.current_approval(thread_id)
+        if paused is not None and (row is None or row.approval_id != paused["approval_id"]):
+            # Paused on an approval the index does not hold (a thread from before the index): index it now.
+            await journal.offer_approval(paused, origin_id=paused["approval_id"])
+            row = await journal.approval(paused["approval_id"])
+        if row is None:
             raise NotAwaitingApprovalError(f"thread {thread_id} is not awaiting approval (status {status})")
-        if decision.approval_id is not None and decision.approval_id != pending["approval_id"]:
+        if decision.approval_id is not None and decision.approval_id != row.approval_id:
             raise StaleApprovalError(
-                f"approval {decision.approval_id} is no longer pending on {thread_id}; the pending one is "
-                f"{pending['approval_id']} (see `triage approvals`)"
+                f"approval {decision.approval_id} is no longer pending on {thread_id}; the current one is "
+                f"{row.approval_id} (see `triage approvals`)"
             )
-        policy = engine.services.policy
-        if decision.decision == "timeout" and not sweep and decision.approver == SWEEP_ACTOR:
-            refusal: str | None = "a timeout is decided by `triage sweep`, not by an approver"
-        else:
-            refusal = decision_refusal(
-                decision.approver,
-                decision.decision,
-                tier=pending["tier"],
-                received=pending["approvals_received"],
-                kind=pending["action"],
-                args=pending["args"],
-                changes=decision.args,
-                policy=policy.approvals,
+        if row.state != "pending":
+            raise ApprovalConflictError(
+                f"thread {thread_id} is not awaiting approval (status {status}): approval {row.approval_id} was "
+                f"already decided by {row.winner}",
+                approval_id=row.approval_id,
+                winner=row.winner,
             )
+        if paused is None or paused["approval_id"] != row.approval_id:
+            raise NotAwaitingApprovalError(
+                f"thread {thread_id} is not paused on approval {row.approval_id} (status {status}); "
+                f"`triage recover {thread_id}` continues it"
+            )
+        request = row.request
+        refusal = self._refusal(engine, decision, request, sweep=sweep)
         if refusal is not None:
-            await engine.services.journal.audit(
+            await journal.audit(
                 thread_id,
                 "refused",
                 actor=decision.approver,
-                approval_id=pending["approval_id"],
+                approval_id=row.approval_id,
                 details={"decision": decision.decision, "reason": refusal},
-                policy_version=policy.version,
+                policy_version=engine.services.policy.version,
             )
             raise ApprovalRefusedError(f"{refusal}; the approval stays pending")
-        answer = decision.model_copy(update={"approval_id": pending["approval_id"]}).model_dump(mode="json")
-        meter = Meter(budget=policy.support.budget)
+        answer = decision.model_copy(update={"approval_id": row.approval_id}).model_dump(mode="json")
+        won = await journal.claim(
+            row.approval_id,
+            version=row.version,
+            state=state_after(decision, request),
+            decision=answer,
+            approver=decision.approver,
+        )
+        if not won:
+            latest = await journal.approval(row.approval_id)
+            winner = latest.winner if latest is not None else "another decision"
+            now = (
+                f"it awaits approval again ({latest.round}/{request['approvals_required']} received)"
+                if latest is not None and latest.state == "pending"
+                else f"it is {latest.state if latest else 'gone'}"
+            )
+            raise ApprovalConflictError(
+                f"{decision.approver}'s {decision.decision} of approval {row.approval_id} was not applied: "
+                f"{winner} decided it first; {now}",
+                approval_id=row.approval_id,
+                winner=winner,
+            )
+        meter = Meter(budget=engine.services.policy.support.budget)
         return await self._drive(engine, Command(resume=answer), thread_id, meter, callbacks)
 
+    @staticmethod
+    def _refusal(engine: _Engine, decision: Decision, request: Mapping[str, Any], *, sweep: bool) -> str | None:
+        """Why `decision` may not answer `request`, or None (the same check the approve node applies)."""
+        from triage.policies.approvals import SWEEP_ACTOR, decision_refusal
+
+        if decision.decision == "timeout" and not sweep and decision.approver == SWEEP_ACTOR:
+            return "a timeout is decided by `triage sweep`, not by an approver"
+        return decision_refusal(
+            decision.approver,
+            decision.decision,
+            tier=request["tier"],
+            received=request["approvals_received"],
+            kind=request["action"],
+            args=request["args"],
+            changes=decision.args,
+            policy=engine.services.policy.approvals,
+        )
+
     def recover(self, thread_id: str) -> RunResult:
-        """Continue a thread whose process died mid-run (see `arecover`)."""
+        """Continue a thread whose run died or failed on a transient fault (see `arecover`)."""
         return self._portal.call(self._arecover(thread_id))
 
     async def arecover(self, thread_id: str) -> RunResult:
-        """Continue a thread from its last checkpoint after its process died.
+        """Give a thread that is not terminal its way forward, from its last checkpoint.
 
-        A finished or paused thread is returned as it is. Effects already performed are not repeated (the
-        executor's ledger remembers them).
+        - died mid-run (whatever the point, including after a node's writes were saved but before its
+          checkpoint): it runs on;
+        - paused on an approval whose decision was recorded but never taken in (its process died): the recorded
+          decision is applied;
+        - `failed` on a transient fault (a busy store, a timeout): the failed step is retried;
+        - completed, escalated, failed for good, or waiting for a decision: returned as it is.
+
+        Effects already performed are not repeated (the executor's ledger remembers them).
 
         Raises:
             ThreadNotFoundError: no such thread.
@@ -319,38 +434,66 @@ class TriageApp:
         return await self._portal.acall(self._arecover(thread_id))
 
     async def _arecover(self, thread_id: str) -> RunResult:
+        from langgraph.types import Command
+
         from triage.metering import Meter
 
         engine = await self._get_engine()
-        snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
-        if not snapshot.values:
-            raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
-        if not snapshot.next or _pending(snapshot):
-            return _result(thread_id, snapshot)
+        journal = engine.services.journal
+        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         meter = Meter(budget=engine.services.policy.support.budget)
-        return await self._drive(engine, None, thread_id, meter)
+        result: RunResult | None = None
+        for _ in range(3):  # e.g. a died run goes on, pauses on an approval already decided, which is applied
+            snapshot = await engine.graph.aget_state(config)
+            if not snapshot.values:
+                raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
+            paused = _pending(snapshot)
+            values = snapshot.values
+            if paused is not None:
+                row = await journal.approval(paused["approval_id"])
+                if row is None:
+                    await journal.offer_approval(paused, origin_id=paused["approval_id"])
+                unapplied = (
+                    row is not None
+                    and row.state != "pending"
+                    and row.decision is not None
+                    and row.round == len(paused["approvals_received"])
+                )
+                if not unapplied or row is None:
+                    break
+                result = await self._drive(engine, Command(resume=row.decision), thread_id, meter)
+            elif "status" in values and not snapshot.next:
+                retry = values["status"] == "failed" and values.get("failure_class") == "transient"
+                if not retry or snapshot.parent_config is None:
+                    break
+                result = await self._drive(engine, None, thread_id, meter, from_checkpoint=snapshot.parent_config)
+                if result.status == "failed":
+                    break
+            else:
+                result = await self._drive(engine, None, thread_id, meter)
+        if result is not None:
+            return result
+        return _result(thread_id, await engine.graph.aget_state(config))
 
-    def pending_approvals(self, *, overdue: bool = False) -> list[dict[str, Any]]:
+    def pending_approvals(self, *, overdue: bool = False) -> list[PendingApproval]:
         """Approvals waiting for a decision across threads, oldest first (see `apending_approvals`)."""
         return self._portal.call(self._apending(overdue))
 
-    async def apending_approvals(self, *, overdue: bool = False) -> list[dict[str, Any]]:
-        """Approvals waiting for a decision across threads, oldest first, each with `overdue` set."""
+    async def apending_approvals(self, *, overdue: bool = False) -> list[PendingApproval]:
+        """Approvals waiting for a decision across threads, oldest first, read from the approval index."""
         return await self._portal.acall(self._apending(overdue))
 
-    async def _apending(self, overdue_only: bool) -> list[dict[str, Any]]:
+    async def _apending(self, overdue_only: bool) -> list[PendingApproval]:
         engine = await self._get_engine()
         now = datetime.now(UTC)
         found = []
-        for thread_id in await self._thread_ids(engine, limit=None):
-            snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
-            pending = _pending(snapshot)
-            if pending is None:
-                continue
-            pending["overdue"] = datetime.fromisoformat(pending["expires_at"]) <= now
-            if pending["overdue"] or not overdue_only:
-                found.append(pending)
-        return sorted(found, key=lambda p: (p["requested_at"], p["thread_id"]))
+        for row in await engine.services.journal.pending_approvals():
+            overdue = datetime.fromisoformat(row.expires_at) <= now
+            if overdue or not overdue_only:
+                found.append(
+                    PendingApproval(**row.request, origin_id=row.origin_id, version=row.version, overdue=overdue)
+                )
+        return found
 
     def sweep(self) -> list[RunResult]:
         """Escalate every overdue approval to the human queue (see `asweep`)."""
@@ -366,9 +509,12 @@ class TriageApp:
             from triage.policies.approvals import SWEEP_ACTOR
 
             timeout = Decision(
-                approver=SWEEP_ACTOR, decision="timeout", reason="approval expired", approval_id=pending["approval_id"]
+                approver=SWEEP_ACTOR, decision="timeout", reason="approval expired", approval_id=pending.approval_id
             )
-            results.append(await self._aresume(pending["thread_id"], timeout, sweep=True))
+            try:
+                results.append(await self._aresume(pending.thread_id, timeout, sweep=True))
+            except ApprovalConflictError:
+                continue  # decided by a person meanwhile
         return results
 
     # -- reading threads -------------------------------------------------------------------------------------
@@ -401,42 +547,38 @@ class TriageApp:
             audit=await engine.services.journal.trail(thread_id),
         )
 
-    def threads(self, *, limit: int = 20) -> list[ThreadSummary]:
+    def threads(self, *, limit: int = 20, status: str | None = None) -> list[ThreadSummary]:
         """The most recent threads, newest first (see `athreads`)."""
-        return self._portal.call(self._athreads(limit))
+        return self._portal.call(self._athreads(limit, status))
 
-    async def athreads(self, *, limit: int = 20) -> list[ThreadSummary]:
-        """The most recent threads, newest first, with their status and route."""
-        return await self._portal.acall(self._athreads(limit))
+    async def athreads(self, *, limit: int = 20, status: str | None = None) -> list[ThreadSummary]:
+        """The most recent threads, newest first, with their status and route.
 
-    async def _athreads(self, limit: int) -> list[ThreadSummary]:
+        `status` keeps only threads in that state: running (started, neither finished nor paused: `triage
+        recover` continues it), awaiting_approval, completed, escalated or failed.
+        """
+        return await self._portal.acall(self._athreads(limit, status))
+
+    async def _athreads(self, limit: int, status: str | None) -> list[ThreadSummary]:
         engine = await self._get_engine()
-        saver = engine.services.saver
-        async with (
-            saver.lock,
-            saver.conn.execute(
-                "SELECT thread_id, MAX(checkpoint_id) AS latest FROM checkpoints WHERE checkpoint_ns = '' "
-                "GROUP BY thread_id ORDER BY latest DESC LIMIT ?",
-                (limit,),
-            ) as cursor,
-        ):
-            rows = list(await cursor.fetchall())
-        summaries = []
-        for thread_id, _ in rows:
+        summaries: list[ThreadSummary] = []
+        for thread_id in await self._thread_ids(engine, limit=limit if status is None else None):
             config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
             snapshot = await engine.graph.aget_state(config)
             values = snapshot.values
             ticket = values.get("ticket") or {}
-            summaries.append(
-                ThreadSummary(
-                    thread_id=thread_id,
-                    updated_at=datetime.fromisoformat(str(snapshot.created_at)),
-                    status="awaiting_approval" if _pending(snapshot) else values.get("status", "running"),
-                    route=values.get("route"),
-                    customer_id=ticket.get("customer_id"),
-                    subject=ticket.get("subject", ""),
-                )
+            summary = ThreadSummary(
+                thread_id=thread_id,
+                updated_at=datetime.fromisoformat(str(snapshot.created_at)),
+                status=_status_of(snapshot),
+                route=values.get("route"),
+                customer_id=ticket.get("customer_id"),
+                subject=ticket.get("subject", ""),
             )
+            if status is None or summary.status == status:
+                summaries.append(summary)
+                if len(summaries) >= limit:
+                    break
         return summaries
 
     @staticmethod
@@ -536,6 +678,43 @@ def _pending(snapshot: StateSnapshot) -> dict[str, Any] | None:
     return None
 
 
+THREAD_STATUSES = ("running", "awaiting_approval", "completed", "escalated", "failed")
+"""What `triage threads --status` filters on; `running` is a run that neither finished nor paused."""
+
+
+def _status_of(snapshot: StateSnapshot) -> str:
+    """A thread's status: its terminal status, awaiting_approval, or running (started, not finished)."""
+    if _pending(snapshot):
+        return "awaiting_approval"
+    status = snapshot.values.get("status")
+    return str(status) if status is not None and not snapshot.next else "running"
+
+
+def state_after(decision: Decision, request: Mapping[str, Any]) -> ApprovalState:
+    """The approval's state once `decision` is taken: final, or `deciding` when more approvals are needed."""
+    if decision.decision == "approve":
+        received = len(request["approvals_received"]) + 1
+        return "approved" if received >= int(request["approvals_required"]) else "deciding"
+    return {"reject": "rejected", "edit": "edited", "timeout": "expired"}[decision.decision]  # type: ignore[return-value]
+
+
+def failure_class(exc: BaseException) -> ToolErrorKind:
+    """Whether a run's failure may pass on retry (transient) or not (permanent), by the error's class."""
+    import sqlite3
+
+    from langgraph.errors import NodeTimeoutError
+
+    from triage.helpdesk.store import is_transient
+
+    if isinstance(exc, ToolError | CheckpointStoreError):
+        return exc.kind
+    if isinstance(exc, NodeTimeoutError | TimeoutError) or (
+        isinstance(exc, sqlite3.OperationalError) and is_transient(exc)
+    ):
+        return "transient"
+    return "permanent"
+
+
 def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | None = None) -> RunResult:
     values: Mapping[str, Any] = snapshot.values
     classification = values.get("classification") or {}
@@ -543,6 +722,8 @@ def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | Non
     pending = _pending(snapshot)
     status = "awaiting_approval" if pending else values.get("status", "failed")
     reason = values.get("status_reason", None if "status" in values else "the run did not finish")
+    if not pending and snapshot.next:
+        status, reason = "failed", f"the run did not finish; `triage recover {thread_id}` continues it"
     if pending:
         reason = pending["description"]
     return RunResult(
@@ -567,5 +748,6 @@ def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | Non
         findings=values.get("findings", {}),
         pending_approval=pending,
         rejection=values.get("rejection"),
+        failure_class=values.get("failure_class") if status == "failed" else None,
         duration_ms=round(duration_ms, 1) if duration_ms is not None else None,
     )

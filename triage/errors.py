@@ -98,3 +98,35 @@ class DamagedStoreError(StoreError):
         )
         self.path = path
         self.problem = problem
+
+
+class ApprovalConflictError(TriageError):
+    """Another decision on the same approval won; this one was not applied.
+
+    `winner` names who decided and how, e.g. "alice (approve)".
+    """
+
+    def __init__(self, message: str, *, approval_id: str, winner: str) -> None:
+        super().__init__(message)
+        self.approval_id = approval_id
+        self.winner = winner
+
+
+class StoreUnavailableError(TriageError):
+    """A store (the helpdesk or the checkpoint store) could not be used.
+
+    `thread_id` is None when the run could not start (nothing was written), and the run's thread when it started
+    and then lost its store: `triage recover <thread_id>` continues it once the store is back.
+    """
+
+    def __init__(self, message: str, *, thread_id: str | None = None) -> None:
+        super().__init__(message)
+        self.thread_id = thread_id
+
+
+class CheckpointStoreError(TriageError):
+    """A checkpoint write or read failed after retries; `kind` says whether trying again later may help."""
+
+    def __init__(self, message: str, *, kind: ToolErrorKind) -> None:
+        super().__init__(message)
+        self.kind = kind

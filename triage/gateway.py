@@ -11,11 +11,13 @@ from langchain_core.tools import BaseTool
 from pydantic import ValidationError
 
 from triage.errors import PermanentToolError, PolicyFileError, ScopeDeniedError, TransientToolError
+from triage.faults import FaultInjector
 from triage.helpdesk import Helpdesk
 from triage.helpdesk.store import is_transient
 from triage.policies.bundle import Permissions
 from triage.tools import ALL_TOOLS, ToolContext, tool_scope
-from triage.tools.base import idempotency_key, utc_now
+from triage.tools.base import idempotency_key as derive_key
+from triage.tools.base import utc_now
 
 
 class GrantError(PolicyFileError):
@@ -71,9 +73,22 @@ class ToolGateway:
     helpdesk: Helpdesk
     permissions: Permissions
     tools: Mapping[str, BaseTool] = field(default_factory=lambda: ALL_TOOLS)
+    faults: FaultInjector | None = None
+    """Injected faults (tests and demos): each call may fail or slow down as the plan draws."""
 
-    async def call(self, caller: str, tool_name: str, args: Mapping[str, Any], *, thread_id: str) -> Any:
+    async def call(
+        self,
+        caller: str,
+        tool_name: str,
+        args: Mapping[str, Any],
+        *,
+        thread_id: str,
+        idempotency_key: str | None = None,
+    ) -> Any:
         """Call `tool_name` with `args` as node `caller` in thread `thread_id`.
+
+        `idempotency_key` names the effect when the caller knows better than its arguments (an approved effect is
+        keyed by its approval); by default it is derived from the thread, caller, tool and arguments.
 
         Raises:
             ScopeDeniedError: the caller is not granted the tool's scope; the tool did nothing and the refusal is
@@ -92,9 +107,11 @@ class ToolGateway:
             helpdesk=self.helpdesk,
             thread_id=thread_id,
             caller=caller,
-            idempotency_key=idempotency_key(thread_id, caller, tool_name, args),
+            idempotency_key=idempotency_key or derive_key(thread_id, caller, tool_name, args),
         )
         try:
+            if self.faults is not None:
+                return await self.faults.around_tool(tool_name, lambda: made.ainvoke({**args, "ctx": ctx}))
             return await made.ainvoke({**args, "ctx": ctx})
         except ValidationError as exc:
             raise PermanentToolError(tool_name, f"invalid arguments: {exc.errors()[0]['msg']}") from exc

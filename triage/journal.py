@@ -1,15 +1,20 @@
-"""The ledger of executed effects and the audit trail, kept in the checkpoint store beside the checkpoints.
+"""The ledger of executed effects, the audit trail and the approval index, kept in the checkpoint store.
 
-Both tables live in the checkpoint database and are written through the saver's own connection and lock (one
+The tables live in the checkpoint database and are written through the saver's own connection and lock (one
 connection per process and file). The ledger's primary key is the effect's idempotency key: recording an effect
 twice returns the first receipt, so a resumed or re-run executor never acts twice.
+
+The approval index holds one row per approval with its state and a version. A decision is taken by a
+compare-and-set on that version (`claim`) before the graph is resumed, so of two decisions racing on one approval,
+in one process or several, exactly one wins; the loser is told who won.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -34,7 +39,75 @@ CREATE TABLE IF NOT EXISTS audit_trail (
     dedupe_key     TEXT UNIQUE
 );
 CREATE INDEX IF NOT EXISTS audit_by_thread ON audit_trail(thread_id, id);
+CREATE TABLE IF NOT EXISTS approval_index (
+    approval_id  TEXT PRIMARY KEY,
+    thread_id    TEXT NOT NULL,
+    origin_id    TEXT NOT NULL,
+    round        INTEGER NOT NULL,
+    state        TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    request      TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    decided_by   TEXT,
+    decision     TEXT,
+    decided_at   TEXT
+);
+CREATE INDEX IF NOT EXISTS approvals_by_state ON approval_index(state, requested_at);
+CREATE INDEX IF NOT EXISTS approvals_by_thread ON approval_index(thread_id);
 """
+
+ApprovalState = Literal["pending", "deciding", "approved", "rejected", "edited", "expired"]
+"""`pending` waits for a decision; `deciding` took one approval of several and waits for the graph to ask again;
+the others are final."""
+
+
+@dataclass(frozen=True)
+class ApprovalRow:
+    """One approval in the index: its current round's request and the decision that last won it."""
+
+    approval_id: str
+    thread_id: str
+    origin_id: str
+    """The approval this one descends from by edits (itself when it was never edited); effects are keyed by it."""
+    round: int
+    """Approvals received when the current round was offered."""
+    state: ApprovalState
+    version: int
+    request: dict[str, Any]
+    requested_at: str
+    expires_at: str
+    decided_by: str | None
+    decision: dict[str, Any] | None
+
+    @property
+    def winner(self) -> str:
+        """Who decided this round and how, for a refusal message."""
+        if self.decision is None:
+            return "nobody yet"
+        return f"{self.decided_by} ({self.decision.get('decision')})"
+
+
+_ROW = (
+    "SELECT approval_id, thread_id, origin_id, round, state, version, request, requested_at, expires_at, "
+    "decided_by, decision FROM approval_index"
+)
+
+
+def _row(r: Any) -> ApprovalRow:
+    return ApprovalRow(
+        approval_id=r[0],
+        thread_id=r[1],
+        origin_id=r[2],
+        round=int(r[3]),
+        state=r[4],
+        version=int(r[5]),
+        request=dict(json.loads(r[6])),
+        requested_at=r[7],
+        expires_at=r[8],
+        decided_by=r[9],
+        decision=None if r[10] is None else dict(json.loads(r[10])),
+    )
 
 
 def _now() -> str:
@@ -141,3 +214,107 @@ class Journal:
             }
             for r in rows
         ]
+
+    # -- approval index ------------------------------------------------------------------------------------
+
+    async def offer_approval(self, request: dict[str, Any], *, origin_id: str) -> None:
+        """Index a round of an approval as pending.
+
+        A round is the number of approvals received when it is offered. Offering the same round again (the
+        approve node re-runs from its start when it is resumed) changes nothing, so a decision being taken in is
+        never reset; a later round (one more approval received) opens the approval again with a new version.
+        """
+        round_ = len(request["approvals_received"])
+        async with self._saver.lock:
+            await self._saver.conn.execute(
+                "INSERT INTO approval_index (approval_id, thread_id, origin_id, round, state, version, request, "
+                "requested_at, expires_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) "
+                "ON CONFLICT(approval_id) DO UPDATE SET round = excluded.round, state = 'pending', "
+                "version = approval_index.version + 1, request = excluded.request, decided_by = NULL, "
+                "decision = NULL, decided_at = NULL WHERE approval_index.round < excluded.round",
+                (
+                    request["approval_id"],
+                    request["thread_id"],
+                    origin_id,
+                    round_,
+                    json.dumps(request, sort_keys=True, default=str),
+                    request["requested_at"],
+                    request["expires_at"],
+                ),
+            )
+            await self._saver.conn.commit()
+
+    async def approval(self, approval_id: str) -> ApprovalRow | None:
+        """The indexed approval `approval_id`, if any."""
+        async with self._saver.lock, self._saver.conn.execute(_ROW + " WHERE approval_id = ?", (approval_id,)) as c:
+            row = await c.fetchone()
+        return None if row is None else _row(row)
+
+    async def current_approval(self, thread_id: str) -> ApprovalRow | None:
+        """The thread's pending approval, or else the one decided last (None when it never asked for one)."""
+        async with (
+            self._saver.lock,
+            self._saver.conn.execute(
+                _ROW + " WHERE thread_id = ? ORDER BY state = 'pending' DESC, decided_at DESC, rowid DESC LIMIT 1",
+                (thread_id,),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return None if row is None else _row(row)
+
+    async def pending_approvals(self) -> list[ApprovalRow]:
+        """Every approval waiting for a decision, oldest request first (read from the index, not the threads)."""
+        async with (
+            self._saver.lock,
+            self._saver.conn.execute(
+                _ROW + " WHERE state = 'pending' ORDER BY requested_at, thread_id, approval_id"
+            ) as cursor,
+        ):
+            rows = await cursor.fetchall()
+        return [_row(r) for r in rows]
+
+    async def claim(
+        self, approval_id: str, *, version: int, state: ApprovalState, decision: dict[str, Any], approver: str
+    ) -> bool:
+        """Record `decision` on the approval if it is still pending at `version`; whether this decision won.
+
+        One UPDATE with the version in its WHERE clause: SQLite serialises writers, in one process (the saver's
+        lock) and across processes (the database lock), so of two claims on one version exactly one changes a row.
+        """
+        return await self._decide(approval_id, "version = ?", version, state, decision, approver)
+
+    async def settle(
+        self, approval_id: str, *, round_: int, state: ApprovalState, decision: dict[str, Any], approver: str
+    ) -> None:
+        """Record a decision the graph took in without a claim, so the index does not keep offering it.
+
+        That happens when a resume is sent straight to the graph (e.g. from LangGraph Studio); a round already
+        claimed through the app is left as it is.
+        """
+        await self._decide(approval_id, "round = ?", round_, state, decision, approver)
+
+    async def _decide(
+        self,
+        approval_id: str,
+        condition: str,
+        value: int,
+        state: ApprovalState,
+        decision: dict[str, Any],
+        approver: str,
+    ) -> bool:
+        async with self._saver.lock:
+            cursor = await self._saver.conn.execute(
+                "UPDATE approval_index SET state = ?, version = version + 1, decided_by = ?, decision = ?, "
+                f"decided_at = ? WHERE approval_id = ? AND {condition} AND state = 'pending'",
+                (
+                    state,
+                    approver,
+                    json.dumps(decision, sort_keys=True, default=str),
+                    datetime.now(UTC).isoformat(timespec="microseconds"),
+                    approval_id,
+                    value,
+                ),
+            )
+            won = cursor.rowcount == 1
+            await self._saver.conn.commit()
+        return won

@@ -120,6 +120,14 @@ class ApprovalRequest(BaseModel):
     )
 
 
+class PendingApproval(ApprovalRequest):
+    """An approval waiting for a decision, read from the approval index (`triage approvals`)."""
+
+    origin_id: str = Field(description="The approval this one descends from by edits (itself when never edited).")
+    version: int = Field(description="Bumped by every decision; a decision is taken against one version.")
+    overdue: bool = Field(description="Past its expiry: `triage sweep` escalates it.")
+
+
 class Decision(BaseModel):
     """An approver's answer to a pending approval (the resume value of the approval interrupt)."""
 
@@ -252,6 +260,9 @@ class RunResult(BaseModel):
         default=None, description="The approval request the thread is paused on (status awaiting_approval)."
     )
     rejection: dict[str, Any] | None = None
+    failure_class: str | None = Field(
+        default=None, description="Why a failed run failed: transient (`triage recover` retries it) or permanent."
+    )
     duration_ms: float | None = None
 
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from triage.checkpoints import CheckpointSaver
 from triage.errors import DamagedStoreError
+from triage.faults import FaultInjector
 from triage.gateway import ToolGateway
 from triage.helpdesk import Helpdesk
 from triage.helpdesk.store import quiet_sql_logging
@@ -35,7 +36,7 @@ class Services:
     helpdesk: Helpdesk
     gateway: ToolGateway
     models: GuardedModelTier
-    saver: AsyncSqliteSaver
+    saver: CheckpointSaver
     """The process's one checkpoint saver (one connection per process and file)."""
     journal: Journal
 
@@ -50,7 +51,11 @@ class Services:
         # File-system work (folders, policy files) runs off the event loop: servers refuse blocking calls on it.
         policy = await asyncio.to_thread(_prepare_home, settings, policy)
         quiet_sql_logging()
-        saver = await open_checkpoint_store(settings.checkpoints_path, helpdesk_path=settings.helpdesk_path)
+        tool_faults = FaultInjector.from_spec(settings.faults)
+        checkpoint_faults = FaultInjector.from_spec(settings.checkpoint_faults)
+        saver = await open_checkpoint_store(
+            settings.checkpoints_path, helpdesk_path=settings.helpdesk_path, faults=checkpoint_faults
+        )
         try:
             journal = Journal(saver)
             await journal.setup()
@@ -60,7 +65,7 @@ class Services:
                     "is missing while the checkpoint store beside it holds runs and effects: a new, re-seeded "
                     "helpdesk would make refunded payments refundable again",
                 )
-            helpdesk = await Helpdesk.open(settings.helpdesk_path)
+            helpdesk = await Helpdesk.open(settings.helpdesk_path, busy_timeout=busy_timeout(policy))
         except BaseException as exc:
             await saver.conn.close()
             if isinstance(exc, sqlite3.Error):
@@ -70,7 +75,7 @@ class Services:
             settings=settings,
             policy=policy,
             helpdesk=helpdesk,
-            gateway=ToolGateway(helpdesk=helpdesk, permissions=policy.permissions),
+            gateway=ToolGateway(helpdesk=helpdesk, permissions=policy.permissions, faults=tool_faults),
             models=GuardedModelTier(models or LocalModelTier(settings.cache_dir)),
             saver=saver,
             journal=journal,
@@ -89,7 +94,9 @@ def _prepare_home(settings: Settings, policy: PolicyBundle | None) -> PolicyBund
     return policy or load_policy_bundle(settings.policy_dir)
 
 
-async def open_checkpoint_store(path: Path, *, helpdesk_path: Path) -> AsyncSqliteSaver:
+async def open_checkpoint_store(
+    path: Path, *, helpdesk_path: Path, faults: FaultInjector | None = None
+) -> CheckpointSaver:
     """Open the checkpoint store at `path`; a missing one is created only in a new home, a damaged one is refused.
 
     Raises:
@@ -118,7 +125,7 @@ async def open_checkpoint_store(path: Path, *, helpdesk_path: Path) -> AsyncSqli
             row = await cursor.fetchone()
         if row is None or row[0] != 2:
             raise DamagedStoreError(path, "is an SQLite database but not a triage checkpoint store (no checkpoints)")
-        saver = AsyncSqliteSaver(conn)
+        saver = CheckpointSaver(conn, faults=faults)
         await saver.setup()
     except BaseException as exc:
         await conn.close()
@@ -129,12 +136,12 @@ async def open_checkpoint_store(path: Path, *, helpdesk_path: Path) -> AsyncSqli
 
 
 async def _create_checkpoint_tables(conn: aiosqlite.Connection) -> None:
-    saver = AsyncSqliteSaver(conn)
+    saver = CheckpointSaver(conn)
     await saver.setup()
     await Journal(saver).setup()
 
 
-async def _has_history(saver: AsyncSqliteSaver) -> bool:
+async def _has_history(saver: CheckpointSaver) -> bool:
     """Whether the checkpoint store holds any run or recorded effect."""
     async with (
         saver.lock,
@@ -144,6 +151,14 @@ async def _has_history(saver: AsyncSqliteSaver) -> bool:
     ):
         row = await cursor.fetchone()
     return bool(row and row[0])
+
+
+def busy_timeout(policy: PolicyBundle) -> float:
+    """How long a helpdesk write waits for another process's lock: a quarter of the node time limit.
+
+    So a long external lock costs a node retries (transient errors), never its time limit and the connection.
+    """
+    return policy.support.timeouts.io_node_seconds / 4
 
 
 _shared: dict[tuple[int, str], Services] = {}

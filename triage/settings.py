@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     policy_dir: Path | None = Field(
         default=None, description="Folder with the policy bundle; the packaged default when unset."
     )
+    faults: str | None = Field(
+        default=None,
+        description="Inject faults into tool calls, e.g. 'transient=0.3,slow=0.1,seed=7' (tests and demos).",
+    )
+    checkpoint_faults: str | None = Field(
+        default=None, description="Inject faults into checkpoint writes, e.g. 'transient=0.05' (tests and demos)."
+    )
 
     @property
     def helpdesk_path(self) -> Path:

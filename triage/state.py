@@ -83,6 +83,9 @@ class ApprovalRecord(TypedDict):
     expires_at: str
     refusal: NotRequired[str]
     """Why the last answer was refused (shown in the next interrupt); cleared once an approval is taken."""
+    origin_id: NotRequired[str]
+    """The approval this one replaced by an edit (absent when never edited); the effect is keyed by the origin, so
+    one approval yields one effect whatever edits it went through."""
 
 
 class Draft(TypedDict):
@@ -134,6 +137,8 @@ class State(InputState):
     status: NotRequired[Status]
     """Terminal status, set by `finish` (or `failed` by validation or the app on an error)."""
     status_reason: NotRequired[str]
+    failure_class: NotRequired[str]
+    """Why a failed run failed, by class: `transient` (worth `triage recover`), `permanent` or `policy`."""
     policy_version: NotRequired[str]
     """Hash of the policy bundle that governed the run."""
     budget_exceeded: NotRequired[str]

@@ -159,7 +159,7 @@ def test_invalid_and_stale_decisions_change_nothing(settings: Settings) -> None:
             app.resume(thread, {"approver": "alice", "decision": "approve", "approval_id": "apr_0000"})
         with pytest.raises(ThreadNotFoundError):
             app.resume("thr_nope", {"approver": "alice", "decision": "approve"})
-        assert app.pending_approvals()[0]["approval_id"] == paused["pending_approval"]["approval_id"]
+        assert app.pending_approvals()[0].approval_id == paused["pending_approval"]["approval_id"]
     finally:
         app.close()
     assert refunds(settings, thread) == []
@@ -233,7 +233,7 @@ def test_invalid_resume_value_through_the_graph_is_refused_and_asked_again(setti
         [again] = out["__interrupt__"]
         assert again.value["approval_id"] == paused["pending_approval"]["approval_id"]
         assert "decision" in again.value["refusal"] and "stays pending" in again.value["refusal"]
-        assert app.pending_approvals()[0]["thread_id"] == paused["thread_id"]
+        assert app.pending_approvals()[0].thread_id == paused["thread_id"]
         assert refunds(settings, paused["thread_id"]) == []
         trail = app.thread(paused["thread_id"]).audit
         assert [line["event"] for line in trail] == ["approval_requested", "refused"]

@@ -22,11 +22,11 @@ def test_transient_failure_is_retried_and_counted(app: TriageApp, monkeypatch: p
     original = ToolGateway.call
     failures = {"list_invoices": 1}
 
-    async def flaky(self: ToolGateway, caller: str, tool_name: str, args: Any, *, thread_id: str) -> Any:
+    async def flaky(self: ToolGateway, caller: str, tool_name: str, args: Any, **kwargs: Any) -> Any:
         if failures.get(tool_name):
             failures[tool_name] -= 1
             raise TransientToolError(tool_name, "database is locked")
-        return await original(self, caller, tool_name, args, thread_id=thread_id)
+        return await original(self, caller, tool_name, args, **kwargs)
 
     monkeypatch.setattr(ToolGateway, "call", flaky)
     counter = AttemptCounter()

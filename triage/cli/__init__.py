@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -278,22 +279,39 @@ def show(
         out.print(audit)
 
 
+class ThreadStatus(StrEnum):
+    """The statuses `triage threads --status` filters on."""
+
+    running = "running"
+    awaiting_approval = "awaiting_approval"
+    completed = "completed"
+    escalated = "escalated"
+    failed = "failed"
+
+
 @cli.command()
 def threads(
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many of the newest threads.")] = 20,
+    status: Annotated[
+        ThreadStatus | None,
+        typer.Option(help="Only threads in this state (running: started, neither finished nor paused)."),
+    ] = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List the most recent threads with their status and route."""
     from rich.table import Table
 
-    summaries = with_app(home, lambda app: app.threads(limit=limit), as_json=as_json)
+    wanted = status.value if status is not None else None
+    summaries = with_app(home, lambda app: app.threads(limit=limit, status=wanted), as_json=as_json)
     if as_json:
         print_json([s.model_dump(mode="json") for s in summaries])
         return
     table = Table(title="threads (newest first)")
     for column in ("thread", "updated", "status", "route", "customer", "subject"):
-        table.add_column(column, overflow="fold")
+        table.add_column(
+            column, overflow="fold", no_wrap=column == "thread", min_width=36 if column == "thread" else None
+        )
     for s in summaries:
         table.add_row(
             s.thread_id,
@@ -337,15 +355,16 @@ def approvals(
 
     pending = with_app(home, lambda app: app.pending_approvals(overdue=overdue), as_json=as_json)
     if as_json:
-        print_json(pending)
+        print_json([p.model_dump(mode="json") for p in pending])
         return
     table = Table(title="approvals awaiting a decision (oldest first)")
     for column in ("thread", "approval", "action", "tier", "received", "expires", "description"):
-        table.add_column(column, overflow="fold")
+        ids = column in ("thread", "approval")
+        table.add_column(column, overflow="fold", no_wrap=ids, min_width=36 if column == "thread" else None)
     for p in pending:
-        expires = p["expires_at"] + (" [red](overdue)[/]" if p["overdue"] else "")
-        received = f"{len(p['approvals_received'])}/{p['approvals_required']}"
-        table.add_row(p["thread_id"], p["approval_id"], p["action"], p["tier"], received, expires, p["description"])
+        expires = p.expires_at + (" [red](overdue)[/]" if p.overdue else "")
+        received = f"{len(p.approvals_received)}/{p.approvals_required}"
+        table.add_row(p.thread_id, p.approval_id, p.action, p.tier, received, expires, p.description)
     out.print(table)
 
 
@@ -386,11 +405,14 @@ def reject(
 
 @cli.command()
 def recover(
-    thread_id: Annotated[str, typer.Argument(help="A thread whose process died mid-run.")],
+    thread_id: Annotated[str, typer.Argument(help="A thread whose run died or failed on a transient fault.")],
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Continue a thread from its last checkpoint after a crash (effects already done are not repeated)."""
+    """Continue a thread that is not terminal: a run that died, a decision never taken in, a transient failure.
+
+    Effects already done are not repeated. `triage threads --status running` and `--status failed` find them.
+    """
     result = with_app(home, lambda app: app.recover(thread_id), as_json=as_json)
     _show_result(result, as_json)
 

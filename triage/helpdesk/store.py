@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -32,8 +33,11 @@ class Helpdesk:
         self.path = path
 
     @classmethod
-    async def open(cls, path: Path) -> Helpdesk:
+    async def open(cls, path: Path, *, busy_timeout: float = 10.0) -> Helpdesk:
         """Open the helpdesk at `path`; a missing one is created and seeded, a damaged one is refused.
+
+        `busy_timeout` is how many seconds a statement waits for another process's lock before it fails as busy
+        (a transient error); keep it shorter than the node time limit.
 
         Raises:
             DamagedStoreError: the file exists but is empty, truncated, not SQLite or not a seeded helpdesk; it is
@@ -51,7 +55,7 @@ class Helpdesk:
             raise describe_open_error(path, "helpdesk", exc) from None
         try:
             conn.row_factory = aiosqlite.Row
-            await conn.execute("PRAGMA busy_timeout = 10000")
+            await conn.execute(f"PRAGMA busy_timeout = {max(1, round(busy_timeout * 1000))}")
             await _check_seeded(conn, path)
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA foreign_keys = ON")
@@ -82,15 +86,28 @@ class Helpdesk:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Run writes in one transaction: committed when the block ends, rolled back if it raises."""
+        """Run writes in one transaction: committed when the block ends, rolled back if it raises or is cancelled.
+
+        BEGIN is awaited inside the guarded block: a task cancelled (by a node time limit) while BEGIN waits for a
+        lock does not stop aiosqlite from running it on the connection's thread, so the ROLLBACK queued behind it
+        closes the transaction nobody would own otherwise. A BEGIN that fails as busy leaves nothing to undo.
+        """
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
             try:
+                if self._conn.in_transaction:  # left open by a cancelled statement: never build on it
+                    await self._rollback()
+                await self._conn.execute("BEGIN IMMEDIATE")
                 yield self._conn
+                await self._conn.execute("COMMIT")
             except BaseException:
-                await self._conn.execute("ROLLBACK")
+                # Shielded: a second cancellation must not skip the rollback (it stays queued behind the BEGIN).
+                await asyncio.shield(self._rollback())
                 raise
-            await self._conn.execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        # An error here means no transaction was open: BEGIN itself failed (busy), so there is nothing to undo.
+        with contextlib.suppress(sqlite3.OperationalError):
+            await self._conn.execute("ROLLBACK")
 
 
 def _schema() -> str:
