@@ -151,7 +151,7 @@ class Paused:
         shutil.copytree(self.template / "home", home)
         self.app = TriageApp(Settings(home=home, cache_home=self.cache))
         [pending] = self.app.pending_approvals()
-        self.thread_id = pending["thread_id"]
+        self.thread_id = pending.thread_id
 
     def state(self) -> dict[str, Any]:
         assert self.app is not None
