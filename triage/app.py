@@ -55,6 +55,9 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
+START_ATTEMPTS = 3
+"""Tries of a run's first helpdesk read (the ticket's customer) before the run is refused as not started."""
+
 
 class ThreadView(BaseModel):
     """A thread read back from the store: its result and the node-by-node timeline."""
@@ -181,12 +184,18 @@ class TriageApp:
         `budget` overrides limits of the policy's per-run budget, e.g. `{"max_model_tokens": 2000}`;
         `callbacks` are LangChain callback handlers for this run (tracing, telemetry).
 
+        A run that started always returns its thread (a run that failed ends `failed` with its reason and failure
+        class; `recover` retries a transient one).
+
         Raises:
             InvalidTicketError: the ticket is malformed (nothing is written).
             UnknownCustomerError: the customer id is not in the helpdesk (nothing is written).
             PolicyFileError: the budget override names an unknown limit or a bad value.
             StoreError: the home or a store cannot be opened; `DamagedStoreError` when a store file is empty,
                 truncated or foreign (nothing is written to it).
+            StoreUnavailableError: the run could not start (a store did not answer; `thread_id` is None, nothing
+                was written), or it started and the checkpoint store then failed (`thread_id` names the thread
+                for `recover`).
         """
         return await self._portal.acall(self._arun(ticket, thread_id, budget, callbacks))
 
@@ -205,7 +214,17 @@ class TriageApp:
         thread_id = thread_id or f"thr_{uuid.uuid4().hex}"
         data = ticket.model_dump() if isinstance(ticket, Ticket) else ticket
         # Refuse bad input before anything is written: no thread, no helpdesk row.
-        parsed, _ = await check_ticket(data, engine.services.gateway, thread_id=thread_id)
+        for attempt in range(START_ATTEMPTS):
+            try:
+                parsed, _ = await check_ticket(data, engine.services.gateway, thread_id=thread_id)
+                break
+            except ToolError as exc:
+                if exc.kind != "transient" or attempt == START_ATTEMPTS - 1:
+                    raise StoreUnavailableError(
+                        f"the run could not start: the helpdesk did not answer ({exc}); nothing was written, "
+                        "submit the ticket again"
+                    ) from exc
+                await asyncio.sleep(0.1 * 2**attempt)
         return await self._drive(engine, {"ticket": parsed.model_dump()}, thread_id, meter, callbacks)
 
     async def _drive(
@@ -254,7 +273,7 @@ class TriageApp:
         failure = failure_class(exc)
         reason = f"{type(exc).__name__}: {exc}"
         try:
-            if not (await engine.graph.aget_state(config)).values:
+            if not _exists(await engine.graph.aget_state(config)):
                 raise StoreUnavailableError(
                     f"the run could not start: {reason}; nothing was saved, try again once the store is available"
                 ) from exc
@@ -329,7 +348,7 @@ class TriageApp:
         except ValidationError as exc:
             raise InvalidDecisionError(describe_validation_error(exc, what="decision")) from None
         snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
-        if not snapshot.values:
+        if not _exists(snapshot):
             raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage approvals` lists the ones awaiting approval")
         status = _status_of(snapshot)
         paused = _pending(snapshot)
@@ -445,7 +464,7 @@ class TriageApp:
         result: RunResult | None = None
         for _ in range(3):  # e.g. a died run goes on, pauses on an approval already decided, which is applied
             snapshot = await engine.graph.aget_state(config)
-            if not snapshot.values:
+            if not _exists(snapshot):
                 raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
             paused = _pending(snapshot)
             values = snapshot.values
@@ -537,7 +556,7 @@ class TriageApp:
         engine = await self._get_engine()
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         snapshot = await engine.graph.aget_state(config)
-        if not snapshot.values:
+        if not _exists(snapshot):
             raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
         tuples = [t async for t in engine.services.saver.alist(config)]
         return ThreadView(
@@ -680,6 +699,11 @@ def _pending(snapshot: StateSnapshot) -> dict[str, Any] | None:
 
 THREAD_STATUSES = ("running", "awaiting_approval", "completed", "escalated", "failed")
 """What `triage threads --status` filters on; `running` is a run that neither finished nor paused."""
+
+
+def _exists(snapshot: StateSnapshot) -> bool:
+    """Whether the thread has a checkpoint (its first one holds only the input: no values yet, but a way on)."""
+    return snapshot.created_at is not None
 
 
 def _status_of(snapshot: StateSnapshot) -> str:

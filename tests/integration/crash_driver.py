@@ -26,8 +26,9 @@ def _die() -> None:
 
 
 def arm(crash_at: str) -> None:
-    """`checkpoint:N` dies right after the N-th checkpoint write; `effect` after the refund is made but before the
-    ledger records it; `ledger` after the ledger records it but before the executor's checkpoint."""
+    """`checkpoint:N` dies right after the N-th checkpoint write; `claim` after the approval decision is recorded
+    but before the graph takes it in; `effect` after the refund is made but before the ledger records it; `ledger`
+    after the ledger records it but before the executor's checkpoint."""
     kind, _, number = crash_at.partition(":")
     if kind == "checkpoint":
         target, original = int(number), AsyncSqliteSaver.aput
@@ -42,6 +43,14 @@ def arm(crash_at: str) -> None:
             return result
 
         AsyncSqliteSaver.aput = aput  # type: ignore[method-assign]
+    elif kind == "claim":
+        claim = Journal.claim
+
+        async def claim_then_die(self: Journal, *args: Any, **kwargs: Any) -> Any:
+            await claim(self, *args, **kwargs)
+            _die()
+
+        Journal.claim = claim_then_die  # type: ignore[method-assign]
     elif kind in ("effect", "ledger"):
         record = Journal.record_effect
 
@@ -72,11 +81,8 @@ def main() -> None:
         result = app.run(TICKET, thread_id=thread_id)
         result = app.resume(thread_id, APPROVAL)
         print(json.dumps({"status": result.status, "checkpoints": len(writes) if mode == "count" else None}))
-    else:  # recover: finish whatever the crash left, approving once more if the approval was lost
-        try:
-            result = app.recover(thread_id)
-        except Exception:  # the crash came before the first checkpoint: start the run again
-            result = app.run(TICKET, thread_id=thread_id)
+    else:  # recover: finish whatever the crash left, approving once more if the crash came before the decision
+        result = app.recover(thread_id)
         for _ in range(3):
             if result.status != "awaiting_approval":
                 break

@@ -1,0 +1,106 @@
+"""Every thread has a way forward: a run that failed on a transient fault is retried by `recover`, one that failed
+for good is left as it is and releases its refund request, `triage threads --status` finds them, and a run that
+cannot start says so with a typed error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import rows
+from triage import TriageApp
+from triage.errors import StoreUnavailableError
+from triage.faults import FaultInjector, FaultPlan
+from triage.settings import Settings
+
+DUPLICATE = {"customer_id": "cus_mid_dup", "subject": "Charged twice", "body": "You charged me twice for my order."}
+ALICE = {"approver": "alice", "decision": "approve", "reason": "checked"}
+
+
+def inject(app: TriageApp, spec: str | None) -> None:
+    """Inject tool faults into the running app from now on (None stops them)."""
+    engine = app._portal.call(app._get_engine())
+    engine.services.gateway.faults = None if spec is None else FaultInjector(FaultPlan.parse(spec))
+
+
+def requests(settings: Settings, thread_id: str) -> list[str]:
+    found = rows(settings.helpdesk_path, "SELECT status FROM refund_requests WHERE thread_id = ?", (thread_id,))
+    return [r["status"] for r in found]
+
+
+def test_transient_failure_is_retried_by_recover(app: TriageApp, settings: Settings) -> None:
+    paused = app.run(DUPLICATE)
+    inject(app, "transient=1.0")
+    failed = app.resume(paused.thread_id, ALICE)
+    assert (failed.status, failed.failure_class) == ("failed", "transient")
+    assert "injected fault" in (failed.status_reason or "")
+    assert requests(settings, paused.thread_id) == ["rejected"], "a failed run releases its refund request"
+    assert [t.thread_id for t in app.threads(status="failed")] == [paused.thread_id]
+    inject(app, None)
+    done = app.recover(paused.thread_id)
+    assert done.status == "completed", done.status_reason
+    assert [a.kind for a in done.actions] == ["refund_request", "refund", "message"]
+    refunds = rows(settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (paused.thread_id,))
+    assert refunds == [{"amount_cents": 24000}]
+    assert requests(settings, paused.thread_id) == ["executed"]
+    assert app.recover(paused.thread_id).status == "completed", "a completed thread is left as it is"
+
+
+def test_permanent_failure_is_left_and_frees_the_customer(app: TriageApp, settings: Settings) -> None:
+    paused = app.run(DUPLICATE)
+    inject(app, "permanent=1.0")
+    failed = app.resume(paused.thread_id, ALICE)
+    inject(app, None)
+    assert (failed.status, failed.failure_class) == ("failed", "permanent")
+    again = app.recover(paused.thread_id)
+    assert (again.status, again.status_reason) == ("failed", failed.status_reason), "not retried"
+    assert requests(settings, paused.thread_id) == ["rejected"]
+    # The released request no longer hides the duplicate charge from the customer's next ticket.
+    next_ticket = app.run(DUPLICATE)
+    assert next_ticket.status == "awaiting_approval", next_ticket.status_reason
+    assert next_ticket.pending_approval is not None and next_ticket.pending_approval["args"]["amount_cents"] == 24000
+
+
+def test_a_run_that_cannot_start_says_so(tmp_path: Path, model_cache: Path) -> None:
+    settings = Settings(home=tmp_path / "home", cache_home=model_cache, checkpoint_faults="permanent=1.0")
+    with TriageApp(settings) as app, pytest.raises(StoreUnavailableError, match="could not start") as raised:
+        app.run(DUPLICATE)
+    assert raised.value.thread_id is None
+    assert rows(settings.helpdesk_path, "SELECT id FROM refund_requests") == [], "nothing was written"
+
+
+def test_busy_checkpoint_writes_are_retried(tmp_path: Path, model_cache: Path) -> None:
+    settings = Settings(home=tmp_path / "home", cache_home=model_cache, checkpoint_faults="transient=0.5,seed=3")
+    with TriageApp(settings) as app:
+        result = app.run({"subject": "Password", "body": "How do I reset my password?"})
+        engine = app._portal.call(app._get_engine())
+        injected = engine.services.saver.faults.injected  # type: ignore[union-attr]
+    assert result.status == "completed", result.status_reason
+    assert injected["transient"] > 0
+
+
+@pytest.mark.slow
+def test_threads_status_filter_from_the_cli(settings: Settings) -> None:
+    with TriageApp(settings) as app:
+        paused = app.run(DUPLICATE)
+        done = app.run({"subject": "Password", "body": "How do I reset my password?"})
+    env = {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
+
+    def threads(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "triage", "threads", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+    waiting = json.loads(threads("--status", "awaiting_approval", "--json").stdout)
+    assert [t["thread_id"] for t in waiting] == [paused.thread_id]
+    completed = json.loads(threads("--status", "completed", "--json").stdout)
+    assert [t["thread_id"] for t in completed] == [done.thread_id]
+    assert json.loads(threads("--status", "running", "--json").stdout) == []
+    bad = threads("--status", "lost")
+    assert bad.returncode == 2 and "lost" in bad.stderr
+    table = threads()
+    assert paused.thread_id in table.stdout, "thread ids are printed whole"
