@@ -603,16 +603,7 @@ class TriageApp:
     @staticmethod
     async def _thread_ids(engine: _Engine, *, limit: int | None) -> list[str]:
         """Thread ids, newest first."""
-        saver = engine.services.saver
-        async with (
-            saver.lock,
-            saver.conn.execute(
-                "SELECT thread_id, MAX(checkpoint_id) AS latest FROM checkpoints WHERE checkpoint_ns = '' "
-                "GROUP BY thread_id ORDER BY latest DESC LIMIT ?",
-                (-1 if limit is None else limit,),
-            ) as cursor,
-        ):
-            return [row[0] for row in await cursor.fetchall()]
+        return await engine.services.journal.thread_ids(limit=limit)
 
     # -- retention -------------------------------------------------------------------------------------------
 
@@ -654,8 +645,7 @@ class TriageApp:
             )
         held = await retention.open_requests(engine.services)
         plan = retention.plan_prune(records, now=datetime.now(UTC), older_than=older_than, keep=keep, held=held)
-        path = self.settings.checkpoints_path
-        before = await asyncio.to_thread(retention.store_bytes, path)
+        before = await retention.store_bytes(engine.services)
         if not dry_run:
             await retention.delete_and_compact(engine.services, plan)
         return retention.PruneReport(
@@ -663,7 +653,7 @@ class TriageApp:
             deleted=[r.thread_id for r in plan.delete],
             kept=plan.kept,
             bytes_before=before,
-            bytes_after=before if dry_run else await asyncio.to_thread(retention.store_bytes, path),
+            bytes_after=before if dry_run else await retention.store_bytes(engine.services),
         )
 
     def customers(self) -> list[dict[str, Any]]:

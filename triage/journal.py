@@ -1,8 +1,9 @@
 """The ledger of executed effects, the audit trail and the approval index, kept in the checkpoint store.
 
-The tables live in the checkpoint database and are written through the saver's own connection and lock (one
-connection per process and file). The ledger's primary key is the effect's idempotency key: recording an effect
-twice returns the first receipt, so a resumed or re-run executor never acts twice.
+The tables live in the checkpoint store, SQLite or PostgreSQL (`triage.stores.sql`); on SQLite they are written
+through the saver's own connection and lock (one connection per process and file). The ledger's primary key is the
+effect's idempotency key: recording an effect twice returns the first receipt, so a resumed or re-run executor never
+acts twice.
 
 The approval index holds one row per approval with its state and a version. A decision is taken by a
 compare-and-set on that version (`claim`) before the graph is resumed, so of two decisions racing on one approval,
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from triage.stores.sql import Sql
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS effects_ledger (
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS approval_index (
 CREATE INDEX IF NOT EXISTS approvals_by_state ON approval_index(state, requested_at);
 CREATE INDEX IF NOT EXISTS approvals_by_thread ON approval_index(thread_id);
 """
+_POSTGRES_SCHEMA = _SCHEMA.replace("id             INTEGER PRIMARY KEY", "id             BIGSERIAL PRIMARY KEY")
 
 ApprovalState = Literal["pending", "deciding", "approved", "rejected", "edited", "expired"]
 """`pending` waits for a decision; `deciding` took one approval of several and waits for the graph to ask again;
@@ -115,40 +117,33 @@ def _now() -> str:
 
 
 class Journal:
-    """Effects ledger and audit trail on the checkpoint saver's connection."""
+    """Effects ledger, audit trail and approval index in the checkpoint store."""
 
-    def __init__(self, saver: AsyncSqliteSaver) -> None:
-        self._saver = saver
+    def __init__(self, sql: Sql) -> None:
+        self._sql = sql
 
     async def setup(self) -> None:
         """Create the tables if they are missing."""
-        async with self._saver.lock:
-            await self._saver.conn.executescript(_SCHEMA)
-            await self._saver.conn.commit()
+        await self._sql.script(_POSTGRES_SCHEMA if self._sql.dialect == "postgres" else _SCHEMA)
 
     async def receipt(self, key: str) -> dict[str, Any] | None:
         """The receipt of the effect recorded under `key`, if it ran."""
-        async with (
-            self._saver.lock,
-            self._saver.conn.execute("SELECT receipt FROM effects_ledger WHERE idempotency_key = ?", (key,)) as cursor,
-        ):
-            row = await cursor.fetchone()
+        row = await self._sql.fetchone("SELECT receipt FROM effects_ledger WHERE idempotency_key = ?", (key,))
         return None if row is None else dict(json.loads(row[0]))
 
     async def record_effect(
         self, key: str, *, thread_id: str, kind: str, receipt: dict[str, Any], policy_version: str
     ) -> dict[str, Any]:
         """Record an effect and its audit line in one transaction; a repeat returns the first receipt."""
-        async with self._saver.lock:
-            conn = self._saver.conn
-            await conn.execute(
-                "INSERT OR IGNORE INTO effects_ledger (idempotency_key, thread_id, kind, receipt, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+        async with self._sql.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO effects_ledger (idempotency_key, thread_id, kind, receipt, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (key, thread_id, kind, json.dumps(receipt, sort_keys=True, default=str), _now()),
             )
-            await conn.execute(
-                "INSERT OR IGNORE INTO audit_trail (thread_id, at, event, actor, approval_id, details, "
-                "policy_version, dedupe_key) VALUES (?, ?, 'effect', 'execute', NULL, ?, ?, ?)",
+            await tx.execute(
+                "INSERT INTO audit_trail (thread_id, at, event, actor, approval_id, details, "
+                "policy_version, dedupe_key) VALUES (?, ?, 'effect', 'execute', NULL, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (
                     thread_id,
                     _now(),
@@ -157,9 +152,7 @@ class Journal:
                     f"effect:{key}",
                 ),
             )
-            await conn.commit()
-            async with conn.execute("SELECT receipt FROM effects_ledger WHERE idempotency_key = ?", (key,)) as cursor:
-                row = await cursor.fetchone()
+            row = await tx.fetchone("SELECT receipt FROM effects_ledger WHERE idempotency_key = ?", (key,))
         assert row is not None
         return dict(json.loads(row[0]))
 
@@ -175,34 +168,28 @@ class Journal:
         dedupe_key: str | None = None,
     ) -> None:
         """Append an audit line (once per `dedupe_key`, when one is given)."""
-        async with self._saver.lock:
-            await self._saver.conn.execute(
-                "INSERT OR IGNORE INTO audit_trail (thread_id, at, event, actor, approval_id, details, "
-                "policy_version, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    thread_id,
-                    _now(),
-                    event,
-                    actor,
-                    approval_id,
-                    json.dumps(details, default=str),
-                    policy_version,
-                    dedupe_key,
-                ),
-            )
-            await self._saver.conn.commit()
+        await self._sql.execute(
+            "INSERT INTO audit_trail (thread_id, at, event, actor, approval_id, details, "
+            "policy_version, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (
+                thread_id,
+                _now(),
+                event,
+                actor,
+                approval_id,
+                json.dumps(details, default=str),
+                policy_version,
+                dedupe_key,
+            ),
+        )
 
     async def trail(self, thread_id: str) -> list[dict[str, Any]]:
         """The thread's audit lines, oldest first."""
-        async with (
-            self._saver.lock,
-            self._saver.conn.execute(
-                "SELECT at, event, actor, approval_id, details, policy_version FROM audit_trail WHERE thread_id = ? "
-                "ORDER BY id",
-                (thread_id,),
-            ) as cursor,
-        ):
-            rows = await cursor.fetchall()
+        rows = await self._sql.fetchall(
+            "SELECT at, event, actor, approval_id, details, policy_version FROM audit_trail WHERE thread_id = ? "
+            "ORDER BY id",
+            (thread_id,),
+        )
         return [
             {
                 "at": r[0],
@@ -225,52 +212,40 @@ class Journal:
         never reset; a later round (one more approval received) opens the approval again with a new version.
         """
         round_ = len(request["approvals_received"])
-        async with self._saver.lock:
-            await self._saver.conn.execute(
-                "INSERT INTO approval_index (approval_id, thread_id, origin_id, round, state, version, request, "
-                "requested_at, expires_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) "
-                "ON CONFLICT(approval_id) DO UPDATE SET round = excluded.round, state = 'pending', "
-                "version = approval_index.version + 1, request = excluded.request, decided_by = NULL, "
-                "decision = NULL, decided_at = NULL WHERE approval_index.round < excluded.round",
-                (
-                    request["approval_id"],
-                    request["thread_id"],
-                    origin_id,
-                    round_,
-                    json.dumps(request, sort_keys=True, default=str),
-                    request["requested_at"],
-                    request["expires_at"],
-                ),
-            )
-            await self._saver.conn.commit()
+        await self._sql.execute(
+            "INSERT INTO approval_index (approval_id, thread_id, origin_id, round, state, version, request, "
+            "requested_at, expires_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) "
+            "ON CONFLICT(approval_id) DO UPDATE SET round = excluded.round, state = 'pending', "
+            "version = approval_index.version + 1, request = excluded.request, decided_by = NULL, "
+            "decision = NULL, decided_at = NULL WHERE approval_index.round < excluded.round",
+            (
+                request["approval_id"],
+                request["thread_id"],
+                origin_id,
+                round_,
+                json.dumps(request, sort_keys=True, default=str),
+                request["requested_at"],
+                request["expires_at"],
+            ),
+        )
 
     async def approval(self, approval_id: str) -> ApprovalRow | None:
         """The indexed approval `approval_id`, if any."""
-        async with self._saver.lock, self._saver.conn.execute(_ROW + " WHERE approval_id = ?", (approval_id,)) as c:
-            row = await c.fetchone()
+        row = await self._sql.fetchone(_ROW + " WHERE approval_id = ?", (approval_id,))
         return None if row is None else _row(row)
 
     async def current_approval(self, thread_id: str) -> ApprovalRow | None:
         """The thread's pending approval, or else the one decided last (None when it never asked for one)."""
-        async with (
-            self._saver.lock,
-            self._saver.conn.execute(
-                _ROW + " WHERE thread_id = ? ORDER BY state = 'pending' DESC, decided_at DESC, rowid DESC LIMIT 1",
-                (thread_id,),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
+        row = await self._sql.fetchone(
+            _ROW + " WHERE thread_id = ? ORDER BY state = 'pending' DESC, decided_at DESC NULLS LAST, "
+            "requested_at DESC, approval_id DESC LIMIT 1",
+            (thread_id,),
+        )
         return None if row is None else _row(row)
 
     async def pending_approvals(self) -> list[ApprovalRow]:
         """Every approval waiting for a decision, oldest request first (read from the index, not the threads)."""
-        async with (
-            self._saver.lock,
-            self._saver.conn.execute(
-                _ROW + " WHERE state = 'pending' ORDER BY requested_at, thread_id, approval_id"
-            ) as cursor,
-        ):
-            rows = await cursor.fetchall()
+        rows = await self._sql.fetchall(_ROW + " WHERE state = 'pending' ORDER BY requested_at, thread_id, approval_id")
         return [_row(r) for r in rows]
 
     async def claim(
@@ -302,19 +277,40 @@ class Journal:
         decision: dict[str, Any],
         approver: str,
     ) -> bool:
-        async with self._saver.lock:
-            cursor = await self._saver.conn.execute(
-                "UPDATE approval_index SET state = ?, version = version + 1, decided_by = ?, decision = ?, "
-                f"decided_at = ? WHERE approval_id = ? AND {condition} AND state = 'pending'",
-                (
-                    state,
-                    approver,
-                    json.dumps(decision, sort_keys=True, default=str),
-                    datetime.now(UTC).isoformat(timespec="microseconds"),
-                    approval_id,
-                    value,
-                ),
-            )
-            won = cursor.rowcount == 1
-            await self._saver.conn.commit()
-        return won
+        changed = await self._sql.execute(
+            "UPDATE approval_index SET state = ?, version = version + 1, decided_by = ?, decision = ?, "
+            f"decided_at = ? WHERE approval_id = ? AND {condition} AND state = 'pending'",
+            (
+                state,
+                approver,
+                json.dumps(decision, sort_keys=True, default=str),
+                datetime.now(UTC).isoformat(timespec="microseconds"),
+                approval_id,
+                value,
+            ),
+        )
+        return changed == 1
+
+    # -- threads ---------------------------------------------------------------------------------------------
+
+    async def thread_ids(self, *, limit: int | None = None) -> list[str]:
+        """Thread ids in the checkpoint store, the most recently checkpointed first."""
+        sql = (
+            "SELECT thread_id, MAX(checkpoint_id) AS latest FROM checkpoints WHERE checkpoint_ns = '' "
+            "GROUP BY thread_id ORDER BY latest DESC"
+        )
+        rows = (
+            await self._sql.fetchall(sql + " LIMIT ?", (limit,)) if limit is not None else await self._sql.fetchall(sql)
+        )
+        return [row[0] for row in rows]
+
+    async def has_history(self) -> bool:
+        """Whether the store holds any run or recorded effect."""
+        row = await self._sql.fetchone(
+            "SELECT EXISTS (SELECT 1 FROM checkpoints) OR EXISTS (SELECT 1 FROM effects_ledger)"
+        )
+        return bool(row is not None and row[0])
+
+    async def compact(self) -> None:
+        """Give the space of deleted checkpoints back to the file system (VACUUM)."""
+        await self._sql.compact()

@@ -8,6 +8,7 @@ stops an effect from running twice, and each deleted thread gets a `pruned` line
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -159,13 +160,13 @@ async def delete_and_compact(services: Services, plan: PrunePlan) -> None:
             dedupe_key=f"pruned:{record.thread_id}",
         )
         await services.saver.adelete_thread(record.thread_id)
-    saver = services.saver
-    async with saver.lock:
-        await saver.conn.commit()
-        await saver.conn.execute("VACUUM")
-        await saver.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    await services.journal.compact()
 
 
-def store_bytes(path: Path) -> int:
-    """The bytes a SQLite store takes on disk, its write-ahead log included."""
-    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+async def store_bytes(services: Services) -> int:
+    """The bytes the checkpoint store takes: the SQLite file with its write-ahead log, or the PostgreSQL database."""
+    if services.store.sql.dialect == "postgres":
+        row = await services.store.sql.fetchone("SELECT pg_database_size(current_database())")
+        return int(row[0]) if row else 0
+    path = services.settings.checkpoints_path
+    return await asyncio.to_thread(lambda: sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists()))

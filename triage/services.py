@@ -8,11 +8,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
-import aiosqlite
+from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from triage.checkpoints import CheckpointSaver
 from triage.errors import DamagedStoreError
 from triage.faults import FaultInjector
 from triage.gateway import ToolGateway
@@ -23,7 +22,8 @@ from triage.models.guard import GuardedModelTier
 from triage.models.tier import LocalModelTier, ModelTier
 from triage.policies import PolicyBundle, load_policy_bundle
 from triage.settings import Settings
-from triage.storefiles import check_sqlite_file, create_atomically, describe_open_error, prepare_home
+from triage.storefiles import describe_open_error, prepare_home
+from triage.stores import CheckpointStore, open_postgres_store, open_sqlite_store
 from triage.tracing import install_trace_redaction
 
 
@@ -36,9 +36,11 @@ class Services:
     helpdesk: Helpdesk
     gateway: ToolGateway
     models: GuardedModelTier
-    saver: CheckpointSaver
-    """The process's one checkpoint saver (one connection per process and file)."""
+    saver: BaseCheckpointSaver[Any]
+    """The process's one checkpoint saver (on SQLite: one connection per process and file)."""
     journal: Journal
+    store: CheckpointStore
+    """The checkpoint store the saver and journal live in (SQLite in the home, or PostgreSQL)."""
 
     @classmethod
     async def open(
@@ -53,13 +55,16 @@ class Services:
         quiet_sql_logging()
         tool_faults = FaultInjector.from_spec(settings.faults)
         checkpoint_faults = FaultInjector.from_spec(settings.checkpoint_faults)
-        saver = await open_checkpoint_store(
-            settings.checkpoints_path, helpdesk_path=settings.helpdesk_path, faults=checkpoint_faults
-        )
+        if settings.database_url:
+            store = await open_postgres_store(settings.database_url)
+        else:
+            store = await open_sqlite_store(
+                settings.checkpoints_path, helpdesk_path=settings.helpdesk_path, faults=checkpoint_faults
+            )
         try:
-            journal = Journal(saver)
+            journal = Journal(store.sql)
             await journal.setup()
-            if not await asyncio.to_thread(settings.helpdesk_path.exists) and await _has_history(saver):
+            if not await asyncio.to_thread(settings.helpdesk_path.exists) and await journal.has_history():
                 raise DamagedStoreError(
                     settings.helpdesk_path,
                     "is missing while the checkpoint store beside it holds runs and effects: a new, re-seeded "
@@ -67,7 +72,7 @@ class Services:
                 )
             helpdesk = await Helpdesk.open(settings.helpdesk_path, busy_timeout=busy_timeout(policy))
         except BaseException as exc:
-            await saver.conn.close()
+            await store.close()
             if isinstance(exc, sqlite3.Error):
                 raise describe_open_error(settings.checkpoints_path, "checkpoint store", exc) from None
             raise
@@ -77,14 +82,15 @@ class Services:
             helpdesk=helpdesk,
             gateway=ToolGateway(helpdesk=helpdesk, permissions=policy.permissions, faults=tool_faults),
             models=GuardedModelTier(models or LocalModelTier(settings.cache_dir)),
-            saver=saver,
+            saver=store.saver,
             journal=journal,
+            store=store,
         )
 
     async def aclose(self) -> None:
         """Close the helpdesk and checkpoint connections."""
         await self.helpdesk.close()
-        await self.saver.conn.close()
+        await self.store.close()
 
 
 def _prepare_home(settings: Settings, policy: PolicyBundle | None) -> PolicyBundle:
@@ -92,65 +98,6 @@ def _prepare_home(settings: Settings, policy: PolicyBundle | None) -> PolicyBund
     prepare_home(settings.home)
     install_trace_redaction()
     return policy or load_policy_bundle(settings.policy_dir)
-
-
-async def open_checkpoint_store(
-    path: Path, *, helpdesk_path: Path, faults: FaultInjector | None = None
-) -> CheckpointSaver:
-    """Open the checkpoint store at `path`; a missing one is created only in a new home, a damaged one is refused.
-
-    Raises:
-        DamagedStoreError: the file is empty, truncated, not SQLite or not a checkpoint store, or it is missing
-            beside an existing helpdesk (whose history it held); nothing is written.
-        StoreError: the file or its folder cannot be written.
-    """
-    if not await asyncio.to_thread(path.exists):
-        if await asyncio.to_thread(helpdesk_path.exists):
-            raise DamagedStoreError(
-                path,
-                f"is missing while the helpdesk {helpdesk_path} beside it exists: the runs, approvals and effects "
-                "ledger of that helpdesk are gone",
-            )
-        await create_atomically(path, _create_checkpoint_tables)
-    await asyncio.to_thread(check_sqlite_file, path, what="checkpoint store")
-    try:
-        conn = await aiosqlite.connect(path)
-    except sqlite3.Error as exc:
-        raise describe_open_error(path, "checkpoint store", exc) from None
-    try:
-        await conn.execute("PRAGMA busy_timeout = 10000")
-        async with conn.execute(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('checkpoints', 'writes')"
-        ) as cursor:
-            row = await cursor.fetchone()
-        if row is None or row[0] != 2:
-            raise DamagedStoreError(path, "is an SQLite database but not a triage checkpoint store (no checkpoints)")
-        saver = CheckpointSaver(conn, faults=faults)
-        await saver.setup()
-    except BaseException as exc:
-        await conn.close()
-        if isinstance(exc, sqlite3.Error):
-            raise describe_open_error(path, "checkpoint store", exc) from None
-        raise
-    return saver
-
-
-async def _create_checkpoint_tables(conn: aiosqlite.Connection) -> None:
-    saver = CheckpointSaver(conn)
-    await saver.setup()
-    await Journal(saver).setup()
-
-
-async def _has_history(saver: CheckpointSaver) -> bool:
-    """Whether the checkpoint store holds any run or recorded effect."""
-    async with (
-        saver.lock,
-        saver.conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM checkpoints) OR EXISTS (SELECT 1 FROM effects_ledger)"
-        ) as cursor,
-    ):
-        row = await cursor.fetchone()
-    return bool(row and row[0])
 
 
 def busy_timeout(policy: PolicyBundle) -> float:

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     policy_dir: Path | None = Field(
         default=None, description="Folder with the policy bundle; the packaged default when unset."
     )
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL for checkpoints, the effects ledger, the audit trail and the approval index "
+        "(several worker processes); the SQLite file in the home when unset.",
+        repr=False,
+    )
     faults: str | None = Field(
         default=None,
         description="Inject faults into tool calls, e.g. 'transient=0.3,slow=0.1,seed=7' (tests and demos).",

@@ -16,13 +16,13 @@ from triage.graphs.support import build_support_graph
 from triage.policies import load_policy_bundle
 
 if TYPE_CHECKING:
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.graph.state import CompiledStateGraph
 
 
 @asynccontextmanager
-async def checkpointer() -> AsyncIterator[AsyncSqliteSaver]:
-    """The server's persistence: the saver of the shared services for `$TRIAGE_HOME` (`checkpointer.path`)."""
+async def checkpointer() -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    """The server's persistence: the saver of the shared services for `$TRIAGE_HOME` (or `TRIAGE_DATABASE_URL`)."""
     from triage.services import close_shared_services, shared_services
 
     services = await shared_services()

@@ -1,0 +1,204 @@
+"""One small SQL interface over the two checkpoint-store backends: SQLite (embedded) and PostgreSQL (workers).
+
+The journal (effects ledger, audit trail, approval index) and the thread listing are written once against it, in
+the SQL both dialects share (`?` placeholders, `INSERT ... ON CONFLICT`, `NULLS LAST`); only schemas differ.
+On SQLite it uses the checkpoint saver's own connection and lock (one connection per process and file); on
+PostgreSQL a connection pool of its own beside the saver's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    import aiosqlite
+    from psycopg import AsyncConnection
+    from psycopg_pool import AsyncConnectionPool
+
+Dialect = Literal["sqlite", "postgres"]
+Params = Sequence[Any]
+
+
+class Tx(Protocol):
+    """Statements inside one transaction."""
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run a statement; the number of rows it changed."""
+        ...
+
+    async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        """The first row of a query, or None."""
+        ...
+
+
+class Sql(Protocol):
+    """A checkpoint store's SQL connection, whichever backend."""
+
+    dialect: Dialect
+
+    async def script(self, sql: str) -> None:
+        """Run several `;`-separated statements (schemas) and commit."""
+        ...
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement in its own transaction; the number of rows it changed."""
+        ...
+
+    async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        """The first row of a query, or None."""
+        ...
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """Every row of a query."""
+        ...
+
+    def transaction(self) -> Any:
+        """`async with sql.transaction() as tx:` statements committed together, rolled back if the block raises."""
+        ...
+
+    async def compact(self) -> None:
+        """Give the space of deleted rows back (VACUUM)."""
+        ...
+
+
+class SqliteSql:
+    """SQL on the SQLite checkpoint saver's connection, serialised by the saver's lock."""
+
+    dialect: Dialect = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection, lock: Any) -> None:
+        self._conn = conn
+        self._lock = lock
+
+    async def script(self, sql: str) -> None:
+        """Run a schema script and commit."""
+        async with self._lock:
+            await self._conn.executescript(sql)
+            await self._conn.commit()
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement and commit; the number of rows it changed."""
+        async with self._lock:
+            try:
+                cursor = await self._conn.execute(sql, tuple(params))
+                await self._conn.commit()
+            except BaseException:
+                await self._conn.rollback()
+                raise
+            return int(cursor.rowcount)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        """The first row of a query, or None."""
+        async with self._lock, self._conn.execute(sql, tuple(params)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else tuple(row)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """Every row of a query."""
+        async with self._lock, self._conn.execute(sql, tuple(params)) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_SqliteTx]:
+        """Statements committed together (the saver's lock held throughout)."""
+        async with self._lock:
+            try:
+                yield _SqliteTx(self._conn)
+                await self._conn.commit()
+            except BaseException:
+                await self._conn.rollback()
+                raise
+
+    async def compact(self) -> None:
+        """VACUUM, then fold the write-ahead log back into the file."""
+        async with self._lock:
+            await self._conn.commit()
+            await self._conn.execute("VACUUM")
+            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class _SqliteTx:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        cursor = await self._conn.execute(sql, tuple(params))
+        return int(cursor.rowcount)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        async with self._conn.execute(sql, tuple(params)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else tuple(row)
+
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def to_postgres(sql: str) -> str:
+    """`?` placeholders as psycopg's `%s` (our statements carry no literal `?` or `%`)."""
+    return _PLACEHOLDER.sub("%s", sql)
+
+
+class PostgresSql:
+    """SQL on a PostgreSQL connection pool; each call takes a connection and commits before giving it back."""
+
+    dialect: Dialect = "postgres"
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    async def script(self, sql: str) -> None:
+        """Run a schema script and commit."""
+        async with self._pool.connection() as conn:
+            await conn.execute(sql)
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement and commit; the number of rows it changed."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(to_postgres(sql), tuple(params))
+            return int(cursor.rowcount)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        """The first row of a query, or None."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(to_postgres(sql), tuple(params))
+            row = await cursor.fetchone()
+        return None if row is None else tuple(row)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """Every row of a query."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(to_postgres(sql), tuple(params))
+            return [tuple(row) for row in await cursor.fetchall()]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_PostgresTx]:
+        """Statements committed together on one pooled connection."""
+        async with self._pool.connection() as conn, conn.transaction():
+            yield _PostgresTx(conn)
+
+    async def compact(self) -> None:
+        """VACUUM (outside a transaction, as PostgreSQL requires)."""
+        async with self._pool.connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                await conn.execute("VACUUM")
+            finally:
+                await conn.set_autocommit(False)
+
+
+class _PostgresTx:
+    def __init__(self, conn: AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        cursor = await self._conn.execute(to_postgres(sql), tuple(params))
+        return int(cursor.rowcount)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
+        cursor = await self._conn.execute(to_postgres(sql), tuple(params))
+        row = await cursor.fetchone()
+        return None if row is None else tuple(row)
