@@ -16,7 +16,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from triage.errors import DamagedStoreError
 from triage.gateway import ToolGateway
 from triage.helpdesk import Helpdesk
-from triage.helpdesk.store import quiet_sql_logging
+from triage.helpdesk.store import helpdesk_holds_requests, quiet_sql_logging
 from triage.journal import Journal
 from triage.models.guard import GuardedModelTier
 from triage.models.tier import LocalModelTier, ModelTier
@@ -92,11 +92,13 @@ async def open_checkpoint_store(path: Path, *, helpdesk_path: Path) -> AsyncSqli
         StoreError: the file or its folder cannot be written.
     """
     if not await asyncio.to_thread(path.exists):
-        if await asyncio.to_thread(helpdesk_path.exists):
+        # Beside a helpdesk that holds refund or account requests, the missing store held their approvals and the
+        # ledger that keeps effects from running twice: refuse. A helpdesk with only its seed is still a new home.
+        if await asyncio.to_thread(helpdesk_path.exists) and await helpdesk_holds_requests(helpdesk_path):
             raise DamagedStoreError(
                 path,
-                f"is missing while the helpdesk {helpdesk_path} beside it exists: the runs, approvals and effects "
-                "ledger of that helpdesk are gone",
+                f"is missing while the helpdesk {helpdesk_path} beside it holds refund or account requests: their "
+                "approvals and the effects ledger are gone",
             )
         await create_atomically(path, _create_checkpoint_tables)
     await asyncio.to_thread(check_sqlite_file, path, what="checkpoint store")
