@@ -96,6 +96,18 @@ def test_missing_checkpoint_store_beside_a_helpdesk_is_refused(home: Path, model
     assert _snapshot(home) == before
 
 
+def test_checkpoint_store_missing_beside_a_helpdesk_without_requests_is_created(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    # A seeded helpdesk copied into a new home (as the eval runner does for each case) makes a new home.
+    settings = Settings(home=tmp_path / "fresh", cache_home=model_cache)
+    with TriageApp(settings) as app:
+        app.customers()
+    settings.checkpoints_path.unlink()
+    with TriageApp(settings) as app:
+        assert app.threads() == []
+
+
 def test_missing_helpdesk_beside_history_is_not_reseeded(home: Path, model_cache: Path) -> None:
     (home / "helpdesk.sqlite").unlink()
     before = _snapshot(home)

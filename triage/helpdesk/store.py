@@ -160,6 +160,28 @@ async def _describe_duplicate_requests(conn: aiosqlite.Connection, path: Path) -
     )
 
 
+async def helpdesk_holds_requests(path: Path) -> bool:
+    """Whether an existing helpdesk holds refund or account requests, or refunds triage issued (read only).
+
+    Raises:
+        DamagedStoreError: the file is not a seeded helpdesk.
+        StoreError: it cannot be opened.
+    """
+    await asyncio.to_thread(check_sqlite_file, path, what="helpdesk")
+    try:
+        async with aiosqlite.connect(path) as conn:
+            await conn.execute("PRAGMA busy_timeout = 10000")
+            await _check_seeded(conn, path)
+            async with conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM refund_requests) OR EXISTS (SELECT 1 FROM account_requests) "
+                "OR EXISTS (SELECT 1 FROM refunds WHERE thread_id IS NOT NULL)"
+            ) as cursor:
+                row = await cursor.fetchone()
+    except sqlite3.Error as exc:
+        raise describe_open_error(path, "helpdesk", exc) from None
+    return bool(row and row[0])
+
+
 def quiet_sql_logging() -> None:
     """Keep customer data out of logs: aiosqlite logs every statement with its parameters at DEBUG."""
     logger = logging.getLogger("aiosqlite")

@@ -21,6 +21,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from triage.checkpoints import CheckpointSaver
 from triage.errors import DamagedStoreError, StoreError
 from triage.faults import FaultInjector
+from triage.helpdesk.store import helpdesk_holds_requests
 from triage.journal import Journal
 from triage.storefiles import check_sqlite_file, create_atomically, describe_open_error
 from triage.stores.sql import PostgresSql, Sql, SqliteSql
@@ -124,11 +125,13 @@ async def open_checkpoint_file(
         StoreError: the file or its folder cannot be written.
     """
     if not await asyncio.to_thread(path.exists):
-        if await asyncio.to_thread(helpdesk_path.exists):
+        # Beside a helpdesk that holds refund or account requests, the missing store held their approvals and the
+        # ledger that keeps effects from running twice: refuse. A helpdesk with only its seed is still a new home.
+        if await asyncio.to_thread(helpdesk_path.exists) and await helpdesk_holds_requests(helpdesk_path):
             raise DamagedStoreError(
                 path,
-                f"is missing while the helpdesk {helpdesk_path} beside it exists: the runs, approvals and effects "
-                "ledger of that helpdesk are gone",
+                f"is missing while the helpdesk {helpdesk_path} beside it holds refund or account requests: their "
+                "approvals and the effects ledger are gone",
             )
         await create_atomically(path, _create_checkpoint_tables)
     await asyncio.to_thread(check_sqlite_file, path, what="checkpoint store")
