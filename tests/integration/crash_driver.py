@@ -26,11 +26,25 @@ def _die() -> None:
 
 
 def arm(crash_at: str) -> None:
-    """`checkpoint:N` dies right after the N-th checkpoint write; `claim` after the approval decision is recorded
+    """`checkpoint:N` dies right after the N-th checkpoint write; `writes:N` right after the N-th save of a node's
+    writes (before the checkpoint that applies them); `claim` after the approval decision is recorded
     but before the graph takes it in; `effect` after the refund is made but before the ledger records it; `ledger`
     after the ledger records it but before the executor's checkpoint."""
     kind, _, number = crash_at.partition(":")
-    if kind == "checkpoint":
+    if kind == "writes":  # a node's writes are saved, the checkpoint that applies them is not: `next` looks empty
+        target, original_writes = int(number), AsyncSqliteSaver.aput_writes
+        saved = 0
+
+        async def aput_writes(self: AsyncSqliteSaver, *args: Any, **kwargs: Any) -> Any:
+            nonlocal saved
+            result = await original_writes(self, *args, **kwargs)
+            saved += 1
+            if saved == target:
+                _die()
+            return result
+
+        AsyncSqliteSaver.aput_writes = aput_writes  # type: ignore[method-assign]
+    elif kind == "checkpoint":
         target, original = int(number), AsyncSqliteSaver.aput
         count = 0
 

@@ -40,7 +40,7 @@ def template(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> tup
 
 def crash_points() -> list[str]:
     # Enough for the scenario (17 writes today); points past the last write simply let the run finish.
-    return [f"checkpoint:{n}" for n in range(1, 19)] + ["claim", "effect", "ledger"]
+    return [f"checkpoint:{n}" for n in range(1, 19)] + ["writes:5", "writes:12", "claim", "effect", "ledger"]
 
 
 @pytest.mark.slow
