@@ -1,0 +1,122 @@
+"""Mutation testing of the code that moves money: `make mutation` (slow; not part of the default test run).
+
+mutmut names each mutant after the module its file path implies and activates it by the function's runtime module
+name, so it needs the package laid out as installed (`triage/nodes/approve.py`, not `nodes/approve.py`). Like
+scripts/typecheck.py, this lays that tree out as symlinks (from `[tool.setuptools] package-dir`) under
+build/mutation/src/, with the tests, README and pyproject.toml beside it, runs `mutmut run` there (mutmut copies
+the tree into build/mutation/mutants/ and mutates the copies), then prints the score and every surviving mutant.
+Survivors listed in tests/mutation/equivalent.md are reported as equivalent; the score counts them as survivors
+all the same, and a second figure leaves them out.
+
+Usage: python scripts/mutation.py [--keep] [--max-children N] [--min-score PERCENT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = ROOT / "build" / "mutation"
+TESTS = ROOT / "tests"
+EQUIVALENT = ROOT / "tests" / "mutation" / "equivalent.md"
+MUTMUT = [sys.executable, "-m", "mutmut"]
+
+
+def build_stage() -> None:
+    """Lay the installed package tree out under STAGE/src as file symlinks, with tests and configuration beside it.
+
+    Folders are real (mutmut walks them without following folder symlinks); files are symlinks it copies.
+    """
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package in config["packages"]:
+        parent, _, leaf = package.rpartition(".")
+        source = config["package-dir"].get(package)
+        folder = ROOT / source if source else ROOT / config["package-dir"][parent] / leaf
+        _mirror(folder, STAGE / "src" / package.replace(".", "/"), skip=set(config["packages"]), package=package)
+    for name in ("README.md", "pyproject.toml", ".ci"):
+        (STAGE / name).symlink_to(ROOT / name)
+    (STAGE / "tests").symlink_to(TESTS)
+
+
+def _mirror(folder: Path, target: Path, *, skip: set[str], package: str) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for file in folder.iterdir():
+        if file.is_file() and file.suffix != ".pyc":
+            (target / file.name).symlink_to(file)
+        elif file.is_dir() and file.name != "__pycache__" and f"{package}.{file.name}" not in skip:
+            _mirror(file, target / file.name, skip=skip, package=f"{package}.{file.name}")
+
+
+def configure(stage: Path, tests: Path) -> None:
+    """Point the run at another stage folder and tests folder."""
+    global STAGE, TESTS
+    STAGE, TESTS = stage, tests
+
+
+def equivalent_mutants() -> dict[str, str]:
+    """Mutant name -> reason, from the list kept beside the tests (`- name: reason` lines)."""
+    if not EQUIVALENT.exists():
+        return {}
+    found = re.findall(r"^- `([^`]+)`: (.+)$", EQUIVALENT.read_text(), flags=re.M)
+    return dict(found)
+
+
+def main() -> int:
+    """Build the tree, run mutmut in it, print the score and the survivors."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", action="store_true", help="reuse build/mutation/mutants and its cached results")
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument("--min-score", type=float, default=None, help="exit 1 below this percentage")
+    parser.add_argument("--stage", type=Path, default=STAGE, help="where to lay the tree out and run")
+    parser.add_argument("--tests", type=Path, default=TESTS, help="another tests folder (to measure an older suite)")
+    parser.add_argument("mutants", nargs="*", help="only these mutant names (mutmut globs)")
+    options = parser.parse_args()
+    configure(options.stage.resolve(), options.tests.resolve())
+    if not options.keep:
+        shutil.rmtree(STAGE, ignore_errors=True)
+    if not (STAGE / "src").exists():
+        build_stage()
+    env = {**os.environ, "TRIAGE_TEST_MODEL_CACHE": str(STAGE / "model-cache"), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("TRIAGE_POLICY_DIR", None)
+    run = [*MUTMUT, "run", "--max-children", str(options.max_children), *options.mutants]
+    status = subprocess.run(run, cwd=STAGE, env=env, check=False).returncode
+    if status != 0:
+        print(f"mutmut run exited {status}", file=sys.stderr)
+        return status
+    subprocess.run([*MUTMUT, "export-cicd-stats"], cwd=STAGE, env=env, check=True, capture_output=True)
+    stats = json.loads((STAGE / "mutants" / "mutmut-cicd-stats.json").read_text())
+    listed = subprocess.run([*MUTMUT, "results"], cwd=STAGE, env=env, check=True, capture_output=True, text=True).stdout
+    survivors = sorted(
+        name for name, state in re.findall(r"^\s+(\S+): (.+)$", listed, flags=re.M) if state.strip() != "killed"
+    )
+    equivalent = equivalent_mutants()
+    killed = stats["killed"] + stats["timeout"]
+    total = stats["total"] - stats["skipped"]
+    print()
+    print(f"mutants: {total}  killed: {stats['killed']}  timeout: {stats['timeout']}  survived: {stats['survived']}")
+    print(f"  no tests: {stats['no_tests']}  suspicious: {stats['suspicious']}  segfault: {stats['segfault']}")
+    for name in survivors:
+        why = equivalent.get(name)
+        print(f"  survivor {name}" + (f"  (equivalent: {why})" if why else ""))
+    unexplained = [n for n in survivors if n not in equivalent]
+    score = 100.0 * killed / total if total else 0.0
+    adjusted = 100.0 * killed / (total - (len(survivors) - len(unexplained))) if total else 0.0
+    print(f"mutation score: {score:.1f}% ({killed} of {total} killed)")
+    print(f"mutation score without the {len(survivors) - len(unexplained)} listed equivalent mutants: {adjusted:.1f}%")
+    print(f"unexplained survivors: {len(unexplained)}")
+    if options.min_score is not None and score < options.min_score:
+        print(f"below the required {options.min_score:.1f}%", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
