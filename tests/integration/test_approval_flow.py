@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import policy_copy, rows
 from triage import TriageApp
 from triage.models.tier import LocalModelTier, UsageSink
+from triage.policies.billing import format_money
 from triage.settings import Settings
 from triage.state import Classification
 
@@ -241,24 +242,25 @@ def test_account_deletion_needs_two_approvals_then_completes(app: TriageApp, set
 class PinnedConfidenceTier(LocalModelTier):
     """The local tier with the route and confidence pinned, so a test does not depend on a trained model's mood."""
 
-    def __init__(self, cache_dir: Path, route: str, confidence: float) -> None:
+    def __init__(self, cache_dir: Path, route: str, confidence: float, intent: str | None = None) -> None:
         super().__init__(cache_dir)
-        self.route, self.confidence = route, confidence
+        self.route, self.confidence, self.intent = route, confidence, intent
 
     async def classify(self, text: str, *, usage: UsageSink | None = None) -> Classification:
         classification = await super().classify(text, usage=usage)
-        return Classification(**{**classification, "route": self.route, "confidence": self.confidence})
+        pinned = {"route": self.route, "confidence": self.confidence}
+        return Classification(**{**classification, **pinned, "intent": self.intent or classification["intent"]})
 
 
 @pytest.fixture
 def pinned(settings: Settings) -> Iterator[Any]:
     opened: list[TriageApp] = []
 
-    def open_app(confidence: float, route: str = "general") -> TriageApp:
+    def open_app(confidence: float, route: str = "general", intent: str | None = None) -> TriageApp:
         home = settings.home.parent / f"home-{len(opened)}"
         app = TriageApp(
             settings.model_copy(update={"home": home}),
-            models=PinnedConfidenceTier(settings.cache_dir, route, confidence),
+            models=PinnedConfidenceTier(settings.cache_dir, route, confidence, intent),
         )
         opened.append(app)
         return app
@@ -294,3 +296,88 @@ def test_an_escalated_ticket_is_not_held_for_reply_approval(pinned: Any) -> None
     app = pinned(0.3)  # below routing's min_confidence: escalated, and the human queue needs no reply approval
     result = app.run({"subject": "Opening hours", "body": "When is your support team available?"})
     assert (result.route, result.status, result.pending_approval) == ("escalation", "escalated", None)
+
+
+def test_rejected_reply_declines_nothing_and_sends_the_rejection(pinned: Any) -> None:
+    app = pinned(0.5)
+    paused = app.run({"subject": "Opening hours", "body": "When is your support team available?"})
+    assert paused.pending_approval is not None and paused.pending_approval["action"] == "reply"
+    done = app.resume(paused.thread_id, {"approver": "alice", "decision": "reject", "reason": "wrong article"})
+    assert done.status == "completed"
+    assert done.reply is not None and done.reply.template == "approval.rejected"
+    assert done.actions == [], "nothing to decline or execute (and an anonymous reply goes back to the caller)"
+    assert done.rejection is not None and done.rejection["action"] == "reply"
+
+
+def test_refund_of_the_latest_payment_is_reported_as_done(pinned: Any, settings: Settings) -> None:
+    app = pinned(0.9, route="billing", intent="refund_request")
+    paused = app.run({"customer_id": "cus_0001", "subject": "Refund", "body": "Please refund my last payment."})
+    proposal = paused.proposed_actions[0]
+    amount = proposal["args"]["amount_cents"]
+    if paused.status == "awaiting_approval":
+        done = app.resume(paused.thread_id, {"approver": "sam", "decision": "approve"})
+        if done.status == "awaiting_approval":
+            done = app.resume(paused.thread_id, {"approver": "alice", "decision": "approve"})
+    else:
+        done = paused
+    assert done.status == "completed"
+    [refund] = [a for a in done.actions if a.kind == "refund"]
+    assert refund.amount_cents == amount
+    assert done.reply is not None and done.reply.template == "billing.refunded"
+    assert f"(refund {refund.receipt_id})" in done.reply.body
+    assert format_money(amount) in done.reply.body
+
+
+def test_data_export_after_two_approvals_starts_the_export(app: TriageApp, settings: Settings) -> None:
+    paused = app.run(
+        {
+            "customer_id": "cus_0002",
+            "subject": "My data",
+            "body": "I would like a copy of all the personal data you hold about me (GDPR request).",
+        }
+    )
+    pending = paused.pending_approval
+    assert pending is not None and (pending["action"], pending["tier"]) == ("data_export", "dual")
+    app.resume(paused.thread_id, {"approver": "sam", "decision": "approve"})
+    done = app.resume(paused.thread_id, {"approver": "alice", "decision": "approve"})
+    assert done.status == "completed"
+    assert done.reply is not None and done.reply.template == "account.data_export_started"
+    [effect] = [a for a in done.actions if a.tool == "complete_account_request"]
+    assert effect.kind == "data_export" and effect.receipt_id in done.reply.body
+
+
+@pytest.mark.parametrize(
+    ("decision", "reason"),
+    [
+        ({"approver": "mallory", "decision": "approve"}, "'mallory' is not an approver in the approval policy"),
+        (
+            {"approver": "bob", "decision": "edit", "args": {"amount_cents": 99999}},
+            "an edit may lower a refund, not raise it above 24000 cents",
+        ),
+    ],
+)
+def test_the_node_itself_refuses_a_decision_the_app_would_refuse(
+    app: TriageApp, settings: Settings, decision: dict[str, Any], reason: str
+) -> None:
+    """Resumed straight through the graph (no app checks), the approval node records the refusal and asks again."""
+    from langgraph.types import Command
+
+    from triage.context import Context
+
+    paused = run(app, "cus_mid_dup")
+    approval_id = paused.pending_approval["approval_id"]
+
+    async def resume_graph() -> None:
+        engine = await app._get_engine()
+        config = {"configurable": {"thread_id": paused.thread_id}}
+        answer = {**decision, "approval_id": approval_id}
+        await engine.graph.ainvoke(Command(resume=answer), config, context=Context(services=engine.services))
+
+    app._portal.call(resume_graph())
+    [pending] = app.pending_approvals()
+    assert (pending["approval_id"], pending["approvals_received"]) == (approval_id, [])
+    assert refunds(settings, paused.thread_id) == []
+    last = audit(app, paused.thread_id)[-1]
+    assert (last["event"], last["actor"], last["approval_id"]) == ("refused", decision["approver"], approval_id)
+    assert last["details"]["decision"] == decision["decision"]
+    assert last["details"]["reason"].startswith(reason)
