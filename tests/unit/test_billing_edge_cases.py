@@ -225,3 +225,14 @@ def test_format_money(cents: int, currency: str, text: str) -> None:
     assert format_money(cents, currency) == text
     if currency == "usd":
         assert format_money(cents) == text
+
+
+def test_latest_refundable_payment_goes_by_time_before_id() -> None:
+    newer = pay("pay_1", 1000, "2026-09-01T00:00:00Z")
+    older = pay("pay_9", 1000, "2026-07-01T00:00:00Z")
+    assert latest_refundable_payment([older, newer]) == newer
+
+
+def test_one_cent_left_is_still_refundable() -> None:
+    almost = pay("pay_1", 1000, "2026-09-01T00:00:00Z", refunded=999)
+    assert latest_refundable_payment([almost]) == almost

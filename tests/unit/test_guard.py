@@ -156,3 +156,11 @@ async def test_classify_redacts_and_flags_injection(model_cache: Path) -> None:
 async def test_warm_up_reaches_the_wrapped_tier(inner: RecordingTier) -> None:
     await GuardedModelTier(inner).warm_up()
     assert inner.warmed
+
+
+async def test_summary_length_defaults_to_280_characters(inner: RecordingTier) -> None:
+    first = "A" * 199 + "."
+    second = "B" * 79 + "."  # "first second" is 281 characters: one too many
+    summary = await GuardedModelTier(inner).summarise(f"{first} {second}")
+    assert summary == first
+    assert await GuardedModelTier(inner).summarise(f"{first} {second[1:]}") == f"{first} {second[1:]}"

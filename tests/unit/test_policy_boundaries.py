@@ -250,3 +250,20 @@ def test_budget_override() -> None:
     assert BUDGET.override({}) is BUDGET
     assert BUDGET.override({"max_steps": 3}).max_steps == 3
     assert BUDGET.override({"max_steps": 3}).max_model_tokens == BUDGET.max_model_tokens
+
+
+def test_supervisor_refusal_lists_every_supervisor() -> None:
+    data = APPROVALS.model_dump()
+    data["approvers"] = [*data["approvers"], {"id": "kim", "role": "supervisor"}]
+    policy = ApprovalPolicy.model_validate(data)
+    assert approval_refusal("bob", "dual", ["alice"], policy) == (
+        "a dual approval needs a supervisor; 'bob' is an agent (supervisors: sam, kim)"
+    )
+
+
+def test_kb_coverage_is_taken_over_the_query_terms() -> None:
+    data = SUPPORT.model_dump()
+    data["knowledge_base"] = {"min_score": 1.0, "min_key_terms": 1, "strong_key_terms": 5, "min_key_coverage": 0.75}
+    strict = type(SUPPORT).model_validate(data)
+    assert kb_answers(_hit(2.0, 1, 1), strict)  # one word asked, one matched: full coverage
+    assert not kb_answers(_hit(2.0, 1, 2), strict)
