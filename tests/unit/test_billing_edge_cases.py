@@ -236,3 +236,11 @@ def test_latest_refundable_payment_goes_by_time_before_id() -> None:
 def test_one_cent_left_is_still_refundable() -> None:
     almost = pay("pay_1", 1000, "2026-09-01T00:00:00Z", refunded=999)
     assert latest_refundable_payment([almost]) == almost
+
+
+def test_the_later_charge_is_the_duplicate_whatever_the_ids() -> None:
+    history = [
+        pay("pay_9", 1900, "2026-08-01T10:00:00Z", "in_1"),
+        pay("pay_1", 1900, "2026-08-01T10:03:00Z", "in_1"),  # charged later, with the lower id
+    ]
+    assert duplicates(history) == [("pay_1", "pay_9")]

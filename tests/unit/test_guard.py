@@ -164,3 +164,9 @@ async def test_summary_length_defaults_to_280_characters(inner: RecordingTier) -
     summary = await GuardedModelTier(inner).summarise(f"{first} {second}")
     assert summary == first
     assert await GuardedModelTier(inner).summarise(f"{first} {second[1:]}") == f"{first} {second[1:]}"
+
+
+async def test_placeholder_like_text_outside_string_facts_is_left_alone(inner: RecordingTier) -> None:
+    draft = Draft(template="billing.no_duplicate_found", facts={"payments": ["[EMAIL_1]"]})
+    reply = await GuardedModelTier(inner).compose(draft)
+    assert reply == render(draft) and "['[EMAIL_1]']" in reply["body"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from triage.errors import PolicyFileError
 from triage.policies import load_policy_bundle
 from triage.policies.approvals import (
     REQUIRED_APPROVALS,
@@ -267,3 +268,12 @@ def test_kb_coverage_is_taken_over_the_query_terms() -> None:
     strict = type(SUPPORT).model_validate(data)
     assert kb_answers(_hit(2.0, 1, 1), strict)  # one word asked, one matched: full coverage
     assert not kb_answers(_hit(2.0, 1, 2), strict)
+
+
+def test_budget_override_error_names_each_problem() -> None:
+    with pytest.raises(PolicyFileError) as caught:
+        BUDGET.override({"max_steps": 0, "max_colour": 1})
+    assert str(caught.value) == (
+        "invalid budget override: max_steps: Input should be greater than or equal to 1; "
+        "max_colour: Extra inputs are not permitted"
+    )
