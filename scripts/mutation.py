@@ -6,9 +6,10 @@ scripts/typecheck.py, this lays that tree out as symlinks (from `[tool.setuptool
 build/mutation/src/, with the tests, README and pyproject.toml beside it, runs `mutmut run` there (mutmut copies
 the tree into build/mutation/mutants/ and mutates the copies), then prints the score and every surviving mutant.
 Survivors listed in tests/mutation/equivalent.md are reported as equivalent; the score counts them as survivors
-all the same, and a second figure leaves them out.
+all the same, and a second figure leaves them out. Mutants a run did not check (a run limited to some names, or
+stopped early) are left out of the figures.
 
-Usage: python scripts/mutation.py [--keep] [--max-children N] [--min-score PERCENT]
+Usage: python scripts/mutation.py [--keep] [--report] [--max-children N] [--min-score PERCENT] [mutant globs]
 """
 
 from __future__ import annotations
@@ -77,9 +78,12 @@ def main() -> int:
     parser.add_argument("--min-score", type=float, default=None, help="exit 1 below this percentage")
     parser.add_argument("--stage", type=Path, default=STAGE, help="where to lay the tree out and run")
     parser.add_argument("--tests", type=Path, default=TESTS, help="another tests folder (to measure an older suite)")
+    parser.add_argument("--report", action="store_true", help="only print the results of the last run")
     parser.add_argument("mutants", nargs="*", help="only these mutant names (mutmut globs)")
     options = parser.parse_args()
     configure(options.stage.resolve(), options.tests.resolve())
+    if options.report:
+        return report(options.min_score)
     if not options.keep:
         shutil.rmtree(STAGE, ignore_errors=True)
     if not (STAGE / "src").exists():
@@ -91,29 +95,48 @@ def main() -> int:
     if status != 0:
         print(f"mutmut run exited {status}", file=sys.stderr)
         return status
-    subprocess.run([*MUTMUT, "export-cicd-stats"], cwd=STAGE, env=env, check=True, capture_output=True)
-    stats = json.loads((STAGE / "mutants" / "mutmut-cicd-stats.json").read_text())
-    listed = subprocess.run([*MUTMUT, "results"], cwd=STAGE, env=env, check=True, capture_output=True, text=True).stdout
-    survivors = sorted(
-        name for name, state in re.findall(r"^\s+(\S+): (.+)$", listed, flags=re.M) if state.strip() != "killed"
-    )
+    return report(options.min_score)
+
+
+def results() -> dict[str, dict[str, str]]:
+    """Each mutated file's mutants and their status, read from mutmut's result files (unchecked ones left out)."""
+    from mutmut.stats import status_by_exit_code
+
+    found: dict[str, dict[str, str]] = {}
+    for meta in sorted((STAGE / "mutants" / "src").rglob("*.py.meta")):
+        codes = json.loads(meta.read_text()).get("exit_code_by_key", {})
+        name = str(meta.relative_to(STAGE / "mutants" / "src")).removesuffix(".meta")
+        found[name] = {key: status_by_exit_code[code] for key, code in codes.items() if code is not None}
+    return found
+
+
+def report(min_score: float | None) -> int:
+    """Print the score per file and overall, and every survivor; 1 when below `min_score`."""
     equivalent = equivalent_mutants()
-    killed = stats["killed"] + stats["timeout"]
-    total = stats["total"] - stats["skipped"]
+    killed_states = {"killed", "timeout", "caught by type check"}
+    total = killed = 0
+    survivors: list[tuple[str, str]] = []
     print()
-    print(f"mutants: {total}  killed: {stats['killed']}  timeout: {stats['timeout']}  survived: {stats['survived']}")
-    print(f"  no tests: {stats['no_tests']}  suspicious: {stats['suspicious']}  segfault: {stats['segfault']}")
-    for name in survivors:
+    for file, statuses in results().items():
+        counted = {k: v for k, v in statuses.items() if v != "skipped"}
+        if not counted:
+            continue
+        dead = sum(v in killed_states for v in counted.values())
+        total, killed = total + len(counted), killed + dead
+        print(f"{file:40} {dead:4} of {len(counted):4} killed ({100 * dead / len(counted):5.1f}%)")
+        survivors += sorted((k, v) for k, v in counted.items() if v not in killed_states)
+    for name, status in survivors:
         why = equivalent.get(name)
-        print(f"  survivor {name}" + (f"  (equivalent: {why})" if why else ""))
-    unexplained = [n for n in survivors if n not in equivalent]
+        print(f"  {status:9} {name}" + (f"  (equivalent: {why})" if why else ""))
+    unexplained = [name for name, _ in survivors if name not in equivalent]
     score = 100.0 * killed / total if total else 0.0
-    adjusted = 100.0 * killed / (total - (len(survivors) - len(unexplained))) if total else 0.0
-    print(f"mutation score: {score:.1f}% ({killed} of {total} killed)")
-    print(f"mutation score without the {len(survivors) - len(unexplained)} listed equivalent mutants: {adjusted:.1f}%")
-    print(f"unexplained survivors: {len(unexplained)}")
-    if options.min_score is not None and score < options.min_score:
-        print(f"below the required {options.min_score:.1f}%", file=sys.stderr)
+    listed = len(survivors) - len(unexplained)
+    print(f"mutation score: {score:.1f}% ({killed} of {total} mutants killed)")
+    if total > listed:
+        print(f"without the {listed} listed equivalent mutants: {100.0 * killed / (total - listed):.1f}%")
+    print(f"survivors not listed as equivalent: {len(unexplained)}")
+    if min_score is not None and score < min_score:
+        print(f"below the required {min_score:.1f}%", file=sys.stderr)
         return 1
     return 0
 
