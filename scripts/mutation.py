@@ -79,11 +79,16 @@ def main() -> int:
     parser.add_argument("--stage", type=Path, default=STAGE, help="where to lay the tree out and run")
     parser.add_argument("--tests", type=Path, default=TESTS, help="another tests folder (to measure an older suite)")
     parser.add_argument("--report", action="store_true", help="only print the results of the last run")
+    parser.add_argument("--recheck", action="store_true", help="run the last run's survivors again (implies --keep)")
     parser.add_argument("mutants", nargs="*", help="only these mutant names (mutmut globs)")
     options = parser.parse_args()
     configure(options.stage.resolve(), options.tests.resolve())
     if options.report:
         return report(options.min_score)
+    if options.recheck:
+        options.keep, options.mutants = True, [*options.mutants, *forget_survivors()]
+        if len(options.mutants) == 0:
+            return report(options.min_score)
     if not options.keep:
         shutil.rmtree(STAGE, ignore_errors=True)
     if not (STAGE / "src").exists():
@@ -108,6 +113,20 @@ def results() -> dict[str, dict[str, str]]:
         name = str(meta.relative_to(STAGE / "mutants" / "src")).removesuffix(".meta")
         found[name] = {key: status_by_exit_code[code] for key, code in codes.items() if code is not None}
     return found
+
+
+def forget_survivors() -> list[str]:
+    """Clear the last run's verdict on every survivor (so mutmut checks them again); their names."""
+    forgotten, equivalent = [], equivalent_mutants()
+    for meta in (STAGE / "mutants" / "src").rglob("*.py.meta"):
+        data = json.loads(meta.read_text())
+        codes = data.get("exit_code_by_key", {})
+        for key, code in codes.items():
+            if code is not None and code not in (1, 3) and key not in equivalent:
+                codes[key] = None
+                forgotten.append(key)
+        meta.write_text(json.dumps(data))
+    return forgotten
 
 
 def report(min_score: float | None) -> int:
