@@ -36,9 +36,9 @@ def find_duplicate_charges(
 ) -> list[DuplicateCharge]:
     """Find successful charges that repeat an earlier charge of the same amount, newest first.
 
-    Two charges are duplicates when they share an invoice, or have no invoice and fall within
-    `rules.duplicate_window_hours` of each other. A duplicate already refunded or with an open refund request
-    (`already_requested`) is not reported again.
+    Two charges of the same amount and currency are duplicates when they share an invoice, or both have no invoice
+    and fall within `rules.duplicate_window_hours` of each other. A duplicate already refunded or with an open
+    refund request (`already_requested`) is not reported again.
     """
     charged = sorted(
         (p for p in payments if p["status"] != "failed"), key=lambda p: (str(p["created_at"]), str(p["id"]))
@@ -46,10 +46,15 @@ def find_duplicate_charges(
     duplicates: list[DuplicateCharge] = []
     for index, later in enumerate(charged):
         for earlier in charged[:index]:
-            if earlier["amount_cents"] != later["amount_cents"]:
+            if (earlier["amount_cents"], earlier.get("currency")) != (later["amount_cents"], later.get("currency")):
                 continue
-            same_invoice = later.get("invoice_id") is not None and later.get("invoice_id") == earlier.get("invoice_id")
-            close = later.get("invoice_id") is None and _hours_between(earlier, later) <= rules.duplicate_window_hours
+            invoice = later.get("invoice_id")
+            same_invoice = invoice is not None and invoice == earlier.get("invoice_id")
+            close = (
+                invoice is None
+                and earlier.get("invoice_id") is None
+                and _hours_between(earlier, later) <= rules.duplicate_window_hours
+            )
             if not (same_invoice or close):
                 continue
             if refundable_cents(later) < int(later["amount_cents"]) or later["id"] in already_requested:

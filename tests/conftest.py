@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -18,7 +19,9 @@ from triage.settings import Settings
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("model-cache")
+    # Mutation runs start a pytest session per mutant; they share one trained classifier through this variable.
+    shared = os.environ.get("TRIAGE_TEST_MODEL_CACHE")
+    return Path(shared) if shared else tmp_path_factory.mktemp("model-cache")
 
 
 @pytest.fixture

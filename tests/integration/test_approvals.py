@@ -197,14 +197,15 @@ def test_overdue_approvals_are_swept_to_a_person(settings: Settings, tmp_path: P
 
 
 def test_low_confidence_reply_needs_one_approval(settings: Settings) -> None:
+    from tests.integration.test_approval_flow import PinnedConfidenceTier
     from triage import TriageApp
 
-    app = TriageApp(settings)
+    # The route and confidence are pinned (0.5: above routing's 0.45, below the reply threshold 0.6), so a
+    # retrained classifier cannot turn this test into a skip or a different path.
+    app = TriageApp(settings, models=PinnedConfidenceTier(settings.cache_dir, "general", 0.5))
     try:
         result = app.run({"subject": "", "body": "it's about my order and my password and the invoice"})
-        if result.route == "escalation":
-            pytest.skip(f"classifier confidence {result.confidence} is below the routing threshold for this text")
-        assert result.confidence is not None and result.confidence < 0.6
+        assert (result.route, result.confidence) == ("general", 0.5)
         assert result.status == "awaiting_approval"
         assert result.pending_approval is not None
         assert (result.pending_approval["action"], result.pending_approval["tier"]) == ("reply", "single")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import rows
 from triage import Ticket, TriageApp
+from triage.models.tier import LocalModelTier, UsageSink
 from triage.settings import Settings
+from triage.state import Classification
 
 
 def _outbox(settings: Settings, thread_id: str) -> list[dict[str, object]]:
@@ -180,17 +186,40 @@ def test_unclear_ticket_goes_to_a_person(app: TriageApp) -> None:
     assert result.route_reason is not None and "unsure" in result.route_reason
 
 
-async def test_async_api_runs_concurrently(app: TriageApp) -> None:
-    import asyncio
+class BarrierTier(LocalModelTier):
+    """The local tier, holding every classification at a barrier until `parties` runs have reached it."""
 
+    def __init__(self, cache_dir: Path, parties: int) -> None:
+        super().__init__(cache_dir)
+        self.barrier = asyncio.Barrier(parties)
+        self.spans: list[tuple[float, float]] = []
+
+    async def classify(self, text: str, *, usage: UsageSink | None = None) -> Classification:
+        started = time.monotonic()
+        # Runs taken one after another would never fill the barrier: the wait times out and the run fails.
+        await asyncio.wait_for(self.barrier.wait(), timeout=30)
+        result = await super().classify(text, usage=usage)
+        self.spans.append((started, time.monotonic()))
+        return result
+
+
+async def test_async_api_runs_concurrently(settings: Settings) -> None:
     tickets = [
         Ticket(customer_id="cus_small_dup", subject="Charged twice", body="You charged me twice for my plan."),
         Ticket(subject="Opening hours", body="When is your support team available?"),
         Ticket(customer_id="cus_locked", subject="Locked", body="My account is locked after too many attempts."),
     ]
-    results = await asyncio.gather(*(app.arun(t) for t in tickets))
+    tier = BarrierTier(settings.cache_dir, parties=len(tickets))
+    app = TriageApp(settings, models=tier)
+    try:
+        results = await asyncio.gather(*(app.arun(t) for t in tickets))
+    finally:
+        await app.aclose()
+    assert [r.status for r in results] == ["completed"] * 3, [r.status_reason for r in results]
     assert [r.route for r in results] == ["billing", "general", "account"]
     assert len({r.thread_id for r in results}) == 3
+    assert len(tier.spans) == 3
+    assert max(start for start, _ in tier.spans) < min(end for _, end in tier.spans), "the runs overlapped"
 
 
 def test_off_topic_gets_a_polite_reply_and_no_tool_call(app: TriageApp) -> None:

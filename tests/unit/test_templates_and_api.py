@@ -20,15 +20,19 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 @pytest.mark.parametrize("template", sorted(TEMPLATES))
 def test_every_template_renders_from_named_facts(template: str) -> None:
-    fields = {name for _, name, _, _ in string.Formatter().parse(TEMPLATES[template]) if name}
-    reply = render(Draft(template=template, facts={name: f"<{name}>" for name in fields}))
-    assert all(f"<{name}>" in reply["body"] for name in fields)
-    assert "{" not in reply["body"]
-    with pytest.raises(KeyError):
-        if fields:
-            render(Draft(template=template, facts={}))
-        else:
-            raise KeyError("no fields")
+    text = TEMPLATES[template]
+    fields = sorted({name for _, name, _, _ in string.Formatter().parse(text) if name})
+    facts = {name: f"<{name}>" for name in fields}
+    body = render(Draft(template=template, facts=facts))["body"]
+    # The whole template is in the reply, each field filled from the fact of its name (templates without fields
+    # included: their text must come through whole).
+    assert text.format_map(facts) in body
+    assert all(f"<{name}>" in body for name in fields)
+    assert "{" not in body and "}" not in body
+    assert text.split("{", 1)[0] in body and text.rsplit("}", 1)[-1] in body
+    for missing in fields:
+        with pytest.raises(KeyError, match=missing):
+            render(Draft(template=template, facts={k: v for k, v in facts.items() if k != missing}))
 
 
 def test_tone_and_greeting() -> None:

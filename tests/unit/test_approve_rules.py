@@ -1,0 +1,75 @@
+"""The approval node's pure parts: which edits are allowed, how approvals are identified, what must be approved."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from triage.nodes.approve import actions_to_approve, approval_id_for, edit_refusal
+from triage.policies import load_policy_bundle
+from triage.state import ProposedAction
+
+APPROVALS = load_policy_bundle().approvals
+REFUND = ProposedAction(kind="refund", args={"customer_id": "c", "payment_id": "p", "amount_cents": 24000}, reason="r")
+
+
+@pytest.mark.parametrize(
+    ("action", "changes", "refusal"),
+    [
+        (REFUND, {"amount_cents": 24000}, None),  # the same amount is allowed
+        (REFUND, {"amount_cents": 1}, None),
+        (REFUND, {"amount_cents": 24001}, "an edit may lower a refund, not raise it above 24000 cents"),
+        (REFUND, {"amount_cents": 0}, "amount_cents must be a positive whole number of cents"),
+        (REFUND, {"amount_cents": -5}, "amount_cents must be a positive whole number of cents"),
+        (REFUND, {"amount_cents": 100.0}, "amount_cents must be a positive whole number of cents"),
+        (REFUND, {"amount_cents": True}, "amount_cents must be a positive whole number of cents"),
+        (REFUND, {"amount_cents": "100"}, "amount_cents must be a positive whole number of cents"),
+        (REFUND, {}, "amount_cents must be a positive whole number of cents"),
+        (REFUND, {"amount_cents": 100, "payment_id": "other"}, "only a refund's amount_cents can be edited"),
+        (
+            ProposedAction(kind="account_deletion", args={"customer_id": "c"}, reason="r"),
+            {"amount_cents": 100},
+            "only a refund's amount_cents can be edited",
+        ),
+    ],
+)
+def test_edit_refusal(action: ProposedAction, changes: dict[str, Any], refusal: str | None) -> None:
+    assert edit_refusal(action, changes) == refusal
+
+
+def test_approval_id_is_stable_per_thread_and_action() -> None:
+    first = approval_id_for("thr_1", REFUND)
+    assert first == approval_id_for("thr_1", ProposedAction(**{**REFUND, "reason": "another reason"}))
+    assert first.startswith("apr_") and len(first) == len("apr_") + 16
+    assert first != approval_id_for("thr_2", REFUND)
+    edited = ProposedAction(**{**REFUND, "args": {**REFUND["args"], "amount_cents": 100}})
+    assert first != approval_id_for("thr_1", edited)
+    assert first != approval_id_for("thr_1", ProposedAction(**{**REFUND, "kind": "data_export"}))
+
+
+def _state(confidence: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "classification": {"confidence": confidence},
+        "route": "general",
+        "draft": {"template": "general.kb_answer", "facts": {}},
+        "proposed_actions": [REFUND],
+        **extra,
+    }
+
+
+def test_actions_to_approve_adds_the_reply_below_the_confidence_threshold() -> None:
+    [refund, reply] = actions_to_approve(_state(0.59), APPROVALS)  # type: ignore[arg-type]
+    assert refund == REFUND
+    assert reply == ProposedAction(
+        kind="reply",
+        args={"template": "general.kb_answer"},
+        reason="reply drafted from a classification with confidence 0.59",
+    )
+    assert actions_to_approve(_state(0.6), APPROVALS) == [REFUND]  # type: ignore[arg-type]
+    assert actions_to_approve(_state(0.1, route="escalation"), APPROVALS) == [REFUND]  # type: ignore[arg-type]
+    no_draft = _state(0.1)
+    del no_draft["draft"]
+    assert actions_to_approve(no_draft, APPROVALS) == [REFUND]  # type: ignore[arg-type]
+    assert actions_to_approve({"proposed_actions": []}, APPROVALS) == []  # type: ignore[arg-type]
+    assert actions_to_approve({}, APPROVALS) == []  # type: ignore[arg-type]

@@ -1,0 +1,92 @@
+"""Loading the policy bundle: the version every run records, and an error that names the file and field."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import policy_copy
+from triage.errors import PolicyFileError
+from triage.policies import load_policy_bundle
+from triage.policies.bundle import POLICY_FILES
+
+TAIL = ". Fix the field(s) named, or compare with the packaged default bundle."
+
+
+def test_version_is_the_documented_hash_and_source_is_the_folder(tmp_path: Path) -> None:
+    folder = policy_copy(tmp_path)
+    digest = hashlib.sha256()
+    for name in POLICY_FILES:
+        digest.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+    bundle = load_policy_bundle(folder)
+    assert bundle.version == digest.hexdigest()[:12]
+    assert bundle.source == str(folder)
+    assert load_policy_bundle().source.endswith("default")
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "message"),
+    [
+        (
+            "approvals.toml",
+            "no_approval_max_cents = 5000",
+            "no_approval_max_cents = -1",
+            "refunds.no_approval_max_cents: Input should be greater than or equal to 0 (got -1)",
+        ),
+        (
+            "approvals.toml",
+            'role = "agent"',
+            'role = "boss"',
+            "approvers.0.role: Input should be 'agent' or 'supervisor' (got 'boss')",
+        ),
+        (
+            "permissions.toml",
+            "[grants]",
+            "[grant]",
+            "grants: Field required (got {'grant': ",
+        ),
+        (
+            "support.toml",
+            "duplicate_window_hours = 72",
+            "duplicate_window_hours = 0",
+            "billing.duplicate_window_hours: Input should be greater than or equal to 1 (got 0)",
+        ),
+    ],
+)
+def test_invalid_file_names_file_field_and_value(tmp_path: Path, file: str, old: str, new: str, message: str) -> None:
+    folder = policy_copy(tmp_path, file, old, new)
+    with pytest.raises(PolicyFileError) as caught:
+        load_policy_bundle(folder)
+    text = str(caught.value)
+    assert text.startswith(f"{folder / file}: ")
+    assert message in text
+    assert text.endswith(TAIL)
+
+
+@pytest.mark.parametrize("file", POLICY_FILES)
+def test_each_missing_file_is_named(tmp_path: Path, file: str) -> None:
+    folder = policy_copy(tmp_path)
+    (folder / file).unlink()
+    with pytest.raises(PolicyFileError) as caught:
+        load_policy_bundle(folder)
+    assert str(caught.value) == f"{folder / file}: missing; copy it from the packaged default bundle"
+
+
+def test_a_file_where_the_folder_should_be(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "policies"
+    not_a_folder.write_text("")
+    with pytest.raises(PolicyFileError, match=r"permissions.toml: missing; copy it"):
+        load_policy_bundle(not_a_folder)
+
+
+@pytest.mark.parametrize("content", [b"[grants\n", b"\xff\xfe not text"])
+def test_unreadable_toml_is_named(tmp_path: Path, content: bytes) -> None:
+    folder = policy_copy(tmp_path)
+    (folder / "permissions.toml").write_bytes(content)
+    with pytest.raises(PolicyFileError) as caught:
+        load_policy_bundle(folder)
+    text = str(caught.value)
+    assert text.startswith(f"{folder / 'permissions.toml'}: not valid TOML (")
+    assert text.endswith("); fix the syntax")
