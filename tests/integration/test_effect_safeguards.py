@@ -62,6 +62,18 @@ def refund_receipts(state: dict[str, Any]) -> list[str]:
     return [a["receipt_id"] for a in state["actions"] if a["kind"] == "refund"]
 
 
+def fresh_tool_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Take the tool's safeguard away: every call gets a fresh idempotency key, so issue_refund would write again."""
+    call = ToolGateway.call
+
+    async def with_fresh_key(
+        self: ToolGateway, caller: str, tool_name: str, args: Any, *, thread_id: str, idempotency_key: str | None = None
+    ) -> Any:
+        return await call(self, caller, tool_name, args, thread_id=thread_id, idempotency_key=uuid.uuid4().hex)
+
+    monkeypatch.setattr(ToolGateway, "call", with_fresh_key)
+
+
 def test_replayed_executor_refunds_once_with_both_safeguards(app: TriageApp, settings: Settings) -> None:
     thread = approved_refund(app)
     [refund] = refund_rows(settings, thread)
@@ -76,8 +88,7 @@ def test_ledger_alone_prevents_a_second_refund(
 ) -> None:
     thread = approved_refund(app)
     [refund] = refund_rows(settings, thread)
-    # Take the tool's safeguard away: every call gets a fresh idempotency key, so issue_refund would write again.
-    monkeypatch.setattr("triage.gateway.idempotency_key", lambda *args: uuid.uuid4().hex)
+    fresh_tool_keys(monkeypatch)
     state = replay_execute(app, thread)
     assert state["status"] == "completed", state.get("status_reason")
     assert refund_rows(settings, thread) == [refund]
@@ -117,7 +128,7 @@ def test_without_either_safeguard_the_replay_does_not_complete(
         return None
 
     monkeypatch.setattr(Journal, "receipt", forgetful_receipt)
-    monkeypatch.setattr("triage.gateway.idempotency_key", lambda *args: uuid.uuid4().hex)
+    fresh_tool_keys(monkeypatch)
     with pytest.raises(PermanentToolError, match="refundable"):
         replay_execute(app, thread)
     assert refund_rows(settings, thread) == [refund]

@@ -138,9 +138,9 @@ MUTANTS = (
     ),
     Mutant(
         "an edit may raise a refund",
-        "triage.nodes.approve",
+        "triage.policies.approvals",
         "edit_refusal",
-        'if amount > int(action["args"]["amount_cents"]):',
+        'if amount > int(args["amount_cents"]):',
         "if False:",
         ("tests/unit/test_approve_rules.py::test_edit_refusal",),
     ),

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from triage.nodes.approve import actions_to_approve, approval_id_for, edit_refusal
+from triage.nodes.approve import actions_to_approve, approval_id_for
 from triage.policies import load_policy_bundle
+from triage.policies.approvals import edit_refusal
 from triage.state import ProposedAction
 
 APPROVALS = load_policy_bundle().approvals
@@ -17,7 +18,8 @@ REFUND = ProposedAction(kind="refund", args={"customer_id": "c", "payment_id": "
 @pytest.mark.parametrize(
     ("action", "changes", "refusal"),
     [
-        (REFUND, {"amount_cents": 24000}, None),  # the same amount is allowed
+        (REFUND, {"amount_cents": 24000}, "the edit does not change the amount; approve it instead"),
+        (REFUND, {"amount_cents": 23999}, None),
         (REFUND, {"amount_cents": 1}, None),
         (REFUND, {"amount_cents": 24001}, "an edit may lower a refund, not raise it above 24000 cents"),
         (REFUND, {"amount_cents": 0}, "amount_cents must be a positive whole number of cents"),
@@ -35,7 +37,7 @@ REFUND = ProposedAction(kind="refund", args={"customer_id": "c", "payment_id": "
     ],
 )
 def test_edit_refusal(action: ProposedAction, changes: dict[str, Any], refusal: str | None) -> None:
-    assert edit_refusal(action, changes) == refusal
+    assert edit_refusal(action["kind"], action["args"], changes) == refusal
 
 
 def test_approval_id_is_stable_per_thread_and_action() -> None:
