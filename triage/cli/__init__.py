@@ -12,6 +12,7 @@ import typer
 from triage.cli.common import (
     HomeOption,
     JsonOption,
+    TriageTyper,
     cli,
     err,
     guard,
@@ -23,19 +24,24 @@ from triage.cli.common import (
 
 if TYPE_CHECKING:
     from triage.schemas import RunResult
+    from triage.settings import Settings
 
 
 @cli.command()
 def demo(home: HomeOption = None, as_json: JsonOption = False) -> None:
-    """Seed the helpdesk, run sample tickets across every route, and print what happened to each."""
+    """Run sample tickets across every route in a fresh demo home (<home>/demo) and print what happened."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from triage.demo import DEMO_TICKETS
+    from triage.app import TriageApp
+    from triage.demo import DEMO_TICKETS, demo_settings, reset_demo_home
+    from triage.settings import Settings
 
+    settings = demo_settings(Settings() if home is None else Settings(home=home))
+    guard(lambda: reset_demo_home(settings.home))
     results: list[tuple[dict[str, Any], RunResult]] = []
     started = time.perf_counter()
     with (
-        open_app(home) as app,
+        TriageApp.open(settings=settings) as app,
         Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -51,15 +57,17 @@ def demo(home: HomeOption = None, as_json: JsonOption = False) -> None:
         for ticket in DEMO_TICKETS:
             results.append((ticket, guard(lambda ticket=ticket: app.run(ticket))))  # type: ignore[misc]
             progress.advance(task)
-        home_used = app.settings.home
     # One approval round trip, answered from a separate process as a person at another desk would.
     index, paused = next((i, r) for i, (t, r) in enumerate(results) if t["customer_id"] == DEMO_APPROVAL_CUSTOMER)
-    approved = _approve_in_another_process(home_used, paused.thread_id, DEMO_APPROVER)
-    results[index] = (results[index][0], approved)
+    approved = paused
+    if paused.status == "awaiting_approval":  # not under a policy that lets the refund through unasked
+        approved = _approve_in_another_process(settings, paused.thread_id, DEMO_APPROVER)
+        results[index] = (results[index][0], approved)
     wall = time.perf_counter() - started
     if as_json:
         print_json(
             {
+                "home": str(settings.home),
                 "wall_time_s": round(wall, 2),
                 "approval_round_trip": {
                     "thread_id": paused.thread_id,
@@ -73,18 +81,26 @@ def demo(home: HomeOption = None, as_json: JsonOption = False) -> None:
         return
     _demo_table(results)
     refund = next((a for a in approved.actions if a.kind == "refund"), None)
+    at = f"--home {settings.home}"
+    out.print(
+        f"\nRan in the demo's own home {settings.home}, emptied on every run (your helpdesk in "
+        f"{settings.home.parent} is untouched).",
+        highlight=False,
+    )
     out.print(
         f"\nApproval round trip: {DEMO_APPROVAL_CUSTOMER}'s refund paused for approval "
         f"(thread {paused.thread_id}); [bold]{DEMO_APPROVER}[/] approved it from a separate process "
-        f"(`triage approve {paused.thread_id} --as {DEMO_APPROVER}`) and it finished {approved.status}"
+        f"(`triage approve {paused.thread_id} --as {DEMO_APPROVER} {at}`) and it finished {approved.status}"
         + (f" with refund {refund.receipt_id}." if refund else ".")
-        + " Other approvals wait in `triage approvals`."
+        + f" Other approvals wait in `triage approvals {at}`.",
+        highlight=False,
     )
     latencies = sorted(r.duration_ms or 0.0 for _, r in results)
     out.print(
         f"\n{len(results)} tickets in {wall:.1f} s (median {latencies[len(latencies) // 2]:.0f} ms per ticket, "
         f"slowest {latencies[-1]:.0f} ms). Every node was checkpointed; inspect one with "
-        f"[bold]triage show {results[0][1].thread_id}[/]."
+        f"[bold]triage show {results[0][1].thread_id} {at}[/].",
+        highlight=False,
     )
 
 
@@ -92,7 +108,7 @@ DEMO_APPROVAL_CUSTOMER = "cus_mid_dup"
 DEMO_APPROVER = "alice"
 
 
-def _approve_in_another_process(home: Path, thread_id: str, approver: str) -> RunResult:
+def _approve_in_another_process(settings: Settings, thread_id: str, approver: str) -> RunResult:
     import os
     import subprocess
 
@@ -103,7 +119,7 @@ def _approve_in_another_process(home: Path, thread_id: str, approver: str) -> Ru
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "TRIAGE_HOME": str(home)},
+        env={**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)},
     )
     if done.returncode != 0:
         err.print(done.stderr)
@@ -115,8 +131,8 @@ def _demo_table(results: list[tuple[dict[str, Any], RunResult]]) -> None:
     from rich.table import Table
 
     table = Table(title="triage demo: embedded default (local model tier, SQLite helpdesk)")
-    for column in ("customer", "ticket", "route", "intent", "conf", "status", "actions", "ms"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("route", "conf", "status", "ms"))
+    for column in ("customer", "ticket", "route", "intent", "conf", "status", "actions"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("route", "conf", "status"))
     for ticket, result in results:
         table.add_row(
             ticket.get("customer_id") or "(anonymous)",
@@ -126,7 +142,6 @@ def _demo_table(results: list[tuple[dict[str, Any], RunResult]]) -> None:
             f"{result.confidence:.2f}" if result.confidence is not None else "-",
             _status(result.status),
             ", ".join(_action_label(a.kind, None, a.amount_cents) for a in result.actions) or "-",
-            f"{result.duration_ms:.0f}" if result.duration_ms is not None else "-",
         )
     out.print(table)
 
@@ -240,7 +255,9 @@ def _print_result(result: RunResult) -> None:
 
 @cli.command()
 def show(
-    thread_id: Annotated[str, typer.Argument(help="A thread id from `triage run` or `triage threads`.")],
+    thread_id: Annotated[
+        str, typer.Argument(metavar="THREAD", help="A thread id from `triage run` or `triage threads`.")
+    ],
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -355,7 +372,7 @@ def _decide(home: Path | None, thread_id: str, decision: dict[str, Any], as_json
 
 @cli.command()
 def approve(
-    thread_id: Annotated[str, typer.Argument(help="The thread awaiting approval.")],
+    thread_id: Annotated[str, typer.Argument(metavar="THREAD", help="The thread awaiting approval.")],
     approver: ApproverOption,
     reason: Annotated[str, typer.Option(help="Why (kept in the audit trail).")] = "",
     amount: Annotated[
@@ -373,9 +390,9 @@ def approve(
 
 @cli.command()
 def reject(
-    thread_id: Annotated[str, typer.Argument(help="The thread awaiting approval.")],
+    thread_id: Annotated[str, typer.Argument(metavar="THREAD", help="The thread awaiting approval.")],
     approver: ApproverOption,
-    reason: Annotated[str, typer.Option(help="Why (required; kept in the audit trail).")] = "",
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit trail).")],
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -385,7 +402,7 @@ def reject(
 
 @cli.command()
 def recover(
-    thread_id: Annotated[str, typer.Argument(help="A thread whose process died mid-run.")],
+    thread_id: Annotated[str, typer.Argument(metavar="THREAD", help="A thread whose process died mid-run.")],
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -406,14 +423,15 @@ def sweep(home: HomeOption = None, as_json: JsonOption = False) -> None:
         out.print(f"  {result.thread_id}: {result.status} ({result.status_reason})")
 
 
-policy_cli = typer.Typer(help="Check the policy bundle.", no_args_is_help=True)
+policy_cli = TriageTyper(help="Check the policy bundle.", no_args_is_help=True)
 cli.add_typer(policy_cli, name="policy")
 
 
 @policy_cli.command("check")
 def policy_check(
     directory: Annotated[
-        Path | None, typer.Option("--dir", envvar="TRIAGE_POLICY_DIR", help="Policy folder [default: packaged].")
+        Path | None,
+        typer.Option("--dir", envvar="TRIAGE_POLICY_DIR", help="Policy folder \\[default: the packaged bundle]."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -433,24 +451,28 @@ def policy_check(
 @cli.command("eval")
 def eval_(
     dataset: Annotated[
-        Path | None, typer.Option(help="Cases as JSONL, or labelled CSV/JSONL with --text-col/--route-col.")
+        Path | None, typer.Option(help="Cases as JSONL, or a labelled CSV or JSONL file (see --text-col).")
     ] = None,
-    text_col: Annotated[str | None, typer.Option(help="Column with the ticket text (route-only cases).")] = None,
-    route_col: Annotated[str | None, typer.Option(help="Column with the expected route (route-only cases).")] = None,
+    text_col: Annotated[
+        str | None, typer.Option(help="Column with the ticket text: route-only cases from a labelled file.")
+    ] = None,
+    route_col: Annotated[str | None, typer.Option(help="Column with the expected route in a labelled file.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N cases.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for eval.json, .md and .html.")] = Path("reports"),
-    update_baseline: Annotated[bool, typer.Option(help="Write this run's figures as the new baseline.")] = False,
+    update_baseline: Annotated[
+        bool, typer.Option("--update-baseline", help="Write this run's figures as the new baseline.")
+    ] = False,
     baseline: Annotated[
-        Path | None, typer.Option(help="Baseline to gate against [default: evals/baseline.json].")
+        Path | None, typer.Option(help="Baseline to gate against \\[default: evals/baseline.json].", show_default=False)
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Cases run at once.")] = 8,
     langsmith: Annotated[
-        bool | None,
-        typer.Option(
-            "--langsmith/--no-langsmith",
-            help="Record the run as a LangSmith experiment [default: when LANGSMITH_API_KEY is set].",
-        ),
-    ] = None,
+        bool,
+        typer.Option("--langsmith", help="Record the run as a LangSmith experiment (the default with a key)."),
+    ] = False,
+    no_langsmith: Annotated[
+        bool, typer.Option("--no-langsmith", help="Do not record it, even with LANGSMITH_API_KEY set.")
+    ] = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -477,9 +499,12 @@ def eval_(
         return datasets.load_cases(dataset, limit=limit), str(dataset)
 
     cases, source = guard(load)
-    if langsmith is None:
-        langsmith = experiment.langsmith_configured()
-    elif langsmith and not experiment.langsmith_configured():
+    if langsmith and no_langsmith:
+        err.print("[bold red]error:[/] give --langsmith or --no-langsmith, not both")
+        raise typer.Exit(2)
+    if not langsmith:
+        langsmith = not no_langsmith and experiment.langsmith_configured()
+    elif not experiment.langsmith_configured():
         err.print(
             "[bold red]error:[/] --langsmith needs LANGSMITH_API_KEY (LANGSMITH_ENDPOINT for a self-hosted server)"
         )
