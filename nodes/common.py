@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
 from langgraph.runtime import Runtime
@@ -100,7 +100,7 @@ def specialist_update(
     return update
 
 
-def article_facts(article: dict[str, Any]) -> dict[str, Any]:
+def article_facts(article: Mapping[str, Any]) -> dict[str, Any]:
     """Template facts for answering with a knowledge-base article."""
     return {
         "article_title": article["title"],

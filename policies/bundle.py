@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from triage.errors import PolicyFileError
 from triage.policies.approvals import ApprovalPolicy
 from triage.policies.budgets import Budget
-from triage.taxonomy import URGENCIES, Urgency
+from triage.taxonomy import ALL_INTENTS, URGENCIES, Urgency
 
 POLICY_FILES = ("permissions.toml", "support.toml", "approvals.toml")
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -49,6 +49,16 @@ class KnowledgeBaseRules(_Strict):
     min_key_terms: int = Field(ge=1)
     strong_key_terms: int = Field(ge=1)
     min_key_coverage: float = Field(ge=0.0, le=1.0)
+    intent_articles: dict[str, frozenset[str]] = Field(default_factory=dict)
+    """FAQ articles that answer a classified intent when the search finds them with one of the ticket's words."""
+
+    @field_validator("intent_articles")
+    @classmethod
+    def _known_intents(cls, articles: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+        unknown = sorted(set(articles) - set(ALL_INTENTS))
+        if unknown:
+            raise ValueError(f"unknown intent {', '.join(unknown)}; intents are listed in triage/taxonomy.py")
+        return articles
 
 
 class BillingRules(_Strict):

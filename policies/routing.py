@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,14 @@ def decide_route(
 def priority_for(urgency: Urgency, policy: SupportPolicy) -> Priority:
     """The queue priority for a ticket of this urgency."""
     return policy.priority[urgency]
+
+
+def article_for_intent(
+    intent: str, articles: Sequence[Mapping[str, Any]], policy: SupportPolicy
+) -> Mapping[str, Any] | None:
+    """The best-ranked search hit that the policy names as an answer to `intent`, if one matched a key term."""
+    answers = policy.knowledge_base.intent_articles.get(intent, frozenset())
+    return next((a for a in articles if a["slug"] in answers and int(a["key_terms"]) >= 1), None)
 
 
 def kb_answers(article: Mapping[str, Any], policy: SupportPolicy) -> bool:
