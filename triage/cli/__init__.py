@@ -23,6 +23,7 @@ from triage.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from triage.app import TriageApp
     from triage.schemas import RunResult
     from triage.settings import Settings
 
@@ -383,9 +384,34 @@ def approve(
 ) -> None:
     """Approve the pending action of a thread (or, with --amount, approve a smaller refund) and run it on."""
     decision: dict[str, Any] = {"approver": approver, "decision": "approve", "reason": reason}
-    if amount is not None:
-        decision.update(decision="edit", args={"amount_cents": round(amount * 100)}, reason=reason or "edited amount")
-    _decide(home, thread_id, decision, as_json)
+    if amount is None:
+        _decide(home, thread_id, decision, as_json)
+        return
+    cents = round(amount * 100)
+    decision.update(decision="edit", args={"amount_cents": cents}, reason=reason or "edited amount")
+
+    def edit(app: TriageApp) -> RunResult:
+        from triage.errors import ApprovalRefusedError
+        from triage.policies.billing import format_money
+
+        try:
+            return app.resume(thread_id, decision)
+        except ApprovalRefusedError:
+            # The API speaks cents; say it again in the dollars the user typed.
+            pending = app.thread(thread_id).result.pending_approval or {}
+            action, asked = pending.get("action"), (pending.get("args") or {}).get("amount_cents")
+            if action is not None and action != "refund":
+                raise ApprovalRefusedError(
+                    f"--amount applies to a refund; this approval is for {action}. The approval stays pending"
+                ) from None
+            if isinstance(asked, int) and cents > asked:
+                raise ApprovalRefusedError(
+                    f"--amount {format_money(cents)} is above the refund awaiting approval ({format_money(asked)}); "
+                    "an edit may only lower it. The approval stays pending"
+                ) from None
+            raise
+
+    _show_result(with_app(home, edit), as_json)
 
 
 @cli.command()
@@ -527,10 +553,11 @@ def eval_(
     report = reports.build_report(result, cases, source=source)
     baseline_path = baseline or reports.default_baseline()
     if update_baseline:
-        reports.write_baseline(report, baseline_path)
-        reports.gate(report, None, baseline_path=str(baseline_path))
-        report["gate"].update(status="updated", reason=f"baseline written to {baseline_path}")
         regressions = []
+        reports.gate(report, None, baseline_path=str(baseline_path))
+        if report["gate"]["status"] != "failed":  # never record a baseline with an unsafe effect in it
+            reports.write_baseline(report, baseline_path)
+            report["gate"].update(status="updated", reason=f"baseline written to {baseline_path}")
     else:
         previous = guard(lambda: reports.read_baseline(baseline_path)) if baseline_path.exists() or baseline else None
         regressions = reports.gate(report, previous, baseline_path=str(baseline_path))
@@ -574,7 +601,9 @@ def eval_(
             f"task success {run_figures['task_success_rate']:.1%}, route accuracy {run_figures['route_accuracy']:.1%}"
             f" (macro F1 {report['routes']['macro_f1']:.3f}), escalation rate {run_figures['escalation_rate']:.1%},"
             f" policy violations {run_figures['policy_violations']}, unexpected refund requests "
-            f"{run_figures['unexpected_refund_requests']}, latency p50/p95 "
+            f"{run_figures['unexpected_refund_requests']}, unsafe proposals stopped at approval "
+            f"{run_figures['unsafe_proposals_stopped_at_approval']}, unsafe effects executed "
+            f"{run_figures['unsafe_effects_executed']}, latency p50/p95 "
             f"{run_figures['latency_ms']['p50']:.0f}/{run_figures['latency_ms']['p95']:.0f} ms"
         )
         gate_section = report["gate"]

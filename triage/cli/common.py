@@ -11,10 +11,17 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from typer.core import TyperArgument, TyperCommand, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 if TYPE_CHECKING:
     from triage.app import TriageApp
+
+
+def _flags_without_type(params: list[Any]) -> list[Any]:
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
 
 
 class TriageCommand(TyperCommand):
@@ -33,15 +40,23 @@ class TriageCommand(TyperCommand):
 
     def get_params(self, ctx: Any) -> list[Any]:
         """The parameters, with flags shown without a value type (`--json`, not `--json <bool>`)."""
-        params = super().get_params(ctx)
-        for param in params:
-            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
-                param.metavar = ""
-        return params
+        return _flags_without_type(super().get_params(ctx))
+
+
+class TriageGroup(TyperGroup):
+    """A command group whose flags are shown without a value type, like `TriageCommand`'s."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        """The parameters, with flags shown without a value type."""
+        return _flags_without_type(super().get_params(ctx))
 
 
 class TriageTyper(typer.Typer):
-    """A Typer app whose commands are `TriageCommand`s unless told otherwise."""
+    """A Typer app whose commands are `TriageCommand`s (and groups `TriageGroup`s) unless told otherwise."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", TriageGroup)
+        super().__init__(**kwargs)
 
     def command(  # type: ignore[override]
         self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
