@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from triage.errors import PolicyFileError
 from triage.policies.approvals import ApprovalPolicy
 from triage.policies.budgets import Budget
-from triage.taxonomy import ALL_INTENTS, URGENCIES, Urgency
+from triage.taxonomy import ALL_INTENTS, URGENCIES, Route, Urgency
 
 POLICY_FILES = ("permissions.toml", "support.toml", "approvals.toml")
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -38,6 +38,12 @@ class RoutingRules(_Strict):
     """When a ticket leaves its topic's specialist for the human queue."""
 
     min_confidence: float = Field(ge=0.0, le=1.0)
+    min_confidence_to_act: float = Field(ge=0.0, le=1.0)
+    """Below this, a ticket for a specialist that writes (`acting_routes`) goes to a person before anything is filed.
+
+    (At or below `min_confidence` the ticket is escalated anyway.)
+    """
+    acting_routes: frozenset[Route]
     escalate_on_signals: frozenset[str]
     escalate_on_sentiment: frozenset[str]
 

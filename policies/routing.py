@@ -26,7 +26,11 @@ def decide_route(
     sentiment: Sentiment,
     policy: SupportPolicy,
 ) -> RouteDecision:
-    """Route to the predicted specialist unless a signal, the customer's mood or low confidence says escalate."""
+    """Route to the predicted specialist unless a signal, the customer's mood or low confidence says escalate.
+
+    A specialist that writes (`acting_routes`) needs `min_confidence_to_act`; below it the ticket goes to a person
+    before any request or ticket is filed.
+    """
     rules = policy.routing
     triggered = sorted(signals & rules.escalate_on_signals)
     if triggered:
@@ -36,6 +40,12 @@ def decide_route(
     if predicted != "escalation" and confidence < rules.min_confidence:
         return RouteDecision(
             "escalation", f"classifier unsure ({confidence:.2f} < {rules.min_confidence:.2f} for {predicted})"
+        )
+    if predicted in rules.acting_routes and confidence < rules.min_confidence_to_act:
+        return RouteDecision(
+            "escalation",
+            f"not confident enough to act ({confidence:.2f} < {rules.min_confidence_to_act:.2f} for {predicted}); "
+            "a person decides before anything is filed",
         )
     return RouteDecision(predicted, f"classified as {predicted} ({confidence:.2f})")
 
