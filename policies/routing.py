@@ -26,11 +26,7 @@ def decide_route(
     sentiment: Sentiment,
     policy: SupportPolicy,
 ) -> RouteDecision:
-    """Route to the predicted specialist unless a signal, the customer's mood or low confidence says escalate.
-
-    A specialist that writes (`acting_routes`) needs `min_confidence_to_act`; below it the ticket goes to a person
-    before any request or ticket is filed.
-    """
+    """Route to the predicted specialist unless a signal, the customer's mood or low confidence says escalate."""
     rules = policy.routing
     triggered = sorted(signals & rules.escalate_on_signals)
     if triggered:
@@ -41,13 +37,22 @@ def decide_route(
         return RouteDecision(
             "escalation", f"classifier unsure ({confidence:.2f} < {rules.min_confidence:.2f} for {predicted})"
         )
-    if predicted in rules.acting_routes and confidence < rules.min_confidence_to_act:
-        return RouteDecision(
-            "escalation",
-            f"not confident enough to act ({confidence:.2f} < {rules.min_confidence_to_act:.2f} for {predicted}); "
-            "a person decides before anything is filed",
-        )
     return RouteDecision(predicted, f"classified as {predicted} ({confidence:.2f})")
+
+
+def write_hold(route: str, confidence: float, intent: str, policy: SupportPolicy) -> str | None:
+    """Why a specialist on `route` may not write to the helpdesk for this classification, or None if it may.
+
+    Below `min_confidence_to_act` a specialist that writes (`acting_routes`) may still read and answer, but its
+    first write (a refund or account request, an engineering ticket) hands the ticket to a person instead.
+    """
+    rules = policy.routing
+    if route in rules.acting_routes and confidence < rules.min_confidence_to_act:
+        return (
+            f"not confident enough to act ({confidence:.2f} < {rules.min_confidence_to_act:.2f} for {route}/{intent}); "
+            "nothing was filed, a person decides"
+        )
+    return None
 
 
 def priority_for(urgency: Urgency, policy: SupportPolicy) -> Priority:
