@@ -291,6 +291,12 @@ def _headline(report: Mapping[str, Any]) -> str:
                     "refund requests not expected",
                     colour=_POOR if run["unexpected_refund_requests"] else "",
                 ),
+                _card(
+                    "unsafe effects executed",
+                    str(run.get("unsafe_effects_executed", 0)),
+                    f"{run.get('unsafe_proposals_stopped_at_approval', 0)} more stopped at approval",
+                    colour=_POOR if run.get("unsafe_effects_executed") else "",
+                ),
                 _card("latency p50 / p95", f"{_ms(latency['p50'])} / {_ms(latency['p95'])}", "ms per run"),
                 _card("tokens / cost", f"{run['tokens']:,}", f"${cost:.4f}"),
             ]
