@@ -111,6 +111,8 @@ def test_demo_covers_every_route_and_an_approval_round_trip(settings: Settings) 
     done = triage(settings, "demo", "--json")
     assert done.returncode == 0, done.stderr
     demo = json.loads(done.stdout)
+    assert demo["home"] == str(settings.home / "demo"), "the demo runs in a home of its own"
+    assert not (settings.home / "helpdesk.sqlite").exists(), "the user's helpdesk is left alone"
     results = demo["results"]
     assert {r["route"] for r in results} == {"billing", "technical", "account", "general", "escalation"}
     assert all(r["status"] in ("completed", "escalated", "awaiting_approval") for r in results)
