@@ -230,3 +230,14 @@ def test_profile_update_is_recorded_as_such(app: TriageApp) -> None:
     )
     assert result.route == "account"
     assert [a.details["request"] for a in result.actions if a.kind == "account_request"] == ["profile_update"]
+
+
+@pytest.mark.parametrize("subject", ["", "When are you open?"])
+def test_a_short_question_gets_the_faq_answer(app: TriageApp, subject: str) -> None:
+    result = app.run(Ticket(customer_id="cus_new", subject=subject, body="When are you open?"))
+    assert result.route == "general" and result.intent == "contact_info"
+    assert result.findings["answered_with"] == "opening-hours-and-contact"
+    slugs = [a["slug"] for a in result.findings["articles"]]
+    assert len(slugs) == len(set(slugs)), "each article is listed once"
+    assert result.usage["model_calls"] == int(result.usage["model_calls"])
+    assert isinstance(result.model_dump(mode="json")["usage"]["model_calls"], int)
