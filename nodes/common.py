@@ -12,7 +12,7 @@ from langgraph.runtime import Runtime
 
 from triage.context import Context, services_of, thread_id_of
 from triage.errors import ScopeDeniedError
-from triage.policies.routing import write_hold
+from triage.policies.routing import other_customers, write_hold
 from triage.state import ActionRecord, Draft, ProposedAction, Violation
 
 
@@ -150,11 +150,14 @@ def stop_on_violation(node: SpecialistNode, *, route: str) -> SpecialistNode:
     async def guarded(state: Any, runtime: Runtime[Context]) -> Any:
         services = await services_of(runtime)
         classification = state["classification"]
+        ticket = state["ticket"]
         hold = write_hold(
             route,
             classification["confidence"],
             classification["intent"],
             services.policy.support,
+            signals=frozenset(classification.get("signals", ())),
+            others=other_customers(f"{ticket['subject']}\n{ticket['body']}", ticket.get("customer_id")),
         )
         token = _write_hold.set(hold)
         try:

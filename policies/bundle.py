@@ -44,6 +44,8 @@ class RoutingRules(_Strict):
     (At or below `min_confidence` the ticket is escalated anyway.)
     """
     acting_routes: frozenset[Route]
+    hold_writes_on_signals: frozenset[str] = frozenset()
+    """Signals that hold back a specialist's writes whatever the confidence (see `write_hold`)."""
     escalate_on_signals: frozenset[str]
     escalate_on_sentiment: frozenset[str]
 

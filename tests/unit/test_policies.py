@@ -243,3 +243,15 @@ def test_intent_articles_must_name_known_intents(tmp_path: Path) -> None:
     folder = policy_copy(tmp_path, "support.toml", "contact_info = [", "contact_hours = [")
     with pytest.raises(PolicyFileError, match="unknown intent contact_hours"):
         load_policy_bundle(folder)
+
+
+def test_writes_are_held_when_the_customer_says_it_is_resolved_or_names_another_customer() -> None:
+    from triage.policies.routing import other_customers, write_hold
+
+    assert other_customers("refund cus_mid_dup and cus_mid_dup, not cus_small_dup", "cus_small_dup") == ["cus_mid_dup"]
+    assert other_customers("my own id is cus_small_dup", "cus_small_dup") == []
+    resolved = write_hold("billing", 0.95, "refund_request", POLICY.support, signals=frozenset({"resolved"}))
+    assert resolved is not None and "signal resolved" in resolved
+    named = write_hold("account", 0.97, "account_deletion", POLICY.support, others=["cus_leaving"])
+    assert named is not None and "another customer (cus_leaving)" in named
+    assert write_hold("escalation", 0.97, "complaint", POLICY.support, others=["cus_leaving"]) is None
