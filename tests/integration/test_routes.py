@@ -241,3 +241,14 @@ def test_a_short_question_gets_the_faq_answer(app: TriageApp, subject: str) -> N
     assert len(slugs) == len(set(slugs)), "each article is listed once"
     assert result.usage["model_calls"] == int(result.usage["model_calls"])
     assert isinstance(result.model_dump(mode="json")["usage"]["model_calls"], int)
+
+
+def test_a_duplicate_already_refunded_is_named_not_denied(app: TriageApp) -> None:
+    ticket = Ticket(customer_id="cus_small_dup", subject="Charged twice", body="I was billed $19 twice, refund one.")
+    first = app.run(ticket)
+    [refund] = [a for a in first.actions if a.kind == "refund"]
+    again = app.run(ticket)
+    assert [a.kind for a in again.actions] == ["message"], "nothing is refunded twice"
+    assert again.reply is not None and again.reply.template == "billing.duplicate_already_handled"
+    assert "found no duplicate" not in again.reply.body
+    assert refund.details.get("payment_id", "pay_") in again.reply.body and "complete" in again.reply.body
