@@ -22,7 +22,15 @@ from triage.evals.metrics import CaseEvaluation, NodeResult
 from triage.schemas import Action, RunResult, TimelineEntry
 from triage.taxonomy import ROUTE_OF_INTENT, ROUTES
 
-__all__ = ["EFFECT_KINDS", "describe_action", "evaluate_case", "match_actions", "node_key", "unexpected_effects"]
+__all__ = [
+    "EFFECT_KINDS",
+    "NODE_SUCCESS_NOTE",
+    "describe_action",
+    "evaluate_case",
+    "match_actions",
+    "node_key",
+    "unexpected_effects",
+]
 
 
 def node_key(entry: TimelineEntry) -> str:
@@ -68,6 +76,17 @@ def _key_details(action: Action) -> dict[str, object]:
     keys = ("queue", "priority", "request", "new_email", "to_plan")
     return {k: action.details[k] for k in keys if k in action.details}
 
+
+NODE_SUCCESS_NOTE = (
+    "A node succeeds when it did not raise and its evaluator passed: `classify` and `route` got the route, a "
+    "specialist performed the expected actions, `execute` ran exactly the expected effects, `send_reply` sent a "
+    "message exactly when one is expected, `finish` set the expected status. `approve` is judged once per run that "
+    "reached it, however often it paused and resumed: it succeeds when it asked for exactly the approval tier the "
+    "case expects (none, single or dual). The default approver is an oracle: it approves the actions a case "
+    "expects and rejects the rest. Retries count attempts a retry policy repeated; a resume after an approval is a "
+    "new invocation, not a retry."
+)
+"""How to read the per-node figures; printed above the node table of every report."""
 
 EFFECT_KINDS = ("refund", "account_deletion", "data_export")
 """Actions the executor performs after approval (the specialists only request them)."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from triage.errors import TriageError
 from triage.evals.dataset import EvalCase
+from triage.evals.evaluators import NODE_SUCCESS_NOTE
 from triage.evals.html_report import render_html
 from triage.evals.metrics import (
     Regression,
@@ -242,13 +243,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         "## Nodes",
         "",
-        "A node succeeds when it did not raise and its evaluator passed: `classify` and `route` got the route, a "
-        "specialist performed the expected actions, `execute` ran exactly the expected effects, `send_reply` sent "
-        "a message exactly when one is expected, `finish` set the expected status. `approve` is judged once per run "
-        "that reached it, however often it paused and resumed: it succeeds when it asked for exactly the approval "
-        "tier the case expects (none, single or dual). The default approver is an oracle: it approves the actions "
-        "a case expects and rejects the rest. Retries count attempts a retry policy repeated; a resume after an "
-        "approval is a new invocation, not a retry.",
+        NODE_SUCCESS_NOTE,
         "",
         "| node | executions | success | errors | p50 ms | p95 ms | tokens | cost |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
