@@ -120,3 +120,16 @@ def test_demo_covers_every_route_and_an_approval_round_trip(settings: Settings) 
     assert (round_trip["before"], round_trip["after"]) == ("awaiting_approval", "completed")
     approved = next(r for r in results if r["thread_id"] == round_trip["thread_id"])
     assert [a["kind"] for a in approved["actions"]] == ["refund_request", "refund", "message"]
+
+
+def test_an_edit_refusal_speaks_dollars_like_the_flag(settings: Settings) -> None:
+    ran = triage(
+        settings, "run", "--customer-id", "cus_mid_dup", "--body", "You charged me twice for my order.", "--json"
+    )
+    thread = json.loads(ran.stdout)["thread_id"]
+    refused = triage(settings, "approve", thread, "--as", "alice", "--amount", "300")
+    assert refused.returncode == 2
+    assert "--amount $300.00 is above the refund awaiting approval ($240.00)" in refused.stderr
+    assert "cents" not in refused.stderr and "Traceback" not in refused.stderr
+    still = json.loads(triage(settings, "approvals", "--json").stdout)
+    assert [p["thread_id"] for p in still] == [thread], "the approval stays pending"
