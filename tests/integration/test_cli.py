@@ -123,10 +123,13 @@ def test_demo_covers_every_route_and_an_approval_round_trip(settings: Settings) 
 
 
 def test_an_edit_refusal_speaks_dollars_like_the_flag(settings: Settings) -> None:
+    body = "You charged me twice for the same order."
     ran = triage(
-        settings, "run", "--customer-id", "cus_mid_dup", "--body", "You charged me twice for my order.", "--json"
+        settings, "run", "--customer-id", "cus_mid_dup", "--subject", "Charged twice", "--body", body, "--json"
     )
-    thread = json.loads(ran.stdout)["thread_id"]
+    paused = json.loads(ran.stdout)
+    assert paused["status"] == "awaiting_approval", paused["status_reason"]
+    thread = paused["thread_id"]
     refused = triage(settings, "approve", thread, "--as", "alice", "--amount", "300")
     assert refused.returncode == 2
     assert "--amount $300.00 is above the refund awaiting approval ($240.00)" in refused.stderr

@@ -55,7 +55,9 @@ def assert_only_a_hand_off(found: dict[str, list[dict[str, object]]]) -> None:
     assert [t["queue"] for t in found["tickets"]] in ([], ["human"]), "only the hand-off ticket"
 
 
-@pytest.mark.parametrize(("language", "customer", "subject", "body"), DUPLICATE_CHARGES, ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("language", "customer", "subject", "body"), DUPLICATE_CHARGES, ids=[c[0] for c in DUPLICATE_CHARGES]
+)
 def test_below_the_acting_confidence_only_the_hand_off_is_written(
     app: TriageApp, settings: Settings, language: str, customer: str, subject: str, body: str
 ) -> None:
@@ -101,6 +103,7 @@ def cautious_app(tmp_path: Path, model_cache: Path) -> Iterator[tuple[TriageApp,
             "technical",
         ),
     ],
+    ids=["billing", "account", "technical"],
 )
 def test_a_held_write_hands_the_ticket_on_with_the_reason(
     cautious_app: tuple[TriageApp, Settings], customer: str, subject: str, body: str, route: str
