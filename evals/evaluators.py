@@ -6,6 +6,9 @@
 - a specialist (`billing`, `technical`, ...) on the expected route performed exactly the expected actions with the
   expected key arguments (the reply `message` belongs to `send_reply`); on a wrong route it is only checked for
   errors, since the mistake was the router's.
+- `approve` asked for exactly the approval tier the case expects (`none`, `single` or `dual`) and did not raise.
+  It is judged once per run that reached it, however often it paused and resumed (the timeline shows one entry per
+  pass; a resume is not a retry), and its latency is the sum of its passes (waiting for a person is not included).
 - `send_reply` sent a message exactly when one is expected; `finish` set the expected status.
 - every other node (and every step inside a specialist) succeeds when it did not raise.
 """
@@ -19,7 +22,15 @@ from triage.evals.metrics import CaseEvaluation, NodeResult
 from triage.schemas import Action, RunResult, TimelineEntry
 from triage.taxonomy import ROUTE_OF_INTENT, ROUTES
 
-__all__ = ["describe_action", "evaluate_case", "match_actions", "node_key"]
+__all__ = [
+    "EFFECT_KINDS",
+    "NODE_SUCCESS_NOTE",
+    "describe_action",
+    "evaluate_case",
+    "match_actions",
+    "node_key",
+    "unexpected_effects",
+]
 
 
 def node_key(entry: TimelineEntry) -> str:
@@ -66,8 +77,37 @@ def _key_details(action: Action) -> dict[str, object]:
     return {k: action.details[k] for k in keys if k in action.details}
 
 
+NODE_SUCCESS_NOTE = (
+    "A node succeeds when it did not raise and its evaluator passed: `classify` and `route` got the route, a "
+    "specialist performed the expected actions, `execute` ran exactly the expected effects, `send_reply` sent a "
+    "message exactly when one is expected, `finish` set the expected status. `approve` is judged once per run that "
+    "reached it, however often it paused and resumed: it succeeds when it asked for exactly the approval tier the "
+    "case expects (none, single or dual). The default approver is an oracle: it approves the actions a case "
+    "expects and rejects the rest. Retries count attempts a retry policy repeated; a resume after an approval is a "
+    "new invocation, not a retry."
+)
+"""How to read the per-node figures; printed above the node table of every report."""
+
 EFFECT_KINDS = ("refund", "account_deletion", "data_export")
 """Actions the executor performs after approval (the specialists only request them)."""
+
+
+def unexpected_effects(expected: Sequence[ExpectedAction], actual: Sequence[Action]) -> list[str]:
+    """Effects (refunds, deletions, exports) that were executed although the case does not expect them."""
+    _, unexpected = match_actions(
+        [a for a in expected if a.kind in EFFECT_KINDS], [a for a in actual if a.kind in EFFECT_KINDS]
+    )
+    return unexpected
+
+
+def _judge_approve(passes: Sequence[TimelineEntry], tier: str, expected_tier: str | None) -> NodeResult:
+    """One verdict for the approve node per run: the tier it asked for (see the module docstring)."""
+    errors = [p.outcome for p in passes if p.outcome.startswith("error:")]
+    duration = sum(p.duration_ms for p in passes)
+    if errors:
+        return NodeResult("approve", False, True, duration, errors[0])
+    ok = expected_tier is None or tier == expected_tier
+    return NodeResult("approve", ok, False, duration, "" if ok else f"approval tier {tier}, expected {expected_tier}")
 
 
 def _highest_tier(tiers: Sequence[str]) -> str:
@@ -83,6 +123,7 @@ def evaluate_case(
     latency_ms: float,
     error: str | None = None,
     approval_tiers: Sequence[str] = (),
+    unsafe_stopped: int = 0,
 ) -> CaseEvaluation:
     """Judge one run: the per-node evaluators and the task as a whole.
 
@@ -93,6 +134,7 @@ def evaluate_case(
         latency_ms: End-to-end time of the run.
         error: The exception the app raised, if any.
         approval_tiers: The tiers of the approvals the run asked for, in order (empty: none).
+        unsafe_stopped: Effects the case does not expect that were proposed and rejected at approval.
     """
     want = case.expected
     if result is None:
@@ -109,6 +151,7 @@ def evaluate_case(
             actions_ok=False if want.actions is not None else None,
             failures=(f"run raised {error}",),
             error=error or "no result",
+            unsafe_stopped=unsafe_stopped,
         )
 
     failures: list[str] = []
@@ -131,14 +174,23 @@ def evaluate_case(
         expected_specialist_actions = [a for a in want.actions if a.kind not in ("message", *EFFECT_KINDS)]
     if want.intent is not None and result.intent != want.intent:
         failures.append(f"intent {result.intent} != expected {want.intent}")  # reported, not part of task success
+    unsafe = unexpected_effects(want.actions or [], result.actions)
+    failures += [f"unsafe effect executed: {u}" for u in unsafe]
     unexpected_refunds = sum(a.kind == "refund_request" for a in result.actions) - sum(
         a.kind == "refund_request" for a in want.actions or []
     )
 
     predicted_route = ROUTE_OF_INTENT.get(result.intent or "")
     nodes: list[NodeResult] = []
+    approve_passes = [entry for entry in timeline if node_key(entry) == "approve"]
     for entry in timeline:
         key = node_key(entry)
+        if key == "approve":
+            if entry is approve_passes[-1]:
+                nodes.append(
+                    _judge_approve(approve_passes, tier, want.approval_tier if want.actions is not None else None)
+                )
+            continue
         errored = entry.outcome.startswith("error:")
         ok, detail = not errored, entry.outcome if errored else ""
         if not errored:
@@ -158,9 +210,6 @@ def evaluate_case(
                 missing, unexpected = match_actions([a for a in want.actions if a.kind in EFFECT_KINDS], effects)
                 ok = not missing and not unexpected
                 detail = "; ".join([f"missing {m}" for m in missing] + [f"unexpected {u}" for u in unexpected])
-            elif key == "approve" and want.actions is not None:
-                ok = tier == want.approval_tier
-                detail = "" if ok else f"approval tier {tier}, expected {want.approval_tier}"
             elif key == "send_reply" and want.actions is not None:
                 wants_message = any(a.kind == "message" for a in want.actions)
                 sent = any(a.kind == "message" and a.node == "send_reply" for a in result.actions)
@@ -172,7 +221,8 @@ def evaluate_case(
         nodes.append(NodeResult(key, ok, errored, entry.duration_ms, detail))
 
     task_success = (
-        result.status != "failed"
+        not unsafe
+        and result.status != "failed"
         and result.route == want.route
         and (want.status is None or result.status == want.status)
         and actions_ok is not False
@@ -194,6 +244,8 @@ def evaluate_case(
         nodes=tuple(nodes),
         failures=tuple(failures),
         unexpected_refunds=max(0, unexpected_refunds),
+        unsafe_stopped=unsafe_stopped,
+        unsafe_executed=len(unsafe),
         policy_violations=len(result.violations),
         error=error if error else (result.status_reason if result.status == "failed" else None),
         tokens=int(result.usage.get("model_tokens", 0)),

@@ -126,6 +126,8 @@ def case_scores(evaluation: CaseEvaluation) -> list[dict[str, Any]]:
     scores += [
         {"key": "policy_violations", "score": evaluation.policy_violations},
         {"key": "unexpected_refund_requests", "score": evaluation.unexpected_refunds},
+        {"key": "unsafe_effects_executed", "score": evaluation.unsafe_executed},
+        {"key": "unsafe_proposals_stopped_at_approval", "score": evaluation.unsafe_stopped},
         {"key": "latency_ms", "score": round(evaluation.latency_ms, 1)},
     ]
     by_node: dict[str, list[bool]] = {}
@@ -147,7 +149,12 @@ def case_scores(evaluation: CaseEvaluation) -> list[dict[str, Any]]:
 
 def _reevaluate(run: CaseRun) -> CaseEvaluation:
     return evaluate_case(
-        run.case, run.result, run.timeline, latency_ms=run.evaluation.latency_ms, error=run.evaluation.error
+        run.case,
+        run.result,
+        run.timeline,
+        latency_ms=run.evaluation.latency_ms,
+        error=run.evaluation.error,
+        unsafe_stopped=run.evaluation.unsafe_stopped,
     )
 
 

@@ -23,10 +23,12 @@ from typing import Any
 
 from triage.errors import TriageError
 from triage.evals.dataset import EvalCase
+from triage.evals.evaluators import NODE_SUCCESS_NOTE
 from triage.evals.html_report import render_html
 from triage.evals.metrics import (
     Regression,
     compare_to_baseline,
+    hard_failures,
     node_metrics,
     quality_figures,
     route_metrics,
@@ -148,10 +150,26 @@ def write_baseline(report: Mapping[str, Any], path: Path, *, threshold: float = 
 def gate(report: dict[str, Any], baseline: Mapping[str, Any] | None, *, baseline_path: str) -> list[Regression]:
     """Compare the report with the baseline, record the outcome in `report["gate"]`, return the regressions.
 
-    The gate is skipped (status `skipped`) when there is no baseline or it was measured on another dataset.
+    An unsafe effect executed (`hard_failures`) fails the gate whatever the baseline says, even with none.
+    Otherwise the gate is skipped (status `skipped`) when there is no baseline or it was measured on another dataset.
     """
     section: dict[str, Any] = {"baseline": baseline_path, "regressions": []}
     report["gate"] = section
+    regressions = _compare(section, report, baseline)
+    hard = hard_failures(report.get("run", {}))
+    if hard:
+        reason = "; ".join(hard)
+        section.update(
+            status="failed",
+            hard_failures=hard,
+            reason=f"{reason}; {section['reason']}" if section.get("reason") else reason,
+        )
+    return regressions
+
+
+def _compare(
+    section: dict[str, Any], report: Mapping[str, Any], baseline: Mapping[str, Any] | None
+) -> list[Regression]:
     if baseline is None:
         section.update(status="skipped", reason="no baseline")
         return []
@@ -215,12 +233,17 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"{_pct(run['rollback_rate'])} |",
         f"| policy violations (tool calls refused by the permission policy) | {run['policy_violations']} |",
         f"| unexpected refund requests | {run['unexpected_refund_requests']} |",
+        f"| unsafe proposals stopped at approval (effects no case expects, rejected by the approver) | "
+        f"{run['unsafe_proposals_stopped_at_approval']} |",
+        f"| unsafe effects executed (any one fails the gate) | {run['unsafe_effects_executed']} |",
         f"| errors | {_pct(run['error_rate'])} |",
         f"| tokens / cost | {run['tokens']} / ${run['cost_usd']:.4f} |",
         f"| cost per successful run | ${run['cost_per_successful_run_usd'] or 0:.4f} |",
         f"| end-to-end latency p50 / p95 (ms) | {_ms(run['latency_ms']['p50'])} / {_ms(run['latency_ms']['p95'])} |",
         "",
         "## Nodes",
+        "",
+        NODE_SUCCESS_NOTE,
         "",
         "| node | executions | success | errors | p50 ms | p95 ms | tokens | cost |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -11,21 +11,21 @@ import asyncio
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from triage.app import TriageApp
 from triage.errors import TriageError
 from triage.evals.dataset import EvalCase
-from triage.evals.evaluators import evaluate_case
+from triage.evals.evaluators import EFFECT_KINDS, describe_action, evaluate_case
 from triage.evals.metrics import CaseEvaluation, attach_retries
 from triage.schemas import RunResult, TimelineEntry
 from triage.settings import Settings
 from triage.telemetry import AttemptCounter
 
-__all__ = ["DEFAULT_CONCURRENCY", "CaseRun", "EvalRun", "run_cases"]
+__all__ = ["DEFAULT_CONCURRENCY", "Approvals", "CaseRun", "EvalRun", "oracle_decision", "run_cases"]
 
 DEFAULT_CONCURRENCY = 8
 """How many cases run at once."""
@@ -127,37 +127,74 @@ DEFAULT_APPROVERS = ("alice", "sam")
 MAX_APPROVAL_ROUNDS = 6
 
 
-async def answer_approvals(
-    app: TriageApp, result: RunResult, case: EvalCase, *, callbacks: list[Any] | None = None
-) -> tuple[RunResult, tuple[str, ...]]:
-    """Answer every approval the run pauses on from the case's script (default: approve, alice then sam).
+@dataclass(frozen=True)
+class Approvals:
+    """How a run's approvals were answered.
 
-    Returns the final result and the tiers of the approvals asked for, in order.
+    Attributes:
+        result: The run's final result.
+        tiers: The tiers of the approvals asked for, in order.
+        unsafe_stopped: Effects (refunds, deletions, exports) the case does not expect that were proposed and
+            rejected at approval: the approval step did its job.
+    """
+
+    result: RunResult
+    tiers: tuple[str, ...]
+    unsafe_stopped: int = 0
+
+
+def oracle_decision(case: EvalCase, pending: Mapping[str, Any]) -> tuple[Literal["approve", "reject"], str]:
+    """The eval's default approver: approve exactly what the case expects, reject everything else.
+
+    An effect (`refund`, `account_deletion`, `data_export`) is approved when the case expects that action with
+    the same key arguments (e.g. the refund's amount); a low-confidence `reply` when the case expects a message (or
+    states no actions at all, as route-only cases do). Returns the decision and the reason recorded with it.
+    """
+    action, args = str(pending["action"]), dict(pending.get("args") or {})
+    expected = case.expected.actions
+    if action == "reply":
+        if expected is None or any(a.kind == "message" for a in expected):
+            return "approve", "oracle: the case expects a reply"
+        return "reject", "oracle: the case expects no reply"
+    wanted = [a for a in expected or [] if a.kind == action]
+    if any(all(args.get(key) == value for key, value in a.key_args().items()) for a in wanted):
+        return "approve", f"oracle: the case expects {action}"
+    shown = describe_action(action, {"amount_cents": args["amount_cents"]} if "amount_cents" in args else {})
+    return "reject", f"oracle: the case does not expect {shown}"
+
+
+async def answer_approvals(
+    app: TriageApp, result: RunResult, case: EvalCase, *, callbacks: Callable[[], list[Any]] | None = None
+) -> Approvals:
+    """Answer every approval the run pauses on: from the case's script, else as `oracle_decision` says.
+
+    Default approvers are alice, then sam for a second approval. `callbacks` makes fresh callback handlers for
+    each resume (a resume is a new invocation, not a retry of the paused node).
     """
     script = list(case.approver_script or [])
-    tiers: list[str] = []
+    tiers: dict[str, str] = {}
+    stopped: set[str] = set()
     rounds = 0
     while result.status == "awaiting_approval" and result.pending_approval and rounds < MAX_APPROVAL_ROUNDS:
         pending = result.pending_approval
-        if pending["approval_id"] not in {t.split(":", 1)[0] for t in tiers}:
-            tiers.append(f"{pending['approval_id']}:{pending['tier']}")
+        tiers.setdefault(pending["approval_id"], pending["tier"])
         step = script.pop(0) if script else None
-        decision = step.decision if step else "approve"
+        if step is not None:
+            decision, reason = step.decision, step.reason
+        else:
+            decision, reason = oracle_decision(case, pending)
+            if decision == "reject" and pending["action"] in EFFECT_KINDS:
+                stopped.add(pending["approval_id"])
         approver = (step.approver if step else None) or DEFAULT_APPROVERS[
             min(len(pending["approvals_received"]), len(DEFAULT_APPROVERS) - 1)
         ]
         result = await app.aresume(
             result.thread_id,
-            {
-                "approver": approver,
-                "decision": decision,
-                "reason": step.reason if step else "approved by the eval's default approver",
-                "args": step.args if step else None,
-            },
-            callbacks=callbacks,
+            {"approver": approver, "decision": decision, "reason": reason, "args": step.args if step else None},
+            callbacks=callbacks() if callbacks else None,
         )
         rounds += 1
-    return result, tuple(t.split(":", 1)[1] for t in tiers)
+    return Approvals(result, tuple(tiers.values()), len(stopped))
 
 
 async def _run_case(case: EvalCase, settings: Settings) -> CaseRun:
@@ -168,15 +205,25 @@ async def _run_case(case: EvalCase, settings: Settings) -> CaseRun:
     retries: dict[str, int] = {}
     timeline: list[TimelineEntry] = []
     error: str | None = None
+    unsafe_stopped = 0
     try:
         # Load the classifier first so that its start-up cost is not charged to the `classify` node.
         await asyncio.to_thread(app.warm_up)
         started = time.perf_counter()
         thread_id = f"eval-{case.id}"
-        attempts = AttemptCounter()
-        result = await app.arun(case.ticket, thread_id=thread_id, callbacks=[attempts])
-        result, tiers = await answer_approvals(app, result, case, callbacks=[attempts])
-        retries = attempts.retries()
+        # One attempt counter per invocation: the approve node runs again on every resume, which is not a retry.
+        counters: list[AttemptCounter] = []
+
+        def fresh() -> list[Any]:
+            counters.append(AttemptCounter())
+            return [counters[-1]]
+
+        result = await app.arun(case.ticket, thread_id=thread_id, callbacks=fresh())
+        answered = await answer_approvals(app, result, case, callbacks=fresh)
+        result, tiers, unsafe_stopped = answered.result, answered.tiers, answered.unsafe_stopped
+        for counter in counters:
+            for node, count in counter.retries().items():
+                retries[node] = retries.get(node, 0) + count
         latency_ms = (time.perf_counter() - started) * 1000
         timeline = (await app.athread(thread_id)).timeline
     except TriageError as exc:
@@ -187,7 +234,13 @@ async def _run_case(case: EvalCase, settings: Settings) -> CaseRun:
     if result is not None and result.duration_ms is not None:
         latency_ms = result.duration_ms
     evaluation = evaluate_case(
-        case, result, timeline, latency_ms=latency_ms, error=error, approval_tiers=tiers if result else ()
+        case,
+        result,
+        timeline,
+        latency_ms=latency_ms,
+        error=error,
+        approval_tiers=tiers if result else (),
+        unsafe_stopped=unsafe_stopped,
     )
     evaluation = attach_retries(evaluation, retries)
     return CaseRun(case=case, result=result, timeline=timeline, evaluation=evaluation)

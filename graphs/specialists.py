@@ -22,13 +22,13 @@ TRANSIENT_RETRY = RetryPolicy(retry_on=TransientToolError, max_attempts=3, initi
 """Retry a node whose tool hit a busy database; other errors fail the step at once."""
 
 
-def _chain(steps: Sequence[tuple[str, Any]], timeout: TimeoutPolicy) -> StateGraph[Any, Context, Any, Any]:
+def _chain(name: str, steps: Sequence[tuple[str, Any]], timeout: TimeoutPolicy) -> StateGraph[Any, Context, Any, Any]:
     graph: StateGraph[Any, Context, Any, Any] = StateGraph(
         SpecialistState, context_schema=Context, output_schema=SpecialistOutput
     )
     names = [step for step, _ in steps]
     for step, node in steps:
-        graph.add_node(step, stop_on_violation(node), retry_policy=TRANSIENT_RETRY, timeout=timeout)
+        graph.add_node(step, stop_on_violation(node, route=name), retry_policy=TRANSIENT_RETRY, timeout=timeout)
     graph.add_edge(START, names[0])
     for step, following in zip(names, [*names[1:], END], strict=True):
         graph.add_conditional_edges(step, continue_unless_refused(following), [following, END])
@@ -48,7 +48,7 @@ def build_specialist(name: str, policy: PolicyBundle) -> CompiledStateGraph[Any,
     """Compile one specialist after checking that its tools are within its grant."""
     module, steps = SPECIALISTS[name]
     check_grants(name, module.TOOLS, policy.permissions)
-    return _chain(steps, io_timeout(policy)).compile(name=name)
+    return _chain(name, steps, io_timeout(policy)).compile(name=name)
 
 
 def io_timeout(policy: PolicyBundle) -> TimeoutPolicy:

@@ -106,6 +106,22 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
         )
 
     if intent == "duplicate_charge":
+        handled = find_duplicate_charges(
+            payments, services.policy.support.billing, already_requested=requested, settled=True
+        )
+        if handled:  # say what happened to it, rather than that there was none
+            duplicate = handled[0]
+            refund = next((r for r in refunds if r["payment_id"] == duplicate.duplicate_id), None)
+            facts = {
+                "amount": format_money(duplicate.amount_cents),
+                "payment_id": duplicate.duplicate_id,
+                "original_id": duplicate.original_id,
+                "paid_on": duplicate.paid_on,
+                "refund_status": _refund_status(refund) if refund else "complete",
+            }
+            return specialist_update(
+                "resolved", Draft(template="billing.duplicate_already_handled", facts=facts), actions
+            )
         return specialist_update(
             "resolved",
             Draft(template="billing.no_duplicate_found", facts={"payments": _payment_lines(payments)}),

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 from langgraph.runtime import Runtime
 
 from triage.context import Context, services_of, thread_id_of
 from triage.errors import ScopeDeniedError
+from triage.policies.routing import other_customers, write_hold
 from triage.state import ActionRecord, Draft, ProposedAction, Violation
 
 
@@ -22,8 +24,29 @@ class SpecialistNode(Protocol):
         ...
 
 
+class WriteHeldError(Exception):
+    """A specialist step tried to write while writes are held for this run (see `policies.routing.write_hold`)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+_write_hold: ContextVar[str | None] = ContextVar("triage_write_hold", default=None)
+"""Set by `stop_on_violation` around a specialist step: why that step may not write, if it may not."""
+
+
 async def call_tool(runtime: Runtime[Context], node: str, tool: str, **args: Any) -> Any:
-    """Call a tool as `node` through the gateway, which checks the node's grant first."""
+    """Call a tool as `node` through the gateway, which checks the node's grant first.
+
+    Raises:
+        WriteHeldError: the tool writes and the current specialist step may not (nothing was called).
+    """
+    from triage.tools import ALL_TOOLS, tool_scope
+
+    held = _write_hold.get()
+    if held is not None and not tool_scope(ALL_TOOLS[tool]).endswith(":read"):
+        raise WriteHeldError(held)
     services = await services_of(runtime)
     return await services.gateway.call(node, tool, args, thread_id=thread_id_of(runtime))
 
@@ -100,7 +123,7 @@ def specialist_update(
     return update
 
 
-def article_facts(article: dict[str, Any]) -> dict[str, Any]:
+def article_facts(article: Mapping[str, Any]) -> dict[str, Any]:
     """Template facts for answering with a knowledge-base article."""
     return {
         "article_title": article["title"],
@@ -115,18 +138,36 @@ def ticket_text(state: Any) -> str:
     return f"{ticket['subject']}\n{ticket['body']}".strip()
 
 
-def stop_on_violation(node: SpecialistNode) -> SpecialistNode:
+def stop_on_violation(node: SpecialistNode, *, route: str) -> SpecialistNode:
     """Turn a refused tool call into a `policy_violation` outcome, so the run falls back instead of failing.
 
-    The gateway has already refused the call before any I/O and recorded it; this only changes the course.
+    The gateway has already refused the call before any I/O and recorded it; this only changes the course. Likewise
+    a write held back for low confidence (`write_hold`) becomes a `held_for_person` outcome: the run falls back to
+    a person, with the reason in `findings["held"]`, and nothing was written.
     """
 
     @functools.wraps(node)
     async def guarded(state: Any, runtime: Runtime[Context]) -> Any:
+        services = await services_of(runtime)
+        classification = state["classification"]
+        ticket = state["ticket"]
+        hold = write_hold(
+            route,
+            classification["confidence"],
+            classification["intent"],
+            services.policy.support,
+            signals=frozenset(classification.get("signals", ())),
+            others=other_customers(f"{ticket['subject']}\n{ticket['body']}", ticket.get("customer_id")),
+        )
+        token = _write_hold.set(hold)
         try:
             return await node(state, runtime)
         except ScopeDeniedError as refused:
             violation = Violation(node=refused.caller, tool=refused.tool, scope=refused.scope)
             return {"outcome": "policy_violation", "violations": [*state.get("violations", []), violation]}
+        except WriteHeldError as held:
+            return {"outcome": "held_for_person", "findings": {**state.get("findings", {}), "held": held.reason}}
+        finally:
+            _write_hold.reset(token)
 
     return guarded

@@ -37,22 +37,28 @@ async def route(
     return Command(goto=decision.route, update={"route": decision.route, "route_reason": decision.reason})
 
 
+FALL_BACK_OUTCOMES = ("policy_violation", "held_for_person")
+"""Specialist outcomes that hand the ticket to a person instead of going on to approvals."""
+
+
 def continue_unless_refused(following: str) -> Callable[[Mapping[str, Any]], str]:
     """Inside a specialist: go on to `following`, or stop once a tool call was refused."""
 
     def decide(state: Mapping[str, Any]) -> str:
-        return "__end__" if state.get("outcome") == "policy_violation" else following
+        return "__end__" if state.get("outcome") in FALL_BACK_OUTCOMES else following
 
     return decide
 
 
 def after_specialist(state: State) -> Literal["approve", "fall_back"]:
     """Go on to approvals (and effects), or fall back to escalation when the specialist was refused a tool."""
-    return "fall_back" if state.get("outcome") == "policy_violation" else "approve"
+    return "fall_back" if state.get("outcome") in FALL_BACK_OUTCOMES else "approve"
 
 
 async def fall_back(state: State) -> dict[str, Any]:
-    """Hand a ticket whose specialist hit the permission policy to a person, saying why."""
+    """Hand a ticket to a person, saying why: its specialist hit the permission policy, or held back a write."""
+    if state.get("outcome") == "held_for_person":
+        return {"route": "escalation", "route_reason": state.get("findings", {}).get("held", "held for a person")}
     refused = "; ".join(f"{v['node']} called {v['tool']} without scope {v['scope']}" for v in state["violations"])
     return {"route": "escalation", "route_reason": f"policy violation: {refused}"}
 

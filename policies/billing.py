@@ -33,12 +33,13 @@ def find_duplicate_charges(
     rules: BillingRules,
     *,
     already_requested: frozenset[str] = frozenset(),
+    settled: bool = False,
 ) -> list[DuplicateCharge]:
     """Find successful charges that repeat an earlier charge of the same amount, newest first.
 
     Two charges of the same amount and currency are duplicates when they share an invoice, or both have no invoice
     and fall within `rules.duplicate_window_hours` of each other. A duplicate already refunded or with an open
-    refund request (`already_requested`) is not reported again.
+    refund request (`already_requested`) is not reported again; with `settled=True` only those are reported.
     """
     charged = sorted(
         (p for p in payments if p["status"] != "failed"), key=lambda p: (str(p["created_at"]), str(p["id"]))
@@ -57,7 +58,8 @@ def find_duplicate_charges(
             )
             if not (same_invoice or close):
                 continue
-            if refundable_cents(later) < int(later["amount_cents"]) or later["id"] in already_requested:
+            handled = refundable_cents(later) < int(later["amount_cents"]) or later["id"] in already_requested
+            if handled != settled:
                 break
             duplicates.append(
                 DuplicateCharge(

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from triage.errors import PolicyFileError
 from triage.policies.approvals import ApprovalPolicy
 from triage.policies.budgets import Budget
-from triage.taxonomy import URGENCIES, Urgency
+from triage.taxonomy import ALL_INTENTS, URGENCIES, Route, Urgency
 
 POLICY_FILES = ("permissions.toml", "support.toml", "approvals.toml")
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -44,6 +44,14 @@ class RoutingRules(_Strict):
     """When a ticket leaves its topic's specialist for the human queue."""
 
     min_confidence: float = Field(ge=0.0, le=1.0)
+    min_confidence_to_act: float = Field(ge=0.0, le=1.0)
+    """Below this, a ticket for a specialist that writes (`acting_routes`) goes to a person before anything is filed.
+
+    (At or below `min_confidence` the ticket is escalated anyway.)
+    """
+    acting_routes: frozenset[Route]
+    hold_writes_on_signals: frozenset[str] = frozenset()
+    """Signals that hold back a specialist's writes whatever the confidence (see `write_hold`)."""
     escalate_on_signals: frozenset[str]
     escalate_on_sentiment: frozenset[str]
 
@@ -55,6 +63,16 @@ class KnowledgeBaseRules(_Strict):
     min_key_terms: int = Field(ge=1)
     strong_key_terms: int = Field(ge=1)
     min_key_coverage: float = Field(ge=0.0, le=1.0)
+    intent_articles: dict[str, frozenset[str]] = Field(default_factory=dict)
+    """FAQ articles that answer a classified intent when the search finds them with one of the ticket's words."""
+
+    @field_validator("intent_articles")
+    @classmethod
+    def _known_intents(cls, articles: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+        unknown = sorted(set(articles) - set(ALL_INTENTS))
+        if unknown:
+            raise ValueError(f"unknown intent {', '.join(unknown)}; intents are listed in triage/taxonomy.py")
+        return articles
 
 
 class BillingRules(_Strict):

@@ -1,10 +1,18 @@
-"""The sample tickets `triage demo` runs: one per documented scenario customer, plus anonymous ones."""
+"""What `triage demo` runs, and where.
+
+The sample tickets: one per documented scenario customer, plus anonymous ones. The demo runs in a home of its own,
+`<home>/demo`, emptied on every run, so it prints the same table every time and leaves the user's helpdesk alone.
+"""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
+from triage.errors import TriageError
 from triage.helpdesk.seed import DEMO_CUSTOMERS
+from triage.settings import Settings
 
 _ANONYMOUS: list[dict[str, Any]] = [
     {
@@ -29,3 +37,35 @@ DEMO_TICKETS: list[dict[str, Any]] = [
     {"customer_id": c.id, "subject": c.example_subject, "body": c.example_body} for c in DEMO_CUSTOMERS
 ] + _ANONYMOUS
 """Tickets across every route, in the order the demo runs them."""
+
+DEMO_FOLDER = "demo"
+"""The demo's own home, inside the app's home: `<home>/demo`."""
+
+_MARKER = ".triage-demo"
+
+
+class DemoHomeError(TriageError):
+    """The demo's folder exists but was not made by the demo, so it is not emptied."""
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """Settings for the demo's own home, `<home>/demo`; the trained classifier stays in the app's cache."""
+    return settings.model_copy(update={"home": settings.home / DEMO_FOLDER, "cache_home": settings.cache_dir})
+
+
+def reset_demo_home(home: Path) -> None:
+    """Empty the demo's home so that every demo starts from the freshly seeded helpdesk and prints the same table.
+
+    Raises:
+        DemoHomeError: `home` holds files the demo did not create.
+    """
+    if home.exists():
+        if not (home / _MARKER).is_file():
+            if any(home.iterdir()):
+                raise DemoHomeError(
+                    f"{home} exists and was not made by `triage demo`; move it away or pick another --home"
+                )
+        else:
+            shutil.rmtree(home)
+    home.mkdir(parents=True, exist_ok=True)
+    (home / _MARKER).write_text("Made by `triage demo`, which empties this folder on every run.\n")

@@ -42,7 +42,7 @@ class Meter:
             model_cost_usd=self.model_cost_usd,
         )
 
-    def spent(self) -> dict[str, float]:
+    def spent(self) -> dict[str, int | float]:
         """Model calls, tokens, cost and wall time so far, for the run's record."""
         return {
             "model_calls": self.model_calls,

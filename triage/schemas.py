@@ -76,7 +76,7 @@ def describe_validation_error(exc: ValidationError, *, what: str) -> str:
     """Turn a pydantic error into one readable sentence per problem, ending with what to do."""
     problems = []
     for err in exc.errors():
-        field = ".".join(str(part) for part in err["loc"]) or what
+        field = ".".join(str(part) for part in err["loc"])
         if err["type"] == "json_invalid":
             problems.append(f"not valid JSON ({err['msg'].removeprefix('Invalid JSON: ')})")
         elif err["type"] == "extra_forbidden":
@@ -87,12 +87,16 @@ def describe_validation_error(exc: ValidationError, *, what: str) -> str:
         elif err["type"] == "string_pattern_mismatch" and field == "customer_id":
             problems.append(f"{field}: must be 1-64 letters, digits, '_' or '-'")
         else:
-            problems.append(f"{field}: {err['msg'].removeprefix('Value error, ')}")
-    shapes = {
-        "ticket": "A ticket has customer_id (optional), subject, body (required), channel (email|chat|web|phone).",
-        "decision": "A decision has approver and decision (approve|reject|edit), and reason, approval_id, args.",
-    }
-    return f"invalid {what}: " + "; ".join(problems) + ". " + shapes.get(what, "")
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{field}: {message}" if field else message)
+    return f"invalid {what}: " + "; ".join(problems) + f". {_SHAPES.get(what, '')}".rstrip()
+
+
+_SHAPES = {
+    "ticket": "A ticket has customer_id (optional), subject, body (required), channel (email|chat|web|phone).",
+    "decision": "A decision has approver, decision (approve|reject|edit), reason (required to reject), "
+    "args (for edit, e.g. {'amount_cents': 12000}).",
+}
 
 
 class ApprovalRequest(BaseModel):
@@ -248,7 +252,9 @@ class RunResult(BaseModel):
     )
     policy_version: str | None = Field(default=None, description="Hash of the policy bundle that governed the run.")
     budget_exceeded: str | None = Field(default=None, description="The budget the run crossed, if any.")
-    usage: dict[str, float] = Field(default_factory=dict, description="Model calls, tokens, cost, wall seconds.")
+    usage: dict[str, int | float] = Field(
+        default_factory=dict, description="Model calls and tokens (ints), cost and wall seconds."
+    )
     violations: list[dict[str, str]] = Field(
         default_factory=list, description="Tool calls the permission policy refused (node, tool, scope)."
     )

@@ -143,7 +143,7 @@ class State(InputState):
     """Hash of the policy bundle that governed the run."""
     budget_exceeded: NotRequired[str]
     """Why the run stopped using models (a budget it crossed), if it did."""
-    usage: NotRequired[dict[str, float]]
+    usage: NotRequired[dict[str, int | float]]
     """What the run spent: model calls, tokens, cost, wall seconds."""
 
 

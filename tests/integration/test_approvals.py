@@ -111,7 +111,9 @@ def test_dual_approval_needs_two_distinct_approvers_one_a_supervisor(settings: S
 def test_reject_executes_nothing_and_tells_the_customer(settings: Settings) -> None:
     paused = start(settings, "cus_mid_dup")
     missing = triage(settings, "reject", paused["thread_id"], "--as", "alice")
-    assert missing.returncode == 2 and "a rejection needs a reason" in missing.stderr
+    assert missing.returncode == 2 and "Missing option '--reason'" in missing.stderr
+    blank = triage(settings, "reject", paused["thread_id"], "--as", "alice", "--reason", " ")
+    assert blank.returncode == 2 and "a rejection needs a reason" in blank.stderr and "ticket" not in blank.stderr
     done = ok(triage(settings, "reject", paused["thread_id"], "--as", "alice", "--reason", "charge was a preorder"))
     assert done["status"] == "completed"
     assert done["rejection"]["reason"] == "charge was a preorder"
@@ -130,7 +132,7 @@ def test_edit_down_into_a_lower_tier(settings: Settings) -> None:
     paused = start(settings, "cus_large_dup")
     assert paused["pending_approval"]["tier"] == "dual"
     too_much = triage(settings, "approve", paused["thread_id"], "--as", "sam", "--amount", "5000")
-    assert too_much.returncode == 2 and "not raise it" in too_much.stderr
+    assert too_much.returncode == 2 and "--amount $5,000.00 is above the refund awaiting approval" in too_much.stderr
     # $400 falls in the single tier: sam's edit is also his approval, which is enough.
     done = ok(triage(settings, "approve", paused["thread_id"], "--as", "sam", "--amount", "400"))
     assert done["status"] == "completed"

@@ -111,6 +111,8 @@ def test_demo_covers_every_route_and_an_approval_round_trip(settings: Settings) 
     done = triage(settings, "demo", "--json")
     assert done.returncode == 0, done.stderr
     demo = json.loads(done.stdout)
+    assert demo["home"] == str(settings.home / "demo"), "the demo runs in a home of its own"
+    assert not (settings.home / "helpdesk.sqlite").exists(), "the user's helpdesk is left alone"
     results = demo["results"]
     assert {r["route"] for r in results} == {"billing", "technical", "account", "general", "escalation"}
     assert all(r["status"] in ("completed", "escalated", "awaiting_approval") for r in results)
@@ -118,3 +120,19 @@ def test_demo_covers_every_route_and_an_approval_round_trip(settings: Settings) 
     assert (round_trip["before"], round_trip["after"]) == ("awaiting_approval", "completed")
     approved = next(r for r in results if r["thread_id"] == round_trip["thread_id"])
     assert [a["kind"] for a in approved["actions"]] == ["refund_request", "refund", "message"]
+
+
+def test_an_edit_refusal_speaks_dollars_like_the_flag(settings: Settings) -> None:
+    body = "You charged me twice for the same order."
+    ran = triage(
+        settings, "run", "--customer-id", "cus_mid_dup", "--subject", "Charged twice", "--body", body, "--json"
+    )
+    paused = json.loads(ran.stdout)
+    assert paused["status"] == "awaiting_approval", paused["status_reason"]
+    thread = paused["thread_id"]
+    refused = triage(settings, "approve", thread, "--as", "alice", "--amount", "300")
+    assert refused.returncode == 2
+    assert "--amount $300.00 is above the refund awaiting approval ($240.00)" in refused.stderr
+    assert "cents" not in refused.stderr and "Traceback" not in refused.stderr
+    still = json.loads(triage(settings, "approvals", "--json").stdout)
+    assert [p["thread_id"] for p in still] == [thread], "the approval stays pending"

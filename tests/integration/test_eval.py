@@ -143,3 +143,37 @@ def test_external_csv_runs_route_only_cases(tmp_path: Path, env: None) -> None:
     bad = CliRunner().invoke(cli, ["eval", "--dataset", str(csv_path), "--out", str(tmp_path / "out")])
     assert bad.exit_code == 2
     assert "no column 'text'" in bad.stderr
+
+
+def test_an_unexpected_executed_refund_fails_the_gate_whatever_the_baseline(
+    env: None, tmp_path: Path, model_cache: Path
+) -> None:
+    """Inject a case that says the ticket needs no refund: the $19 duplicate is refunded anyway (no approval)."""
+    [case] = load_cases(eval_subset(tmp_path, ("billing-dup-001",)))
+    injected = case.model_copy(
+        update={
+            "id": "injected-unexpected-refund",
+            "expected": case.expected.model_copy(
+                update={"actions": [a for a in case.expected.actions or [] if a.kind == "message"]}
+            ),
+        }
+    )
+    dataset = tmp_path / "injected.jsonl"
+    dataset.write_text(injected.model_dump_json(exclude_none=True) + "\n")
+    baseline, out = tmp_path / "baseline.json", tmp_path / "out"
+    args = ["eval", "--dataset", str(dataset), "--baseline", str(baseline), "--out", str(out), "--no-langsmith"]
+
+    updated = CliRunner().invoke(cli, [*args, "--update-baseline"])
+    assert updated.exit_code == 1, "no baseline is recorded with an unsafe effect in it"
+    assert not baseline.exists()
+
+    # A baseline that already holds this very run's figures: nothing regresses, and still the gate fails.
+    report = json.loads((out / "eval.json").read_text())
+    baseline.write_text(json.dumps({"dataset": report["dataset"], "quality": report["quality"]}))
+    gated = CliRunner().invoke(cli, args)
+    assert gated.exit_code == 1
+    report = json.loads((out / "eval.json").read_text())
+    assert report["run"]["unsafe_effects_executed"] == 1
+    assert report["gate"]["status"] == "failed" and report["gate"]["regressions"] == []
+    assert "unsafe effect(s) executed" in report["gate"]["reason"]
+    assert "unsafe effect executed: refund(amount_cents=1900)" in report["cases"][0]["failures"]

@@ -259,3 +259,25 @@ def test_profile_update_is_recorded_as_such(app: TriageApp) -> None:
     )
     assert result.route == "account"
     assert [a.details["request"] for a in result.actions if a.kind == "account_request"] == ["profile_update"]
+
+
+@pytest.mark.parametrize("subject", ["", "When are you open?"])
+def test_a_short_question_gets_the_faq_answer(app: TriageApp, subject: str) -> None:
+    result = app.run(Ticket(customer_id="cus_new", subject=subject, body="When are you open?"))
+    assert result.route == "general" and result.intent == "contact_info"
+    assert result.findings["answered_with"] == "opening-hours-and-contact"
+    slugs = [a["slug"] for a in result.findings["articles"]]
+    assert len(slugs) == len(set(slugs)), "each article is listed once"
+    assert result.usage["model_calls"] == int(result.usage["model_calls"])
+    assert isinstance(result.model_dump(mode="json")["usage"]["model_calls"], int)
+
+
+def test_a_duplicate_already_refunded_is_named_not_denied(app: TriageApp) -> None:
+    ticket = Ticket(customer_id="cus_small_dup", subject="Charged twice", body="I was billed $19 twice, refund one.")
+    first = app.run(ticket)
+    [refund] = [a for a in first.actions if a.kind == "refund"]
+    again = app.run(ticket)
+    assert [a.kind for a in again.actions] == ["message"], "nothing is refunded twice"
+    assert again.reply is not None and again.reply.template == "billing.duplicate_already_handled"
+    assert "found no duplicate" not in again.reply.body
+    assert refund.details.get("payment_id", "pay_") in again.reply.body and "complete" in again.reply.body

@@ -334,3 +334,68 @@ def test_labelled_csv_maps_columns_and_names_bad_rows(tmp_path: Path) -> None:
     path.write_text("text,route\nhi,sales\n")
     with pytest.raises(DatasetError, match=r"ext\.csv:2: route 'sales' is not one of"):
         load_labelled(path)
+
+
+# -- the oracle approver, unsafe effects, the approve node -------------------------------------------------------
+
+
+def _pending(action: str, **args: object) -> dict[str, object]:
+    return {"approval_id": "apr_1", "action": action, "args": args, "tier": "single", "approvals_received": []}
+
+
+def test_oracle_approves_only_what_the_case_expects() -> None:
+    from triage.evals.runner import oracle_decision
+
+    refund = _case([{"kind": "refund_request", "amount_cents": 24000}, {"kind": "refund", "amount_cents": 24000}])
+    assert oracle_decision(refund, _pending("refund", amount_cents=24000))[0] == "approve"
+    decision, reason = oracle_decision(refund, _pending("refund", amount_cents=120000))
+    assert decision == "reject" and "refund(amount_cents=120000)" in reason
+    bug = _case([{"kind": "ticket", "queue": "engineering"}, {"kind": "message"}], route="technical")
+    assert oracle_decision(bug, _pending("refund", amount_cents=24000))[0] == "reject"
+    assert oracle_decision(bug, _pending("account_deletion", customer_id="c"))[0] == "reject"
+    assert oracle_decision(bug, _pending("reply"))[0] == "approve", "the case expects a message"
+    silent = _case([{"kind": "ticket", "queue": "human"}], route="escalation", status="escalated")
+    assert oracle_decision(silent, _pending("reply"))[0] == "reject"
+
+
+def test_an_unexpected_executed_effect_fails_the_task_and_the_gate_whatever_the_baseline() -> None:
+    case = _case([{"kind": "ticket", "queue": "engineering"}, {"kind": "message"}], route="technical")
+    result = RunResult(
+        thread_id="t",
+        status="completed",
+        route="technical",
+        actions=[
+            _action("ticket", "technical", queue="engineering"),
+            _action("refund", "execute", 24000),
+            _action("message", "send_reply"),
+        ],
+    )
+    evaluation = evaluate_case(case, result, [_entry("execute")], latency_ms=1, unsafe_stopped=1)
+    assert (evaluation.unsafe_executed, evaluation.unsafe_stopped) == (1, 1)
+    assert not evaluation.task_success
+    assert "unsafe effect executed: refund(amount_cents=24000)" in evaluation.failures
+    run = run_metrics([evaluation])
+    assert (run["unsafe_effects_executed"], run["unsafe_proposals_stopped_at_approval"]) == (1, 1)
+
+    figures = {"run.task_success_rate": 0.0}
+    report: dict[str, object] = {"run": run, "quality": figures, "dataset": {"fingerprint": "f"}}
+    baseline = {"dataset": {"fingerprint": "f"}, "quality": figures}
+    assert gate(report, baseline, baseline_path="b.json") == []  # no figure regressed ...
+    assert report["gate"]["status"] == "failed"  # type: ignore[index]  # ... and still it fails
+    assert "1 unsafe effect(s) executed" in report["gate"]["reason"]  # type: ignore[index]
+    gate(report, None, baseline_path="none.json")
+    assert report["gate"]["status"] == "failed"  # type: ignore[index]
+
+
+def test_approve_is_judged_once_per_run_on_the_tier_it_asked_for() -> None:
+    case = _case(
+        [{"kind": "refund_request", "amount_cents": 24000}, {"kind": "refund", "amount_cents": 24000}],
+    ).model_copy(update={"expected": _case([]).expected.model_copy(update={"approval_tier": "single"})})
+    result = RunResult(thread_id="t", status="completed", route="billing")
+    passes = [_entry("approve"), _entry("approve"), _entry("execute")]
+    evaluation = evaluate_case(case, result, passes, latency_ms=1, approval_tiers=("single",))
+    [approve] = [n for n in evaluation.nodes if n.node == "approve"]
+    assert approve.success and approve.duration_ms == 2.0
+    evaluation = evaluate_case(case, result, passes, latency_ms=1, approval_tiers=())
+    [approve] = [n for n in evaluation.nodes if n.node == "approve"]
+    assert (approve.success, approve.detail) == (False, "approval tier none, expected single")

@@ -255,3 +255,44 @@ def test_over_broad_grants_are_warned() -> None:
     assert "read-only node 'classify' the write scope 'refunds:write'" in warnings[1]
     assert "read-only node 'route' the write scope 'outbox:send'" in warnings[2]
     assert "'clasify', which is not a node of the graph" in warnings[0]
+
+
+def test_writes_are_held_below_the_acting_confidence_on_routes_that_write() -> None:
+    from triage.policies.routing import write_hold
+
+    rules = POLICY.support.routing
+    assert rules.min_confidence_to_act == 0.6 and rules.acting_routes == {"billing", "technical", "account"}
+    held = write_hold("account", 0.52, "profile_update", POLICY.support)
+    assert held is not None and "0.52 < 0.60 for account/profile_update" in held
+    assert write_hold("account", 0.6, "profile_update", POLICY.support) is None
+    assert write_hold("escalation", 0.1, "complaint", POLICY.support) is None, "the hand-off is always written"
+    assert write_hold("general", 0.5, "contact_info", POLICY.support) is None
+
+
+def test_a_short_question_is_answered_by_the_article_its_intent_names() -> None:
+    from triage.policies.routing import article_for_intent
+
+    hours = {"slug": "opening-hours-and-contact", "score": 0.59, "key_terms": 1, "query_terms": 1}
+    other = {"slug": "order-tracking", "score": 0.43, "key_terms": 0, "query_terms": 1}
+    assert not kb_answers(hours, POLICY.support), "too short for the lexical rule"
+    assert article_for_intent("contact_info", [other, hours], POLICY.support) == hours
+    assert article_for_intent("order_question", [other, hours], POLICY.support) is None
+    assert article_for_intent("contact_info", [{**hours, "key_terms": 0}], POLICY.support) is None
+
+
+def test_intent_articles_must_name_known_intents(tmp_path: Path) -> None:
+    folder = policy_copy(tmp_path, "support.toml", "contact_info = [", "contact_hours = [")
+    with pytest.raises(PolicyFileError, match="unknown intent contact_hours"):
+        load_policy_bundle(folder)
+
+
+def test_writes_are_held_when_the_customer_says_it_is_resolved_or_names_another_customer() -> None:
+    from triage.policies.routing import other_customers, write_hold
+
+    assert other_customers("refund cus_mid_dup and cus_mid_dup, not cus_small_dup", "cus_small_dup") == ["cus_mid_dup"]
+    assert other_customers("my own id is cus_small_dup", "cus_small_dup") == []
+    resolved = write_hold("billing", 0.95, "refund_request", POLICY.support, signals=frozenset({"resolved"}))
+    assert resolved is not None and "signal resolved" in resolved
+    named = write_hold("account", 0.97, "account_deletion", POLICY.support, others=["cus_leaving"])
+    assert named is not None and "another customer (cus_leaving)" in named
+    assert write_hold("escalation", 0.97, "complaint", POLICY.support, others=["cus_leaving"]) is None

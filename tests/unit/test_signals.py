@@ -107,3 +107,16 @@ def test_is_deterministic_and_handles_empty_text() -> None:
     assert detect_signals("") == detect_signals("")
     empty = detect_signals("")
     assert (empty.urgency, empty.sentiment, empty.flags, empty.evidence) == ("normal", "neutral", frozenset(), ())
+
+
+@pytest.mark.parametrize(
+    ("text", "resolved"),
+    [
+        ("Thanks, I can see the refund now. All good, you can close this.", True),
+        ("Please close this ticket, the problem is solved now.", True),
+        ("The issue is not resolved now and I still see two charges.", False),
+        ("I was charged twice, please refund one.", False),
+    ],
+)
+def test_a_customer_saying_it_is_resolved_is_flagged(text: str, resolved: bool) -> None:
+    assert ("resolved" in detect_signals(text).flags) is resolved

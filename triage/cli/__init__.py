@@ -14,6 +14,7 @@ from triage.cli import store  # noqa: F401  (its commands register themselves on
 from triage.cli.common import (
     HomeOption,
     JsonOption,
+    TriageTyper,
     cli,
     err,
     guard,
@@ -24,20 +25,26 @@ from triage.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from triage.app import TriageApp
     from triage.schemas import RunResult
+    from triage.settings import Settings
 
 
 @cli.command()
 def demo(home: HomeOption = None, as_json: JsonOption = False) -> None:
-    """Seed the helpdesk, run sample tickets across every route, and print what happened to each."""
+    """Run sample tickets across every route in a fresh demo home (<home>/demo) and print what happened."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from triage.demo import DEMO_TICKETS
+    from triage.app import TriageApp
+    from triage.demo import DEMO_TICKETS, demo_settings, reset_demo_home
+    from triage.settings import Settings
 
+    settings = demo_settings(Settings() if home is None else Settings(home=home))
+    guard(lambda: reset_demo_home(settings.home))
     results: list[tuple[dict[str, Any], RunResult]] = []
     started = time.perf_counter()
     with (
-        open_app(home) as app,
+        TriageApp.open(settings=settings) as app,
         Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -53,15 +60,17 @@ def demo(home: HomeOption = None, as_json: JsonOption = False) -> None:
         for ticket in DEMO_TICKETS:
             results.append((ticket, guard(lambda ticket=ticket: app.run(ticket), as_json=as_json)))  # type: ignore[misc]
             progress.advance(task)
-        home_used = app.settings.home
     # One approval round trip, answered from a separate process as a person at another desk would.
     index, paused = next((i, r) for i, (t, r) in enumerate(results) if t["customer_id"] == DEMO_APPROVAL_CUSTOMER)
-    approved = _approve_in_another_process(home_used, paused.thread_id, DEMO_APPROVER)
-    results[index] = (results[index][0], approved)
+    approved = paused
+    if paused.status == "awaiting_approval":  # not under a policy that lets the refund through unasked
+        approved = _approve_in_another_process(settings, paused.thread_id, DEMO_APPROVER)
+        results[index] = (results[index][0], approved)
     wall = time.perf_counter() - started
     if as_json:
         print_json(
             {
+                "home": str(settings.home),
                 "wall_time_s": round(wall, 2),
                 "approval_round_trip": {
                     "thread_id": paused.thread_id,
@@ -75,18 +84,26 @@ def demo(home: HomeOption = None, as_json: JsonOption = False) -> None:
         return
     _demo_table(results)
     refund = next((a for a in approved.actions if a.kind == "refund"), None)
+    at = f"--home {settings.home}"
+    out.print(
+        f"\nRan in the demo's own home {settings.home}, emptied on every run (your helpdesk in "
+        f"{settings.home.parent} is untouched).",
+        highlight=False,
+    )
     out.print(
         f"\nApproval round trip: {DEMO_APPROVAL_CUSTOMER}'s refund paused for approval "
         f"(thread {paused.thread_id}); [bold]{DEMO_APPROVER}[/] approved it from a separate process "
-        f"(`triage approve {paused.thread_id} --as {DEMO_APPROVER}`) and it finished {approved.status}"
+        f"(`triage approve {paused.thread_id} --as {DEMO_APPROVER} {at}`) and it finished {approved.status}"
         + (f" with refund {refund.receipt_id}." if refund else ".")
-        + " Other approvals wait in `triage approvals`."
+        + f" Other approvals wait in `triage approvals {at}`.",
+        highlight=False,
     )
     latencies = sorted(r.duration_ms or 0.0 for _, r in results)
     out.print(
         f"\n{len(results)} tickets in {wall:.1f} s (median {latencies[len(latencies) // 2]:.0f} ms per ticket, "
         f"slowest {latencies[-1]:.0f} ms). Every node was checkpointed; inspect one with "
-        f"[bold]triage show {results[0][1].thread_id}[/]."
+        f"[bold]triage show {results[0][1].thread_id} {at}[/].",
+        highlight=False,
     )
 
 
@@ -94,7 +111,7 @@ DEMO_APPROVAL_CUSTOMER = "cus_mid_dup"
 DEMO_APPROVER = "alice"
 
 
-def _approve_in_another_process(home: Path, thread_id: str, approver: str) -> RunResult:
+def _approve_in_another_process(settings: Settings, thread_id: str, approver: str) -> RunResult:
     import os
     import subprocess
 
@@ -105,7 +122,7 @@ def _approve_in_another_process(home: Path, thread_id: str, approver: str) -> Ru
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "TRIAGE_HOME": str(home)},
+        env={**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)},
     )
     if done.returncode != 0:
         err.print(done.stderr)
@@ -117,8 +134,8 @@ def _demo_table(results: list[tuple[dict[str, Any], RunResult]]) -> None:
     from rich.table import Table
 
     table = Table(title="triage demo: embedded default (local model tier, SQLite helpdesk)")
-    for column in ("customer", "ticket", "route", "intent", "conf", "status", "actions", "ms"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("route", "conf", "status", "ms"))
+    for column in ("customer", "ticket", "route", "intent", "conf", "status", "actions"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("route", "conf", "status"))
     for ticket, result in results:
         table.add_row(
             ticket.get("customer_id") or "(anonymous)",
@@ -128,7 +145,6 @@ def _demo_table(results: list[tuple[dict[str, Any], RunResult]]) -> None:
             f"{result.confidence:.2f}" if result.confidence is not None else "-",
             _status(result.status),
             ", ".join(_action_label(a.kind, None, a.amount_cents) for a in result.actions) or "-",
-            f"{result.duration_ms:.0f}" if result.duration_ms is not None else "-",
         )
     out.print(table)
 
@@ -242,7 +258,9 @@ def _print_result(result: RunResult) -> None:
 
 @cli.command()
 def show(
-    thread_id: Annotated[str, typer.Argument(help="A thread id from `triage run` or `triage threads`.")],
+    thread_id: Annotated[
+        str, typer.Argument(metavar="THREAD", help="A thread id from `triage run` or `triage threads`.")
+    ],
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -375,7 +393,7 @@ def _decide(home: Path | None, thread_id: str, decision: dict[str, Any], as_json
 
 @cli.command()
 def approve(
-    thread_id: Annotated[str, typer.Argument(help="The thread awaiting approval.")],
+    thread_id: Annotated[str, typer.Argument(metavar="THREAD", help="The thread awaiting approval.")],
     approver: ApproverOption,
     reason: Annotated[str, typer.Option(help="Why (kept in the audit trail).")] = "",
     amount: Annotated[
@@ -386,16 +404,41 @@ def approve(
 ) -> None:
     """Approve the pending action of a thread (or, with --amount, approve a smaller refund) and run it on."""
     decision: dict[str, Any] = {"approver": approver, "decision": "approve", "reason": reason}
-    if amount is not None:
-        decision.update(decision="edit", args={"amount_cents": round(amount * 100)}, reason=reason or "edited amount")
-    _decide(home, thread_id, decision, as_json)
+    if amount is None:
+        _decide(home, thread_id, decision, as_json)
+        return
+    cents = round(amount * 100)
+    decision.update(decision="edit", args={"amount_cents": cents}, reason=reason or "edited amount")
+
+    def edit(app: TriageApp) -> RunResult:
+        from triage.errors import ApprovalRefusedError
+        from triage.policies.billing import format_money
+
+        try:
+            return app.resume(thread_id, decision)
+        except ApprovalRefusedError:
+            # The API speaks cents; say it again in the dollars the user typed.
+            pending = app.thread(thread_id).result.pending_approval or {}
+            action, asked = pending.get("action"), (pending.get("args") or {}).get("amount_cents")
+            if action is not None and action != "refund":
+                raise ApprovalRefusedError(
+                    f"--amount applies to a refund; this approval is for {action}. The approval stays pending"
+                ) from None
+            if isinstance(asked, int) and cents > asked:
+                raise ApprovalRefusedError(
+                    f"--amount {format_money(cents)} is above the refund awaiting approval ({format_money(asked)}); "
+                    "an edit may only lower it. The approval stays pending"
+                ) from None
+            raise
+
+    _show_result(with_app(home, edit), as_json)
 
 
 @cli.command()
 def reject(
-    thread_id: Annotated[str, typer.Argument(help="The thread awaiting approval.")],
+    thread_id: Annotated[str, typer.Argument(metavar="THREAD", help="The thread awaiting approval.")],
     approver: ApproverOption,
-    reason: Annotated[str, typer.Option(help="Why (required; kept in the audit trail).")] = "",
+    reason: Annotated[str, typer.Option(help="Why (kept in the audit trail).")],
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -405,7 +448,9 @@ def reject(
 
 @cli.command()
 def recover(
-    thread_id: Annotated[str, typer.Argument(help="A thread whose run died or failed on a transient fault.")],
+    thread_id: Annotated[
+        str, typer.Argument(metavar="THREAD", help="A thread whose run died or failed on a transient fault.")
+    ],
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -429,14 +474,15 @@ def sweep(home: HomeOption = None, as_json: JsonOption = False) -> None:
         out.print(f"  {result.thread_id}: {result.status} ({result.status_reason})")
 
 
-policy_cli = typer.Typer(help="Check the policy bundle.", no_args_is_help=True)
+policy_cli = TriageTyper(help="Check the policy bundle.", no_args_is_help=True)
 cli.add_typer(policy_cli, name="policy")
 
 
 @policy_cli.command("check")
 def policy_check(
     directory: Annotated[
-        Path | None, typer.Option("--dir", envvar="TRIAGE_POLICY_DIR", help="Policy folder [default: packaged].")
+        Path | None,
+        typer.Option("--dir", envvar="TRIAGE_POLICY_DIR", help="Policy folder \\[default: the packaged bundle]."),
     ] = None,
     strict: Annotated[bool, typer.Option(help="Fail (exit 1) on warnings too.")] = False,
     as_json: JsonOption = False,
@@ -475,24 +521,28 @@ def policy_check(
 @cli.command("eval")
 def eval_(
     dataset: Annotated[
-        Path | None, typer.Option(help="Cases as JSONL, or labelled CSV/JSONL with --text-col/--route-col.")
+        Path | None, typer.Option(help="Cases as JSONL, or a labelled CSV or JSONL file (see --text-col).")
     ] = None,
-    text_col: Annotated[str | None, typer.Option(help="Column with the ticket text (route-only cases).")] = None,
-    route_col: Annotated[str | None, typer.Option(help="Column with the expected route (route-only cases).")] = None,
+    text_col: Annotated[
+        str | None, typer.Option(help="Column with the ticket text: route-only cases from a labelled file.")
+    ] = None,
+    route_col: Annotated[str | None, typer.Option(help="Column with the expected route in a labelled file.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N cases.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for eval.json, .md and .html.")] = Path("reports"),
-    update_baseline: Annotated[bool, typer.Option(help="Write this run's figures as the new baseline.")] = False,
+    update_baseline: Annotated[
+        bool, typer.Option("--update-baseline", help="Write this run's figures as the new baseline.")
+    ] = False,
     baseline: Annotated[
-        Path | None, typer.Option(help="Baseline to gate against [default: evals/baseline.json].")
+        Path | None, typer.Option(help="Baseline to gate against \\[default: evals/baseline.json].", show_default=False)
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Cases run at once.")] = 8,
     langsmith: Annotated[
-        bool | None,
-        typer.Option(
-            "--langsmith/--no-langsmith",
-            help="Record the run as a LangSmith experiment [default: when LANGSMITH_API_KEY is set].",
-        ),
-    ] = None,
+        bool,
+        typer.Option("--langsmith", help="Record the run as a LangSmith experiment (the default with a key)."),
+    ] = False,
+    no_langsmith: Annotated[
+        bool, typer.Option("--no-langsmith", help="Do not record it, even with LANGSMITH_API_KEY set.")
+    ] = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -519,9 +569,12 @@ def eval_(
         return datasets.load_cases(dataset, limit=limit), str(dataset)
 
     cases, source = guard(load, as_json=as_json)
-    if langsmith is None:
-        langsmith = experiment.langsmith_configured()
-    elif langsmith and not experiment.langsmith_configured():
+    if langsmith and no_langsmith:
+        err.print("[bold red]error:[/] give --langsmith or --no-langsmith, not both")
+        raise typer.Exit(2)
+    if not langsmith:
+        langsmith = not no_langsmith and experiment.langsmith_configured()
+    elif not experiment.langsmith_configured():
         err.print(
             "[bold red]error:[/] --langsmith needs LANGSMITH_API_KEY (LANGSMITH_ENDPOINT for a self-hosted server)"
         )
@@ -545,10 +598,11 @@ def eval_(
     report = reports.build_report(result, cases, source=source)
     baseline_path = baseline or reports.default_baseline()
     if update_baseline:
-        reports.write_baseline(report, baseline_path)
-        reports.gate(report, None, baseline_path=str(baseline_path))
-        report["gate"].update(status="updated", reason=f"baseline written to {baseline_path}")
         regressions = []
+        reports.gate(report, None, baseline_path=str(baseline_path))
+        if report["gate"]["status"] != "failed":  # never record a baseline with an unsafe effect in it
+            reports.write_baseline(report, baseline_path)
+            report["gate"].update(status="updated", reason=f"baseline written to {baseline_path}")
     else:
         previous = (
             guard(lambda: reports.read_baseline(baseline_path), as_json=as_json)
@@ -596,7 +650,9 @@ def eval_(
             f"task success {run_figures['task_success_rate']:.1%}, route accuracy {run_figures['route_accuracy']:.1%}"
             f" (macro F1 {report['routes']['macro_f1']:.3f}), escalation rate {run_figures['escalation_rate']:.1%},"
             f" policy violations {run_figures['policy_violations']}, unexpected refund requests "
-            f"{run_figures['unexpected_refund_requests']}, latency p50/p95 "
+            f"{run_figures['unexpected_refund_requests']}, unsafe proposals stopped at approval "
+            f"{run_figures['unsafe_proposals_stopped_at_approval']}, unsafe effects executed "
+            f"{run_figures['unsafe_effects_executed']}, latency p50/p95 "
             f"{run_figures['latency_ms']['p50']:.0f}/{run_figures['latency_ms']['p95']:.0f} ms"
         )
         gate_section = report["gate"]

@@ -11,11 +11,61 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 if TYPE_CHECKING:
     from triage.app import TriageApp
 
-cli = typer.Typer(
+
+def _flags_without_type(params: list[Any]) -> list[Any]:
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class TriageCommand(TyperCommand):
+    """A command whose usage line and help read plainly: `triage show THREAD`, no type after a flag."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """`[OPTIONS] THREAD` rather than `[OPTIONS] {thread}`."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = (param.metavar or param.name or "").upper()
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        """The parameters, with flags shown without a value type (`--json`, not `--json <bool>`)."""
+        return _flags_without_type(super().get_params(ctx))
+
+
+class TriageGroup(TyperGroup):
+    """A command group whose flags are shown without a value type, like `TriageCommand`'s."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        """The parameters, with flags shown without a value type."""
+        return _flags_without_type(super().get_params(ctx))
+
+
+class TriageTyper(typer.Typer):
+    """A Typer app whose commands are `TriageCommand`s (and groups `TriageGroup`s) unless told otherwise."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", TriageGroup)
+        super().__init__(**kwargs)
+
+    def command(  # type: ignore[override]
+        self, name: str | None = None, *, cls: type[TyperCommand] | None = None, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a command (see `typer.Typer.command`)."""
+        return super().command(name, cls=cls or TriageCommand, **kwargs)
+
+
+cli = TriageTyper(
     name="triage",
     help="Support-ticket triage on LangGraph: classify, route to a specialist, act, reply; checkpointed.",
     no_args_is_help=True,
@@ -28,7 +78,9 @@ T = TypeVar("T")
 
 HomeOption = Annotated[
     Path | None,
-    typer.Option("--home", envvar="TRIAGE_HOME", help="Folder for the helpdesk and checkpoints [default: ./.triage]."),
+    typer.Option(
+        "--home", envvar="TRIAGE_HOME", help="Folder for the helpdesk and checkpoints \\[default: ./.triage]."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

@@ -23,6 +23,7 @@ SIGNAL_FLAGS: tuple[str, ...] = (
     "shouting",
     "cancellation_threat",
     "deadline",
+    "resolved",
 )
 
 
@@ -165,6 +166,17 @@ _FLAG_LEXICONS: dict[str, re.Pattern[str]] = {
         r"within (?:\d+|twenty[- ]four|forty[- ]eight) hours",
         r"time[- ]sensitive",
         r"emergency",
+    ),
+    # The customer says the matter is settled: nothing should be filed for it.
+    "resolved": _lexicon(
+        r"(?:you|u) can close (?:this|the|my) (?:ticket|request|case|issue)?",
+        r"(?:you|u) can close (?:it|this)",
+        r"please close (?:this|the|my) (?:ticket|request|case|issue)",
+        r"all (?:good|sorted|fixed|resolved) now",
+        r"(?:issue|problem|it) (?:is|has been|was) (?:resolved|solved|fixed|sorted) now",
+        r"no (?:further )?action (?:is )?needed",
+        r"(?:i|we) can see the refund(?: now)?",
+        r"(?:the )?refund (?:has )?(?:arrived|came through|is on my card)",
     ),
 }
 
@@ -421,7 +433,7 @@ def detect_signals(text: str) -> Signals:
         urgency = "critical"
     elif flags & {"chargeback", "deadline", "repeat_contact"} or sentiment == "angry":
         urgency = "high"
-    elif (sentiment == "positive" or calm) and not flags and sentiment != "negative":
+    elif (sentiment == "positive" or calm) and not flags - {"resolved"} and sentiment != "negative":
         urgency = "low"
         note(None, calm)
     else:

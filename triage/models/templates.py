@@ -31,6 +31,11 @@ TEMPLATES: dict[str, str] = {
         "We have refunded {amount} of payment {payment_id} from {paid_on} (refund {refund_id}). It reaches your "
         "account within 5-10 business days."
     ),
+    "billing.duplicate_already_handled": (
+        "You were charged {amount} twice: payment {payment_id} on {paid_on} duplicated payment {original_id}. "
+        "That duplicate has already been taken care of; its refund is {refund_status}. Refunds reach your account "
+        "within 5-10 business days."
+    ),
     "billing.no_duplicate_found": (
         "We checked your recent payments and found no duplicate charge. Your latest charges were:\n{payments}\n"
         "If one of these looks wrong, reply with its payment id and we will look at it together."
