@@ -59,7 +59,7 @@ class Services:
             policy=policy,
             helpdesk=helpdesk,
             gateway=ToolGateway(helpdesk=helpdesk, permissions=policy.permissions),
-            models=GuardedModelTier(models or LocalModelTier(settings.cache_dir)),
+            models=GuardedModelTier(models or LocalModelTier(settings.cache_dir, settings.models_dir)),
             saver=saver,
             journal=journal,
         )

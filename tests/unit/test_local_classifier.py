@@ -96,8 +96,8 @@ def test_scores_are_probabilities(classifier: LocalClassifier) -> None:
         assert set(prediction.route_scores) == set(ROUTES)
         assert math.isclose(sum(prediction.route_scores.values()), 1.0, abs_tol=1e-9)
         assert all(0.0 <= score <= 1.0 for score in prediction.route_scores.values())
-        assert prediction.confidence == prediction.route_scores[prediction.route]
-        assert prediction.confidence == max(prediction.route_scores.values())
+        assert prediction.route_scores[prediction.route] == max(prediction.route_scores.values())
+        assert 0.0 <= prediction.confidence <= 1.0
         assert prediction.intent in INTENTS[prediction.route]
         assert 0.0 <= prediction.intent_confidence <= 1.0
     assert classifier.predict_many([]) == []
@@ -165,6 +165,8 @@ def test_cache_round_trip_trains_once(tmp_path: Path, counted_training: list[int
     assert [f.name.startswith("local-classifier-") and f.suffix == ".joblib" for f in files] == [True]
     mtime = files[0].stat().st_mtime_ns
 
+    assert LocalClassifier.load_or_train(cache_dir) is classifier, "loaded once per process"
+    local._loaded.clear()  # a new process: read from disk
     second = LocalClassifier.load_or_train(cache_dir)
     assert counted_training == [len(load_examples())]
     assert second is not classifier
@@ -199,8 +201,10 @@ def test_route_check_skips_a_missing_csv(
 ) -> None:
     assert route_check.main(["--csv", str(tmp_path / "absent.csv")]) == 0
     out = capsys.readouterr().out
-    assert "held-out route accuracy:" in out
-    assert "not found; skipping" in out
+    assert "== held-out split" in out
+    assert "== cross-industry" in out
+    assert "automatic precision" in out
+    assert "bitext: " in out and "not found; skipping" in out
 
 
 def test_route_check_reports_an_external_csv(
@@ -213,11 +217,12 @@ def test_route_check_reports_an_external_csv(
         "I need to speak to a human agent,escalation,human_agent_request\n",
         encoding="utf-8",
     )
-    assert route_check.main(["--csv", str(csv_path)]) == 0
+    assert route_check.main(["--csv", str(csv_path), "--cross", str(tmp_path / "absent.jsonl"), "--confusion"]) == 0
     out = capsys.readouterr().out
-    assert "route accuracy: 1.000" in out
+    assert "== bitext (external.csv): 2 requests" in out
+    assert "route accuracy            1.000" in out
     assert "confusion matrix:" in out
-    assert "below confidence 0.5" in out
+    assert "automatic share" in out
 
 
 def test_route_check_metrics() -> None:
