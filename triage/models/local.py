@@ -153,14 +153,14 @@ class Evidence:
     def as_dict(self) -> dict[str, float | int | bool | str]:
         """The evidence as plain JSON-able values."""
         return {
-            "familiar_words": round(self.familiar_words, 4),
-            "content_words": self.content_words,
-            "nearest_similarity": round(self.nearest_similarity, 4),
-            "views_agree": self.views_agree,
-            "margin": round(self.margin, 4),
-            "language": self.language,
-            "language_probability": round(self.language_probability, 4),
-            "foreign_language": self.foreign_language,
+            "familiar_words": round(float(self.familiar_words), 4),
+            "content_words": int(self.content_words),
+            "nearest_similarity": round(float(self.nearest_similarity), 4),
+            "views_agree": bool(self.views_agree),
+            "margin": round(float(self.margin), 4),
+            "language": str(self.language),
+            "language_probability": round(float(self.language_probability), 4),
+            "foreign_language": bool(self.foreign_language),
         }
 
 
@@ -533,8 +533,8 @@ class _Core:
                 same_route.append(float(row[mask].max()) if mask.any() else 0.0)
                 any_route.append(float(row.max()) if row.size else 0.0)
         return (
-            [min(max(v, 0.0), 1.0) for v in numpy.array(same_route)],
-            [min(max(v, 0.0), 1.0) for v in numpy.array(any_route)],
+            [float(min(max(v, 0.0), 1.0)) for v in numpy.array(same_route)],
+            [float(min(max(v, 0.0), 1.0)) for v in numpy.array(any_route)],
         )
 
 
