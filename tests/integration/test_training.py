@@ -53,29 +53,39 @@ def active_fingerprint(settings: Settings) -> str:
     return ModelRegistry(settings.models_dir, settings.cache_dir).describe().fingerprint
 
 
-@pytest.fixture
-def trained(settings: Settings, tmp_path: Path) -> str:
-    """A home whose active model was trained (in this process) on the small team set, packaged examples replaced."""
-    data = write_csv(tmp_path / "team.csv", team_rows())
+@pytest.fixture(scope="module")
+def team_models(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> tuple[Path, str]:
+    """A models folder whose active model was trained on the small team set, packaged examples replaced."""
+    folder = tmp_path_factory.mktemp("team-models")
+    data = write_csv(folder / "team.csv", team_rows())
     report = train_and_activate(
         data,
-        models_dir=settings.models_dir,
-        cache_dir=settings.cache_dir,
+        models_dir=folder / "models",
+        cache_dir=model_cache,
         threshold=0.8,
         text_col="message",
         route_col="queue",
         replace=True,
     )
-    return report.fingerprint
+    return folder / "models", report.fingerprint
+
+
+@pytest.fixture
+def trained(settings: Settings, team_models: tuple[Path, str]) -> str:
+    """This test's home, with the team model active (a copy of the module's models folder)."""
+    import shutil
+
+    shutil.copytree(team_models[0], settings.models_dir)
+    return team_models[1]
 
 
 @pytest.mark.slow
 def test_train_cli_reports_held_out_figures_and_runs_use_the_new_model(settings: Settings, tmp_path: Path) -> None:
     data = write_csv(tmp_path / "team.csv", team_rows())
-    before = triage(settings, "run", "--body", "I was charged twice for my plan", "--json")
-    assert before.returncode == 0, before.stderr
-    packaged = json.loads(before.stdout)["model_version"]
-    assert packaged.startswith("local-")
+    ticket = {"subject": "", "body": "I was charged twice for my plan"}
+    with TriageApp(settings) as app:
+        packaged = app.run(ticket).model_version
+    assert packaged is not None and packaged.startswith("local-")
 
     done = triage(settings, "train", str(data), "--text-col", "message", "--route-col", "queue", "--replace")
     assert done.returncode == 0, done.stderr
@@ -93,8 +103,8 @@ def test_train_cli_reports_held_out_figures_and_runs_use_the_new_model(settings:
 
     reset = triage(settings, "model", "reset")
     assert reset.returncode == 0 and "packaged model is active again" in reset.stdout
-    again = json.loads(triage(settings, "run", "--body", "I was charged twice for my plan", "--json").stdout)
-    assert again["model_version"] == packaged
+    with TriageApp(settings) as app:
+        assert app.run(ticket).model_version == packaged
 
 
 def test_python_api_and_eval_use_the_active_model(settings: Settings, trained: str) -> None:
