@@ -87,7 +87,12 @@ def build_report(run: EvalRun, cases: Sequence[EvalCase], *, source: str) -> dic
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "dataset": {"source": source, "cases": len(cases), "fingerprint": dataset_fingerprint(cases)},
         "policy_version": run.policy_version,
-        "model": {"tier": run.model_tier, "tokens": run_figures["tokens"], "cost_usd": run_figures["cost_usd"]},
+        "model": {
+            "tier": run.model_tier,
+            "version": run.model_version,
+            "tokens": run_figures["tokens"],
+            "cost_usd": run_figures["cost_usd"],
+        },
         "wall_time_s": run.wall_time_s,
         "run": run_figures,
         "nodes": nodes,
@@ -218,7 +223,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         f"Dataset `{report['dataset']['source']}` ({report['dataset']['cases']} cases, fingerprint "
         f"`{report['dataset']['fingerprint']}`), policy bundle `{report['policy_version']}`, model tier "
-        f"`{report['model']['tier']}`, wall time {report['wall_time_s']:.1f} s.",
+        f"`{report['model']['tier']}` (model `{report['model'].get('version')}`), "
+        f"wall time {report['wall_time_s']:.1f} s.",
         "",
         "| metric | value |",
         "| --- | --- |",

@@ -49,6 +49,8 @@ class EvalRun:
     wall_time_s: float
     policy_version: str
     model_tier: str = "local"
+    model_version: str | None = None
+    """Fingerprint of the model that classified the cases (None when the runs recorded several or none)."""
     evaluations: list[CaseEvaluation] = field(default_factory=list)
 
 
@@ -81,15 +83,17 @@ async def run_cases(
     with tempfile.TemporaryDirectory(prefix="triage-eval-") as tmp:
         root = workdir or Path(tmp)
         cache = base.cache_dir if base.cache_home or base.home.exists() else root / "cache"
+        # Every case decides with the home's active model (a trained one, or the packaged one).
+        shared = {"cache_home": cache, "models_home": base.models_dir}
         template = root / "template"
-        await _seed_template(base.model_copy(update={"home": template, "cache_home": cache}))
+        await _seed_template(base.model_copy(update={"home": template, **shared}))
         semaphore = asyncio.Semaphore(max(1, concurrency))
 
         async def one(index: int, case: EvalCase) -> CaseRun:
             async with semaphore:
                 home = root / "cases" / f"{index:05d}"
                 _copy_helpdesk(template, home)
-                run = await _run_case(case, base.model_copy(update={"home": home, "cache_home": cache}))
+                run = await _run_case(case, base.model_copy(update={"home": home, **shared}))
                 if workdir is None:
                     shutil.rmtree(home, ignore_errors=True)
             if on_done is not None:
@@ -103,6 +107,7 @@ async def run_cases(
         runs=list(runs),
         wall_time_s=round(time.perf_counter() - started, 2),
         policy_version=recorded.pop() if len(recorded) == 1 else policy_version,
+        model_version=models.pop() if len(models := {r.result.model_version for r in runs if r.result}) == 1 else None,
         evaluations=[run.evaluation for run in runs],
     )
 

@@ -656,6 +656,67 @@ class TriageApp:
             bytes_after=before if dry_run else await retention.store_bytes(engine.services),
         )
 
+    # -- labels for training ----------------------------------------------------------------------------------
+
+    def relabel(self, thread_id: str, *, route: str, intent: str | None = None, actor: str) -> dict[str, Any]:
+        """Record a person's correction of a thread's route and intent (see `arelabel`)."""
+        return self._portal.call(self._arelabel(thread_id, route, intent, actor))
+
+    async def arelabel(self, thread_id: str, *, route: str, intent: str | None = None, actor: str) -> dict[str, Any]:
+        """Record a person's correction of a thread's route and intent in its audit trail.
+
+        `labels()` prefers it over the machine's decision. The thread itself is not re-run.
+
+        Raises:
+            InvalidLabelError: unknown route, or an intent that is not one of the route's.
+            ThreadNotFoundError: no such thread.
+        """
+        return await self._portal.acall(self._arelabel(thread_id, route, intent, actor))
+
+    async def _arelabel(self, thread_id: str, route: str, intent: str | None, actor: str) -> dict[str, Any]:
+        from triage.labels import RELABEL_EVENT, check_label
+
+        route, intent = check_label(route, intent)
+        engine = await self._get_engine()
+        snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
+        if not snapshot.values:
+            raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
+        details = {"route": route, "intent": intent, "previous_route": snapshot.values.get("route")}
+        await engine.services.journal.audit(
+            thread_id, RELABEL_EVENT, actor=actor, details=details, policy_version=engine.services.policy.version
+        )
+        return {"thread_id": thread_id, **details}
+
+    def labels(self) -> tuple[list[dict[str, Any]], int]:
+        """The decided labels of past threads and how many threads had none (see `alabels`)."""
+        return self._portal.call(self._alabels())
+
+    async def alabels(self) -> tuple[list[dict[str, Any]], int]:
+        """The decided labels of past threads, oldest first, a person's correction preferred (`triage.labels`).
+
+        Returns:
+            The labels (`text`, `route`, `intent`, `source`, `thread_id`) and how many threads were left out for
+            want of a trustworthy label.
+        """
+        return await self._portal.acall(self._alabels())
+
+    async def _alabels(self) -> tuple[list[dict[str, Any]], int]:
+        from triage.labels import thread_label
+
+        engine = await self._get_engine()
+        threshold = engine.services.policy.support.routing.min_confidence
+        labels: list[dict[str, Any]] = []
+        skipped = 0
+        for thread_id in reversed(await self._thread_ids(engine, limit=None)):
+            snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
+            trail = await engine.services.journal.trail(thread_id)
+            label = thread_label(thread_id, dict(snapshot.values), trail, threshold)
+            if label is None:
+                skipped += 1
+            else:
+                labels.append(label)
+        return labels, skipped
+
     def customers(self) -> list[dict[str, Any]]:
         """The helpdesk's customers with their status and plan, scenario customers first."""
         return self._portal.call(self._acustomers())
@@ -753,6 +814,9 @@ def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | Non
         signals=classification.get("signals", []),
         redactions=classification.get("redactions", {}),
         policy_version=values.get("policy_version"),
+        model_version=classification.get("model_version"),
+        language=classification.get("language"),
+        evidence=classification.get("evidence", []),
         violations=[dict(v) for v in values.get("violations", [])],
         budget_exceeded=values.get("budget_exceeded"),
         usage=values.get("usage", {}),

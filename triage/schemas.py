@@ -251,6 +251,11 @@ class RunResult(BaseModel):
         default_factory=dict, description="Personal data kept from the model, by kind; counts only."
     )
     policy_version: str | None = Field(default=None, description="Hash of the policy bundle that governed the run.")
+    model_version: str | None = Field(default=None, description="Fingerprint of the model that classified the ticket.")
+    language: str | None = Field(default=None, description="The ticket's language (ISO 639-1) as identified.")
+    evidence: list[str] = Field(
+        default_factory=list, description="Why the classification is sure or unsure, and the phrases signals matched."
+    )
     budget_exceeded: str | None = Field(default=None, description="The budget the run crossed, if any.")
     usage: dict[str, int | float] = Field(
         default_factory=dict, description="Model calls and tokens (ints), cost and wall seconds."

@@ -81,7 +81,7 @@ class Services:
             policy=policy,
             helpdesk=helpdesk,
             gateway=ToolGateway(helpdesk=helpdesk, permissions=policy.permissions, faults=tool_faults),
-            models=GuardedModelTier(models or LocalModelTier(settings.cache_dir)),
+            models=GuardedModelTier(models or LocalModelTier(settings.cache_dir, settings.models_dir)),
             saver=store.saver,
             journal=journal,
             store=store,

@@ -21,6 +21,10 @@ class Settings(BaseSettings):
         default=None,
         description="Folder for rebuildable caches (the trained classifier); `<home>/cache` when unset.",
     )
+    models_home: Path | None = Field(
+        default=None,
+        description="Folder of the models trained with `triage train` and the active one; `<home>/models` when unset.",
+    )
     policy_dir: Path | None = Field(
         default=None, description="Folder with the policy bundle; the packaged default when unset."
     )
@@ -52,3 +56,8 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         """Trained local models and other rebuildable files."""
         return self.cache_home or self.home / "cache"
+
+    @property
+    def models_dir(self) -> Path:
+        """Trained local models and the pointer to the active one (see `triage.models.registry`)."""
+        return self.models_home or self.home / "models"

@@ -30,9 +30,9 @@ class Classification(TypedDict):
     intent: str
     """The most likely intent within `route`."""
     confidence: float
-    """Calibrated probability of `route`."""
+    """Calibrated probability that `route` is right, how familiar the ticket is considered."""
     route_scores: dict[str, float]
-    """Probability of every route."""
+    """The classifier's distribution over routes (the confidence adds what it does not know: familiarity)."""
     urgency: Urgency
     sentiment: Sentiment
     signals: list[str]
@@ -41,6 +41,12 @@ class Classification(TypedDict):
     """The phrases the signals matched, for the audit trail."""
     model: str
     """Which model tier classified it (e.g. 'local')."""
+    model_version: NotRequired[str]
+    """The fingerprint of the model that decided (e.g. 'local-3f2a...'), like the policy version."""
+    language: NotRequired[str]
+    """The ticket's language (ISO 639-1), as the language identifier read it."""
+    confidence_evidence: NotRequired[dict[str, Any]]
+    """What the confidence rests on: familiar-word share, nearest-example similarity, agreement, language."""
     redactions: NotRequired[dict[str, int]]
     """Personal data kept from the model, by kind (EMAIL, CARD, ...): counts only, never values."""
 

@@ -222,11 +222,13 @@ async def test_async_api_runs_concurrently(settings: Settings) -> None:
     assert max(start for start, _ in tier.spans) < min(end for _, end in tier.spans), "the runs overlapped"
 
 
-def test_off_topic_gets_a_polite_reply_and_no_tool_call(app: TriageApp) -> None:
+def test_off_topic_is_recognised_but_handed_on(app: TriageApp) -> None:
+    """The local tier knows small talk when it sees it, and leaves the answer to someone who can give one."""
     result = app.run(Ticket(subject="", body="What's the weather in Paris tomorrow?"))
-    assert (result.route, result.status) == ("general", "completed")
-    assert result.reply is not None and result.reply.template == "general.off_topic"
-    assert result.findings == {} and result.actions == []
+    assert result.intent == "other" and result.confidence is not None and result.confidence < 0.5
+    assert result.route == "escalation" and result.route_reason is not None and "unsure" in result.route_reason
+    assert any("off-topic" in line for line in result.evidence)
+    assert result.reply is not None and result.reply.template == "escalation.handed_off"
 
 
 def test_vague_account_complaint_files_nothing(app: TriageApp, settings: Settings) -> None:

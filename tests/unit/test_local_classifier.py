@@ -96,8 +96,8 @@ def test_scores_are_probabilities(classifier: LocalClassifier) -> None:
         assert set(prediction.route_scores) == set(ROUTES)
         assert math.isclose(sum(prediction.route_scores.values()), 1.0, abs_tol=1e-9)
         assert all(0.0 <= score <= 1.0 for score in prediction.route_scores.values())
-        assert prediction.confidence == prediction.route_scores[prediction.route]
-        assert prediction.confidence == max(prediction.route_scores.values())
+        assert prediction.route_scores[prediction.route] == max(prediction.route_scores.values())
+        assert 0.0 <= prediction.confidence <= 1.0
         assert prediction.intent in INTENTS[prediction.route]
         assert 0.0 <= prediction.intent_confidence <= 1.0
     assert classifier.predict_many([]) == []
@@ -165,6 +165,8 @@ def test_cache_round_trip_trains_once(tmp_path: Path, counted_training: list[int
     assert [f.name.startswith("local-classifier-") and f.suffix == ".joblib" for f in files] == [True]
     mtime = files[0].stat().st_mtime_ns
 
+    assert LocalClassifier.load_or_train(cache_dir) is classifier, "loaded once per process"
+    local._loaded.clear()  # a new process: read from disk
     second = LocalClassifier.load_or_train(cache_dir)
     assert counted_training == [len(load_examples())]
     assert second is not classifier
@@ -199,8 +201,10 @@ def test_route_check_skips_a_missing_csv(
 ) -> None:
     assert route_check.main(["--csv", str(tmp_path / "absent.csv")]) == 0
     out = capsys.readouterr().out
-    assert "held-out route accuracy:" in out
-    assert "not found; skipping" in out
+    assert "== held-out split" in out
+    assert "== cross-industry" in out
+    assert "automatic precision" in out
+    assert "bitext: " in out and "not found; skipping" in out
 
 
 def test_route_check_reports_an_external_csv(
@@ -213,11 +217,12 @@ def test_route_check_reports_an_external_csv(
         "I need to speak to a human agent,escalation,human_agent_request\n",
         encoding="utf-8",
     )
-    assert route_check.main(["--csv", str(csv_path)]) == 0
+    assert route_check.main(["--csv", str(csv_path), "--cross", str(tmp_path / "absent.jsonl"), "--confusion"]) == 0
     out = capsys.readouterr().out
-    assert "route accuracy: 1.000" in out
+    assert "== bitext (external.csv): 2 requests" in out
+    assert "route accuracy            1.000" in out
     assert "confusion matrix:" in out
-    assert "below confidence 0.5" in out
+    assert "automatic share" in out
 
 
 def test_route_check_metrics() -> None:
@@ -229,3 +234,93 @@ def test_route_check_metrics() -> None:
     assert scores["general"] == (pytest.approx(1 / 3), 1.0, 0.5, 1)
     assert scores["escalation"] == (0.0, 0.0, 0.0, 1)
     assert route_check.macro_f1(gold, predicted, ["billing", "general", "escalation"]) == pytest.approx(7 / 18)
+
+
+def _threshold() -> float:
+    from triage.policies import load_policy_bundle
+
+    return load_policy_bundle().support.routing.min_confidence
+
+
+GIBBERISH = ["asdf qwer zxcv", "kjhg lkjh poiu mnbv", "zzzz", "blorp fnord quux", "???", "🙂🙂🙂"]
+CHIT_CHAT = [
+    "how was your weekend",
+    "do you like jazz",
+    "what's your favourite colour",
+    "tell me something interesting about octopuses",
+    "happy new year everyone",
+]
+OTHER_INDUSTRY = [
+    "the escrow analysis on my mortgage shows a shortage",
+    "my tractor's hydraulic pump is leaking after the harvest",
+    "the pharmacy refill for my prescription was not authorised by my doctor",
+    "container demurrage at the port for our shipment of steel coils",
+    "the vet said my dog needs a dental cleaning under anaesthesia",
+]
+
+
+@pytest.mark.parametrize("text", GIBBERISH + CHIT_CHAT + OTHER_INDUSTRY)
+def test_unfamiliar_requests_get_no_confident_route(classifier: LocalClassifier, text: str) -> None:
+    prediction = classifier.predict(text)
+    assert prediction.confidence < _threshold(), (prediction.route, prediction.evidence)
+    reasons = " ".join(prediction.evidence.reasons(prediction.confidence, prediction.intent))
+    assert "familiar" in reasons or "off-topic" in reasons
+
+
+def test_gibberish_has_no_familiar_words(classifier: LocalClassifier) -> None:
+    evidence = classifier.predict("qwfp zxkv plmo").evidence
+    assert evidence.familiar_words == 0.0 and evidence.nearest_similarity < 0.2
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("Bonjour, j'ai été débité deux fois pour ma commande, merci de me rembourser rapidement.", "fr"),
+        ("Hallo, ich habe mein Passwort vergessen und bekomme keine E-Mail zum Zurücksetzen.", "de"),
+        ("Hola, mi pedido no ha llegado todavía y ya pasaron dos semanas, ¿dónde está?", "es"),
+    ],
+)
+def test_a_ticket_in_another_language_is_handed_on_and_names_it(
+    classifier: LocalClassifier, text: str, language: str
+) -> None:
+    prediction = classifier.predict(text)
+    assert prediction.evidence.language == language and prediction.evidence.foreign_language
+    assert prediction.confidence <= local.FOREIGN_CONFIDENCE
+    assert "which the model was not taught" in prediction.evidence.reasons(prediction.confidence)[0]
+
+
+def test_familiar_tickets_stay_confident(classifier: LocalClassifier) -> None:
+    texts = [
+        "You took the monthly fee from my card two times on the same day",
+        "I forgot my password and the reset email never shows up",
+        "I want to talk to a real person, not an automated reply",
+    ]
+    for prediction in classifier.predict_many(texts):
+        assert prediction.confidence >= _threshold()
+        assert not prediction.evidence.foreign_language and prediction.evidence.language == "en"
+
+
+def test_the_threshold_means_what_it_says_on_held_out_examples(
+    classifier: LocalClassifier, split: tuple[list[Example], list[Example]]
+) -> None:
+    from triage.models.training import held_out_figures
+
+    figures = held_out_figures(classifier, split[1], _threshold())
+    assert figures["automatic_precision"] >= 0.95
+    assert figures["automatic_share"] >= 0.5
+    assert figures["expected_calibration_error"] <= 0.15
+
+
+def test_a_model_trained_on_another_language_accepts_it() -> None:
+    rows = {
+        "billing": ["Ich wurde zweimal für dieselbe Rechnung belastet", "Bitte erstatten Sie mir den doppelten Betrag"],
+        "account": ["Ich habe mein Passwort vergessen und komme nicht rein", "Bitte ändern Sie meine E-Mail-Adresse"],
+    }
+    examples = [
+        Example(text=f"{text} ({n})", route=route) for route, texts in rows.items() for text in texts for n in range(4)
+    ]  # type: ignore[arg-type]
+    model = LocalClassifier.train(examples, calibration_folds=2)
+    assert model.languages == frozenset({"de"})
+    prediction = model.predict("Hallo, ich wurde für meine Bestellung zweimal belastet, bitte erstatten")
+    assert not prediction.evidence.foreign_language
+    assert prediction.route == "billing"

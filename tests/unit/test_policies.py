@@ -26,7 +26,9 @@ def _copy_default(tmp_path: Path) -> Path:
 def test_bundle_hash_is_stable_and_tracks_content(tmp_path: Path) -> None:
     folder = _copy_default(tmp_path)
     assert load_policy_bundle(folder).version == POLICY.version
-    (folder / "support.toml").write_text((folder / "support.toml").read_text().replace("0.45", "0.5"))
+    (folder / "support.toml").write_text(
+        (folder / "support.toml").read_text().replace("min_confidence = 0.8", "min_confidence = 0.85")
+    )
     assert load_policy_bundle(folder).version != POLICY.version
 
 
@@ -34,11 +36,11 @@ def test_bundle_hash_is_stable_and_tracks_content(tmp_path: Path) -> None:
     ("old", "new", "message"),
     [
         (
-            "min_confidence = 0.45",
+            "min_confidence = 0.8",
             "min_confidence = 1.5",
             "routing.min_confidence: Input should be less than",
         ),
-        ("min_confidence = 0.45", "min_confidence = 0.45\ncolour = 1", "routing.colour: Extra inputs"),
+        ("min_confidence = 0.8", "min_confidence = 0.8\ncolour = 1", "routing.colour: Extra inputs"),
         ('critical = "urgent"', "", "missing a priority for urgency critical"),
         ("[billing]", "[billing", "not valid TOML"),
     ],

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from triage.cli import store  # noqa: F401  (its commands register themselves on `cli`)
+from triage.cli import model as model_commands  # noqa: F401  (registers train, model, export-labels, relabel)
 from triage.cli.common import (
     HomeOption,
     JsonOption,
@@ -243,6 +244,8 @@ def _print_result(result: RunResult) -> None:
             f"urgency {result.urgency}; sentiment {result.sentiment})"
         )
         out.print(f"[bold]why[/]    {result.route_reason}")
+        if result.model_version:
+            out.print(f"[bold]model[/]  {result.model_version} (language {result.language})")
     for action in result.actions:
         out.print(f"[bold]action[/] {_action_label(action.kind, action.receipt_id, action.amount_cents)}")
     if result.pending_approval:

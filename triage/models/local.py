@@ -1,11 +1,20 @@
-"""The local model tier: a small scikit-learn classifier trained on the project's own labelled tickets.
+"""The local model tier: a small scikit-learn classifier that knows when a ticket is unlike what it was taught.
 
-The classifier needs no network and no GPU: TF-IDF word and character n-grams feed two calibrated linear models,
-one for the route and one for the intent. The intent is chosen among the intents of the predicted route, so the
-pair is always consistent with `triage.taxonomy`.
+The classifier needs no network and no GPU. TF-IDF word and character n-grams feed two linear models, one for the
+route and one for the intent; the intent is chosen among the intents of the predicted route, so the pair is always
+consistent with `triage.taxonomy`.
 
-Training takes a second or two, so `LocalClassifier.load_or_train` caches the fitted model on disk, keyed by the
-training data, the scikit-learn version and `MODEL_VERSION`.
+Its confidence is not the linear models' score. It is the probability that the route is right, learned from
+held-out predictions by a small calibrator that also sees how familiar the ticket is: the share of its words that
+the training data contains, its similarity to the nearest training example of the predicted route, whether the
+route model and the intent model agree, and how many content words it has at all. The held-out predictions come
+from folds that hold out whole intents as well as random examples, so the calibrator has seen requests of a kind
+the model was never taught and how often the route was still right for them. A ticket in a language the training
+data is not written in gets no confidence at all (`triage.models.language`).
+
+Training takes seconds, so `LocalClassifier.load_or_train` caches the fitted packaged model on disk, keyed by the
+training data, the scikit-learn version and `MODEL_VERSION`; `triage.models.registry` keeps the models a team
+trains with `triage train`.
 """
 
 from __future__ import annotations
@@ -13,30 +22,62 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
+import math
 import os
 import random
 import re
 import tempfile
-from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from triage.taxonomy import INTENTS, ROUTE_OF_INTENT, ROUTES, Route
 
 __all__ = [
+    "DEFAULT_INTENT",
     "MODEL_VERSION",
+    "Evidence",
     "Example",
     "LocalClassifier",
     "Prediction",
+    "ProgressCallback",
+    "data_fingerprint",
     "load_examples",
     "normalize_text",
     "split_examples",
 ]
 
-MODEL_VERSION = "1"
+MODEL_VERSION = "2"
 """Bump whenever features, normalisation or model settings change, so stale caches are not reused."""
+
+DEFAULT_INTENT: dict[Route, str] = {
+    "billing": "billing_question",
+    "technical": "troubleshooting",
+    "account": "profile_update",
+    "general": "product_question",
+    "escalation": "human_agent_request",
+}
+"""The intent reported for a route when the model was trained without intents."""
+
+FOREIGN_LANGUAGE_PROBABILITY = 0.9
+"""How sure the language identifier must be before a ticket counts as written in another language."""
+FOREIGN_MAX_FAMILIAR = 0.5
+"""...and at most this share of its words may be familiar (English tickets with a foreign name stay English)."""
+FOREIGN_CONFIDENCE = 0.02
+"""The confidence of a ticket in a language the model was not trained on: it is handed on."""
+CALIBRATION_FOLDS = 4
+NOVEL_WEIGHT = 0.5
+"""Weight of held-out predictions for intents the fold never saw, against those of familiar intents: unseen
+traffic is mostly familiar requests in new words, with some requests of a new kind."""
+OUT_OF_SCOPE_INTENT = "other"
+"""The intent of requests that are not support requests at all. The calibrator counts a prediction of it as not
+sure: the local tier recognises small talk and off-topic requests but hands them on rather than answering."""
+
+ProgressCallback = Callable[[str], None]
+"""Told what training step starts next (for a progress bar)."""
 
 _TRAINING_RESOURCE = ("triage.models", "data/training.jsonl")
 
@@ -49,6 +90,8 @@ _AMOUNT = re.compile(
 _REFERENCE = re.compile(r"#?\b(?=[a-z-]*\d)(?=\d*[a-z])[a-z0-9]+(?:-[a-z0-9]+)+\b|#\d+\b|\b\d{5,}\b")
 _NUMBER = re.compile(r"\b\d+(?:[.,]\d+)?\b")
 _SPACES = re.compile(r"\s+")
+_WORD = re.compile(r"[^\W\d_]{2,}")
+_PLACEHOLDERS = frozenset({"emailtok", "urltok", "amounttok", "reftok", "numtok"})
 
 
 @dataclass(frozen=True)
@@ -58,12 +101,67 @@ class Example:
     Attributes:
         text: The ticket subject and body as one string.
         route: The route that should handle it.
-        intent: The intent within that route.
+        intent: The intent within that route, when known.
     """
 
     text: str
     route: Route
-    intent: str
+    intent: str | None = None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Why a prediction is sure or unsure: what the calibrator saw besides the linear models' scores.
+
+    Attributes:
+        familiar_words: Share of the ticket's content words that occur in the training data (0..1).
+        content_words: How many content words (not stop words, numbers or placeholders) the ticket has.
+        nearest_similarity: Cosine similarity (word n-grams) to the closest training example of the predicted route.
+        views_agree: Whether the route model and the intent model (summed per route) pick the same route.
+        margin: Gap between the best and second-best route in the models' combined distribution.
+        language: ISO 639-1 code of the ticket's language.
+        language_probability: How sure the language identifier is.
+        foreign_language: The ticket is written in a language the model was not trained on.
+    """
+
+    familiar_words: float
+    content_words: int
+    nearest_similarity: float
+    views_agree: bool
+    margin: float
+    language: str
+    language_probability: float
+    foreign_language: bool
+
+    def reasons(self, confidence: float, intent: str = "") -> list[str]:
+        """Short sentences for the audit trail: what made the confidence high or low."""
+        from triage.models.language import language_name
+
+        if self.foreign_language:
+            return [f"written in {language_name(self.language)} ({self.language}), which the model was not taught"]
+        reasons = [
+            f"{self.familiar_words:.0%} of {self.content_words} content words familiar",
+            f"nearest training example similarity {self.nearest_similarity:.2f}",
+            "route and intent models agree" if self.views_agree else "route and intent models disagree",
+        ]
+        if intent == OUT_OF_SCOPE_INTENT:
+            reasons.insert(0, "reads as off-topic, not a support request")
+        if self.content_words == 0:
+            reasons.insert(0, "no content words to go on")
+        return [f"confidence {confidence:.2f}: " + "; ".join(reasons)]
+
+    def as_dict(self) -> dict[str, float | int | bool | str]:
+        """The evidence as plain JSON-able values."""
+        return {
+            "familiar_words": round(float(self.familiar_words), 4),
+            "content_words": int(self.content_words),
+            "nearest_similarity": round(float(self.nearest_similarity), 4),
+            "views_agree": bool(self.views_agree),
+            "margin": round(float(self.margin), 4),
+            "language": str(self.language),
+            "language_probability": round(float(self.language_probability), 4),
+            "foreign_language": bool(self.foreign_language),
+        }
 
 
 @dataclass(frozen=True)
@@ -73,9 +171,11 @@ class Prediction:
     Attributes:
         route: The most probable route.
         intent: The most probable intent among the intents of `route`.
-        confidence: Calibrated probability of `route` (0..1).
-        intent_confidence: Probability of `intent` given `route` (0..1), renormalised over that route's intents.
-        route_scores: Calibrated probability of every route; the values sum to 1.
+        confidence: Calibrated probability that `route` is right, familiarity and language considered (0..1).
+        intent_confidence: Share of `intent` among the intents of `route` in the intent model (0..1).
+        route_scores: The linear models' combined distribution over routes (sums to 1); it does not know how
+            familiar the ticket is: `confidence` does.
+        evidence: What the calibrator saw.
     """
 
     route: Route
@@ -83,6 +183,7 @@ class Prediction:
     confidence: float
     intent_confidence: float
     route_scores: dict[Route, float]
+    evidence: Evidence
 
 
 def normalize_text(text: str) -> str:
@@ -104,6 +205,12 @@ def normalize_text(text: str) -> str:
     lowered = _REFERENCE.sub(" reftok ", lowered)
     lowered = _NUMBER.sub(" numtok ", lowered)
     return _SPACES.sub(" ", lowered).strip()
+
+
+def _content_words(normalized: str) -> list[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return [w for w in _WORD.findall(normalized) if w not in ENGLISH_STOP_WORDS and w not in _PLACEHOLDERS]
 
 
 def _training_bytes(path: Path | None) -> tuple[bytes, str]:
@@ -161,10 +268,19 @@ def load_examples(path: Path | None = None) -> list[Example]:
     return _parse_examples(data, source)
 
 
+def data_fingerprint(examples: Sequence[Example]) -> str:
+    """A short hash of labelled examples (text, route, intent, in order): which data a model was taught."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps([example.text, example.route, example.intent]).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:12]
+
+
 def split_examples(
     examples: Sequence[Example], *, test_fraction: float = 0.2, seed: int = 13
 ) -> tuple[list[Example], list[Example]]:
-    """Split examples into train and test parts, stratified by intent.
+    """Split examples into train and test parts, stratified by intent (by route for examples without one).
 
     The split depends only on the examples, `test_fraction` and `seed`, so repeated calls agree.
 
@@ -182,14 +298,14 @@ def split_examples(
     """
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}.")
-    by_intent: dict[str, list[Example]] = defaultdict(list)
+    by_stratum: dict[str, list[Example]] = defaultdict(list)
     for example in examples:
-        by_intent[example.intent].append(example)
+        by_stratum[_stratum(example)].append(example)
     rng = random.Random(seed)
     train: list[Example] = []
     test: list[Example] = []
-    for intent in sorted(by_intent):
-        group = list(by_intent[intent])
+    for stratum in sorted(by_stratum):
+        group = list(by_stratum[stratum])
         rng.shuffle(group)
         n_test = round(len(group) * test_fraction)
         if len(group) >= 2:
@@ -199,14 +315,22 @@ def split_examples(
     return train, test
 
 
-def _cache_key(training_data: bytes) -> str:
+def _stratum(example: Example) -> str:
+    return example.intent or f"route:{example.route}"
+
+
+def model_fingerprint(examples: Sequence[Example]) -> str:
+    """The fingerprint of the model these examples train: data, scikit-learn version and `MODEL_VERSION`.
+
+    Training is deterministic, so the fingerprint names the model; runs record it as `model_version`.
+    """
     import sklearn
 
     digest = hashlib.sha256()
-    for part in (training_data, sklearn.__version__.encode(), MODEL_VERSION.encode()):
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.hexdigest()[:24]
+    for part in (data_fingerprint(examples), sklearn.__version__, MODEL_VERSION):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return "local-" + digest.hexdigest()[:12]
 
 
 def _build_features() -> Any:
@@ -222,55 +346,273 @@ def _build_features() -> Any:
                     ngram_range=(1, 2),
                     token_pattern=r"(?u)\b\w+\b",
                     sublinear_tf=True,
+                    dtype=_float32(),
                 ),
             ),
             (
                 "chars",
-                TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
+                TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, dtype=_float32()),
             ),
         ]
     )
 
 
-def _fit_calibrated(features: Any, labels: Sequence[str]) -> Any:
-    from sklearn.calibration import CalibratedClassifierCV
-    from sklearn.model_selection import StratifiedKFold
+def _float32() -> Any:
+    import numpy
+
+    return numpy.float32
+
+
+def _fit_linear(features: Any, labels: Sequence[str]) -> Any:
     from sklearn.svm import LinearSVC
 
-    smallest = min(labels.count(label) for label in set(labels))
-    folds = StratifiedKFold(n_splits=max(2, min(5, smallest)), shuffle=True, random_state=0)
-    model = CalibratedClassifierCV(
-        LinearSVC(C=1.0, class_weight="balanced", random_state=0),
-        method="sigmoid",
-        cv=folds,
-        ensemble=False,
-    )
+    model = LinearSVC(C=0.5, class_weight="balanced", random_state=0)
     model.fit(features, list(labels))
     return model
 
 
-class LocalClassifier:
-    """Route and intent classifier over TF-IDF features, with calibrated probabilities.
+def _softmax_rows(scores: Any, scale: float) -> Any:
+    import numpy
 
-    A route's score is the mean of the route model's probability and the summed probabilities of that route's
-    intents under the intent model.
+    shifted = scores * scale
+    shifted = shifted - shifted.max(axis=1, keepdims=True)
+    exp = numpy.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
 
-    Build one with `train` or `load_or_train`; the constructor takes already fitted scikit-learn objects.
-    """
 
-    def __init__(self, features: Any, route_model: Any, intent_model: Any) -> None:
-        self._features = features
-        self._route_model = route_model
-        self._intent_model = intent_model
-        self._route_classes: list[Route] = [_as_route(label) for label in route_model.classes_]
-        self._intent_classes: list[str] = [str(label) for label in intent_model.classes_]
+def _decision_matrix(model: Any, matrix: Any) -> Any:
+    import numpy
+
+    scores = model.decision_function(matrix)
+    if scores.ndim == 1:  # two classes: scikit-learn returns the positive class's margin only
+        scores = numpy.column_stack([-scores, scores])
+    return scores
+
+
+_SCORE_SCALE = 3.0
+"""Turns linear margins into a distribution over routes; the calibrator corrects its overconfidence."""
+_NEIGHBOUR_CHUNK = 512
+
+
+@dataclass
+class _Raw:
+    """What the linear models and the neighbour search say about a batch of texts, before calibration."""
+
+    routes: list[Route]
+    combined: Any  # (n, len(ROUTES)) combined distribution
+    intents: list[str]
+    intent_confidence: list[float]
+    views_agree: list[bool]
+    familiar: list[float]
+    content_words: list[int]
+    nearest_route: list[float]
+    nearest_any: list[float]
+
+    def calibration_features(self) -> Any:
+        import numpy
+
+        top = self.combined.max(axis=1)
+        ordered = numpy.sort(self.combined, axis=1)
+        margin = ordered[:, -1] - ordered[:, -2]
+        return numpy.column_stack(
+            [
+                top,
+                margin,
+                numpy.array(self.views_agree, dtype=float),
+                numpy.array(self.familiar),
+                numpy.array(self.nearest_route),
+                numpy.array(self.nearest_any),
+                numpy.minimum(numpy.array(self.content_words, dtype=float), 12.0) / 12.0,
+                numpy.array(self.content_words) == 0,
+                numpy.array([intent == OUT_OF_SCOPE_INTENT for intent in self.intents]),
+            ]
+        )
+
+
+@dataclass
+class _Core:
+    """The fitted linear models, the training vocabulary and the neighbour index; no calibration."""
+
+    features: Any
+    route_model: Any
+    intent_model: Any | None
+    neighbours: Any  # CSR matrix of the training examples' word-n-gram vectors (L2-normalised)
+    neighbour_routes: Any  # route index of each neighbour row
+    vocabulary: frozenset[str]
+    n_word_features: int = field(default=0)
 
     @classmethod
-    def train(cls, examples: Sequence[Example]) -> LocalClassifier:
-        """Fit a classifier on labelled examples.
+    def fit(cls, examples: Sequence[Example]) -> _Core:
+        import numpy
+
+        normalized = [normalize_text(example.text) for example in examples]
+        features = _build_features()
+        matrix = features.fit_transform(normalized).tocsr()
+        route_model = _fit_linear(matrix, [example.route for example in examples])
+        with_intent = [i for i, example in enumerate(examples) if example.intent]
+        intent_labels = [str(examples[i].intent) for i in with_intent]
+        intent_model = _fit_linear(matrix[with_intent], intent_labels) if len(set(intent_labels)) >= 2 else None
+        n_words = len(features.transformer_list[0][1].vocabulary_)
+        vocabulary = frozenset(word for text in normalized for word in _content_words(text))
+        return cls(
+            features=features,
+            route_model=route_model,
+            intent_model=intent_model,
+            neighbours=_row_normalize(matrix[:, :n_words]),
+            neighbour_routes=numpy.array([ROUTES.index(example.route) for example in examples]),
+            vocabulary=vocabulary,
+            n_word_features=n_words,
+        )
+
+    def raw(self, texts: Sequence[str]) -> _Raw:
+        import numpy
+
+        normalized = [normalize_text(text) for text in texts]
+        matrix = self.features.transform(normalized).tocsr()
+        route_probability = numpy.zeros((len(texts), len(ROUTES)))
+        known = [ROUTES.index(_as_route(label)) for label in self.route_model.classes_]
+        route_probability[:, known] = _softmax_rows(_decision_matrix(self.route_model, matrix), _SCORE_SCALE)
+        if self.intent_model is not None:
+            intent_classes = [str(label) for label in self.intent_model.classes_]
+            intent_probability = _softmax_rows(_decision_matrix(self.intent_model, matrix), _SCORE_SCALE)
+            from_intents = numpy.zeros_like(route_probability)
+            for column, intent in enumerate(intent_classes):
+                from_intents[:, ROUTES.index(ROUTE_OF_INTENT[intent])] += intent_probability[:, column]
+            combined = (route_probability + from_intents) / 2
+            agree = list(route_probability.argmax(axis=1) == from_intents.argmax(axis=1))
+        else:
+            intent_classes, intent_probability = [], None
+            combined = route_probability
+            agree = [True] * len(texts)
+        best = combined.argmax(axis=1)
+        routes = [ROUTES[int(index)] for index in best]
+        intents: list[str] = []
+        intent_confidence: list[float] = []
+        for row, route in enumerate(routes):
+            candidates = {
+                intent: float(intent_probability[row, column])
+                for column, intent in enumerate(intent_classes)
+                if intent_probability is not None and ROUTE_OF_INTENT[intent] == route
+            }
+            if not candidates:
+                intents.append(DEFAULT_INTENT[route])
+                intent_confidence.append(0.0)
+                continue
+            chosen = max(candidates, key=lambda intent: candidates[intent])
+            within = sum(candidates.values())
+            intents.append(chosen)
+            intent_confidence.append(candidates[chosen] / within if within > 0 else 1.0 / len(candidates))
+        familiar: list[float] = []
+        counts: list[int] = []
+        for text in normalized:
+            words = _content_words(text)
+            counts.append(len(words))
+            familiar.append(sum(word in self.vocabulary for word in words) / len(words) if words else 0.0)
+        nearest_route, nearest_any = self._nearest(_row_normalize(matrix[:, : self.n_word_features]), best)
+        return _Raw(
+            routes=routes,
+            combined=combined,
+            intents=intents,
+            intent_confidence=intent_confidence,
+            views_agree=[bool(a) for a in agree],
+            familiar=familiar,
+            content_words=counts,
+            nearest_route=nearest_route,
+            nearest_any=nearest_any,
+        )
+
+    def _nearest(self, words: Any, best: Any) -> tuple[list[float], list[float]]:
+        import numpy
+
+        same_route: list[float] = []
+        any_route: list[float] = []
+        for start in range(0, words.shape[0], _NEIGHBOUR_CHUNK):
+            similarities = (words[start : start + _NEIGHBOUR_CHUNK] @ self.neighbours.T).toarray()
+            for offset, row in enumerate(similarities):
+                mask = self.neighbour_routes == best[start + offset]
+                same_route.append(float(row[mask].max()) if mask.any() else 0.0)
+                any_route.append(float(row.max()) if row.size else 0.0)
+        return (
+            [float(min(max(v, 0.0), 1.0)) for v in numpy.array(same_route)],
+            [float(min(max(v, 0.0), 1.0)) for v in numpy.array(any_route)],
+        )
+
+
+def _row_normalize(matrix: Any) -> Any:
+    from sklearn.preprocessing import normalize
+
+    return normalize(matrix, norm="l2", axis=1, copy=True).tocsr()
+
+
+def _calibration_folds(
+    examples: Sequence[Example], folds: int, seed: int = 7
+) -> list[tuple[list[int], list[int], list[bool]]]:
+    """Folds whose held-out part is a group of whole intents (unseen requests) plus random examples (seen kinds).
+
+    Intents are dealt to the folds round-robin in route order, so every fold keeps examples of most routes.
+    """
+    groups = sorted({_stratum(example) for example in examples}, key=lambda s: (_route_of_stratum(s, examples), s))
+    group_fold = {group: index % folds for index, group in enumerate(groups)}
+    rng = random.Random(seed)
+    random_fold = [rng.randrange(folds) for _ in examples]
+    result = []
+    for fold in range(folds):
+        held = [
+            i for i, example in enumerate(examples) if group_fold[_stratum(example)] == fold or random_fold[i] == fold
+        ]
+        held_set = set(held)
+        train = [i for i in range(len(examples)) if i not in held_set]
+        result.append((train, held, [group_fold[_stratum(examples[i])] == fold for i in held]))
+    return result
+
+
+def _route_of_stratum(stratum: str, examples: Sequence[Example]) -> str:
+    if stratum.startswith("route:"):
+        return stratum.removeprefix("route:")
+    return ROUTE_OF_INTENT.get(stratum, "")
+
+
+class LocalClassifier:
+    """Route and intent classifier over TF-IDF features, with a confidence that knows unfamiliar tickets.
+
+    Build one with `train` or `load_or_train`; `triage.models.registry` saves and loads trained ones.
+    """
+
+    def __init__(
+        self,
+        core: _Core,
+        calibrator: Any,
+        *,
+        languages: frozenset[str],
+        fingerprint: str,
+        data_fingerprint: str,
+        examples: int,
+    ) -> None:
+        self._core = core
+        self._calibrator = calibrator
+        self.languages = languages
+        """The languages the training data is written in (ISO 639-1)."""
+        self.fingerprint = fingerprint
+        """Names this model: `local-` and a hash of its training data, scikit-learn version and code version."""
+        self.data_fingerprint = data_fingerprint
+        """Hash of the examples it was trained on."""
+        self.examples = examples
+        """How many examples it was trained on."""
+
+    @classmethod
+    def train(
+        cls,
+        examples: Sequence[Example],
+        *,
+        progress: ProgressCallback | None = None,
+        calibration_folds: int = CALIBRATION_FOLDS,
+    ) -> LocalClassifier:
+        """Fit a classifier on labelled examples, and its calibrator on held-out folds of them.
 
         Args:
-            examples: Training examples; every route and intent that should be predictable needs at least two.
+            examples: Training examples, at least two per route (far more for a useful model).
+            progress: Told the name of each step as it starts.
+            calibration_folds: Folds of held-out predictions the confidence is calibrated on.
 
         Returns:
             The fitted classifier.
@@ -278,24 +620,60 @@ class LocalClassifier:
         Raises:
             ValueError: `examples` is empty or covers fewer than two routes.
         """
+        import numpy
+        from sklearn.linear_model import LogisticRegression
+
         if not examples:
             raise ValueError("Cannot train the local classifier on zero examples.")
         if len({example.route for example in examples}) < 2:
             raise ValueError("The local classifier needs examples of at least two routes.")
-        features = _build_features()
-        matrix = features.fit_transform([normalize_text(example.text) for example in examples])
-        route_model = _fit_calibrated(matrix, [example.route for example in examples])
-        intent_model = _fit_calibrated(matrix, [example.intent for example in examples])
-        return cls(features, route_model, intent_model)
+        tell = progress or (lambda _step: None)
+        features: list[Any] = []
+        correct: list[Any] = []
+        weights: list[Any] = []
+        folds = _calibration_folds(examples, calibration_folds)
+        for number, (train_rows, held_rows, novel) in enumerate(folds, start=1):
+            tell(f"calibration fold {number}/{calibration_folds}")
+            part = [examples[i] for i in train_rows]
+            if len({example.route for example in part}) < 2 or not held_rows:
+                continue
+            raw = _Core.fit(part).raw([examples[i].text for i in held_rows])
+            features.append(raw.calibration_features())
+            weights.append(numpy.where(numpy.array(novel), NOVEL_WEIGHT, 1.0))
+            correct.append(
+                numpy.array(
+                    [
+                        raw.routes[k] == examples[i].route and raw.intents[k] != OUT_OF_SCOPE_INTENT
+                        for k, i in enumerate(held_rows)
+                    ]
+                )
+            )
+        tell("final fit")
+        core = _Core.fit(examples)
+        calibrator = None
+        if features:
+            x, y = numpy.vstack(features), numpy.concatenate(correct)
+            if 0 < y.sum() < len(y):
+                calibrator = LogisticRegression(C=1.0, max_iter=1000)
+                calibrator.fit(x, y, sample_weight=numpy.concatenate(weights))
+        tell("languages")
+        return cls(
+            core,
+            calibrator,
+            languages=_languages_of(examples),
+            fingerprint=model_fingerprint(examples),
+            data_fingerprint=data_fingerprint(examples),
+            examples=len(examples),
+        )
 
     @classmethod
     def load_or_train(cls, cache_dir: Path) -> LocalClassifier:
         """Load the classifier trained on the packaged examples from a cache, training it on first use.
 
-        The cache file name carries a hash of the training data, the scikit-learn version and `MODEL_VERSION`, so
-        any change to them trains a fresh model. The file is written atomically; a cache that cannot be read is
-        replaced by a freshly trained model. The cache is a pickle: point `cache_dir` only at a directory that
-        untrusted users cannot write to.
+        The cache file name carries the model fingerprint (training data, scikit-learn version and
+        `MODEL_VERSION`), so any change to them trains a fresh model. The file is written atomically; a cache that
+        cannot be read is replaced by a freshly trained model. The cache is a pickle: point `cache_dir` only at a
+        directory that untrusted users cannot write to. A loaded model is kept for the life of the process.
 
         Args:
             cache_dir: Directory for the cache file; created if missing.
@@ -304,12 +682,14 @@ class LocalClassifier:
             The classifier.
         """
         data, source = _training_bytes(None)
-        cache_path = cache_dir / f"local-classifier-{_cache_key(data)}.joblib"
-        cached = _read_cache(cache_path)
+        examples = _parse_examples(data, source)
+        cache_path = cache_dir / f"local-classifier-{model_fingerprint(examples).removeprefix('local-')}.joblib"
+        cached = load_model_file(cache_path)
         if cached is not None:
             return cached
-        classifier = cls.train(_parse_examples(data, source))
-        classifier._write_cache(cache_path)
+        classifier = cls.train(examples)
+        classifier.save(cache_path)
+        _remember(cache_path, classifier)
         return classifier
 
     def predict(self, text: str) -> Prediction:
@@ -332,75 +712,152 @@ class LocalClassifier:
         Returns:
             One prediction per text, in order.
         """
+        from triage.models.language import detect_language
+
         if not texts:
             return []
-        matrix = self._features.transform([normalize_text(text) for text in texts])
-        route_probabilities = self._route_model.predict_proba(matrix)
-        intent_probabilities = self._intent_model.predict_proba(matrix)
-        return [
-            self._prediction(route_row, intent_row)
-            for route_row, intent_row in zip(route_probabilities, intent_probabilities, strict=True)
-        ]
+        raw = self._core.raw(texts)
+        if self._calibrator is not None:
+            confidences = [float(c) for c in self._calibrator.predict_proba(raw.calibration_features())[:, 1]]
+        else:
+            confidences = [float(c) for c in raw.combined.max(axis=1)]
+        predictions = []
+        for row, text in enumerate(texts):
+            language = detect_language(text)
+            foreign = (
+                language.code not in self.languages
+                and language.probability >= FOREIGN_LANGUAGE_PROBABILITY
+                and raw.familiar[row] <= FOREIGN_MAX_FAMILIAR
+            )
+            confidence = min(confidences[row], FOREIGN_CONFIDENCE) if foreign else confidences[row]
+            ordered = sorted(float(v) for v in raw.combined[row])
+            predictions.append(
+                Prediction(
+                    route=raw.routes[row],
+                    intent=raw.intents[row],
+                    confidence=confidence,
+                    intent_confidence=raw.intent_confidence[row],
+                    route_scores={route: float(raw.combined[row, k]) for k, route in enumerate(ROUTES)},
+                    evidence=Evidence(
+                        familiar_words=raw.familiar[row],
+                        content_words=raw.content_words[row],
+                        nearest_similarity=raw.nearest_route[row],
+                        views_agree=raw.views_agree[row],
+                        margin=ordered[-1] - ordered[-2],
+                        language=language.code,
+                        language_probability=language.probability,
+                        foreign_language=foreign,
+                    ),
+                )
+            )
+        return predictions
 
-    def _prediction(self, route_row: Any, intent_row: Any) -> Prediction:
-        by_intent = dict(zip(self._intent_classes, (float(p) for p in intent_row), strict=True))
-        # The route model and the intent model (summed per route) see the same features but err differently;
-        # averaging the two calibrated distributions is measurably more accurate than either alone.
-        raw = dict.fromkeys(ROUTES, 0.0)
-        for route, probability in zip(self._route_classes, route_row, strict=True):
-            raw[route] += max(float(probability), 0.0) / 2
-        for intent, probability in by_intent.items():
-            raw[ROUTE_OF_INTENT[intent]] += max(probability, 0.0) / 2
-        total = sum(raw.values())
-        route_scores: dict[Route, float] = {
-            route: (raw[route] / total if total > 0 else 1.0 / len(ROUTES)) for route in ROUTES
-        }
-        best_route = max(route_scores, key=lambda route: route_scores[route])
-        candidates = {intent: by_intent.get(intent, 0.0) for intent in INTENTS[best_route]}
-        best_intent = max(candidates, key=lambda intent: candidates[intent])
-        within = sum(candidates.values())
-        intent_confidence = candidates[best_intent] / within if within > 0 else 1.0 / len(candidates)
-        return Prediction(
-            route=best_route,
-            intent=best_intent,
-            confidence=route_scores[best_route],
-            intent_confidence=intent_confidence,
-            route_scores=route_scores,
-        )
+    def save(self, path: Path, *, metadata: dict[str, Any] | None = None) -> None:
+        """Write the model to `path` atomically (a temporary file in the same folder, then a rename).
 
-    def _write_cache(self, cache_path: Path) -> None:
+        Args:
+            path: The artifact file; its folder is created if missing.
+            metadata: Extra JSON-able facts to keep with it (held-out figures, source file).
+        """
         import joblib
 
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "model_version": MODEL_VERSION,
-            "features": self._features,
-            "route_model": self._route_model,
-            "intent_model": self._intent_model,
+            "core": self._core,
+            "calibrator": self._calibrator,
+            "languages": sorted(self.languages),
+            "fingerprint": self.fingerprint,
+            "data_fingerprint": self.data_fingerprint,
+            "examples": self.examples,
+            "metadata": metadata or {},
         }
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{cache_path.name}.", suffix=".tmp", dir=cache_path.parent)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(handle, "wb") as tmp_file:
                 joblib.dump(payload, tmp_file)
-            os.replace(tmp_name, cache_path)
+                tmp_file.flush()
+                os.fsync(tmp_file.fileno())
+            os.replace(tmp_name, path)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
 
 
-def _read_cache(cache_path: Path) -> LocalClassifier | None:
+_loaded: dict[tuple[str, int, int], LocalClassifier] = {}
+_loaded_lock = threading.Lock()
+
+
+def _remember(path: Path, classifier: LocalClassifier) -> None:
+    stat = path.stat()
+    with _loaded_lock:
+        _loaded[(str(path.resolve()), stat.st_mtime_ns, stat.st_size)] = classifier
+
+
+def load_model_file(path: Path) -> LocalClassifier | None:
+    """Load a saved model, once per process and file version; None when it is missing, corrupt or stale.
+
+    Args:
+        path: An artifact written by `LocalClassifier.save`.
+
+    Returns:
+        The classifier, or None when the file cannot be used (the caller retrains or falls back).
+    """
     import joblib
 
-    if not cache_path.is_file():
-        return None
     try:
-        payload = joblib.load(cache_path)
+        stat = path.stat()
+    except OSError:
+        return None
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    with _loaded_lock:
+        if key in _loaded:
+            return _loaded[key]
+    try:
+        payload = joblib.load(path)
         if not isinstance(payload, dict) or payload.get("model_version") != MODEL_VERSION:
             return None
-        return LocalClassifier(payload["features"], payload["route_model"], payload["intent_model"])
+        classifier = LocalClassifier(
+            payload["core"],
+            payload["calibrator"],
+            languages=frozenset(payload["languages"]),
+            fingerprint=str(payload["fingerprint"]),
+            data_fingerprint=str(payload["data_fingerprint"]),
+            examples=int(payload["examples"]),
+        )
     except Exception:
-        # A truncated, corrupt or foreign cache file is not worth failing over: the caller retrains.
+        # A truncated, corrupt or foreign file is not worth failing over: the caller retrains or falls back.
         return None
+    with _loaded_lock:
+        _loaded[key] = classifier
+    return classifier
+
+
+def read_model_metadata(path: Path) -> dict[str, Any]:
+    """The metadata saved with a model artifact (empty when it cannot be read)."""
+    import joblib
+
+    try:
+        payload = joblib.load(path)
+    except Exception:
+        return {}
+    return dict(payload.get("metadata", {})) if isinstance(payload, dict) else {}
+
+
+def _languages_of(examples: Sequence[Example]) -> frozenset[str]:
+    """The languages that a real share of the examples is confidently written in (English when none is)."""
+    from triage.models.language import detect_language
+
+    counts: Counter[str] = Counter()
+    for example in examples:
+        if len(example.text.split()) < 4:
+            continue
+        language = detect_language(example.text)
+        if language.probability >= FOREIGN_LANGUAGE_PROBABILITY:
+            counts[language.code] += 1
+    total = sum(counts.values())
+    found = {code for code, count in counts.items() if count >= max(3, math.ceil(0.05 * total))}
+    return frozenset(found or {"en"})
 
 
 def _as_route(label: object) -> Route:

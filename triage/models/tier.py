@@ -47,16 +47,26 @@ class ModelTier(Protocol):
         ...
 
 
+OTHER_LANGUAGE_SIGNAL = "other_language"
+"""Set when a ticket is written in a language the local model was not trained on (it is handed on)."""
+UNFAMILIAR_SIGNAL = "unfamiliar_request"
+"""Set when the local model's confidence is low because the ticket is unlike its training examples."""
+UNFAMILIAR_BELOW = 0.5
+"""Familiar-word share below which a ticket counts as unfamiliar in the signals."""
+
+
 class LocalModelTier:
     """The embedded default: a trained scikit-learn classifier, lexicon signals and reply templates.
 
-    The classifier is trained on first use (a few seconds) and cached under `cache_dir`.
+    The classifier that decides is the app home's active model (`triage train`), else the packaged one, trained
+    on first use (seconds) and cached under `cache_dir`. It is loaded once per process.
     """
 
     name = "local"
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, models_dir: Path | None = None) -> None:
         self._cache_dir = cache_dir
+        self._models_dir = models_dir
         self._classifier: LocalClassifier | None = None
         self._loading = asyncio.Lock()
 
@@ -64,10 +74,18 @@ class LocalModelTier:
         if self._classifier is None:
             async with self._loading:
                 if self._classifier is None:
-                    from triage.models.local import LocalClassifier
-
-                    self._classifier = await asyncio.to_thread(LocalClassifier.load_or_train, self._cache_dir)
+                    self._classifier = await asyncio.to_thread(self._load)
         return self._classifier
+
+    def _load(self) -> LocalClassifier:
+        from triage.models.language import detect_language
+        from triage.models.local import LocalClassifier
+        from triage.models.registry import ModelRegistry
+
+        detect_language("warm up")  # load the language model now, not on the first ticket
+        if self._models_dir is None:
+            return LocalClassifier.load_or_train(self._cache_dir)
+        return ModelRegistry(self._models_dir, self._cache_dir).load()
 
     async def warm_up(self) -> None:
         """Load (or train) the classifier now rather than on the first ticket."""
@@ -79,8 +97,15 @@ class LocalModelTier:
 
         if usage is not None:
             usage.record(tokens=0, cost_usd=0.0)  # local models are free; the call still counts
-        prediction = (await self._get_classifier()).predict(text)
+        classifier = await self._get_classifier()
+        prediction = classifier.predict(text)
         signals = detect_signals(text)
+        evidence = prediction.evidence
+        flags = set(signals.flags)
+        if evidence.foreign_language:
+            flags.add(OTHER_LANGUAGE_SIGNAL)
+        elif evidence.familiar_words < UNFAMILIAR_BELOW:
+            flags.add(UNFAMILIAR_SIGNAL)
         return Classification(
             route=prediction.route,
             intent=prediction.intent,
@@ -88,9 +113,12 @@ class LocalModelTier:
             route_scores={route: round(score, 4) for route, score in prediction.route_scores.items()},
             urgency=signals.urgency,
             sentiment=signals.sentiment,
-            signals=sorted(signals.flags),
-            evidence=list(signals.evidence),
+            signals=sorted(flags),
+            evidence=[*signals.evidence, *evidence.reasons(prediction.confidence, prediction.intent)],
             model=self.name,
+            model_version=classifier.fingerprint,
+            language=evidence.language,
+            confidence_evidence=evidence.as_dict(),
         )
 
     async def compose(self, draft: Draft, *, usage: UsageSink | None = None) -> ReplyData:
