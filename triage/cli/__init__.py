@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from triage.cli import store  # noqa: F401  (its commands register themselves on `cli`)
 from triage.cli import model as model_commands  # noqa: F401  (registers train, model, export-labels, relabel)
+from triage.cli import store  # noqa: F401  (its commands register themselves on `cli`)
 from triage.cli.common import (
     HomeOption,
     JsonOption,
