@@ -5,6 +5,7 @@ validate -> classify -> route -> specialist -> approve -> execute -> compose -> 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
@@ -69,9 +70,16 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
     return graph
 
 
+@functools.cache
 def _studio_graph() -> Any:
     return build_support_graph().compile(name="support")
 
 
-graph = _studio_graph()
-"""Checkpointer-free compiled graph for LangGraph Studio (`langgraph dev`); the app compiles its own."""
+def __getattr__(name: str) -> Any:
+    """`graph`: the checkpointer-free compiled graph for LangGraph Studio (`langgraph dev`), built on first access.
+
+    Built lazily, so that importing this module (as the app does, to compile its own graph) builds nothing.
+    """
+    if name == "graph":
+        return _studio_graph()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
