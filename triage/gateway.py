@@ -15,7 +15,7 @@ from triage.helpdesk import Helpdesk
 from triage.helpdesk.store import is_transient
 from triage.policies.bundle import Permissions
 from triage.tools import ALL_TOOLS, ToolContext, tool_scope
-from triage.tools.base import idempotency_key, utc_now
+from triage.tools.base import idempotency_key, invoke_tool, utc_now
 
 
 class GrantError(ValueError):
@@ -66,7 +66,7 @@ class ToolGateway:
             idempotency_key=idempotency_key(thread_id, caller, tool_name, args),
         )
         try:
-            return await made.ainvoke({**args, "ctx": ctx})
+            return await invoke_tool(made, args, ctx)
         except ValidationError as exc:
             raise PermanentToolError(tool_name, f"invalid arguments: {exc.errors()[0]['msg']}") from exc
         except sqlite3.OperationalError as exc:
