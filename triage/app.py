@@ -195,8 +195,9 @@ class TriageApp:
         thread_id = thread_id or f"thr_{uuid.uuid4().hex}"
         data = ticket.model_dump() if isinstance(ticket, Ticket) else ticket
         # Refuse bad input before anything is written: no thread, no helpdesk row.
-        parsed, _ = await check_ticket(data, engine.services.gateway, thread_id=thread_id)
-        return await self._drive(engine, {"ticket": parsed.model_dump()}, thread_id, meter, callbacks)
+        parsed, customer = await check_ticket(data, engine.services.gateway, thread_id=thread_id)
+        graph_input = {"ticket": parsed.model_dump(), "customer": customer}  # `validate` need not look it up again
+        return await self._drive(engine, graph_input, thread_id, meter, callbacks)
 
     async def _drive(
         self, engine: _Engine, graph_input: Any, thread_id: str, meter: Meter, callbacks: list[Any] | None = None

@@ -99,16 +99,17 @@ class ReplyData(TypedDict):
 
 
 class InputState(TypedDict):
-    """What a caller hands the graph: just the ticket."""
+    """What a caller hands the graph: the ticket, and the customer's profile if the caller already looked it up."""
 
     ticket: TicketData
+    customer: NotRequired[dict[str, Any] | None]
+    """The customer's profile from the helpdesk (None for anonymous tickets). `TriageApp` passes the one it found
+    while checking the ticket, so `validate` does not look it up again; without it, `validate` looks it up."""
 
 
 class State(InputState):
     """The coordinator's full state."""
 
-    customer: NotRequired[dict[str, Any] | None]
-    """The customer's profile from the helpdesk (None for anonymous tickets)."""
     classification: NotRequired[Classification]
     route: NotRequired[Route]
     """The specialist that handled the ticket (after escalation rules)."""
