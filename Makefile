@@ -1,4 +1,4 @@
-.PHONY: demo test lint routes eval mutation
+.PHONY: demo test lint routes eval mutation bench bench-approvals
 
 demo:
 	python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/triage demo
@@ -17,3 +17,9 @@ eval:
 
 mutation:
 	.venv/bin/python scripts/mutation.py --min-score 90
+
+bench:
+	python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/python scripts/bench.py $(BENCH_ARGS)
+
+bench-approvals:
+	.venv/bin/python scripts/bench_approvals.py --start-postgres

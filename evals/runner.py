@@ -2,7 +2,11 @@
 
 Every case gets its own temporary home with a fresh copy of the seeded helpdesk, so a refund requested by one case
 cannot change what another case sees, and the figures do not depend on the order in which concurrent cases finish.
-The trained classifier is shared through one cache folder. Thread ids are derived from case ids.
+The model tier is loaded once and shared by every case's app. Thread ids are derived from case ids.
+
+Latency figures are each run's own wall time (`RunResult.duration_ms`: the graph from input to its end or pause,
+approvals answered included). They measure the graph rather than contention only when cases run one at a time,
+which is the default: on a small machine, cases run concurrently mostly wait for each other's CPU.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ from triage.errors import TriageError
 from triage.evals.dataset import EvalCase
 from triage.evals.evaluators import EFFECT_KINDS, describe_action, evaluate_case
 from triage.evals.metrics import CaseEvaluation, attach_retries
+from triage.models.tier import LocalModelTier, ModelTier
 from triage.schemas import RunResult, TimelineEntry
 from triage.settings import Settings
 from triage.telemetry import AttemptCounter
 
 __all__ = ["DEFAULT_CONCURRENCY", "Approvals", "CaseRun", "EvalRun", "oracle_decision", "run_cases"]
 
-DEFAULT_CONCURRENCY = 8
-"""How many cases run at once."""
+DEFAULT_CONCURRENCY = 1
+"""How many cases run at once. One: the work is CPU-bound in one process, so more cases in flight do not finish
+sooner on a few cores, and each case's latency would include the time it waits for the others."""
 
 
 @dataclass(frozen=True)
@@ -86,14 +92,15 @@ async def run_cases(
         # Every case decides with the home's active model (a trained one, or the packaged one).
         shared = {"cache_home": cache, "models_home": base.models_dir}
         template = root / "template"
-        await _seed_template(base.model_copy(update={"home": template, **shared}))
+        models = _shared_models(cache, base.models_dir)
+        await _seed_template(base.model_copy(update={"home": template, **shared}), models)
         semaphore = asyncio.Semaphore(max(1, concurrency))
 
         async def one(index: int, case: EvalCase) -> CaseRun:
             async with semaphore:
                 home = root / "cases" / f"{index:05d}"
                 _copy_helpdesk(template, home)
-                run = await _run_case(case, base.model_copy(update={"home": home, **shared}))
+                run = await _run_case(case, base.model_copy(update={"home": home, **shared}), models)
                 if workdir is None:
                     shutil.rmtree(home, ignore_errors=True)
             if on_done is not None:
@@ -107,14 +114,21 @@ async def run_cases(
         runs=list(runs),
         wall_time_s=round(time.perf_counter() - started, 2),
         policy_version=recorded.pop() if len(recorded) == 1 else policy_version,
-        model_version=models.pop() if len(models := {r.result.model_version for r in runs if r.result}) == 1 else None,
+        model_version=versions.pop()
+        if len(versions := {r.result.model_version for r in runs if r.result}) == 1
+        else None,
         evaluations=[run.evaluation for run in runs],
     )
 
 
-async def _seed_template(settings: Settings) -> None:
+def _shared_models(cache: Path, models_dir: Path) -> ModelTier:
+    """The model tier every case's app uses (the active model): loaded once, not once per case."""
+    return LocalModelTier(cache, models_dir)
+
+
+async def _seed_template(settings: Settings, models: ModelTier) -> None:
     """Create and seed one helpdesk, and train (or load) the classifier once, before the cases start."""
-    app = TriageApp(settings)
+    app = TriageApp(settings, models=models)
     try:
         await app.arun({"subject": "warm-up", "body": "What are your opening hours?"}, thread_id="eval-warm-up")
     finally:
@@ -202,8 +216,8 @@ async def answer_approvals(
     return Approvals(result, tuple(tiers.values()), len(stopped))
 
 
-async def _run_case(case: EvalCase, settings: Settings) -> CaseRun:
-    app = TriageApp(settings)
+async def _run_case(case: EvalCase, settings: Settings, models: ModelTier) -> CaseRun:
+    app = TriageApp(settings, models=models)
     started = time.perf_counter()
     result: RunResult | None = None
     tiers: tuple[str, ...] = ()

@@ -5,8 +5,6 @@ validate -> classify -> route -> specialist -> approve -> execute -> compose -> 
 
 from __future__ import annotations
 
-from typing import Any
-
 from langgraph.graph import END, START, StateGraph
 
 from triage.context import Context
@@ -77,11 +75,3 @@ def node_tools() -> dict[str, tuple[str, ...]]:
     declared.update(validate=validate_node.TOOLS, execute=execute_node.TOOLS, send_reply=send_reply_node.TOOLS)
     declared.update({name: tuple(module.TOOLS) for name, (module, _) in SPECIALISTS.items()})
     return declared
-
-
-def _studio_graph() -> Any:
-    return build_support_graph().compile(name="support")
-
-
-graph = _studio_graph()
-"""Checkpointer-free compiled graph for LangGraph Studio (`langgraph dev`); the app compiles its own."""

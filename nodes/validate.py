@@ -39,8 +39,13 @@ async def check_ticket(data: Any, gateway: ToolGateway, *, thread_id: str) -> tu
 async def validate(state: State, runtime: Runtime[Context]) -> Command[Literal["classify", "finish"]]:
     """Refuse a malformed ticket with a failed status; otherwise attach the customer and go on to classify."""
     services = await services_of(runtime)
+    data = state.get("ticket")
     try:
-        ticket, customer = await check_ticket(state.get("ticket"), services.gateway, thread_id=thread_id_of(runtime))
+        if _looked_up(state):
+            # The caller (`TriageApp`) looked the customer up while checking the ticket, before the run began.
+            ticket, customer = Ticket.parse(data), state.get("customer")
+        else:
+            ticket, customer = await check_ticket(data, services.gateway, thread_id=thread_id_of(runtime))
     except InvalidTicketError as exc:
         return Command(goto="finish", update={"status": "failed", "status_reason": str(exc)})
     return Command(
@@ -51,3 +56,12 @@ async def validate(state: State, runtime: Runtime[Context]) -> Command[Literal["
             "policy_version": services.policy.version,
         },
     )
+
+
+def _looked_up(state: State) -> bool:
+    """Whether the input carries the customer profile of the ticket's own customer (or none for an anonymous one)."""
+    if "customer" not in state:
+        return False
+    customer, ticket = state["customer"], state.get("ticket") or {}
+    expected = ticket.get("customer_id") if isinstance(ticket, dict) else None
+    return customer.get("id") == expected if customer is not None else expected is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -37,6 +38,30 @@ def helpdesk_tool(*, scope: str, args_schema: type[BaseModel]) -> Callable[[Call
         return made
 
     return wrap
+
+
+async def invoke_tool(made: BaseTool, args: Mapping[str, Any], ctx: ToolContext) -> Any:
+    """Validate `args` with the tool's `args_schema` and await its coroutine with `ctx` injected.
+
+    The arguments the function receives are the ones LangChain's `ainvoke` would pass (the validated fields given
+    in `args`, plus fields with a default), without its per-call callback and type-hint machinery. A tool that is
+    not a coroutine with a pydantic schema goes through `ainvoke`.
+
+    Raises:
+        pydantic.ValidationError: `args` do not fit the schema.
+    """
+    schema = made.args_schema
+    coroutine = getattr(made, "coroutine", None)
+    if coroutine is None or not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        return await made.ainvoke({**args, "ctx": ctx})
+    validated = schema.model_validate(args)
+    passed = validated.model_fields_set | _defaulted_fields(schema)
+    return await coroutine(**{name: getattr(validated, name) for name in passed}, ctx=ctx)
+
+
+@functools.cache
+def _defaulted_fields(schema: type[BaseModel]) -> frozenset[str]:
+    return frozenset(name for name, field in schema.model_fields.items() if not field.is_required())
 
 
 def tool_scope(made: BaseTool) -> str:

@@ -216,7 +216,7 @@ class TriageApp:
         # Refuse bad input before anything is written: no thread, no helpdesk row.
         for attempt in range(START_ATTEMPTS):
             try:
-                parsed, _ = await check_ticket(data, engine.services.gateway, thread_id=thread_id)
+                parsed, customer = await check_ticket(data, engine.services.gateway, thread_id=thread_id)
                 break
             except ToolError as exc:
                 if exc.kind != "transient" or attempt == START_ATTEMPTS - 1:
@@ -225,7 +225,8 @@ class TriageApp:
                         "submit the ticket again"
                     ) from exc
                 await asyncio.sleep(0.1 * 2**attempt)
-        return await self._drive(engine, {"ticket": parsed.model_dump()}, thread_id, meter, callbacks)
+        graph_input = {"ticket": parsed.model_dump(), "customer": customer}  # `validate` need not look it up again
+        return await self._drive(engine, graph_input, thread_id, meter, callbacks)
 
     async def _drive(
         self,

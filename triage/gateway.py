@@ -17,7 +17,7 @@ from triage.helpdesk.store import is_transient
 from triage.policies.bundle import Permissions
 from triage.tools import ALL_TOOLS, ToolContext, tool_scope
 from triage.tools.base import idempotency_key as derive_key
-from triage.tools.base import utc_now
+from triage.tools.base import invoke_tool, utc_now
 
 
 class GrantError(PolicyFileError):
@@ -111,8 +111,8 @@ class ToolGateway:
         )
         try:
             if self.faults is not None:
-                return await self.faults.around_tool(tool_name, lambda: made.ainvoke({**args, "ctx": ctx}))
-            return await made.ainvoke({**args, "ctx": ctx})
+                return await self.faults.around_tool(tool_name, lambda: invoke_tool(made, args, ctx))
+            return await invoke_tool(made, args, ctx)
         except ValidationError as exc:
             raise PermanentToolError(tool_name, f"invalid arguments: {exc.errors()[0]['msg']}") from exc
         except sqlite3.OperationalError as exc:

@@ -6,7 +6,7 @@ pydantic models live at the boundary (`triage.schemas`).
 
 from __future__ import annotations
 
-from typing import Any, NotRequired
+from typing import Annotated, Any, NotRequired
 
 from typing_extensions import TypedDict
 
@@ -109,23 +109,43 @@ class ReplyData(TypedDict):
     template: str
 
 
+def rows_by_id(_: dict[str, Any] | None, found: dict[str, Any] | None) -> dict[str, Any]:
+    """Reducer of the coordinator's `findings`: lists of helpdesk rows become their ids (an article's slug).
+
+    Inside a specialist the rows are whole (its later steps decide on them); what it hands back to the coordinator
+    is checkpointed after every later node, and the rows can be read again from the helpdesk by id. Other values
+    (duplicate charges, the article answered with, an account's status) are kept as they are.
+    """
+    return {key: _ids(value) for key, value in (found or {}).items()}
+
+
+def _ids(value: Any) -> Any:
+    if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
+        keys = [row.get("id", row.get("slug")) for row in value]
+        if all(isinstance(key, str) for key in keys):
+            return keys
+    return value
+
+
 class InputState(TypedDict):
-    """What a caller hands the graph: just the ticket."""
+    """What a caller hands the graph: the ticket, and the customer's profile if the caller already looked it up."""
 
     ticket: TicketData
+    customer: NotRequired[dict[str, Any] | None]
+    """The customer's profile from the helpdesk (None for anonymous tickets). `TriageApp` passes the one it found
+    while checking the ticket, so `validate` does not look it up again; without it, `validate` looks it up."""
 
 
 class State(InputState):
     """The coordinator's full state."""
 
-    customer: NotRequired[dict[str, Any] | None]
-    """The customer's profile from the helpdesk (None for anonymous tickets)."""
     classification: NotRequired[Classification]
     route: NotRequired[Route]
     """The specialist that handled the ticket (after escalation rules)."""
     route_reason: NotRequired[str]
-    findings: NotRequired[dict[str, Any]]
-    """Facts the specialist found (payments, articles, ...): the evidence behind its actions."""
+    findings: NotRequired[Annotated[dict[str, Any], rows_by_id]]
+    """Facts the specialist found (payments, articles, ...): the evidence behind its actions. The helpdesk rows it
+    read are kept by id (`rows_by_id`), so they are not copied into every later checkpoint."""
     proposed_actions: NotRequired[list[ProposedAction]]
     actions: NotRequired[list[ActionRecord]]
     """Effects performed so far, in order. Each writer returns the whole list (no reducer: see the notes on

@@ -28,3 +28,21 @@ async def test_studio_graph_runs_on_the_default_home(
         await close_shared_services()
     assert (out["route"], out["status"]) == ("billing", "completed")
     assert (tmp_path / "studio-home" / "helpdesk.sqlite").exists()
+
+
+async def test_a_profile_for_another_customer_in_the_input_is_replaced_by_the_lookup(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "studio-home"))
+    monkeypatch.setenv("TRIAGE_CACHE_HOME", str(settings.cache_dir))
+    runnable = graph.copy(update={"checkpointer": InMemorySaver()})
+    ticket = {"customer_id": "cus_small_dup", "subject": "Charged twice", "body": "I was billed twice."}
+    try:
+        out = await runnable.ainvoke(
+            {"ticket": ticket, "customer": {"id": "cus_someone_else", "name": "Someone Else"}},
+            {"configurable": {"thread_id": "studio-2"}},
+        )
+    finally:
+        await close_shared_services()
+    assert out["customer"]["id"] == "cus_small_dup"
+    assert out["customer"]["name"] != "Someone Else"

@@ -538,7 +538,7 @@ def eval_(
     baseline: Annotated[
         Path | None, typer.Option(help="Baseline to gate against \\[default: evals/baseline.json].", show_default=False)
     ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Cases run at once.")] = 8,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Cases run at once.")] = 1,
     langsmith: Annotated[
         bool,
         typer.Option("--langsmith", help="Record the run as a LangSmith experiment (the default with a key)."),

@@ -1,0 +1,722 @@
+"""Performance benchmark: `make bench`, or `.venv/bin/python scripts/bench.py [--quick] [--json FILE]`.
+
+Prints, in one run, the figures of BENCHMARKS.md:
+
+- latency per ticket, p50/p95: `TriageApp.arun` interleaved ticket by ticket with a bare LangGraph graph of the
+  same shape (the same node names, the same specialist subgraphs with the same number of nodes, no-op async nodes),
+  compiled with the app's own `AsyncSqliteSaver` (so the same file, connection and pragmas) and run with
+  `durability="sync"`; the bare ticket takes the route the app took, and the script checks that both wrote the same
+  number of checkpoints per ticket;
+- throughput at concurrency 1, 8 and 32 (200 tickets each, 40 with --quick);
+- checkpoint store per completed ticket (file growth, and the checkpoint/write blobs alone);
+- `triage eval` wall time for 1,000 cases (the packaged cases cycled with fresh ids);
+- peak memory (max RSS) of one process that runs 1,000 tickets;
+- `triage --help` and `triage run` start times in a warm home, and resume latency from a fresh process.
+
+Phases that need a process of their own (eval, memory, start times, resume) run as subprocesses of this script.
+Progress goes to stderr; the figures to stdout. Absolute times depend on the machine and its load: compare ratios
+measured in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STARTED = time.perf_counter()
+
+
+def log(message: str) -> None:
+    """Progress on stderr, with the time since the script started."""
+    print(f"[{time.perf_counter() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The `q` quantile (0..1) of `values`, linearly interpolated."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    low = int(k)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
+
+
+# -- tickets ---------------------------------------------------------------------------------------------------------
+
+
+def bench_tickets() -> list[dict[str, Any]]:
+    """Tickets of the packaged eval cases that run to an end without an approval (a pause has a different shape)."""
+    from triage.evals.dataset import load_cases
+
+    return [
+        case.ticket.model_dump()
+        for case in load_cases()
+        if case.expected.approval_tier == "none"
+        and case.approver_script is None
+        and case.expected.status in ("completed", "escalated")
+    ]
+
+
+def approval_tickets() -> list[dict[str, Any]]:
+    """Tickets that pause for one approval (the demo's, then the packaged single-approval cases)."""
+    from triage.demo import DEMO_TICKETS
+    from triage.evals.dataset import load_cases
+
+    demo = [dict(t) for t in DEMO_TICKETS if t.get("customer_id") == "cus_mid_dup"]
+    single = [
+        case.ticket.model_dump()
+        for case in load_cases()
+        if case.expected.approval_tier == "single" and case.approver_script is None
+    ]
+    return demo + single
+
+
+# -- the bare graph --------------------------------------------------------------------------------------------------
+
+
+def build_bare_graph(checkpointer: Any) -> Any:
+    """LangGraph alone, in the coordinator's shape: the same nodes and specialist subgraphs, each node a no-op."""
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Command
+    from typing_extensions import TypedDict
+
+    from triage.graphs.specialists import SPECIALISTS
+
+    class BareState(TypedDict, total=False):
+        ticket: dict[str, Any]
+        route: str
+
+    async def noop(state: BareState) -> dict[str, Any]:
+        return {}
+
+    async def route(state: BareState) -> Command[Any]:
+        return Command(goto=state["route"])
+
+    graph = StateGraph(BareState)
+    for name in ("validate", "classify"):
+        graph.add_node(name, noop)
+    graph.add_node("route", route, destinations=tuple(SPECIALISTS))
+    for name, (_, steps) in SPECIALISTS.items():
+        sub = StateGraph(BareState)
+        names = [step for step, _ in steps]
+        for step in names:
+            sub.add_node(step, noop)
+        for step, following in zip([START, *names], [*names, END], strict=True):
+            sub.add_edge(step, following)
+        graph.add_node(name, sub.compile(name=name))
+    for name in ("approve", "execute", "compose", "send_reply", "finish"):
+        graph.add_node(name, noop)
+    graph.add_edge(START, "validate")
+    graph.add_edge("validate", "classify")
+    graph.add_edge("classify", "route")
+    for name in SPECIALISTS:
+        graph.add_edge(name, "compose" if name == "escalation" else "approve")
+    graph.add_edge("approve", "execute")
+    graph.add_edge("execute", "compose")
+    graph.add_edge("compose", "send_reply")
+    graph.add_edge("send_reply", "finish")
+    graph.add_edge("finish", END)
+    return graph.compile(checkpointer=checkpointer, name="bare")
+
+
+class Bench:
+    """An app on a home, and the bare graph compiled with the app's own checkpoint saver, run on the app's loop."""
+
+    def __init__(self, home: Path, cache: Path) -> None:
+        from triage.app import TriageApp
+        from triage.settings import Settings
+
+        self.app = TriageApp(Settings(home=home, cache_home=cache))
+        self.bare: Any = None
+
+    async def open(self) -> None:
+        """Open the stores, load the classifier and compile the bare graph on the app's saver."""
+        await self.app.arun({"subject": "warm-up", "body": "What are your opening hours?"}, thread_id="warm-up")
+
+        async def compile_bare() -> Any:
+            # The app's one saver (one connection per process and file): the same file and pragmas by construction.
+            engine = await self.app._get_engine()
+            return build_bare_graph(engine.services.saver)
+
+        self.bare = await self.app._portal.acall(compile_bare())
+        await self.run_bare({"subject": "warm-up", "body": "-"}, "general", "bare-warm-up")
+
+    async def run_triage(self, ticket: dict[str, Any], thread_id: str) -> Any:
+        """One ticket through the app."""
+        return await self.app.arun(ticket, thread_id=thread_id)
+
+    async def run_bare(self, ticket: dict[str, Any], route: str, thread_id: str) -> None:
+        """One ticket through the bare graph, on the app's loop (as the app's own runs are)."""
+        config: Any = {"configurable": {"thread_id": thread_id}}
+        await self.app._portal.acall(self.bare.ainvoke({"ticket": ticket, "route": route}, config, durability="sync"))
+
+    async def close(self) -> None:
+        """Close the app's stores."""
+        await self.app.aclose()
+
+
+def checkpoint_rows(path: Path, thread_ids: Sequence[str]) -> tuple[float, float]:
+    """Mean checkpoints per thread and mean checkpoint + write blob bytes per thread."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("CREATE TEMP TABLE ids (thread_id TEXT PRIMARY KEY)")
+        conn.executemany("INSERT OR IGNORE INTO temp.ids VALUES (?)", [(t,) for t in thread_ids])
+        count, checkpoint_bytes = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(checkpoint) + LENGTH(metadata)), 0) FROM checkpoints "
+            "WHERE thread_id IN (SELECT thread_id FROM temp.ids)"
+        ).fetchone()
+        (write_bytes,) = conn.execute(
+            "SELECT COALESCE(SUM(LENGTH(value)), 0) FROM writes WHERE thread_id IN (SELECT thread_id FROM temp.ids)"
+        ).fetchone()
+    finally:
+        conn.close()
+    n = max(1, len(set(thread_ids)))
+    return count / n, (checkpoint_bytes + write_bytes) / n
+
+
+# -- phases ----------------------------------------------------------------------------------------------------------
+
+
+async def latency_phase(bench: Bench, tickets: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """Interleave app and bare tickets one by one, alternating which goes first; return both distributions.
+
+    A first pass runs each distinct ticket through the app to learn its route (and warms both sides); the bare
+    ticket then takes that route, so both walk the same nodes.
+    """
+    distinct = tickets[: min(n, len(tickets))]
+    routes: dict[int, str] = {}
+    for i, ticket in enumerate(distinct):
+        result = await bench.run_triage(ticket, f"route-{i}-{uuid.uuid4().hex[:8]}")
+        if result.route is not None:
+            routes[i] = result.route
+    log(f"  routes learnt for {len(routes)} distinct tickets")
+    triage_ms: list[float] = []
+    bare_ms: list[float] = []
+    triage_cpu: list[float] = []
+    bare_cpu: list[float] = []
+    routed: list[tuple[dict[str, Any], str]] = []
+    triage_threads: list[str] = []
+    bare_threads: list[str] = []
+    skipped = 0
+    for i in range(n):
+        index = i % len(distinct)
+        if index not in routes:
+            skipped += 1
+            continue
+        ticket, route = distinct[index], routes[index]
+        tid = f"lat-{i}-{uuid.uuid4().hex[:8]}"
+
+        async def app_side(ticket: dict[str, Any] = ticket, tid: str = tid) -> tuple[float, float, Any]:
+            started, cpu = time.perf_counter(), time.process_time()
+            result = await bench.run_triage(ticket, tid)
+            return (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000, result
+
+        async def bare_side(ticket: dict[str, Any] = ticket, route: str = route, tid: str = tid) -> tuple[float, float]:
+            started, cpu = time.perf_counter(), time.process_time()
+            await bench.run_bare(ticket, route, f"bare-{tid}")
+            return (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000
+
+        if i % 2:
+            elapsed_bare, cpu_bare = await bare_side()
+            elapsed_triage, cpu_triage, result = await app_side()
+        else:
+            elapsed_triage, cpu_triage, result = await app_side()
+            elapsed_bare, cpu_bare = await bare_side()
+        if result.status not in ("completed", "escalated") or result.route != route:
+            skipped += 1  # paused on an approval (or routed differently this time): not the same shape
+            continue
+        triage_ms.append(elapsed_triage)
+        bare_ms.append(elapsed_bare)
+        triage_cpu.append(cpu_triage)
+        bare_cpu.append(cpu_bare)
+        routed.append((ticket, route))
+        triage_threads.append(tid)
+        bare_threads.append(f"bare-{tid}")
+        if (i + 1) % max(1, n // 5) == 0:
+            log(f"  latency: {i + 1}/{n} tickets")
+    return {
+        "triage_ms": triage_ms,
+        "bare_ms": bare_ms,
+        "triage_cpu": triage_cpu,
+        "bare_cpu": bare_cpu,
+        "routed": routed,
+        "triage_threads": triage_threads,
+        "bare_threads": bare_threads,
+        "skipped": skipped,
+    }
+
+
+async def throughput(run: Callable[[int], Awaitable[Any]], total: int, concurrency: int) -> float:
+    """Tickets per second for `total` runs with at most `concurrency` in flight."""
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> None:
+        async with semaphore:
+            await run(index)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(total)))
+    return total / (time.perf_counter() - started)
+
+
+async def throughput_phase(
+    bench: Bench, routed: list[tuple[dict[str, Any], str]], total: int, levels: Sequence[int]
+) -> dict[str, dict[int, float]]:
+    """App and bare throughput at each concurrency level, app first then bare at each level."""
+    figures: dict[str, dict[int, float]] = {"triage": {}, "bare": {}}
+    for level in levels:
+        tag = uuid.uuid4().hex[:6]
+
+        async def app_one(i: int, tag: str = tag) -> Any:
+            return await bench.run_triage(routed[i % len(routed)][0], f"tp-{tag}-{i}")
+
+        async def bare_one(i: int, tag: str = tag) -> None:
+            ticket, route = routed[i % len(routed)]
+            await bench.run_bare(ticket, route, f"bare-tp-{tag}-{i}")
+
+        figures["triage"][level] = await throughput(app_one, total, level)
+        figures["bare"][level] = await throughput(bare_one, total, level)
+        log(
+            f"  throughput at {level}: app {figures['triage'][level]:.1f}/s, bare {figures['bare'][level]:.1f}/s "
+            f"({total} tickets each)"
+        )
+    return figures
+
+
+def file_size(home: Path) -> int:
+    """Bytes of the checkpoint store (the WAL is folded in when the last connection closes)."""
+    return sum(f.stat().st_size for f in home.glob("checkpoints.sqlite*"))
+
+
+async def store_phase(root: Path, cache: Path, routed: list[tuple[dict[str, Any], str]], n: int) -> dict[str, float]:
+    """Growth of the checkpoint file per ticket, for the app and for the bare graph, each in a fresh home."""
+    figures: dict[str, float] = {}
+    for which in ("triage", "bare"):
+        home = root / f"store-{which}"
+        bench = Bench(home, cache)
+        await bench.open()
+        await bench.close()
+        before = file_size(home)
+        bench = Bench(home, cache)
+        await bench.open()
+        for i in range(n):
+            ticket, route = routed[i % len(routed)]
+            if which == "triage":
+                await bench.run_triage(ticket, f"store-{i}")
+            else:
+                await bench.run_bare(ticket, route, f"bare-store-{i}")
+        await bench.close()
+        figures[which] = (file_size(home) - before) / n
+    return figures
+
+
+def children_cpu() -> float:
+    """CPU seconds (user + system) used by this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_subprocess(args: list[str], env: dict[str, str], *, timeout: float = 1800) -> tuple[float, str]:
+    """Run a command; return its wall time in seconds and its stdout. Its stderr passes through."""
+    started = time.perf_counter()
+    done = subprocess.run(args, env=env, stdout=subprocess.PIPE, text=True, timeout=timeout, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(args[:4])} ... exited {done.returncode}")
+    return wall, done.stdout
+
+
+def timed(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Run a command; its wall seconds, its CPU seconds and its stdout."""
+    cpu = children_cpu()
+    wall, stdout = run_subprocess(args, env)
+    return wall, children_cpu() - cpu, stdout
+
+
+def triage_command() -> list[str]:
+    """The `triage` console script of this interpreter's environment."""
+    script = Path(sys.executable).with_name("triage")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "triage"]
+
+
+def start_times(home: Path, env: dict[str, str], repeats: int) -> dict[str, float]:
+    """Median wall time of `triage --help` and of `triage run` (one ticket) in a warm home."""
+    helps = [timed([*triage_command(), "--help"], env) for _ in range(repeats)]
+    runs = []
+    for i in range(repeats):
+        args = [*triage_command(), "run", "--home", str(home), "--customer-id", "cus_small_dup"]
+        args += ["--subject", f"Invoice copy {i}", "--body", "Could you send me a copy of my last invoice?", "--json"]
+        wall, cpu, stdout = timed(args, env)
+        if json.loads(stdout).get("status") not in ("completed", "escalated", "awaiting_approval"):
+            raise RuntimeError(f"`triage run` did not finish: {stdout[:200]}")
+        runs.append((wall, cpu, stdout))
+    return {
+        "help_s": statistics.median(h[0] for h in helps),
+        "help_cpu_s": statistics.median(h[1] for h in helps),
+        "run_s": statistics.median(r[0] for r in runs),
+        "run_cpu_s": statistics.median(r[1] for r in runs),
+    }
+
+
+async def resume_phase(bench: Bench, home: Path, env: dict[str, str], wanted: int) -> list[dict[str, float]]:
+    """Pause tickets on an approval here; approve each from a fresh `triage approve` process."""
+    paused = []
+    for i, ticket in enumerate(approval_tickets()):
+        result = await bench.run_triage(ticket, f"resume-{i}-{uuid.uuid4().hex[:6]}")
+        if result.status == "awaiting_approval":
+            paused.append(result.thread_id)
+        if len(paused) == wanted:
+            break
+    figures = []
+    for thread_id in paused:
+        args = [*triage_command(), "approve", thread_id, "--as", "alice", "--reason", "bench"]
+        wall, cpu, stdout = timed([*args, "--home", str(home), "--json"], env)
+        result = json.loads(stdout)
+        figures.append({"wall_s": wall, "cpu_s": cpu, "graph_ms": float(result.get("duration_ms") or 0.0)})
+    return figures
+
+
+def eval_dataset(path: Path, n: int) -> None:
+    """Write `n` cases: the packaged ones cycled, each with a fresh id."""
+    from triage.evals.dataset import load_cases
+
+    cases = load_cases()
+    with path.open("w") as file:
+        for i in range(n):
+            case = cases[i % len(cases)]
+            data = json.loads(case.model_dump_json(exclude_none=True))
+            data["id"] = f"{case.id}.r{i // len(cases)}"
+            file.write(json.dumps(data) + "\n")
+
+
+def eval_phase(root: Path, env: dict[str, str], n: int) -> dict[str, Any]:
+    """`triage eval` of `n` cases in a fresh process and home; its wall time and the latency it reports."""
+    dataset = root / f"eval-{n}.jsonl"
+    eval_dataset(dataset, n)
+    args = [*triage_command(), "eval", "--dataset", str(dataset), "--out", str(root / "eval-report")]
+    args += ["--home", str(root / "eval-home"), "--no-langsmith", "--json"]
+    wall, cpu, stdout = timed(args, env)
+    report = json.loads(stdout)
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "reported_wall_s": report.get("wall_time_s") or report.get("run", {}).get("wall_time_s"),
+        "latency_ms": report["run"]["latency_ms"],
+        "task_success_rate": report["run"]["task_success_rate"],
+    }
+
+
+async def memory_child(home: Path, cache: Path, n: int, concurrency: int) -> dict[str, float]:
+    """(In its own process.) Run `n` tickets in one app; report max RSS before and after."""
+    tickets = bench_tickets()
+    bench = Bench(home, cache)
+    await bench.open()
+    warm_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    done = 0
+
+    async def one(i: int) -> None:
+        nonlocal done
+        await bench.run_triage(tickets[i % len(tickets)], f"mem-{i}")
+        done += 1
+        if done % max(1, n // 5) == 0:
+            log(f"  memory (child process): {done}/{n} tickets")
+
+    await throughput(one, n, concurrency)
+    await bench.close()
+    return {"warm_mib": warm_mib, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+# -- report ----------------------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    from importlib.metadata import version
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "langgraph": version("langgraph"),
+        "langgraph-checkpoint-sqlite": version("langgraph-checkpoint-sqlite"),
+        "load_avg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def report_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """The table rows for the figures that were measured."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    if "latency" in figures:
+        lat = figures["latency"]
+        rows.append(
+            (
+                "latency per ticket p50 / p95 (ms)",
+                f"{lat['triage_p50']:.1f} / {lat['triage_p95']:.1f}",
+                f"{lat['bare_p50']:.1f} / {lat['bare_p95']:.1f}",
+                f"{lat['ratio_p50']:.2f}x / {lat['ratio_p95']:.2f}x",
+                "<= 1.3x",
+            )
+        )
+        rows.append(("  median of per-ticket ratios", "", "", f"{lat['paired_ratio_p50']:.2f}x", "<= 1.3x"))
+        rows.append(
+            (
+                "CPU time per ticket p50 (ms)",
+                f"{lat['triage_cpu_p50']:.1f}",
+                f"{lat['bare_cpu_p50']:.1f}",
+                f"{lat['triage_cpu_p50'] / lat['bare_cpu_p50']:.2f}x",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "checkpoints per ticket",
+                f"{lat['triage_checkpoints']:.1f}",
+                f"{lat['bare_checkpoints']:.1f}",
+                "",
+                "equal (same shape)",
+            )
+        )
+        rows.append(
+            (
+                "checkpoint + write blobs per ticket (KB)",
+                f"{lat['triage_blob_bytes'] / 1024:.1f}",
+                f"{lat['bare_blob_bytes'] / 1024:.1f}",
+                f"{lat['triage_blob_bytes'] / lat['bare_blob_bytes']:.1f}x",
+                "",
+            )
+        )
+    if "throughput" in figures:
+        tp = figures["throughput"]
+        levels = sorted(tp["triage"])
+        rows.append(
+            (
+                f"throughput at {' / '.join(map(str, levels))} (tickets/s, {figures['throughput_tickets']} each)",
+                " / ".join(f"{tp['triage'][c]:.1f}" for c in levels),
+                " / ".join(f"{tp['bare'][c]:.1f}" for c in levels),
+                " / ".join(f"{tp['triage'][c] / tp['bare'][c]:.2f}x" for c in levels),
+                "grows with concurrency",
+            )
+        )
+    if "store" in figures:
+        store = figures["store"]
+        rows.append(
+            (
+                "checkpoint store per ticket (KB, file growth)",
+                f"{store['triage'] / 1024:.1f}",
+                f"{store['bare'] / 1024:.1f}",
+                f"{store['triage'] / store['bare']:.1f}x" if store["bare"] else "",
+                "<= 40 KB",
+            )
+        )
+    if "eval" in figures:
+        ev, cases = figures["eval"], figures["eval_cases"]
+        rows.append(
+            (
+                f"`triage eval`, {cases} cases: wall / CPU (s)",
+                f"{ev['wall_s']:.1f} / {ev['cpu_s']:.1f} ({ev['wall_s'] / cases * 1000:.0f} ms a case)",
+                "",
+                "",
+                "<= 20 s for 1,000",
+            )
+        )
+        reported = f"{ev['latency_ms']['p50']:.0f} / {ev['latency_ms']['p95']:.0f}"
+        rows.append(("  its reported latency p50 / p95 (ms)", reported, "", "", ""))
+    if "memory" in figures:
+        mem = figures["memory"]
+        rows.append(
+            (
+                f"peak memory, {figures['memory_tickets']} tickets in one process (MiB)",
+                f"{mem['peak_mib']:.0f} (warm {mem['warm_mib']:.0f})",
+                "",
+                "",
+                "< 250 MiB",
+            )
+        )
+    if "start" in figures:
+        st = figures["start"]
+        helped = f"{st['help_s']:.2f} / {st['help_cpu_s']:.2f}"
+        rows.append(("`triage --help`: wall / CPU (s)", helped, "", "", "< 0.3 s"))
+        run = f"{st['run_s']:.2f} / {st['run_cpu_s']:.2f}"
+        rows.append(("`triage run`, warm home, to result: wall / CPU (s)", run, "", "", "< 1 s"))
+    if figures.get("resume"):
+        walls = [r["wall_s"] for r in figures["resume"]]
+        cpus = [r["cpu_s"] for r in figures["resume"]]
+        graphs = [r["graph_ms"] for r in figures["resume"]]
+        rows.append(
+            (
+                "resume from a fresh process: wall / CPU (s), graph (ms)",
+                f"{statistics.median(walls):.2f} / {statistics.median(cpus):.2f}, {statistics.median(graphs):.0f}",
+                "",
+                "",
+                "",
+            )
+        )
+    return rows
+
+
+def print_report(figures: dict[str, Any]) -> None:
+    """The figures as a table on stdout."""
+    rows = report_rows(figures)
+    header = ("figure", "triage", "bare LangGraph", "ratio", "goal")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("-+-".join("-" * w for w in widths))
+    for row in rows:
+        print(" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    m = figures["machine"]
+    skipped = figures.get("latency", {}).get("skipped", 0)
+    print(
+        f"\n{m['cores']} cores ({m['cpu']}), Python {m['python']}, langgraph {m['langgraph']}; load average "
+        f"{m['load_avg_start']} at start, {m['load_avg_end']} at end; {figures['mode']} run in "
+        f"{figures['total_s']:.0f} s; {skipped} app tickets paused or failed and were left out of latency"
+    )
+
+
+PHASES = ("latency", "throughput", "resume", "start", "store", "eval", "memory")
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the phases asked for (all by default); return the figures."""
+    quick = args.quick
+    only = set(args.only.split(",")) if args.only else set(PHASES)
+    if only - set(PHASES):
+        raise SystemExit(f"unknown phase(s) {', '.join(sorted(only - set(PHASES)))}; choose from {', '.join(PHASES)}")
+    figures: dict[str, Any] = {"mode": "quick" if quick else "full", "machine": machine()}
+    root = Path(tempfile.mkdtemp(prefix="triage-bench-"))
+    # A classifier cache from the environment is reused (trained once); otherwise one is trained here.
+    cache = Path(os.environ["TRIAGE_CACHE_HOME"]) if os.environ.get("TRIAGE_CACHE_HOME") else root / "cache"
+    home = root / "home"
+    env = {**os.environ, "TRIAGE_CACHE_HOME": str(cache), "TRIAGE_HOME": str(home)}
+    env.pop("TRIAGE_POLICY_DIR", None)
+    try:
+        tickets = bench_tickets()
+        log(f"opening the app in {home} (trains the classifier into {cache} on first use)")
+        bench = Bench(home, cache)
+        await bench.open()
+
+        # Every phase needs the routes the latency phase learns (and a warm home).
+        n = args.latency_tickets or (8 if quick else 200)
+        log(f"latency: {n} tickets, app and bare graph interleaved")
+        lat = await latency_phase(bench, tickets, n)
+        t_ms, b_ms = lat["triage_ms"], lat["bare_ms"]
+        path = home / "checkpoints.sqlite"
+        t_count, t_bytes = checkpoint_rows(path, lat["triage_threads"])
+        b_count, b_bytes = checkpoint_rows(path, lat["bare_threads"])
+        figures["latency"] = {
+            "tickets": len(t_ms),
+            "skipped": lat["skipped"],
+            "triage_p50": percentile(t_ms, 0.5),
+            "triage_p95": percentile(t_ms, 0.95),
+            "bare_p50": percentile(b_ms, 0.5),
+            "bare_p95": percentile(b_ms, 0.95),
+            "triage_checkpoints": t_count,
+            "bare_checkpoints": b_count,
+            "triage_blob_bytes": t_bytes,
+            "bare_blob_bytes": b_bytes,
+        }
+        figures["latency"]["ratio_p50"] = figures["latency"]["triage_p50"] / figures["latency"]["bare_p50"]
+        figures["latency"]["ratio_p95"] = figures["latency"]["triage_p95"] / figures["latency"]["bare_p95"]
+        # Each pair ran back to back, so its ratio is the least disturbed by load that comes and goes.
+        figures["latency"]["paired_ratio_p50"] = percentile([t / b for t, b in zip(t_ms, b_ms, strict=True)], 0.5)
+        # CPU time of the process per ticket (all its threads): what the work costs, whatever else the machine runs.
+        figures["latency"]["triage_cpu_p50"] = percentile(lat["triage_cpu"], 0.5)
+        figures["latency"]["bare_cpu_p50"] = percentile(lat["bare_cpu"], 0.5)
+        if abs(t_count - b_count) > 0.01:
+            log(f"  WARNING: checkpoints per ticket differ (app {t_count:.2f}, bare {b_count:.2f}): shapes differ")
+
+        if "throughput" in only:
+            total = 8 if quick else 200
+            levels = (1, 8, 32)
+            log(f"throughput: {total} tickets at concurrency {levels}")
+            figures["throughput_tickets"] = total
+            figures["throughput"] = await throughput_phase(bench, lat["routed"], total, levels)
+
+        if "resume" in only:
+            log("resume: pausing tickets on an approval, approving each from a fresh process")
+            figures["resume"] = await resume_phase(bench, home, env, 1 if quick else 3)
+        await bench.close()
+
+        if "start" in only:
+            log("start times: `triage --help` and `triage run` in the warm home")
+            figures["start"] = start_times(home, env, 1 if quick else 5)
+
+        if "store" in only:
+            store_n = 5 if quick else 100
+            log(f"checkpoint store: {store_n} tickets each for the app and the bare graph, fresh homes")
+            figures["store"] = await store_phase(root, cache, lat["routed"], store_n)
+
+        if "eval" in only:
+            cases = args.eval_cases or (5 if quick else 1000)
+            log(f"eval: `triage eval` of {cases} cases in a fresh process")
+            figures["eval_cases"] = cases
+            figures["eval"] = eval_phase(root, env, cases)
+            log(f"  eval: {figures['eval']['wall_s']:.1f} s")
+
+        if "memory" in only:
+            mem_n = 10 if quick else 1000
+            log(f"memory: {mem_n} tickets in one fresh process")
+            figures["memory_tickets"] = mem_n
+            mem_args = ["--phase", "memory", "--tickets", str(mem_n), "--home", str(root / "mem")]
+            _, stdout = run_subprocess([sys.executable, __file__, *mem_args], env)
+            figures["memory"] = json.loads(stdout)
+    finally:
+        if args.keep:
+            log(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    figures["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    figures["total_s"] = time.perf_counter() - STARTED
+    return figures
+
+
+def main() -> int:
+    """Parse options, run the benchmark (or one child phase), print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: every phase runs once")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary homes and reports")
+    parser.add_argument("--only", help=f"comma-separated phases to run (latency always runs): {', '.join(PHASES)}")
+    parser.add_argument("--latency-tickets", type=int, help="tickets for latency [default: 200, 8 with --quick]")
+    parser.add_argument("--eval-cases", type=int, help="cases for the eval phase [default: 1000, 5 with --quick]")
+    parser.add_argument("--phase", choices=["memory"], help=argparse.SUPPRESS)
+    parser.add_argument("--tickets", type=int, default=1000, help=argparse.SUPPRESS)
+    parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.phase == "memory":
+        cache = Path(os.environ["TRIAGE_CACHE_HOME"])
+        print(json.dumps(asyncio.run(memory_child(args.home, cache, args.tickets, 8))))
+        return 0
+    figures = asyncio.run(main_async(args))
+    print_report(figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""`scripts/bench.py --quick` runs every phase and prints every figure, so the benchmark cannot rot unnoticed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> None:
+    figures_path = tmp_path / "figures.json"
+    env = {**os.environ, "TRIAGE_CACHE_HOME": str(model_cache)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--json", str(figures_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    for figure in (
+        "latency per ticket p50 / p95",
+        "throughput at 1 / 8 / 32",
+        "checkpoint store per ticket",
+        "`triage eval`",
+        "peak memory",
+        "`triage --help`",
+        "`triage run`",
+        "resume from a fresh process",
+    ):
+        assert figure in done.stdout, f"{figure!r} missing from:\n{done.stdout}"
+    figures = json.loads(figures_path.read_text())
+    latency = figures["latency"]
+    # The bare graph has the app's shape: the same checkpoints per ticket on the same routes.
+    assert latency["tickets"] > 0
+    assert latency["triage_checkpoints"] == latency["bare_checkpoints"]
+    assert latency["triage_p50"] > 0 and latency["bare_p50"] > 0
+    assert set(figures["throughput"]["triage"]) == {"1", "8", "32"}
+    assert figures["store"]["triage"] > 0 and figures["store"]["bare"] > 0
+    assert figures["eval"]["task_success_rate"] > 0.5
+    assert figures["memory"]["peak_mib"] > 0
+    assert figures["resume"] and figures["resume"][0]["graph_ms"] > 0
