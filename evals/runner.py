@@ -110,6 +110,7 @@ async def run_cases(
         runs = await asyncio.gather(*(one(i, case) for i, case in enumerate(cases)))
     # The version the runs themselves recorded is authoritative; the bundle read above covers a run with none.
     recorded = {run.result.policy_version for run in runs if run.result is not None and run.result.policy_version}
+    versions = {run.result.model_version for run in runs if run.result is not None}
     return EvalRun(
         runs=list(runs),
         wall_time_s=round(time.perf_counter() - started, 2),
