@@ -15,6 +15,7 @@ from triage.gateway import ToolGateway
 from triage.helpdesk import Helpdesk
 from triage.helpdesk.store import quiet_sql_logging
 from triage.journal import Journal
+from triage.models.cascade import build_model_tier
 from triage.models.guard import GuardedModelTier
 from triage.models.tier import LocalModelTier, ModelTier
 from triage.policies import PolicyBundle, load_policy_bundle
@@ -41,11 +42,17 @@ class Services:
     ) -> Services:
         """Open the helpdesk (creating and seeding it on first use) and wire the gateway and model tier.
 
-        `models` replaces the local tier; whatever tier is used, it sits behind `GuardedModelTier`.
+        `models` replaces the cascade the settings describe (`triage.models.cascade`); whatever tier is used, it sits
+        behind `GuardedModelTier`.
+
+        Raises:
+            ModelConfigError: the model settings are inconsistent.
         """
         settings.home.mkdir(parents=True, exist_ok=True)
         install_trace_redaction()
         policy = policy or load_policy_bundle(settings.policy_dir)
+        if models is None:
+            models = build_model_tier(LocalModelTier(settings.cache_dir), settings, policy)
         helpdesk = await Helpdesk.open(settings.helpdesk_path)
         quiet_sql_logging()
         conn = await aiosqlite.connect(settings.checkpoints_path)
@@ -59,7 +66,7 @@ class Services:
             policy=policy,
             helpdesk=helpdesk,
             gateway=ToolGateway(helpdesk=helpdesk, permissions=policy.permissions),
-            models=GuardedModelTier(models or LocalModelTier(settings.cache_dir)),
+            models=GuardedModelTier(models),
             saver=saver,
             journal=journal,
         )
@@ -68,6 +75,7 @@ class Services:
         """Close the helpdesk and checkpoint connections."""
         await self.helpdesk.close()
         await self.saver.conn.close()
+        await self.models.aclose()
 
 
 _shared: dict[tuple[int, str], Services] = {}

@@ -563,6 +563,9 @@ def eval_(
         raise typer.Exit(1)
 
 
+import triage.cli.llm  # noqa: E402, F401  (registers model-tiers, doctor, dev-model-server)
+
+
 def main() -> None:
     """Entry point of the `triage` console script."""
     cli()
