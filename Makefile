@@ -1,4 +1,4 @@
-.PHONY: demo test lint routes eval
+.PHONY: demo test lint routes eval bench-models
 
 demo:
 	python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/triage demo
@@ -14,3 +14,6 @@ routes:
 
 eval:
 	.venv/bin/triage eval
+
+bench-models:
+	.venv/bin/python -m triage.evals.bench_models

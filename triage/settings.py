@@ -58,7 +58,7 @@ class Settings(BaseSettings):
         default=0.6, ge=0.0, le=1.0, description="Below this a model's own confidence, the next tier is asked."
     )
     model_rewrites_replies: bool = Field(
-        default=True, description="Let the cheap model rewrite template replies for tone (always verified)."
+        default=False, description="Let the cheap model rewrite template replies for tone (opt-in; always verified)."
     )
     all_to_model: bool = Field(
         default=False, description="Skip the local tier: every ticket to the cheap model (for benchmarks)."

@@ -46,7 +46,12 @@ def test_no_raw_value_from_the_corpus_reaches_the_model_server(settings: Setting
 
     with DevModelServer() as server:
         configured = settings.model_copy(
-            update={"model_base_url": server.base_url, "cheap_model": "dev-cheap", "all_to_model": True}
+            update={
+                "model_base_url": server.base_url,
+                "cheap_model": "dev-cheap",
+                "all_to_model": True,
+                "model_rewrites_replies": True,
+            }
         )
         asyncio.run(send_everything(configured, server))
         replies = [r for r in server.requests_for("dev-cheap") if "<reply>" in json.dumps(r)]

@@ -552,6 +552,14 @@ def eval_(
             f"{run_figures['unexpected_refund_requests']}, latency p50/p95 "
             f"{run_figures['latency_ms']['p50']:.0f}/{run_figures['latency_ms']['p95']:.0f} ms"
         )
+        out.print(
+            "decided by: "
+            + ", ".join(
+                f"{tier} {t['share']:.1%} (route accuracy {t['route_accuracy']:.1%}, {t['tokens']} tokens)"
+                for tier, t in report["tiers"].items()
+            )
+            + (f"; replies: {report['reply_verdicts']}" if report["reply_verdicts"] else "")
+        )
         gate_section = report["gate"]
         out.print(
             f"gate: {gate_section['status']}" + (f" ({gate_section['reason']})" if "reason" in gate_section else "")
