@@ -1,4 +1,4 @@
-.PHONY: demo test lint routes eval mutation bench bench-approvals
+.PHONY: demo test lint routes eval mutation bench bench-approvals bench-models
 
 demo:
 	python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/triage demo
@@ -23,3 +23,6 @@ bench:
 
 bench-approvals:
 	.venv/bin/python scripts/bench_approvals.py --start-postgres
+
+bench-models:
+	.venv/bin/python -m triage.evals.bench_models

@@ -252,4 +252,5 @@ def evaluate_case(
         approvals=len(approval_tiers),
         rejected=result.rejection is not None,
         cost_usd=float(result.usage.get("model_cost_usd", 0.0)),
+        extra={"decided_by": result.decided_by, "reply_verdict": result.reply.verdict if result.reply else None},
     )

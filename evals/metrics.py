@@ -29,6 +29,8 @@ __all__ = [
     "route_metrics",
     "run_metrics",
     "tag_metrics",
+    "tier_metrics",
+    "verdict_counts",
 ]
 
 NO_ROUTE = "(none)"
@@ -186,6 +188,35 @@ def run_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, Any]:
         "cost_per_successful_run_usd": round(cost / succeeded, 6) if succeeded else None,
         "latency_ms": _latency([e.latency_ms for e in evaluations]),
     }
+
+
+def tier_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, dict[str, Any]]:
+    """Who decided each ticket (local, cheap, strong, person): share of cases, accuracy, task success and spend."""
+    by_tier: dict[str, list[CaseEvaluation]] = {}
+    for e in evaluations:
+        by_tier.setdefault(str(e.extra.get("decided_by") or NO_ROUTE), []).append(e)
+    order = {"local": 0, "cheap": 1, "strong": 2, "person": 3}
+    return {
+        tier: {
+            "cases": len(items),
+            "share": _share(len(items), len(evaluations)),
+            "route_accuracy": _rate(sum(e.route == e.expected_route for e in items), len(items)),
+            "task_success_rate": _rate(sum(e.task_success for e in items), len(items)),
+            "tokens": sum(e.tokens for e in items),
+            "cost_usd": round(sum(e.cost_usd for e in items), 6),
+        }
+        for tier, items in sorted(by_tier.items(), key=lambda item: (order.get(item[0], 9), item[0]))
+    }
+
+
+def verdict_counts(evaluations: Sequence[CaseEvaluation]) -> dict[str, int]:
+    """How the verifier judged model-written replies (empty when no model rewrote any)."""
+    counts: dict[str, int] = {}
+    for e in evaluations:
+        verdict = e.extra.get("reply_verdict")
+        if verdict:
+            counts[str(verdict)] = counts.get(str(verdict), 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def accuracy(expected: Sequence[str], predicted: Sequence[str]) -> float:

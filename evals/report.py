@@ -34,6 +34,8 @@ from triage.evals.metrics import (
     route_metrics,
     run_metrics,
     tag_metrics,
+    tier_metrics,
+    verdict_counts,
 )
 from triage.evals.runner import EvalRun
 from triage.policies.pii import redact_tree
@@ -98,6 +100,8 @@ def build_report(run: EvalRun, cases: Sequence[EvalCase], *, source: str) -> dic
         "nodes": nodes,
         "routes": routes,
         "tags": tag_metrics(evaluations),
+        "tiers": tier_metrics(evaluations),
+        "reply_verdicts": verdict_counts(evaluations),
         "quality": quality_figures(run_figures, nodes, routes),
         "cases": [
             {
@@ -283,6 +287,21 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         lines.append(
             f"| {tag} | {stats['cases']} | {_pct(stats['task_success_rate'])} | {_pct(stats['route_accuracy'])} |"
         )
+    lines += [
+        "",
+        "## Who decided",
+        "",
+        "| tier | cases | share | route accuracy | task success | tokens | cost |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for tier, stats in report.get("tiers", {}).items():
+        lines.append(
+            f"| {tier} | {stats['cases']} | {_pct(stats['share'])} | {_pct(stats['route_accuracy'])} | "
+            f"{_pct(stats['task_success_rate'])} | {stats['tokens']} | ${stats['cost_usd']:.4f} |"
+        )
+    if report.get("reply_verdicts"):
+        verdicts = ", ".join(f"{verdict} {count}" for verdict, count in report["reply_verdicts"].items())
+        lines += ["", f"Model-written replies, by the verifier's verdict: {verdicts}."]
     gate_section = report.get("gate", {})
     lines += ["", "## Gate", "", f"Status: **{gate_section.get('status', 'not run')}**"]
     if gate_section.get("reason"):

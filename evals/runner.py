@@ -115,9 +115,9 @@ async def run_cases(
         runs=list(runs),
         wall_time_s=round(time.perf_counter() - started, 2),
         policy_version=recorded.pop() if len(recorded) == 1 else policy_version,
-        model_version=versions.pop()
-        if len(versions := {r.result.model_version for r in runs if r.result}) == 1
-        else None,
+        model_version=versions.pop() if len(versions) == 1 else None,
+        model_tier="+".join(["local", *(m for m in (base.cheap_model, base.strong_model) if m)])
+        + ("(all-to-model)" if base.all_to_model and base.cheap_model else ""),
         evaluations=[run.evaluation for run in runs],
     )
 

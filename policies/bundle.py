@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from triage.errors import PolicyFileError
 from triage.policies.approvals import ApprovalPolicy
 from triage.policies.budgets import Budget
-from triage.taxonomy import ALL_INTENTS, URGENCIES, Route, Urgency
+from triage.taxonomy import ALL_INTENTS, ROUTES, URGENCIES, Route, Urgency
 
-POLICY_FILES = ("permissions.toml", "support.toml", "approvals.toml")
+POLICY_FILES = ("permissions.toml", "support.toml", "approvals.toml", "prompts.toml")
 Priority = Literal["low", "normal", "high", "urgent"]
 
 
@@ -106,12 +106,47 @@ class SupportPolicy(_Strict):
         return priority
 
 
+class PromptText(_Strict):
+    """One system prompt."""
+
+    system: str = Field(min_length=1)
+
+
+class PromptPolicy(_Strict):
+    """The contents of prompts.toml: what the model tier is told, and the catalogue of routes and intents."""
+
+    classify: PromptText
+    rewrite: PromptText
+    routes: dict[Route, str]
+    intents: dict[str, str]
+
+    @field_validator("routes")
+    @classmethod
+    def _every_route(cls, routes: dict[Route, str]) -> dict[Route, str]:
+        missing = [r for r in ROUTES if r not in routes]
+        if missing:
+            raise ValueError(f"missing a description for route {', '.join(missing)}")
+        return routes
+
+    @field_validator("intents")
+    @classmethod
+    def _known_intents(cls, intents: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(intents) - set(ALL_INTENTS))
+        if unknown:
+            raise ValueError(f"unknown intent {', '.join(unknown)}; known: {', '.join(ALL_INTENTS)}")
+        missing = [i for i in ALL_INTENTS if i not in intents]
+        if missing:
+            raise ValueError(f"missing a description for intent {', '.join(missing)}")
+        return intents
+
+
 class PolicyBundle(_Strict):
     """All policies in force for a run, and the hash that identifies them."""
 
     permissions: Permissions
     support: SupportPolicy
     approvals: ApprovalPolicy
+    prompts: PromptPolicy
     version: str = Field(description="sha256 of the policy files' bytes, first 12 hex digits.")
     source: str
 
@@ -163,10 +198,15 @@ def load_policy_bundle(directory: Path | None = None, *, known_scopes: Collectio
         approvals = ApprovalPolicy.model_validate(parsed["approvals.toml"])
     except ValidationError as exc:
         raise PolicyFileError(_describe(folder / "approvals.toml", exc)) from None
+    try:
+        prompts = PromptPolicy.model_validate(parsed["prompts.toml"])
+    except ValidationError as exc:
+        raise PolicyFileError(_describe(folder / "prompts.toml", exc)) from None
     return PolicyBundle(
         permissions=permissions,
         support=support,
         approvals=approvals,
+        prompts=prompts,
         version=digest.hexdigest()[:12],
         source=str(folder),
     )

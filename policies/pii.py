@@ -1,9 +1,20 @@
-"""Find personal data in text and swap it for stable placeholders before a model sees it.
+"""Find secrets and personal data in text and swap them for stable placeholders before a model sees it.
 
-Detected: email addresses, payment card numbers (checked with Luhn), IBANs (checked with mod 97), US social
-security and UK national insurance numbers, and phone numbers. The same value gets the same placeholder within one
-text (`[EMAIL_1]` twice), so a model can still tell that two mentions are one address, and `restore` puts the real
-values back into what the model wrote.
+Once a model is external, this is the only thing between a customer's secrets and a third party. Detected:
+
+- secrets (`SECRET`): provider keys and tokens found by detect-secrets' own detectors (AWS, GitHub, GitLab, Slack,
+  Stripe, OpenAI, JWTs, private-key headers, credentials in URLs, ...), whole private-key blocks, whatever follows
+  "password"/"passcode"/"PIN" (is, was, :, =), keys and tokens named as such, and long high-entropy strings;
+- payment data: IBANs (mod-97 checked), card numbers (Luhn checked), card security codes (`CVV`, after its name);
+- identifiers: US SSNs, UK National Insurance numbers and Aadhaar numbers (Verhoeff checked) as `NATIONAL_ID`;
+  passport numbers (`PASSPORT`) and tax ids (`TAX_ID`: after their name, plus the PAN and EIN formats);
+- contact and whereabouts: email addresses, also written out ("john at example dot com"); IPv4/IPv6 addresses
+  (`IP_ADDRESS`); dates of birth after their name (`DATE_OF_BIRTH`); street addresses and UK postcodes
+  (`ADDRESS`); phone numbers (`PHONE`: international or trunk-prefixed forms, or after a phone word).
+
+Order numbers, amounts and payment dates stay: the model needs them and they identify no one. The same value gets
+the same placeholder within one text (`[EMAIL_1]` twice), and `restore` puts the real values back into what the
+model wrote, except secrets, which are never put back anywhere.
 """
 
 from __future__ import annotations
@@ -12,9 +23,26 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
-PII_KINDS = ("IBAN", "CARD", "NATIONAL_ID", "EMAIL", "PHONE")
+PII_KINDS = (
+    "SECRET",
+    "IBAN",
+    "CARD",
+    "CVV",
+    "EMAIL",
+    "IP_ADDRESS",
+    "DATE_OF_BIRTH",
+    "PASSPORT",
+    "TAX_ID",
+    "NATIONAL_ID",
+    "ADDRESS",
+    "PHONE",
+)
+SECRET_KINDS = frozenset({"SECRET"})
+"""Kinds `restore` never puts back: a secret does not travel, not even back to the customer."""
+REMOVED_SECRET = "[removed]"
 
 
 def luhn_valid(digits: str) -> bool:
@@ -42,27 +70,294 @@ def iban_valid(candidate: str) -> bool:
         return False
 
 
+_VERHOEFF_D = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    (1, 2, 3, 4, 0, 6, 7, 8, 9, 5),
+    (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
+    (3, 4, 0, 1, 2, 8, 9, 5, 6, 7),
+    (4, 0, 1, 2, 3, 9, 5, 6, 7, 8),
+    (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
+    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2),
+    (7, 6, 5, 9, 8, 2, 1, 0, 4, 3),
+    (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
+    (9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+)
+_VERHOEFF_P = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    (1, 5, 7, 6, 2, 8, 3, 0, 9, 4),
+    (5, 8, 0, 3, 7, 9, 6, 1, 4, 2),
+    (8, 9, 1, 6, 0, 4, 3, 5, 2, 7),
+    (9, 4, 5, 3, 1, 2, 6, 8, 7, 0),
+    (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
+    (2, 7, 9, 3, 8, 0, 6, 4, 1, 5),
+    (7, 0, 4, 6, 9, 1, 3, 2, 5, 8),
+)
+
+
+def verhoeff_valid(digits: str) -> bool:
+    """Whether a digit string passes the Verhoeff checksum that Aadhaar numbers carry."""
+    check = 0
+    for index, char in enumerate(reversed(digits)):
+        check = _VERHOEFF_D[check][_VERHOEFF_P[index % 8][int(char)]]
+    return check == 0
+
+
 def _digits(text: str) -> str:
     return re.sub(r"\D", "", text)
 
 
 _DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
-
-
-def _looks_like_phone(candidate: str) -> bool:
-    return 8 <= len(_digits(candidate)) <= 15 and not _DATE.fullmatch(candidate.strip())
-
-
-# Each kind: a pattern and a check on the match (False: not personal data after all). Order matters: an IBAN or a
-# card number also looks like a phone number, so they are replaced first.
-_PATTERNS: tuple[tuple[str, re.Pattern[str], Callable[[str], bool]], ...] = (
-    ("IBAN", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), iban_valid),
-    ("CARD", re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])"), lambda m: luhn_valid(_digits(m))),
-    ("NATIONAL_ID", re.compile(r"\b\d{3}-\d{2}-\d{4}\b|\b[A-CEGHJ-PR-TW-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), bool),
-    ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b"), bool),
-    ("PHONE", re.compile(r"(?<![\w\d])(?:\+|\()?\d[\d ().\-]{7,17}\d(?![\d])"), _looks_like_phone),
+_PHONE_WORDS = re.compile(
+    r"(?i)\b(?:call|phone|tel|telephone|mobile|cell|whatsapp|ring|text|sms|landline|number|reach me|contact me)\b"
 )
+_REFERENCE_WORDS = re.compile(
+    r"(?i)(?:order|invoice|ticket|ref|reference|case|tracking|receipt|transaction|account|customer|id|no\.?|#)\W{0,3}$"
+)
+
+
+def _phone(match: re.Match[str]) -> bool:
+    candidate = match.group(0)
+    digits = _digits(candidate)
+    if not 8 <= len(digits) <= 15 or _DATE.fullmatch(candidate.strip()):
+        return False
+    before = match.string[max(0, match.start() - 30) : match.start()]
+    if _REFERENCE_WORDS.search(before):
+        return False
+    if candidate.startswith(("+", "(")) or digits.startswith("0"):
+        return True
+    return bool(_PHONE_WORDS.search(before))
+
+
+def _no_reference_before(match: re.Match[str]) -> bool:
+    return not _REFERENCE_WORDS.search(match.string[max(0, match.start() - 30) : match.start()])
+
+
+_TLDS = r"(?:com|org|net|edu|gov|io|co|uk|de|fr|es|it|nl|be|ch|at|se|no|dk|fi|ie|pt|pl|in|au|ca|us|info|biz|me)"
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+_ANY_DATE = (
+    r"(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH},?\s+\d{{4}}|{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})"
+)
+_STREET_TYPES = (
+    r"(?:street|st|road|rd|avenue|ave|lane|ln|drive|dr|boulevard|blvd|way|court|ct|place|pl|close|terrace|"
+    r"crescent|square|sq|parkway|highway|hwy|row|mews|gardens|grove|hill)"
+)
+_PASSWORD_STOPWORDS = frozenset(
+    {
+        "not",
+        "wrong",
+        "incorrect",
+        "invalid",
+        "expired",
+        "too",
+        "the",
+        "my",
+        "a",
+        "an",
+        "no",
+        "still",
+        "being",
+        "now",
+        "reset",
+        "correct",
+        "right",
+        "rejected",
+        "changed",
+        "missing",
+        "empty",
+        "required",
+        "compromised",
+        "stolen",
+        "leaked",
+        "weak",
+        "long",
+        "short",
+        "case",
+        "forgotten",
+        "lost",
+        "working",
+        "accepted",
+        "same",
+        "different",
+        "there",
+        "it",
+        "this",
+        "that",
+    }
+)
+
+
+def _password_value(match: re.Match[str]) -> bool:
+    return match.group("value").lower().strip(".,;:!?'\"") not in _PASSWORD_STOPWORDS
+
+
+_Check = Callable[[re.Match[str]], bool]
+
+
+def _always(match: re.Match[str]) -> bool:
+    return True
+
+
+# Each kind: a pattern and a check on the match (False: not personal data after all). A pattern with a `value`
+# group replaces only that group (the words naming it stay, e.g. "password is [SECRET_1]"). Order matters: a more
+# specific kind is replaced before a general one that would also match (a card number also looks like a phone).
+_PATTERNS: tuple[tuple[str, re.Pattern[str], _Check], ...] = (
+    (
+        "SECRET",
+        re.compile(
+            r"(?i)\b(?:pass(?:word|code|phrase)?|pwd|pin|passwort|mot de passe|contraseña)\b\s*[:=]?\s*"
+            r"[\"“'](?P<value>[^\"”'\s]{3,})[\"”']"
+        ),
+        _always,
+    ),
+    (
+        "SECRET",
+        re.compile(
+            r"(?i)\b(?:pass(?:word|code|phrase)?|pwd|pw|pin(?: code)?|passwort|mot de passe|contraseña)\b"
+            r"(?:\s+(?:is now|is|was|ist|war|est|es)\b|\s*[:=])\s*[\"'“]?"
+            r"(?P<value>[^\s\"'”]+?)[\"'”]?(?=[\s,;]|[.!?](?:\s|$)|$)"
+        ),
+        _password_value,
+    ),
+    ("SECRET", re.compile(r"\b(?:sk|pk|rk)[-_](?:live|test|prod)[-_][A-Za-z0-9_-]{8,}"), _always),
+    ("SECRET", re.compile(r"\bsk-(?:proj-)?[A-Za-z0-9_-]{20,}"), _always),
+    (
+        "SECRET",
+        re.compile(
+            r"(?i)\b(?:api[ _-]?key|access[ _-]?key|secret(?:[ _-]?key)?|auth[ _-]?token|access[ _-]?token|token|"
+            r"bearer)\b(?:\s+(?:is|was|=|:)|\s*[:=])?\s*[\"']?(?P<value>[A-Za-z0-9_\-./+=]{12,})"
+        ),
+        lambda m: bool(re.search(r"\d", m.group("value"))) and bool(re.search(r"[A-Za-z]", m.group("value"))),
+    ),
+    ("IBAN", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"), lambda m: iban_valid(m[0])),
+    ("CARD", re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])"), lambda m: luhn_valid(_digits(m[0]))),
+    (
+        "CVV",
+        re.compile(
+            r"(?i)\b(?:cvv2?|cvc2?|csc|cid|security code|card verification(?: code| value)?)\b\D{0,15}?"
+            r"(?P<value>(?<!\d)\d{3,4})(?!\d)"
+        ),
+        _always,
+    ),
+    ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b"), _always),
+    (
+        "EMAIL",
+        re.compile(
+            r"(?i)\b[A-Za-z0-9._%+\-]+\s*(?:\s(?:at)\s|[\(\[\{<]\s*at\s*[\)\]\}>])\s*[A-Za-z0-9\-]+"
+            r"(?:\s*(?:\s(?:dot)\s|[\(\[\{<]\s*dot\s*[\)\]\}>])\s*[A-Za-z0-9\-]+)*"
+            rf"\s*(?:\s(?:dot)\s|[\(\[\{{<]\s*dot\s*[\)\]\}}>])\s*{_TLDS}\b"
+        ),
+        _always,
+    ),
+    (
+        "IP_ADDRESS",
+        re.compile(
+            r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\d.]\d)"
+        ),
+        _always,
+    ),
+    (
+        "IP_ADDRESS",
+        re.compile(
+            r"(?i)(?<![\w:])(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}(?![\w:])|(?<![\w:])(?:[0-9a-f]{1,4}:){1,6}:"
+            r"(?:[0-9a-f]{1,4}:){0,5}[0-9a-f]{1,4}(?![\w:])"
+        ),
+        _always,
+    ),
+    (
+        "DATE_OF_BIRTH",
+        re.compile(
+            rf"(?i)\b(?:date of birth|birth ?date|d\.?o\.?b\.?|born(?: on)?|birthday)\b\W{{0,5}}(?:is\s+)?"
+            rf"(?P<value>{_ANY_DATE})"
+        ),
+        _always,
+    ),
+    (
+        "PASSPORT",
+        re.compile(
+            r"(?i)\bpassport\b(?:\s+(?:no\.?|number|num|#|id))?\s*(?:is\s+|:\s*|#\s*)?(?P<value>(?=[A-Z0-9]*\d)[A-Z0-9]{6,9})\b"
+        ),
+        _always,
+    ),
+    (
+        "TAX_ID",
+        re.compile(
+            r"(?i)\b(?:tax (?:id|number|code|identification number)|tin|vat (?:no\.?|number|id)|ein|utr|itin|"
+            r"steuer-?id|steuernummer|steuer-identifikationsnummer|pan(?: number)?|nif|codice fiscale|cpf|rfc)\b"
+            r"\W{0,5}(?:is\s+)?(?P<value>(?=[A-Z0-9 ./-]*\d)[A-Z0-9][A-Z0-9 ./-]{5,18}[A-Z0-9])"
+        ),
+        _always,
+    ),
+    ("TAX_ID", re.compile(r"\b[A-Z]{3}[PCHFATBLJG][A-Z]\d{4}[A-Z]\b"), _always),
+    ("TAX_ID", re.compile(r"(?<![\w-])\d{2}-\d{7}(?![\w-])"), _no_reference_before),
+    ("NATIONAL_ID", re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])"), _always),
+    (
+        "NATIONAL_ID",
+        re.compile(r"(?i)\b[A-CEGHJ-TW-Z][A-CEGHJ-NP-TW-Z][ -]?\d{2}[ -]?\d{2}[ -]?\d{2}[ -]?[A-D]\b"),
+        _always,
+    ),
+    (
+        "NATIONAL_ID",
+        re.compile(r"(?<![\d-])[2-9]\d{3}[ -]?\d{4}[ -]?\d{4}(?![\d-])"),
+        lambda m: verhoeff_valid(_digits(m[0])),
+    ),
+    (
+        "ADDRESS",
+        re.compile(
+            rf"(?i)\b(?:(?:flat|apt|apartment|unit|suite)\s+\d+[a-z]?,?\s+)?\d{{1,5}}[a-z]?,?\s+(?:[A-Z][a-z'’-]+\s+){{1,3}}"
+            rf"{_STREET_TYPES}\b\.?"
+        ),
+        lambda m: bool(re.search(r"\s[A-Z]", m[0])),
+    ),
+    (
+        "ADDRESS",
+        re.compile(r"\b[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|weg|platz|gasse|allee|ring|damm)\s+\d{1,4}[a-z]?\b"),
+        _always,
+    ),
+    (
+        "ADDRESS",
+        re.compile(
+            r"(?i)\b\d{1,4}(?:bis|ter)?,?\s+(?:rue|avenue|av\.|boulevard|bd|chemin|place|calle|via|viale|piazza)"
+            r"\s+(?:(?:de|du|des|la|le|l'|del|della|di)\s+)*[A-ZÀ-Ý][\w'’-]+(?:\s+[A-ZÀ-Ý][\w'’-]+){0,2}"
+        ),
+        _always,
+    ),
+    ("ADDRESS", re.compile(r"\b(?:GIR 0AA|[A-Z]{1,2}\d[A-Z\d]? ?\d[ABD-HJLNP-UW-Z]{2})\b"), _always),
+    ("PHONE", re.compile(r"(?<![\w\d-])(?:\+|\()?\d[\d ().\-]{7,17}\d(?![\d])"), _phone),
+)
+_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S)
 _PLACEHOLDER = re.compile(r"\[(?:" + "|".join(PII_KINDS) + r")_\d+\]")
+_TOKEN_CHARS = re.compile(r"[^\s\"'<>()\[\]{},;]+")
+
+
+@cache
+def _secret_detectors() -> tuple[re.Pattern[str], ...]:
+    """The patterns of detect-secrets' provider detectors (keys and tokens with a known shape), if installed."""
+    try:
+        from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+        from detect_secrets.plugins.base import RegexBasedDetector
+    except ImportError:  # pragma: no cover - a runtime dependency; the own patterns above still apply
+        return ()
+    skipped = {"KeywordDetector", "IPPublicDetector", "SoftlayerDetector", "IbmCloudIamDetector", "CloudantDetector"}
+    patterns: list[re.Pattern[str]] = []
+    plugin: Any
+    for plugin in get_mapping_from_secret_type_to_class().values():
+        if issubclass(plugin, RegexBasedDetector) and plugin.__name__ not in skipped:
+            patterns.extend(plugin.denylist)  # a class attribute on every regex detector
+    return tuple(patterns)
+
+
+def _high_entropy(token: str) -> bool:
+    """A long random-looking token (a key nobody named): mixed letters and digits, high Shannon entropy."""
+    from math import log2
+
+    if len(token) < 24 or not (re.search(r"\d", token) and re.search(r"[A-Za-z]", token)):
+        return False
+    if re.fullmatch(r"[A-Za-z]+(?:[-_][A-Za-z]+)*[-_]?\d+", token):  # words then a number: a reference, not a key
+        return False
+    counts = Counter(token)
+    entropy = -sum(n / len(token) * log2(n / len(token)) for n in counts.values())
+    return entropy >= 4.0
 
 
 @dataclass
@@ -80,33 +375,85 @@ class Redaction:
 
 
 def redact(text: str, *, into: Redaction | None = None) -> Redaction:
-    """Replace personal data in `text` with placeholders; reuse `into`'s placeholders for values seen before."""
+    """Replace secrets and personal data in `text` with placeholders; reuse `into`'s placeholders for known values."""
     result = Redaction(text="", values=dict(into.values) if into else {})
     by_value = {value: placeholder for placeholder, value in result.values.items()}
     counters: Counter[str] = Counter(placeholder[1:].rsplit("_", 1)[0] for placeholder in result.values)
 
-    def substitute(kind: str, check: Callable[[str], bool]) -> Callable[[re.Match[str]], str]:
+    def placeholder_for(kind: str, value: str) -> str:
+        if value not in by_value:
+            counters[kind] += 1
+            by_value[value] = f"[{kind}_{counters[kind]}]"
+            result.values[by_value[value]] = value
+        return by_value[value]
+
+    def substitute(kind: str, check: _Check) -> Callable[[re.Match[str]], str]:
         def replace(match: re.Match[str]) -> str:
-            value = match.group(0)
-            if _PLACEHOLDER.fullmatch(value) or not check(value):
-                return value
-            if value not in by_value:
-                counters[kind] += 1
-                by_value[value] = f"[{kind}_{counters[kind]}]"
-                result.values[by_value[value]] = value
-            return by_value[value]
+            whole = match.group(0)
+            if _PLACEHOLDER.fullmatch(whole) or not check(match):
+                return whole
+            if "value" in match.re.groupindex and match.group("value"):
+                start, end = match.span("value")
+                value = match.group("value")
+                if _PLACEHOLDER.fullmatch(value):
+                    return whole
+                offset = match.start()
+                return whole[: start - offset] + placeholder_for(kind, value) + whole[end - offset :]
+            return placeholder_for(kind, whole)
 
         return replace
 
+    text = _PRIVATE_KEY.sub(lambda m: placeholder_for("SECRET", m.group(0)), text)
+    text = _redact_known_secrets(text, placeholder_for)
     for kind, pattern, check in _PATTERNS:
         text = pattern.sub(substitute(kind, check), text)
     result.text = text
     return result
 
 
+def _redact_known_secrets(text: str, placeholder_for: Callable[[str, str], str]) -> str:
+    """Whole tokens that a provider detector or the entropy test flags become `SECRET` placeholders."""
+    spans: list[tuple[int, int]] = []
+    for pattern in _secret_detectors():
+        for match in pattern.finditer(text):
+            start, end = match.span()
+            while start > 0 and _TOKEN_CHARS.fullmatch(text[start - 1]):
+                start -= 1
+            while end < len(text) and _TOKEN_CHARS.fullmatch(text[end]):
+                end += 1
+            spans.append((start, end))
+    for match in _TOKEN_CHARS.finditer(text):
+        token = match.group(0).rstrip(".:!?")
+        if _high_entropy(token) and not _PLACEHOLDER.fullmatch(token):
+            spans.append((match.start(), match.start() + len(token)))
+    if not spans:
+        return text
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    pieces: list[str] = []
+    cursor = 0
+    for start, end in merged:
+        value = text[start:end].rstrip(".:!?")
+        pieces += [text[cursor:start], placeholder_for("SECRET", value)]
+        cursor = start + len(value)
+    pieces.append(text[cursor:])
+    return "".join(pieces)
+
+
 def restore(text: str, redaction: Redaction) -> str:
-    """Put the original values back in place of their placeholders."""
-    return _PLACEHOLDER.sub(lambda m: redaction.values.get(m.group(0), m.group(0)), text)
+    """Put the original values back in place of their placeholders (secrets stay out: `[removed]`)."""
+
+    def back(match: re.Match[str]) -> str:
+        placeholder = match.group(0)
+        if placeholder[1:].rsplit("_", 1)[0] in SECRET_KINDS:
+            return REMOVED_SECRET if placeholder in redaction.values else placeholder
+        return redaction.values.get(placeholder, placeholder)
+
+    return _PLACEHOLDER.sub(back, text)
 
 
 def redact_tree(value: Any) -> Any:

@@ -17,6 +17,13 @@ from triage.policies.bundle import POLICY_FILES
 from triage.settings import Settings
 
 
+@pytest.fixture(autouse=True)
+def _no_model_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never reach a model endpoint from the developer's environment; model tests configure the dev server."""
+    for name in ("TRIAGE_CHEAP_MODEL", "TRIAGE_STRONG_MODEL", "TRIAGE_MODEL_BASE_URL", "TRIAGE_ALL_TO_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Mutation runs start a pytest session per mutant; they share one trained classifier through this variable.

@@ -812,6 +812,8 @@ def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | Non
         urgency=classification.get("urgency"),
         sentiment=classification.get("sentiment"),
         confidence=classification.get("confidence"),
+        decided_by=classification.get("decided_by"),
+        model_calls=[*classification.get("model_calls", []), *((reply or {}).get("model_calls", []))],
         signals=classification.get("signals", []),
         redactions=classification.get("redactions", {}),
         policy_version=values.get("policy_version"),
@@ -821,7 +823,11 @@ def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | Non
         violations=[dict(v) for v in values.get("violations", [])],
         budget_exceeded=values.get("budget_exceeded"),
         usage=values.get("usage", {}),
-        reply=Reply(**reply) if reply and not pending else None,
+        reply=Reply(
+            subject=reply["subject"], body=reply["body"], template=reply["template"], verdict=reply.get("verdict")
+        )
+        if reply and not pending
+        else None,
         actions=[Action(**action) for action in values.get("actions", [])],
         proposed_actions=[dict(p) for p in values.get("proposed_actions", [])],
         findings=values.get("findings", {}),

@@ -221,6 +221,10 @@ class Reply(BaseModel):
     subject: str
     body: str
     template: str = Field(description="The template it was rendered from, for audit and evaluation.")
+    verdict: str | None = Field(
+        default=None,
+        description="With a model configured: verified, verified_after_retry or template_fallback; None: template.",
+    )
 
 
 class Action(BaseModel):
@@ -246,6 +250,12 @@ class RunResult(BaseModel):
     urgency: Urgency | None = None
     sentiment: Sentiment | None = None
     confidence: float | None = None
+    decided_by: str | None = Field(
+        default=None, description="The tier that classified it: local, cheap, strong, person."
+    )
+    model_calls: list[dict[str, Any]] = Field(
+        default_factory=list, description="Every model call (classification and reply): tier, outcome, tokens, cost."
+    )
     signals: list[str] = Field(default_factory=list)
     redactions: dict[str, int] = Field(
         default_factory=dict, description="Personal data kept from the model, by kind; counts only."

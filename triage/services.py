@@ -18,6 +18,7 @@ from triage.gateway import ToolGateway
 from triage.helpdesk import Helpdesk
 from triage.helpdesk.store import quiet_sql_logging
 from triage.journal import Journal
+from triage.models.cascade import build_model_tier
 from triage.models.guard import GuardedModelTier
 from triage.models.tier import LocalModelTier, ModelTier
 from triage.policies import PolicyBundle, load_policy_bundle
@@ -48,10 +49,16 @@ class Services:
     ) -> Services:
         """Open the stores (creating and seeding them in a new home) and wire the gateway and model tier.
 
-        `models` replaces the local tier; whatever tier is used, it sits behind `GuardedModelTier`.
+        `models` replaces the cascade the settings describe (`triage.models.cascade`); whatever tier is used, it sits
+        behind `GuardedModelTier`.
+
+        Raises:
+            ModelConfigError: the model settings are inconsistent.
         """
         # File-system work (folders, policy files) runs off the event loop: servers refuse blocking calls on it.
         policy = await asyncio.to_thread(_prepare_home, settings, policy)
+        if models is None:
+            models = build_model_tier(LocalModelTier(settings.cache_dir, settings.models_dir), settings, policy)
         quiet_sql_logging()
         tool_faults = FaultInjector.from_spec(settings.faults)
         checkpoint_faults = FaultInjector.from_spec(settings.checkpoint_faults)
@@ -81,7 +88,7 @@ class Services:
             policy=policy,
             helpdesk=helpdesk,
             gateway=ToolGateway(helpdesk=helpdesk, permissions=policy.permissions, faults=tool_faults),
-            models=GuardedModelTier(models or LocalModelTier(settings.cache_dir, settings.models_dir)),
+            models=GuardedModelTier(models),
             saver=store.saver,
             journal=journal,
             store=store,
@@ -91,6 +98,7 @@ class Services:
         """Close the helpdesk and checkpoint connections."""
         await self.helpdesk.close()
         await self.store.close()
+        await self.models.aclose()
 
 
 def _prepare_home(settings: Settings, policy: PolicyBundle | None) -> PolicyBundle:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,6 +41,50 @@ class Settings(BaseSettings):
     checkpoint_faults: str | None = Field(
         default=None, description="Inject faults into checkpoint writes, e.g. 'transient=0.05' (tests and demos)."
     )
+
+    # The model tier (see `triage.models.llm`). Nothing set: the local tier decides alone, as it always has.
+    model_base_url: str | None = Field(
+        default=None,
+        description="An OpenAI-compatible endpoint, e.g. http://127.0.0.1:8011/v1; the client's default when unset.",
+    )
+    model_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRIAGE_MODEL_API_KEY", "OPENAI_API_KEY"),
+        description="The endpoint's key (`OPENAI_API_KEY` is honoured); never printed.",
+    )
+    cheap_model: str | None = Field(
+        default=None, description="The model asked when the local tier is unsure; setting it enables the model tier."
+    )
+    strong_model: str | None = Field(
+        default=None, description="The model asked when the cheap model is unsure or invalid (optional)."
+    )
+    cheap_input_price_per_1k: float = Field(default=0.0, ge=0.0, description="USD per 1k input tokens, cheap model.")
+    cheap_output_price_per_1k: float = Field(default=0.0, ge=0.0, description="USD per 1k output tokens, cheap model.")
+    strong_input_price_per_1k: float = Field(default=0.0, ge=0.0, description="USD per 1k input tokens, strong model.")
+    strong_output_price_per_1k: float = Field(
+        default=0.0, ge=0.0, description="USD per 1k output tokens, strong model."
+    )
+    model_timeout_seconds: float = Field(default=20.0, gt=0.0, description="Longest one model request may take.")
+    model_max_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of 429/5xx/connection errors by the client (the one retry layer)."
+    )
+    local_confidence_threshold: float = Field(
+        default=0.6, ge=0.0, le=1.0, description="Below this local confidence the cheap model is asked."
+    )
+    model_confidence_threshold: float = Field(
+        default=0.6, ge=0.0, le=1.0, description="Below this a model's own confidence, the next tier is asked."
+    )
+    model_rewrites_replies: bool = Field(
+        default=False, description="Let the cheap model rewrite template replies for tone (opt-in; always verified)."
+    )
+    all_to_model: bool = Field(
+        default=False, description="Skip the local tier: every ticket to the cheap model (for benchmarks)."
+    )
+
+    @property
+    def model_tier_configured(self) -> bool:
+        """Whether a model endpoint is configured (the cheap model names it)."""
+        return bool(self.cheap_model)
 
     @property
     def helpdesk_path(self) -> Path:

@@ -49,6 +49,10 @@ class Classification(TypedDict):
     """What the confidence rests on: familiar-word share, nearest-example similarity, agreement, language."""
     redactions: NotRequired[dict[str, int]]
     """Personal data kept from the model, by kind (EMAIL, CARD, ...): counts only, never values."""
+    decided_by: NotRequired[str]
+    """Which tier's judgment stands: local, cheap, strong, or person (no tier was sure)."""
+    model_calls: NotRequired[list[dict[str, Any]]]
+    """Each model call of the cascade: tier, model, outcome, tokens, cost, latency."""
 
 
 class ActionRecord(TypedDict):
@@ -107,6 +111,12 @@ class ReplyData(TypedDict):
     subject: str
     body: str
     template: str
+    verdict: NotRequired[str]
+    """With a model configured: verified, verified_after_retry or template_fallback (the verifier's call)."""
+    findings: NotRequired[list[str]]
+    """Why the verifier refused the last rewrite (template_fallback)."""
+    model_calls: NotRequired[list[dict[str, Any]]]
+    """The rewrite calls: tier, model, outcome, tokens, cost, latency."""
 
 
 def rows_by_id(_: dict[str, Any] | None, found: dict[str, Any] | None) -> dict[str, Any]:

@@ -658,6 +658,14 @@ def eval_(
             f"{run_figures['unsafe_effects_executed']}, latency p50/p95 "
             f"{run_figures['latency_ms']['p50']:.0f}/{run_figures['latency_ms']['p95']:.0f} ms"
         )
+        out.print(
+            "decided by: "
+            + ", ".join(
+                f"{tier} {t['share']:.1%} (route accuracy {t['route_accuracy']:.1%}, {t['tokens']} tokens)"
+                for tier, t in report["tiers"].items()
+            )
+            + (f"; replies: {report['reply_verdicts']}" if report["reply_verdicts"] else "")
+        )
         gate_section = report["gate"]
         out.print(
             f"gate: {gate_section['status']}" + (f" ({gate_section['reason']})" if "reason" in gate_section else "")
@@ -667,6 +675,9 @@ def eval_(
         err.print(f"[bold red]regression:[/] {regression.describe()}", highlight=False, soft_wrap=True)
     if regressions or report["gate"]["status"] == "failed":
         raise typer.Exit(1)
+
+
+import triage.cli.llm  # noqa: E402, F401  (registers model-tiers, doctor, dev-model-server)
 
 
 def main() -> None:

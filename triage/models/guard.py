@@ -31,6 +31,12 @@ class GuardedModelTier:
         """Load the wrapped tier's models now."""
         await self.inner.warm_up()
 
+    async def aclose(self) -> None:
+        """Close the wrapped tier's connections, if it holds any."""
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            await close()
+
     async def classify(self, text: str, *, meter: Meter | None = None) -> Classification:
         """Classify the redacted text; add the injection flag and what was redacted.
 
@@ -61,11 +67,11 @@ class GuardedModelTier:
                 value = redaction.text
             facts[key] = value
         reply = await self.inner.compose(Draft(template=draft["template"], facts=facts), usage=meter)
-        return ReplyData(
-            subject=restore(reply["subject"], redaction),
-            body=restore(reply["body"], redaction),
-            template=reply["template"],
-        )
+        return {
+            **reply,
+            "subject": restore(reply["subject"], redaction),
+            "body": restore(reply["body"], redaction),
+        }
 
     async def summarise(self, text: str, *, max_chars: int = 280, meter: Meter | None = None) -> str:
         """Summarise the redacted text, then restore the real values (extractive once over budget)."""

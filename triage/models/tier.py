@@ -21,6 +21,10 @@ class UsageSink(Protocol):
         """Add one call's tokens and cost."""
         ...
 
+    def exceeded(self, steps: int = 0) -> str | None:
+        """Why the run may not use models any more, or None."""
+        ...
+
 
 class ModelTier(Protocol):
     """What nodes may ask of a model: judgment, never side effects.
