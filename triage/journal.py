@@ -11,13 +11,25 @@ in one process or several, exactly one wins; the loser is told who won.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
+import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from triage.errors import CheckpointStoreError, ToolErrorKind
+from triage.helpdesk.store import is_transient
 
 if TYPE_CHECKING:
+    import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+T = TypeVar("T")
+WRITE_ATTEMPTS = 5
+"""Tries of one journal write while another process holds the checkpoint file."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS effects_ledger (
@@ -139,8 +151,8 @@ class Journal:
         self, key: str, *, thread_id: str, kind: str, receipt: dict[str, Any], policy_version: str
     ) -> dict[str, Any]:
         """Record an effect and its audit line in one transaction; a repeat returns the first receipt."""
-        async with self._saver.lock:
-            conn = self._saver.conn
+
+        async def write(conn: aiosqlite.Connection) -> None:
             await conn.execute(
                 "INSERT OR IGNORE INTO effects_ledger (idempotency_key, thread_id, kind, receipt, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
@@ -157,11 +169,11 @@ class Journal:
                     f"effect:{key}",
                 ),
             )
-            await conn.commit()
-            async with conn.execute("SELECT receipt FROM effects_ledger WHERE idempotency_key = ?", (key,)) as cursor:
-                row = await cursor.fetchone()
+
+        await self._write(write)
+        row = await self.receipt(key)
         assert row is not None
-        return dict(json.loads(row[0]))
+        return row
 
     async def audit(
         self,
@@ -175,8 +187,9 @@ class Journal:
         dedupe_key: str | None = None,
     ) -> None:
         """Append an audit line (once per `dedupe_key`, when one is given)."""
-        async with self._saver.lock:
-            await self._saver.conn.execute(
+
+        async def write(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
                 "INSERT OR IGNORE INTO audit_trail (thread_id, at, event, actor, approval_id, details, "
                 "policy_version, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -190,7 +203,8 @@ class Journal:
                     dedupe_key,
                 ),
             )
-            await self._saver.conn.commit()
+
+        await self._write(write)
 
     async def trail(self, thread_id: str) -> list[dict[str, Any]]:
         """The thread's audit lines, oldest first."""
@@ -225,8 +239,9 @@ class Journal:
         never reset; a later round (one more approval received) opens the approval again with a new version.
         """
         round_ = len(request["approvals_received"])
-        async with self._saver.lock:
-            await self._saver.conn.execute(
+
+        async def write(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
                 "INSERT INTO approval_index (approval_id, thread_id, origin_id, round, state, version, request, "
                 "requested_at, expires_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) "
                 "ON CONFLICT(approval_id) DO UPDATE SET round = excluded.round, state = 'pending', "
@@ -242,7 +257,8 @@ class Journal:
                     request["expires_at"],
                 ),
             )
-            await self._saver.conn.commit()
+
+        await self._write(write)
 
     async def approval(self, approval_id: str) -> ApprovalRow | None:
         """The indexed approval `approval_id`, if any."""
@@ -302,8 +318,8 @@ class Journal:
         decision: dict[str, Any],
         approver: str,
     ) -> bool:
-        async with self._saver.lock:
-            cursor = await self._saver.conn.execute(
+        async def write(conn: aiosqlite.Connection) -> bool:
+            cursor = await conn.execute(
                 "UPDATE approval_index SET state = ?, version = version + 1, decided_by = ?, decision = ?, "
                 f"decided_at = ? WHERE approval_id = ? AND {condition} AND state = 'pending'",
                 (
@@ -315,6 +331,28 @@ class Journal:
                     value,
                 ),
             )
-            won = cursor.rowcount == 1
-            await self._saver.conn.commit()
-        return won
+            return cursor.rowcount == 1
+
+        return await self._write(write)
+
+    async def _write(self, statements: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run `statements` and commit, under the saver's lock; retried while another process holds the file.
+
+        Raises:
+            CheckpointStoreError: the write failed for good, or the file stayed busy through every try.
+        """
+        conn = self._saver.conn
+        for attempt in range(WRITE_ATTEMPTS):
+            async with self._saver.lock:
+                try:
+                    result = await statements(conn)
+                    await conn.commit()
+                    return result
+                except sqlite3.OperationalError as exc:
+                    if conn.in_transaction:
+                        await conn.rollback()
+                    if not is_transient(exc) or attempt == WRITE_ATTEMPTS - 1:
+                        kind: ToolErrorKind = "transient" if is_transient(exc) else "permanent"
+                        raise CheckpointStoreError(f"the checkpoint store refused a write: {exc}", kind=kind) from exc
+            await asyncio.sleep(0.05 * 2**attempt * (1 + random.random()))
+        raise AssertionError("unreachable")
