@@ -57,6 +57,8 @@ _log = logging.getLogger(__name__)
 
 START_ATTEMPTS = 3
 """Tries of a run's first helpdesk read (the ticket's customer) before the run is refused as not started."""
+PAUSE_POLLS = 40
+"""How many times (every 50 ms) a decision looks for the thread to be paused on the round the index offers."""
 
 
 class ThreadView(BaseModel):
@@ -348,12 +350,15 @@ class TriageApp:
             decision = decision if isinstance(decision, Decision) else Decision.model_validate(decision)
         except ValidationError as exc:
             raise InvalidDecisionError(describe_validation_error(exc, what="decision")) from None
-        snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
+        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+        # The index first, then the thread: a thread seen paused on the round the index offers stays paused there
+        # until a decision claims that round's version.
+        row = await journal.current_approval(thread_id)
+        snapshot = await engine.graph.aget_state(config)
         if not _exists(snapshot):
             raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage approvals` lists the ones awaiting approval")
         status = _status_of(snapshot)
         paused = _pending(snapshot)
-        row = await journal.current_approval(thread_id)
         if paused is not None and (row is None or row.approval_id != paused["approval_id"]):
             # Paused on an approval the index does not hold (a thread from before the index): index it now.
             await journal.offer_approval(paused, origin_id=paused["approval_id"])
@@ -372,9 +377,19 @@ class TriageApp:
                 approval_id=row.approval_id,
                 winner=row.winner,
             )
-        if paused is None or paused["approval_id"] != row.approval_id:
+        # The node offers a round just before the thread pauses on it: give the pause a moment to be saved.
+        for _ in range(PAUSE_POLLS):
+            if paused is not None and (paused["approval_id"], len(paused["approvals_received"])) == (
+                row.approval_id,
+                row.round,
+            ):
+                break
+            await asyncio.sleep(0.05)
+            snapshot = await engine.graph.aget_state(config)
+            paused = _pending(snapshot)
+        else:
             raise NotAwaitingApprovalError(
-                f"thread {thread_id} is not paused on approval {row.approval_id} (status {status}); "
+                f"thread {thread_id} is not paused on approval {row.approval_id} (status {_status_of(snapshot)}); "
                 f"`triage recover {thread_id}` continues it"
             )
         request = row.request

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from triage.stores.sql import Sql
+    from triage.stores.sql import Sql, Tx
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS effects_ledger (
@@ -135,7 +135,8 @@ class Journal:
         self, key: str, *, thread_id: str, kind: str, receipt: dict[str, Any], policy_version: str
     ) -> dict[str, Any]:
         """Record an effect and its audit line in one transaction; a repeat returns the first receipt."""
-        async with self._sql.transaction() as tx:
+
+        async def write(tx: Tx) -> tuple[Any, ...] | None:
             await tx.execute(
                 "INSERT INTO effects_ledger (idempotency_key, thread_id, kind, receipt, created_at) "
                 "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -152,7 +153,9 @@ class Journal:
                     f"effect:{key}",
                 ),
             )
-            row = await tx.fetchone("SELECT receipt FROM effects_ledger WHERE idempotency_key = ?", (key,))
+            return await tx.fetchone("SELECT receipt FROM effects_ledger WHERE idempotency_key = ?", (key,))
+
+        row = await self._sql.atomic(write)
         assert row is not None
         return dict(json.loads(row[0]))
 

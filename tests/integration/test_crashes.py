@@ -37,35 +37,59 @@ def template(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Pat
     return home
 
 
-def kill_at_random(home: Path, cache: Path, rng: random.Random) -> int:
-    """Start a worker on `home`, SIGKILL it at a random moment of its work; the number of tickets it had started."""
-    worker = subprocess.Popen(
-        [sys.executable, str(WORKER), "work", str(home), str(cache), str(rng.randrange(1 << 30))],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert worker.stdout is not None
-    try:
-        assert worker.stdout.readline().strip() == "ready"
+class Workers:
+    """Forks worker processes from a zygote that imported triage once, and SIGKILLs them."""
+
+    def __init__(self, cache: Path) -> None:
+        self.zygote = subprocess.Popen(
+            [sys.executable, str(WORKER), "zygote", str(cache)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self._ask(None) == "zygote ready"
+
+    def _ask(self, line: str | None) -> str:
+        assert self.zygote.stdin is not None and self.zygote.stdout is not None
+        if line is not None:
+            self.zygote.stdin.write(line + "\n")
+            self.zygote.stdin.flush()
+        return self.zygote.stdout.readline().strip()
+
+    def kill_at_random(self, home: Path, log: Path, rng: random.Random) -> int:
+        """Start a worker on `home`, SIGKILL it at a random moment of its work; the tickets it had started."""
+        pid = int(self._ask(f"fork {home} {rng.randrange(1 << 30)} {log}"))
+        deadline = time.monotonic() + 300
+        while "ready" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline, "the worker did not get ready"
+            time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 1.5))
-        worker.send_signal(signal.SIGKILL)
-        output = worker.stdout.read()
-    finally:
-        worker.wait(timeout=30)
-        worker.stdout.close()
-    assert worker.returncode == -signal.SIGKILL
-    return output.count("start ")
+        os.kill(pid, signal.SIGKILL)
+        assert self._ask(f"reap {pid}") == str(-signal.SIGKILL), "the worker was killed, not finished"
+        return log.read_text().count("start ")
+
+    def close(self) -> None:
+        assert self.zygote.stdin is not None and self.zygote.stdout is not None
+        self.zygote.stdin.close()
+        self.zygote.wait(timeout=60)
+        self.zygote.stdout.close()
 
 
 def crash_and_recover(template: Path, tmp_path: Path, model_cache: Path, kills: int, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     homes, landed = [], 0
-    for number in range(kills):
-        home = tmp_path / f"home{number}"
-        shutil.copytree(template, home)
-        landed += kill_at_random(home, model_cache, rng) > 0
-        homes.append(home)
+    workers = Workers(model_cache)
+    try:
+        for number in range(kills):
+            home = tmp_path / f"home{number}"
+            shutil.copytree(template, home)
+            started = workers.kill_at_random(home, tmp_path / f"worker{number}.log", rng)
+            landed += started > 0
+            homes.append(home)
+            print(f"kill {number + 1}/{kills}: the worker had started {started} ticket(s)", flush=True)
+    finally:
+        workers.close()
     done = subprocess.run(
         [sys.executable, str(WORKER), "recover", str(model_cache), *map(str, homes)],
         capture_output=True,

@@ -39,8 +39,9 @@ def template(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> tup
 
 
 def crash_points() -> list[str]:
-    # Enough for the scenario (17 writes today); points past the last write simply let the run finish.
-    return [f"checkpoint:{n}" for n in range(1, 19)] + ["writes:5", "writes:12", "claim", "effect", "ledger"]
+    # Enough for the scenario (17 writes today); points past the last write simply let the run finish. `writes:12`
+    # lands after the approve node's writes are saved and before its checkpoint: `next` is empty, no status.
+    return [f"checkpoint:{n}" for n in range(1, 19)] + ["writes:12", "claim", "effect", "ledger"]
 
 
 @pytest.mark.slow

@@ -8,10 +8,15 @@ PostgreSQL a connection pool of its own beside the saver's.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+import sqlite3
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from triage.errors import CheckpointStoreError, ToolErrorKind
+from triage.helpdesk.store import is_transient
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -20,6 +25,9 @@ if TYPE_CHECKING:
 
 Dialect = Literal["sqlite", "postgres"]
 Params = Sequence[Any]
+T = TypeVar("T")
+WRITE_ATTEMPTS = 5
+"""Tries of one SQLite write while another process holds the checkpoint file (backoff from 50 ms)."""
 
 
 class Tx(Protocol):
@@ -55,8 +63,11 @@ class Sql(Protocol):
         """Every row of a query."""
         ...
 
-    def transaction(self) -> Any:
-        """`async with sql.transaction() as tx:` statements committed together, rolled back if the block raises."""
+    async def atomic(self, statements: Callable[[Tx], Awaitable[T]]) -> T:
+        """Run `statements` in one transaction: committed together, rolled back if they raise.
+
+        On SQLite the whole transaction is retried while another process holds the file.
+        """
         ...
 
     async def compact(self) -> None:
@@ -81,14 +92,7 @@ class SqliteSql:
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement and commit; the number of rows it changed."""
-        async with self._lock:
-            try:
-                cursor = await self._conn.execute(sql, tuple(params))
-                await self._conn.commit()
-            except BaseException:
-                await self._conn.rollback()
-                raise
-            return int(cursor.rowcount)
+        return await self.atomic(lambda tx: tx.execute(sql, params))
 
     async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
         """The first row of a query, or None."""
@@ -101,16 +105,31 @@ class SqliteSql:
         async with self._lock, self._conn.execute(sql, tuple(params)) as cursor:
             return [tuple(row) for row in await cursor.fetchall()]
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_SqliteTx]:
-        """Statements committed together (the saver's lock held throughout)."""
-        async with self._lock:
-            try:
-                yield _SqliteTx(self._conn)
-                await self._conn.commit()
-            except BaseException:
-                await self._conn.rollback()
-                raise
+    async def atomic(self, statements: Callable[[Tx], Awaitable[T]]) -> T:
+        """Statements committed together under the saver's lock; retried while another process holds the file.
+
+        Raises:
+            CheckpointStoreError: the write failed for good, or the file stayed busy through every try.
+        """
+        conn = self._conn
+        for attempt in range(WRITE_ATTEMPTS):
+            async with self._lock:
+                try:
+                    result = await statements(_SqliteTx(conn))
+                    await conn.commit()
+                    return result
+                except sqlite3.OperationalError as exc:
+                    if conn.in_transaction:
+                        await conn.rollback()
+                    if not is_transient(exc) or attempt == WRITE_ATTEMPTS - 1:
+                        kind: ToolErrorKind = "transient" if is_transient(exc) else "permanent"
+                        raise CheckpointStoreError(f"the checkpoint store refused a write: {exc}", kind=kind) from exc
+                except BaseException:
+                    if conn.in_transaction:
+                        await conn.rollback()
+                    raise
+            await asyncio.sleep(0.05 * 2**attempt * (1 + random.random()))
+        raise AssertionError("unreachable")
 
     async def compact(self) -> None:
         """VACUUM, then fold the write-ahead log back into the file."""
@@ -174,11 +193,10 @@ class PostgresSql:
             cursor = await conn.execute(to_postgres(sql), tuple(params))
             return [tuple(row) for row in await cursor.fetchall()]
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_PostgresTx]:
+    async def atomic(self, statements: Callable[[Tx], Awaitable[T]]) -> T:
         """Statements committed together on one pooled connection."""
         async with self._pool.connection() as conn, conn.transaction():
-            yield _PostgresTx(conn)
+            return await statements(_PostgresTx(conn))
 
     async def compact(self) -> None:
         """VACUUM (outside a transaction, as PostgreSQL requires)."""
