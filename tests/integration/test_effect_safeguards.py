@@ -81,6 +81,10 @@ def test_replayed_executor_refunds_once_with_both_safeguards(app: TriageApp, set
     assert state["status"] == "completed"
     assert refund_rows(settings, thread) == [refund]
     assert refund_receipts(state)[-1] == refund["id"]
+    # The refund's record names the ledger entry that guards it.
+    [entry] = ledger_rows(settings, thread)
+    recorded = [a["details"]["idempotency_key"] for a in state["actions"] if a["kind"] == "refund"]
+    assert set(recorded) == {entry["idempotency_key"]}
 
 
 def test_ledger_alone_prevents_a_second_refund(
