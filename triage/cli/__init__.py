@@ -563,6 +563,10 @@ def eval_(
         raise typer.Exit(1)
 
 
+# Command groups in modules of their own register themselves on `cli` when imported.
+from triage.cli import serve as _serve  # noqa: E402, F401
+
+
 def main() -> None:
     """Entry point of the `triage` console script."""
     cli()
