@@ -112,7 +112,7 @@ def login_link(
     settings = Settings() if home is None else Settings(home=home)
     guard(lambda: _known_approver(settings, approver_id))
     token = WebStore(web_store_path(settings)).create_login_link(approver_id, timedelta(minutes=minutes))
-    sys.stdout.write(f"{base_url.rstrip('/')}/login/link?token={token}\n")
+    sys.stdout.write(f"{base_url.rstrip('/')}/inbox/login/link?token={token}\n")
 
 
 def _policy(settings: Settings) -> PolicyBundle:

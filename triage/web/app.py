@@ -91,7 +91,7 @@ def create_app(
         templates=templates,
         owns_triage=triage is None,
     )
-    api.mount("/static", StaticFiles(directory=str(folder / "static")), name="static")
+    api.mount("/inbox/static", StaticFiles(directory=str(folder / "static")), name="static")
 
     from triage.web import intake, pages
 

@@ -49,7 +49,7 @@ def render(request: Request, template: str, status_code: int = 200, **values: An
 def login_page(request: Request, *, status_code: int = 200, message: str = "", next_url: str = "") -> HTMLResponse:
     """The sign-in form, with a fresh login CSRF token in a cookie and in the form (double submit)."""
     token = secrets.token_urlsafe(32)
-    target = next_url or (request.url.path if request.method == "GET" and request.url.path != "/login" else "")
+    target = next_url or (request.url.path if request.method == "GET" and request.url.path != "/inbox/login" else "")
     response = render(
         request, "login.html", status_code=status_code, csrf=token, message=message, next_url=_safe_next(target)
     )
@@ -79,19 +79,19 @@ async def home() -> RedirectResponse:
     return RedirectResponse("/inbox", status_code=303)
 
 
-@router.get("/healthz")
+@router.get("/inbox/healthz")
 async def healthz() -> dict[str, str]:
     """Liveness probe."""
     return {"status": "ok"}
 
 
-@router.get("/login")
+@router.get("/inbox/login")
 async def login_form(request: Request, next: str = "/inbox") -> HTMLResponse:
     """The sign-in form."""
     return login_page(request, next_url=next)
 
 
-@router.post("/login")
+@router.post("/inbox/login")
 async def login(request: Request) -> Response:
     """Sign in with an approver id and password; failures are throttled per person and per address."""
     from triage.web.app import set_session_cookie
@@ -134,13 +134,13 @@ async def _signed_in(request: Request, approver_id: str, next_url: str, set_cook
     return response
 
 
-@router.get("/login/link")
+@router.get("/inbox/login/link")
 async def login_link_form(request: Request, token: str = "") -> HTMLResponse:
     """The page a one-time link opens: a button, so link scanners that fetch the URL do not spend it."""
     return render(request, "link.html", token=token)
 
 
-@router.post("/login/link")
+@router.post("/inbox/login/link")
 async def login_link(request: Request) -> Response:
     """Spend a one-time login token and sign in."""
     from triage.web.app import set_session_cookie
@@ -158,7 +158,7 @@ async def login_link(request: Request) -> Response:
     return await _signed_in(request, approver_id, "/inbox", set_session_cookie)
 
 
-@router.post("/logout")
+@router.post("/inbox/logout")
 async def logout(request: Request) -> Response:
     """End the session everywhere (the session id stops working on the server)."""
     identity = await identify(request)
@@ -168,7 +168,7 @@ async def logout(request: Request) -> Response:
         session_id = request.cookies.get(SESSION_COOKIE)
         if session_id:
             await asyncio.to_thread(web(request).store.end_session, session_id)
-    response = RedirectResponse("/login", status_code=303)
+    response = RedirectResponse("/inbox/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
 
@@ -215,7 +215,7 @@ async def _customers(triage: Any, ids: set[str]) -> dict[str, dict[str, Any]]:
     return {i: c for i, c in zip(sorted(ids), found, strict=True) if c is not None}
 
 
-@router.get("/threads/{thread_id}")
+@router.get("/inbox/threads/{thread_id}")
 async def thread_page(request: Request, thread_id: str, decided: str = "") -> HTMLResponse:
     """A thread: result, pending approval, reply, node-by-node timeline and audit trail."""
     identity = await require_approver(request)
@@ -264,7 +264,7 @@ def _status_of(exc: TriageError) -> int:
     return _CONFLICT_STATUS  # stale, not awaiting approval, or another decision won
 
 
-@router.post("/threads/{thread_id}/decision")
+@router.post("/inbox/threads/{thread_id}/decision")
 async def decide(request: Request, thread_id: str) -> Response:
     """Approve, reject or edit the thread's pending approval as the signed-in approver."""
     identity = await require_approver(request)
@@ -297,7 +297,7 @@ async def decide(request: Request, thread_id: str) -> Response:
             return refusal_page(request, str(exc), status_code=403, thread_id=thread_id, identity=identity)
         except TriageError as exc:
             return refusal_page(request, str(exc), status_code=_status_of(exc), thread_id=thread_id, identity=identity)
-    return RedirectResponse(f"/threads/{thread_id}?decided={kind}", status_code=303)
+    return RedirectResponse(f"/inbox/threads/{thread_id}?decided={kind}", status_code=303)
 
 
 async def _refuse_own_ticket(triage: Any, identity: Identity, thread_id: str) -> None:

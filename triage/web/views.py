@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from triage.policies.billing import format_money
@@ -96,11 +97,10 @@ def cents_from_units(text: str) -> int:
     Raises:
         ValueError: not a positive amount with at most two decimals.
     """
-    try:
-        amount = Decimal(text.strip().replace(",", "").lstrip("$"))
-    except InvalidOperation:
-        raise ValueError(f"{text!r} is not an amount; write it in dollars, e.g. 120.50") from None
-    cents = amount * 100
-    if not amount.is_finite() or amount <= 0 or cents != cents.to_integral_value():
-        raise ValueError(f"{text!r} is not a positive amount with at most two decimals, e.g. 120.50")
-    return int(cents)
+    cleaned = text.strip().replace(",", "").removeprefix("$")
+    if not re.fullmatch(r"\d{1,9}(\.\d{1,2})?", cleaned):
+        raise ValueError(f"{text!r} is not an amount in dollars with at most two decimals, e.g. 120.50")
+    cents = int(Decimal(cleaned) * 100)
+    if cents <= 0:
+        raise ValueError(f"{text!r} is not a positive amount, e.g. 120.50")
+    return cents

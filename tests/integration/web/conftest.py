@@ -44,9 +44,9 @@ class Web:
 
     async def signed_in(self, approver: str, password: str | None = None) -> httpx.AsyncClient:
         client = self.client()
-        form = await client.get("/login")
+        form = await client.get("/inbox/login")
         done = await client.post(
-            "/login",
+            "/inbox/login",
             data={"approver": approver, "password": password or PASSWORDS[approver], "csrf": csrf_of(form.text)},
         )
         assert done.status_code == 303, done.text

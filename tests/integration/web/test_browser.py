@@ -115,10 +115,10 @@ def browser(width: int = 1280, height: int = 1000) -> Any:
 def sign_in(driver: Any, base: str, approver: str) -> None:
     from selenium.webdriver.common.by import By
 
-    driver.get(f"{base}/login")
+    driver.get(f"{base}/inbox/login")
     driver.find_element(By.ID, "approver").send_keys(approver)
     driver.find_element(By.ID, "password").send_keys(PASSWORDS[approver])
-    driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+    driver.find_element(By.CSS_SELECTOR, "form[action='/inbox/login'] button").click()
     assert driver.find_element(By.ID, "signed-in-as").get_attribute("textContent") == approver
 
 
@@ -126,7 +126,7 @@ def sign_out(driver: Any) -> None:
     from selenium.webdriver.common.by import By
 
     driver.find_element(By.CSS_SELECTOR, "form.who button").click()
-    assert driver.find_element(By.CSS_SELECTOR, "form[action='/login']")
+    assert driver.find_element(By.CSS_SELECTOR, "form[action='/inbox/login']")
 
 
 def card(driver: Any, thread: str) -> Any:
@@ -162,7 +162,7 @@ def test_approvers_work_the_queue_in_a_browser(served: tuple[str, dict[str, str]
     first, second = browser(), browser()
     try:
         first.get(f"{base}/inbox")
-        assert first.find_element(By.CSS_SELECTOR, "form[action='/login']")  # refused without a session
+        assert first.find_element(By.CSS_SELECTOR, "form[action='/inbox/login']")  # refused without a session
         sign_in(first, base, "alice")
         assert first.title.startswith("Inbox (4 pending, 0 overdue)")
         first.save_screenshot(str(SHOTS / "inbox.png"))
@@ -215,15 +215,15 @@ def test_approvers_work_the_queue_in_a_browser(served: tuple[str, dict[str, str]
         assert first.title.startswith("Inbox (0 pending")
 
         # Signed out, the inbox is refused and the old page's forms no longer work.
-        second.get(f"{base}/threads/{threads['edit']}")
+        second.get(f"{base}/inbox/threads/{threads['edit']}")
         sign_out(second)
         second.back()
         second.refresh()
-        assert second.find_element(By.CSS_SELECTOR, "form[action='/login']")
+        assert second.find_element(By.CSS_SELECTOR, "form[action='/inbox/login']")
         phone = browser(390, 844)
         try:
             sign_in(phone, base, "alice")
-            phone.get(f"{base}/threads/{threads['dual']}")
+            phone.get(f"{base}/inbox/threads/{threads['dual']}")
             phone.save_screenshot(str(SHOTS / "thread-phone.png"))
         finally:
             phone.quit()

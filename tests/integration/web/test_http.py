@@ -18,6 +18,10 @@ from triage.web.auth import SESSION_COOKIE
 AUTH = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
 
 
+def decision_url(thread_id: str) -> str:
+    return f"/inbox/threads/{thread_id}/decision"
+
+
 def refunds(settings: Settings, thread_id: str) -> list[dict[str, object]]:
     return rows(settings.helpdesk_path, "SELECT * FROM refunds WHERE thread_id = ?", (thread_id,))
 
@@ -25,11 +29,11 @@ def refunds(settings: Settings, thread_id: str) -> list[dict[str, object]]:
 async def test_pages_need_a_session(web: Web) -> None:
     thread = await web.pause("cus_mid_dup")
     async with web.client() as anonymous:
-        for path in ("/inbox", f"/threads/{thread}"):
+        for path in ("/inbox", f"/inbox/threads/{thread}"):
             page = await anonymous.get(path)
             assert page.status_code == 401
-            assert 'action="/login"' in page.text
-        decided = await anonymous.post(f"/threads/{thread}/decision", data={"decision": "approve", "csrf": "x"})
+            assert 'action="/inbox/login"' in page.text
+        decided = await anonymous.post(decision_url(thread), data={"decision": "approve", "csrf": "x"})
         assert decided.status_code == 401
     assert (await web.triage.athread(thread)).result.status == "awaiting_approval"
 
@@ -43,10 +47,10 @@ async def test_signed_in_approver_sees_the_queue_and_approves_as_themself(web: W
     assert thread in inbox.text and "$240.00" in inbox.text and "single: 0/1 approvals" in inbox.text
     # A form field naming someone else changes nothing: the decider is the session's approver.
     done = await alice.post(
-        f"/threads/{thread}/decision",
+        decision_url(thread),
         data={"decision": "approve", "csrf": csrf_of(inbox.text), "approver": "sam", "reason": "bank confirms"},
     )
-    assert done.status_code == 303 and done.headers["location"] == f"/threads/{thread}?decided=approve"
+    assert done.status_code == 303 and done.headers["location"] == f"/inbox/threads/{thread}?decided=approve"
     page = await alice.get(done.headers["location"])
     assert "completed" in page.text and "refund $240.00" in page.text and "Reply sent" in page.text
     view = await web.triage.athread(thread)
@@ -62,16 +66,17 @@ async def test_bad_csrf_token_is_refused(web: Web, settings: Settings) -> None:
     thread = await web.pause("cus_mid_dup")
     alice = await web.signed_in("alice")
     for token in ("", "forged-token"):
-        refused = await alice.post(f"/threads/{thread}/decision", data={"decision": "approve", "csrf": token})
+        refused = await alice.post(decision_url(thread), data={"decision": "approve", "csrf": token})
         assert refused.status_code == 403 and "CSRF" in refused.text
     bob = await web.signed_in("bob")
     bobs_token = csrf_of((await bob.get("/inbox")).text)
-    refused = await alice.post(f"/threads/{thread}/decision", data={"decision": "approve", "csrf": bobs_token})
+    refused = await alice.post(decision_url(thread), data={"decision": "approve", "csrf": bobs_token})
     assert refused.status_code == 403
     assert refunds(settings, thread) == []
     async with web.client() as stranger:
-        await stranger.get("/login")
-        login = await stranger.post("/login", data={"approver": "alice", "password": "alice-password-1", "csrf": "x"})
+        await stranger.get("/inbox/login")
+        credentials = {"approver": "alice", "password": "alice-password-1", "csrf": "x"}
+        login = await stranger.post("/inbox/login", data=credentials)
         assert login.status_code == 403 and SESSION_COOKIE not in login.cookies
     await alice.aclose()
     await bob.aclose()
@@ -86,17 +91,17 @@ async def test_wrong_role_is_refused(web: Web, settings: Settings) -> None:
     # Two agents cannot complete a dual approval: the second needs to be a supervisor.
     alice, bob = await web.signed_in("alice"), await web.signed_in("bob")
     first = await alice.post(
-        f"/threads/{thread}/decision", data={"decision": "approve", "csrf": csrf_of((await alice.get("/inbox")).text)}
+        decision_url(thread), data={"decision": "approve", "csrf": csrf_of((await alice.get("/inbox")).text)}
     )
     assert first.status_code == 303
     refused = await bob.post(
-        f"/threads/{thread}/decision", data={"decision": "approve", "csrf": csrf_of((await bob.get("/inbox")).text)}
+        decision_url(thread), data={"decision": "approve", "csrf": csrf_of((await bob.get("/inbox")).text)}
     )
     assert refused.status_code == 403 and "a dual approval needs a supervisor" in refused.text
     assert refunds(settings, thread) == []
     sam = await web.signed_in("sam")
     done = await sam.post(
-        f"/threads/{thread}/decision", data={"decision": "approve", "csrf": csrf_of((await sam.get("/inbox")).text)}
+        decision_url(thread), data={"decision": "approve", "csrf": csrf_of((await sam.get("/inbox")).text)}
     )
     assert done.status_code == 303
     assert [r["amount_cents"] for r in refunds(settings, thread)] == [120000]
@@ -121,7 +126,7 @@ async def test_nobody_decides_on_their_own_ticket(
         thread = await web.pause("cus_mid_dup")
         sam = await web.signed_in("sam")
         refused = await sam.post(
-            f"/threads/{thread}/decision",
+            decision_url(thread),
             data={"decision": "approve", "csrf": csrf_of((await sam.get("/inbox")).text)},
         )
         assert refused.status_code == 403 and "your own email" in refused.text
@@ -135,20 +140,18 @@ async def test_reject_and_edit_down(web: Web, settings: Settings) -> None:
     rejected, edited = await web.pause("cus_mid_dup"), await web.pause("cus_large_dup")
     sam = await web.signed_in("sam")
     token = csrf_of((await sam.get("/inbox")).text)
-    no_reason = await sam.post(f"/threads/{rejected}/decision", data={"decision": "reject", "csrf": token})
+    no_reason = await sam.post(decision_url(rejected), data={"decision": "reject", "csrf": token})
     assert no_reason.status_code == 422 and "a rejection needs a reason" in no_reason.text
     done = await sam.post(
-        f"/threads/{rejected}/decision", data={"decision": "reject", "csrf": token, "reason": "preorder, not a dup"}
+        decision_url(rejected), data={"decision": "reject", "csrf": token, "reason": "preorder, not a dup"}
     )
     assert done.status_code == 303
     assert (await web.triage.athread(rejected)).result.rejection["reason"] == "preorder, not a dup"  # type: ignore[index]
     for amount, message in [("1300", "not raise it"), ("abc", "not an amount"), ("1.234", "two decimals")]:
-        refused = await sam.post(
-            f"/threads/{edited}/decision", data={"decision": "edit", "csrf": token, "amount": amount}
-        )
+        refused = await sam.post(decision_url(edited), data={"decision": "edit", "csrf": token, "amount": amount})
         assert refused.status_code in (403, 422) and message in refused.text, refused.text
     # $1,200 down to $450.50: a single-tier amount now, and sam's edit is its approval.
-    done = await sam.post(f"/threads/{edited}/decision", data={"decision": "edit", "csrf": token, "amount": "450.50"})
+    done = await sam.post(decision_url(edited), data={"decision": "edit", "csrf": token, "amount": "450.50"})
     assert done.status_code == 303
     assert [r["amount_cents"] for r in refunds(settings, edited)] == [45050]
     assert refunds(settings, rejected) == []
@@ -161,7 +164,7 @@ async def test_concurrent_decisions_one_wins_the_other_is_told(web: Web, setting
     forms = [
         (client, {"decision": "approve", "csrf": csrf_of((await client.get("/inbox")).text)}) for client in (alice, bob)
     ]
-    answers = await asyncio.gather(*(c.post(f"/threads/{thread}/decision", data=f) for c, f in forms))
+    answers = await asyncio.gather(*(c.post(decision_url(thread), data=f) for c, f in forms))
     assert sorted(a.status_code for a in answers) == [303, 409]
     loser = next(a for a in answers if a.status_code == 409)
     assert "not awaiting approval" in loser.text or "decided" in loser.text
@@ -174,21 +177,22 @@ async def test_login_burst_is_throttled(web: Web) -> None:
     async with web.client() as attacker:
         statuses = []
         for _ in range(6):
-            form = await attacker.get("/login")
+            form = await attacker.get("/inbox/login")
             answer = await attacker.post(
-                "/login", data={"approver": "alice", "password": "guess", "csrf": csrf_of(form.text)}
+                "/inbox/login", data={"approver": "alice", "password": "guess", "csrf": csrf_of(form.text)}
             )
             statuses.append(answer.status_code)
         assert statuses == [401] * 5 + [429]
-        form = await attacker.get("/login")
+        form = await attacker.get("/inbox/login")
         right = await attacker.post(
-            "/login", data={"approver": "alice", "password": "alice-password-1", "csrf": csrf_of(form.text)}
+            "/inbox/login", data={"approver": "alice", "password": "alice-password-1", "csrf": csrf_of(form.text)}
         )
         assert right.status_code == 429 and "Retry-After" in right.headers
     # The throttle is per person and per address: another approver elsewhere still gets in.
     bob = await web.client(address="127.0.0.2").__aenter__()
-    form = await bob.get("/login")
-    ok = await bob.post("/login", data={"approver": "bob", "password": "bob-password-22", "csrf": csrf_of(form.text)})
+    form = await bob.get("/inbox/login")
+    credentials = {"approver": "bob", "password": "bob-password-22", "csrf": csrf_of(form.text)}
+    ok = await bob.post("/inbox/login", data=credentials)
     assert ok.status_code == 303
     await bob.aclose()
 
@@ -197,17 +201,17 @@ async def test_logout_ends_the_session_everywhere_and_links_work_once(web: Web) 
     alice = await web.signed_in("alice")
     session_id = alice.cookies[SESSION_COOKIE]
     inbox = await alice.get("/inbox")
-    out = await alice.post("/logout", data={"csrf": csrf_of(inbox.text)})
+    out = await alice.post("/inbox/logout", data={"csrf": csrf_of(inbox.text)})
     assert out.status_code == 303
     async with web.client(cookies={SESSION_COOKIE: session_id}) as replayed:
         assert (await replayed.get("/inbox")).status_code == 401
     token = web.store.create_login_link("bob", __import__("datetime").timedelta(minutes=5))
     async with web.client() as bob:
-        assert (await bob.get(f"/login/link?token={token}")).status_code == 200
-        assert (await bob.post("/login/link", data={"token": token})).status_code == 303
+        assert (await bob.get(f"/inbox/login/link?token={token}")).status_code == 200
+        assert (await bob.post("/inbox/login/link", data={"token": token})).status_code == 303
         assert (await bob.get("/inbox")).status_code == 200
     async with web.client() as again:
-        assert (await again.post("/login/link", data={"token": token})).status_code == 401
+        assert (await again.post("/inbox/login/link", data={"token": token})).status_code == 401
     await alice.aclose()
 
 
@@ -281,5 +285,5 @@ async def test_openapi_schema_describes_intake(web: Web) -> None:
     assert body["required"] == ["body"] and set(body["properties"]) == {"customer_id", "subject", "body", "channel"}
     assert {p["name"] for p in submit["parameters"]} == {"authorization", "idempotency-key"}
     assert "/api/threads/{thread_id}" in schema["paths"]
-    assert not any(path.startswith(("/inbox", "/login")) for path in schema["paths"])
+    assert not any(path.startswith(("/inbox", "/inbox/login")) for path in schema["paths"])
     json.dumps(schema)
