@@ -258,6 +258,7 @@ def show(
         )
         return
     _print_result(view.result)
+    out.print(f"[bold]web[/]    {_public_url()}/inbox/threads/{thread_id} (`triage serve`)", highlight=False)
     table = Table(title=f"timeline of {thread_id}")
     for column in ("node", "namespace", "checkpoint", "ms", "outcome"):
         table.add_column(column, overflow="fold")
@@ -275,6 +276,16 @@ def show(
                 line["at"], line["event"], line["actor"], line["approval_id"] or "", details, line["policy_version"]
             )
         out.print(audit)
+
+
+def _public_url() -> str:
+    from triage.errors import TriageError
+    from triage.web.settings import WebSettings, load_web_settings
+
+    try:
+        return load_web_settings().public_url.rstrip("/")
+    except TriageError:
+        return str(WebSettings.model_fields["public_url"].default)
 
 
 @cli.command()

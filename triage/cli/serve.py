@@ -100,17 +100,21 @@ def set_password(
 @approvers_cli.command("login-link")
 def login_link(
     approver_id: Annotated[str, typer.Argument(metavar="ID", help="An approver id from the approval policy.")],
-    base_url: Annotated[str, typer.Option(help="Where the inbox is served.")] = "http://127.0.0.1:8000",
+    base_url: Annotated[
+        str | None, typer.Option(help="Where the inbox is served [default: $TRIAGE_PUBLIC_URL or local].")
+    ] = None,
     minutes: Annotated[int, typer.Option(min=1, max=7 * 24 * 60, help="How long the link works.")] = 30,
     home: HomeOption = None,
 ) -> None:
     """Print a one-time sign-in link for an approver (it works once, within --minutes)."""
     from triage.settings import Settings
     from triage.web.app import web_store_path
+    from triage.web.settings import load_web_settings
     from triage.web.store import WebStore
 
     settings = Settings() if home is None else Settings(home=home)
     guard(lambda: _known_approver(settings, approver_id))
+    base_url = base_url or guard(load_web_settings).public_url
     token = WebStore(web_store_path(settings)).create_login_link(approver_id, timedelta(minutes=minutes))
     sys.stdout.write(f"{base_url.rstrip('/')}/inbox/login/link?token={token}\n")
 

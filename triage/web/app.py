@@ -22,7 +22,7 @@ from triage.app import TriageApp
 from triage.policies import PolicyBundle, load_policy_bundle
 from triage.settings import Settings
 from triage.web.auth import SESSION_COOKIE, Forbidden, NotSignedIn
-from triage.web.settings import WebSettings
+from triage.web.settings import WebSettings, load_web_settings
 from triage.web.store import WebStore
 
 
@@ -59,7 +59,7 @@ def create_app(
     `triage` shares an already open `TriageApp` (it is then not closed with the web app).
     """
     settings = triage.settings if triage is not None else settings or Settings()
-    web_settings = web_settings or WebSettings()
+    web_settings = web_settings or load_web_settings()
     folder = resources.files("triage.web")
     templates = Jinja2Templates(directory=str(folder / "templates"))  # autoescapes .html
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from triage.errors import TriageError
+
+
+class WebSettingsError(TriageError):
+    """A `TRIAGE_*` setting of the web app is invalid (e.g. an intake token that is too short)."""
 
 
 class WebSettings(BaseSettings):
@@ -14,6 +20,9 @@ class WebSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TRIAGE_", extra="ignore")
 
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="Where people reach the inbox (for printed links)."
+    )
     intake_token: str | None = Field(
         default=None, min_length=16, description="Bearer token for `POST /api/tickets`; intake is off when unset."
     )
@@ -26,3 +35,18 @@ class WebSettings(BaseSettings):
     login_attempts: int = Field(default=5, ge=1, description="Failed sign-ins allowed per person and address...")
     login_window_minutes: float = Field(default=15.0, gt=0, description="...within this many minutes.")
     page_size: int = Field(default=50, ge=1, le=500, description="Approvals shown per inbox page.")
+
+
+def load_web_settings() -> WebSettings:
+    """The web settings from the environment.
+
+    Raises:
+        WebSettingsError: naming the variable and the problem.
+    """
+    try:
+        return WebSettings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"TRIAGE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise WebSettingsError(f"invalid web settings: {problems}") from None

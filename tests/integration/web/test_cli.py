@@ -13,8 +13,11 @@ from triage.web.app import web_store_path
 from triage.web.store import WebStore
 
 
-def triage(settings: Settings, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def triage(
+    settings: Settings, *args: str, stdin: str = "", extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
+    env.update(extra or {})
     return subprocess.run(
         [sys.executable, "-m", "triage", *args], input=stdin, capture_output=True, text=True, env=env, timeout=60
     )
@@ -53,3 +56,9 @@ def test_serve_refuses_a_taken_port(settings: Settings) -> None:
         port = taken.getsockname()[1]
         refused = triage(settings, "serve", "--port", str(port))
     assert refused.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in refused.stderr
+
+
+def test_serve_refuses_a_short_intake_token(settings: Settings) -> None:
+    refused = triage(settings, "serve", "--port", "0", extra={"TRIAGE_INTAKE_TOKEN": "short"})
+    assert refused.returncode == 2
+    assert "TRIAGE_INTAKE_TOKEN: String should have at least 16 characters" in refused.stderr
