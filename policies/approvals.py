@@ -43,6 +43,8 @@ class Approver(_Strict):
 
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     role: Role
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$")
+    """Their email, if they may also be a customer: nobody decides on their own ticket."""
 
 
 class ApprovalPolicy(_Strict):
@@ -65,6 +67,10 @@ class ApprovalPolicy(_Strict):
     def role_of(self, approver_id: str) -> Role | None:
         """The approver's role, or None for someone the policy does not name."""
         return next((a.role for a in self.approvers if a.id == approver_id), None)
+
+    def approver(self, approver_id: str) -> Approver | None:
+        """The approver with this id, or None for someone the policy does not name."""
+        return next((a for a in self.approvers if a.id == approver_id), None)
 
 
 def approval_tier(kind: str, args: Mapping[str, Any], policy: ApprovalPolicy) -> Tier:

@@ -747,6 +747,34 @@ class TriageApp:
         ):
             return [dict(row) for row in await cursor.fetchall()]
 
+    async def acustomer(self, customer_id: str) -> dict[str, Any] | None:
+        """The helpdesk's profile of one customer (name, email, status, plan), or None if there is no such id."""
+        return await self._portal.acall(self._acustomer(customer_id))
+
+    async def _acustomer(self, customer_id: str) -> dict[str, Any] | None:
+        engine = await self._get_engine()
+        profile = await engine.services.gateway.call(
+            "validate", "get_customer", {"customer_id": customer_id}, thread_id="lookup"
+        )
+        return None if profile is None else dict(profile)
+
+    async def acheck_ticket(self, ticket: Ticket | Mapping[str, Any] | str | bytes) -> Ticket:
+        """Check a ticket exactly as `arun` does before it writes anything, without running it.
+
+        Raises:
+            InvalidTicketError: the ticket is malformed (the same message `arun` and the CLI give).
+            UnknownCustomerError: the customer id is not in the helpdesk.
+        """
+        return await self._portal.acall(self._acheck_ticket(ticket))
+
+    async def _acheck_ticket(self, ticket: Ticket | Mapping[str, Any] | str | bytes) -> Ticket:
+        from triage.nodes.validate import check_ticket
+
+        engine = await self._get_engine()
+        data = ticket.model_dump() if isinstance(ticket, Ticket) else ticket
+        parsed, _ = await check_ticket(data, engine.services.gateway, thread_id="intake")
+        return parsed
+
     def warm_up(self) -> None:
         """Open the stores and load (or train) the classifier now, not on the first ticket."""
         self._portal.call(self._awarm_up())

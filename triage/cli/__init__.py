@@ -281,6 +281,7 @@ def show(
         )
         return
     _print_result(view.result)
+    out.print(f"[bold]web[/]    {_public_url()}/inbox/threads/{thread_id} (`triage serve`)", highlight=False)
     table = Table(title=f"timeline of {thread_id}")
     for column in ("node", "namespace", "checkpoint", "ms", "outcome"):
         table.add_column(column, overflow="fold")
@@ -308,6 +309,16 @@ class ThreadStatus(StrEnum):
     completed = "completed"
     escalated = "escalated"
     failed = "failed"
+
+
+def _public_url() -> str:
+    from triage.errors import TriageError
+    from triage.web.settings import WebSettings, load_web_settings
+
+    try:
+        return load_web_settings().public_url.rstrip("/")
+    except TriageError:
+        return str(WebSettings.model_fields["public_url"].default)
 
 
 @cli.command()
@@ -678,6 +689,9 @@ def eval_(
 
 
 import triage.cli.llm  # noqa: E402, F401  (registers model-tiers, doctor, dev-model-server)
+
+# Command groups in modules of their own register themselves on `cli` when imported.
+from triage.cli import serve as _serve  # noqa: E402, F401
 
 
 def main() -> None:

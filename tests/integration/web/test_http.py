@@ -1,0 +1,289 @@
+"""The web app over HTTP (httpx's ASGI transport, real SQLite files): every refusal, and the decisions that pass."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import policy_copy, rows
+from tests.integration.web.conftest import DUPLICATE_CHARGE, INTAKE_TOKEN, Web, csrf_of
+from triage.settings import Settings
+from triage.web.auth import SESSION_COOKIE
+
+AUTH = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
+
+
+def decision_url(thread_id: str) -> str:
+    return f"/inbox/threads/{thread_id}/decision"
+
+
+def refunds(settings: Settings, thread_id: str) -> list[dict[str, object]]:
+    return rows(settings.helpdesk_path, "SELECT * FROM refunds WHERE thread_id = ?", (thread_id,))
+
+
+async def test_pages_need_a_session(web: Web) -> None:
+    thread = await web.pause("cus_mid_dup")
+    async with web.client() as anonymous:
+        for path in ("/inbox", f"/inbox/threads/{thread}"):
+            page = await anonymous.get(path)
+            assert page.status_code == 401
+            assert 'action="/inbox/login"' in page.text
+        decided = await anonymous.post(decision_url(thread), data={"decision": "approve", "csrf": "x"})
+        assert decided.status_code == 401
+    assert (await web.triage.athread(thread)).result.status == "awaiting_approval"
+
+
+async def test_signed_in_approver_sees_the_queue_and_approves_as_themself(web: Web, settings: Settings) -> None:
+    thread = await web.pause("cus_mid_dup")
+    alice = await web.signed_in("alice")
+    inbox = await alice.get("/inbox")
+    assert inbox.status_code == 200
+    assert "<title>Inbox (1 pending, 0 overdue)" in inbox.text
+    assert thread in inbox.text and "$240.00" in inbox.text and "single: 0/1 approvals" in inbox.text
+    # A form field naming someone else changes nothing: the decider is the session's approver.
+    done = await alice.post(
+        decision_url(thread),
+        data={"decision": "approve", "csrf": csrf_of(inbox.text), "approver": "sam", "reason": "bank confirms"},
+    )
+    assert done.status_code == 303 and done.headers["location"] == f"/inbox/threads/{thread}?decided=approve"
+    page = await alice.get(done.headers["location"])
+    assert "completed" in page.text and "refund $240.00" in page.text and "Reply sent" in page.text
+    view = await web.triage.athread(thread)
+    assert [(line["event"], line["actor"]) for line in view.audit][:2] == [
+        ("approval_requested", "approve"),
+        ("approved", "alice"),
+    ]
+    assert [r["amount_cents"] for r in refunds(settings, thread)] == [24000]
+    await alice.aclose()
+
+
+async def test_bad_csrf_token_is_refused(web: Web, settings: Settings) -> None:
+    thread = await web.pause("cus_mid_dup")
+    alice = await web.signed_in("alice")
+    for token in ("", "forged-token"):
+        refused = await alice.post(decision_url(thread), data={"decision": "approve", "csrf": token})
+        assert refused.status_code == 403 and "CSRF" in refused.text
+    bob = await web.signed_in("bob")
+    bobs_token = csrf_of((await bob.get("/inbox")).text)
+    refused = await alice.post(decision_url(thread), data={"decision": "approve", "csrf": bobs_token})
+    assert refused.status_code == 403
+    assert refunds(settings, thread) == []
+    async with web.client() as stranger:
+        await stranger.get("/inbox/login")
+        credentials = {"approver": "alice", "password": "alice-password-1", "csrf": "x"}
+        login = await stranger.post("/inbox/login", data=credentials)
+        assert login.status_code == 403 and SESSION_COOKIE not in login.cookies
+    await alice.aclose()
+    await bob.aclose()
+
+
+async def test_wrong_role_is_refused(web: Web, settings: Settings) -> None:
+    thread = await web.pause("cus_large_dup")
+    # Someone signed in who is not (or no longer) an approver in the policy.
+    session_id, _ = web.store.create_session("mallory", __import__("datetime").timedelta(hours=1))
+    async with web.client(cookies={SESSION_COOKIE: session_id}) as mallory:
+        assert (await mallory.get("/inbox")).status_code == 403
+    # Two agents cannot complete a dual approval: the second needs to be a supervisor.
+    alice, bob = await web.signed_in("alice"), await web.signed_in("bob")
+    first = await alice.post(
+        decision_url(thread), data={"decision": "approve", "csrf": csrf_of((await alice.get("/inbox")).text)}
+    )
+    assert first.status_code == 303
+    refused = await bob.post(
+        decision_url(thread), data={"decision": "approve", "csrf": csrf_of((await bob.get("/inbox")).text)}
+    )
+    assert refused.status_code == 403 and "a dual approval needs a supervisor" in refused.text
+    assert refunds(settings, thread) == []
+    sam = await web.signed_in("sam")
+    done = await sam.post(
+        decision_url(thread), data={"decision": "approve", "csrf": csrf_of((await sam.get("/inbox")).text)}
+    )
+    assert done.status_code == 303
+    assert [r["amount_cents"] for r in refunds(settings, thread)] == [120000]
+    for client in (alice, bob, sam):
+        await client.aclose()
+
+
+async def test_nobody_decides_on_their_own_ticket(
+    tmp_path: Path, model_cache: Path, make_web: Callable[[Settings], Web]
+) -> None:
+    folder = policy_copy(
+        tmp_path, "approvals.toml", 'id = "sam"\nrole = "supervisor"', 'id = "sam"\nrole = "supervisor"\nemail = "x@y"'
+    )
+    settings = Settings(home=tmp_path / "home", cache_home=model_cache, policy_dir=folder)
+    web = make_web(settings)
+    try:
+        customer = await web.triage.acustomer("cus_mid_dup")
+        assert customer is not None
+        policy_file = folder / "approvals.toml"
+        policy_file.write_text(policy_file.read_text().replace("x@y", customer["email"].upper()))
+        web = Web(web.triage, web.api.state.web.web_settings)  # reload the policy with the real email
+        thread = await web.pause("cus_mid_dup")
+        sam = await web.signed_in("sam")
+        refused = await sam.post(
+            decision_url(thread),
+            data={"decision": "approve", "csrf": csrf_of((await sam.get("/inbox")).text)},
+        )
+        assert refused.status_code == 403 and "your own email" in refused.text
+        assert refunds(settings, thread) == []
+        await sam.aclose()
+    finally:
+        await web.triage.aclose()
+
+
+async def test_reject_and_edit_down(web: Web, settings: Settings) -> None:
+    rejected, edited = await web.pause("cus_mid_dup"), await web.pause("cus_large_dup")
+    sam = await web.signed_in("sam")
+    token = csrf_of((await sam.get("/inbox")).text)
+    no_reason = await sam.post(decision_url(rejected), data={"decision": "reject", "csrf": token})
+    assert no_reason.status_code == 422 and "a rejection needs a reason" in no_reason.text
+    done = await sam.post(
+        decision_url(rejected), data={"decision": "reject", "csrf": token, "reason": "preorder, not a dup"}
+    )
+    assert done.status_code == 303
+    assert (await web.triage.athread(rejected)).result.rejection["reason"] == "preorder, not a dup"  # type: ignore[index]
+    for amount, message in [("1300", "not raise it"), ("abc", "not an amount"), ("1.234", "two decimals")]:
+        refused = await sam.post(decision_url(edited), data={"decision": "edit", "csrf": token, "amount": amount})
+        assert refused.status_code in (403, 422) and message in refused.text, refused.text
+    # $1,200 down to $450.50: a single-tier amount now, and sam's edit is its approval.
+    done = await sam.post(decision_url(edited), data={"decision": "edit", "csrf": token, "amount": "450.50"})
+    assert done.status_code == 303
+    assert [r["amount_cents"] for r in refunds(settings, edited)] == [45050]
+    assert refunds(settings, rejected) == []
+    await sam.aclose()
+
+
+async def test_concurrent_decisions_one_wins_the_other_is_told(web: Web, settings: Settings) -> None:
+    thread = await web.pause("cus_mid_dup")
+    alice, bob = await web.signed_in("alice"), await web.signed_in("bob")
+    forms = [
+        (client, {"decision": "approve", "csrf": csrf_of((await client.get("/inbox")).text)}) for client in (alice, bob)
+    ]
+    answers = await asyncio.gather(*(c.post(decision_url(thread), data=f) for c, f in forms))
+    assert sorted(a.status_code for a in answers) == [303, 409]
+    loser = next(a for a in answers if a.status_code == 409)
+    assert "not awaiting approval" in loser.text or "decided" in loser.text
+    assert len(refunds(settings, thread)) == 1
+    await alice.aclose()
+    await bob.aclose()
+
+
+async def test_login_burst_is_throttled(web: Web) -> None:
+    async with web.client() as attacker:
+        statuses = []
+        for _ in range(6):
+            form = await attacker.get("/inbox/login")
+            answer = await attacker.post(
+                "/inbox/login", data={"approver": "alice", "password": "guess", "csrf": csrf_of(form.text)}
+            )
+            statuses.append(answer.status_code)
+        assert statuses == [401] * 5 + [429]
+        form = await attacker.get("/inbox/login")
+        right = await attacker.post(
+            "/inbox/login", data={"approver": "alice", "password": "alice-password-1", "csrf": csrf_of(form.text)}
+        )
+        assert right.status_code == 429 and "Retry-After" in right.headers
+    # The throttle is per person and per address: another approver elsewhere still gets in.
+    bob = await web.client(address="127.0.0.2").__aenter__()
+    form = await bob.get("/inbox/login")
+    credentials = {"approver": "bob", "password": "bob-password-22", "csrf": csrf_of(form.text)}
+    ok = await bob.post("/inbox/login", data=credentials)
+    assert ok.status_code == 303
+    await bob.aclose()
+
+
+async def test_logout_ends_the_session_everywhere_and_links_work_once(web: Web) -> None:
+    alice = await web.signed_in("alice")
+    session_id = alice.cookies[SESSION_COOKIE]
+    inbox = await alice.get("/inbox")
+    out = await alice.post("/inbox/logout", data={"csrf": csrf_of(inbox.text)})
+    assert out.status_code == 303
+    async with web.client(cookies={SESSION_COOKIE: session_id}) as replayed:
+        assert (await replayed.get("/inbox")).status_code == 401
+    token = web.store.create_login_link("bob", __import__("datetime").timedelta(minutes=5))
+    async with web.client() as bob:
+        assert (await bob.get(f"/inbox/login/link?token={token}")).status_code == 200
+        assert (await bob.post("/inbox/login/link", data={"token": token})).status_code == 303
+        assert (await bob.get("/inbox")).status_code == 200
+    async with web.client() as again:
+        assert (await again.post("/inbox/login/link", data={"token": token})).status_code == 401
+    await alice.aclose()
+
+
+async def test_identity_header_is_trusted_only_from_the_proxy(web: Web) -> None:
+    async with web.client(address="10.9.8.7") as proxied:
+        page = await proxied.get("/inbox", headers={"X-Forwarded-User": "sam"})
+        assert page.status_code == 200 and 'id="signed-in-as">sam<' in page.text
+    async with web.client(address="10.0.0.1") as spoofed:
+        assert (await spoofed.get("/inbox", headers={"X-Forwarded-User": "sam"})).status_code == 401
+
+
+async def test_intake_runs_a_ticket_once_per_key(web: Web) -> None:
+    ticket = {"customer_id": "cus_small_dup", "subject": "Charged twice", "body": DUPLICATE_CHARGE}
+    async with web.client() as helpdesk:
+        first = await helpdesk.post("/api/tickets", json=ticket, headers={**AUTH, "Idempotency-Key": "mail-42"})
+        assert first.status_code == 202, first.text
+        accepted = first.json()
+        assert accepted["created"] is True and accepted["status_url"] == f"/api/threads/{accepted['thread_id']}"
+        retried = await helpdesk.post("/api/tickets", json=ticket, headers={**AUTH, "Idempotency-Key": "mail-42"})
+        assert retried.status_code == 202
+        assert retried.json() == {**accepted, "created": False}
+        other = await helpdesk.post(
+            "/api/tickets", json={**ticket, "body": "something else"}, headers={**AUTH, "Idempotency-Key": "mail-42"}
+        )
+        assert other.status_code == 409
+        await asyncio.gather(*web.api.state.web.runs)
+        result = await helpdesk.get(accepted["status_url"], headers=AUTH)
+        assert result.status_code == 200 and result.json()["status"] == "completed"
+        assert (await helpdesk.get(accepted["status_url"])).status_code == 401
+        assert (await helpdesk.get("/api/threads/thr_nope", headers=AUTH)).status_code == 404
+    threads = await web.triage.athreads(limit=100)
+    assert [t.thread_id for t in threads] == [accepted["thread_id"]]
+
+
+async def test_intake_refuses_bad_token_oversize_and_bad_tickets(web: Web, settings: Settings) -> None:
+    async with web.client() as helpdesk:
+        ticket = {"customer_id": "cus_small_dup", "body": "hello"}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {INTAKE_TOKEN}"}):
+            refused = await helpdesk.post("/api/tickets", json=ticket, headers=headers)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        huge = await helpdesk.post("/api/tickets", content=b'{"body": "' + b"x" * 70_000 + b'"}', headers=AUTH)
+        assert huge.status_code == 413
+        for bad in (
+            '{"body": ""}',
+            '{"cusotmer_id": "x", "body": "hi"}',
+            "not json",
+            '{"customer_id": "cus_nobody", "body": "hi"}',
+        ):
+            answer = await helpdesk.post("/api/tickets", content=bad, headers=AUTH)
+            assert answer.status_code == 422, bad
+            cli = subprocess.run(
+                [sys.executable, "-m", "triage", "run", "--file", "-"],
+                input=bad,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)},
+                timeout=120,
+                check=False,
+            )
+            assert cli.returncode == 2
+            assert answer.json()["detail"] in " ".join(cli.stderr.split()), (answer.json(), cli.stderr)
+    assert await web.triage.athreads() == []
+
+
+async def test_openapi_schema_describes_intake(web: Web) -> None:
+    async with web.client() as client:
+        schema = (await client.get("/api/openapi.json")).json()
+    submit = schema["paths"]["/api/tickets"]["post"]
+    assert set(submit["responses"]) >= {"202", "401", "409", "413", "422"}
+    body = submit["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["body"] and set(body["properties"]) == {"customer_id", "subject", "body", "channel"}
+    assert {p["name"] for p in submit["parameters"]} == {"authorization", "idempotency-key"}
+    assert "/api/threads/{thread_id}" in schema["paths"]
+    assert not any(path.startswith(("/inbox", "/inbox/login")) for path in schema["paths"])
+    json.dumps(schema)

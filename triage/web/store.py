@@ -1,0 +1,259 @@
+"""The web app's own SQLite file, `<home>/web.sqlite`: passwords, sessions, login links, throttling, intake keys.
+
+Secrets are never stored in the clear: passwords as scrypt hashes, session ids and login links as SHA-256 digests
+(what the browser or the link holds is the only copy of the secret). Every method opens its own short connection,
+so the CLI (setting a password) and a running server can share the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS passwords (
+    approver_id TEXT PRIMARY KEY,
+    hash        TEXT NOT NULL,
+    set_at      TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_digest   TEXT PRIMARY KEY,
+    approver_id TEXT NOT NULL,
+    csrf        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    expires_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS login_links (
+    token_digest TEXT PRIMARY KEY,
+    approver_id  TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    used_at      TEXT
+);
+CREATE TABLE IF NOT EXISTS login_failures (
+    id          INTEGER PRIMARY KEY,
+    approver_id TEXT NOT NULL,
+    address     TEXT NOT NULL,
+    at          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_by_who ON login_failures(approver_id, at);
+CREATE INDEX IF NOT EXISTS login_failures_by_address ON login_failures(address, at);
+CREATE TABLE IF NOT EXISTS intake_keys (
+    key         TEXT PRIMARY KEY,
+    thread_id   TEXT NOT NULL,
+    body_digest TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+"""
+
+# scrypt with n=2**14, r=8, p=1 (RFC 7914's interactive figure; about 16 MiB and 50 ms per hash).
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+MIN_PASSWORD_CHARS = 12
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash in the form `scrypt$n$r$p$salt$hash` (hex)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Whether `password` matches a hash from `hash_password` (constant-time comparison)."""
+    try:
+        scheme, n, r, p, salt, expected = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        digest = hashlib.scrypt(
+            password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected) // 2
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(digest.hex(), expected)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class WebSession:
+    """A signed-in person's session: who, the CSRF token of their forms, and when it ends."""
+
+    approver_id: str
+    csrf: str
+    expires_at: datetime
+
+
+class WebStore:
+    """Password hashes, sessions, login links, sign-in failures and intake keys in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._ready = False
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        if not self._ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        try:
+            if not self._ready:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(_SCHEMA)
+                self._ready = True
+            yield conn
+        finally:
+            conn.close()
+
+    # -- passwords -------------------------------------------------------------------------------------------
+
+    def set_password(self, approver_id: str, password: str) -> None:
+        """Store a new password hash for `approver_id` and end their existing sessions."""
+        hashed = hash_password(password)
+        with self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO passwords (approver_id, hash, set_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(approver_id) DO UPDATE SET hash = excluded.hash, set_at = excluded.set_at",
+                (approver_id, hashed, _now().isoformat(timespec="seconds")),
+            )
+            conn.execute("DELETE FROM sessions WHERE approver_id = ?", (approver_id,))
+            conn.execute("COMMIT")
+
+    def has_password(self, approver_id: str) -> bool:
+        """Whether `approver_id` has a password set."""
+        with self._connect() as conn:
+            return conn.execute("SELECT 1 FROM passwords WHERE approver_id = ?", (approver_id,)).fetchone() is not None
+
+    def check_password(self, approver_id: str, password: str) -> bool:
+        """Whether `password` is `approver_id`'s; False for someone without a password."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT hash FROM passwords WHERE approver_id = ?", (approver_id,)).fetchone()
+        if row is None:
+            verify_password(password, hash_password("not a real password"))  # same work either way
+            return False
+        return verify_password(password, row[0])
+
+    # -- sign-in throttling ----------------------------------------------------------------------------------
+
+    def recent_failures(self, approver_id: str, address: str, window: timedelta) -> int:
+        """Failed sign-ins for this person, or from this address, within `window`."""
+        since = (_now() - window).isoformat()
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT MAX((SELECT COUNT(*) FROM login_failures WHERE approver_id = ? AND at > ?), "
+                "(SELECT COUNT(*) FROM login_failures WHERE address = ? AND at > ?))",
+                (approver_id, since, address, since),
+            ).fetchone()
+        return int(row[0])
+
+    def record_failure(self, approver_id: str, address: str) -> None:
+        """Remember a failed sign-in."""
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO login_failures (approver_id, address, at) VALUES (?, ?, ?)",
+                (approver_id, address, _now().isoformat()),
+            )
+
+    def clear_failures(self, approver_id: str) -> None:
+        """Forget a person's failed sign-ins after they signed in."""
+        with self._connect() as conn:
+            conn.execute("DELETE FROM login_failures WHERE approver_id = ?", (approver_id,))
+
+    # -- sessions --------------------------------------------------------------------------------------------
+
+    def create_session(self, approver_id: str, lifetime: timedelta) -> tuple[str, WebSession]:
+        """Start a session; returns the secret session id (for the cookie) and the session."""
+        session_id = secrets.token_urlsafe(32)
+        session = WebSession(approver_id=approver_id, csrf=secrets.token_urlsafe(32), expires_at=_now() + lifetime)
+        with self._connect() as conn:
+            conn.execute("DELETE FROM sessions WHERE expires_at < ?", (_now().isoformat(),))
+            conn.execute(
+                "INSERT INTO sessions (id_digest, approver_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                (
+                    _digest(session_id),
+                    approver_id,
+                    session.csrf,
+                    _now().isoformat(),
+                    session.expires_at.isoformat(),
+                ),
+            )
+        return session_id, session
+
+    def session(self, session_id: str) -> WebSession | None:
+        """The live session with this id, or None (unknown, ended or expired)."""
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT approver_id, csrf, expires_at FROM sessions WHERE id_digest = ? AND expires_at > ?",
+                (_digest(session_id), _now().isoformat()),
+            ).fetchone()
+        if row is None:
+            return None
+        return WebSession(approver_id=row[0], csrf=row[1], expires_at=datetime.fromisoformat(row[2]))
+
+    def end_session(self, session_id: str) -> None:
+        """Sign out: the session id stops working at once, wherever the cookie was copied to."""
+        with self._connect() as conn:
+            conn.execute("DELETE FROM sessions WHERE id_digest = ?", (_digest(session_id),))
+
+    # -- one-time login links --------------------------------------------------------------------------------
+
+    def create_login_link(self, approver_id: str, lifetime: timedelta) -> str:
+        """A token that signs `approver_id` in once before `lifetime` passes."""
+        token = secrets.token_urlsafe(32)
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO login_links (token_digest, approver_id, expires_at) VALUES (?, ?, ?)",
+                (_digest(token), approver_id, (_now() + lifetime).isoformat()),
+            )
+        return token
+
+    def use_login_link(self, token: str) -> str | None:
+        """Spend a login token: its approver id the first time within its lifetime, None ever after."""
+        now = _now().isoformat()
+        with self._connect() as conn:
+            row = conn.execute(
+                "UPDATE login_links SET used_at = ? WHERE token_digest = ? AND used_at IS NULL AND expires_at > ? "
+                "RETURNING approver_id",
+                (now, _digest(token), now),
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- intake idempotency ----------------------------------------------------------------------------------
+
+    def claim_intake_key(self, key: str, thread_id: str, body: bytes) -> tuple[str, bool]:
+        """Bind an Idempotency-Key to a thread; returns (thread_id, created).
+
+        A key seen before returns its first thread and `created=False`; raises `ValueError` when the key was used
+        for a different body.
+        """
+        body_digest = hashlib.sha256(body).hexdigest()
+        with self._connect() as conn:
+            inserted = conn.execute(
+                "INSERT OR IGNORE INTO intake_keys (key, thread_id, body_digest, created_at) VALUES (?, ?, ?, ?)",
+                (key, thread_id, body_digest, _now().isoformat()),
+            ).rowcount
+            if inserted:
+                return thread_id, True
+            first, first_digest = conn.execute(
+                "SELECT thread_id, body_digest FROM intake_keys WHERE key = ?", (key,)
+            ).fetchone()
+        if first_digest != body_digest:
+            raise ValueError(key)
+        return str(first), False
+
+    def is_intake_thread(self, thread_id: str) -> bool:
+        """Whether intake accepted a ticket for this thread id (its run may not have written anything yet)."""
+        with self._connect() as conn:
+            return conn.execute("SELECT 1 FROM intake_keys WHERE thread_id = ?", (thread_id,)).fetchone() is not None
