@@ -26,6 +26,7 @@ from triage.evals.dataset import EvalCase
 from triage.evals.evaluators import EFFECT_KINDS, describe_action, evaluate_case
 from triage.evals.metrics import CaseEvaluation, attach_retries
 from triage.models.tier import LocalModelTier, ModelTier
+from triage.policies import PolicyBundle
 from triage.schemas import RunResult, TimelineEntry
 from triage.settings import Settings
 from triage.telemetry import AttemptCounter
@@ -84,7 +85,8 @@ async def run_cases(
     from triage.policies import load_policy_bundle
 
     base = settings or Settings()
-    policy_version = load_policy_bundle(base.policy_dir).version
+    policy = load_policy_bundle(base.policy_dir)
+    policy_version = policy.version
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="triage-eval-") as tmp:
         root = workdir or Path(tmp)
@@ -92,7 +94,7 @@ async def run_cases(
         # Every case decides with the home's active model (a trained one, or the packaged one).
         shared = {"cache_home": cache, "models_home": base.models_dir}
         template = root / "template"
-        models = _shared_models(cache, base.models_dir)
+        models = _shared_models(base, cache, policy)
         await _seed_template(base.model_copy(update={"home": template, **shared}), models)
         semaphore = asyncio.Semaphore(max(1, concurrency))
 
@@ -122,9 +124,11 @@ async def run_cases(
     )
 
 
-def _shared_models(cache: Path, models_dir: Path) -> ModelTier:
-    """The model tier every case's app uses (the active model): loaded once, not once per case."""
-    return LocalModelTier(cache, models_dir)
+def _shared_models(settings: Settings, cache: Path, policy: PolicyBundle) -> ModelTier:
+    """The model tiers every case's app uses (the active local model, and any configured models): loaded once."""
+    from triage.models.cascade import build_model_tier
+
+    return build_model_tier(LocalModelTier(cache, settings.models_dir), settings, policy)
 
 
 async def _seed_template(settings: Settings, models: ModelTier) -> None:

@@ -38,9 +38,7 @@ async def test_concurrent_duplicate_tickets_yield_one_request_and_one_approval(s
         for result in told:
             assert result.reply is not None and "awaiting review by our billing team" in result.reply.body
             assert open_requests[0]["payment_id"] in result.reply.body
-        assert [p["thread_id"] for p in await app.apending_approvals() if p["action"] == "refund"] == [
-            paused[0].thread_id
-        ]
+        assert [p.thread_id for p in await app.apending_approvals() if p.action == "refund"] == [paused[0].thread_id]
         done = await app.aresume(paused[0].thread_id, {"approver": "alice", "decision": "approve"})
         assert done.status == "completed"
     refunds = rows(settings.helpdesk_path, "SELECT payment_id FROM refunds WHERE customer_id = 'cus_mid_dup'")

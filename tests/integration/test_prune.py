@@ -73,7 +73,7 @@ def test_prune_keeps_the_pending_approval_and_the_ledger_and_shrinks_the_store(s
     assert {line["actor"] for line in pruned_lines} == {"system:prune"}
 
     with TriageApp(settings) as app:
-        assert sorted(p["thread_id"] for p in app.pending_approvals()) == sorted(paused)
+        assert sorted(p.thread_id for p in app.pending_approvals()) == sorted(paused)
         with pytest.raises(ThreadNotFoundError):
             app.thread(finished[0])
         done = app.resume(paused[0], {"approver": "alice", "decision": "approve", "reason": "after prune"})

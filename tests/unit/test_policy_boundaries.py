@@ -31,9 +31,9 @@ SINGLE_MAX = APPROVALS.refunds.single_approval_max_cents
 
 def test_packaged_limits_are_the_documented_ones() -> None:
     assert (NO_APPROVAL_MAX, SINGLE_MAX) == (5000, 50000)  # $50.00 and $500.00
-    assert APPROVALS.actions.low_confidence_reply_below == 0.6
+    assert APPROVALS.actions.low_confidence_reply_below == 0.9
     assert APPROVALS.sla.expiry_hours == 24
-    assert SUPPORT.routing.min_confidence == 0.45
+    assert SUPPORT.routing.min_confidence == 0.8
     assert SUPPORT.billing.duplicate_window_hours == 72
     assert SUPPORT.budget == Budget(
         max_steps=40, max_wall_seconds=60.0, max_model_tokens=20000, max_model_cost_usd=0.05
@@ -101,7 +101,7 @@ def test_tier_of_other_actions(kind: str, tier: str) -> None:
 
 @pytest.mark.parametrize(
     ("confidence", "needs"),
-    [(0.0, True), (0.59, True), (0.5999, True), (0.6, False), (0.6001, False), (1.0, False)],
+    [(0.0, True), (0.89, True), (0.8999, True), (0.9, False), (0.9001, False), (1.0, False)],
 )
 def test_reply_approval_threshold(confidence: float, needs: bool) -> None:
     assert reply_needs_approval(confidence, APPROVALS) is needs
@@ -165,9 +165,9 @@ def test_routing_confidence_threshold(confidence: float, route: str) -> None:
 
 def test_route_reasons_name_the_numbers() -> None:
     unsure = decide_route(predicted="account", confidence=0.3, signals=frozenset(), sentiment="neutral", policy=SUPPORT)
-    assert unsure.reason == "classifier unsure (0.30 < 0.45 for account)"
-    sure = decide_route(predicted="account", confidence=0.8, signals=frozenset(), sentiment="negative", policy=SUPPORT)
-    assert sure.reason == "classified as account (0.80)"
+    assert unsure.reason == "classifier unsure (0.30 < 0.80 for account)"
+    sure = decide_route(predicted="account", confidence=0.85, signals=frozenset(), sentiment="negative", policy=SUPPORT)
+    assert sure.reason == "classified as account (0.85)"
     signalled = decide_route(
         predicted="billing",
         confidence=0.99,
