@@ -41,8 +41,9 @@ async def validate(state: State, runtime: Runtime[Context]) -> Command[Literal["
     services = await services_of(runtime)
     data = state.get("ticket")
     try:
-        if _looked_up(state):
-            # The caller (`TriageApp`) looked the customer up while checking the ticket, before the run began.
+        if _looked_up(state) and _run_by_the_app(runtime):
+            # `TriageApp` looked the customer up while checking the ticket, before the run began. A profile in the
+            # input of a run from elsewhere (Studio, the server's API) is never trusted: it is looked up again.
             ticket, customer = Ticket.parse(data), state.get("customer")
         else:
             ticket, customer = await check_ticket(data, services.gateway, thread_id=thread_id_of(runtime))
@@ -65,3 +66,10 @@ def _looked_up(state: State) -> bool:
     customer, ticket = state["customer"], state.get("ticket") or {}
     expected = ticket.get("customer_id") if isinstance(ticket, dict) else None
     return customer.get("id") == expected if customer is not None else expected is None
+
+
+def _run_by_the_app(runtime: Runtime[Context]) -> bool:
+    """Whether `TriageApp` started this run in-process (it hands its services over; a server's client cannot)."""
+    from triage.services import Services
+
+    return runtime.context is not None and isinstance(runtime.context.services, Services)

@@ -46,3 +46,19 @@ async def test_a_profile_for_another_customer_in_the_input_is_replaced_by_the_lo
         await close_shared_services()
     assert out["customer"]["id"] == "cus_small_dup"
     assert out["customer"]["name"] != "Someone Else"
+
+
+async def test_a_forged_profile_of_the_ticket_s_own_customer_is_not_trusted_outside_the_app(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "studio-home"))
+    monkeypatch.setenv("TRIAGE_CACHE_HOME", str(settings.cache_dir))
+    runnable = graph.copy(update={"checkpointer": InMemorySaver()})
+    ticket = {"customer_id": "cus_small_dup", "subject": "Charged twice", "body": "I was billed twice."}
+    forged = {"id": "cus_small_dup", "name": "Mallory", "email": "mallory@example.net", "status": "active"}
+    try:
+        out = await runnable.ainvoke({"ticket": ticket, "customer": forged}, {"configurable": {"thread_id": "s-3"}})
+    finally:
+        await close_shared_services()
+    assert out["customer"]["id"] == "cus_small_dup"
+    assert (out["customer"]["name"], out["customer"]["email"]) != ("Mallory", "mallory@example.net")
