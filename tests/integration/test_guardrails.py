@@ -60,7 +60,8 @@ def test_no_raw_pii_reaches_the_model_layer_or_a_log_line(
     redacted = 0
     for case in corpus:
         result = app.run({k: case[k] for k in ("customer_id", "subject", "body")})
-        assert result.status in ("completed", "escalated"), result.status_reason
+        # A reply drafted below the reply-approval threshold waits for a person: also an end of this run.
+        assert result.status in ("completed", "escalated", "awaiting_approval"), result.status_reason
         redacted += sum(result.redactions.values())
     everything = "\n".join([*tier.seen, *(record.getMessage() for record in caplog.records)])
     leaks = [value for case in corpus for value in case["pii"] if value in everything]

@@ -79,7 +79,7 @@ def test_below_the_acting_confidence_only_the_hand_off_is_written(
 @pytest.fixture
 def cautious_app(tmp_path: Path, model_cache: Path) -> Iterator[tuple[TriageApp, Settings]]:
     """An app whose policy requires certainty to act: every write of a specialist is held for a person."""
-    folder = policy_copy(tmp_path, "support.toml", "min_confidence_to_act = 0.6", "min_confidence_to_act = 1.0")
+    folder = policy_copy(tmp_path, "support.toml", "min_confidence_to_act = 0.8", "min_confidence_to_act = 1.0")
     settings = Settings(home=tmp_path / "home", cache_home=model_cache, policy_dir=folder)
     app = TriageApp(settings)
     yield app, settings

@@ -84,8 +84,8 @@ MUTANTS = (
         "routing confidence threshold becomes inclusive",
         "triage.policies.routing",
         "decide_route",
-        "confidence < rules.min_confidence",
-        "confidence <= rules.min_confidence",
+        'predicted != "escalation" and confidence < rules.min_confidence:',
+        'predicted != "escalation" and confidence <= rules.min_confidence:',
         (f"{BOUNDARIES}::test_routing_confidence_threshold",),
     ),
     Mutant(
@@ -108,8 +108,8 @@ MUTANTS = (
         "restore leaves placeholders in place",
         "triage.policies.pii",
         "restore",
-        "redaction.values.get(m.group(0), m.group(0))",
-        "m.group(0)",
+        "return redaction.values.get(placeholder, placeholder)",
+        "return placeholder",
         ("tests/unit/test_policies.py::test_redact",),
     ),
     Mutant(

@@ -61,14 +61,14 @@ def _state(confidence: float, **extra: Any) -> dict[str, Any]:
 
 
 def test_actions_to_approve_adds_the_reply_below_the_confidence_threshold() -> None:
-    [refund, reply] = actions_to_approve(_state(0.59), APPROVALS)  # type: ignore[arg-type]
+    [refund, reply] = actions_to_approve(_state(0.89), APPROVALS)  # type: ignore[arg-type]
     assert refund == REFUND
     assert reply == ProposedAction(
         kind="reply",
         args={"template": "general.kb_answer"},
-        reason="reply drafted from a classification with confidence 0.59",
+        reason="reply drafted from a classification with confidence 0.89",
     )
-    assert actions_to_approve(_state(0.6), APPROVALS) == [REFUND]  # type: ignore[arg-type]
+    assert actions_to_approve(_state(0.9), APPROVALS) == [REFUND]  # type: ignore[arg-type]
     assert actions_to_approve(_state(0.1, route="escalation"), APPROVALS) == [REFUND]  # type: ignore[arg-type]
     no_draft = _state(0.1)
     del no_draft["draft"]

@@ -51,7 +51,7 @@ def test_iban(candidate: str, valid: bool) -> None:
     [
         ("call 555 0100 12", "call [PHONE_1]"),  # 9 digits
         ("code 12 34 567", "code 12 34 567"),  # 7 digits: too short for a phone number
-        ("ref 1234 5678", "ref [PHONE_1]"),  # 8 digits: the shortest phone number
+        ("tel 0123 456 78", "tel [PHONE_1]"),  # 9 digits after a phone word
         ("on 2026.08.14 we", "on 2026.08.14 we"),  # a date is not a phone number
         ("on 14-08-2026 we", "on 14-08-2026 we"),
         ("ni AB 12 34 56 C ok", "ni [NATIONAL_ID_1] ok"),

@@ -263,10 +263,10 @@ def test_writes_are_held_below_the_acting_confidence_on_routes_that_write() -> N
     from triage.policies.routing import write_hold
 
     rules = POLICY.support.routing
-    assert rules.min_confidence_to_act == 0.6 and rules.acting_routes == {"billing", "technical", "account"}
+    assert rules.min_confidence_to_act == 0.8 and rules.acting_routes == {"billing", "technical", "account"}
     held = write_hold("account", 0.52, "profile_update", POLICY.support)
-    assert held is not None and "0.52 < 0.60 for account/profile_update" in held
-    assert write_hold("account", 0.6, "profile_update", POLICY.support) is None
+    assert held is not None and "0.52 < 0.80 for account/profile_update" in held
+    assert write_hold("account", 0.8, "profile_update", POLICY.support) is None
     assert write_hold("escalation", 0.1, "complaint", POLICY.support) is None, "the hand-off is always written"
     assert write_hold("general", 0.5, "contact_info", POLICY.support) is None
 

@@ -90,7 +90,7 @@ def doctor(as_json: JsonOption = False) -> None:
 
 @cli.command("dev-model-server")
 def dev_model_server(
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 [default: a free one].")] = 0,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 \\[default: a free one].")] = 0,
 ) -> None:
     """Serve the dev OpenAI-compatible model server on 127.0.0.1 (rule-based answers, no network, no key)."""
     from triage.models.dev_server import DEV_MODELS, DevModelServer

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from triage.cli.common import HomeOption, JsonOption, cli, err, guard, out, print_json, with_app
+from triage.cli.common import HomeOption, JsonOption, TriageTyper, cli, err, guard, out, print_json, with_app
 
 if TYPE_CHECKING:
     from triage.settings import Settings
 
-model_cli = typer.Typer(
+model_cli = TriageTyper(
     help="The local model that classifies tickets: what is active, and going back.", no_args_is_help=True
 )
 cli.add_typer(model_cli, name="model")
@@ -40,7 +40,7 @@ def train(
     text_col: Annotated[str, typer.Option(help="Column with the ticket text.")] = "text",
     route_col: Annotated[str, typer.Option(help="Column with the route.")] = "route",
     intent_col: Annotated[
-        str | None, typer.Option(help="Column with the intent [default: 'intent' when the file has it].")
+        str | None, typer.Option(help="Column with the intent \\[default: 'intent' when the file has it].")
     ] = None,
     replace: Annotated[
         bool, typer.Option(help="Train on this file alone instead of the packaged examples plus this file.")
@@ -189,7 +189,7 @@ def model_reset(home: HomeOption = None, as_json: JsonOption = False) -> None:
 @cli.command("export-labels")
 def export_labels(
     output: Annotated[
-        Path | None, typer.Option("--out", help="Write to this .csv or .jsonl file [default: JSONL on stdout].")
+        Path | None, typer.Option("--out", help="Write to this .csv or .jsonl file \\[default: JSONL on stdout].")
     ] = None,
     home: HomeOption = None,
     as_json: JsonOption = False,

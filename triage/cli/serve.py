@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from triage.cli.common import HomeOption, cli, err, guard, out
+from triage.cli.common import HomeOption, TriageTyper, cli, err, guard, out
 
 if TYPE_CHECKING:
     from triage.policies import PolicyBundle
     from triage.settings import Settings
 
-approvers_cli = typer.Typer(help="Give approvers a way to sign in to the web inbox.", no_args_is_help=True)
+approvers_cli = TriageTyper(help="Give approvers a way to sign in to the web inbox.", no_args_is_help=True)
 cli.add_typer(approvers_cli, name="approvers")
 
 
@@ -101,7 +101,7 @@ def set_password(
 def login_link(
     approver_id: Annotated[str, typer.Argument(metavar="ID", help="An approver id from the approval policy.")],
     base_url: Annotated[
-        str | None, typer.Option(help="Where the inbox is served [default: $TRIAGE_PUBLIC_URL or local].")
+        str | None, typer.Option(help="Where the inbox is served \\[default: $TRIAGE_PUBLIC_URL or local].")
     ] = None,
     minutes: Annotated[int, typer.Option(min=1, max=7 * 24 * 60, help="How long the link works.")] = 30,
     home: HomeOption = None,
