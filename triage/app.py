@@ -32,6 +32,7 @@ from triage.schemas import (
     Action,
     Decision,
     PendingApproval,
+    PendingGroup,
     Reply,
     RunResult,
     ThreadSummary,
@@ -510,25 +511,60 @@ class TriageApp:
             return result
         return _result(thread_id, await engine.graph.aget_state(config))
 
-    def pending_approvals(self, *, overdue: bool = False) -> list[PendingApproval]:
+    def pending_approvals(
+        self,
+        *,
+        overdue: bool = False,
+        tier: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[PendingApproval]:
         """Approvals waiting for a decision across threads, oldest first (see `apending_approvals`)."""
-        return self._portal.call(self._apending(overdue))
+        return self._portal.call(self._apending(overdue, tier, action, limit, offset))
 
-    async def apending_approvals(self, *, overdue: bool = False) -> list[PendingApproval]:
-        """Approvals waiting for a decision across threads, oldest first, read from the approval index."""
-        return await self._portal.acall(self._apending(overdue))
+    async def apending_approvals(
+        self,
+        *,
+        overdue: bool = False,
+        tier: str | None = None,
+        action: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[PendingApproval]:
+        """Approvals waiting for a decision across threads, oldest first, read from the approval index.
 
-    async def _apending(self, overdue_only: bool) -> list[PendingApproval]:
+        `overdue` keeps only those past their expiry; `tier` and `action` filter; `limit` and `offset` page.
+        """
+        return await self._portal.acall(self._apending(overdue, tier, action, limit, offset))
+
+    async def _apending(
+        self, overdue_only: bool, tier: str | None, action: str | None, limit: int | None, offset: int
+    ) -> list[PendingApproval]:
         engine = await self._get_engine()
         now = datetime.now(UTC)
-        found = []
-        for row in await engine.services.journal.pending_approvals():
-            overdue = datetime.fromisoformat(row.expires_at) <= now
-            if overdue or not overdue_only:
-                found.append(
-                    PendingApproval(**row.request, origin_id=row.origin_id, version=row.version, overdue=overdue)
-                )
-        return found
+        expired_by = now.isoformat(timespec="seconds") if overdue_only else None
+        rows = await engine.services.journal.pending_approvals(
+            tier=tier, action=action, expired_by=expired_by, limit=limit, offset=offset
+        )
+        return [
+            PendingApproval(
+                **row.request,
+                origin_id=row.origin_id,
+                version=row.version,
+                overdue=datetime.fromisoformat(row.expires_at) <= now,
+            )
+            for row in rows
+        ]
+
+    async def apending_counts(self) -> list[PendingGroup]:
+        """How many approvals wait, by tier, action and overdue or not: the inbox's counts without reading them."""
+        return await self._portal.acall(self._apending_counts())
+
+    async def _apending_counts(self) -> list[PendingGroup]:
+        engine = await self._get_engine()
+        groups = await engine.services.journal.pending_counts(datetime.now(UTC).isoformat(timespec="seconds"))
+        return [PendingGroup(tier=t, action=a, overdue=o, count=n) for t, a, o, n in groups]
 
     def sweep(self) -> list[RunResult]:
         """Escalate every overdue approval to the human queue (see `asweep`)."""
@@ -540,7 +576,7 @@ class TriageApp:
 
     async def _asweep(self) -> list[RunResult]:
         results = []
-        for pending in await self._apending(overdue_only=True):
+        for pending in await self._apending(True, None, None, None, 0):
             from triage.policies.approvals import SWEEP_ACTOR
 
             timeout = Decision(

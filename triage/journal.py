@@ -52,7 +52,9 @@ CREATE TABLE IF NOT EXISTS approval_index (
     expires_at   TEXT NOT NULL,
     decided_by   TEXT,
     decision     TEXT,
-    decided_at   TEXT
+    decided_at   TEXT,
+    tier         TEXT,
+    action       TEXT
 );
 CREATE INDEX IF NOT EXISTS approvals_by_state ON approval_index(state, requested_at);
 CREATE INDEX IF NOT EXISTS approvals_by_thread ON approval_index(thread_id);
@@ -96,6 +98,16 @@ _ROW = (
 )
 
 
+def _pending_filter(tier: str | None, action: str | None, expired_by: str | None) -> tuple[str, tuple[Any, ...]]:
+    where = " WHERE state = 'pending'"
+    params: tuple[Any, ...] = ()
+    for clause, value in (("tier = ?", tier), ("action = ?", action), ("expires_at <= ?", expired_by)):
+        if value is not None:
+            where += f" AND {clause}"
+            params += (value,)
+    return where, params
+
+
 def _row(r: Any) -> ApprovalRow:
     return ApprovalRow(
         approval_id=r[0],
@@ -123,8 +135,35 @@ class Journal:
         self._sql = sql
 
     async def setup(self) -> None:
-        """Create the tables if they are missing."""
+        """Create the tables if they are missing, and add the columns later versions added."""
         await self._sql.script(_POSTGRES_SCHEMA if self._sql.dialect == "postgres" else _SCHEMA)
+        await self._add_filter_columns()
+
+    async def _add_filter_columns(self) -> None:
+        """Stores from before the inbox filtered in SQL lack the approval index's `tier` and `action`: add them."""
+        if self._sql.dialect == "postgres":
+            have = await self._sql.fetchall(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'approval_index' "
+                "AND table_schema = current_schema()"
+            )
+        else:
+            have = await self._sql.fetchall("SELECT name FROM pragma_table_info('approval_index')")
+        missing = [c for c in ("tier", "action") if c not in {row[0] for row in have}]
+        for column in missing:
+            try:
+                await self._sql.execute(f"ALTER TABLE approval_index ADD COLUMN {column} TEXT")
+            except Exception as exc:  # another process added it first
+                if "duplicate column" not in str(exc) and "already exists" not in str(exc):
+                    raise
+        if missing:
+            for approval_id, request in await self._sql.fetchall(
+                "SELECT approval_id, request FROM approval_index WHERE tier IS NULL"
+            ):
+                data = json.loads(request)
+                await self._sql.execute(
+                    "UPDATE approval_index SET tier = ?, action = ? WHERE approval_id = ?",
+                    (data.get("tier"), data.get("action"), approval_id),
+                )
 
     async def receipt(self, key: str) -> dict[str, Any] | None:
         """The receipt of the effect recorded under `key`, if it ran."""
@@ -217,10 +256,11 @@ class Journal:
         round_ = len(request["approvals_received"])
         await self._sql.execute(
             "INSERT INTO approval_index (approval_id, thread_id, origin_id, round, state, version, request, "
-            "requested_at, expires_at) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?) "
+            "requested_at, expires_at, tier, action) VALUES (?, ?, ?, ?, 'pending', 0, ?, ?, ?, ?, ?) "
             "ON CONFLICT(approval_id) DO UPDATE SET round = excluded.round, state = 'pending', "
-            "version = approval_index.version + 1, request = excluded.request, decided_by = NULL, "
-            "decision = NULL, decided_at = NULL WHERE approval_index.round < excluded.round",
+            "version = approval_index.version + 1, request = excluded.request, tier = excluded.tier, "
+            "action = excluded.action, "
+            "decided_by = NULL, decision = NULL, decided_at = NULL WHERE approval_index.round < excluded.round",
             (
                 request["approval_id"],
                 request["thread_id"],
@@ -229,6 +269,8 @@ class Journal:
                 json.dumps(request, sort_keys=True, default=str),
                 request["requested_at"],
                 request["expires_at"],
+                request.get("tier"),
+                request.get("action"),
             ),
         )
 
@@ -246,10 +288,34 @@ class Journal:
         )
         return None if row is None else _row(row)
 
-    async def pending_approvals(self) -> list[ApprovalRow]:
-        """Every approval waiting for a decision, oldest request first (read from the index, not the threads)."""
-        rows = await self._sql.fetchall(_ROW + " WHERE state = 'pending' ORDER BY requested_at, thread_id, approval_id")
-        return [_row(r) for r in rows]
+    async def pending_approvals(
+        self,
+        *,
+        tier: str | None = None,
+        action: str | None = None,
+        expired_by: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ApprovalRow]:
+        """Approvals waiting for a decision, oldest request first (read from the index, not the threads).
+
+        `tier` and `action` filter; `expired_by` (an ISO time) keeps those expired by then; `limit`/`offset` page.
+        """
+        where, params = _pending_filter(tier, action, expired_by)
+        sql = _ROW + where + " ORDER BY requested_at, thread_id, approval_id"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += (limit, offset)
+        return [_row(r) for r in await self._sql.fetchall(sql, params)]
+
+    async def pending_counts(self, now: str) -> list[tuple[str, str, bool, int]]:
+        """How many approvals wait, by tier, action and whether they expired by `now`: (tier, action, overdue, n)."""
+        rows = await self._sql.fetchall(
+            "SELECT tier, action, expires_at <= ?, COUNT(*) FROM approval_index WHERE state = 'pending' "
+            "GROUP BY tier, action, expires_at <= ?",
+            (now, now),
+        )
+        return [(str(r[0]), str(r[1]), bool(r[2]), int(r[3])) for r in rows]
 
     async def claim(
         self, approval_id: str, *, version: int, state: ApprovalState, decision: dict[str, Any], approver: str

@@ -132,6 +132,15 @@ class PendingApproval(ApprovalRequest):
     overdue: bool = Field(description="Past its expiry: `triage sweep` escalates it.")
 
 
+class PendingGroup(BaseModel):
+    """How many approvals wait with one tier and action, overdue or not (`apending_counts`)."""
+
+    tier: str
+    action: str
+    overdue: bool
+    count: int
+
+
 class Decision(BaseModel):
     """An approver's answer to a pending approval (the resume value of the approval interrupt)."""
 

@@ -26,6 +26,7 @@ from tests.conftest import rows
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
+INTAKE_TOKEN = "langgraph-dev-intake-token-0123"
 
 
 def _refund_ticket(customer_id: str) -> dict[str, Any]:
@@ -70,6 +71,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
         "LANGGRAPH_NO_VERSION_CHECK": "true",
         "LANGSMITH_TRACING": "false",
+        "TRIAGE_INTAKE_TOKEN": INTAKE_TOKEN,
     }
     log = folder / "server.log"
     started = time.perf_counter()
@@ -230,3 +232,25 @@ def test_bad_resume_values_re_interrupt_with_the_reason_never_an_error_thread(se
     assert "ignore" in reasons[1]
     assert "120000" in reasons[2] or "$1,200.00" in reasons[2]
     assert all(reason for reason in reasons)
+
+
+def test_the_inbox_and_intake_are_served_by_langgraph_dev_through_http_app(server: Server) -> None:
+    """langgraph.json's `http.app` mounts the web app: the inbox answers beside the graphs, and intake runs tickets."""
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        login = client.get("/inbox/login")
+        assert login.status_code == 200 and 'name="password"' in login.text, login.text[:500]
+        assert client.get("/inbox").status_code == 401
+        schema = client.get("/api/openapi.json").json()
+        assert "/api/tickets" in schema["paths"]
+        auth = {"Authorization": f"Bearer {INTAKE_TOKEN}", "Idempotency-Key": "dev-mount-1"}
+        ticket = {"customer_id": "cus_small_dup", "subject": "Charged twice", "body": "You charged me twice."}
+        accepted = client.post("/api/tickets", json=ticket, headers=auth)
+        assert accepted.status_code == 202, accepted.text
+        status_url = accepted.json()["status_url"]
+        deadline = time.monotonic() + 60
+        while (answer := client.get(status_url, headers=auth)).status_code == 202 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert answer.status_code == 200 and answer.json()["status"] == "completed", answer.text
+        assert client.get("/ok").status_code == 200  # the server's own routes still answer

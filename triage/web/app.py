@@ -65,10 +65,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        from triage.web.intake import keep_restarting
+
         context: WebContext = api.state.web
+        sweeper = asyncio.create_task(keep_restarting(context)) if context.web_settings.intake_token else None
         try:
             yield
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
             for task in list(context.runs):
                 await asyncio.wait({task}, timeout=30)
             if context.owns_triage:

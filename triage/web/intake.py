@@ -11,15 +11,19 @@ import asyncio
 import hmac
 import logging
 import uuid
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from triage.errors import InvalidTicketError, ThreadNotFoundError
+from triage.errors import InvalidTicketError, StoreUnavailableError, ThreadNotFoundError
 from triage.schemas import RunResult, Ticket
 from triage.web.auth import web
+
+if TYPE_CHECKING:
+    from triage.web.app import WebContext
 
 router = APIRouter(prefix="/api", tags=["intake"])
 _log = logging.getLogger(__name__)
@@ -34,10 +38,18 @@ class Accepted(BaseModel):
 
 
 class Pending(BaseModel):
-    """A run accepted but not yet written to the checkpoint store."""
+    """A ticket accepted whose run has not finished: `accepted` (not started yet) or `running`."""
 
     thread_id: str
-    status: str = "accepted"
+    status: Literal["accepted", "running"] = "accepted"
+
+
+class GivenUp(BaseModel):
+    """A ticket accepted whose run could not be started (e.g. the helpdesk no longer knows its customer)."""
+
+    thread_id: str
+    status: str = "rejected"
+    detail: str
 
 
 class Problem(BaseModel):
@@ -123,26 +135,89 @@ async def submit_ticket(
     except ValueError:
         return _problem(409, "this Idempotency-Key was already used for a different ticket; use a new key")
     if created:
-        task = asyncio.create_task(_run(context.triage, ticket, thread_id))
-        context.runs.add(task)
-        task.add_done_callback(context.runs.discard)
+        start_run(context, ticket, thread_id)
     accepted = Accepted(thread_id=thread_id, status_url=f"/api/threads/{thread_id}", created=created)
     return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": accepted.status_url})
 
 
-async def _run(triage: Any, ticket: Ticket, thread_id: str) -> None:
+def start_run(context: WebContext, ticket: Ticket, thread_id: str, *, last_try: bool = False) -> None:
+    """Run an accepted ticket in the background on this server."""
+    task = asyncio.create_task(_run(context, ticket, thread_id, last_try=last_try))
+    context.runs.add(task)
+    task.add_done_callback(context.runs.discard)
+
+
+async def _run(context: WebContext, ticket: Ticket, thread_id: str, *, last_try: bool = False) -> None:
     try:
-        await triage.arun(ticket, thread_id=thread_id)
+        await context.triage.arun(ticket, thread_id=thread_id)
+    except InvalidTicketError as exc:  # e.g. the customer was deleted between acceptance and the run
+        await asyncio.to_thread(context.store.intake_given_up, thread_id, str(exc))
+        return
+    except StoreUnavailableError as exc:
+        if exc.thread_id is None:  # nothing written: a later sweep tries again, up to the allowed attempts
+            _log.warning("intake run %s could not start (%s); it will be tried again", thread_id, exc)
+            if last_try:
+                await asyncio.to_thread(context.store.intake_given_up, thread_id, str(exc))
+            return
+        _log.warning("intake run %s stopped (%s); `triage recover` retries it", thread_id, exc)
     except Exception:  # the run records its own failure; this is only what could not even start
         _log.exception("intake run %s could not start", thread_id)
+        if last_try:
+            await asyncio.to_thread(context.store.intake_given_up, thread_id, "the run could not start")
+        return
+    await asyncio.to_thread(context.store.intake_started, thread_id)
+
+
+async def restart_unstarted(context: WebContext) -> list[str]:
+    """Start the accepted tickets whose runs never started (a server stopped in between); returns their threads.
+
+    A ticket whose thread exists already started (an interrupted run is `triage recover`'s); the others are taken
+    on by compare-and-set, so of several servers looking at once, one runs each.
+    """
+    settings = context.web_settings
+    lease = timedelta(seconds=settings.intake_retry_seconds)
+    started: list[str] = []
+    for intake in await asyncio.to_thread(context.store.unstarted_intakes, lease):
+        try:
+            await context.triage.athread(intake.thread_id)
+        except ThreadNotFoundError:
+            pass
+        else:
+            await asyncio.to_thread(context.store.intake_started, intake.thread_id)
+            continue
+        if intake.attempts >= settings.intake_attempts:
+            reason = f"the run could not be started in {intake.attempts} tries; submit the ticket again"
+            await asyncio.to_thread(context.store.intake_given_up, intake.thread_id, reason)
+            continue
+        if not await asyncio.to_thread(context.store.take_on_intake, intake):
+            continue  # another server took it on
+        try:
+            ticket = await context.triage.acheck_ticket(intake.body)
+        except InvalidTicketError as exc:
+            await asyncio.to_thread(context.store.intake_given_up, intake.thread_id, str(exc))
+            continue
+        start_run(context, ticket, intake.thread_id, last_try=intake.attempts + 1 >= settings.intake_attempts)
+        started.append(intake.thread_id)
+    return started
+
+
+async def keep_restarting(context: WebContext) -> None:
+    """Look for unstarted intake runs at start-up and then every `intake_retry_seconds`, until cancelled."""
+    while True:
+        try:
+            await restart_unstarted(context)
+        except Exception:  # a store hiccup: log it and look again later
+            _log.exception("looking for unstarted intake runs failed")
+        await asyncio.sleep(context.web_settings.intake_retry_seconds)
 
 
 @router.get(
     "/threads/{thread_id}",
     response_model=RunResult,
     responses={
-        202: {"model": Pending, "description": "Accepted; the run has not written its first checkpoint yet."},
+        202: {"model": Pending, "description": "Accepted; the run has not started or not finished yet."},
         401: _REFUSALS[401],
+        410: {"model": GivenUp, "description": "Accepted, but its run could not be started; the reason says why."},
         404: {"model": Problem, "description": "No such thread."},
     },
     summary="The result of a run",
@@ -153,10 +228,24 @@ async def thread_result(request: Request, thread_id: str, authorization: str | N
     if refused is not None:
         return refused
     context = web(request)
+    intake = await asyncio.to_thread(context.store.intake_state, thread_id)
+    if intake is not None:
+        returned, failure = intake
+        if failure is not None:
+            return JSONResponse(GivenUp(thread_id=thread_id, detail=failure).model_dump(), status_code=410)
+        if not returned:  # accepted, or running: a run that stopped half-way is marked so by the next sweep
+            status = "running" if await _thread_exists(context, thread_id) else "accepted"
+            return JSONResponse(Pending(thread_id=thread_id, status=status).model_dump(), status_code=202)
     try:
         view = await context.triage.athread(thread_id)
     except ThreadNotFoundError as exc:
-        if await asyncio.to_thread(context.store.is_intake_thread, thread_id):
-            return JSONResponse(Pending(thread_id=thread_id).model_dump(), status_code=202)
         return _problem(404, str(exc))
     return JSONResponse(view.result.model_dump(mode="json"))
+
+
+async def _thread_exists(context: WebContext, thread_id: str) -> bool:
+    try:
+        await context.triage.athread(thread_id)
+    except ThreadNotFoundError:
+        return False
+    return True

@@ -178,17 +178,26 @@ async def inbox(request: Request, tier: str = "", action: str = "", overdue: str
     """Pending approvals, oldest first, filtered by tier, action and overdue, a page at a time."""
     identity = await require_approver(request)
     context = web(request)
-    rows = [ApprovalRow.of(p) for p in await context.triage.apending_approvals()]
-    rows.sort(key=lambda r: (r.requested_at, r.thread_id))
-    shown = [
-        r
-        for r in rows
-        if (not tier or r.tier == tier) and (not action or r.action == action) and (not overdue or r.overdue)
-    ]
+    groups = await context.triage.apending_counts()
+    shown_total = sum(
+        g.count
+        for g in groups
+        if (not tier or g.tier == tier) and (not action or g.action == action) and (not overdue or g.overdue)
+    )
     size = context.web_settings.page_size
-    pages = max((len(shown) + size - 1) // size, 1)
+    pages = max((shown_total + size - 1) // size, 1)
     page = min(max(page, 1), pages)
-    visible = shown[(page - 1) * size : page * size]
+    visible = [
+        ApprovalRow.of(p)
+        for p in await context.triage.apending_approvals(
+            tier=tier or None, action=action or None, overdue=bool(overdue), limit=size, offset=(page - 1) * size
+        )
+    ]
+    tiers: Counter[str] = Counter()
+    actions: Counter[str] = Counter()
+    for g in groups:
+        tiers[g.tier] += g.count
+        actions[g.action] += g.count
     customers = await _customers(context.triage, {r.customer_id for r in visible if r.customer_id})
     filters = {"tier": tier, "action": action, "overdue": overdue}
     return render(
@@ -197,11 +206,11 @@ async def inbox(request: Request, tier: str = "", action: str = "", overdue: str
         identity=identity,
         rows=visible,
         customers=customers,
-        total=len(rows),
-        overdue_total=sum(r.overdue for r in rows),
-        shown_total=len(shown),
-        tiers=sorted(Counter(r.tier for r in rows).items()),
-        actions=sorted(Counter(r.action for r in rows).items()),
+        total=sum(g.count for g in groups),
+        overdue_total=sum(g.count for g in groups if g.overdue),
+        shown_total=shown_total,
+        tiers=sorted(tiers.items()),
+        actions=sorted(actions.items()),
         filters=filters,
         page=page,
         pages=pages,

@@ -34,6 +34,13 @@ class WebSettings(BaseSettings):
     session_hours: float = Field(default=12.0, gt=0, description="How long a sign-in lasts.")
     login_attempts: int = Field(default=5, ge=1, description="Failed sign-ins allowed per person and address...")
     login_window_minutes: float = Field(default=15.0, gt=0, description="...within this many minutes.")
+    intake_retry_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="An accepted ticket whose run has not started this long after a server took it on (the server "
+        "stopped) is started by the next server that looks; servers look at start-up and then this often.",
+    )
+    intake_attempts: int = Field(default=3, ge=1, description="Tries to start an accepted ticket before giving up.")
     page_size: int = Field(default=50, ge=1, le=500, description="Approvals shown per inbox page.")
 
 

@@ -1,8 +1,9 @@
 """The web app's own SQLite file, `<home>/web.sqlite`: passwords, sessions, login links, throttling, intake keys.
 
 Secrets are never stored in the clear: passwords as scrypt hashes, session ids and login links as SHA-256 digests
-(what the browser or the link holds is the only copy of the secret). Every method opens its own short connection,
-so the CLI (setting a password) and a running server can share the file.
+(what the browser or the link holds is the only copy of the secret). The session cookie is also signed (HMAC-SHA256
+with a random key kept in this file): a cookie that was not issued here is refused before any lookup. Every method
+opens its own short connection, so the CLI (setting a password) and a running server can share the file.
 """
 
 from __future__ import annotations
@@ -50,7 +51,22 @@ CREATE TABLE IF NOT EXISTS intake_keys (
     body_digest TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS signing_key (
+    id  INTEGER PRIMARY KEY CHECK (id = 1),
+    key TEXT NOT NULL
+);
 """
+
+# Columns added to intake_keys after its first release (ALTER TABLE on files that lack them): the ticket as posted,
+# when a server last took the run on, when it started (wrote its thread) or was given up, how many tries, and why
+# it was given up.
+_INTAKE_COLUMNS = {
+    "body": "BLOB",
+    "claimed_at": "TEXT",
+    "started_at": "TEXT",
+    "attempts": "INTEGER NOT NULL DEFAULT 0",
+    "failure": "TEXT",
+}
 
 # scrypt with n=2**14, r=8, p=1 (RFC 7914's interactive figure; about 16 MiB and 50 ms per hash).
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -87,6 +103,17 @@ def _now() -> datetime:
 
 
 @dataclass(frozen=True)
+class UnstartedIntake:
+    """A ticket intake accepted whose run never wrote its thread (the server stopped, or the run could not start)."""
+
+    key: str
+    thread_id: str
+    body: bytes
+    claimed_at: str
+    attempts: int
+
+
+@dataclass(frozen=True)
 class WebSession:
     """A signed-in person's session: who, the CSRF token of their forms, and when it ends."""
 
@@ -101,6 +128,7 @@ class WebStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._ready = False
+        self._key = b""
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -111,10 +139,41 @@ class WebStore:
             if not self._ready:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.executescript(_SCHEMA)
+                self._migrate(conn)
+                self._key = self._signing_key(conn)
                 self._ready = True
             yield conn
         finally:
             conn.close()
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        have = {row[1] for row in conn.execute("PRAGMA table_info(intake_keys)")}
+        for name, kind in _INTAKE_COLUMNS.items():
+            if name not in have:
+                try:
+                    conn.execute(f"ALTER TABLE intake_keys ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
+        if "started_at" not in have:
+            # Keys accepted before the ticket was kept cannot be run again: count them as started.
+            conn.execute("UPDATE intake_keys SET started_at = created_at WHERE body IS NULL")
+
+    @staticmethod
+    def _signing_key(conn: sqlite3.Connection) -> bytes:
+        conn.execute("INSERT OR IGNORE INTO signing_key (id, key) VALUES (1, ?)", (secrets.token_hex(32),))
+        return bytes.fromhex(conn.execute("SELECT key FROM signing_key WHERE id = 1").fetchone()[0])
+
+    def _sign(self, token: str) -> str:
+        return hmac.new(self._key, token.encode(), hashlib.sha256).hexdigest()
+
+    def _unsign(self, cookie: str) -> str | None:
+        """The session token inside a cookie value, or None when its signature is not ours."""
+        token, dot, signature = cookie.rpartition(".")
+        if not dot or not token:
+            return None
+        return token if hmac.compare_digest(self._sign(token), signature) else None
 
     # -- passwords -------------------------------------------------------------------------------------------
 
@@ -174,29 +233,32 @@ class WebStore:
     # -- sessions --------------------------------------------------------------------------------------------
 
     def create_session(self, approver_id: str, lifetime: timedelta) -> tuple[str, WebSession]:
-        """Start a session; returns the secret session id (for the cookie) and the session."""
-        session_id = secrets.token_urlsafe(32)
+        """Start a session; returns the signed session id (the cookie's value) and the session."""
+        token = secrets.token_urlsafe(32)
         session = WebSession(approver_id=approver_id, csrf=secrets.token_urlsafe(32), expires_at=_now() + lifetime)
         with self._connect() as conn:
             conn.execute("DELETE FROM sessions WHERE expires_at < ?", (_now().isoformat(),))
             conn.execute(
                 "INSERT INTO sessions (id_digest, approver_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
                 (
-                    _digest(session_id),
+                    _digest(token),
                     approver_id,
                     session.csrf,
                     _now().isoformat(),
                     session.expires_at.isoformat(),
                 ),
             )
-        return session_id, session
+        return f"{token}.{self._sign(token)}", session
 
     def session(self, session_id: str) -> WebSession | None:
-        """The live session with this id, or None (unknown, ended or expired)."""
+        """The live session with this signed id, or None (badly signed, unknown, ended or expired)."""
         with self._connect() as conn:
+            token = self._unsign(session_id)
+            if token is None:
+                return None
             row = conn.execute(
                 "SELECT approver_id, csrf, expires_at FROM sessions WHERE id_digest = ? AND expires_at > ?",
-                (_digest(session_id), _now().isoformat()),
+                (_digest(token), _now().isoformat()),
             ).fetchone()
         if row is None:
             return None
@@ -205,7 +267,9 @@ class WebStore:
     def end_session(self, session_id: str) -> None:
         """Sign out: the session id stops working at once, wherever the cookie was copied to."""
         with self._connect() as conn:
-            conn.execute("DELETE FROM sessions WHERE id_digest = ?", (_digest(session_id),))
+            token = self._unsign(session_id)
+            if token is not None:
+                conn.execute("DELETE FROM sessions WHERE id_digest = ?", (_digest(token),))
 
     # -- one-time login links --------------------------------------------------------------------------------
 
@@ -239,10 +303,12 @@ class WebStore:
         for a different body.
         """
         body_digest = hashlib.sha256(body).hexdigest()
+        now = _now().isoformat()
         with self._connect() as conn:
             inserted = conn.execute(
-                "INSERT OR IGNORE INTO intake_keys (key, thread_id, body_digest, created_at) VALUES (?, ?, ?, ?)",
-                (key, thread_id, body_digest, _now().isoformat()),
+                "INSERT OR IGNORE INTO intake_keys (key, thread_id, body_digest, created_at, body, claimed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (key, thread_id, body_digest, now, body, now),
             ).rowcount
             if inserted:
                 return thread_id, True
@@ -253,7 +319,50 @@ class WebStore:
             raise ValueError(key)
         return str(first), False
 
-    def is_intake_thread(self, thread_id: str) -> bool:
-        """Whether intake accepted a ticket for this thread id (its run may not have written anything yet)."""
+    def intake_started(self, thread_id: str) -> None:
+        """The run of an accepted ticket wrote its thread: no server needs to start it again."""
         with self._connect() as conn:
-            return conn.execute("SELECT 1 FROM intake_keys WHERE thread_id = ?", (thread_id,)).fetchone() is not None
+            conn.execute(
+                "UPDATE intake_keys SET started_at = ? WHERE thread_id = ? AND started_at IS NULL",
+                (_now().isoformat(), thread_id),
+            )
+
+    def intake_given_up(self, thread_id: str, reason: str) -> None:
+        """The accepted ticket cannot be run (e.g. its customer is gone): stop trying, and say why."""
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE intake_keys SET started_at = ?, failure = ? WHERE thread_id = ? AND started_at IS NULL",
+                (_now().isoformat(), reason, thread_id),
+            )
+
+    def intake_state(self, thread_id: str) -> tuple[bool, str | None] | None:
+        """For a thread intake accepted: whether its run has returned (or was given up), and why it was given up.
+
+        None for a thread intake did not accept.
+        """
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT started_at, failure FROM intake_keys WHERE thread_id = ?", (thread_id,)
+            ).fetchone()
+        return None if row is None else (row[0] is not None, None if row[1] is None else str(row[1]))
+
+    def unstarted_intakes(self, lease: timedelta, limit: int = 100) -> list[UnstartedIntake]:
+        """Accepted tickets whose run has not started, and that no server has taken on within `lease`."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT key, thread_id, body, claimed_at, attempts FROM intake_keys "
+                "WHERE started_at IS NULL AND body IS NOT NULL AND (claimed_at IS NULL OR claimed_at < ?) "
+                "ORDER BY created_at LIMIT ?",
+                ((_now() - lease).isoformat(), limit),
+            ).fetchall()
+        return [UnstartedIntake(str(k), str(t), bytes(b), str(c or ""), int(a)) for k, t, b, c, a in rows]
+
+    def take_on_intake(self, intake: UnstartedIntake) -> bool:
+        """Claim an unstarted intake for this server (compare-and-set: of several servers, one wins)."""
+        with self._connect() as conn:
+            changed = conn.execute(
+                "UPDATE intake_keys SET claimed_at = ?, attempts = attempts + 1 "
+                "WHERE key = ? AND started_at IS NULL AND COALESCE(claimed_at, '') = ?",
+                (_now().isoformat(), intake.key, intake.claimed_at),
+            ).rowcount
+        return bool(changed)

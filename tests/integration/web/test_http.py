@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import policy_copy, rows
 from tests.integration.web.conftest import DUPLICATE_CHARGE, INTAKE_TOKEN, Web, csrf_of
+from triage import TriageApp
 from triage.settings import Settings
+from triage.web import WebSettings
 from triage.web.auth import SESSION_COOKIE
+from triage.web.intake import restart_unstarted
+from triage.web.store import WebStore
 
 AUTH = {"Authorization": f"Bearer {INTAKE_TOKEN}"}
 
@@ -287,3 +294,93 @@ async def test_openapi_schema_describes_intake(web: Web) -> None:
     assert "/api/threads/{thread_id}" in schema["paths"]
     assert not any(path.startswith(("/inbox", "/inbox/login")) for path in schema["paths"])
     json.dumps(schema)
+
+
+async def test_a_session_cookie_not_signed_here_is_refused(web: Web, tmp_path: Path) -> None:
+    alice = await web.signed_in("alice")
+    cookie = alice.cookies[SESSION_COOKIE]
+    token, _, signature = cookie.rpartition(".")
+    assert (await alice.get("/inbox")).status_code == 200
+    elsewhere = WebStore(tmp_path / "other-web.sqlite")
+    other_cookie, _ = elsewhere.create_session("alice", timedelta(hours=1))
+    other_token, _, other_signature = other_cookie.rpartition(".")
+    flipped = signature[:-1] + ("0" if signature[-1] != "0" else "1")
+    forged = (
+        token,  # the session id without its signature
+        f"{token}.{flipped}",  # one character of the signature changed
+        f"{token}.{other_signature}",  # signed with another server's key
+        other_cookie,  # a whole session of another server
+        f"{other_token}.{signature}",
+        "",
+    )
+    for value in forged:
+        async with web.client(cookies={SESSION_COOKIE: value}) as mallory:
+            assert (await mallory.get("/inbox")).status_code == 401, value
+    assert (await alice.get("/inbox")).status_code == 200
+    await alice.aclose()
+
+
+def _accept_without_running(web: Web, key: str, ticket: dict[str, Any]) -> str:
+    """What a server that stopped right after answering 202 leaves behind: the key taken, no run started."""
+    thread_id, created = web.store.claim_intake_key(key, f"thr_{key}", json.dumps(ticket).encode())
+    assert created
+    return thread_id
+
+
+async def test_accepted_tickets_whose_run_never_started_are_started_once(
+    settings: Settings, web_settings: WebSettings
+) -> None:
+    quick = web_settings.model_copy(update={"intake_retry_seconds": 2.0})
+    servers = [Web(TriageApp(settings), quick), Web(TriageApp(settings), quick)]
+    ticket = {"customer_id": "cus_small_dup", "subject": "Charged twice", "body": DUPLICATE_CHARGE}
+    orphan = _accept_without_running(servers[0], "mail-7", ticket)
+    gone = _accept_without_running(servers[0], "mail-8", {"customer_id": "cus_nobody", "body": "Where is my order?"})
+    # Within the lease nobody takes it on: the server that accepted it may still be starting it.
+    assert await restart_unstarted(servers[1].api.state.web) == []
+    async with servers[0].client() as helpdesk:
+        pending = await helpdesk.get(f"/api/threads/{orphan}", headers=AUTH)
+        assert pending.status_code == 202 and pending.json()["status"] == "accepted"
+        await asyncio.sleep(2.1)
+        # Two servers look at once: one of them starts it.
+        barrier = asyncio.Barrier(2)
+
+        async def look(server: Web) -> list[str]:
+            await barrier.wait()
+            return await restart_unstarted(server.api.state.web)
+
+        found = await asyncio.gather(*(look(server) for server in servers))
+        assert sorted(found, key=len) == [[], [orphan]], found
+        for server in servers:
+            await asyncio.gather(*server.api.state.web.runs)
+        done = await helpdesk.get(f"/api/threads/{orphan}", headers=AUTH)
+        assert done.status_code == 200 and done.json()["status"] == "completed", done.text
+        refused = await helpdesk.get(f"/api/threads/{gone}", headers=AUTH)
+        assert refused.status_code == 410 and "cus_nobody" in refused.json()["detail"], refused.text
+        await asyncio.sleep(2.1)
+        assert await restart_unstarted(servers[1].api.state.web) == []
+    assert [t.thread_id for t in await servers[0].triage.athreads(limit=10)] == [orphan]
+    assert len(refunds(settings, orphan)) == 1
+    for server in servers:
+        await server.triage.aclose()
+
+
+def test_a_web_store_from_before_intake_restarts_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "web.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE intake_keys (key TEXT PRIMARY KEY, thread_id TEXT NOT NULL, body_digest TEXT NOT NULL, "
+        "created_at TEXT NOT NULL);"
+        "INSERT INTO intake_keys VALUES ('mail-1', 'thr_old', 'abc', '2026-01-01T00:00:00+00:00');"
+    )
+    old.commit()
+    old.close()
+    store = WebStore(path)
+    # The old key still answers retries with its thread, and is never run again (its ticket was not kept).
+    try:
+        store.claim_intake_key("mail-1", "thr_new", b"whatever")
+    except ValueError:
+        pass  # another body under the old key: refused, as before
+    else:
+        raise AssertionError("an old key was bound to a new thread")
+    assert store.intake_state("thr_old") == (True, None)
+    assert store.unstarted_intakes(timedelta(0)) == []
