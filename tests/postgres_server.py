@@ -7,13 +7,14 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.local_services import apt_install, free_port
 
 RUN_AS = "postgres"
 """PostgreSQL refuses to run as root; Debian's package creates this user."""
@@ -28,25 +29,11 @@ def ensure_installed() -> Path:
     """The folder of PostgreSQL's server binaries, installing Debian's `postgresql` package if it is missing."""
     bin_dir = _bin_dir()
     if bin_dir is None:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True, timeout=600)
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "postgresql"],
-            check=True,
-            env=env,
-            capture_output=True,
-            timeout=900,
-        )
+        apt_install("postgresql")
         bin_dir = _bin_dir()
     if bin_dir is None:
         raise RuntimeError("PostgreSQL's initdb was not found after installing the postgresql package")
     return bin_dir
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _as_server_user(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -72,7 +59,7 @@ def postgres_server() -> Iterator[str]:
         for path in (folder, data, sockets):
             os.chown(path, user.pw_uid, user.pw_gid)
     _as_server_user([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8"])
-    port = _free_port()
+    port = free_port()
     log = folder / "postgres.log"
     if os.geteuid() == 0:
         log.touch()

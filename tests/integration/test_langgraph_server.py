@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import rows
+from tests.local_services import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -37,12 +37,6 @@ def _refund_ticket(customer_id: str) -> dict[str, Any]:
             "body": "You charged me twice for the same order, please refund one of the charges.",
         }
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _langgraph_cli() -> str:
@@ -64,7 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config["dependencies"] = [str(ROOT)]
     (folder / "langgraph.json").write_text(json.dumps(config))
     home = folder / "home"
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "TRIAGE_HOME": str(home),

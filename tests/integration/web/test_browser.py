@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 
 from tests.conftest import rows
 from tests.integration.web.conftest import DUPLICATE_CHARGE, PASSWORDS
+from tests.local_services import apt_install
 from triage import TriageApp
 from triage.settings import Settings
 from triage.web.app import web_store_path
@@ -34,17 +34,10 @@ def ensure_chromium() -> None:
     """Install Debian's Chromium and its driver when they are missing (never a downloaded browser build)."""
     if Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists():
         return
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        pytest.skip("Chromium is missing and apt-get cannot install it here (needs root and apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True, timeout=600)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=900,
-    )
+    try:
+        apt_install("chromium", "chromium-driver", recommends=True)  # fonts come as recommendations
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
 
 
 def seed(settings: Settings) -> dict[str, str]:
