@@ -107,6 +107,8 @@ def test_account_closure_needs_two_approvals_then_completes(clean: TriageApp) ->
     paused = clean.run(CLOSURE)
     assert paused.status == "awaiting_approval" and paused.pending_approval is not None
     assert (paused.pending_approval["action"], paused.pending_approval["tier"]) == ("account_closure", "dual")
+    refund = next(p for p in paused.proposed_actions if p["kind"] == "account_closure")["args"]["refund_cents"]
+    assert f"refund ${refund / 100:,.2f} of the unused period" in paused.pending_approval["description"]
     assert helpdesk(clean, "SELECT * FROM data_jobs") == []  # nothing runs before the approvals
     result = paused
     for approver in ("alice", "sam"):
@@ -283,3 +285,37 @@ def test_a_crash_mid_rollback_is_recovered_with_each_compensation_once(
         assert len(undo_lines) == len(steps) - 1
     finally:
         app.close()
+
+
+async def test_the_studio_graph_runs_only_approved_changes_and_rolls_back_on_its_own(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from triage.services import close_shared_services
+    from triage.studio import account_change
+
+    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "studio-home"))
+    monkeypatch.setenv("TRIAGE_CACHE_HOME", str(settings.cache_dir))
+    assert account_change.checkpointer is None
+    graph = account_change.copy(update={"checkpointer": InMemorySaver()})
+    base = {"customer_id": "cus_plan_team", "request_id": "ar_missing"}
+    closure = {"kind": "account_closure", "args": {**base, "refund_cents": 900}, "reason": "asked"}
+    plan = {
+        "kind": "plan_change",
+        "args": {**base, "subscription_id": "sub_x", "to_plan": "business", "proration_cents": 0, "seats": None},
+        "reason": "asked",
+    }
+    try:
+        unapproved = await graph.ainvoke({"proposed_actions": [closure]}, {"configurable": {"thread_id": "s-1"}})
+        helpdesk_path = tmp_path / "studio-home" / "helpdesk.sqlite"
+        [sub] = rows(helpdesk_path, "SELECT id FROM subscriptions WHERE customer_id = 'cus_plan_team'")
+        plan["args"]["subscription_id"] = sub["id"]  # type: ignore[index]
+        rolled = await graph.ainvoke({"proposed_actions": [plan]}, {"configurable": {"thread_id": "s-2"}})
+    finally:
+        await close_shared_services()
+    assert unapproved["saga"]["status"] == "not_run" and "dual approval" in unapproved["saga"]["error"]
+    # The confirmation names a request that does not exist: a permanent failure, so the plan change is undone.
+    assert (rolled["saga"]["status"], rolled["saga"]["failed_step"]) == ("rolled_back", "confirm")
+    assert rolled["saga"]["undone"] == ["change_plan"] and rolled["status"] == "escalated"
+    assert rows(helpdesk_path, "SELECT plan_id FROM subscriptions WHERE id = ?", (sub["id"],)) == [{"plan_id": "team"}]
