@@ -319,3 +319,15 @@ async def test_the_studio_graph_runs_only_approved_changes_and_rolls_back_on_its
     assert (rolled["saga"]["status"], rolled["saga"]["failed_step"]) == ("rolled_back", "confirm")
     assert rolled["saga"]["undone"] == ["change_plan"] and rolled["status"] == "escalated"
     assert rows(helpdesk_path, "SELECT plan_id FROM subscriptions WHERE id = ?", (sub["id"],)) == [{"plan_id": "team"}]
+
+
+def test_the_cli_shows_a_rolled_back_change(tmp_path: Path, model_cache: Path) -> None:
+    env = {**os.environ, "TRIAGE_HOME": str(tmp_path / "home"), "TRIAGE_CACHE_HOME": str(model_cache)}
+    env["TRIAGE_FAULTS"] = "fail=adjust_seats"
+    args = ["--customer-id", "cus_plan_team", "--subject", PLAN_CHANGE["subject"], "--body", PLAN_CHANGE["body"]]
+    done = subprocess.run(
+        [sys.executable, "-m", "triage", "run", *args], capture_output=True, text=True, env=env, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    assert "change plan_change rolled_back at adjust_seats; undone: prorate, change_plan; ticket TCK_" in done.stdout
+    assert "ROLLBACK INCOMPLETE" not in done.stdout + done.stderr
