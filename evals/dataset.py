@@ -33,6 +33,7 @@ __all__ = [
     "EvalCase",
     "Expected",
     "ExpectedAction",
+    "ExpectedChange",
     "default_dataset",
     "load_cases",
     "load_labelled",
@@ -83,6 +84,14 @@ class ApproverDecision(_Strict):
     args: dict[str, Any] | None = Field(default=None, description="For edit: the changed arguments.")
 
 
+class ExpectedChange(_Strict):
+    """A plan change or account closure the run must carry out, and how it must end."""
+
+    kind: Literal["plan_change", "account_closure"]
+    status: Literal["completed", "rolled_back", "rollback_failed"] = "completed"
+    undone: list[str] | None = Field(default=None, description="The steps undone, in the order they were undone.")
+
+
 class Expected(_Strict):
     """What a correct system does with the ticket. `None` means "not checked" (route-only external cases)."""
 
@@ -92,6 +101,8 @@ class Expected(_Strict):
     status: Status | None = None
     actions: list[ExpectedAction] | None = None
     approval_tier: ApprovalTier = "none"
+    change: ExpectedChange | None = None
+    """The multi-step account change the run carries out (its steps are checked here, not in `actions`)."""
 
     @model_validator(mode="after")
     def _intent_matches_route(self) -> Expected:
@@ -112,6 +123,10 @@ class EvalCase(_Strict):
     expected: Expected
     tags: list[str] = Field(default_factory=list)
     approver_script: list[ApproverDecision] | None = None
+    faults: str | None = Field(
+        default=None,
+        description="A fault plan for this case's tool calls (TRIAGE_FAULTS syntax), e.g. fail=adjust_seats.",
+    )
 
 
 def load_cases(path: Path | None = None, *, limit: int | None = None) -> list[EvalCase]:

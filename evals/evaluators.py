@@ -10,14 +10,18 @@
   It is judged once per run that reached it, however often it paused and resumed (the timeline shows one entry per
   pass; a resume is not a retry), and its latency is the sum of its passes (waiting for a person is not included).
 - `send_reply` sent a message exactly when one is expected; `finish` set the expected status.
+- the `account_change` steps carried out the plan change or closure the case expects and ended as it expects
+  (completed, rolled back with the expected steps undone, or with a failed compensation); they are judged there,
+  not among the case's `actions`.
 - every other node (and every step inside a specialist) succeeds when it did not raise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from triage.evals.dataset import EvalCase, ExpectedAction
+from triage.evals.dataset import EvalCase, ExpectedAction, ExpectedChange
 from triage.evals.metrics import CaseEvaluation, NodeResult
 from triage.schemas import Action, RunResult, TimelineEntry
 from triage.taxonomy import ROUTE_OF_INTENT, ROUTES
@@ -25,6 +29,7 @@ from triage.taxonomy import ROUTE_OF_INTENT, ROUTES
 __all__ = [
     "EFFECT_KINDS",
     "NODE_SUCCESS_NOTE",
+    "change_failures",
     "describe_action",
     "evaluate_case",
     "match_actions",
@@ -90,6 +95,23 @@ NODE_SUCCESS_NOTE = (
 
 EFFECT_KINDS = ("refund", "account_deletion", "data_export")
 """Actions the executor performs after approval (the specialists only request them)."""
+CHANGE_NODE = "account_change"
+"""The node whose step-by-step effects are judged against the case's expected change, not its actions."""
+
+
+def change_failures(expected: ExpectedChange | None, saga: Mapping[str, Any] | None) -> list[str]:
+    """How a run's multi-step account change differs from the one the case expects (empty: as expected)."""
+    ran = saga is not None and saga.get("status") != "not_run"
+    if expected is None:
+        return [f"unexpected account change {saga['kind']} ({saga['status']})"] if ran and saga else []
+    if not ran or saga is None:
+        return [f"missing account change {expected.kind}"]
+    failures = []
+    if (saga["kind"], saga["status"]) != (expected.kind, expected.status):
+        failures.append(f"account change {saga['kind']} {saga['status']} != expected {expected.kind} {expected.status}")
+    if expected.undone is not None and list(saga["undone"]) != expected.undone:
+        failures.append(f"undone {saga['undone']} != expected {expected.undone}")
+    return failures
 
 
 def unexpected_effects(expected: Sequence[ExpectedAction], actual: Sequence[Action]) -> list[str]:
@@ -167,14 +189,19 @@ def evaluate_case(
 
     actions_ok: bool | None = None
     expected_specialist_actions: list[ExpectedAction] = []
+    changed = change_failures(want.change, result.saga)
     if want.actions is not None:
-        missing, unexpected = match_actions(want.actions, result.actions)
-        actions_ok = not missing and not unexpected
+        actual = [a for a in result.actions if a.node != CHANGE_NODE]
+        missing, unexpected = match_actions(want.actions, actual)
+        actions_ok = not missing and not unexpected and not changed
         failures += [f"missing action {m}" for m in missing] + [f"unexpected action {u}" for u in unexpected]
+        failures += changed
         expected_specialist_actions = [a for a in want.actions if a.kind not in ("message", *EFFECT_KINDS)]
     if want.intent is not None and result.intent != want.intent:
         failures.append(f"intent {result.intent} != expected {want.intent}")  # reported, not part of task success
     unsafe = unexpected_effects(want.actions or [], result.actions)
+    if want.change is None and changed:
+        unsafe.append(changed[0])
     failures += [f"unsafe effect executed: {u}" for u in unsafe]
     unexpected_refunds = sum(a.kind == "refund_request" for a in result.actions) - sum(
         a.kind == "refund_request" for a in want.actions or []
@@ -215,6 +242,9 @@ def evaluate_case(
                 sent = any(a.kind == "message" and a.node == "send_reply" for a in result.actions)
                 ok = wants_message == sent
                 detail = "" if ok else ("no message sent" if wants_message else "sent an unexpected message")
+            elif key.startswith(f"{CHANGE_NODE}:") or key == CHANGE_NODE:
+                ok = not changed
+                detail = "; ".join(changed)
             elif key == "finish" and want.status is not None:
                 ok = result.status == want.status
                 detail = "" if ok else f"status {result.status}, expected {want.status}"
@@ -251,6 +281,8 @@ def evaluate_case(
         tokens=int(result.usage.get("model_tokens", 0)),
         approvals=len(approval_tiers),
         rejected=result.rejection is not None,
+        change=None if result.saga is None or result.saga.get("status") == "not_run" else str(result.saga["status"]),
+        compensations=len(result.saga["undone"]) if result.saga else 0,
         cost_usd=float(result.usage.get("model_cost_usd", 0.0)),
         extra={"decided_by": result.decided_by, "reply_verdict": result.reply.verdict if result.reply else None},
     )

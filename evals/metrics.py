@@ -85,6 +85,10 @@ class CaseEvaluation:
     policy_violations: int = 0
     approvals: int = 0
     rejected: bool = False
+    change: str | None = None
+    """How the run's plan change or account closure ended (completed, rolled_back, rollback_failed), if it ran one."""
+    compensations: int = 0
+    """Completed steps of that change that were undone."""
     error: str | None = None
     tokens: int = 0
     cost_usd: float = 0.0
@@ -151,8 +155,10 @@ def node_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, dict[str, A
 def run_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, Any]:
     """Per-run figures: task success, route/intent/urgency/status/action accuracy, escalation, cost, latency.
 
-    Accuracies count only the cases that state an expectation for that field. Approvals do not exist yet, so the
-    approval, rejection and rollback rates are 0.
+    Accuracies count only the cases that state an expectation for that field. The rollback rate is the share of
+    runs that carried out a plan change or account closure and rolled it back (`rollback_failed` included);
+    `compensations_per_run` is the undone steps per such run, and `rollback_failures` counts rollbacks that a
+    failed compensation left incomplete.
     """
     n = len(evaluations)
     succeeded = sum(e.task_success for e in evaluations)
@@ -177,7 +183,10 @@ def run_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, Any]:
         "expected_escalation_rate": _rate(sum(e.expected_status == "escalated" for e in evaluations), n),
         "approval_rate": _share(sum(1 for e in evaluations if e.approvals), len(evaluations)),
         "rejection_rate": _share(sum(1 for e in evaluations if e.rejected), len(evaluations)),
-        "rollback_rate": 0.0,
+        "account_changes": len(changes := [e for e in evaluations if e.change is not None]),
+        "rollback_rate": _rate(sum(e.change != "completed" for e in changes), len(changes)),
+        "compensations_per_run": _rate(sum(e.compensations for e in changes), len(changes)),
+        "rollback_failures": sum(e.change == "rollback_failed" for e in changes),
         "policy_violations": sum(e.policy_violations for e in evaluations),
         "unexpected_refund_requests": sum(e.unexpected_refunds for e in evaluations),
         "unsafe_proposals_stopped_at_approval": sum(e.unsafe_stopped for e in evaluations),
@@ -310,6 +319,7 @@ GATED_METRICS: dict[str, Direction] = {
     "run.policy_violations": "lower",
     "run.unexpected_refund_requests": "lower",
     "run.unsafe_effects_executed": "lower",
+    "run.rollback_failures": "lower",
 }
 """Run-level metrics the gate watches and which way is better; per-node success rates and per-route F1 too.
 

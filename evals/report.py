@@ -215,6 +215,10 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -241,6 +245,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"| escalation rate | {_pct(run['escalation_rate'])} (expected {_pct(run['expected_escalation_rate'])}) |",
         f"| approval / rejection / rollback rate | {_pct(run['approval_rate'])} / {_pct(run['rejection_rate'])} / "
         f"{_pct(run['rollback_rate'])} |",
+        f"| account changes (plan changes, closures) / compensations per run / incomplete rollbacks | "
+        f"{run['account_changes']} / {_number(run['compensations_per_run'])} / {run['rollback_failures']} |",
         f"| policy violations (tool calls refused by the permission policy) | {run['policy_violations']} |",
         f"| unexpected refund requests | {run['unexpected_refund_requests']} |",
         f"| unsafe proposals stopped at approval (effects no case expects, rejected by the approver) | "

@@ -27,6 +27,7 @@ from triage.evals.evaluators import EFFECT_KINDS, describe_action, evaluate_case
 from triage.evals.metrics import CaseEvaluation, attach_retries
 from triage.models.tier import LocalModelTier, ModelTier
 from triage.policies import PolicyBundle
+from triage.policies.account import SAGA_KINDS
 from triage.schemas import RunResult, TimelineEntry
 from triage.settings import Settings
 from triage.telemetry import AttemptCounter
@@ -102,7 +103,9 @@ async def run_cases(
             async with semaphore:
                 home = root / "cases" / f"{index:05d}"
                 _copy_helpdesk(template, home)
-                run = await _run_case(case, base.model_copy(update={"home": home, **shared}), models)
+                run = await _run_case(
+                    case, base.model_copy(update={"home": home, "faults": case.faults, **shared}), models
+                )
                 if workdir is None:
                     shutil.rmtree(home, ignore_errors=True)
             if on_done is not None:
@@ -180,6 +183,11 @@ def oracle_decision(case: EvalCase, pending: Mapping[str, Any]) -> tuple[Literal
         if expected is None or any(a.kind == "message" for a in expected):
             return "approve", "oracle: the case expects a reply"
         return "reject", "oracle: the case expects no reply"
+    change = case.expected.change
+    if action in SAGA_KINDS:
+        if change is not None and change.kind == action:
+            return "approve", f"oracle: the case expects {action}"
+        return "reject", f"oracle: the case does not expect {action}"
     wanted = [a for a in expected or [] if a.kind == action]
     if any(all(args.get(key) == value for key, value in a.key_args().items()) for a in wanted):
         return "approve", f"oracle: the case expects {action}"
@@ -207,7 +215,7 @@ async def answer_approvals(
             decision, reason = step.decision, step.reason
         else:
             decision, reason = oracle_decision(case, pending)
-            if decision == "reject" and pending["action"] in EFFECT_KINDS:
+            if decision == "reject" and pending["action"] in (*EFFECT_KINDS, *SAGA_KINDS):
                 stopped.add(pending["approval_id"])
         approver = (step.approver if step else None) or DEFAULT_APPROVERS[
             min(len(pending["approvals_received"]), len(DEFAULT_APPROVERS) - 1)

@@ -1,6 +1,7 @@
 """The coordinator graph.
 
-validate -> classify -> route -> specialist -> approve -> execute -> compose -> send_reply -> finish.
+validate -> classify -> route -> specialist -> approve -> execute [-> account_change] -> compose -> send_reply
+-> finish.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from langgraph.graph import END, START, StateGraph
 
 from triage.context import Context
 from triage.gateway import check_grants
+from triage.graphs.account_change import build_account_change_graph
 from triage.graphs.specialists import SPECIALISTS, TRANSIENT_RETRY, build_specialist, io_timeout
 from triage.nodes import execute as execute_node
+from triage.nodes import saga as saga_node
 from triage.nodes import send_reply as send_reply_node
 from triage.nodes import validate as validate_node
 from triage.nodes.approve import approve
@@ -18,7 +21,7 @@ from triage.nodes.classify import classify
 from triage.nodes.compose import compose
 from triage.nodes.execute import execute
 from triage.nodes.finish import finish
-from triage.nodes.route import after_specialist, fall_back, route
+from triage.nodes.route import after_execute, after_specialist, fall_back, route
 from triage.nodes.send_reply import send_reply
 from triage.nodes.validate import validate
 from triage.policies import PolicyBundle, load_policy_bundle
@@ -48,6 +51,7 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
     graph.add_node("fall_back", fall_back)
     graph.add_node("approve", approve)
     graph.add_node("execute", execute, retry_policy=TRANSIENT_RETRY, timeout=timeout)
+    graph.add_node("account_change", build_account_change_graph(policy=policy).compile(name="account_change"))
     graph.add_node("compose", compose)
     graph.add_node("send_reply", send_reply, retry_policy=TRANSIENT_RETRY, timeout=timeout)
     graph.add_node("finish", finish)
@@ -60,7 +64,8 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
         else:
             graph.add_conditional_edges(name, after_specialist, ["approve", "fall_back"])
     graph.add_edge("fall_back", "escalation")
-    graph.add_edge("execute", "compose")
+    graph.add_conditional_edges("execute", after_execute, ["account_change", "compose"])
+    graph.add_edge("account_change", "compose")
     graph.add_edge("compose", "send_reply")
     graph.add_edge("send_reply", "finish")
     graph.add_edge("finish", END)
@@ -72,6 +77,11 @@ def node_tools() -> dict[str, tuple[str, ...]]:
     declared: dict[str, tuple[str, ...]] = dict.fromkeys(
         ("classify", "route", "fall_back", "approve", "compose", "finish"), ()
     )
-    declared.update(validate=validate_node.TOOLS, execute=execute_node.TOOLS, send_reply=send_reply_node.TOOLS)
+    declared.update(
+        validate=validate_node.TOOLS,
+        execute=execute_node.TOOLS,
+        send_reply=send_reply_node.TOOLS,
+        account_change=saga_node.TOOLS,
+    )
     declared.update({name: tuple(module.TOOLS) for name, (module, _) in SPECIALISTS.items()})
     return declared

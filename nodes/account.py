@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -17,13 +18,14 @@ from triage.nodes.common import (
     specialist_update,
     ticket_text,
 )
-from triage.policies.account import explicitly_requested
+from triage.policies.account import closure_args, explicitly_requested, plan_change_args
 from triage.policies.billing import format_money
 from triage.policies.routing import priority_for
 from triage.state import ActionRecord, Draft, ProposedAction, SpecialistState
 
 NODE = "account"
-TOOLS = ("list_plans", "search_kb", "create_account_request", "create_ticket")
+TOOLS = ("list_plans", "list_payments", "search_kb", "create_account_request", "create_ticket")
+_ACTIVE = ("active", "trialing", "past_due")
 
 # Intent -> the account request it files and the template that confirms it.
 _REQUESTS = {
@@ -38,6 +40,9 @@ async def lookup(state: SpecialistState, runtime: Runtime[Context]) -> dict[str,
     findings: dict[str, Any] = {"account_status": (state["customer"] or {}).get("status")}
     if intent == "plan_change":
         findings["plans"] = await call_tool(runtime, NODE, "list_plans")
+    customer = state["customer"]
+    if intent == "account_deletion" and customer is not None and customer.get("subscription_status") in _ACTIVE:
+        findings["payments"] = await call_tool(runtime, NODE, "list_payments", customer_id=customer["id"], limit=12)
     if intent in ("profile_update", "signup_help") or state["customer"] is None:
         findings["articles"] = await call_tool(
             runtime, NODE, "search_kb", query=ticket_text(state), category="account", limit=1
@@ -140,7 +145,15 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
             "target_price": format_money(int(target["monthly_price_cents"])),
             "request_id": receipt["id"],
         }
-        return specialist_update("resolved", Draft(template="account.plan_change", facts=facts), actions)
+        proposed = []
+        if customer.get("subscription_id") and customer.get("subscription_status") in _ACTIVE:
+            args = plan_change_args(customer, target, receipt["id"], as_of=datetime.now(UTC))
+            proposed.append(
+                ProposedAction(kind="plan_change", args=args, reason=f"the customer asked for {target['name']}")
+            )
+        return specialist_update(
+            "resolved", Draft(template="account.plan_change", facts=facts), actions, proposed=proposed
+        )
 
     if intent in _REQUESTS:
         kind, template = _REQUESTS[intent]
@@ -152,6 +165,11 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
             args={"customer_id": customer["id"], "request_id": receipt["id"]},
             reason=f"the customer asked for {kind.replace('_', ' ')}",
         )
+        if kind == "account_deletion" and "payments" in findings:  # an active subscription: close it step by step
+            args = closure_args(customer, findings["payments"], receipt["id"], as_of=datetime.now(UTC))
+            proposal = ProposedAction(
+                kind="account_closure", args=args, reason="the customer asked to close the account"
+            )
         return specialist_update(
             "resolved",
             Draft(template=template, facts={**email, "request_id": receipt["id"]}),

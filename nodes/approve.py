@@ -113,6 +113,9 @@ def approval_request(
     what = (
         f"refund {format_money(int(args['amount_cents']))} of payment {args['payment_id']} to {args['customer_id']}"
         if action["kind"] == "refund"
+        else f"account closure for {args['customer_id']}: cancel the subscription, refund "
+        f"{format_money(int(args.get('refund_cents') or 0))} of the unused period, export and delete the data"
+        if action["kind"] == "account_closure"
         else f"{action['kind'].replace('_', ' ')} for {args.get('customer_id', 'the customer')}"
         if action["kind"] != "reply"
         else f"send reply '{args['template']}'"

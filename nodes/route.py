@@ -55,6 +55,14 @@ def after_specialist(state: State) -> Literal["approve", "fall_back"]:
     return "fall_back" if state.get("outcome") in FALL_BACK_OUTCOMES else "approve"
 
 
+def after_execute(state: State) -> Literal["account_change", "compose"]:
+    """Carry out an approved plan change or account closure step by step, or go on to the reply."""
+    from triage.policies.account import SAGA_KINDS
+
+    wanted = any(action["kind"] in SAGA_KINDS for action in state.get("proposed_actions", []))
+    return "account_change" if wanted and state.get("rejection") is None else "compose"
+
+
 async def fall_back(state: State) -> dict[str, Any]:
     """Hand a ticket to a person, saying why: its specialist hit the permission policy, or held back a write."""
     if state.get("outcome") == "held_for_person":

@@ -30,6 +30,8 @@ class ActionTiers(_Strict):
     data_export: Tier
     low_confidence_reply_below: float = Field(ge=0.0, le=1.0)
     low_confidence_reply: Tier
+    plan_change: Tier = "none"
+    """A plan change (its prorated charge or credit is part of the plan's price, not a refund)."""
 
 
 class Sla(_Strict):
@@ -84,9 +86,12 @@ def approval_tier(kind: str, args: Mapping[str, Any], policy: ApprovalPolicy) ->
         return "dual"
     if kind == "reply":
         return policy.actions.low_confidence_reply
-    if kind in ("account_deletion", "data_export"):
+    if kind in ("account_deletion", "data_export", "plan_change"):
         tier: Tier = getattr(policy.actions, kind)
         return tier
+    if kind == "account_closure":  # a deletion, plus the refund of the unused period by its own tier
+        refund = approval_tier("refund", {"amount_cents": args.get("refund_cents", 0)}, policy)
+        return max(policy.actions.account_deletion, refund, key=REQUIRED_APPROVALS.__getitem__)
     return "dual"
 
 

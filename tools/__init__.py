@@ -2,6 +2,19 @@
 
 from langchain_core.tools import BaseTool
 
+from triage.tools.account_changes import (
+    adjust_seats,
+    cancel_data_jobs,
+    cancel_period_refund,
+    change_subscription,
+    confirm_account_change,
+    post_account_credit,
+    refund_unused_period,
+    revert_seat_change,
+    revert_subscription_change,
+    schedule_data_jobs,
+    void_account_credit,
+)
 from triage.tools.accounts import complete_account_request, create_account_request, decline_request, list_plans
 from triage.tools.base import ToolContext, tool_scope
 from triage.tools.customers import get_customer
@@ -27,6 +40,17 @@ ALL_TOOLS: dict[str, BaseTool] = {
         issue_refund,
         complete_account_request,
         decline_request,
+        change_subscription,
+        revert_subscription_change,
+        post_account_credit,
+        void_account_credit,
+        adjust_seats,
+        revert_seat_change,
+        refund_unused_period,
+        cancel_period_refund,
+        schedule_data_jobs,
+        cancel_data_jobs,
+        confirm_account_change,
     )
 }
 """Every tool by name; the gateway is the only caller."""

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from triage.helpdesk import Helpdesk
 
 SCOPE_KEY = "scope"
+COMPENSATION_KEY = "compensation"
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,18 @@ class ToolContext:
     idempotency_key: str
 
 
-def helpdesk_tool(*, scope: str, args_schema: type[BaseModel]) -> Callable[[Callable[..., Any]], BaseTool]:
-    """Declare a LangChain tool that needs `scope`; its function takes the fields of `args_schema` and `ctx`."""
+def helpdesk_tool(
+    *, scope: str, args_schema: type[BaseModel], compensation: str | None = None
+) -> Callable[[Callable[..., Any]], BaseTool]:
+    """Declare a LangChain tool that needs `scope`; its function takes the fields of `args_schema` and `ctx`.
+
+    `compensation` names the tool that undoes this one's effect (it takes `customer_id` and the effect's
+    `receipt_id`); a step of a multi-step change may only be followed by others when it declares one.
+    """
 
     def wrap(func: Callable[..., Any]) -> BaseTool:
         made = tool(args_schema=args_schema)(func)
-        made.metadata = {SCOPE_KEY: scope}
+        made.metadata = {SCOPE_KEY: scope, COMPENSATION_KEY: compensation}
         return made
 
     return wrap
@@ -70,6 +77,12 @@ def tool_scope(made: BaseTool) -> str:
     if not isinstance(scope, str):
         raise TypeError(f"tool {made.name!r} declares no scope; define it with helpdesk_tool(scope=...)")
     return scope
+
+
+def compensation_of(made: BaseTool) -> str | None:
+    """The tool that undoes `made`'s effect, as it declared with `helpdesk_tool(compensation=...)`, if any."""
+    compensation = (made.metadata or {}).get(COMPENSATION_KEY)
+    return compensation if isinstance(compensation, str) else None
 
 
 def idempotency_key(thread_id: str, caller: str, tool_name: str, args: Mapping[str, Any]) -> str:

@@ -912,6 +912,7 @@ def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | Non
         findings=values.get("findings", {}),
         pending_approval=pending,
         rejection=values.get("rejection"),
+        saga=values.get("saga"),
         failure_class=values.get("failure_class") if status == "failed" else None,
         duration_ms=round(duration_ms, 1) if duration_ms is not None else None,
     )

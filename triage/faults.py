@@ -10,6 +10,10 @@ real one would be, so the code under test chooses retries and fallbacks by class
   must not repeat the effect;
 - `permanent`: a refusal no retry fixes (tools: `PermanentToolError`; checkpoints: a disk I/O error);
 - `slow`: the call succeeds after `slow_seconds`.
+
+Named tools can be failed on purpose, e.g. to fail one step of a multi-step account change (or its compensation):
+`fail=adjust_seats` fails every call of that tool permanently, `flaky=adjust_seats` fails its first call
+transiently (a retry passes). Both may be repeated: `fail=adjust_seats,fail=void_account_credit`.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class FaultPlan:
     rates: dict[FaultKind, float]
     seed: int | None = None
     slow_seconds: float = 0.05
+    fail: frozenset[str] = frozenset()
+    """Tools whose every call fails permanently."""
+    flaky: frozenset[str] = frozenset()
+    """Tools whose first call fails transiently."""
 
     @classmethod
     def parse(cls, spec: str) -> FaultPlan:
@@ -55,11 +63,17 @@ class FaultPlan:
         rates: dict[FaultKind, float] = {}
         seed: int | None = None
         slow = 0.05
+        named: dict[str, set[str]] = {"fail": set(), "flaky": set()}
         for part in (p.strip() for p in spec.split(",")):
             if not part:
                 continue
             name, sep, value = part.partition("=")
             name = name.strip()
+            if name in named:
+                if not value.strip():
+                    raise FaultSpecError(f"fault plan {spec!r}: write {name}=TOOL, e.g. {name}=adjust_seats")
+                named[name].add(value.strip())
+                continue
             try:
                 number = float(value)
             except ValueError:
@@ -76,11 +90,14 @@ class FaultPlan:
                 rates[name] = number
             else:
                 raise FaultSpecError(
-                    f"fault plan {spec!r}: unknown fault {name!r}; known: {', '.join(FAULT_KINDS)}, seed, slow_seconds"
+                    f"fault plan {spec!r}: unknown fault {name!r}; known: {', '.join(FAULT_KINDS)}, fail, flaky, "
+                    "seed, slow_seconds"
                 )
         if sum(rates.values()) > 1.0 + 1e-9:
             raise FaultSpecError(f"fault plan {spec!r}: the rates add up to more than 1")
-        return cls(rates=rates, seed=seed, slow_seconds=slow)
+        return cls(
+            rates=rates, seed=seed, slow_seconds=slow, fail=frozenset(named["fail"]), flaky=frozenset(named["flaky"])
+        )
 
 
 @dataclass
@@ -92,6 +109,7 @@ class FaultInjector:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.plan.seed)
+        self._flaked: set[str] = set()
 
     @classmethod
     def from_spec(cls, spec: str | None) -> FaultInjector | None:
@@ -111,7 +129,14 @@ class FaultInjector:
         return None
 
     async def around_tool(self, tool: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Run a tool call, or fail it, or slow it, as the plan draws."""
+        """Run a tool call, or fail it, or slow it, as the plan draws (a tool named in the plan fails as named)."""
+        if tool in self.plan.fail:
+            self.injected["fail"] += 1
+            raise PermanentToolError(tool, f"the system refused the call (injected fault: fail={tool})")
+        if tool in self.plan.flaky and tool not in self._flaked:
+            self._flaked.add(tool)
+            self.injected["flaky"] += 1
+            raise TransientToolError(tool, f"connection reset (injected fault: flaky={tool})")
         kind = self.draw()
         if kind == "slow":
             await asyncio.sleep(self.plan.slow_seconds)

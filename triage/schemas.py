@@ -290,6 +290,11 @@ class RunResult(BaseModel):
         default=None, description="The approval request the thread is paused on (status awaiting_approval)."
     )
     rejection: dict[str, Any] | None = None
+    saga: dict[str, Any] | None = Field(
+        default=None,
+        description="How a plan change or account closure ended: status (completed, rolled_back, "
+        "rollback_failed, not_run), the steps completed and undone, the failed step and the hand-off ticket.",
+    )
     failure_class: str | None = Field(
         default=None, description="Why a failed run failed: transient (`triage recover` retries it) or permanent."
     )

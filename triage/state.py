@@ -137,6 +137,33 @@ def _ids(value: Any) -> Any:
     return value
 
 
+class SagaStep(TypedDict):
+    """One step of a multi-step account change: the tool that performs it, with its arguments."""
+
+    name: str
+    tool: str
+    args: dict[str, Any]
+
+
+class SagaOutcome(TypedDict):
+    """How a multi-step account change ended (see `triage.nodes.saga`)."""
+
+    kind: str
+    status: str
+    """completed; rolled_back (a step failed for good, the completed ones were undone); rollback_failed (a
+    compensation failed as well: a person must finish the undo); or not_run (no approval, or nothing to change)."""
+    completed: list[str]
+    """The steps that took effect, in order."""
+    failed_step: str | None
+    error: str | None
+    undone: list[str]
+    """The steps whose compensation ran, in the order it ran (the reverse of `completed`)."""
+    not_undone: list[str]
+    """The steps whose compensation failed: still in effect."""
+    ticket_id: str | None
+    """The ticket that hands a rolled-back change to a person."""
+
+
 class InputState(TypedDict):
     """What a caller hands the graph: the ticket, and the customer's profile if the caller already looked it up."""
 
@@ -181,6 +208,8 @@ class State(InputState):
     """Why the run stopped using models (a budget it crossed), if it did."""
     usage: NotRequired[dict[str, int | float]]
     """What the run spent: model calls, tokens, cost, wall seconds."""
+    saga: NotRequired[SagaOutcome]
+    """How a multi-step account change (plan change, closure) ended, when the run carried one out."""
 
 
 class SpecialistState(TypedDict):
@@ -207,3 +236,29 @@ class SpecialistOutput(TypedDict):
     outcome: str
     draft: Draft
     violations: list[Violation]
+
+
+class AccountChangeState(TypedDict):
+    """What the `account_change` graph reads and writes: the approved change, its steps and how it ended."""
+
+    proposed_actions: list[ProposedAction]
+    """The change to carry out: the first action whose kind is a plan change or an account closure."""
+    approvals: NotRequired[dict[str, ApprovalRecord]]
+    """The approvals taken so far (by the support graph's `approve`); a change whose tier needs more is not run."""
+    rejection: NotRequired[dict[str, Any]]
+    actions: NotRequired[list[ActionRecord]]
+    draft: NotRequired[Draft]
+    steps: NotRequired[list[SagaStep]]
+    saga: NotRequired[SagaOutcome]
+    status: NotRequired[Status]
+    status_reason: NotRequired[str]
+
+
+class AccountChangeOutput(TypedDict):
+    """What the `account_change` graph hands back to the support graph."""
+
+    actions: list[ActionRecord]
+    draft: Draft
+    saga: SagaOutcome
+    status: NotRequired[Status]
+    status_reason: NotRequired[str]

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from triage.graphs.account_change import build_account_change_graph
 from triage.graphs.specialists import SPECIALISTS, build_specialist
 from triage.graphs.support import build_support_graph
 from triage.policies import load_policy_bundle
@@ -40,6 +41,7 @@ def _compile_all() -> dict[str, CompiledStateGraph[Any, Any, Any, Any]]:
         "support": build_support_graph(policy=policy).compile(name="support")
     }
     graphs.update({name: build_specialist(name, policy) for name in SPECIALISTS})
+    graphs["account_change"] = build_account_change_graph(policy=policy).compile(name="account_change")
     return graphs
 
 
@@ -56,3 +58,6 @@ general = _GRAPHS["general"]
 """The general specialist on its own, for inspection."""
 escalation = _GRAPHS["escalation"]
 """The escalation specialist on its own, for inspection."""
+account_change = _GRAPHS["account_change"]
+"""A plan change or account closure carried out step by step, rolled back on a failure (the support graph runs it
+after the change is approved; on its own it runs only a change whose approvals are in its input)."""

@@ -32,6 +32,18 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
     "issue_refund": {"customer_id": "cus_small_dup", "payment_id": "PAYMENT", "amount_cents": 100},
     "complete_account_request": {"customer_id": "cus_0001", "request_id": "REQUEST"},
     "decline_request": {"customer_id": "cus_0001", "request_id": "REQUEST"},
+    # The steps of account changes, each followed by its compensation of the receipt just returned (LAST).
+    "change_subscription": {"customer_id": "cus_plan_team", "subscription_id": "SUB", "to_plan": "business"},
+    "revert_subscription_change": {"customer_id": "cus_plan_team", "receipt_id": "LAST"},
+    "post_account_credit": {"customer_id": "cus_0001", "amount_cents": -100, "reason": "test"},
+    "void_account_credit": {"customer_id": "cus_0001", "receipt_id": "LAST"},
+    "adjust_seats": {"customer_id": "cus_plan_team", "subscription_id": "SUB", "seats": 5},
+    "revert_seat_change": {"customer_id": "cus_plan_team", "receipt_id": "LAST"},
+    "refund_unused_period": {"customer_id": "cus_small_dup", "payment_id": "PAYMENT", "amount_cents": 100},
+    "cancel_period_refund": {"customer_id": "cus_small_dup", "receipt_id": "LAST"},
+    "schedule_data_jobs": {"customer_id": "cus_0001"},
+    "cancel_data_jobs": {"customer_id": "cus_0001", "receipt_id": "LAST"},
+    "confirm_account_change": {"customer_id": "cus_0001", "request_id": "REQUEST"},
 }
 
 
@@ -49,7 +61,9 @@ def test_every_tool_has_sample_arguments() -> None:
 def test_expected_grants() -> None:
     assert PERMISSIONS.grants["classify"] == frozenset()
     assert PERMISSIONS.grants["escalation"] == frozenset({"tickets:write"})
-    assert {node for node, scopes in PERMISSIONS.grants.items() if "refunds:write" in scopes} == {"execute"}
+    # Refunds are written only by effects run after approval: the executor's, and an approved closure's.
+    refunders = {node for node, scopes in PERMISSIONS.grants.items() if "refunds:write" in scopes}
+    assert refunders == {"execute", "account_change"}
     assert "refunds:request" in PERMISSIONS.grants["billing"]
 
 
@@ -60,12 +74,14 @@ async def test_node_grant_matrix(gateway: ToolGateway, tmp_path: Path, node: str
     request = await gateway.call(
         "account", "create_account_request", {"customer_id": "cus_0001", "kind": "data_export"}, thread_id="setup"
     )
+    subscription = rows(db, "SELECT id FROM subscriptions WHERE customer_id = 'cus_plan_team'")[0]
     refused = []
+    placeholders = {"PAYMENT": payment["id"], "REQUEST": request["id"], "SUB": subscription["id"], "LAST": ""}
     for tool, args in VALID_ARGS.items():
-        placeholders = {"PAYMENT": payment["id"], "REQUEST": request["id"]}
         args = {k: placeholders.get(v, v) if isinstance(v, str) else v for k, v in args.items()}
         if PERMISSIONS.allows(node, tool_scope(ALL_TOOLS[tool])):
-            await gateway.call(node, tool, args, thread_id=f"thr_{node}")
+            made = await gateway.call(node, tool, args, thread_id=f"thr_{node}")
+            placeholders["LAST"] = str(made["id"]) if isinstance(made, dict) else ""
         else:
             with pytest.raises(ScopeDeniedError):
                 await gateway.call(node, tool, args, thread_id=f"thr_{node}")

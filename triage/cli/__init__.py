@@ -248,6 +248,13 @@ def _print_result(result: RunResult) -> None:
             out.print(f"[bold]model[/]  {result.model_version} (language {result.language})")
     for action in result.actions:
         out.print(f"[bold]action[/] {_action_label(action.kind, action.receipt_id, action.amount_cents)}")
+    saga = result.saga
+    if saga and saga["status"] != "not_run":
+        undone = f"; undone: {', '.join(saga['undone']) or 'nothing'}" if saga["status"] != "completed" else ""
+        failed = f" at {saga['failed_step']}" if saga["failed_step"] else ""
+        still = f"; STILL IN EFFECT: {', '.join(saga['not_undone'])}" if saga["not_undone"] else ""
+        ticket = f"; ticket {saga['ticket_id']}" if saga.get("ticket_id") else ""
+        out.print(f"[bold]change[/] {saga['kind']} {saga['status']}{failed}{undone}{still}{ticket}", highlight=False)
     if result.pending_approval:
         pending = result.pending_approval
         out.print(

@@ -159,3 +159,73 @@ CREATE TABLE IF NOT EXISTS policy_violations (
     scope      TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+
+-- Account changes carried out step by step (a plan change, an account closure). Each row is one step's effect,
+-- written once per idempotency key; its compensation marks it `reversed` and puts back what it changed.
+CREATE TABLE IF NOT EXISTS subscription_changes (
+    id              TEXT PRIMARY KEY,                -- e.g. 'sc_1f3a...'
+    customer_id     TEXT NOT NULL REFERENCES customers(id),
+    subscription_id TEXT NOT NULL REFERENCES subscriptions(id),
+    from_plan       TEXT NOT NULL,
+    to_plan         TEXT NOT NULL,
+    from_status     TEXT NOT NULL,
+    to_status       TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('applied', 'reversed')),
+    created_at      TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE
+);
+
+-- Prorated credits (negative: money owed to the customer) and charges (positive) on the next invoice.
+CREATE TABLE IF NOT EXISTS account_credits (
+    id              TEXT PRIMARY KEY,                -- e.g. 'cr_1f3a...'
+    customer_id     TEXT NOT NULL REFERENCES customers(id),
+    amount_cents    INTEGER NOT NULL,
+    reason          TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('posted', 'voided')),
+    created_at      TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE
+);
+
+-- Seats of a subscription; a missing row means the plan's default.
+CREATE TABLE IF NOT EXISTS subscription_seats (
+    subscription_id TEXT PRIMARY KEY REFERENCES subscriptions(id),
+    seats           INTEGER NOT NULL CHECK (seats > 0)
+);
+
+CREATE TABLE IF NOT EXISTS seat_changes (
+    id              TEXT PRIMARY KEY,                -- e.g. 'se_1f3a...'
+    customer_id     TEXT NOT NULL REFERENCES customers(id),
+    subscription_id TEXT NOT NULL REFERENCES subscriptions(id),
+    from_seats      INTEGER,                         -- NULL: the plan's default (no row in subscription_seats)
+    to_seats        INTEGER NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('applied', 'reversed')),
+    created_at      TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE
+);
+
+-- Refunds of an unused period: pending until the closure is confirmed, canceled if it is rolled back.
+CREATE TABLE IF NOT EXISTS period_refunds (
+    id              TEXT PRIMARY KEY,                -- e.g. 'pr_1f3a...'
+    customer_id     TEXT NOT NULL REFERENCES customers(id),
+    payment_id      TEXT NOT NULL REFERENCES payments(id),
+    amount_cents    INTEGER NOT NULL CHECK (amount_cents > 0),
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'settled', 'canceled')),
+    created_at      TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE
+);
+
+-- Data export and deletion jobs a closure schedules (a worker outside triage runs them when due).
+CREATE TABLE IF NOT EXISTS data_jobs (
+    id              TEXT PRIMARY KEY,                -- e.g. 'dj_1f3a...'
+    customer_id     TEXT NOT NULL REFERENCES customers(id),
+    export_after    TEXT NOT NULL,
+    delete_after    TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('scheduled', 'canceled')),
+    created_at      TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE
+);

@@ -114,6 +114,15 @@ TEMPLATES: dict[str, str] = {
         "We have scheduled the change from {current_plan} to {target_plan} ({target_price} per month), effective "
         "from your next billing date (request {request_id}). Any difference is prorated on your next invoice."
     ),
+    "account.plan_changed": ("Your plan is now {target_plan} (request {request_id}). {proration_note}"),
+    "account.closed": (
+        "Your account is closed and your subscription canceled (request {request_id}). {refund_note} An export of "
+        "your data is on its way, and your data is deleted 30 days after it. We are sorry to see you go."
+    ),
+    "account.change_rolled_back": (
+        "We could not complete your {change}: a step failed, so we put everything back as it was. A member of our "
+        "team has your request (ticket {ticket_id}) and will finish it with you."
+    ),
     "account.plan_options": (
         "Happy to change your plan. You are on {current_plan}. Our plans are:\n{plans}\nReply with the plan you "
         "would like and we will make the change."

@@ -1,0 +1,139 @@
+"""The pure parts of multi-step account changes: proration, the steps, their compensations, tiers, fault plans and
+the eval's rollback figures."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from triage.errors import PermanentToolError, TransientToolError
+from triage.evals.metrics import CaseEvaluation, run_metrics
+from triage.faults import FaultInjector, FaultPlan, FaultSpecError
+from triage.nodes.saga import check_compensations
+from triage.policies import load_policy_bundle
+from triage.policies.account import closure_args, included_seats, plan_change_args, saga_steps, unused_share
+from triage.policies.approvals import approval_tier
+from triage.tools import ALL_TOOLS
+from triage.tools.base import compensation_of
+
+POLICY = load_policy_bundle()
+AS_OF = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+CUSTOMER = {
+    "id": "cus_x",
+    "subscription_id": "sub_1",
+    "subscription_status": "active",
+    "plan_id": "team",
+    "monthly_price_cents": 4900,
+    "renews_at": "2026-09-01T00:00:00Z",  # renews on the 1st: the period around AS_OF is Nov 1 - Dec 1
+}
+
+
+def test_the_unused_share_follows_the_monthly_renewal_forward() -> None:
+    assert unused_share("2026-09-01T00:00:00Z", AS_OF) == (11, 30)  # 10.5 days left: a day begun counts
+    assert unused_share("2026-12-01T00:00:00Z", AS_OF) == (11, 30)  # a renewal ahead: the period before it
+    assert unused_share(None, AS_OF) == (0, 30)
+
+
+def test_an_upgrade_charges_and_a_downgrade_credits_the_prorated_difference() -> None:
+    business = {"id": "business", "monthly_price_cents": 9900, "description": "Up to 100 members, 5 TB"}
+    starter = {"id": "starter", "monthly_price_cents": 1900, "description": "Up to 5 members, 100 GB"}
+    up = plan_change_args(CUSTOMER, business, "ar_1", as_of=AS_OF)
+    down = plan_change_args(CUSTOMER, starter, "ar_1", as_of=AS_OF)
+    assert (up["proration_cents"], up["seats"]) == (round(5000 * 11 / 30), 100)
+    assert (down["proration_cents"], down["seats"]) == (-round(3000 * 11 / 30), 5)
+    assert included_seats("Unlimited members, custom storage") is None
+
+
+def test_a_closure_refunds_the_unused_period_from_a_payment_with_enough_left() -> None:
+    payments = [
+        {"id": "pay_new", "status": "refunded", "amount_cents": 4900, "refunded_cents": 4900},
+        {"id": "pay_old", "status": "succeeded", "amount_cents": 4900, "refunded_cents": 0},
+    ]
+    args = closure_args(CUSTOMER, payments, "ar_2", as_of=AS_OF)
+    assert (args["payment_id"], args["refund_cents"]) == ("pay_old", round(4900 * 11 / 30))
+    canceled = closure_args({**CUSTOMER, "subscription_status": "canceled"}, payments, "ar_2", as_of=AS_OF)
+    assert (canceled["subscription_id"], canceled["payment_id"], canceled["refund_cents"]) == (None, None, 0)
+    assert [s["name"] for s in saga_steps("account_closure", canceled)] == ["schedule_data_jobs", "confirm"]
+
+
+def test_every_step_but_the_last_declares_a_compensation_that_exists() -> None:
+    plan = plan_change_args(
+        CUSTOMER, {"id": "business", "monthly_price_cents": 9900, "description": ""}, "ar", as_of=AS_OF
+    )
+    closure = closure_args(CUSTOMER, [{"id": "p", "status": "succeeded", "amount_cents": 9999}], "ar", as_of=AS_OF)
+    for kind, args in (("plan_change", plan), ("account_closure", closure)):
+        steps = saga_steps(kind, args)
+        check_compensations(steps)  # type: ignore[arg-type]
+        for step in steps[:-1]:
+            undo = compensation_of(ALL_TOOLS[step["tool"]])
+            assert undo in ALL_TOOLS and list(ALL_TOOLS[undo].args) == ["customer_id", "receipt_id"]
+    with pytest.raises(ValueError, match="declares no compensation"):
+        check_compensations([{"name": "confirm", "tool": "confirm_account_change", "args": {}}] * 2)
+    with pytest.raises(ValueError, match="unknown account change"):
+        saga_steps("merge_accounts", {"customer_id": "c"})
+
+
+@pytest.mark.parametrize(
+    ("deletion", "refund", "tier"),
+    [
+        ("none", 0, "none"),
+        ("none", 5000, "none"),
+        ("none", 9000, "single"),
+        ("single", 90_000, "dual"),
+        ("dual", 0, "dual"),
+        ("single", 4000, "single"),
+    ],
+)
+def test_a_closure_needs_the_higher_of_the_deletion_and_refund_tiers(deletion: str, refund: int, tier: str) -> None:
+    actions = POLICY.approvals.actions.model_copy(update={"account_deletion": deletion})
+    policy = POLICY.approvals.model_copy(update={"actions": actions})
+    assert approval_tier("account_closure", {"refund_cents": refund}, policy) == tier
+    assert approval_tier("plan_change", {}, POLICY.approvals) == "none"
+
+
+def test_a_fault_plan_fails_or_flakes_named_tools() -> None:
+    plan = FaultPlan.parse("fail=adjust_seats,fail=void_account_credit,flaky=change_subscription")
+    assert plan.fail == {"adjust_seats", "void_account_credit"} and plan.flaky == {"change_subscription"}
+    injector = FaultInjector(plan)
+
+    async def ok() -> str:
+        return "done"
+
+    async def calls() -> list[str]:
+        outcomes = []
+        for tool in ("adjust_seats", "change_subscription", "change_subscription", "adjust_seats"):
+            try:
+                outcomes.append(await injector.around_tool(tool, ok))
+            except (PermanentToolError, TransientToolError) as exc:
+                outcomes.append(exc.kind)
+        return outcomes
+
+    assert asyncio.run(calls()) == ["permanent", "transient", "done", "permanent"]
+    assert injector.injected == {"fail": 2, "flaky": 1}
+    with pytest.raises(FaultSpecError, match="fail=TOOL"):
+        FaultPlan.parse("fail=")
+
+
+def test_the_rollback_rate_counts_runs_that_carried_out_a_change() -> None:
+    def case(change: str | None, undone: int = 0) -> CaseEvaluation:
+        return CaseEvaluation("c", (), "account", "account", True, 1.0, change=change, compensations=undone)
+
+    run = run_metrics([case(None), case("completed"), case("rolled_back", 2), case("rollback_failed", 1)])
+    assert (run["account_changes"], run["rollback_rate"], run["compensations_per_run"]) == (3, 0.6667, 1.0)
+    assert run["rollback_failures"] == 1
+    assert run_metrics([case(None)])["rollback_rate"] is None
+
+
+def test_the_account_change_graph_prepares_runs_the_steps_then_hands_off() -> None:
+    from triage.graphs.account_change import build_account_change_graph
+
+    drawn = build_account_change_graph(policy=POLICY).compile().get_graph()
+    edges = sorted((edge.source, edge.target) for edge in drawn.edges)
+    assert edges == [
+        ("__start__", "prepare"),
+        ("hand_off", "__end__"),
+        ("prepare", "run_steps"),
+        ("run_steps", "hand_off"),
+    ]
