@@ -32,6 +32,14 @@ class ActionTiers(_Strict):
     low_confidence_reply: Tier
 
 
+class ReleaseTiers(_Strict):
+    """When a release follow-up's notifications are a mass message that needs approval."""
+
+    mass_notification_above: int = Field(default=10, ge=0)
+    """More recipients than this in one release need `mass_notification` approval."""
+    mass_notification: Tier = "single"
+
+
 class Sla(_Strict):
     """How long a pending approval may wait."""
 
@@ -54,6 +62,7 @@ class ApprovalPolicy(_Strict):
     actions: ActionTiers
     sla: Sla
     approvers: tuple[Approver, ...]
+    release: ReleaseTiers = ReleaseTiers()
 
     @field_validator("approvers")
     @classmethod
@@ -88,6 +97,13 @@ def approval_tier(kind: str, args: Mapping[str, Any], policy: ApprovalPolicy) ->
         tier: Tier = getattr(policy.actions, kind)
         return tier
     return "dual"
+
+
+def mass_notification_tier(recipients: int, policy: ApprovalPolicy) -> Tier:
+    """The tier of a release follow-up that notifies `recipients` customers: none up to the policy's limit."""
+    if recipients <= policy.release.mass_notification_above:
+        return "none"
+    return policy.release.mass_notification
 
 
 def reply_needs_approval(confidence: float, policy: ApprovalPolicy) -> bool:
