@@ -17,8 +17,8 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from triage.errors import InvalidTicketError, ThreadNotFoundError
-from triage.schemas import RunResult, Ticket
+from triage.errors import InvalidReleaseError, InvalidTicketError, ThreadNotFoundError
+from triage.schemas import Release, RunResult, Ticket
 from triage.web.auth import web
 
 router = APIRouter(prefix="/api", tags=["intake"])
@@ -128,6 +128,66 @@ async def submit_ticket(
         task.add_done_callback(context.runs.discard)
     accepted = Accepted(thread_id=thread_id, status_url=f"/api/threads/{thread_id}", created=created)
     return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": accepted.status_url})
+
+
+@router.post(
+    "/releases",
+    status_code=202,
+    response_model=Accepted,
+    responses=_REFUSALS | {409: {"model": Problem, "description": "Idempotency-Key reused for another release."}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": Release.model_json_schema()}},
+        }
+    },
+    summary="Follow up a shipped release",
+)
+async def submit_release(
+    request: Request,
+    authorization: str | None = Header(default=None, description="Bearer <TRIAGE_INTAKE_TOKEN>"),
+    idempotency_key: str | None = Header(
+        default=None, max_length=200, description="Repeat it on retries: the first thread is returned."
+    ),
+) -> Any:
+    """Validate a release (version, fixes, notes), start its follow-up in the background, answer with the thread.
+
+    The follow-up closes the engineering tickets the release fixes and tells each reporting customer once per
+    release, however often it is posted; a mass notification waits in the approvals inbox.
+    """
+    from triage.graphs.release_followup import THREAD_PREFIX
+
+    refused = _unauthorised(request, authorization)
+    if refused is not None:
+        return refused
+    context = web(request)
+    limit = context.web_settings.intake_max_bytes
+    body = await _read_limited(request, limit)
+    if body is None:
+        return _problem(413, f"request body over {limit} bytes; release notes have at most 20,000 characters")
+    try:
+        release = Release.model_validate_json(body)
+    except InvalidReleaseError as exc:
+        return _problem(422, str(exc))
+    thread_id = f"{THREAD_PREFIX}{uuid.uuid4().hex}"
+    key = f"release:{idempotency_key or 'auto:' + thread_id}"
+    try:
+        thread_id, created = await asyncio.to_thread(context.store.claim_intake_key, key, thread_id, body)
+    except ValueError:
+        return _problem(409, "this Idempotency-Key was already used for a different release; use a new key")
+    if created:
+        task = asyncio.create_task(_follow_up(context.triage, release, thread_id))
+        context.runs.add(task)
+        task.add_done_callback(context.runs.discard)
+    accepted = Accepted(thread_id=thread_id, status_url=f"/api/threads/{thread_id}", created=created)
+    return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": accepted.status_url})
+
+
+async def _follow_up(triage: Any, release: Release, thread_id: str) -> None:
+    try:
+        await triage.arelease(release.version, release.fixes, release.notes, thread_id=thread_id)
+    except Exception:  # the run records its own failure; this is only what could not even start
+        _log.exception("release follow-up %s could not start", thread_id)
 
 
 async def _run(triage: Any, ticket: Ticket, thread_id: str) -> None:
