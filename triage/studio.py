@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from triage.graphs.release_followup import build_release_graph
 from triage.graphs.specialists import SPECIALISTS, build_specialist
 from triage.graphs.support import build_support_graph
 from triage.policies import load_policy_bundle
@@ -40,6 +41,7 @@ def _compile_all() -> dict[str, CompiledStateGraph[Any, Any, Any, Any]]:
         "support": build_support_graph(policy=policy).compile(name="support")
     }
     graphs.update({name: build_specialist(name, policy) for name in SPECIALISTS})
+    graphs["release_followup"] = build_release_graph(policy=policy).compile(name="release_followup")
     return graphs
 
 
@@ -56,3 +58,9 @@ general = _GRAPHS["general"]
 """The general specialist on its own, for inspection."""
 escalation = _GRAPHS["escalation"]
 """The escalation specialist on its own, for inspection."""
+release_followup = _GRAPHS["release_followup"]
+"""The release follow-up: close the engineering tickets a release fixes and tell their reporters, once per release.
+
+Input: `{"release": {"version": "2.4.1", "fixes": ["ENG-42"], "notes": "..."}}`. Its effects are keyed by the
+release version, so a Studio thread and a `triage release` run of one release still tell nobody twice.
+"""

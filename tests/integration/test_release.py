@@ -267,3 +267,23 @@ def test_the_cli_refuses_bad_releases_with_one_line_and_exit_2(tmp_path: Path) -
         assert done.stderr.startswith(message) and len(done.stderr.strip().splitlines()) == 1
         assert "Traceback" not in done.stderr
     assert not (tmp_path / "home").exists()  # refused before the stores were opened
+
+
+def test_the_readme_example_runs_as_written(tmp_path: Path, model_cache: Path) -> None:
+    import os
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Release follow-up", 1)[1]
+    [example] = re.findall(r"```sh\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "TRIAGE_HOME": str(tmp_path / "home"), "TRIAGE_CACHE_HOME": str(model_cache)}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    done = subprocess.run(
+        ["sh", "-e", "-c", example], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "release 2.4.1: 1 ticket(s) closed, 1 customer(s) notified" in done.stdout
+    assert "nothing left to do" in done.stdout
+    [sent] = rows(tmp_path / "home" / "helpdesk.sqlite", "SELECT body FROM outbox WHERE template = 'release.fixed'")
+    assert "CSV exports now include the last row of every report." in sent["body"]
