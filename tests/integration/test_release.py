@@ -287,3 +287,59 @@ def test_the_readme_example_runs_as_written(tmp_path: Path, model_cache: Path) -
     assert "nothing left to do" in done.stdout
     [sent] = rows(tmp_path / "home" / "helpdesk.sqlite", "SELECT body FROM outbox WHERE template = 'release.fixed'")
     assert "CSV exports now include the last row of every report." in sent["body"]
+
+
+def check_once(settings: Settings, reported: dict[str, str]) -> None:
+    """Three tickets solved, one message per customer, and one ledger entry per effect, whatever ran at once."""
+    assert ticket_status(settings, list(reported.values())) == dict.fromkeys(reported.values(), "solved")
+    assert [row["customer_id"] for row in outbox(settings)] == ["cus_0001", "cus_0002"]
+    ledger = rows(settings.checkpoints_path, "SELECT kind FROM effects_ledger ORDER BY kind")
+    assert [row["kind"] for row in ledger] == ["release_notification"] * 2 + ["ticket_closed"] * 3
+
+
+def test_the_same_release_run_three_times_at_once_in_one_loop(
+    app: TriageApp, settings: Settings, reported: dict[str, str]
+) -> None:
+    import asyncio
+
+    fixes = [reported["gantt"], "ENG-77"]
+
+    async def race() -> list[Any]:
+        barrier = asyncio.Barrier(3)
+
+        async def one() -> Any:
+            await barrier.wait()
+            return await app.arelease("2.4.1", fixes, NOTES)
+
+        return list(await asyncio.gather(one(), one(), one()))
+
+    results = asyncio.run(race())
+    assert {r.status for r in results} == {"completed"}
+    check_once(settings, reported)
+
+
+@pytest.mark.slow
+def test_the_same_release_run_at_once_from_separate_processes(
+    app: TriageApp, settings: Settings, reported: dict[str, str], model_cache: Path
+) -> None:
+    import multiprocessing
+
+    from tests.integration.release_race_driver import follow_up
+
+    app.close()
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    results = context.Queue()
+    fixes = [reported["gantt"], "ENG-77"]
+    workers = [
+        context.Process(target=follow_up, args=(str(settings.home), str(model_cache), fixes, NOTES, barrier, results))
+        for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=180) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert {o["status"] for o in outcomes} == {"completed"}
+    check_once(settings, reported)
