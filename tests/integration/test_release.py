@@ -343,3 +343,23 @@ def test_the_same_release_run_at_once_from_separate_processes(
         assert worker.exitcode == 0
     assert {o["status"] for o in outcomes} == {"completed"}
     check_once(settings, reported)
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_faults_and_lost_answers_repeat_no_effect(
+    app: TriageApp, settings: Settings, reported: dict[str, str], seed: int
+) -> None:
+    """Tool calls fail (transient), or happen and lose their answer (timeout); retries and recover repeat nothing."""
+    app.close()
+    faulty = settings.model_copy(update={"faults": f"transient=0.25,timeout=0.25,seed={seed}"})
+    with TriageApp(faulty) as flaky:
+        result = flaky.release("2.4.1", [reported["gantt"], "ENG-77"], NOTES)
+        for _ in range(10):
+            if result.status != "failed":
+                break
+            assert result.failure_class == "transient", result.status_reason
+            result = flaky.recover(result.thread_id)
+        injector = flaky._portal.call(flaky._get_engine()).services.gateway.faults
+        assert injector is not None and injector.injected["timeout"] > 0 and injector.injected["transient"] > 0
+    assert result.status == "completed", result.status_reason
+    check_once(settings, reported)
