@@ -377,6 +377,11 @@ class TriageApp:
         engine = await self._get_engine()
         meter = Meter(budget=engine.services.policy.support.budget)
         thread_id = thread_id or f"{THREAD_PREFIX}{uuid.uuid4().hex}"
+        if _exists(await engine.release.aget_state({"configurable": {"thread_id": thread_id}})):
+            raise InvalidReleaseError(
+                f"thread {thread_id} already followed up a release; run it again without a thread id (a new thread "
+                "repeats nothing that was done)"
+            )
         result = await self._drive(engine, {"release": release.model_dump()}, thread_id, meter, callbacks)
         assert isinstance(result, ReleaseResult)
         return result

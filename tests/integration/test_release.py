@@ -120,6 +120,8 @@ def test_a_repeated_release_closes_and_notifies_nothing_twice(
     assert len(outbox(settings)) == 2
     effects = [line["event"] for line in app.thread(again.thread_id).audit]
     assert effects == []
+    with pytest.raises(InvalidReleaseError, match="already followed up a release"):
+        app.release("2.4.1", "ENG-77", thread_id=again.thread_id)
 
 
 def test_a_release_that_fixes_nothing_we_know_says_so_and_does_nothing(app: TriageApp, settings: Settings) -> None:
