@@ -34,6 +34,14 @@ class ActionTiers(_Strict):
     """A plan change (its prorated charge or credit is part of the plan's price, not a refund)."""
 
 
+class ReleaseTiers(_Strict):
+    """When a release follow-up's notifications are a mass message that needs approval."""
+
+    mass_notification_above: int = Field(default=10, ge=0)
+    """More recipients than this in one release need `mass_notification` approval."""
+    mass_notification: Tier = "single"
+
+
 class Sla(_Strict):
     """How long a pending approval may wait."""
 
@@ -56,6 +64,7 @@ class ApprovalPolicy(_Strict):
     actions: ActionTiers
     sla: Sla
     approvers: tuple[Approver, ...]
+    release: ReleaseTiers = ReleaseTiers()
 
     @field_validator("approvers")
     @classmethod
@@ -93,6 +102,13 @@ def approval_tier(kind: str, args: Mapping[str, Any], policy: ApprovalPolicy) ->
         refund = approval_tier("refund", {"amount_cents": args.get("refund_cents", 0)}, policy)
         return max(policy.actions.account_deletion, refund, key=REQUIRED_APPROVALS.__getitem__)
     return "dual"
+
+
+def mass_notification_tier(recipients: int, policy: ApprovalPolicy) -> Tier:
+    """The tier of a release follow-up that notifies `recipients` customers: none up to the policy's limit."""
+    if recipients <= policy.release.mass_notification_above:
+        return "none"
+    return policy.release.mass_notification
 
 
 def reply_needs_approval(confidence: float, policy: ApprovalPolicy) -> bool:

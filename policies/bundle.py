@@ -117,6 +117,11 @@ class PromptPolicy(_Strict):
 
     classify: PromptText
     rewrite: PromptText
+    release_summary: PromptText = PromptText(
+        system="Summarise the release notes quoted between <notes> and </notes> for customers in two or three plain "
+        "sentences. Use only what the notes say: no promise, date, version or number they do not contain."
+    )
+    """How a model summarises release notes for the customers a release follow-up notifies."""
     routes: dict[Route, str]
     intents: dict[str, str]
 

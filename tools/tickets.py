@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from langchain_core.tools import InjectedToolArg
 from pydantic import BaseModel, Field
 
-from triage.tools.base import ToolContext, helpdesk_tool, insert_once, receipt_id, utc_now
+from triage.errors import PermanentToolError
+from triage.tools.base import (
+    ToolContext,
+    fetch_all,
+    fetch_one,
+    helpdesk_tool,
+    insert_once,
+    receipt_id,
+    utc_now,
+)
 
 Queue = Literal["engineering", "human", "billing", "account"]
 Priority = Literal["low", "normal", "high", "urgent"]
@@ -52,3 +62,55 @@ async def create_ticket(
             },
         )
     return {"id": ticket_id, "created": created, "queue": queue, "priority": priority}
+
+
+class FindEngineeringTicketsArgs(BaseModel):
+    """Arguments of `find_engineering_tickets`."""
+
+    keys: list[str] = Field(min_length=1, max_length=200, description="Ticket ids or issue keys (ENG-42).")
+
+
+def mentions(text: str, key: str) -> bool:
+    """Whether `text` names `key` as a whole token (ENG-4 is not named by ENG-42), ignoring case."""
+    return re.search(rf"(?<![A-Za-z0-9_-]){re.escape(key)}(?![A-Za-z0-9_])", text, re.I) is not None
+
+
+@helpdesk_tool(scope="tickets:read", args_schema=FindEngineeringTicketsArgs)
+async def find_engineering_tickets(
+    keys: list[str], ctx: Annotated[ToolContext, InjectedToolArg]
+) -> list[dict[str, Any]]:
+    """Engineering tickets whose id is one of `keys` or whose subject or summary names one; each with `keys`."""
+    found: dict[str, dict[str, Any]] = {}
+    async with ctx.helpdesk.read() as conn:
+        for key in keys:
+            candidates = await fetch_all(
+                conn,
+                "SELECT id, customer_id, priority, subject, summary, status, created_at, thread_id FROM tickets "
+                "WHERE queue = 'engineering' AND (upper(id) = upper(?) OR instr(upper(subject), upper(?)) > 0 "
+                "OR instr(upper(summary), upper(?)) > 0) ORDER BY created_at, id",
+                (key, key, key),
+            )
+            for row in candidates:
+                if row["id"].upper() == key.upper() or mentions(f"{row['subject']}\n{row['summary']}", key):
+                    found.setdefault(row["id"], {**row, "keys": []})["keys"].append(key)
+    return list(found.values())
+
+
+class CloseTicketArgs(BaseModel):
+    """Arguments of `close_ticket`."""
+
+    ticket_id: str = Field(min_length=1, max_length=64)
+
+
+@helpdesk_tool(scope="tickets:close", args_schema=CloseTicketArgs)
+async def close_ticket(ticket_id: str, ctx: Annotated[ToolContext, InjectedToolArg]) -> dict[str, Any]:
+    """Mark a ticket solved; closing a solved ticket changes nothing (`closed` says whether this call closed it)."""
+    async with ctx.helpdesk.transaction() as conn:
+        cursor = await conn.execute(
+            "UPDATE tickets SET status = 'solved' WHERE id = ? AND status != 'solved'", (ticket_id,)
+        )
+        closed = cursor.rowcount == 1
+        row = await fetch_one(conn, "SELECT id FROM tickets WHERE id = ?", (ticket_id,))
+    if row is None:
+        raise PermanentToolError("close_ticket", f"no ticket {ticket_id}")
+    return {"id": ticket_id, "closed": closed, "status": "solved"}

@@ -20,6 +20,7 @@ from triage.errors import (
     ApprovalRefusedError,
     CheckpointStoreError,
     InvalidDecisionError,
+    InvalidReleaseError,
     NotAwaitingApprovalError,
     StaleApprovalError,
     StoreUnavailableError,
@@ -33,6 +34,7 @@ from triage.schemas import (
     Decision,
     PendingApproval,
     PendingGroup,
+    ReleaseResult,
     Reply,
     RunResult,
     ThreadSummary,
@@ -76,6 +78,18 @@ class ThreadView(BaseModel):
 class _Engine:
     services: Services
     graph: CompiledStateGraph[Any, Any, Any, Any]
+    release: CompiledStateGraph[Any, Any, Any, Any]
+    """The release follow-up graph, on the same checkpoint saver; its threads are named `rel_...`."""
+
+    def graph_for(self, thread_id: str) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """The graph a thread belongs to, by its name."""
+        from triage.graphs.release_followup import THREAD_PREFIX
+
+        return self.release if thread_id.startswith(THREAD_PREFIX) else self.graph
+
+    def last_node_for(self, thread_id: str) -> str:
+        """The node that gives a thread of its graph its terminal status."""
+        return "report" if self.graph_for(thread_id) is self.release else "finish"
 
 
 class TriageApp:
@@ -154,12 +168,16 @@ class TriageApp:
         return self._engine
 
     async def _open_engine(self) -> _Engine:
+        from triage.graphs.release_followup import build_release_graph
         from triage.graphs.support import build_support_graph
         from triage.services import Services
 
         services = await Services.open(self.settings, models=self._models)
         graph = build_support_graph(policy=services.policy).compile(checkpointer=services.saver, name="support")
-        return _Engine(services=services, graph=graph)
+        release = build_release_graph(policy=services.policy).compile(
+            checkpointer=services.saver, name="release_followup"
+        )
+        return _Engine(services=services, graph=graph, release=release)
 
     # -- running tickets -------------------------------------------------------------------------------------
 
@@ -255,13 +273,13 @@ class TriageApp:
             run_config["callbacks"] = callbacks
         started = time.perf_counter()
         try:
-            await engine.graph.ainvoke(
+            await engine.graph_for(thread_id).ainvoke(
                 graph_input, run_config, context=Context(services=engine.services, meter=meter), durability="sync"
             )
         except Exception as exc:
             await self._record_failure(engine, thread_id, exc)
         try:
-            snapshot = await engine.graph.aget_state(config)
+            snapshot = await engine.graph_for(thread_id).aget_state(config)
         except Exception as exc:
             raise StoreUnavailableError(
                 f"run {thread_id} ran but its result cannot be read ({exc}); `triage show {thread_id}` once the "
@@ -277,12 +295,14 @@ class TriageApp:
         failure = failure_class(exc)
         reason = f"{type(exc).__name__}: {exc}"
         try:
-            if not _exists(await engine.graph.aget_state(config)):
+            if not _exists(await engine.graph_for(thread_id).aget_state(config)):
                 raise StoreUnavailableError(
                     f"the run could not start: {reason}; nothing was saved, try again once the store is available"
                 ) from exc
-            await engine.graph.aupdate_state(
-                config, {"status": "failed", "status_reason": reason, "failure_class": failure}, as_node="finish"
+            await engine.graph_for(thread_id).aupdate_state(
+                config,
+                {"status": "failed", "status_reason": reason, "failure_class": failure},
+                as_node=engine.last_node_for(thread_id),
             )
         except StoreUnavailableError:
             raise
@@ -304,6 +324,68 @@ class TriageApp:
                 )
         except Exception:  # the helpdesk is down as well; the request is released by the next failure or recover
             _log.warning("could not release the refund requests of failed run %s", thread_id, exc_info=True)
+
+    # -- release follow-up -----------------------------------------------------------------------------------
+
+    def release(
+        self,
+        version: str,
+        fixes: str | list[str],
+        notes: str | None = None,
+        *,
+        thread_id: str | None = None,
+        callbacks: list[Any] | None = None,
+    ) -> ReleaseResult:
+        """Follow up a shipped release (see `arelease`)."""
+        return self._portal.call(self._arelease(version, fixes, notes, thread_id, callbacks))
+
+    async def arelease(
+        self,
+        version: str,
+        fixes: str | list[str],
+        notes: str | None = None,
+        *,
+        thread_id: str | None = None,
+        callbacks: list[Any] | None = None,
+    ) -> ReleaseResult:
+        """Follow up a shipped release: close the engineering tickets it fixes and tell the customers who reported them.
+
+        `fixes` names engineering ticket ids (`TCK_...`) or issue keys (`ENG-42`) that tickets mention; `notes` are
+        the release notes, summarised for customers. Each ticket is closed and each customer told once per release,
+        however often the release is run. More recipients than the approval policy's `release.mass_notification_above`
+        pause the run for approval (`triage approvals`, `resume`).
+
+        Raises:
+            InvalidReleaseError: a malformed version, no fixes, or a malformed key (nothing is written).
+        """
+        return await self._portal.acall(self._arelease(version, fixes, notes, thread_id, callbacks))
+
+    async def _arelease(
+        self,
+        version: str,
+        fixes: str | list[str],
+        notes: str | None,
+        thread_id: str | None,
+        callbacks: list[Any] | None,
+    ) -> ReleaseResult:
+        from triage.graphs.release_followup import THREAD_PREFIX
+        from triage.metering import Meter
+        from triage.schemas import Release
+
+        release = Release.model_validate({"version": version, "fixes": fixes, "notes": notes or ""})
+        if thread_id is not None and not thread_id.startswith(THREAD_PREFIX):
+            raise InvalidReleaseError(f"a release follow-up's thread id starts with {THREAD_PREFIX!r}")
+        engine = await self._get_engine()
+        meter = Meter(budget=engine.services.policy.support.budget)
+        thread_id = thread_id or f"{THREAD_PREFIX}{uuid.uuid4().hex}"
+        if _exists(await engine.release.aget_state({"configurable": {"thread_id": thread_id}})):
+            raise InvalidReleaseError(
+                f"thread {thread_id} already followed up a release; run it again without a thread id (a new thread "
+                "repeats nothing that was done)"
+            )
+        result = await self._drive(engine, {"release": release.model_dump()}, thread_id, meter, callbacks)
+        assert isinstance(result, ReleaseResult)
+        return result
 
     # -- approvals -------------------------------------------------------------------------------------------
 
@@ -355,7 +437,7 @@ class TriageApp:
         # The index first, then the thread: a thread seen paused on the round the index offers stays paused there
         # until a decision claims that round's version.
         row = await journal.current_approval(thread_id)
-        snapshot = await engine.graph.aget_state(config)
+        snapshot = await engine.graph_for(thread_id).aget_state(config)
         if not _exists(snapshot):
             raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage approvals` lists the ones awaiting approval")
         status = _status_of(snapshot)
@@ -386,7 +468,7 @@ class TriageApp:
             ):
                 break
             await asyncio.sleep(0.05)
-            snapshot = await engine.graph.aget_state(config)
+            snapshot = await engine.graph_for(thread_id).aget_state(config)
             paused = _pending(snapshot)
         else:
             raise NotAwaitingApprovalError(
@@ -480,7 +562,7 @@ class TriageApp:
         meter = Meter(budget=engine.services.policy.support.budget)
         result: RunResult | None = None
         for _ in range(3):  # e.g. a died run goes on, pauses on an approval already decided, which is applied
-            snapshot = await engine.graph.aget_state(config)
+            snapshot = await engine.graph_for(thread_id).aget_state(config)
             if not _exists(snapshot):
                 raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
             paused = _pending(snapshot)
@@ -509,7 +591,7 @@ class TriageApp:
                 result = await self._drive(engine, None, thread_id, meter)
         if result is not None:
             return result
-        return _result(thread_id, await engine.graph.aget_state(config))
+        return _result(thread_id, await engine.graph_for(thread_id).aget_state(config))
 
     def pending_approvals(
         self,
@@ -607,7 +689,7 @@ class TriageApp:
 
         engine = await self._get_engine()
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-        snapshot = await engine.graph.aget_state(config)
+        snapshot = await engine.graph_for(thread_id).aget_state(config)
         if not _exists(snapshot):
             raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
         tuples = [t async for t in engine.services.saver.alist(config)]
@@ -635,7 +717,7 @@ class TriageApp:
         summaries: list[ThreadSummary] = []
         for thread_id in await self._thread_ids(engine, limit=limit if status is None else None):
             config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
-            snapshot = await engine.graph.aget_state(config)
+            snapshot = await engine.graph_for(thread_id).aget_state(config)
             values = snapshot.values
             ticket = values.get("ticket") or {}
             summary = ThreadSummary(
@@ -644,7 +726,8 @@ class TriageApp:
                 status=_status_of(snapshot),
                 route=values.get("route"),
                 customer_id=ticket.get("customer_id"),
-                subject=ticket.get("subject", ""),
+                subject=ticket.get("subject", "")
+                or (f"release {values['release'].get('version')}" if "release" in values else ""),
             )
             if status is None or summary.status == status:
                 summaries.append(summary)
@@ -684,7 +767,7 @@ class TriageApp:
         engine = await self._get_engine()
         records = []
         for thread_id in await self._thread_ids(engine, limit=None):
-            snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
+            snapshot = await engine.graph_for(thread_id).aget_state({"configurable": {"thread_id": thread_id}})
             pending = _pending(snapshot)
             records.append(
                 retention.ThreadRecord(
@@ -730,7 +813,7 @@ class TriageApp:
 
         route, intent = check_label(route, intent)
         engine = await self._get_engine()
-        snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
+        snapshot = await engine.graph_for(thread_id).aget_state({"configurable": {"thread_id": thread_id}})
         if not snapshot.values:
             raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
         details = {"route": route, "intent": intent, "previous_route": snapshot.values.get("route")}
@@ -760,7 +843,7 @@ class TriageApp:
         labels: list[dict[str, Any]] = []
         skipped = 0
         for thread_id in reversed(await self._thread_ids(engine, limit=None)):
-            snapshot = await engine.graph.aget_state({"configurable": {"thread_id": thread_id}})
+            snapshot = await engine.graph_for(thread_id).aget_state({"configurable": {"thread_id": thread_id}})
             trail = await engine.services.journal.trail(thread_id)
             label = thread_label(thread_id, dict(snapshot.values), trail, threshold)
             if label is None:
@@ -871,6 +954,10 @@ def failure_class(exc: BaseException) -> ToolErrorKind:
 
 
 def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | None = None) -> RunResult:
+    from triage.graphs.release_followup import THREAD_PREFIX
+
+    if thread_id.startswith(THREAD_PREFIX):
+        return _release_result(thread_id, snapshot, duration_ms=duration_ms)
     values: Mapping[str, Any] = snapshot.values
     classification = values.get("classification") or {}
     reply = values.get("reply")
@@ -913,6 +1000,40 @@ def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | Non
         pending_approval=pending,
         rejection=values.get("rejection"),
         saga=values.get("saga"),
+        failure_class=values.get("failure_class") if status == "failed" else None,
+        duration_ms=round(duration_ms, 1) if duration_ms is not None else None,
+    )
+
+
+def _release_result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | None = None) -> ReleaseResult:
+    values: Mapping[str, Any] = snapshot.values
+    release = values.get("release") or {}
+    pending = _pending(snapshot)
+    status = "awaiting_approval" if pending else values.get("status", "failed")
+    reason = values.get("status_reason", None if "status" in values else "the run did not finish")
+    if not pending and snapshot.next:
+        status, reason = "failed", f"the run did not finish; `triage recover {thread_id}` continues it"
+    if pending:
+        reason = pending["description"]
+    summary = values.get("summary")
+    return ReleaseResult(
+        thread_id=thread_id,
+        status=status,
+        status_reason=reason,
+        version=str(release.get("version", "")),
+        fixes=list(release.get("fixes", [])),
+        unknown_keys=values.get("unknown_keys", []),
+        tickets=[dict(t) for t in values.get("tickets", [])],
+        closed=values.get("closed", []),
+        already_closed=[t["id"] for t in values.get("tickets", []) if t["state"] == "solved_before"],
+        notified=values.get("notified", []),
+        summary=dict(summary) if summary else None,
+        model_calls=list((summary or {}).get("model_calls", [])),
+        policy_version=values.get("policy_version"),
+        usage=values.get("usage", {}),
+        actions=[Action(**action) for action in values.get("actions", [])],
+        pending_approval=pending,
+        rejection=values.get("rejection"),
         failure_class=values.get("failure_class") if status == "failed" else None,
         duration_ms=round(duration_ms, 1) if duration_ms is not None else None,
     )

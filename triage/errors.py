@@ -24,6 +24,10 @@ class UnknownCustomerError(InvalidTicketError):
     """The ticket names a customer id that the helpdesk does not know."""
 
 
+class InvalidReleaseError(TriageError):
+    """A release to follow up is malformed: a version that is not a version, no fixes, a malformed key."""
+
+
 class ThreadNotFoundError(TriageError):
     """No run with that thread id exists in the checkpoint store."""
 

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from triage.errors import InvalidDecisionError, InvalidTicketError
+from triage.errors import InvalidDecisionError, InvalidReleaseError, InvalidTicketError
 from triage.taxonomy import Route, Sentiment, Status, Urgency
 
 MAX_SUBJECT_CHARS = 300
@@ -94,6 +94,7 @@ def describe_validation_error(exc: ValidationError, *, what: str) -> str:
 
 _SHAPES = {
     "ticket": "A ticket has customer_id (optional), subject, body (required), channel (email|chat|web|phone).",
+    "release": "A release has version (e.g. 2.4.1), fixes (ticket ids or issue keys) and notes (optional).",
     "decision": "A decision has approver, decision (approve|reject|edit), reason (required to reject), "
     "args (for edit, e.g. {'amount_cents': 12000}).",
 }
@@ -321,3 +322,79 @@ class ThreadSummary(BaseModel):
     route: str | None = None
     customer_id: str | None = None
     subject: str = ""
+
+
+RELEASE_VERSION_PATTERN = r"^v?\d+(?:\.\d+){1,3}(?:-[0-9A-Za-z][0-9A-Za-z.]*)?$"
+"""2.4, 2.4.1, v2.4.1 or 2.4.1-rc.1."""
+FIX_KEY_PATTERN = r"^[A-Za-z][A-Za-z0-9]{0,15}[-_][A-Za-z0-9]{1,40}$"
+"""An engineering ticket id (TCK_1f3a...) or an issue key (ENG-42)."""
+MAX_NOTES_CHARS = 20_000
+
+
+class Release(BaseModel):
+    """A shipped release to follow up: its version, the keys it fixes, and its notes (optional)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field(max_length=64, description="The release's version: 2.4, 2.4.1, v2.4.1 or 2.4.1-rc.1.")
+    fixes: list[str] = Field(
+        description="What it fixes: engineering ticket ids (TCK_...) or issue keys (ENG-42) named in tickets."
+    )
+    notes: str = Field(default="", max_length=MAX_NOTES_CHARS, description="The release notes, in plain text.")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, version: str) -> str:
+        import re
+
+        if not re.fullmatch(RELEASE_VERSION_PATTERN, version.strip()):
+            raise ValueError(f"{version!r} is not a release version; use numbers like 2.4, 2.4.1 or v2.4.1-rc.1")
+        return version.strip()
+
+    @field_validator("fixes", mode="before")
+    @classmethod
+    def _fixes(cls, fixes: Any) -> Any:
+        import re
+
+        if isinstance(fixes, str):
+            fixes = fixes.split(",")
+        if not isinstance(fixes, list | tuple):
+            return fixes
+        keys = [key.strip() for key in fixes if not isinstance(key, str) or key.strip()]
+        if not keys:
+            raise ValueError("names no fix; give the keys it fixes, e.g. --fixes ENG-42,TCK_1f3a2b4c5d6e7f80")
+        bad = [key for key in keys if not isinstance(key, str) or not re.fullmatch(FIX_KEY_PATTERN, key)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(map(repr, bad))} is not a ticket id or issue key (like TCK_1f3a2b4c5d6e7f80 or ENG-42)"
+            )
+        if len(keys) > 200:
+            raise ValueError("200 keys at most per release")
+        return list(dict.fromkeys(keys))
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _typed_errors(cls, data: Any, handler: ModelWrapValidatorHandler[Release]) -> Release:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise InvalidReleaseError(describe_validation_error(exc, what="release")) from None
+
+
+class ReleaseResult(RunResult):
+    """What a release follow-up ended with (or paused on): the fields of a run, and the release's own."""
+
+    version: str
+    fixes: list[str] = Field(default_factory=list)
+    unknown_keys: list[str] = Field(default_factory=list, description="Fixed keys that name no engineering ticket.")
+    tickets: list[dict[str, Any]] = Field(
+        default_factory=list, description="The engineering tickets the release fixes (id, customer, keys, state)."
+    )
+    closed: list[str] = Field(default_factory=list, description="Tickets this release closed (in this run or before).")
+    already_closed: list[str] = Field(
+        default_factory=list, description="Tickets that were solved before this release; left alone."
+    )
+    notified: list[str] = Field(default_factory=list, description="Customers told about the fix (once per release).")
+    summary: dict[str, Any] | None = Field(
+        default=None, description="The customer-facing summary of the notes: text, by (local/cheap), verdict."
+    )

@@ -262,3 +262,62 @@ class AccountChangeOutput(TypedDict):
     saga: SagaOutcome
     status: NotRequired[Status]
     status_reason: NotRequired[str]
+
+
+class ReleaseTicket(TypedDict):
+    """An engineering ticket a release fixes."""
+
+    id: str
+    customer_id: str | None
+    subject: str
+    thread_id: str
+    """The conversation it was opened from."""
+    keys: list[str]
+    """The fixed keys that name it (its id, or issue keys its subject or summary mentions)."""
+    state: str
+    """to_close; closed_by_release (an earlier run of this release closed it); solved_before (left alone)."""
+
+
+class Recipient(TypedDict):
+    """A customer to tell about a release: the fixes that concern them and where they reported them."""
+
+    customer_id: str
+    name: str
+    email: str
+    tickets: list[str]
+    threads: list[str]
+    """Their conversations the fixed tickets came from (the follow-up is noted in each one's audit trail)."""
+    notified_earlier: bool
+    """An earlier run of this release already told them; nobody is told twice."""
+
+
+class ReleaseInput(TypedDict):
+    """What a caller hands the release follow-up graph."""
+
+    release: dict[str, Any]
+    """`triage.schemas.Release` as a dict: version, fixes, notes."""
+
+
+class ReleaseState(ReleaseInput):
+    """The release follow-up graph's state."""
+
+    tickets: NotRequired[list[ReleaseTicket]]
+    unknown_keys: NotRequired[list[str]]
+    """Fixed keys that name no engineering ticket."""
+    recipients: NotRequired[list[Recipient]]
+    summary: NotRequired[dict[str, Any]]
+    """The customer-facing summary of the notes: text, by (local, cheap), verdict, findings, model_calls."""
+    approvals: NotRequired[dict[str, ApprovalRecord]]
+    """The mass notification's approval rounds, by approval id."""
+    rejection: NotRequired[dict[str, Any]]
+    closed: NotRequired[list[str]]
+    """Tickets this release has closed (in this run or an earlier one)."""
+    notified: NotRequired[list[str]]
+    """Customers this release has told (in this run or an earlier one)."""
+    actions: NotRequired[list[ActionRecord]]
+    """Effects performed by this run."""
+    status: NotRequired[Status]
+    status_reason: NotRequired[str]
+    failure_class: NotRequired[str]
+    policy_version: NotRequired[str]
+    usage: NotRequired[dict[str, int | float]]

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from triage.graphs.account_change import build_account_change_graph
+from triage.graphs.release_followup import build_release_graph
 from triage.graphs.specialists import SPECIALISTS, build_specialist
 from triage.graphs.support import build_support_graph
 from triage.policies import load_policy_bundle
@@ -42,6 +43,7 @@ def _compile_all() -> dict[str, CompiledStateGraph[Any, Any, Any, Any]]:
     }
     graphs.update({name: build_specialist(name, policy) for name in SPECIALISTS})
     graphs["account_change"] = build_account_change_graph(policy=policy).compile(name="account_change")
+    graphs["release_followup"] = build_release_graph(policy=policy).compile(name="release_followup")
     return graphs
 
 
@@ -61,3 +63,9 @@ escalation = _GRAPHS["escalation"]
 account_change = _GRAPHS["account_change"]
 """A plan change or account closure carried out step by step, rolled back on a failure (the support graph runs it
 after the change is approved; on its own it runs only a change whose approvals are in its input)."""
+release_followup = _GRAPHS["release_followup"]
+"""The release follow-up: close the engineering tickets a release fixes and tell their reporters, once per release.
+
+Input: `{"release": {"version": "2.4.1", "fixes": ["ENG-42"], "notes": "..."}}`. Its effects are keyed by the
+release version, so a Studio thread and a `triage release` run of one release still tell nobody twice.
+"""

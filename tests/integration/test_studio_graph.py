@@ -62,3 +62,23 @@ async def test_a_forged_profile_of_the_ticket_s_own_customer_is_not_trusted_outs
         await close_shared_services()
     assert out["customer"]["id"] == "cus_small_dup"
     assert (out["customer"]["name"], out["customer"]["email"]) != ("Mallory", "mallory@example.net")
+
+
+async def test_studio_release_graph_runs_on_the_default_home(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from triage.studio import release_followup
+
+    monkeypatch.setenv("TRIAGE_HOME", str(tmp_path / "studio-home"))
+    monkeypatch.setenv("TRIAGE_CACHE_HOME", str(settings.cache_dir))
+    assert release_followup.checkpointer is None
+    runnable = release_followup.copy(update={"checkpointer": InMemorySaver()})
+    try:
+        out = await runnable.ainvoke(
+            {"release": {"version": "2.4.1", "fixes": ["ENG-404"], "notes": ""}},
+            {"configurable": {"thread_id": "rel_studio-1"}},
+        )
+    finally:
+        await close_shared_services()
+    assert out["status"] == "completed" and out["unknown_keys"] == ["ENG-404"]
+    assert "fixes nothing we know" in out["status_reason"]

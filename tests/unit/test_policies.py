@@ -9,6 +9,9 @@ import pytest
 from tests.conftest import policy_copy
 from triage.errors import PolicyFileError, TriageError
 from triage.gateway import GrantError, check_grants, over_broad_grants
+from triage.graphs import all_node_tools
+from triage.graphs.release_followup import build_release_graph
+from triage.graphs.release_followup import node_tools as release_node_tools
 from triage.graphs.support import build_support_graph, node_tools
 from triage.policies import load_policy_bundle
 from triage.policies.billing import find_duplicate_charges, format_money, latest_failed_payment
@@ -241,8 +244,12 @@ def test_node_tools_cover_every_node_of_the_graph() -> None:
     assert set(node_tools()) == set(build_support_graph(policy=POLICY).nodes) - {"__start__"}
 
 
+def test_release_node_tools_cover_every_node_of_its_graph() -> None:
+    assert set(release_node_tools()) == set(build_release_graph(policy=POLICY).nodes) - {"__start__"}
+
+
 def test_over_broad_grants_are_warned() -> None:
-    assert over_broad_grants(POLICY.permissions, node_tools()) == []
+    assert over_broad_grants(POLICY.permissions, all_node_tools()) == []
     wide = Permissions(
         grants={
             **POLICY.permissions.grants,
@@ -252,7 +259,7 @@ def test_over_broad_grants_are_warned() -> None:
             "clasify": frozenset({"kb:read"}),
         }
     )
-    warnings = over_broad_grants(wide, node_tools())
+    warnings = over_broad_grants(wide, all_node_tools())
     assert len(warnings) == 3
     assert "read-only node 'classify' the write scope 'refunds:write'" in warnings[1]
     assert "read-only node 'route' the write scope 'outbox:send'" in warnings[2]

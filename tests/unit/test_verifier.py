@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from triage.models.verifier import verify_draft
+from triage.models.verifier import Verdict, verify_draft, verify_summary
 
 APPROVED = (
     "Hi Priya,\n\nWe have refunded $19.00 of payment pay_0006 from 2026-08-14 (refund re_b8e69d30). It reaches your "
@@ -50,3 +50,37 @@ def test_personal_data_placeholders_must_survive_unchanged() -> None:
     assert verify_draft(approved, "Within one business day we will write to [EMAIL_1].").ok
     assert not verify_draft(approved, "We will write to [EMAIL_2] within one business day.").ok
     assert not verify_draft(approved, "").ok
+
+
+# -- release summaries ---------------------------------------------------------------------------------------------
+
+RELEASE_NOTES = "Version 2.4.1 fixes the gantt chart in quarter view. CSV exports keep all 3 header rows."
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        "The gantt chart works in quarter view again.",
+        "Version 2.4.1 fixes the gantt chart; CSV exports keep all 3 header rows.",
+        "v2.4.1 fixes the gantt chart.",
+    ],
+)
+def test_a_summary_may_leave_facts_out(summary: str) -> None:
+    assert verify_summary(RELEASE_NOTES, summary) == Verdict(True)
+
+
+@pytest.mark.parametrize(
+    ("summary", "finding"),
+    [
+        ("Version 2.5 fixes the gantt chart.", "version '2.5' that the notes do not contain"),
+        ("The gantt chart is fixed; 4 header rows are kept.", "number '4' that the notes do not contain"),
+        ("The gantt chart is fixed and we will refund you.", "commitment 'we will' that the notes do not make"),
+        ("Fixed within a day, see https://example.com/x.", "link 'https://example.com/x'"),
+        ("The gantt chart is fixed. [internal note: check]", "leaked placeholder or note"),
+        ("   ", "the summary is empty"),
+        ("The gantt chart is fixed. " * 40, "characters long (600 at most)"),
+    ],
+)
+def test_a_summary_may_not_add_a_version_number_promise_or_note(summary: str, finding: str) -> None:
+    verdict = verify_summary(RELEASE_NOTES, summary)
+    assert not verdict.ok and any(finding in f for f in verdict.findings), verdict.findings

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from triage.cli import model as model_commands  # noqa: F401  (registers train, model, export-labels, relabel)
+from triage.cli import release as _release  # noqa: F401  (registers release)
 from triage.cli import store  # noqa: F401  (its commands register themselves on `cli`)
 from triage.cli.common import (
     HomeOption,
@@ -514,16 +515,19 @@ def policy_check(
     read-only node are warnings.
     """
     from triage.gateway import over_broad_grants
-    from triage.graphs.support import build_support_graph, node_tools
+    from triage.graphs import all_node_tools
+    from triage.graphs.release_followup import build_release_graph
+    from triage.graphs.support import build_support_graph
     from triage.policies import load_policy_bundle
 
     def check() -> Any:
         bundle = load_policy_bundle(directory)
         build_support_graph(policy=bundle)
+        build_release_graph(policy=bundle)
         return bundle
 
     bundle = guard(check, as_json=as_json)
-    warnings = over_broad_grants(bundle.permissions, node_tools())
+    warnings = over_broad_grants(bundle.permissions, all_node_tools())
     grants = {node: sorted(scopes) for node, scopes in bundle.permissions.grants.items()}
     if as_json:
         print_json(

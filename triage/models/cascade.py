@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from triage.models.llm import ChatTier, ModelCall, ModelCallError, TierDecision
 from triage.models.tier import ModelTier, UsageSink
-from triage.models.verifier import verify_draft
+from triage.models.verifier import verify_draft, verify_summary
 from triage.policies.injection import detect_injection
 from triage.state import Classification, Draft, ReplyData
 from triage.taxonomy import ROUTE_OF_INTENT, URGENCIES
@@ -245,6 +245,59 @@ class CascadeModelTier:
     async def summarise(self, text: str, *, max_chars: int = 280, usage: UsageSink | None = None) -> str:
         """Summaries stay extractive (deterministic, free)."""
         return await self.local.summarise(text, max_chars=max_chars, usage=usage)
+
+    async def summarise_release(
+        self, notes: str, *, max_chars: int = 400, usage: UsageSink | None = None
+    ) -> dict[str, Any]:
+        """A customer-facing summary of release notes: extractive, or a configured model's that `verify_summary` passed.
+
+        The model gets one retry with the verifier's findings; a summary refused twice (or a failed call) falls back
+        to the extractive one, with the findings kept (`verdict` extractive_fallback).
+        """
+        extractive = await self.local.summarise(notes, max_chars=max_chars, usage=usage)
+        if not self.tiers:
+            return {"text": extractive, "by": "local", "verdict": "extractive"}
+        tier = self.tiers[0]
+        findings: tuple[str, ...] = ()
+        calls: list[dict[str, Any]] = []
+        for attempt in (1, 2):
+            if usage is not None and usage.exceeded():
+                break
+            try:
+                text, call = await tier.write(self._summary_messages(notes, findings))
+            except ModelCallError as failed:
+                call = failed.call
+                calls.append(call.as_dict())
+                if usage is not None:
+                    usage.record(tokens=call.input_tokens + call.output_tokens, cost_usd=call.cost_usd)
+                break
+            calls.append(call.as_dict())
+            if usage is not None:
+                usage.record(tokens=call.input_tokens + call.output_tokens, cost_usd=call.cost_usd)
+            verdict = verify_summary(notes, text, max_chars=max_chars)
+            if verdict.ok:
+                return {
+                    "text": " ".join(text.split()),
+                    "by": tier.spec.tier,
+                    "verdict": "verified" if attempt == 1 else "verified_after_retry",
+                    "model_calls": calls,
+                }
+            findings = verdict.findings
+        return {
+            "text": extractive,
+            "by": "local",
+            "verdict": "extractive_fallback",
+            "findings": list(findings),
+            "model_calls": calls,
+        }
+
+    def _summary_messages(self, notes: str, findings: tuple[str, ...]) -> list[BaseMessage]:
+        from langchain_core.messages import HumanMessage, SystemMessage
+
+        request = f"<notes>\n{quote_data(notes, 'notes')}\n</notes>"
+        if findings:
+            request += "\n\nYour previous summary was refused because:\n" + "\n".join(f"- {f}" for f in findings)
+        return [SystemMessage(self.policy.prompts.release_summary.system), HumanMessage(request)]
 
 
 def quote_data(text: str, tag: str) -> str:

@@ -18,6 +18,8 @@ from triage.policies.pii import Redaction, redact, restore
 from triage.state import Classification, Draft, ReplyData
 
 INJECTION_SIGNAL = "prompt_injection"
+RELEASE_SUMMARY_CHARS = 400
+"""Longest customer-facing summary of release notes."""
 
 
 class GuardedModelTier:
@@ -80,3 +82,23 @@ class GuardedModelTier:
         redaction = redact(text)
         summary = await self.inner.summarise(redaction.text, max_chars=max_chars, usage=meter)
         return restore(summary, redaction)
+
+    async def summarise_release(self, notes: str, *, meter: Meter | None = None) -> dict[str, Any]:
+        """A customer-facing summary of release notes from redacted notes (see `CascadeModelTier.summarise_release`).
+
+        A tier without a release summariser gives its plain summary; over budget, the summary is extractive.
+        """
+        if meter and meter.exceeded():
+            return {
+                "text": extractive_summary(notes, max_chars=RELEASE_SUMMARY_CHARS),
+                "by": "local",
+                "verdict": "extractive",
+            }
+        redaction = redact(notes)
+        summarise = getattr(self.inner, "summarise_release", None)
+        if summarise is None:
+            text = await self.inner.summarise(redaction.text, max_chars=RELEASE_SUMMARY_CHARS, usage=meter)
+            result: dict[str, Any] = {"text": text, "by": self.inner.name, "verdict": "extractive"}
+        else:
+            result = dict(await summarise(redaction.text, max_chars=RELEASE_SUMMARY_CHARS, usage=meter))
+        return {**result, "text": restore(str(result["text"]), redaction)}

@@ -169,6 +169,11 @@ TEMPLATES: dict[str, str] = {
         "We have reviewed your request and cannot carry it out as asked. A member of our team will follow up with "
         "you about the next steps within one business day."
     ),
+    "release.fixed": (
+        "Good news: release {version} fixes what you reported.\n\n{fixes}\n\nWhat changed: {summary}\n\n"
+        "We have closed the ticket(s) above. If you still see the problem after updating, reply to this message "
+        "and we will look at it again."
+    ),
     "escalation.handed_off": (
         "We have passed your message to a senior member of our support team (ticket {ticket_id}, priority "
         "{priority}). A person will reply {response_time}."

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Verdict", "verify_draft"]
+__all__ = ["Verdict", "verify_draft", "verify_summary"]
 
 _FACT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("link", re.compile(r"https?://[^\s<>()\"']+[^\s<>()\"'.,;:!?]")),
@@ -23,6 +23,7 @@ _FACT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("placeholder", re.compile(r"\[[A-Z_]+_\d+\]")),
     ("number", re.compile(r"(?<![\w.$€£¥])\d+(?:[.,]\d+)*(?:-\d+)?(?![\w%])")),
 )
+_VERSION = re.compile(r"\b[vV]?\d+(?:\.\d+){1,3}(?:-[0-9A-Za-z][0-9A-Za-z.]*)?\b")
 _COMMITMENTS = re.compile(
     r"\b(refund(?:ed|s)?|credit(?:ed|s)?|compensat\w*|discount\w*|voucher\w*|free of charge|waive\w*|"
     r"guarantee\w*|promise\w*|reimburs\w*|we will|we'll|we shall|within|by (?:tomorrow|monday|tuesday|wednesday|"
@@ -76,5 +77,36 @@ def verify_draft(approved: str, draft: str, *, names: Iterable[str] = ()) -> Ver
     approved_leaks = {m.group(0) for m in _LEAKS.finditer(approved)}
     for match in _LEAKS.finditer(draft):
         if match.group(0) not in approved_leaks:
+            findings.append(f"leaked placeholder or note {match.group(0)!r}")
+    return Verdict(not findings, tuple(dict.fromkeys(findings)))
+
+
+def verify_summary(notes: str, summary: str, *, max_chars: int = 600) -> Verdict:
+    """Check a model's summary of release notes: it may leave facts out, never add one.
+
+    Refused: an empty or over-long summary, a fact (version, number, amount, date, id, link) or a commitment (a
+    promise, a deadline, a credit) that the notes do not contain, and a leaked placeholder or note.
+    """
+    text = summary.strip()
+    if not text:
+        return Verdict(False, ("the summary is empty",))
+    findings: list[str] = []
+    if len(text) > max_chars:
+        findings.append(f"the summary is {len(text)} characters long ({max_chars} at most)")
+    versions = {m.group(0).lower().lstrip("v") for m in _VERSION.finditer(notes)}
+    for match in _VERSION.finditer(text):
+        if match.group(0).lower().lstrip("v") not in versions:
+            findings.append(f"version {match.group(0)!r} that the notes do not contain")
+    known = _facts(notes)
+    for kind, value in sorted(_facts(text)):
+        if known[(kind, value)] == 0:
+            findings.append(f"{kind} {value!r} that the notes do not contain")
+    stated = {m.group(0).lower() for m in _COMMITMENTS.finditer(notes)}
+    for match in _COMMITMENTS.finditer(text):
+        if match.group(0).lower() not in stated:
+            findings.append(f"commitment {match.group(0)!r} that the notes do not make")
+    note_leaks = {m.group(0) for m in _LEAKS.finditer(notes)}
+    for match in _LEAKS.finditer(text):
+        if match.group(0) not in note_leaks:
             findings.append(f"leaked placeholder or note {match.group(0)!r}")
     return Verdict(not findings, tuple(dict.fromkeys(findings)))

@@ -18,14 +18,16 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from triage.errors import InvalidTicketError, StoreUnavailableError, ThreadNotFoundError
-from triage.schemas import RunResult, Ticket
+from triage.errors import InvalidReleaseError, InvalidTicketError, StoreUnavailableError, ThreadNotFoundError
+from triage.schemas import Release, RunResult, Ticket
 from triage.web.auth import web
 
 if TYPE_CHECKING:
     from triage.web.app import WebContext
 
 router = APIRouter(prefix="/api", tags=["intake"])
+RELEASE_KEY = "release:"
+"""Idempotency keys of release follow-ups start with this (tickets' keys are the client's own)."""
 _log = logging.getLogger(__name__)
 
 
@@ -140,17 +142,71 @@ async def submit_ticket(
     return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": accepted.status_url})
 
 
-def start_run(context: WebContext, ticket: Ticket, thread_id: str, *, last_try: bool = False) -> None:
-    """Run an accepted ticket in the background on this server."""
-    task = asyncio.create_task(_run(context, ticket, thread_id, last_try=last_try))
+@router.post(
+    "/releases",
+    status_code=202,
+    response_model=Accepted,
+    responses=_REFUSALS | {409: {"model": Problem, "description": "Idempotency-Key reused for another release."}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": Release.model_json_schema()}},
+        }
+    },
+    summary="Follow up a shipped release",
+)
+async def submit_release(
+    request: Request,
+    authorization: str | None = Header(default=None, description="Bearer <TRIAGE_INTAKE_TOKEN>"),
+    idempotency_key: str | None = Header(
+        default=None, max_length=200, description="Repeat it on retries: the first thread is returned."
+    ),
+) -> Any:
+    """Validate a release (version, fixes, notes), start its follow-up in the background, answer with the thread.
+
+    The follow-up closes the engineering tickets the release fixes and tells each reporting customer once per
+    release, however often it is posted; a mass notification waits in the approvals inbox.
+    """
+    from triage.graphs.release_followup import THREAD_PREFIX
+
+    refused = _unauthorised(request, authorization)
+    if refused is not None:
+        return refused
+    context = web(request)
+    limit = context.web_settings.intake_max_bytes
+    body = await _read_limited(request, limit)
+    if body is None:
+        return _problem(413, f"request body over {limit} bytes; release notes have at most 20,000 characters")
+    try:
+        release = Release.model_validate_json(body)
+    except InvalidReleaseError as exc:
+        return _problem(422, str(exc))
+    thread_id = f"{THREAD_PREFIX}{uuid.uuid4().hex}"
+    key = f"{RELEASE_KEY}{idempotency_key or 'auto:' + thread_id}"
+    try:
+        thread_id, created = await asyncio.to_thread(context.store.claim_intake_key, key, thread_id, body)
+    except ValueError:
+        return _problem(409, "this Idempotency-Key was already used for a different release; use a new key")
+    if created:
+        start_run(context, release, thread_id)
+    accepted = Accepted(thread_id=thread_id, status_url=f"/api/threads/{thread_id}", created=created)
+    return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": accepted.status_url})
+
+
+def start_run(context: WebContext, job: Ticket | Release, thread_id: str, *, last_try: bool = False) -> None:
+    """Run an accepted ticket (or release follow-up) in the background on this server."""
+    task = asyncio.create_task(_run(context, job, thread_id, last_try=last_try))
     context.runs.add(task)
     task.add_done_callback(context.runs.discard)
 
 
-async def _run(context: WebContext, ticket: Ticket, thread_id: str, *, last_try: bool = False) -> None:
+async def _run(context: WebContext, job: Ticket | Release, thread_id: str, *, last_try: bool = False) -> None:
     try:
-        await context.triage.arun(ticket, thread_id=thread_id)
-    except InvalidTicketError as exc:  # e.g. the customer was deleted between acceptance and the run
+        if isinstance(job, Release):
+            await context.triage.arelease(job.version, job.fixes, job.notes, thread_id=thread_id)
+        else:
+            await context.triage.arun(job, thread_id=thread_id)
+    except (InvalidTicketError, InvalidReleaseError) as exc:  # e.g. the customer was deleted after acceptance
         await asyncio.to_thread(context.store.intake_given_up, thread_id, str(exc))
         return
     except StoreUnavailableError as exc:
@@ -192,11 +248,15 @@ async def restart_unstarted(context: WebContext) -> list[str]:
         if not await asyncio.to_thread(context.store.take_on_intake, intake):
             continue  # another server took it on
         try:
-            ticket = await context.triage.acheck_ticket(intake.body)
-        except InvalidTicketError as exc:
+            job: Ticket | Release = (
+                Release.model_validate_json(intake.body)
+                if intake.key.startswith(RELEASE_KEY)
+                else await context.triage.acheck_ticket(intake.body)
+            )
+        except (InvalidTicketError, InvalidReleaseError) as exc:
             await asyncio.to_thread(context.store.intake_given_up, intake.thread_id, str(exc))
             continue
-        start_run(context, ticket, intake.thread_id, last_try=intake.attempts + 1 >= settings.intake_attempts)
+        start_run(context, job, intake.thread_id, last_try=intake.attempts + 1 >= settings.intake_attempts)
         started.append(intake.thread_id)
     return started
 
