@@ -1103,7 +1103,7 @@ def _load_scorer_file(path: Path, *, artifact_bytes: int) -> LocalClassifier | N
     import numpy
 
     try:
-        with numpy.load(path, allow_pickle=False) as data:
+        with path.open("rb") as file, numpy.load(file, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
         facts = json.loads(bytes(arrays.pop("facts")).decode("utf-8"))
         if (facts.get("format"), facts.get("model_version"), facts.get("artifact_bytes")) != (
@@ -1153,7 +1153,7 @@ def read_model_metadata(path: Path) -> dict[str, Any]:
     import numpy
 
     try:
-        with numpy.load(scorer_path(path), allow_pickle=False) as data:
+        with scorer_path(path).open("rb") as file, numpy.load(file, allow_pickle=False) as data:
             facts = json.loads(bytes(data["facts"]).decode("utf-8"))
         if facts.get("artifact_bytes") == path.stat().st_size:
             return dict(facts.get("metadata", {}))
