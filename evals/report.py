@@ -65,6 +65,13 @@ class BaselineError(TriageError):
     """The baseline file is missing or unreadable; the message says how to create it."""
 
 
+LATENCY_NOTE = (
+    "Latency is each run's own wall time (`duration_ms`: the graph from input to its end or pause, approvals "
+    "answered included), measured inside the eval process. With one case in flight (the default) it measures the "
+    "graph; with `--concurrency` above the number of free cores it also measures cases waiting for each other's CPU."
+)
+
+
 def default_baseline() -> Path:
     """The committed baseline, `evals/baseline.json`."""
     return Path(str(resources.files("triage.evals") / "baseline.json"))
@@ -256,6 +263,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"| tokens / cost | {run['tokens']} / ${run['cost_usd']:.4f} |",
         f"| cost per successful run | ${run['cost_per_successful_run_usd'] or 0:.4f} |",
         f"| end-to-end latency p50 / p95 (ms) | {_ms(run['latency_ms']['p50'])} / {_ms(run['latency_ms']['p95'])} |",
+        "",
+        LATENCY_NOTE,
         "",
         "## Nodes",
         "",

@@ -2,7 +2,8 @@
 
 Every case gets its own temporary home with a fresh copy of the seeded helpdesk, so a refund requested by one case
 cannot change what another case sees, and the figures do not depend on the order in which concurrent cases finish.
-The model tier is loaded once and shared by every case's app. Thread ids are derived from case ids.
+The model tier is loaded and the graph compiled once, and shared by every case's app. Thread ids are derived from
+case ids.
 
 Latency figures are each run's own wall time (`RunResult.duration_ms`: the graph from input to its end or pause,
 approvals answered included). They measure the graph rather than contention only when cases run one at a time,
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from triage.app import TriageApp
+from triage.app import CompiledGraphs, TriageApp
 from triage.errors import TriageError
 from triage.evals.dataset import EvalCase
 from triage.evals.evaluators import EFFECT_KINDS, describe_action, evaluate_case
@@ -96,7 +97,8 @@ async def run_cases(
         shared = {"cache_home": cache, "models_home": base.models_dir}
         template = root / "template"
         models = _shared_models(base, cache, policy)
-        await _seed_template(base.model_copy(update={"home": template, **shared}), models)
+        graphs = CompiledGraphs()  # compiled once here, for every case's app: not per case
+        await _seed_template(base.model_copy(update={"home": template, **shared}), models, graphs)
         semaphore = asyncio.Semaphore(max(1, concurrency))
 
         async def one(index: int, case: EvalCase) -> CaseRun:
@@ -104,7 +106,7 @@ async def run_cases(
                 home = root / "cases" / f"{index:05d}"
                 _copy_helpdesk(template, home)
                 run = await _run_case(
-                    case, base.model_copy(update={"home": home, "faults": case.faults, **shared}), models
+                    case, base.model_copy(update={"home": home, "faults": case.faults, **shared}), models, graphs
                 )
                 if workdir is None:
                     shutil.rmtree(home, ignore_errors=True)
@@ -134,9 +136,9 @@ def _shared_models(settings: Settings, cache: Path, policy: PolicyBundle) -> Mod
     return build_model_tier(LocalModelTier(cache, settings.models_dir), settings, policy)
 
 
-async def _seed_template(settings: Settings, models: ModelTier) -> None:
+async def _seed_template(settings: Settings, models: ModelTier, graphs: CompiledGraphs) -> None:
     """Create and seed one helpdesk, and train (or load) the classifier once, before the cases start."""
-    app = TriageApp(settings, models=models)
+    app = TriageApp(settings, models=models, graphs=graphs)
     try:
         await app.arun({"subject": "warm-up", "body": "What are your opening hours?"}, thread_id="eval-warm-up")
     finally:
@@ -229,8 +231,8 @@ async def answer_approvals(
     return Approvals(result, tuple(tiers.values()), len(stopped))
 
 
-async def _run_case(case: EvalCase, settings: Settings, models: ModelTier) -> CaseRun:
-    app = TriageApp(settings, models=models)
+async def _run_case(case: EvalCase, settings: Settings, models: ModelTier, graphs: CompiledGraphs) -> CaseRun:
+    app = TriageApp(settings, models=models, graphs=graphs)
     started = time.perf_counter()
     result: RunResult | None = None
     tiers: tuple[str, ...] = ()

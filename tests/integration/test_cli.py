@@ -106,6 +106,24 @@ def test_help_imports_nothing_heavy() -> None:
     assert done.stdout.strip() == ""
 
 
+def test_run_in_a_warm_home_imports_no_scikit_learn(settings: Settings) -> None:
+    warm = triage(settings, "run", "--body", "Please send me a copy of my last invoice.", "--json")
+    assert warm.returncode == 0, warm.stderr
+    code = (
+        "import sys; from triage.cli import cli\n"
+        "try:\n    cli()\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('sklearn', 'scipy', 'joblib') if m in sys.modules]\n"
+        "print('heavy:' + ','.join(heavy), file=sys.stderr)"
+    )
+    env = {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
+    args = ["run", "--body", "Where is my refund for order 1234?", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert json.loads(done.stdout)["route"] == "billing"
+    assert done.stderr.strip().splitlines()[-1] == "heavy:", "the model loads from its arrays, not the pickle"
+
+
 @pytest.mark.slow
 def test_demo_covers_every_route_and_an_approval_round_trip(settings: Settings) -> None:
     done = triage(settings, "demo", "--json")

@@ -138,7 +138,9 @@ def test_external_csv_runs_route_only_cases(tmp_path: Path, env: None) -> None:
         "general": 1,
         "escalation": 0,
     }
-    assert (tmp_path / "out" / "eval.md").read_text().startswith("# triage evaluation")
+    markdown = (tmp_path / "out" / "eval.md").read_text()
+    assert markdown.startswith("# triage evaluation")
+    assert "Latency is each run's own wall time (`duration_ms`" in markdown, "the report says what latency measures"
 
     bad = CliRunner().invoke(cli, ["eval", "--dataset", str(csv_path), "--out", str(tmp_path / "out")])
     assert bad.exit_code == 2

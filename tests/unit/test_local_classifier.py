@@ -161,8 +161,9 @@ def test_cache_round_trip_trains_once(tmp_path: Path, counted_training: list[int
     cache_dir = tmp_path / "cache"
     first = LocalClassifier.load_or_train(cache_dir)
     assert first is classifier
-    files = list(cache_dir.iterdir())
-    assert [f.name.startswith("local-classifier-") and f.suffix == ".joblib" for f in files] == [True]
+    files = sorted(cache_dir.iterdir())
+    assert [f.name.startswith("local-classifier-") for f in files] == [True, True]
+    assert [f.suffix for f in files] == [".joblib", ".npz"], "the pickle, and the arrays that predict beside it"
     mtime = files[0].stat().st_mtime_ns
 
     assert LocalClassifier.load_or_train(cache_dir) is classifier, "loaded once per process"
@@ -177,13 +178,15 @@ def test_cache_round_trip_trains_once(tmp_path: Path, counted_training: list[int
 
 def test_corrupt_cache_is_retrained(tmp_path: Path, counted_training: list[int]) -> None:
     LocalClassifier.load_or_train(tmp_path)
-    (cache_file,) = tmp_path.iterdir()
+    (cache_file,) = tmp_path.glob("*.joblib")
     cache_file.write_bytes(b"\x80\x04 definitely not a pickle")
     LocalClassifier.load_or_train(tmp_path)
     assert len(counted_training) == 2
     LocalClassifier.load_or_train(tmp_path)
     assert len(counted_training) == 2, "the retrained model should have replaced the corrupt cache"
-    assert [path.name for path in tmp_path.iterdir()] == [cache_file.name], "no temporary files left behind"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [cache_file.name, local.scorer_path(cache_file).name], (
+        "no temporary files left behind"
+    )
 
 
 def test_cache_key_tracks_the_code_version(
@@ -193,7 +196,63 @@ def test_cache_key_tracks_the_code_version(
     monkeypatch.setattr(local, "MODEL_VERSION", "test-bump")
     LocalClassifier.load_or_train(tmp_path)
     assert len(counted_training) == 2
-    assert len(list(tmp_path.iterdir())) == 2
+    assert len(list(tmp_path.glob("*.joblib"))) == len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_the_numpy_scorer_computes_what_scikit_learn_computes(
+    classifier: LocalClassifier, split: tuple[list[Example], list[Example]]
+) -> None:
+    import numpy
+    from sklearn.preprocessing import normalize
+
+    assert classifier._fitted is not None
+    core, calibrator = classifier._fitted
+    scorer = core.scorer()
+    texts = [example.text for example in split[1][:150]] + ["", "hm", "Ich möchte mein Geld zurück, bitte!"]
+    normalized = [local.normalize_text(text) for text in texts]
+    matrix = core.features.transform(normalized).tocsr()
+    margins = core.route_model.decision_function(matrix)
+    words = normalize(matrix[:, : core.n_word_features], norm="l2", axis=1)
+    similarities = (words @ core.neighbours.T).toarray()
+    for row, text in enumerate(normalized):
+        indices, values = scorer.features(text)
+        assert indices.tolist() == matrix[row].indices.tolist()
+        numpy.testing.assert_allclose(values, matrix[row].data, atol=1e-6)
+        numpy.testing.assert_allclose(scorer.route.margins(indices, values), margins[row], atol=1e-5)
+        numpy.testing.assert_allclose(scorer._similarities(indices, values), similarities[row], atol=1e-5)
+    raw = scorer.raw(texts)
+    expected = calibrator.predict_proba(raw.calibration_features())[:, 1]
+    predictions = classifier.predict_many(texts)
+    foreign = [p.evidence.foreign_language for p in predictions]
+    assert foreign[-1] and not any(foreign[:-1]), "only the German ticket is capped"
+    numpy.testing.assert_allclose([p.confidence for p in predictions[:-1]], expected[:-1], atol=1e-9)
+
+
+def test_an_artifact_without_its_arrays_is_read_and_the_arrays_written(
+    tmp_path: Path, classifier: LocalClassifier
+) -> None:
+    artifact = tmp_path / "model.joblib"
+    classifier.save(artifact, metadata={"note": "kept"})
+    local.scorer_path(artifact).unlink()  # as an older version of triage saved it
+    texts = ["where is my refund", "the app crashes on start", "blorp zzkt"]
+    loaded = local.load_model_file(artifact)
+    assert loaded is not None and loaded.predict_many(texts) == classifier.predict_many(texts)
+    assert local.scorer_path(artifact).exists()
+    local._loaded.clear()
+    from_arrays = local.load_model_file(artifact)
+    assert from_arrays is not None and from_arrays._fitted is None, "read from the arrays, not the pickle"
+    assert from_arrays.predict_many(texts) == classifier.predict_many(texts)
+    assert local.read_model_metadata(artifact) == {"note": "kept"}
+    with pytest.raises(ValueError, match="trained in this process"):
+        from_arrays.save(tmp_path / "again.joblib")
+
+
+def test_arrays_of_a_replaced_artifact_are_not_used(tmp_path: Path, classifier: LocalClassifier) -> None:
+    artifact = tmp_path / "model.joblib"
+    classifier.save(artifact)
+    artifact.write_bytes(b"\x80\x04 not the model the arrays were exported from")
+    local._loaded.clear()
+    assert local.load_model_file(artifact) is None
 
 
 def test_route_check_skips_a_missing_csv(

@@ -1,16 +1,23 @@
 """Which language a ticket is written in, with the identifier that ships inside the `py3langid` package.
 
-Nothing is downloaded: the model is a file in the installed package, loaded once per process on first use (about
-a second) and shared by every classifier. Detection takes well under a millisecond for a ticket.
+Nothing is downloaded: the model is a file in the installed package, loaded once per process on first use and
+shared by every classifier. The packaged file is LZMA-compressed and takes most of a CPU second to unpack, so
+`load_identifier(cache_dir)` keeps an unpacked copy of the model, cut down to `LANGUAGE_NAMES`, in the model cache
+and reads that (tens of milliseconds) in later processes. Detection takes well under a millisecond for a ticket.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["LANGUAGE_NAMES", "DetectedLanguage", "detect_language", "language_name"]
+__all__ = ["LANGUAGE_NAMES", "DetectedLanguage", "detect_language", "language_name", "load_identifier"]
 
 LANGUAGE_NAMES: dict[str, str] = {
     "ar": "Arabic",
@@ -74,17 +81,93 @@ class DetectedLanguage:
     probability: float
 
 
-def _get_identifier() -> Any:
+def load_identifier(cache_dir: Path | None = None) -> None:
+    """Load the language model now rather than on the first ticket.
+
+    Args:
+        cache_dir: Where to keep (and look for) an unpacked copy of the model; None reads the packaged file.
+    """
+    _get_identifier(cache_dir)
+
+
+def _get_identifier(cache_dir: Path | None = None) -> Any:
     global _identifier
     if _identifier is None:
         with _lock:
             if _identifier is None:
-                from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-                identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-                identifier.set_languages(sorted(LANGUAGE_NAMES))
-                _identifier = identifier
+                _identifier = _read_unpacked(cache_dir) if cache_dir is not None else None
+                if _identifier is None:
+                    _identifier = _read_packaged(cache_dir)
     return _identifier
+
+
+def _read_packaged(cache_dir: Path | None) -> Any:
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+    identifier.set_languages(sorted(LANGUAGE_NAMES))
+    if cache_dir is not None:
+        with contextlib.suppress(OSError):  # a read-only cache: the next process unpacks the packaged file again
+            _write_unpacked(identifier, _unpacked_path(cache_dir))
+    return identifier
+
+
+def _unpacked_path(cache_dir: Path) -> Path:
+    from importlib.metadata import version
+
+    languages = hashlib.sha256(",".join(sorted(LANGUAGE_NAMES)).encode()).hexdigest()[:12]
+    return cache_dir / f"langid-{version('py3langid')}-{languages}.npz"
+
+
+def _write_unpacked(identifier: Any, path: Path) -> None:
+    import numpy
+
+    arrays = {
+        "ptc": numpy.asarray(identifier.nb_ptc),
+        "pc": numpy.asarray(identifier.nb_pc),
+        "classes": numpy.array(identifier.nb_classes),
+        "nextmove": numpy.frombuffer(identifier.tk_nextmove, dtype=identifier.tk_nextmove.typecode),
+        "row": numpy.frombuffer(identifier.tk_row, dtype=identifier.tk_row.typecode),
+        "output": numpy.asarray(identifier.tk_output, dtype=numpy.int64),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as tmp_file:
+            numpy.savez(tmp_file, allow_pickle=False, **arrays)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _stdlib_array(values: Any) -> Any:
+    """A numpy array of unsigned integers as the `array.array` that py3langid walks."""
+    from array import array
+
+    result = array(values.dtype.char)
+    result.frombytes(memoryview(values).cast("B"))
+    return result
+
+
+def _read_unpacked(cache_dir: Path) -> Any:
+    import numpy
+    from py3langid.langid import LanguageIdentifier
+
+    try:
+        with _unpacked_path(cache_dir).open("rb") as file, numpy.load(file, allow_pickle=False) as data:
+            return LanguageIdentifier(
+                data["ptc"],
+                data["pc"],
+                data["classes"].tolist(),
+                _stdlib_array(data["nextmove"]),
+                data["output"].tolist(),
+                norm_probs=True,
+                tk_row=_stdlib_array(data["row"]),
+            )
+    except Exception:
+        # Missing, partly written or from another py3langid layout: unpack the packaged file instead.
+        return None
 
 
 def detect_language(text: str) -> DetectedLanguage:

@@ -14,13 +14,18 @@ data is not written in gets no confidence at all (`triage.models.language`).
 
 Training takes seconds, so `LocalClassifier.load_or_train` caches the fitted packaged model on disk, keyed by the
 training data, the scikit-learn version and `MODEL_VERSION`; `triage.models.registry` keeps the models a team
-trains with `triage train`.
+trains with `triage train`. Training fits scikit-learn models; predicting does not use them. The fitted models are
+exported to plain numpy arrays (`_Scorer`, saved as an `.npz` file beside the joblib artifact) that compute the
+same scores, so a process that only classifies never imports scikit-learn or scipy (about 0.8 s of start-up) nor
+pays scikit-learn's per-call validation (a few milliseconds a ticket).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.resources
+import itertools
 import json
 import math
 import os
@@ -207,10 +212,8 @@ def normalize_text(text: str) -> str:
     return _SPACES.sub(" ", lowered).strip()
 
 
-def _content_words(normalized: str) -> list[str]:
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-    return [w for w in _WORD.findall(normalized) if w not in ENGLISH_STOP_WORDS and w not in _PLACEHOLDERS]
+def _content_words(normalized: str, stop_words: frozenset[str]) -> list[str]:
+    return [w for w in _WORD.findall(normalized) if w not in stop_words and w not in _PLACEHOLDERS]
 
 
 def _training_bytes(path: Path | None) -> tuple[bytes, str]:
@@ -324,13 +327,18 @@ def model_fingerprint(examples: Sequence[Example]) -> str:
 
     Training is deterministic, so the fingerprint names the model; runs record it as `model_version`.
     """
-    import sklearn
-
     digest = hashlib.sha256()
-    for part in (data_fingerprint(examples), sklearn.__version__, MODEL_VERSION):
+    for part in (data_fingerprint(examples), _sklearn_version(), MODEL_VERSION):
         digest.update(part.encode())
         digest.update(b"\0")
     return "local-" + digest.hexdigest()[:12]
+
+
+def _sklearn_version() -> str:
+    """scikit-learn's version, read from its installed metadata: importing it takes longer than a ticket."""
+    from importlib.metadata import version
+
+    return version("scikit-learn")
 
 
 def _build_features() -> Any:
@@ -380,18 +388,12 @@ def _softmax_rows(scores: Any, scale: float) -> Any:
     return exp / exp.sum(axis=1, keepdims=True)
 
 
-def _decision_matrix(model: Any, matrix: Any) -> Any:
-    import numpy
-
-    scores = model.decision_function(matrix)
-    if scores.ndim == 1:  # two classes: scikit-learn returns the positive class's margin only
-        scores = numpy.column_stack([-scores, scores])
-    return scores
-
-
 _SCORE_SCALE = 3.0
 """Turns linear margins into a distribution over routes; the calibrator corrects its overconfidence."""
-_NEIGHBOUR_CHUNK = 512
+_WHITE_SPACES = re.compile(r"\s\s+")
+_WORD_TOKEN = re.compile(r"(?u)\b\w+\b")
+SCORER_FORMAT = "1"
+"""Version of the `.npz` file layout that `LocalClassifier.save` writes beside the joblib artifact."""
 
 
 @dataclass
@@ -431,7 +433,11 @@ class _Raw:
 
 @dataclass
 class _Core:
-    """The fitted linear models, the training vocabulary and the neighbour index; no calibration."""
+    """The fitted scikit-learn models, the training vocabulary and the neighbour index; no calibration.
+
+    Only training builds one; `scorer` exports it to plain arrays, which is what predicts. (Older artifacts pickled
+    this class, so its name and fields stay as they are.)
+    """
 
     features: Any
     route_model: Any
@@ -444,6 +450,8 @@ class _Core:
     @classmethod
     def fit(cls, examples: Sequence[Example]) -> _Core:
         import numpy
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+        from sklearn.preprocessing import normalize
 
         normalized = [normalize_text(example.text) for example in examples]
         features = _build_features()
@@ -453,28 +461,133 @@ class _Core:
         intent_labels = [str(examples[i].intent) for i in with_intent]
         intent_model = _fit_linear(matrix[with_intent], intent_labels) if len(set(intent_labels)) >= 2 else None
         n_words = len(features.transformer_list[0][1].vocabulary_)
-        vocabulary = frozenset(word for text in normalized for word in _content_words(text))
+        stop_words = frozenset(ENGLISH_STOP_WORDS)
+        vocabulary = frozenset(word for text in normalized for word in _content_words(text, stop_words))
         return cls(
             features=features,
             route_model=route_model,
             intent_model=intent_model,
-            neighbours=_row_normalize(matrix[:, :n_words]),
+            neighbours=normalize(matrix[:, :n_words], norm="l2", axis=1, copy=True).tocsr(),
             neighbour_routes=numpy.array([ROUTES.index(example.route) for example in examples]),
             vocabulary=vocabulary,
             n_word_features=n_words,
+        )
+
+    def scorer(self) -> _Scorer:
+        """The same model as plain numpy arrays (see `_Scorer`)."""
+        import numpy
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        (_, words), (_, chars) = self.features.transformer_list
+        for vectorizer, analyzer, ngrams in ((words, "word", (1, 2)), (chars, "char_wb", (2, 5))):
+            settings = (vectorizer.analyzer, tuple(vectorizer.ngram_range), vectorizer.norm, vectorizer.sublinear_tf)
+            if settings != (analyzer, ngrams, "l2", True) or vectorizer.stop_words is not None:
+                raise ValueError(f"the {analyzer} features were fitted with settings the scorer does not reproduce")
+        neighbours = self.neighbours.tocsr()
+        return _Scorer(
+            word_terms=_terms_by_index(words.vocabulary_),
+            word_idf=numpy.asarray(words.idf_, dtype=numpy.float32),
+            char_terms=_terms_by_index(chars.vocabulary_),
+            char_idf=numpy.asarray(chars.idf_, dtype=numpy.float32),
+            route=_LinearLayer.of(self.route_model),
+            intent=_LinearLayer.of(self.intent_model) if self.intent_model is not None else None,
+            neighbour_rows=numpy.repeat(numpy.arange(neighbours.shape[0]), numpy.diff(neighbours.indptr)),
+            neighbour_columns=numpy.asarray(neighbours.indices, dtype=numpy.int64),
+            neighbour_values=numpy.asarray(neighbours.data, dtype=numpy.float32),
+            neighbour_routes=numpy.asarray(self.neighbour_routes, dtype=numpy.int64),
+            vocabulary=self.vocabulary,
+            stop_words=frozenset(ENGLISH_STOP_WORDS),
+        )
+
+
+def _terms_by_index(vocabulary: dict[str, int]) -> list[str]:
+    terms = [""] * len(vocabulary)
+    for term, index in vocabulary.items():
+        terms[index] = term
+    return terms
+
+
+@dataclass
+class _LinearLayer:
+    """A fitted linear model's margins as arrays: `values @ weights[indices] + bias`, one column per class."""
+
+    classes: list[str]
+    weights: Any  # (n_features, n_classes), float64
+    bias: Any  # (n_classes,)
+
+    @classmethod
+    def of(cls, model: Any) -> _LinearLayer:
+        import numpy
+
+        weights = numpy.asarray(model.coef_, dtype=numpy.float64)
+        bias = numpy.asarray(model.intercept_, dtype=numpy.float64).reshape(-1)
+        if weights.shape[0] == 1:  # two classes: scikit-learn keeps the positive class's margin only
+            weights, bias = numpy.vstack([-weights, weights]), numpy.concatenate([-bias, bias])
+        return cls([str(label) for label in model.classes_], numpy.ascontiguousarray(weights.T), bias)
+
+    def margins(self, indices: Any, values: Any) -> Any:
+        return values @ self.weights[indices] + self.bias
+
+
+@dataclass
+class _Scorer:
+    """The fitted model as plain numpy arrays: it scores tickets without importing scikit-learn or scipy.
+
+    It computes what the scikit-learn pipeline computes (the word and `char_wb` TF-IDF of `_build_features`, the
+    linear models' decision functions, the cosine similarity to the training examples), in float32 where the
+    pipeline uses float32, so the results agree to rounding (`tests/unit/test_local_classifier.py` checks it).
+    """
+
+    word_terms: list[str]
+    word_idf: Any
+    char_terms: list[str]
+    char_idf: Any
+    route: _LinearLayer
+    intent: _LinearLayer | None
+    neighbour_rows: Any  # training example of each stored non-zero
+    neighbour_columns: Any  # its word feature
+    neighbour_values: Any  # its weight (rows L2-normalised)
+    neighbour_routes: Any  # route index of each training example
+    vocabulary: frozenset[str]
+    stop_words: frozenset[str]
+    _word_index: dict[str, int] = field(init=False, repr=False)
+    _char_index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._word_index = {term: index for index, term in enumerate(self.word_terms)}
+        self._char_index = {term: index for index, term in enumerate(self.char_terms)}
+
+    @property
+    def n_word_features(self) -> int:
+        return len(self.word_terms)
+
+    def features(self, normalized: str) -> tuple[Any, Any]:
+        """The TF-IDF vector of a normalised text: sorted feature indices and their float32 values."""
+        import numpy
+
+        lowered = normalized.lower()
+        tokens = _WORD_TOKEN.findall(lowered)
+        words = [*tokens, *(" ".join(pair) for pair in itertools.pairwise(tokens))]
+        word_idx, word_val = _tfidf(words, self._word_index, self.word_idf)
+        char_idx, char_val = _tfidf(_char_wb_ngrams(lowered, 2, 5), self._char_index, self.char_idf)
+        return (
+            numpy.concatenate([word_idx, char_idx + self.n_word_features]),
+            numpy.concatenate([word_val, char_val]),
         )
 
     def raw(self, texts: Sequence[str]) -> _Raw:
         import numpy
 
         normalized = [normalize_text(text) for text in texts]
-        matrix = self.features.transform(normalized).tocsr()
+        vectors = [self.features(text) for text in normalized]
         route_probability = numpy.zeros((len(texts), len(ROUTES)))
-        known = [ROUTES.index(_as_route(label)) for label in self.route_model.classes_]
-        route_probability[:, known] = _softmax_rows(_decision_matrix(self.route_model, matrix), _SCORE_SCALE)
-        if self.intent_model is not None:
-            intent_classes = [str(label) for label in self.intent_model.classes_]
-            intent_probability = _softmax_rows(_decision_matrix(self.intent_model, matrix), _SCORE_SCALE)
+        known = [ROUTES.index(_as_route(label)) for label in self.route.classes]
+        route_margins = numpy.array([self.route.margins(idx, val) for idx, val in vectors]).reshape(len(texts), -1)
+        route_probability[:, known] = _softmax_rows(route_margins, _SCORE_SCALE)
+        if self.intent is not None:
+            intent_classes = self.intent.classes
+            intent_margins = numpy.array([self.intent.margins(idx, val) for idx, val in vectors])
+            intent_probability = _softmax_rows(intent_margins.reshape(len(texts), -1), _SCORE_SCALE)
             from_intents = numpy.zeros_like(route_probability)
             for column, intent in enumerate(intent_classes):
                 from_intents[:, ROUTES.index(ROUTE_OF_INTENT[intent])] += intent_probability[:, column]
@@ -505,10 +618,16 @@ class _Core:
         familiar: list[float] = []
         counts: list[int] = []
         for text in normalized:
-            words = _content_words(text)
+            words = _content_words(text, self.stop_words)
             counts.append(len(words))
             familiar.append(sum(word in self.vocabulary for word in words) / len(words) if words else 0.0)
-        nearest_route, nearest_any = self._nearest(_row_normalize(matrix[:, : self.n_word_features]), best)
+        nearest_route: list[float] = []
+        nearest_any: list[float] = []
+        for (idx, val), route_index in zip(vectors, best, strict=True):
+            similarity = self._similarities(idx, val)
+            mask = self.neighbour_routes == route_index
+            nearest_route.append(_unit(float(similarity[mask].max()) if mask.any() else 0.0))
+            nearest_any.append(_unit(float(similarity.max()) if similarity.size else 0.0))
         return _Raw(
             routes=routes,
             combined=combined,
@@ -521,27 +640,116 @@ class _Core:
             nearest_any=nearest_any,
         )
 
-    def _nearest(self, words: Any, best: Any) -> tuple[list[float], list[float]]:
+    def _similarities(self, indices: Any, values: Any) -> Any:
+        """Cosine similarity of a text's word n-grams to every training example."""
         import numpy
 
-        same_route: list[float] = []
-        any_route: list[float] = []
-        for start in range(0, words.shape[0], _NEIGHBOUR_CHUNK):
-            similarities = (words[start : start + _NEIGHBOUR_CHUNK] @ self.neighbours.T).toarray()
-            for offset, row in enumerate(similarities):
-                mask = self.neighbour_routes == best[start + offset]
-                same_route.append(float(row[mask].max()) if mask.any() else 0.0)
-                any_route.append(float(row.max()) if row.size else 0.0)
-        return (
-            [float(min(max(v, 0.0), 1.0)) for v in numpy.array(same_route)],
-            [float(min(max(v, 0.0), 1.0)) for v in numpy.array(any_route)],
+        is_word = indices < self.n_word_features
+        word_values = values[is_word]
+        norm = numpy.sqrt(numpy.dot(word_values, word_values))
+        query = numpy.zeros(self.n_word_features, dtype=numpy.float32)
+        if norm > 0:
+            query[indices[is_word]] = word_values / norm
+        products = self.neighbour_values * query[self.neighbour_columns]
+        return numpy.bincount(self.neighbour_rows, weights=products, minlength=len(self.neighbour_routes))
+
+    def arrays(self) -> dict[str, Any]:
+        """The arrays `from_arrays` reads back (for `numpy.savez`; no pickled objects)."""
+        import numpy
+
+        arrays = {
+            "word_terms": _encode_lines(self.word_terms),
+            "word_idf": self.word_idf,
+            "char_terms": _encode_lines(self.char_terms),
+            "char_idf": self.char_idf,
+            "route_classes": _encode_lines(self.route.classes),
+            "route_weights": self.route.weights,
+            "route_bias": self.route.bias,
+            "neighbour_rows": self.neighbour_rows,
+            "neighbour_columns": self.neighbour_columns,
+            "neighbour_values": self.neighbour_values,
+            "neighbour_routes": self.neighbour_routes,
+            "vocabulary": _encode_lines(sorted(self.vocabulary)),
+            "stop_words": _encode_lines(sorted(self.stop_words)),
+        }
+        if self.intent is not None:
+            arrays |= {
+                "intent_classes": _encode_lines(self.intent.classes),
+                "intent_weights": self.intent.weights,
+                "intent_bias": self.intent.bias,
+            }
+        return {name: numpy.asarray(value) for name, value in arrays.items()}
+
+    @classmethod
+    def from_arrays(cls, arrays: Any) -> _Scorer:
+        intent = None
+        if "intent_weights" in arrays:
+            intent = _LinearLayer(
+                _decode_lines(arrays["intent_classes"]), arrays["intent_weights"], arrays["intent_bias"]
+            )
+        return cls(
+            word_terms=_decode_lines(arrays["word_terms"]),
+            word_idf=arrays["word_idf"],
+            char_terms=_decode_lines(arrays["char_terms"]),
+            char_idf=arrays["char_idf"],
+            route=_LinearLayer(_decode_lines(arrays["route_classes"]), arrays["route_weights"], arrays["route_bias"]),
+            intent=intent,
+            neighbour_rows=arrays["neighbour_rows"],
+            neighbour_columns=arrays["neighbour_columns"],
+            neighbour_values=arrays["neighbour_values"],
+            neighbour_routes=arrays["neighbour_routes"],
+            vocabulary=frozenset(_decode_lines(arrays["vocabulary"])),
+            stop_words=frozenset(_decode_lines(arrays["stop_words"])),
         )
 
 
-def _row_normalize(matrix: Any) -> Any:
-    from sklearn.preprocessing import normalize
+def _tfidf(terms: Sequence[str], index: dict[str, int], idf: Any) -> tuple[Any, Any]:
+    """Sublinear TF-IDF of known terms, L2-normalised, as scikit-learn's `TfidfVectorizer` computes it."""
+    import numpy
 
-    return normalize(matrix, norm="l2", axis=1, copy=True).tocsr()
+    counts = Counter(index[term] for term in terms if term in index)
+    indices = numpy.array(sorted(counts), dtype=numpy.int64)
+    values = numpy.array([counts[i] for i in indices.tolist()], dtype=numpy.float32)
+    values = numpy.log(values) + numpy.float32(1.0)
+    values *= idf[indices]
+    norm = numpy.sqrt(numpy.dot(values, values))
+    if norm > 0:
+        values /= norm
+    return indices, values
+
+
+def _char_wb_ngrams(text: str, min_n: int, max_n: int) -> list[str]:
+    """Character n-grams inside word boundaries, each word padded with a space (scikit-learn's `char_wb`)."""
+    ngrams: list[str] = []
+    for word in _WHITE_SPACES.sub(" ", text).split():
+        padded = f" {word} "
+        length = len(padded)
+        for n in range(min_n, max_n + 1):
+            offset = 0
+            ngrams.append(padded[offset : offset + n])
+            while offset + n < length:
+                offset += 1
+                ngrams.append(padded[offset : offset + n])
+            if offset == 0:  # a short word (shorter than n) counts once
+                break
+    return ngrams
+
+
+def _unit(value: float) -> float:
+    return min(max(value, 0.0), 1.0)
+
+
+def _encode_lines(lines: Sequence[str]) -> Any:
+    import numpy
+
+    if any("\n" in line for line in lines):
+        raise ValueError("a term contains a line break")
+    return numpy.frombuffer("\n".join(lines).encode("utf-8"), dtype=numpy.uint8)
+
+
+def _decode_lines(data: Any) -> list[str]:
+    text = bytes(data).decode("utf-8")
+    return text.split("\n") if text else []
 
 
 def _calibration_folds(
@@ -580,16 +788,18 @@ class LocalClassifier:
 
     def __init__(
         self,
-        core: _Core,
-        calibrator: Any,
+        scorer: _Scorer,
+        calibration: Any,
         *,
         languages: frozenset[str],
         fingerprint: str,
         data_fingerprint: str,
         examples: int,
+        fitted: tuple[_Core, Any] | None = None,
     ) -> None:
-        self._core = core
-        self._calibrator = calibrator
+        self._scorer = scorer
+        self._calibration = calibration  # the calibrator's coefficients, then its intercept; None without one
+        self._fitted = fitted  # the scikit-learn objects, when trained in this process (saved in the joblib file)
         self.languages = languages
         """The languages the training data is written in (ISO 639-1)."""
         self.fingerprint = fingerprint
@@ -637,7 +847,7 @@ class LocalClassifier:
             part = [examples[i] for i in train_rows]
             if len({example.route for example in part}) < 2 or not held_rows:
                 continue
-            raw = _Core.fit(part).raw([examples[i].text for i in held_rows])
+            raw = _Core.fit(part).scorer().raw([examples[i].text for i in held_rows])
             features.append(raw.calibration_features())
             weights.append(numpy.where(numpy.array(novel), NOVEL_WEIGHT, 1.0))
             correct.append(
@@ -658,12 +868,13 @@ class LocalClassifier:
                 calibrator.fit(x, y, sample_weight=numpy.concatenate(weights))
         tell("languages")
         return cls(
-            core,
-            calibrator,
+            core.scorer(),
+            _calibration_of(calibrator),
             languages=_languages_of(examples),
             fingerprint=model_fingerprint(examples),
             data_fingerprint=data_fingerprint(examples),
             examples=len(examples),
+            fitted=(core, calibrator),
         )
 
     @classmethod
@@ -716,9 +927,12 @@ class LocalClassifier:
 
         if not texts:
             return []
-        raw = self._core.raw(texts)
-        if self._calibrator is not None:
-            confidences = [float(c) for c in self._calibrator.predict_proba(raw.calibration_features())[:, 1]]
+        raw = self._scorer.raw(texts)
+        if self._calibration is not None:
+            import numpy
+
+            margins = raw.calibration_features() @ self._calibration[:-1] + self._calibration[-1]
+            confidences = [float(c) for c in 1.0 / (1.0 + numpy.exp(-margins))]
         else:
             confidences = [float(c) for c in raw.combined.max(axis=1)]
         predictions = []
@@ -753,35 +967,92 @@ class LocalClassifier:
         return predictions
 
     def save(self, path: Path, *, metadata: dict[str, Any] | None = None) -> None:
-        """Write the model to `path` atomically (a temporary file in the same folder, then a rename).
+        """Write the model to `path`, and its arrays beside it, each atomically (a temporary file, then a rename).
+
+        `path` gets the joblib pickle of the scikit-learn objects (what older versions of triage read); the arrays
+        that predict go to `scorer_path(path)` (an `.npz` file that loads without scikit-learn), written first.
 
         Args:
             path: The artifact file; its folder is created if missing.
             metadata: Extra JSON-able facts to keep with it (held-out figures, source file).
+
+        Raises:
+            ValueError: the classifier was loaded from a file rather than trained in this process.
         """
         import joblib
 
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if self._fitted is None:
+            raise ValueError("only a classifier trained in this process can be saved")
+        core, calibrator = self._fitted
         payload = {
             "model_version": MODEL_VERSION,
-            "core": self._core,
-            "calibrator": self._calibrator,
+            "core": core,
+            "calibrator": calibrator,
             "languages": sorted(self.languages),
             "fingerprint": self.fingerprint,
             "data_fingerprint": self.data_fingerprint,
             "examples": self.examples,
             "metadata": metadata or {},
         }
+        path.parent.mkdir(parents=True, exist_ok=True)
         handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(handle, "wb") as tmp_file:
                 joblib.dump(payload, tmp_file)
                 tmp_file.flush()
                 os.fsync(tmp_file.fileno())
+            self._save_scorer(path, metadata or {}, artifact_bytes=os.path.getsize(tmp_name))
             os.replace(tmp_name, path)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
+
+    def _save_scorer(self, artifact: Path, metadata: dict[str, Any], *, artifact_bytes: int) -> None:
+        """Write the arrays beside `artifact`, tied to it by its size (a replaced artifact voids them)."""
+        import numpy
+
+        facts = {
+            "artifact_bytes": artifact_bytes,
+            "format": SCORER_FORMAT,
+            "model_version": MODEL_VERSION,
+            "languages": sorted(self.languages),
+            "fingerprint": self.fingerprint,
+            "data_fingerprint": self.data_fingerprint,
+            "examples": self.examples,
+            "metadata": metadata,
+        }
+        arrays = self._scorer.arrays()
+        arrays["facts"] = numpy.frombuffer(json.dumps(facts).encode("utf-8"), dtype=numpy.uint8)
+        if self._calibration is not None:
+            arrays["calibration"] = numpy.asarray(self._calibration, dtype=numpy.float64)
+        _write_atomically(scorer_path(artifact), lambda file: numpy.savez(file, allow_pickle=False, **arrays))
+
+
+def scorer_path(artifact: Path) -> Path:
+    """The `.npz` file of plain arrays written beside a joblib artifact; it is what a run loads."""
+    return artifact.with_suffix(".npz")
+
+
+def _calibration_of(calibrator: Any) -> Any:
+    """A fitted binary logistic regression as one array: its coefficients, then its intercept (None stays None)."""
+    import numpy
+
+    if calibrator is None:
+        return None
+    return numpy.concatenate([numpy.asarray(calibrator.coef_, dtype=numpy.float64).reshape(-1), calibrator.intercept_])
+
+
+def _write_atomically(path: Path, write: Callable[[Any], object]) -> None:
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as tmp_file:
+            write(tmp_file)
+            tmp_file.flush()
+            os.fsync(tmp_file.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
 
 
 _loaded: dict[tuple[str, int, int], LocalClassifier] = {}
@@ -797,14 +1068,16 @@ def _remember(path: Path, classifier: LocalClassifier) -> None:
 def load_model_file(path: Path) -> LocalClassifier | None:
     """Load a saved model, once per process and file version; None when it is missing, corrupt or stale.
 
+    The arrays beside the artifact (`scorer_path`) are read when they are there and name the same model; they
+    load without scikit-learn. Otherwise the joblib artifact itself is read (it needs scikit-learn), and the arrays
+    are written beside it for the next process.
+
     Args:
         path: An artifact written by `LocalClassifier.save`.
 
     Returns:
         The classifier, or None when the file cannot be used (the caller retrains or falls back).
     """
-    import joblib
-
     try:
         stat = path.stat()
     except OSError:
@@ -813,28 +1086,79 @@ def load_model_file(path: Path) -> LocalClassifier | None:
     with _loaded_lock:
         if key in _loaded:
             return _loaded[key]
-    try:
-        payload = joblib.load(path)
-        if not isinstance(payload, dict) or payload.get("model_version") != MODEL_VERSION:
+    classifier = _load_scorer_file(scorer_path(path), artifact_bytes=stat.st_size)
+    if classifier is None:
+        loaded = _load_joblib_file(path)
+        if loaded is None:
             return None
-        classifier = LocalClassifier(
-            payload["core"],
-            payload["calibrator"],
-            languages=frozenset(payload["languages"]),
-            fingerprint=str(payload["fingerprint"]),
-            data_fingerprint=str(payload["data_fingerprint"]),
-            examples=int(payload["examples"]),
-        )
-    except Exception:
-        # A truncated, corrupt or foreign file is not worth failing over: the caller retrains or falls back.
-        return None
+        classifier, metadata = loaded
+        with contextlib.suppress(OSError):  # a read-only folder: the next process reads the joblib file again
+            classifier._save_scorer(path, metadata, artifact_bytes=stat.st_size)
     with _loaded_lock:
         _loaded[key] = classifier
     return classifier
 
 
+def _load_scorer_file(path: Path, *, artifact_bytes: int) -> LocalClassifier | None:
+    import numpy
+
+    try:
+        with path.open("rb") as file, numpy.load(file, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        facts = json.loads(bytes(arrays.pop("facts")).decode("utf-8"))
+        if (facts.get("format"), facts.get("model_version"), facts.get("artifact_bytes")) != (
+            SCORER_FORMAT,
+            MODEL_VERSION,
+            artifact_bytes,
+        ):
+            return None
+        return LocalClassifier(
+            _Scorer.from_arrays(arrays),
+            arrays.get("calibration"),
+            languages=frozenset(facts["languages"]),
+            fingerprint=str(facts["fingerprint"]),
+            data_fingerprint=str(facts["data_fingerprint"]),
+            examples=int(facts["examples"]),
+        )
+    except Exception:
+        # Missing, truncated or foreign: the joblib artifact is read instead.
+        return None
+
+
+def _load_joblib_file(path: Path) -> tuple[LocalClassifier, dict[str, Any]] | None:
+    import joblib
+
+    try:
+        payload = joblib.load(path)
+        if not isinstance(payload, dict) or payload.get("model_version") != MODEL_VERSION:
+            return None
+        core, calibrator = payload["core"], payload["calibrator"]
+        classifier = LocalClassifier(
+            core.scorer(),
+            _calibration_of(calibrator),
+            languages=frozenset(payload["languages"]),
+            fingerprint=str(payload["fingerprint"]),
+            data_fingerprint=str(payload["data_fingerprint"]),
+            examples=int(payload["examples"]),
+            fitted=(core, calibrator),
+        )
+        return classifier, dict(payload.get("metadata") or {})
+    except Exception:
+        # A truncated, corrupt or foreign file is not worth failing over: the caller retrains or falls back.
+        return None
+
+
 def read_model_metadata(path: Path) -> dict[str, Any]:
     """The metadata saved with a model artifact (empty when it cannot be read)."""
+    import numpy
+
+    try:
+        with scorer_path(path).open("rb") as file, numpy.load(file, allow_pickle=False) as data:
+            facts = json.loads(bytes(data["facts"]).decode("utf-8"))
+        if facts.get("artifact_bytes") == path.stat().st_size:
+            return dict(facts.get("metadata", {}))
+    except Exception:
+        pass  # no arrays beside the artifact, or not its own: read the artifact
     import joblib
 
     try:

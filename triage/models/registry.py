@@ -1,10 +1,10 @@
 """Which local model decides: the packaged one, or one a team trained with `triage train`, kept in the app home.
 
-Trained models live in `<home>/models/` as versioned artifacts named by their fingerprint
-(`local-<hash>.joblib`). `active.json` names the active one. Activating a model writes its artifact first (a
-temporary file, fsync, rename) and only then replaces `active.json` the same way, so a run that dies at any point
-leaves either the previous model or the new one active, never a half-written one. Without `active.json` the
-packaged model decides (`triage model reset` removes it).
+Trained models live in `<home>/models/` as versioned artifacts named by their fingerprint (`local-<hash>.joblib`,
+with the arrays that predict beside it in `local-<hash>.npz`). `active.json` names the active one. Activating a
+model writes its artifact first (a temporary file, fsync, rename) and only then replaces `active.json` the same way,
+so a run that dies at any point leaves either the previous model or the new one active, never a half-written one.
+Without `active.json` the packaged model decides (`triage model reset` removes it).
 """
 
 from __future__ import annotations

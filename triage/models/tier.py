@@ -82,11 +82,11 @@ class LocalModelTier:
         return self._classifier
 
     def _load(self) -> LocalClassifier:
-        from triage.models.language import detect_language
+        from triage.models.language import load_identifier
         from triage.models.local import LocalClassifier
         from triage.models.registry import ModelRegistry
 
-        detect_language("warm up")  # load the language model now, not on the first ticket
+        load_identifier(self._cache_dir)  # load the language model now, not on the first ticket
         if self._models_dir is None:
             return LocalClassifier.load_or_train(self._cache_dir)
         return ModelRegistry(self._models_dir, self._cache_dir).load()
