@@ -9,7 +9,7 @@ from triage.tools.kb import search_kb
 from triage.tools.outbox import send_message
 from triage.tools.payments import list_invoices, list_payments, list_refunds
 from triage.tools.refunds import issue_refund, request_refund
-from triage.tools.tickets import create_ticket
+from triage.tools.tickets import create_ticket, find_tickets
 
 ALL_TOOLS: dict[str, BaseTool] = {
     made.name: made
@@ -21,6 +21,7 @@ ALL_TOOLS: dict[str, BaseTool] = {
         request_refund,
         search_kb,
         create_ticket,
+        find_tickets,
         send_message,
         create_account_request,
         list_plans,

@@ -26,7 +26,9 @@ from triage.errors import TriageError
 from triage.taxonomy import ALL_INTENTS, Route, Sentiment, Urgency
 
 if TYPE_CHECKING:
-    from langchain_core.messages import BaseMessage
+    from collections.abc import Mapping, Sequence
+
+    from langchain_core.messages import AIMessage, BaseMessage
     from langchain_openai import ChatOpenAI
 
     from triage.settings import Settings
@@ -237,6 +239,23 @@ class ChatTier:
             raise ModelCallError(self._call("refusal", started, message, str(message.additional_kwargs["refusal"])))
         text = message.content if isinstance(message.content, str) else ""
         return text, self._call("ok", started, message, "")
+
+    async def tool_turn(
+        self, messages: list[BaseMessage], tools: Sequence[Mapping[str, Any]]
+    ) -> tuple[AIMessage, ModelCall]:
+        """Offer `tools` (OpenAI function specs) and return the model's message, tool calls unvalidated.
+
+        Raises:
+            ModelCallError: the call failed (after the client's retries) or was refused.
+        """
+        started = time.perf_counter()
+        try:
+            message = await self.chat.bind_tools([dict(spec) for spec in tools]).ainvoke(messages)
+        except Exception as exc:
+            raise ModelCallError(self._call(failure_kind(exc), started, None, _short(exc))) from exc
+        if message.additional_kwargs.get("refusal"):
+            raise ModelCallError(self._call("refusal", started, message, str(message.additional_kwargs["refusal"])))
+        return message, self._call("ok", started, message, "")
 
     async def aclose(self) -> None:
         """Close the tier's connection pool."""
