@@ -188,6 +188,7 @@ def agent_summary(trace: AgentTrace) -> dict[str, Any]:
         "calls": [f"{c['tool']}: {c['outcome']}" for s in steps for c in s["calls"]],
         "tokens": sum(int(s["model_call"]["input_tokens"]) + int(s["model_call"]["output_tokens"]) for s in steps),
         "cost_usd": round(sum(float(s["model_call"]["cost_usd"]) for s in steps), 8),
+        "model_calls": [{**s["model_call"], "purpose": "agent"} for s in steps],
     }
 
 

@@ -103,6 +103,8 @@ def test_the_agent_answers_with_an_article_its_own_search_found(settings: Settin
     assert turns[1].startswith(f"agent turn 2: finish finish; answered (answered with {ARTICLE}: ")
     tokens = agent["tokens"]
     assert tokens > 0 and result.usage["model_tokens"] >= tokens
+    agent_calls = [c for c in result.model_calls if c.get("purpose") == "agent"]
+    assert len(agent_calls) == 2 and sum(c["input_tokens"] + c["output_tokens"] for c in agent_calls) == tokens
     # Priced per 1k input (0.001) and output (0.002) tokens of the responses' own counts.
     assert tokens * 0.001 / 1000 < agent["cost_usd"] < tokens * 0.002 / 1000
 
@@ -159,6 +161,27 @@ def test_the_token_cap_from_policy_stops_the_loop(settings: Settings, server: De
     agent = result.findings["agent"]
     assert agent["status"] == "handed_on" and agent["reason"].startswith("token cap reached (")
     assert agent["turns"] == 1 and len(agent_requests(server)) == 1
+
+
+def test_the_runs_budget_stops_the_loop_before_the_next_model_call(settings: Settings, server: DevModelServer) -> None:
+    def scripted_run(budget: dict[str, Any] | None) -> Any:
+        server.clear()
+        script_classification(server)
+        server.script(calls(("search_kb", {"query": "spreadsheet symbols"})), times=50)
+        with TriageApp(agent_settings(settings, server)) as app:
+            return app.run(GARBLED, budget=budget)
+
+    unbounded = scripted_run(None)
+    classified = sum(
+        c["input_tokens"] + c["output_tokens"] for c in unbounded.model_calls if c.get("purpose") != "agent"
+    )
+    assert [c["outcome"] for c in unbounded.model_calls if c.get("purpose") == "agent"] == ["ok"] * 4
+    # Enough for the classification and one agent turn, not for a second turn.
+    result = scripted_run({"max_model_tokens": classified + 1})
+    agent = result.findings["agent"]
+    assert agent["status"] == "handed_on" and agent["reason"].startswith("run budget: model token budget reached")
+    assert agent["turns"] == 1 and len(agent_requests(server)) == 1
+    assert [a.details["queue"] for a in result.actions if a.kind == "ticket"] == ["engineering"]
 
 
 def test_malformed_tool_calls_are_told_to_the_model_and_never_run(settings: Settings, server: DevModelServer) -> None:
