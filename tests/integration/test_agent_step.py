@@ -215,6 +215,24 @@ def test_malformed_tool_calls_are_told_to_the_model_and_never_run(settings: Sett
     assert rows(settings.helpdesk_path, "SELECT * FROM policy_violations") == []
 
 
+@pytest.mark.parametrize("kind", ["bad_request", "refusal"])
+def test_a_failed_model_call_hands_on_to_the_deterministic_path(
+    settings: Settings, server: DevModelServer, kind: str
+) -> None:
+    from triage.models.dev_server import Fault
+
+    server.inject(Fault(kind=kind))  # type: ignore[arg-type]
+    # The local tier is sure of this one (no classification call): the agent's first turn meets the fault.
+    ticket = {**GARBLED, "body": "The app shows error 500 every time I save a document since this morning."}
+    with TriageApp(agent_settings(settings, server, local_confidence_threshold=0.6)) as app:
+        result = app.run(ticket)
+    agent = result.findings["agent"]
+    expected = "rejected" if kind == "bad_request" else "refusal"
+    assert agent["status"] == "handed_on" and agent["reason"] == f"model call failed: {expected}"
+    assert [c["outcome"] for c in result.model_calls] == [expected], "not retried"
+    assert [a.details["queue"] for a in result.actions if a.kind == "ticket"] == ["engineering"]
+
+
 def test_without_a_model_the_deterministic_path_stays(settings: Settings) -> None:
     with TriageApp(settings) as app:
         result = app.run({**GARBLED, "body": "The sync between my laptop and phone stopped, nothing updates."})
