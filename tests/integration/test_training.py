@@ -136,6 +136,8 @@ def test_train_then_eval_its_test_split_prints_the_figures(settings: Settings, t
 
     report = json.loads((tmp_path / "out" / "eval.json").read_text())
     run = report["run"]
+    markdown = (tmp_path / "out" / "eval.md").read_text()
+    assert f"| precision of automatic routes | {run['automatic_precision'] * 100:.1f}% |" in markdown
     assert report["dataset"]["cases"] == len(test_rows) == 26
     assert [float(f) for f in figures.groups()] == [
         round(run["route_accuracy"] * 100, 1),
