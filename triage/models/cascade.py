@@ -298,9 +298,14 @@ def build_model_tier(local: ModelTier, settings: Settings, policy: PolicyBundle)
     Raises:
         ModelConfigError: the model settings are inconsistent.
     """
-    from triage.models.llm import build_chat_model, model_specs
+    import functools
 
-    tiers = [ChatTier(spec, build_chat_model(settings, spec.model)) for spec in model_specs(settings)]
+    from triage.models.llm import build_chat_model, chat_api_key, model_specs
+
+    specs = model_specs(settings)
+    if specs:
+        chat_api_key(settings)  # an inconsistent configuration fails here, not on the first ticket
+    tiers = [ChatTier(spec, functools.partial(build_chat_model, settings, spec.model)) for spec in specs]
     return CascadeModelTier(
         local,
         policy=policy,
