@@ -1,4 +1,4 @@
-.PHONY: demo test lint routes eval mutation bench bench-approvals bench-models
+.PHONY: demo test lint routes eval mutation bench bench-approvals bench-models bench-training
 
 demo:
 	python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/triage demo
@@ -26,3 +26,6 @@ bench-approvals:
 
 bench-models:
 	.venv/bin/python -m triage.evals.bench_models
+
+bench-training:
+	.venv/bin/python scripts/bench_training.py

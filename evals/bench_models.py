@@ -4,7 +4,9 @@ Runs the eval suite twice in one process against the dev model server (real HTTP
 cascade (the local tier first, the cheap model only where it is unsure) and once with every ticket sent to the
 cheap model. Prints model tokens and cost per ticket, task success and the share decided by each tier for both,
 and, as its last line, `cascade/all-model token ratio: R`. Reply rewrites are off in both runs: the comparison is
-of the judgment tiers (rewrites are an opt-in, per-reply spend that would be the same in both).
+of the judgment tiers (rewrites are an opt-in, per-reply spend that would be the same in both). For the same reason
+the technical specialist's agent step is off in both (`[agent] enabled = false` in a copy of the policy bundle): its
+spend follows the route, not who decided it.
 
 Options: `--limit N` runs only the first N cases; `--concurrency N` (default 4).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from triage.evals.dataset import load_cases
 from triage.evals.metrics import run_metrics, tier_metrics
 from triage.evals.runner import run_cases
 from triage.models.dev_server import DEV_MODELS, DevModelServer
+from triage.policies.bundle import POLICY_FILES, load_policy_bundle
 from triage.settings import Settings
 
 PRICES = {
@@ -38,8 +42,18 @@ def bench(limit: int | None, concurrency: int) -> dict[str, dict[str, Any]]:
     figures: dict[str, dict[str, Any]] = {}
     with DevModelServer() as server, tempfile.TemporaryDirectory(prefix="triage-bench-") as tmp:
         cheap, strong = DEV_MODELS
+        policies = Path(tmp) / "policies"
+        policies.mkdir()
+        for name in POLICY_FILES:
+            text = (resources.files("triage.policies") / "default" / name).read_text(encoding="utf-8")
+            if name == "support.toml":
+                text = text.replace("\nenabled = true", "\nenabled = false")
+            (policies / name).write_text(text, encoding="utf-8")
+        if load_policy_bundle(policies).support.agent.enabled:
+            raise RuntimeError("could not switch the agent step off in the bench's policy copy")
         base = Settings(
             home=Path(tmp) / "home",
+            policy_dir=policies,
             cache_home=Settings().cache_dir.resolve(),
             model_base_url=server.base_url,
             cheap_model=cheap,

@@ -162,32 +162,42 @@ def load_cases(path: Path | None = None, *, limit: int | None = None) -> list[Ev
 
 
 def load_labelled(
-    path: Path, *, text_col: str = "text", route_col: str = "route", limit: int | None = None
+    path: Path,
+    *,
+    text_col: str = "text",
+    route_col: str = "route",
+    intent_col: str | None = None,
+    limit: int | None = None,
 ) -> list[EvalCase]:
-    """Build route-only cases (anonymous tickets) from a labelled CSV or JSONL file.
+    """Build route-only cases (anonymous tickets) from a labelled CSV or JSONL file, the format `triage train` reads.
+
+    `intent_col` names the column with the expected intent; by default the column `intent` is used when the file
+    has one (an empty cell checks no intent for that row).
 
     Raises:
-        DatasetError: the file is missing, a column is absent, or a route is not one of triage's routes.
+        DatasetError: the file is missing, a column is absent, a route is not one of triage's routes, or an intent
+            is unknown or not of its route.
     """
     rows = _read_csv(path) if path.suffix.lower() == ".csv" else _read_jsonl_rows(path)
     cases: list[EvalCase] = []
     for number, row in rows:
-        missing = [col for col in (text_col, route_col) if col not in row]
+        wanted_intent = intent_col or ("intent" if "intent" in row else None)
+        missing = [col for col in (text_col, route_col, wanted_intent) if col is not None and col not in row]
         if missing:
             raise DatasetError(
                 f"{path}:{number}: no column {', '.join(map(repr, missing))}; "
-                f"columns are {', '.join(map(repr, row))}. Use --text-col/--route-col to map them"
+                f"columns are {', '.join(map(repr, row))}. Use --text-col/--route-col/--intent-col to map them"
             )
         route, text = str(row[route_col]).strip(), str(row[text_col])
         if route not in ROUTES:
             raise DatasetError(f"{path}:{number}: route {route!r} is not one of {', '.join(ROUTES)}")
+        intent = str(row.get(wanted_intent) or "").strip() if wanted_intent else ""
         try:
             ticket = Ticket(body=text[:20_000])
+            expected = Expected(route=route, intent=intent or None)
         except ValidationError as exc:
             raise DatasetError(f"{path}:{number}: {_describe(exc)}") from None
-        cases.append(
-            EvalCase(id=f"{path.stem}-{number}", ticket=ticket, expected=Expected(route=route), tags=["external"])
-        )
+        cases.append(EvalCase(id=f"{path.stem}-{number}", ticket=ticket, expected=expected, tags=["external"]))
         if limit is not None and len(cases) >= limit:
             break
     if not cases:

@@ -38,6 +38,14 @@ __all__ = [
 ]
 
 
+def handed_on(result: RunResult) -> bool:
+    """Whether the run was handed to a person because no tier was sure of it (or the budget stopped model use).
+
+    Everything else was routed automatically, including a deliberate escalation (a legal threat, an angry customer).
+    """
+    return result.decided_by in (None, "person") or (result.route_reason or "").startswith("budget:")
+
+
 def node_key(entry: TimelineEntry) -> str:
     """`classify` for a coordinator node, `billing:act` for a step inside the billing subgraph."""
     return f"{entry.namespace.split(':')[0]}:{entry.node}" if entry.namespace else entry.node
@@ -284,5 +292,9 @@ def evaluate_case(
         change=None if result.saga is None or result.saga.get("status") == "not_run" else str(result.saga["status"]),
         compensations=len(result.saga["undone"]) if result.saga else 0,
         cost_usd=float(result.usage.get("model_cost_usd", 0.0)),
-        extra={"decided_by": result.decided_by, "reply_verdict": result.reply.verdict if result.reply else None},
+        extra={
+            "decided_by": result.decided_by,
+            "reply_verdict": result.reply.verdict if result.reply else None,
+            "handed_on": handed_on(result),
+        },
     )

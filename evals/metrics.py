@@ -155,10 +155,11 @@ def node_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, dict[str, A
 def run_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, Any]:
     """Per-run figures: task success, route/intent/urgency/status/action accuracy, escalation, cost, latency.
 
-    Accuracies count only the cases that state an expectation for that field. The rollback rate is the share of
-    runs that carried out a plan change or account closure and rolled it back (`rollback_failed` included);
-    `compensations_per_run` is the undone steps per such run, and `rollback_failures` counts rollbacks that a
-    failed compensation left incomplete.
+    Accuracies count only the cases that state an expectation for that field. `automatic_share` is the share of runs
+    a tier decided (not handed on to a person, see `evaluators.handed_on`) and `automatic_precision` the share of
+    those whose route is the expected one. The rollback rate is the share of runs that carried out a plan change or
+    account closure and rolled it back (`rollback_failed` included); `compensations_per_run` is the undone steps per
+    such run, and `rollback_failures` counts rollbacks that a failed compensation left incomplete.
     """
     n = len(evaluations)
     succeeded = sum(e.task_success for e in evaluations)
@@ -169,6 +170,7 @@ def run_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, Any]:
 
     tokens = sum(e.tokens for e in evaluations)
     cost = sum(e.cost_usd for e in evaluations)
+    automatic = [e for e in evaluations if e.extra.get("handed_on") is False]
     actions_checked = [e.actions_ok for e in evaluations if e.actions_ok is not None]
     return {
         "cases": n,
@@ -176,6 +178,8 @@ def run_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, Any]:
         "task_success_rate": _rate(succeeded, n),
         "route_accuracy": scored([(e.expected_route, e.route) for e in evaluations]),
         "intent_accuracy": scored([(e.expected_intent, e.intent) for e in evaluations]),
+        "automatic_share": _rate(len(automatic), n),
+        "automatic_precision": _rate(sum(e.route == e.expected_route for e in automatic), len(automatic)),
         "urgency_accuracy": scored([(e.expected_urgency, e.urgency) for e in evaluations]),
         "status_accuracy": scored([(e.expected_status, e.status) for e in evaluations]),
         "action_accuracy": _rate(sum(actions_checked), len(actions_checked)),

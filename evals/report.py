@@ -246,6 +246,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"| task success | {_pct(run['task_success_rate'])} ({run['task_successes']}/{run['cases']}) |",
         f"| route accuracy | {_pct(run['route_accuracy'])} |",
         f"| intent accuracy | {_pct(run['intent_accuracy'])} |",
+        f"| automatic share (decided by a tier, not handed on) | {_pct(run.get('automatic_share'))} |",
+        f"| precision of automatic routes | {_pct(run.get('automatic_precision'))} |",
         f"| urgency accuracy | {_pct(run['urgency_accuracy'])} |",
         f"| status accuracy | {_pct(run['status_accuracy'])} |",
         f"| action accuracy | {_pct(run['action_accuracy'])} |",

@@ -14,7 +14,7 @@ from triage.errors import TransientToolError
 from triage.gateway import check_grants
 from triage.nodes import account, billing, escalation, general, technical
 from triage.nodes.common import stop_on_violation
-from triage.nodes.route import continue_unless_refused
+from triage.nodes.route import FALL_BACK_OUTCOMES, continue_unless_refused
 from triage.policies.bundle import PolicyBundle
 from triage.state import SpecialistOutput, SpecialistState
 
@@ -35,8 +35,31 @@ def _chain(name: str, steps: Sequence[tuple[str, Any]], timeout: TimeoutPolicy) 
     return graph
 
 
+def _technical(timeout: TimeoutPolicy, agent_timeout: TimeoutPolicy) -> StateGraph[Any, Context, Any, Any]:
+    """Search -> (agent, once per model turn, while its loop runs) -> act; a refused tool call ends the subgraph."""
+    graph: StateGraph[Any, Context, Any, Any] = StateGraph(
+        SpecialistState, context_schema=Context, output_schema=SpecialistOutput
+    )
+    for step, node, limit in (
+        ("search", technical.search, timeout),
+        ("agent", technical.agent, agent_timeout),
+        ("act", technical.act, timeout),
+    ):
+        graph.add_node(step, stop_on_violation(node, route="technical"), retry_policy=TRANSIENT_RETRY, timeout=limit)
+    graph.add_edge(START, "search")
+
+    def after_search(state: SpecialistState) -> str:
+        return END if state.get("outcome") in FALL_BACK_OUTCOMES else technical.after_search(state)
+
+    graph.add_conditional_edges("search", after_search, ["agent", "act", END])
+    graph.add_conditional_edges("agent", technical.after_agent, ["agent", "act", END])
+    graph.add_edge("act", END)
+    return graph
+
+
 SPECIALISTS: dict[str, tuple[Any, Sequence[tuple[str, Any]]]] = {
     "billing": (billing, (("lookup", billing.lookup), ("act", billing.act))),
+    # The technical specialist's optional agent loop between its steps is wired in `_technical`.
     "technical": (technical, (("search", technical.search), ("act", technical.act))),
     "account": (account, (("lookup", account.lookup), ("act", account.act))),
     "general": (general, (("answer", general.answer),)),
@@ -48,6 +71,9 @@ def build_specialist(name: str, policy: PolicyBundle) -> CompiledStateGraph[Any,
     """Compile one specialist after checking that its tools are within its grant."""
     module, steps = SPECIALISTS[name]
     check_grants(name, module.TOOLS, policy.permissions)
+    if name == "technical":
+        agent_timeout = TimeoutPolicy(run_timeout=policy.support.agent.turn_seconds)
+        return _technical(io_timeout(policy), agent_timeout).compile(name=name)
     return _chain(name, steps, io_timeout(policy)).compile(name=name)
 
 

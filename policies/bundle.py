@@ -87,6 +87,16 @@ class TimeoutRules(_Strict):
     io_node_seconds: float = Field(gt=0.0)
 
 
+class AgentRules(_Strict):
+    """The technical specialist's bounded agent step (with a model configured): its hard caps."""
+
+    enabled: bool = True
+    max_steps: int = Field(default=4, ge=1, le=20, description="Model turns, each with its tool calls.")
+    max_model_tokens: int = Field(default=6000, ge=1, description="Input plus output tokens over the agent's turns.")
+    max_model_cost_usd: float = Field(default=0.01, ge=0.0, description="Model cost of the agent's turns.")
+    turn_seconds: float = Field(default=60.0, gt=0.0, description="Time limit of one turn (model call and tools).")
+
+
 class SupportPolicy(_Strict):
     """The contents of support.toml."""
 
@@ -96,6 +106,7 @@ class SupportPolicy(_Strict):
     billing: BillingRules
     timeouts: TimeoutRules
     budget: Budget
+    agent: AgentRules = Field(default_factory=AgentRules)
 
     @field_validator("priority")
     @classmethod
@@ -122,6 +133,8 @@ class PromptPolicy(_Strict):
         "sentences. Use only what the notes say: no promise, date, version or number they do not contain."
     )
     """How a model summarises release notes for the customers a release follow-up notifies."""
+    agent: PromptText | None = None
+    """The technical specialist's agent step; without it the step never runs."""
     routes: dict[Route, str]
     intents: dict[str, str]
 

@@ -22,7 +22,7 @@ from triage.tools.kb import search_kb
 from triage.tools.outbox import send_message
 from triage.tools.payments import list_invoices, list_payments, list_refunds
 from triage.tools.refunds import issue_refund, request_refund
-from triage.tools.tickets import close_ticket, create_ticket, find_engineering_tickets
+from triage.tools.tickets import close_ticket, create_ticket, find_engineering_tickets, find_tickets
 
 ALL_TOOLS: dict[str, BaseTool] = {
     made.name: made
@@ -36,6 +36,7 @@ ALL_TOOLS: dict[str, BaseTool] = {
         create_ticket,
         find_engineering_tickets,
         close_ticket,
+        find_tickets,
         send_message,
         create_account_request,
         list_plans,

@@ -114,3 +114,27 @@ async def close_ticket(ticket_id: str, ctx: Annotated[ToolContext, InjectedToolA
     if row is None:
         raise PermanentToolError("close_ticket", f"no ticket {ticket_id}")
     return {"id": ticket_id, "closed": closed, "status": "solved"}
+
+
+class FindTicketsArgs(BaseModel):
+    """Arguments of `find_tickets`."""
+
+    customer_id: str = Field(min_length=1, description="Whose tickets.")
+    include_solved: bool = Field(default=False, description="Also list solved tickets.")
+    limit: int = Field(default=5, ge=1, le=20)
+
+
+@helpdesk_tool(scope="tickets:read", args_schema=FindTicketsArgs)
+async def find_tickets(
+    customer_id: str, ctx: Annotated[ToolContext, InjectedToolArg], include_solved: bool = False, limit: int = 5
+) -> list[dict[str, Any]]:
+    """The customer's tickets in the team queues, newest first (open and pending ones unless `include_solved`)."""
+    statuses = ("open", "pending", "solved") if include_solved else ("open", "pending")
+    async with ctx.helpdesk.read() as conn:
+        return await fetch_all(
+            conn,
+            "SELECT id, queue, priority, subject, status, created_at FROM tickets "
+            f"WHERE customer_id = ? AND status IN ({', '.join('?' for _ in statuses)}) "
+            "ORDER BY created_at DESC, id LIMIT ?",
+            (customer_id, *statuses, limit),
+        )

@@ -1016,7 +1016,11 @@ def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | Non
         sentiment=classification.get("sentiment"),
         confidence=classification.get("confidence"),
         decided_by=classification.get("decided_by"),
-        model_calls=[*classification.get("model_calls", []), *((reply or {}).get("model_calls", []))],
+        model_calls=[
+            *classification.get("model_calls", []),
+            *((values.get("findings") or {}).get("agent") or {}).get("model_calls", []),
+            *((reply or {}).get("model_calls", [])),
+        ],
         signals=classification.get("signals", []),
         redactions=classification.get("redactions", {}),
         policy_version=values.get("policy_version"),

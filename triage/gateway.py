@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,15 +84,18 @@ class ToolGateway:
         *,
         thread_id: str,
         idempotency_key: str | None = None,
+        offered: Collection[str] | None = None,
     ) -> Any:
         """Call `tool_name` with `args` as node `caller` in thread `thread_id`.
 
         `idempotency_key` names the effect when the caller knows better than its arguments (an approved effect is
-        keyed by its approval); by default it is derived from the thread, caller, tool and arguments.
+        keyed by its approval); by default it is derived from the thread, caller, tool and arguments. `offered`
+        narrows the caller's grant to these tools (a model-driven step offered a few of its node's tools): any other
+        tool is refused like an ungranted one.
 
         Raises:
-            ScopeDeniedError: the caller is not granted the tool's scope; the tool did nothing and the refusal is
-                recorded in the `policy_violations` table.
+            ScopeDeniedError: the caller is not granted the tool's scope (or was not offered the tool); the tool did
+                nothing and the refusal is recorded in the `policy_violations` table.
             TransientToolError: a failure worth retrying (the database is busy).
             PermanentToolError: bad arguments, a missing row, a violated constraint.
         """
@@ -100,7 +103,7 @@ class ToolGateway:
         if made is None:
             raise PermanentToolError(tool_name, "no such tool")
         scope = tool_scope(made)
-        if not self.permissions.allows(caller, scope):
+        if not self.permissions.allows(caller, scope) or (offered is not None and tool_name not in offered):
             await self._record_violation(thread_id, caller, tool_name, scope)
             raise ScopeDeniedError(tool_name, caller, scope)
         ctx = ToolContext(

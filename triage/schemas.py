@@ -264,7 +264,8 @@ class RunResult(BaseModel):
         default=None, description="The tier that classified it: local, cheap, strong, person."
     )
     model_calls: list[dict[str, Any]] = Field(
-        default_factory=list, description="Every model call (classification and reply): tier, outcome, tokens, cost."
+        default_factory=list,
+        description="Every model call (classification, agent turns, reply): tier, outcome, tokens, cost.",
     )
     signals: list[str] = Field(default_factory=list)
     redactions: dict[str, int] = Field(

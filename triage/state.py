@@ -212,6 +212,39 @@ class State(InputState):
     """How a multi-step account change (plan change, closure) ended, when the run carried one out."""
 
 
+class AgentCallRecord(TypedDict):
+    """One tool call of an agent turn, as checkpointed: what was asked, how it ended, what came back."""
+
+    id: str
+    tool: str
+    args: dict[str, Any]
+    outcome: str
+    """ok, malformed (bad arguments, unknown tool, a finish that fails its check), refused, or finish."""
+    detail: str
+    result: Any
+
+
+class AgentStep(TypedDict):
+    """One turn of the agent loop: the model call (tier, tokens, cost, outcome) and the tool calls it asked for."""
+
+    turn: int
+    calls: list[AgentCallRecord]
+    model_call: dict[str, Any]
+    text: str
+
+
+class AgentTrace(TypedDict):
+    """The technical specialist's agent loop (see `triage.nodes.technical`)."""
+
+    status: str
+    """running, answered, handed_on or refused."""
+    steps: list[AgentStep]
+    reason: str
+    """Why the loop ended."""
+    article: dict[str, Any] | None
+    """The article it answered with, as its own search returned it."""
+
+
 class SpecialistState(TypedDict):
     """What a specialist subgraph reads and writes."""
 
@@ -225,6 +258,8 @@ class SpecialistState(TypedDict):
     outcome: NotRequired[str]
     draft: NotRequired[Draft]
     violations: NotRequired[list[Violation]]
+    agent: NotRequired[AgentTrace]
+    """The agent loop of the technical specialist, when it ran (checkpointed in the subgraph, turn by turn)."""
 
 
 class SpecialistOutput(TypedDict):

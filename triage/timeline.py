@@ -115,6 +115,14 @@ def describe_update(updated: Iterable[str], values: Mapping[str, Any]) -> str:
             parts.append("; ".join(f"{a['kind']} {a['receipt_id']}" for a in value))
         elif channel == "violations" and isinstance(value, list) and value:
             parts.append("refused " + ", ".join(f"{v['tool']} ({v['scope']})" for v in value))
+        elif channel == "agent" and isinstance(value, Mapping):
+            steps = value.get("steps") or []
+            last = steps[-1] if steps else {}
+            made = ", ".join(f"{c['tool']} {c['outcome']}" for c in last.get("calls", [])) or "no tool call"
+            parts.append(
+                f"agent turn {len(steps)}: {made}; {value['status']}"
+                + (f" ({value['reason']})" if value.get("reason") else "")
+            )
         elif channel == "outcome":
             parts.append(f"outcome {value}")
         elif channel == "customer":

@@ -26,6 +26,7 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
     "request_refund": {"customer_id": "cus_small_dup", "payment_id": "PAYMENT", "amount_cents": 100, "reason": "test"},
     "search_kb": {"query": "reset password"},
     "create_ticket": {"queue": "human", "priority": "low", "subject": "s", "summary": "s"},
+    "find_tickets": {"customer_id": "cus_0001"},
     "send_message": {"to_address": "a@example.com", "subject": "s", "body": "b", "template": "t"},
     "create_account_request": {"customer_id": "cus_0001", "kind": "data_export"},
     "list_plans": {},

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from triage.models.dev_server import DevModelServer
@@ -38,7 +39,7 @@ def test_doctor_names_an_unreachable_endpoint_and_exits_2() -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_doctor_and_model_tiers_against_the_dev_server_never_print_the_key() -> None:
+def test_doctor_and_model_info_against_the_dev_server_never_print_the_key(tmp_path: Path) -> None:
     with DevModelServer() as server:
         env = {
             "TRIAGE_MODEL_BASE_URL": server.base_url,
@@ -47,14 +48,22 @@ def test_doctor_and_model_tiers_against_the_dev_server_never_print_the_key() -> 
             "OPENAI_API_KEY": "sk-live-doNotPrintThisKey1234567890",
         }
         doctor = triage("doctor", "--json", **env)
-        tiers = triage("model-tiers", **env)
+        tiers = triage("model", "info", "--home", str(tmp_path), **env)
+        tiers_json = triage("model", "info", "--home", str(tmp_path), "--json", **env)
     assert doctor.returncode == 0, doctor.stderr
     info: dict[str, Any] = json.loads(doctor.stdout)
     assert [t["model"] for t in info["model_tiers"]["tiers"]] == ["dev-cheap", "dev-strong"]
     assert info["model_tiers"]["api_key"] == "set"
     assert "dev-cheap" in info["endpoint_models"]
-    assert "cheap: dev-cheap" in tiers.stdout
-    assert "doNotPrintThisKey" not in doctor.stdout + doctor.stderr + tiers.stdout + tiers.stderr
+    assert tiers.returncode == 0, tiers.stderr
+    assert "local model local-" in tiers.stdout
+    assert "cheap: dev-cheap" in tiers.stdout and "strong: dev-strong" in tiers.stdout
+    both: dict[str, Any] = json.loads(tiers_json.stdout)
+    assert both["local"]["source"] == "packaged"
+    assert [t["model"] for t in both["model_tiers"]["tiers"]] == ["dev-cheap", "dev-strong"]
+    assert both["model_tiers"]["api_key"] == "set"
+    shown = doctor.stdout + doctor.stderr + tiers.stdout + tiers.stderr + tiers_json.stdout + tiers_json.stderr
+    assert "doNotPrintThisKey" not in shown
 
 
 def test_dev_model_server_prints_the_base_url_to_set() -> None:

@@ -70,7 +70,8 @@ def timed_run(settings: Settings, ticket: dict[str, Any]) -> tuple[Any, float]:
 
 
 def outcomes(result: Any) -> list[tuple[str, str]]:
-    return [(call["tier"], call["outcome"]) for call in result.model_calls]
+    """The cascade's and the rewrites' calls (a technical ticket's agent turns are tested on their own)."""
+    return [(call["tier"], call["outcome"]) for call in result.model_calls if call.get("purpose") != "agent"]
 
 
 def classify_requests(server: DevModelServer, model: str) -> list[dict[str, Any]]:
@@ -345,3 +346,17 @@ def test_two_failing_rewrites_fall_back_to_the_template(settings: Settings, serv
     assert "$19.00" in result.reply.body and "$1,900.00" not in result.reply.body
     assert "Thank you for your patience." not in result.reply.body
     assert len(server.requests_for("dev-cheap")) == 2
+
+
+def test_the_eval_shares_one_model_tier_across_its_cases(settings: Settings, server: DevModelServer) -> None:
+    """Each case's app runs on its own event loop: the shared tier opens a client per loop, never a closed one."""
+    import asyncio
+
+    from triage.evals.dataset import load_cases
+    from triage.evals.runner import run_cases
+
+    server.script(decision(), times=10)
+    cases = load_cases(limit=3)
+    run = asyncio.run(run_cases(cases, settings=model_settings(settings, server), concurrency=1))
+    assert [e.extra["decided_by"] for e in run.evaluations] == ["cheap"] * 3
+    assert len(classify_requests(server, "dev-cheap")) == 4, "the warm-up and every case reached the model"

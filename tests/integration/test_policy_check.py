@@ -24,7 +24,9 @@ def test_default_bundle_is_valid_without_warnings(tmp_path: Path) -> None:
 
 
 def test_bundle_the_graph_refuses_is_not_valid(tmp_path: Path) -> None:
-    folder = policy_copy(tmp_path, "permissions.toml", 'technical = ["kb:read", "tickets:write"]', "technical = []")
+    folder = policy_copy(
+        tmp_path, "permissions.toml", 'technical = ["kb:read", "tickets:read", "tickets:write"]', "technical = []"
+    )
     code, stdout, stderr = check(folder)
     assert code == 2 and "valid" not in stdout
     assert "'technical' uses tool 'search_kb'" in stderr and "grant the scope" in stderr

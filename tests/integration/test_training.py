@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,6 +106,50 @@ def test_train_cli_reports_held_out_figures_and_runs_use_the_new_model(settings:
     assert reset.returncode == 0 and "packaged model is active again" in reset.stdout
     with TriageApp(settings) as app:
         assert app.run(ticket).model_version == packaged
+
+
+@pytest.mark.slow
+def test_train_then_eval_its_test_split_prints_the_figures(settings: Settings, tmp_path: Path) -> None:
+    """The issue's closing loop in a clean home: `triage train` on a team's CSV, `triage eval --dataset` on the
+    rows held back, printing accuracy, the automatic share and the precision of automatic routes, and intents."""
+    from triage.models.local import split_examples
+
+    train, test = split_examples(load_examples())
+    train_rows = [{"message": e.text, "queue": e.route, "intent": e.intent or ""} for e in train]
+    first_per_intent = {e.intent: e for e in reversed(test)}
+    test_rows = [{"message": e.text, "queue": e.route, "intent": e.intent or ""} for e in first_per_intent.values()]
+    train_csv = write_csv(tmp_path / "train.csv", train_rows)
+    test_csv = write_csv(tmp_path / "test.csv", test_rows)
+    mapping = ("--text-col", "message", "--route-col", "queue", "--intent-col", "intent")
+
+    trained = triage(settings, "train", str(train_csv), *mapping, "--replace")
+    assert trained.returncode == 0, trained.stderr
+    evaluated = triage(settings, "eval", "--dataset", str(test_csv), *mapping, "--out", str(tmp_path / "out"))
+    assert evaluated.returncode == 0, evaluated.stderr
+    printed = " ".join(evaluated.stdout.split())
+    figures = re.search(
+        r"route accuracy (\d+\.\d)%, intent accuracy (\d+\.\d)%; automatic \(not handed on\) (\d+\.\d)% of "
+        r"tickets, precision of automatic routes (\d+\.\d)%",
+        printed,
+    )
+    assert figures is not None, evaluated.stdout
+
+    report = json.loads((tmp_path / "out" / "eval.json").read_text())
+    run = report["run"]
+    markdown = (tmp_path / "out" / "eval.md").read_text()
+    assert f"| precision of automatic routes | {run['automatic_precision'] * 100:.1f}% |" in markdown
+    assert report["dataset"]["cases"] == len(test_rows) == 26
+    assert [float(f) for f in figures.groups()] == [
+        round(run["route_accuracy"] * 100, 1),
+        round(run["intent_accuracy"] * 100, 1),
+        round(run["automatic_share"] * 100, 1),
+        round(run["automatic_precision"] * 100, 1),
+    ]
+    assert run["automatic_share"] >= 0.5, "a model trained on the team's own tickets handles most of them"
+    # Precision counts only the tickets no person was handed: at least as many right as that share implies.
+    right = sum(case["route"] == case["expected_route"] for case in report["cases"])
+    automatic_right = run["automatic_precision"] * run["automatic_share"] * len(test_rows)
+    assert round(automatic_right) <= right
 
 
 def test_python_api_and_eval_use_the_active_model(settings: Settings, trained: str) -> None:

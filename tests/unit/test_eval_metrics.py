@@ -336,6 +336,49 @@ def test_labelled_csv_maps_columns_and_names_bad_rows(tmp_path: Path) -> None:
         load_labelled(path)
 
 
+def test_labelled_file_with_intents_checks_them_and_refuses_a_wrong_one(tmp_path: Path) -> None:
+    path = tmp_path / "team.csv"
+    path.write_text("text,route,intent\nwhere is my refund,billing,refund_request\nhello,general,\n")
+    cases = load_labelled(path)
+    assert [(c.expected.route, c.expected.intent) for c in cases] == [("billing", "refund_request"), ("general", None)]
+    path.write_text("msg,queue,topic\nwhere is my refund,billing,refund_request\n")
+    cases = load_labelled(path, text_col="msg", route_col="queue", intent_col="topic")
+    assert cases[0].expected.intent == "refund_request"
+    with pytest.raises(DatasetError, match=r"no column 'intent'.*--intent-col"):
+        load_labelled(path, text_col="msg", route_col="queue", intent_col="intent")
+    path.write_text("text,route,intent\nwhere is my refund,general,refund_request\n")
+    with pytest.raises(DatasetError, match=r"team\.csv:2: .*belongs to route 'billing'"):
+        load_labelled(path)
+
+
+def test_automatic_share_and_precision_count_what_no_person_was_handed() -> None:
+    evaluations = [
+        _evaluation("a", "billing", "billing", ok=True, extra={"handed_on": False}),
+        _evaluation("b", "technical", "billing", ok=False, extra={"handed_on": False}),
+        _evaluation("c", "general", "general", ok=True, extra={"handed_on": False}),
+        _evaluation("d", "account", "escalation", ok=False, extra={"handed_on": True}),
+        _evaluation("e", "account", None, ok=False),  # the run raised: nobody decided it automatically
+    ]
+    run = run_metrics(evaluations)
+    assert run["automatic_share"] == 0.6
+    assert run["automatic_precision"] == pytest.approx(0.6667)
+    assert run["route_accuracy"] == 0.4
+    assert run_metrics([evaluations[3]])["automatic_precision"] is None
+
+
+def test_a_run_no_tier_was_sure_of_is_handed_on() -> None:
+    from triage.evals.evaluators import handed_on
+
+    def result(**fields: object) -> RunResult:
+        return RunResult.model_validate({"thread_id": "t", "status": "completed", **fields})
+
+    assert handed_on(result(decided_by="person", route="escalation"))
+    assert handed_on(result(decided_by=None))
+    assert handed_on(result(decided_by="local", route="escalation", route_reason="budget: step budget reached"))
+    assert not handed_on(result(decided_by="local", route="billing", route_reason="classified as billing (0.93)"))
+    assert not handed_on(result(decided_by="cheap", route="escalation", route_reason="escalation signal: legal"))
+
+
 # -- the oracle approver, unsafe effects, the approve node -------------------------------------------------------
 
 

@@ -80,7 +80,11 @@ def test_graph_build_fails_when_a_node_uses_an_ungranted_tool(tmp_path: Path) ->
         check_grants("escalation", ["list_payments"], POLICY.permissions)
     folder = _copy_default(tmp_path)
     path = folder / "permissions.toml"
-    path.write_text(path.read_text().replace('technical = ["kb:read", "tickets:write"]', 'technical = ["kb:read"]'))
+    path.write_text(
+        path.read_text().replace(
+            'technical = ["kb:read", "tickets:read", "tickets:write"]', 'technical = ["kb:read", "tickets:read"]'
+        )
+    )
     with pytest.raises(GrantError, match=r"'technical' uses tool 'create_ticket'.*tickets:write"):
         build_support_graph(policy=load_policy_bundle(folder))
 

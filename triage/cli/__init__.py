@@ -552,6 +552,10 @@ def eval_(
         str | None, typer.Option(help="Column with the ticket text: route-only cases from a labelled file.")
     ] = None,
     route_col: Annotated[str | None, typer.Option(help="Column with the expected route in a labelled file.")] = None,
+    intent_col: Annotated[
+        str | None,
+        typer.Option(help="Column with the expected intent in a labelled file \\[default: 'intent' when present]."),
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N cases.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for eval.json, .md and .html.")] = Path("reports"),
     update_baseline: Annotated[
@@ -586,9 +590,13 @@ def eval_(
     def load() -> Any:
         if dataset is None:
             return datasets.load_cases(limit=limit), "evals/datasets/support.jsonl"
-        if text_col or route_col or dataset.suffix.lower() == ".csv":
+        if text_col or route_col or intent_col or dataset.suffix.lower() == ".csv":
             cases = datasets.load_labelled(
-                dataset, text_col=text_col or "text", route_col=route_col or "route", limit=limit
+                dataset,
+                text_col=text_col or "text",
+                route_col=route_col or "route",
+                intent_col=intent_col,
+                limit=limit,
             )
             return cases, str(dataset)
         return datasets.load_cases(dataset, limit=limit), str(dataset)
@@ -680,6 +688,18 @@ def eval_(
             f"{run_figures['unsafe_effects_executed']}, latency p50/p95 "
             f"{run_figures['latency_ms']['p50']:.0f}/{run_figures['latency_ms']['p95']:.0f} ms"
         )
+        automatic, precision, intent = (
+            run_figures["automatic_share"],
+            run_figures["automatic_precision"],
+            run_figures["intent_accuracy"],
+        )
+        out.print(
+            f"route accuracy {run_figures['route_accuracy']:.1%}"
+            + ("" if intent is None else f", intent accuracy {intent:.1%}")
+            + f"; automatic (not handed on) {0.0 if automatic is None else automatic:.1%} of tickets, precision of "
+            + ("automatic routes -" if precision is None else f"automatic routes {precision:.1%}"),
+            highlight=False,
+        )
         out.print(
             "decided by: "
             + ", ".join(
@@ -699,7 +719,7 @@ def eval_(
         raise typer.Exit(1)
 
 
-import triage.cli.llm  # noqa: E402, F401  (registers model-tiers, doctor, dev-model-server)
+import triage.cli.llm  # noqa: E402, F401  (registers doctor, dev-model-server)
 
 # Command groups in modules of their own register themselves on `cli` when imported.
 from triage.cli import serve as _serve  # noqa: E402, F401

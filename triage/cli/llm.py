@@ -1,4 +1,4 @@
-"""Commands for the model tier: the configured tiers, a health check, and the dev model server."""
+"""Commands for the model tier: a health check and the dev model server (`triage model info` shows the tiers)."""
 
 from __future__ import annotations
 
@@ -53,16 +53,6 @@ def print_model_tiers(info: dict[str, Any]) -> None:
         f"{info['model_confidence_threshold']}; timeout {info['timeout_seconds']} s, {info['max_retries']} retries; "
         f"reply rewrites {'on' if info['rewrites_replies'] else 'off'}"
     )
-
-
-@cli.command("model-tiers")
-def model_tiers(as_json: JsonOption = False) -> None:
-    """Show the configured model tiers (never the key). To be folded into `triage model info`."""
-    info = model_tiers_info()
-    if as_json:
-        print_json(info)
-    else:
-        print_model_tiers(info)
 
 
 @cli.command()

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from triage.settings import Settings
 
 model_cli = TriageTyper(
-    help="The local model that classifies tickets: what is active, and going back.", no_args_is_help=True
+    help="The models that classify tickets: the active local model, the configured model tiers, going back.",
+    no_args_is_help=True,
 )
 cli.add_typer(model_cli, name="model")
 
@@ -131,10 +132,7 @@ def _print_figures(figures: dict[str, Any]) -> None:
 
 
 def local_model_info(settings: Settings) -> dict[str, Any]:
-    """What `triage model info` says about the local model: the active one, its data and held-out figures.
-
-    A section for other model tiers can be added beside it under its own key.
-    """
+    """What `triage model info` says about the local model: the active one, its data and held-out figures."""
     from triage.models.registry import ModelRegistry
     from triage.models.training import packaged_held_out
 
@@ -163,14 +161,21 @@ def print_local_model_info(info: dict[str, Any]) -> None:
 
 @model_cli.command("info")
 def model_info(home: HomeOption = None, as_json: JsonOption = False) -> None:
-    """Show the active local model, its training data fingerprint and its held-out figures."""
+    """Show the active local model (fingerprint, training data, held-out figures) and the configured model tiers.
+
+    The tiers' endpoint, models, prices and thresholds are shown, never the key.
+    """
+    from triage.cli.llm import model_tiers_info, print_model_tiers
+
     settings = _settings(home)
+    tiers = model_tiers_info()
     with err.status("loading the model (the packaged one trains on first use)…"):
         info = guard(lambda: local_model_info(settings))
     if as_json:
-        print_json({"local": info})
+        print_json({"local": info, "model_tiers": tiers})
         return
     print_local_model_info(info)
+    print_model_tiers(tiers)
 
 
 @model_cli.command("reset")

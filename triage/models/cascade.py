@@ -34,10 +34,14 @@ from triage.state import Classification, Draft, ReplyData
 from triage.taxonomy import ROUTE_OF_INTENT, URGENCIES
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+
     from langchain_core.messages import BaseMessage
 
+    from triage.models.agent import AgentTurn
     from triage.policies.bundle import PolicyBundle
     from triage.settings import Settings
+    from triage.state import AgentStep
 
 UNSURE_SIGNAL = "unsure"
 """Set when no tier was sure enough: the routing policy sends the ticket to a person."""
@@ -196,6 +200,42 @@ class CascadeModelTier:
             "model_calls": [c.as_dict() for c in calls],
         }
 
+    # -- the technical specialist's agent step -----------------------------------------------------------------
+
+    def agent_ready(self) -> bool:
+        """Whether an agent step can run: a model tier is configured and the policy has the agent's prompt."""
+        return bool(self.tiers) and self.policy.prompts.agent is not None
+
+    async def agent_turn(
+        self,
+        ticket: str,
+        steps: Sequence[AgentStep],
+        tools: Sequence[Mapping[str, Any]],
+        *,
+        known_tools: Collection[str],
+        usage: UsageSink | None = None,
+    ) -> AgentTurn:
+        """One turn of the agent loop on the cheap model (`ticket` and the steps' results already redacted).
+
+        Raises:
+            ModelCallError: the call failed (after the client's retries) or was refused; its spend is recorded.
+        """
+        from triage.models.agent import agent_messages, read_turn
+
+        prompt = self.policy.prompts.agent
+        if not self.tiers or prompt is None:
+            raise RuntimeError("agent_turn needs a configured model tier and the policy's agent prompt")
+        tier = self.tiers[0]
+        try:
+            message, call = await tier.tool_turn(agent_messages(prompt.system, ticket, steps), tools)
+        except ModelCallError as failed:
+            if usage is not None:
+                usage.record(tokens=failed.call.input_tokens + failed.call.output_tokens, cost_usd=failed.call.cost_usd)
+            raise
+        if usage is not None:
+            usage.record(tokens=call.input_tokens + call.output_tokens, cost_usd=call.cost_usd)
+        return read_turn(message, call, known_tools=known_tools)
+
     # -- replies and summaries --------------------------------------------------------------------------------
 
     async def compose(self, draft: Draft, *, usage: UsageSink | None = None) -> ReplyData:
@@ -311,9 +351,14 @@ def build_model_tier(local: ModelTier, settings: Settings, policy: PolicyBundle)
     Raises:
         ModelConfigError: the model settings are inconsistent.
     """
-    from triage.models.llm import build_chat_model, model_specs
+    import functools
 
-    tiers = [ChatTier(spec, build_chat_model(settings, spec.model)) for spec in model_specs(settings)]
+    from triage.models.llm import build_chat_model, chat_api_key, model_specs
+
+    specs = model_specs(settings)
+    if specs:
+        chat_api_key(settings)  # an inconsistent configuration fails here, not on the first ticket
+    tiers = [ChatTier(spec, functools.partial(build_chat_model, settings, spec.model)) for spec in specs]
     return CascadeModelTier(
         local,
         policy=policy,

@@ -5,7 +5,9 @@ It answers `POST /v1/chat/completions` the way a hosted model would, in shape if
 - structured output, both as `response_format={"type": "json_schema", ...}` and as a forced function call; for a
   triage decision schema (route, intent, ...) the answer comes from keyword rules over the ticket between
   `<ticket>` delimiters, so the server is a useful stand-in for a real model;
-- tool calls: with tools offered and none forced, it calls the first tool once, then answers in text;
+- tool calls: with tools offered and none forced, it calls the first tool once, then answers in text; a scripted
+  `{"tool_calls": [{"name": ..., "arguments": {...} or "raw text"}]}` answers with exactly those calls (any name,
+  arguments that need not be JSON: a model misbehaving on purpose);
 - plain text: a reply between `<reply>` delimiters is returned with a friendlier closing line;
 - usage figures (`prompt_tokens`, `completion_tokens`) counted from what it received and wrote.
 
@@ -235,7 +237,10 @@ class DevModelServer:
             self._faults.append(fault)
 
     def script(self, answer: Any, *, times: int = 1, model: str | None = None) -> None:
-        """Answer the next `times` matching requests with `answer` (a dict for structured output, else text)."""
+        """Answer the next `times` matching requests with `answer`.
+
+        A dict is the structured output (or, with a `tool_calls` key, the tool calls to make); a string is text.
+        """
         with self._lock:
             self._scripts.append(_Script(answer=answer, times=times, model=model))
 
@@ -322,6 +327,16 @@ class DevModelServer:
                 return message, "tool_calls"
             message["content"] = text
             return message, "stop"
+        if isinstance(scripted, dict) and "tool_calls" in scripted:
+            message["tool_calls"] = [
+                _tool_call(
+                    str(wanted["name"]),
+                    wanted["arguments"] if isinstance(wanted["arguments"], str) else json.dumps(wanted["arguments"]),
+                )
+                for wanted in scripted["tool_calls"]
+            ]
+            message["content"] = scripted.get("content")
+            return message, "tool_calls"
         if tools and not any(m.get("role") == "tool" for m in messages) and scripted is None:
             function = tools[0]["function"]
             arguments = {

@@ -8,14 +8,16 @@ caller escalates) and replies and summaries are produced deterministically from 
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from triage.metering import BudgetExceededError, Meter
+from triage.models.agent import AgentTurn, describe_result
 from triage.models.templates import render
 from triage.models.tier import ModelTier, extractive_summary
 from triage.policies.injection import detect_injection
 from triage.policies.pii import Redaction, redact, restore
-from triage.state import Classification, Draft, ReplyData
+from triage.state import AgentCallRecord, AgentStep, Classification, Draft, ReplyData
 
 INJECTION_SIGNAL = "prompt_injection"
 RELEASE_SUMMARY_CHARS = 400
@@ -74,6 +76,44 @@ class GuardedModelTier:
             "subject": restore(reply["subject"], redaction),
             "body": restore(reply["body"], redaction),
         }
+
+    def agent_ready(self) -> bool:
+        """Whether the wrapped tier can run the technical specialist's agent step (a model is configured)."""
+        ready = getattr(self.inner, "agent_ready", None)
+        return bool(ready()) if ready is not None else False
+
+    async def agent_turn(
+        self,
+        ticket: str,
+        steps: Sequence[AgentStep],
+        tools: Sequence[Mapping[str, Any]],
+        *,
+        known_tools: Collection[str],
+        meter: Meter | None = None,
+    ) -> AgentTurn:
+        """One agent turn with the ticket and every earlier tool result redacted (see `agent_ready`).
+
+        Raises:
+            BudgetExceededError: the run's budget is spent; no model was called.
+            ModelCallError: the call failed or was refused.
+        """
+        reason = meter.exceeded() if meter else None
+        if reason:
+            raise BudgetExceededError(reason)
+        redaction = redact(ticket)
+        quoted = redaction.text
+        shown: list[AgentStep] = []
+        for step in steps:
+            calls: list[AgentCallRecord] = []
+            for record in step["calls"]:
+                if record["outcome"] == "ok":
+                    redaction = redact(describe_result(record), into=redaction)
+                    record = {**record, "result": redaction.text}
+                calls.append(record)
+            shown.append({**step, "calls": calls})
+        inner_turn = self.inner.agent_turn  # type: ignore[attr-defined]
+        turn: AgentTurn = await inner_turn(quoted, shown, tools, known_tools=known_tools, usage=meter)
+        return turn
 
     async def summarise(self, text: str, *, max_chars: int = 280, meter: Meter | None = None) -> str:
         """Summarise the redacted text, then restore the real values (extractive once over budget)."""

@@ -13,8 +13,11 @@ Every call has a timeout (`TRIAGE_MODEL_TIMEOUT_SECONDS`), reports real token co
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.error import URLError
@@ -26,8 +29,12 @@ from triage.errors import TriageError
 from triage.taxonomy import ALL_INTENTS, Route, Sentiment, Urgency
 
 if TYPE_CHECKING:
-    from langchain_core.messages import BaseMessage
+    from collections.abc import Mapping, Sequence
+
+    from langchain_core.messages import AIMessage, BaseMessage
+    from langchain_core.runnables import Runnable
     from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
 
     from triage.settings import Settings
 
@@ -164,6 +171,24 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
     return specs
 
 
+def chat_api_key(settings: Settings) -> SecretStr:
+    """The key to send: the configured one, or a stand-in for a local server that needs none.
+
+    Raises:
+        ModelConfigError: no key and no base URL (the hosted default needs a key).
+    """
+    from pydantic import SecretStr
+
+    if settings.model_api_key is not None:
+        return settings.model_api_key
+    if not settings.model_base_url:
+        raise ModelConfigError(
+            "TRIAGE_CHEAP_MODEL is set but neither TRIAGE_MODEL_BASE_URL nor TRIAGE_MODEL_API_KEY is; set the "
+            "endpoint (e.g. the URL `triage dev-model-server` prints) or a key"
+        )
+    return SecretStr("not-needed")  # local servers (vLLM, Ollama, the dev server) accept any key
+
+
 def build_chat_model(settings: Settings, model: str) -> ChatOpenAI:
     """A `ChatOpenAI` for `model` on the configured endpoint, with the per-call timeout and the one retry layer.
 
@@ -172,16 +197,8 @@ def build_chat_model(settings: Settings, model: str) -> ChatOpenAI:
     """
     from langchain_openai import ChatOpenAI
     from openai import DefaultAsyncHttpxClient
-    from pydantic import SecretStr
 
-    key = settings.model_api_key
-    if key is None:
-        if not settings.model_base_url:
-            raise ModelConfigError(
-                "TRIAGE_CHEAP_MODEL is set but neither TRIAGE_MODEL_BASE_URL nor TRIAGE_MODEL_API_KEY is; set the "
-                "endpoint (e.g. the URL `triage dev-model-server` prints) or a key"
-            )
-        key = SecretStr("not-needed")  # local servers (vLLM, Ollama, the dev server) accept any key
+    key = chat_api_key(settings)
     return ChatOpenAI(
         model=model,
         base_url=settings.model_base_url,
@@ -196,12 +213,31 @@ def build_chat_model(settings: Settings, model: str) -> ChatOpenAI:
 
 
 class ChatTier:
-    """One model tier: asks for structured decisions or text and accounts every call."""
+    """One model tier: asks for structured decisions or text and accounts every call.
 
-    def __init__(self, spec: ModelSpec, chat: ChatOpenAI) -> None:
+    A connection pool belongs to the event loop it was opened on, and one tier serves every app of a process (the
+    eval runs each case's app on its own loop): so each loop gets its own client from `make_chat`, and `aclose`
+    closes the running loop's one. A later call on another loop opens a fresh client.
+    """
+
+    def __init__(self, spec: ModelSpec, make_chat: Callable[[], ChatOpenAI]) -> None:
         self.spec = spec
-        self.chat = chat
-        self._decider = chat.with_structured_output(TierDecision, include_raw=True)
+        self._make_chat = make_chat
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[ChatOpenAI, Runnable[Any, Any]]]
+        self._by_loop = weakref.WeakKeyDictionary()
+
+    def _client(self) -> tuple[ChatOpenAI, Runnable[Any, Any]]:
+        loop = asyncio.get_running_loop()
+        found = self._by_loop.get(loop)
+        if found is None:
+            chat = self._make_chat()
+            found = self._by_loop[loop] = (chat, chat.with_structured_output(TierDecision, include_raw=True))
+        return found
+
+    @property
+    def chat(self) -> ChatOpenAI:
+        """The running event loop's client."""
+        return self._client()[0]
 
     async def decide(self, messages: list[BaseMessage]) -> tuple[TierDecision, ModelCall]:
         """Ask for a `TierDecision`.
@@ -211,7 +247,7 @@ class ChatTier:
         """
         started = time.perf_counter()
         try:
-            answer: dict[str, Any] = await self._decider.ainvoke(messages)
+            answer: dict[str, Any] = await self._client()[1].ainvoke(messages)
         except Exception as exc:  # classified, never swallowed silently: the call record says what happened
             raise ModelCallError(self._call(failure_kind(exc), started, None, _short(exc))) from exc
         raw = answer.get("raw")
@@ -238,9 +274,27 @@ class ChatTier:
         text = message.content if isinstance(message.content, str) else ""
         return text, self._call("ok", started, message, "")
 
+    async def tool_turn(
+        self, messages: list[BaseMessage], tools: Sequence[Mapping[str, Any]]
+    ) -> tuple[AIMessage, ModelCall]:
+        """Offer `tools` (OpenAI function specs) and return the model's message, tool calls unvalidated.
+
+        Raises:
+            ModelCallError: the call failed (after the client's retries) or was refused.
+        """
+        started = time.perf_counter()
+        try:
+            message = await self.chat.bind_tools([dict(spec) for spec in tools]).ainvoke(messages)
+        except Exception as exc:
+            raise ModelCallError(self._call(failure_kind(exc), started, None, _short(exc))) from exc
+        if message.additional_kwargs.get("refusal"):
+            raise ModelCallError(self._call("refusal", started, message, str(message.additional_kwargs["refusal"])))
+        return message, self._call("ok", started, message, "")
+
     async def aclose(self) -> None:
-        """Close the tier's connection pool."""
-        client = self.chat.http_async_client
+        """Close the running event loop's connection pool (other loops keep theirs)."""
+        found = self._by_loop.pop(asyncio.get_running_loop(), None)
+        client = found[0].http_async_client if found is not None else None
         if client is not None:
             await client.aclose()
 
