@@ -32,6 +32,8 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
     "issue_refund": {"customer_id": "cus_small_dup", "payment_id": "PAYMENT", "amount_cents": 100},
     "complete_account_request": {"customer_id": "cus_0001", "request_id": "REQUEST"},
     "decline_request": {"customer_id": "cus_0001", "request_id": "REQUEST"},
+    "find_engineering_tickets": {"keys": ["ENG-1"]},
+    "close_ticket": {"ticket_id": "TICKET"},
 }
 
 
@@ -60,9 +62,15 @@ async def test_node_grant_matrix(gateway: ToolGateway, tmp_path: Path, node: str
     request = await gateway.call(
         "account", "create_account_request", {"customer_id": "cus_0001", "kind": "data_export"}, thread_id="setup"
     )
+    ticket = await gateway.call(
+        "technical",
+        "create_ticket",
+        {"queue": "engineering", "priority": "low", "subject": "s", "summary": "s"},
+        thread_id="setup",
+    )
     refused = []
     for tool, args in VALID_ARGS.items():
-        placeholders = {"PAYMENT": payment["id"], "REQUEST": request["id"]}
+        placeholders = {"PAYMENT": payment["id"], "REQUEST": request["id"], "TICKET": ticket["id"]}
         args = {k: placeholders.get(v, v) if isinstance(v, str) else v for k, v in args.items()}
         if PERMISSIONS.allows(node, tool_scope(ALL_TOOLS[tool])):
             await gateway.call(node, tool, args, thread_id=f"thr_{node}")
