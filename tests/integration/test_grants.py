@@ -45,6 +45,8 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
     "schedule_data_jobs": {"customer_id": "cus_0001"},
     "cancel_data_jobs": {"customer_id": "cus_0001", "receipt_id": "LAST"},
     "confirm_account_change": {"customer_id": "cus_0001", "request_id": "REQUEST"},
+    "find_engineering_tickets": {"keys": ["ENG-1"]},
+    "close_ticket": {"ticket_id": "TICKET"},
 }
 
 
@@ -76,8 +78,20 @@ async def test_node_grant_matrix(gateway: ToolGateway, tmp_path: Path, node: str
         "account", "create_account_request", {"customer_id": "cus_0001", "kind": "data_export"}, thread_id="setup"
     )
     subscription = rows(db, "SELECT id FROM subscriptions WHERE customer_id = 'cus_plan_team'")[0]
+    ticket = await gateway.call(
+        "technical",
+        "create_ticket",
+        {"queue": "engineering", "priority": "low", "subject": "s", "summary": "s"},
+        thread_id="setup",
+    )
     refused = []
-    placeholders = {"PAYMENT": payment["id"], "REQUEST": request["id"], "SUB": subscription["id"], "LAST": ""}
+    placeholders = {
+        "PAYMENT": payment["id"],
+        "REQUEST": request["id"],
+        "SUB": subscription["id"],
+        "TICKET": ticket["id"],
+        "LAST": "",
+    }
     for tool, args in VALID_ARGS.items():
         args = {k: placeholders.get(v, v) if isinstance(v, str) else v for k, v in args.items()}
         if PERMISSIONS.allows(node, tool_scope(ALL_TOOLS[tool])):
