@@ -185,19 +185,18 @@ async def _take(
             policy_version=services.policy.version,
         )
 
-    if decision.decision in ("timeout", "reject"):
-        refusal = decision_refusal(
-            decision.approver,
-            decision.decision,
-            tier=tier,
-            received=record["approvers"],
-            kind=action["kind"],
-            args=action["args"],
-            changes=None,
-            policy=policy,
-        )
-        if refusal is not None:
-            return await _refuse(refusal, decision.approver, record, state, runtime, decision=decision.decision)
+    refusal = decision_refusal(
+        decision.approver,
+        decision.decision,
+        tier=tier,
+        received=record["approvers"],
+        kind=action["kind"],
+        args=action["args"],
+        changes=decision.args,
+        policy=policy,
+    )
+    if refusal is not None:  # the app refuses these before resuming; this guards the server and direct graph use
+        return await _refuse(refusal, decision.approver, record, state, runtime, decision=decision.decision)
     if decision.decision == "timeout":
         await audit("approval_expired", expires_at=record["expires_at"])
         reason = f"approval {approval_id} for {action['kind']} expired at {record['expires_at']} without a decision"
@@ -219,18 +218,6 @@ async def _take(
                 "draft": Draft(template="approval.rejected", facts={}),
             },
         )
-    refusal = decision_refusal(
-        decision.approver,
-        decision.decision,
-        tier=tier,
-        received=record["approvers"],
-        kind=action["kind"],
-        args=action["args"],
-        changes=decision.args,
-        policy=policy,
-    )
-    if refusal is not None:  # the app refuses these before resuming; this guards the server and direct graph use
-        return await _refuse(refusal, decision.approver, record, state, runtime, decision=decision.decision)
     if decision.decision == "edit":
         edited = ProposedAction(
             kind=action["kind"],
