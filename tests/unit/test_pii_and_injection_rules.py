@@ -39,6 +39,8 @@ def test_luhn(digits: str, valid: bool) -> None:
         ("LC55HEMM000100010012001200023015", True),  # 32 characters
         ("MT84MALT011000012345MTLCAST001S", True),
         ("DE89370400440532013000" + "0" * 13, False),  # 35: too long
+        ("GB90ABCD01234567890123456789012345", True),  # 34 characters with a correct check: the longest allowed
+        ("GB91ABCD012345678901234567890123456", False),  # 35 with a correct check: still too long
         ("DE89 3704 0044 0532 013!", False),  # not alphanumeric
     ],
 )
@@ -55,6 +57,14 @@ def test_iban(candidate: str, valid: bool) -> None:
         ("on 2026.08.14 we", "on 2026.08.14 we"),  # a date is not a phone number
         ("on 14-08-2026 we", "on 14-08-2026 we"),
         ("ni AB 12 34 56 C ok", "ni [NATIONAL_ID_1] ok"),
+        ("call 5551 2345", "call [PHONE_1]"),  # 8 digits: the shortest phone number
+        ("call 1234 5678 9012 345", "call [PHONE_1]"),  # 15 digits: the longest (E.164)
+        ("call 1234 5678 9012 3456", "call 1234 5678 9012 3456"),  # 16 digits and no card checksum: neither
+        ("my phone broke on 2024-01-15", "my phone broke on 2024-01-15"),  # a date after a phone word
+        ("company number 12-3456789", "company number [TAX_ID_1]"),  # the EIN format
+        ("order 12-3456789", "order 12-3456789"),  # the same digits named as a reference
+        ("#12-3456789 is on the letter", "#12-3456789 is on the letter"),  # a reference mark at the very start
+        ("My password is wrong!! Please help", "My password is wrong!! Please help"),  # a complaint, not a password
     ],
 )
 def test_phone_and_id_edges(text: str, expected: str) -> None:
