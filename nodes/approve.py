@@ -113,7 +113,7 @@ def approval_request(
     what = (
         f"refund {format_money(int(args['amount_cents']))} of payment {args['payment_id']} to {args['customer_id']}"
         if action["kind"] == "refund"
-        else f"{action['kind'].replace('_', ' ')} for {args.get('customer_id', 'the customer')}"
+        else f"{action['kind'].replace('_', ' ')} for {args['customer_id']}"
         if action["kind"] != "reply"
         else f"send reply '{args['template']}'"
     )

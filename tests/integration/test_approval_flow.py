@@ -166,6 +166,8 @@ def test_edit_within_the_dual_tier_still_needs_a_second_approver(app: TriageApp,
     assert pending is not None and pending["args"]["amount_cents"] == 100000
     assert (pending["tier"], pending["approvals_received"]) == ("dual", ["alice"])
     assert pending["approval_id"] != paused.pending_approval["approval_id"]
+    [indexed] = app.pending_approvals()
+    assert (indexed.approval_id, indexed.origin_id) == (pending["approval_id"], paused.pending_approval["approval_id"])
     done = app.resume(paused.thread_id, {"approver": "sam", "decision": "approve"})
     assert done.status == "completed"
     assert [r["amount_cents"] for r in refunds(settings, paused.thread_id)] == [100000]
@@ -360,20 +362,9 @@ def test_the_node_itself_refuses_a_decision_the_app_would_refuse(
     app: TriageApp, settings: Settings, decision: dict[str, Any], reason: str
 ) -> None:
     """Resumed straight through the graph (no app checks), the approval node records the refusal and asks again."""
-    from langgraph.types import Command
-
-    from triage.context import Context
-
     paused = run(app, "cus_mid_dup")
     approval_id = paused.pending_approval["approval_id"]
-
-    async def resume_graph() -> None:
-        engine = await app._get_engine()
-        config = {"configurable": {"thread_id": paused.thread_id}}
-        answer = {**decision, "approval_id": approval_id}
-        await engine.graph.ainvoke(Command(resume=answer), config, context=Context(services=engine.services))
-
-    app._portal.call(resume_graph())
+    resume_graph(app, paused.thread_id, {**decision, "approval_id": approval_id})
     [pending] = app.pending_approvals()
     assert (pending.approval_id, pending.approvals_received) == (approval_id, [])
     assert refunds(settings, paused.thread_id) == []
@@ -381,3 +372,54 @@ def test_the_node_itself_refuses_a_decision_the_app_would_refuse(
     assert (last["event"], last["actor"], last["approval_id"]) == ("refused", decision["approver"], approval_id)
     assert last["details"]["decision"] == decision["decision"]
     assert last["details"]["reason"].startswith(reason)
+    asked_again = app.thread(paused.thread_id).result.pending_approval
+    assert asked_again is not None and asked_again["approval_id"] == approval_id
+    assert asked_again["refusal"] == f"{last['details']['reason']}; the approval stays pending"
+
+
+def resume_graph(app: TriageApp, thread_id: str, answer: dict[str, Any]) -> None:
+    """Resume the thread straight through the graph, as LangGraph Studio or the SDK would: no app checks or claims."""
+    from langgraph.types import Command
+
+    from triage.context import Context
+
+    async def resume() -> None:
+        engine = await app._get_engine()
+        config = {"configurable": {"thread_id": thread_id}}
+        await engine.graph.ainvoke(Command(resume=answer), config, context=Context(services=engine.services))
+
+    app._portal.call(resume())
+
+
+def indexed_state(app: TriageApp, approval_id: str) -> tuple[str, str | None]:
+    """The approval index's state for `approval_id`, and who decided it."""
+
+    async def read() -> tuple[str, str | None]:
+        engine = await app._get_engine()
+        row = await engine.services.journal.approval(approval_id)
+        assert row is not None
+        return row.state, row.decided_by
+
+    return app._portal.call(read())
+
+
+@pytest.mark.parametrize(
+    ("customer", "decision", "state"),
+    [
+        ("cus_mid_dup", {"approver": "bob", "decision": "approve"}, "approved"),
+        ("cus_mid_dup", {"approver": "bob", "decision": "reject", "reason": "a preorder"}, "rejected"),
+        ("cus_mid_dup", {"approver": "bob", "decision": "edit", "args": {"amount_cents": 1000}}, "edited"),
+        ("cus_large_dup", {"approver": "sam", "decision": "approve"}, "pending"),  # dual: offered again, round 1
+    ],
+)
+def test_a_decision_resumed_straight_through_the_graph_settles_the_approval_index(
+    app: TriageApp, customer: str, decision: dict[str, Any], state: str
+) -> None:
+    """Studio and the SDK resume the graph without the app's claim: the node records the decision in the index."""
+    paused = run(app, customer)
+    approval_id = paused.pending_approval["approval_id"]
+    resume_graph(app, paused.thread_id, decision)
+    assert indexed_state(app, approval_id) == (state, None if state == "pending" else decision["approver"])
+    if state == "pending":
+        [again] = app.pending_approvals()
+        assert (again.approval_id, again.approvals_received) == (approval_id, ["sam"])
