@@ -94,6 +94,7 @@ def main() -> int:
     if not (STAGE / "src").exists():
         build_stage()
     env = {**os.environ, "TRIAGE_TEST_MODEL_CACHE": str(STAGE / "model-cache"), "PYTHONDONTWRITEBYTECODE": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # mypy, for the type check
     env.pop("TRIAGE_POLICY_DIR", None)
     run = [*MUTMUT, "run", "--max-children", str(options.max_children), *options.mutants]
     status = subprocess.run(run, cwd=STAGE, env=env, check=False).returncode
