@@ -168,14 +168,14 @@ async def _take(
     approvals = dict(state.get("approvals", {}))
 
     async def audit(event: str, **details: Any) -> None:
-        if event != "refused":
-            await services.journal.settle(
-                approval_id,
-                round_=len(record["approvers"]),
-                state=_STATES[decision.decision] if decision.decision != "approve" else _approved(record, tier),
-                decision=decision.model_dump(mode="json"),
-                approver=decision.approver,
-            )
+        """Settle the round in the approval index (a no-op when the app claimed it) and record `event`."""
+        await services.journal.settle(
+            approval_id,
+            round_=len(record["approvers"]),
+            state=_STATES[decision.decision] if decision.decision != "approve" else _approved(record, tier),
+            decision=decision.model_dump(mode="json"),
+            approver=decision.approver,
+        )
         await services.journal.audit(
             thread_id,
             event,
