@@ -75,3 +75,11 @@ def test_actions_to_approve_adds_the_reply_below_the_confidence_threshold() -> N
     assert actions_to_approve(no_draft, APPROVALS) == [REFUND]  # type: ignore[arg-type]
     assert actions_to_approve({"proposed_actions": []}, APPROVALS) == []  # type: ignore[arg-type]
     assert actions_to_approve({}, APPROVALS) == []  # type: ignore[arg-type]
+
+
+def test_approvers_are_looked_up_by_id() -> None:
+    policy = load_policy_bundle().approvals
+    sam = policy.approver("sam")
+    assert sam is not None and (sam.id, sam.role) == ("sam", "supervisor")
+    assert (policy.role_of("alice"), policy.role_of("mallory")) == ("agent", None)
+    assert policy.approver("mallory") is None
