@@ -58,6 +58,8 @@ def test_iban(candidate: str, valid: bool) -> None:
         ("on 14-08-2026 we", "on 14-08-2026 we"),
         ("ni AB 12 34 56 C ok", "ni [NATIONAL_ID_1] ok"),
         ("call 5551 2345", "call [PHONE_1]"),  # 8 digits: the shortest phone number
+        ("see (555) 123 4567 for details", "see [PHONE_1] for details"),  # an area code in brackets, no phone word
+        ("at 020 7946 0958 today", "at [PHONE_1] today"),  # a trunk prefix, no phone word
         ("call 1234 5678 9012 345", "call [PHONE_1]"),  # 15 digits: the longest (E.164)
         ("call 1234 5678 9012 3456", "call 1234 5678 9012 3456"),  # 16 digits and no card checksum: neither
         ("my phone broke on 2024-01-15", "my phone broke on 2024-01-15"),  # a date after a phone word
