@@ -184,11 +184,13 @@ async def test_journal_records_an_effect_once(app: TriageApp) -> None:
     assert [line["event"] for line in await app._portal.acall(journal.trail("t"))] == ["effect"]
 
 
+@pytest.mark.parametrize("ledger", ["kept", "forgotten"])
 def test_one_approval_yields_one_refund_even_when_replayed_with_another_edit(
-    app: TriageApp, settings: Settings
+    app: TriageApp, settings: Settings, monkeypatch: pytest.MonkeyPatch, ledger: str
 ) -> None:
     """Studio can fork a thread from an earlier checkpoint: answering the same approval again with a different edit
-    finds the refund the approval already produced (its key comes from the original approval, not the amount)."""
+    finds the refund the approval already produced (its key comes from the original approval, not the amount), in
+    the ledger, or without it, through the key the executor hands the refund tool."""
     paused = app.run(
         {"customer_id": "cus_large_dup", "subject": "Charged twice", "body": "Charged twice for my order."}
     )
@@ -197,6 +199,13 @@ def test_one_approval_yields_one_refund_even_when_replayed_with_another_edit(
     assert done.status == "completed"
     [refund] = refund_rows(settings, paused.thread_id)
     assert refund["amount_cents"] == 40000
+
+    if ledger == "forgotten":
+
+        async def forgetful_receipt(self: Journal, key: str) -> None:
+            return None
+
+        monkeypatch.setattr(Journal, "receipt", forgetful_receipt)
 
     async def fork_with_another_edit() -> dict[str, Any]:
         from langgraph.types import Command
