@@ -8,7 +8,7 @@ import pytest
 
 from triage.nodes.approve import actions_to_approve, approval_id_for
 from triage.policies import load_policy_bundle
-from triage.policies.approvals import edit_refusal
+from triage.policies.approvals import SWEEP_ACTOR, decision_refusal, edit_refusal
 from triage.state import ProposedAction
 
 APPROVALS = load_policy_bundle().approvals
@@ -83,3 +83,16 @@ def test_approvers_are_looked_up_by_id() -> None:
     assert sam is not None and (sam.id, sam.role) == ("sam", "supervisor")
     assert (policy.role_of("alice"), policy.role_of("mallory")) == ("agent", None)
     assert policy.approver("mallory") is None
+
+
+@pytest.mark.parametrize(
+    ("approver", "refusal"),
+    [(SWEEP_ACTOR, None), ("sam", "a timeout is decided by `triage sweep`, not by an approver")],
+)
+def test_only_the_sweep_answers_with_a_timeout(approver: str, refusal: str | None) -> None:
+    policy = load_policy_bundle().approvals
+    args = {"amount_cents": 24000}
+    decided = decision_refusal(
+        approver, "timeout", tier="single", received=[], kind="refund", args=args, changes=None, policy=policy
+    )
+    assert decided == refusal

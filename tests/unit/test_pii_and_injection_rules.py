@@ -94,6 +94,12 @@ def test_restore_keeps_unknown_placeholders() -> None:
     assert restore("to [EMAIL_1] and [EMAIL_2]", redaction) == "to a@example.com and [EMAIL_2]"
 
 
+def test_restore_never_puts_a_secret_back() -> None:
+    redaction = Redaction(text="", values={"[SECRET_1]": "hunter22", "[IP_ADDRESS_1]": "10.0.0.1"})
+    restored = restore("key [SECRET_1], other [SECRET_2], from [IP_ADDRESS_1]", redaction)
+    assert restored == "key [removed], other [SECRET_2], from 10.0.0.1"
+
+
 def test_redact_tree() -> None:
     tree = {
         "email": "a@example.com",
