@@ -137,6 +137,14 @@ MUTANTS = (
         (f"{FLOW}::test_single_approval_request_payload_and_audit",),
     ),
     Mutant(
+        "the longest IBANs slip through redaction",
+        "triage.policies.pii",
+        "iban_valid",
+        "if not 15 <= len(compact) <= 34:",
+        "if not 15 <= len(compact) < 34:",
+        ("tests/unit/test_pii_and_injection_rules.py::test_iban",),
+    ),
+    Mutant(
         "an edit may raise a refund",
         "triage.policies.approvals",
         "edit_refusal",
