@@ -12,7 +12,8 @@ names, or stopped early) are left out of the figures, and their number is printe
 
 A long run can be done in parts: `--keep` goes on from the results in build/mutation/ (a run cut short, or one
 limited to some mutant globs, keeps every verdict it reached), `--recheck` runs the survivors again once tests were
-added, and `--report` prints the figures of everything checked so far.
+added, and `--report` prints the figures of everything checked so far. Mutant globs make mutmut run every mutant
+they match again, checked or not: `--keep` without globs is the way to finish a run.
 
 Usage: python scripts/mutation.py [--keep] [--report] [--max-children N] [--min-score PERCENT] [mutant globs]
 """
