@@ -187,6 +187,7 @@ def test_reject_runs_no_effect_and_declines_the_request(app: TriageApp, settings
         "args": paused.pending_approval["args"],
     }
     assert done.reply is not None and done.reply.template == "approval.rejected"
+    assert (done.status, done.status_reason) == ("completed", "rejected")
     statuses = rows(
         settings.helpdesk_path, "SELECT status FROM refund_requests WHERE thread_id = ?", (paused.thread_id,)
     )

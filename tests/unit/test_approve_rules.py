@@ -96,3 +96,20 @@ def test_only_the_sweep_answers_with_a_timeout(approver: str, refusal: str | Non
         approver, "timeout", tier="single", received=[], kind="refund", args=args, changes=None, policy=policy
     )
     assert decided == refusal
+
+
+@pytest.mark.parametrize(
+    ("approver", "received", "refusal"),
+    [
+        ("bob", ["alice"], None),  # an agent may turn down the second round, which only a supervisor may approve
+        ("alice", ["alice"], None),  # so may the one who gave the first approval
+        ("mallory", [], "'mallory' is not an approver in the approval policy"),
+    ],
+)
+def test_any_approver_may_reject(approver: str, received: list[str], refusal: str | None) -> None:
+    policy = load_policy_bundle().approvals
+    args = {"amount_cents": 120000}
+    decided = decision_refusal(
+        approver, "reject", tier="dual", received=received, kind="refund", args=args, changes=None, policy=policy
+    )
+    assert decided == refusal
