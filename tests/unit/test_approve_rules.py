@@ -48,6 +48,8 @@ def test_approval_id_is_stable_per_thread_and_action() -> None:
     edited = ProposedAction(**{**REFUND, "args": {**REFUND["args"], "amount_cents": 100}})
     assert first != approval_id_for("thr_1", edited)
     assert first != approval_id_for("thr_1", ProposedAction(**{**REFUND, "kind": "data_export"}))
+    reordered = ProposedAction(**{**REFUND, "args": dict(reversed(list(REFUND["args"].items())))})
+    assert approval_id_for("thr_1", reordered) == first, "the same arguments in another order are the same action"
 
 
 def _state(confidence: float, **extra: Any) -> dict[str, Any]:

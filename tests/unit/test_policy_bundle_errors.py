@@ -48,6 +48,12 @@ def test_version_is_the_documented_hash_and_source_is_the_folder(tmp_path: Path)
             "grants: Field required (got {'grant': ",
         ),
         (
+            "prompts.toml",
+            'system = """You classify',
+            'sistem = """You classify',
+            "classify.system: Field required (got {'sistem': ",
+        ),
+        (
             "support.toml",
             "duplicate_window_hours = 72",
             "duplicate_window_hours = 0",
