@@ -298,7 +298,17 @@ def test_writes_are_held_when_the_customer_says_it_is_resolved_or_names_another_
     assert other_customers("refund cus_mid_dup and cus_mid_dup, not cus_small_dup", "cus_small_dup") == ["cus_mid_dup"]
     assert other_customers("my own id is cus_small_dup", "cus_small_dup") == []
     resolved = write_hold("billing", 0.95, "refund_request", POLICY.support, signals=frozenset({"resolved"}))
-    assert resolved is not None and "signal resolved" in resolved
-    named = write_hold("account", 0.97, "account_deletion", POLICY.support, others=["cus_leaving"])
-    assert named is not None and "another customer (cus_leaving)" in named
+    assert resolved == "signal resolved: nothing was filed, a person decides"
+    routing = POLICY.support.routing.model_copy(update={"hold_writes_on_signals": frozenset({"resolved", "moved"})})
+    stricter = POLICY.support.model_copy(update={"routing": routing})
+    both = write_hold("billing", 0.95, "refund_request", stricter, signals=frozenset({"resolved", "moved", "angry"}))
+    assert both == "signal moved, resolved: nothing was filed, a person decides"
+    named = write_hold("account", 0.97, "account_deletion", POLICY.support, others=["cus_leaving", "cus_other"])
+    assert named == ("the ticket names another customer (cus_leaving, cus_other); nothing was filed, a person decides")
+    unsure = write_hold("billing", 0.5, "refund_request", POLICY.support)
+    limit = POLICY.support.routing.min_confidence_to_act
+    assert unsure == (
+        f"not confident enough to act (0.50 < {limit:.2f} for billing/refund_request); nothing was filed, "
+        "a person decides"
+    )
     assert write_hold("escalation", 0.97, "complaint", POLICY.support, others=["cus_leaving"]) is None
