@@ -228,6 +228,23 @@ def test_unknown_scopes_are_refused_on_load(tmp_path: Path, scope: str) -> None:
     assert f"general: {scope}" in str(caught.value) and "refunds:write" in str(caught.value)
 
 
+def test_every_unknown_scope_is_named_with_the_known_ones(tmp_path: Path) -> None:
+    from triage.tools import ALL_SCOPES
+
+    folder = policy_copy(
+        tmp_path, "permissions.toml", "classify = []", 'classify = ["godmode", "admin"]\ngeneral = ["kb:read", "root"]'
+    )
+    folder.joinpath("permissions.toml").write_text(
+        folder.joinpath("permissions.toml").read_text().replace('general = ["kb:read"]\n', "", 1)
+    )
+    with pytest.raises(PolicyFileError) as caught:
+        load_policy_bundle(folder)
+    assert str(caught.value) == (
+        f"{folder / 'permissions.toml'}: unknown scope(s) granted (classify: admin, godmode; general: root). Scopes "
+        f"are exact names, without wildcards; the known ones are {', '.join(sorted(ALL_SCOPES))}"
+    )
+
+
 def test_every_scope_a_tool_declares_is_known_and_the_default_grants_only_those() -> None:
     assert {"payments:read", "refunds:write", "outbox:send"} <= ALL_SCOPES
     assert POLICY.permissions.unknown_scopes(ALL_SCOPES) == {}
