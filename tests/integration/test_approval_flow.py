@@ -378,7 +378,7 @@ def test_the_node_itself_refuses_a_decision_the_app_would_refuse(
     assert asked_again["refusal"] == f"{last['details']['reason']}; the approval stays pending"
 
 
-def resume_graph(app: TriageApp, thread_id: str, answer: dict[str, Any]) -> None:
+def resume_graph(app: TriageApp, thread_id: str, answer: Any, *, approver: str | None = None) -> None:
     """Resume the thread straight through the graph, as LangGraph Studio or the SDK would: no app checks or claims."""
     from langgraph.types import Command
 
@@ -387,7 +387,8 @@ def resume_graph(app: TriageApp, thread_id: str, answer: dict[str, Any]) -> None
     async def resume() -> None:
         engine = await app._get_engine()
         config = {"configurable": {"thread_id": thread_id}}
-        await engine.graph.ainvoke(Command(resume=answer), config, context=Context(services=engine.services))
+        context = Context(services=engine.services, approver=approver)
+        await engine.graph.ainvoke(Command(resume=answer), config, context=context)
 
     app._portal.call(resume())
 
@@ -424,3 +425,21 @@ def test_a_decision_resumed_straight_through_the_graph_settles_the_approval_inde
     if state == "pending":
         [again] = app.pending_approvals()
         assert (again.approval_id, again.approvals_received) == (approval_id, ["sam"])
+
+
+def test_agent_inbox_answers_name_the_approver_from_the_run_context(app: TriageApp) -> None:
+    paused = run(app, "cus_mid_dup")
+    resume_graph(app, paused.thread_id, [{"type": "accept", "args": None}], approver="bob")
+    last = audit(app, paused.thread_id)[-2]  # the approval, then the refund
+    assert (last["event"], last["actor"]) == ("approved", "bob")
+
+
+def test_a_resume_value_that_cannot_be_read_is_refused_and_asked_again(app: TriageApp) -> None:
+    paused = run(app, "cus_mid_dup")
+    resume_graph(app, paused.thread_id, "yes please")
+    last = audit(app, paused.thread_id)[-1]
+    assert (last["event"], last["actor"]) == ("refused", "unknown")
+    asked_again = app.thread(paused.thread_id).result.pending_approval
+    assert asked_again is not None
+    assert asked_again["refusal"] == f"{last['details']['reason']}; the approval stays pending"
+    assert last["details"]["reason"].startswith("a decision is {'approver': ..., 'decision': 'approve'")
