@@ -443,3 +443,22 @@ def test_a_resume_value_that_cannot_be_read_is_refused_and_asked_again(app: Tria
     assert asked_again is not None
     assert asked_again["refusal"] == f"{last['details']['reason']}; the approval stays pending"
     assert last["details"]["reason"].startswith("a decision is {'approver': ..., 'decision': 'approve'")
+
+
+def test_an_approval_request_recorded_again_on_replay_is_audited_once(app: TriageApp) -> None:
+    """A process that dies after auditing the request but before checkpointing it runs the step again on recovery."""
+    from triage.context import Context
+
+    paused = run(app, "cus_mid_dup")
+
+    async def replay_the_request() -> None:
+        engine = await app._get_engine()
+        config = {"configurable": {"thread_id": paused.thread_id}}
+        history = [s async for s in engine.graph.aget_state_history(config)]
+        before = [s for s in history if s.next == ("approve",) and not s.interrupts][-1]  # before the request
+        await engine.graph.ainvoke(None, before.config, context=Context(services=engine.services))
+
+    app._portal.call(replay_the_request())
+    events = [line["event"] for line in audit(app, paused.thread_id)]
+    assert events == ["approval_requested"]
+    assert app.thread(paused.thread_id).result.pending_approval is not None
