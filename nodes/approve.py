@@ -171,14 +171,14 @@ async def _take(
     approvals = dict(state.get("approvals", {}))
 
     async def audit(event: str, **details: Any) -> None:
-        if event != "refused":
-            await services.journal.settle(
-                approval_id,
-                round_=len(record["approvers"]),
-                state=_STATES[decision.decision] if decision.decision != "approve" else _approved(record, tier),
-                decision=decision.model_dump(mode="json"),
-                approver=decision.approver,
-            )
+        """Settle the round in the approval index (a no-op when the app claimed it) and record `event`."""
+        await services.journal.settle(
+            approval_id,
+            round_=len(record["approvers"]),
+            state=_STATES[decision.decision] if decision.decision != "approve" else _approved(record, tier),
+            decision=decision.model_dump(mode="json"),
+            approver=decision.approver,
+        )
         await services.journal.audit(
             thread_id,
             event,
@@ -188,19 +188,18 @@ async def _take(
             policy_version=services.policy.version,
         )
 
-    if decision.decision in ("timeout", "reject"):
-        refusal = decision_refusal(
-            decision.approver,
-            decision.decision,
-            tier=tier,
-            received=record["approvers"],
-            kind=action["kind"],
-            args=action["args"],
-            changes=None,
-            policy=policy,
-        )
-        if refusal is not None:
-            return await _refuse(refusal, decision.approver, record, state, runtime, decision=decision.decision)
+    refusal = decision_refusal(
+        decision.approver,
+        decision.decision,
+        tier=tier,
+        received=record["approvers"],
+        kind=action["kind"],
+        args=action["args"],
+        changes=decision.args,
+        policy=policy,
+    )
+    if refusal is not None:  # the app refuses these before resuming; this guards the server and direct graph use
+        return await _refuse(refusal, decision.approver, record, state, runtime, decision=decision.decision)
     if decision.decision == "timeout":
         await audit("approval_expired", expires_at=record["expires_at"])
         reason = f"approval {approval_id} for {action['kind']} expired at {record['expires_at']} without a decision"
@@ -222,18 +221,6 @@ async def _take(
                 "draft": Draft(template="approval.rejected", facts={}),
             },
         )
-    refusal = decision_refusal(
-        decision.approver,
-        decision.decision,
-        tier=tier,
-        received=record["approvers"],
-        kind=action["kind"],
-        args=action["args"],
-        changes=decision.args,
-        policy=policy,
-    )
-    if refusal is not None:  # the app refuses these before resuming; this guards the server and direct graph use
-        return await _refuse(refusal, decision.approver, record, state, runtime, decision=decision.decision)
     if decision.decision == "edit":
         edited = ProposedAction(
             kind=action["kind"],

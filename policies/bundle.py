@@ -232,7 +232,6 @@ def load_policy_bundle(directory: Path | None = None, *, known_scopes: Collectio
 
 def _describe(file: Traversable, exc: ValidationError) -> str:
     problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" + (f" (got {err['input']!r})" if "input" in err else "")
-        for err in exc.errors()
+        f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']} (got {err['input']!r})" for err in exc.errors()
     )
     return f"{file}: {problems}. Fix the field(s) named, or compare with the packaged default bundle."

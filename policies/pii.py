@@ -26,20 +26,6 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-PII_KINDS = (
-    "SECRET",
-    "IBAN",
-    "CARD",
-    "CVV",
-    "EMAIL",
-    "IP_ADDRESS",
-    "DATE_OF_BIRTH",
-    "PASSPORT",
-    "TAX_ID",
-    "NATIONAL_ID",
-    "ADDRESS",
-    "PHONE",
-)
 SECRET_KINDS = frozenset({"SECRET"})
 """Kinds `restore` never puts back: a secret does not travel, not even back to the customer."""
 REMOVED_SECRET = "[removed]"
@@ -60,7 +46,7 @@ def luhn_valid(digits: str) -> bool:
 
 def iban_valid(candidate: str) -> bool:
     """Whether a string is an IBAN with a correct mod-97 check."""
-    compact = candidate.replace(" ", "").upper()
+    compact = candidate.replace(" ", "")  # int(char, 36) reads either case
     if not 15 <= len(compact) <= 34:
         return False
     rearranged = compact[4:] + compact[:4]
@@ -106,7 +92,8 @@ def _digits(text: str) -> str:
     return re.sub(r"\D", "", text)
 
 
-_DATE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
+_NUMERIC_DATE = r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}"
+_DATE = re.compile(_NUMERIC_DATE)
 _PHONE_WORDS = re.compile(
     r"(?i)\b(?:call|phone|tel|telephone|mobile|cell|whatsapp|ring|text|sms|landline|number|reach me|contact me)\b"
 )
@@ -115,12 +102,21 @@ _REFERENCE_WORDS = re.compile(
 )
 
 
+def _before(match: re.Match[str]) -> str:
+    """The 30 characters before a match: where a word naming it (a phone, an order) would be."""
+    return match.string[max(0, match.start() - 30) : match.start()]
+
+
+def _no_reference_before(match: re.Match[str]) -> bool:
+    return not _REFERENCE_WORDS.search(_before(match))
+
+
 def _phone(match: re.Match[str]) -> bool:
     candidate = match.group(0)
     digits = _digits(candidate)
     if not 8 <= len(digits) <= 15 or _DATE.fullmatch(candidate.strip()):
         return False
-    before = match.string[max(0, match.start() - 30) : match.start()]
+    before = _before(match)
     if _REFERENCE_WORDS.search(before):
         return False
     if candidate.startswith(("+", "(")) or digits.startswith("0"):
@@ -128,14 +124,10 @@ def _phone(match: re.Match[str]) -> bool:
     return bool(_PHONE_WORDS.search(before))
 
 
-def _no_reference_before(match: re.Match[str]) -> bool:
-    return not _REFERENCE_WORDS.search(match.string[max(0, match.start() - 30) : match.start()])
-
-
 _TLDS = r"(?:com|org|net|edu|gov|io|co|uk|de|fr|es|it|nl|be|ch|at|se|no|dk|fi|ie|pt|pl|in|au|ca|us|info|biz|me)"
 _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
 _ANY_DATE = (
-    r"(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}"
+    rf"(?:{_NUMERIC_DATE}"
     rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH},?\s+\d{{4}}|{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})"
 )
 _STREET_TYPES = (
@@ -325,6 +317,8 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], _Check], ...] = (
     ("ADDRESS", re.compile(r"\b(?:GIR 0AA|[A-Z]{1,2}\d[A-Z\d]? ?\d[ABD-HJLNP-UW-Z]{2})\b"), _always),
     ("PHONE", re.compile(r"(?<![\w\d-])(?:\+|\()?\d[\d ().\-]{7,17}\d(?![\d])"), _phone),
 )
+PII_KINDS = tuple(dict.fromkeys(kind for kind, _, _ in _PATTERNS))
+"""Every kind of data `redact` replaces, in the order it looks for them."""
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S)
 _PLACEHOLDER = re.compile(r"\[(?:" + "|".join(PII_KINDS) + r")_\d+\]")
 _TOKEN_CHARS = re.compile(r"[^\s\"'<>()\[\]{},;]+")

@@ -6,8 +6,14 @@ scripts/typecheck.py, this lays that tree out as symlinks (from `[tool.setuptool
 build/mutation/src/, with the tests, README and pyproject.toml beside it, runs `mutmut run` there (mutmut copies
 the tree into build/mutation/mutants/ and mutates the copies), then prints the score and every surviving mutant.
 Survivors listed in tests/mutation/equivalent.md are reported as equivalent; the score counts them as survivors
-all the same, and a second figure leaves them out. Mutants a run did not check (a run limited to some names, or
-stopped early) are left out of the figures.
+all the same, and a second figure leaves them out. Mutants that mypy --strict rejects (`type_check_command` in
+pyproject.toml) count as caught, and the score says how many. Mutants a run did not check (a run limited to some
+names, or stopped early) are left out of the figures, and their number is printed.
+
+A long run can be done in parts: `--keep` goes on from the results in build/mutation/ (a run cut short, or one
+limited to some mutant globs, keeps every verdict it reached), `--recheck` runs the survivors again once tests were
+added, and `--report` prints the figures of everything checked so far. Mutant globs make mutmut run every mutant
+they match again, checked or not: `--keep` without globs is the way to finish a run.
 
 Usage: python scripts/mutation.py [--keep] [--report] [--max-children N] [--min-score PERCENT] [mutant globs]
 """
@@ -94,6 +100,7 @@ def main() -> int:
     if not (STAGE / "src").exists():
         build_stage()
     env = {**os.environ, "TRIAGE_TEST_MODEL_CACHE": str(STAGE / "model-cache"), "PYTHONDONTWRITEBYTECODE": "1"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # mypy, for the type check
     env.pop("TRIAGE_POLICY_DIR", None)
     run = [*MUTMUT, "run", "--max-children", str(options.max_children), *options.mutants]
     status = subprocess.run(run, cwd=STAGE, env=env, check=False).returncode
@@ -104,14 +111,14 @@ def main() -> int:
 
 
 def results() -> dict[str, dict[str, str]]:
-    """Each mutated file's mutants and their status, read from mutmut's result files (unchecked ones left out)."""
+    """Each mutated file's mutants and their status, read from mutmut's result files."""
     from mutmut.stats import status_by_exit_code
 
     found: dict[str, dict[str, str]] = {}
     for meta in sorted((STAGE / "mutants" / "src").rglob("*.py.meta")):
         codes = json.loads(meta.read_text()).get("exit_code_by_key", {})
         name = str(meta.relative_to(STAGE / "mutants" / "src")).removesuffix(".meta")
-        found[name] = {key: status_by_exit_code[code] for key, code in codes.items() if code is not None}
+        found[name] = {key: status_by_exit_code[code] for key, code in codes.items()}
     return found
 
 
@@ -133,15 +140,17 @@ def report(min_score: float | None) -> int:
     """Print the score per file and overall, and every survivor; 1 when below `min_score`."""
     equivalent = equivalent_mutants()
     killed_states = {"killed", "timeout", "caught by type check"}
-    total = killed = 0
+    total = killed = typed = unchecked = 0
     survivors: list[tuple[str, str]] = []
     print()
     for file, statuses in results().items():
-        counted = {k: v for k, v in statuses.items() if v != "skipped"}
+        unchecked += sum(v == "not checked" for v in statuses.values())
+        counted = {k: v for k, v in statuses.items() if v not in ("skipped", "not checked")}
         if not counted:
             continue
         dead = sum(v in killed_states for v in counted.values())
         total, killed = total + len(counted), killed + dead
+        typed += sum(v == "caught by type check" for v in counted.values())
         print(f"{file:40} {dead:4} of {len(counted):4} killed ({100 * dead / len(counted):5.1f}%)")
         survivors += sorted((k, v) for k, v in counted.items() if v not in killed_states)
     for name, status in survivors:
@@ -150,7 +159,12 @@ def report(min_score: float | None) -> int:
     unexplained = [name for name, _ in survivors if name not in equivalent]
     score = 100.0 * killed / total if total else 0.0
     listed = len(survivors) - len(unexplained)
-    print(f"mutation score: {score:.1f}% ({killed} of {total} mutants killed)")
+    print(f"mutation score: {score:.1f}% ({killed} of {total} mutants killed; {typed} of them by mypy --strict)")
+    if total > typed:
+        alone = 100.0 * (killed - typed) / (total - typed)
+        print(f"by the tests alone (the {typed} mutants mypy rejects left out): {alone:.1f}%")
+    if unchecked:
+        print(f"not checked yet: {unchecked} mutants (`python scripts/mutation.py --keep` goes on)")
     if total > listed:
         print(f"without the {listed} listed equivalent mutants: {100.0 * killed / (total - listed):.1f}%")
     print(f"survivors not listed as equivalent: {len(unexplained)}")

@@ -166,6 +166,8 @@ def test_edit_within_the_dual_tier_still_needs_a_second_approver(app: TriageApp,
     assert pending is not None and pending["args"]["amount_cents"] == 100000
     assert (pending["tier"], pending["approvals_received"]) == ("dual", ["alice"])
     assert pending["approval_id"] != paused.pending_approval["approval_id"]
+    [indexed] = app.pending_approvals()
+    assert (indexed.approval_id, indexed.origin_id) == (pending["approval_id"], paused.pending_approval["approval_id"])
     done = app.resume(paused.thread_id, {"approver": "sam", "decision": "approve"})
     assert done.status == "completed"
     assert [r["amount_cents"] for r in refunds(settings, paused.thread_id)] == [100000]
@@ -185,6 +187,7 @@ def test_reject_runs_no_effect_and_declines_the_request(app: TriageApp, settings
         "args": paused.pending_approval["args"],
     }
     assert done.reply is not None and done.reply.template == "approval.rejected"
+    assert (done.status, done.status_reason) == ("completed", "rejected")
     statuses = rows(
         settings.helpdesk_path, "SELECT status FROM refund_requests WHERE thread_id = ?", (paused.thread_id,)
     )
@@ -360,20 +363,9 @@ def test_the_node_itself_refuses_a_decision_the_app_would_refuse(
     app: TriageApp, settings: Settings, decision: dict[str, Any], reason: str
 ) -> None:
     """Resumed straight through the graph (no app checks), the approval node records the refusal and asks again."""
-    from langgraph.types import Command
-
-    from triage.context import Context
-
     paused = run(app, "cus_mid_dup")
     approval_id = paused.pending_approval["approval_id"]
-
-    async def resume_graph() -> None:
-        engine = await app._get_engine()
-        config = {"configurable": {"thread_id": paused.thread_id}}
-        answer = {**decision, "approval_id": approval_id}
-        await engine.graph.ainvoke(Command(resume=answer), config, context=Context(services=engine.services))
-
-    app._portal.call(resume_graph())
+    resume_graph(app, paused.thread_id, {**decision, "approval_id": approval_id})
     [pending] = app.pending_approvals()
     assert (pending.approval_id, pending.approvals_received) == (approval_id, [])
     assert refunds(settings, paused.thread_id) == []
@@ -381,3 +373,92 @@ def test_the_node_itself_refuses_a_decision_the_app_would_refuse(
     assert (last["event"], last["actor"], last["approval_id"]) == ("refused", decision["approver"], approval_id)
     assert last["details"]["decision"] == decision["decision"]
     assert last["details"]["reason"].startswith(reason)
+    asked_again = app.thread(paused.thread_id).result.pending_approval
+    assert asked_again is not None and asked_again["approval_id"] == approval_id
+    assert asked_again["refusal"] == f"{last['details']['reason']}; the approval stays pending"
+
+
+def resume_graph(app: TriageApp, thread_id: str, answer: Any, *, approver: str | None = None) -> None:
+    """Resume the thread straight through the graph, as LangGraph Studio or the SDK would: no app checks or claims."""
+    from langgraph.types import Command
+
+    from triage.context import Context
+
+    async def resume() -> None:
+        engine = await app._get_engine()
+        config = {"configurable": {"thread_id": thread_id}}
+        context = Context(services=engine.services, approver=approver)
+        await engine.graph.ainvoke(Command(resume=answer), config, context=context)
+
+    app._portal.call(resume())
+
+
+def indexed_state(app: TriageApp, approval_id: str) -> tuple[str, str | None]:
+    """The approval index's state for `approval_id`, and who decided it."""
+
+    async def read() -> tuple[str, str | None]:
+        engine = await app._get_engine()
+        row = await engine.services.journal.approval(approval_id)
+        assert row is not None
+        return row.state, row.decided_by
+
+    return app._portal.call(read())
+
+
+@pytest.mark.parametrize(
+    ("customer", "decision", "state"),
+    [
+        ("cus_mid_dup", {"approver": "bob", "decision": "approve"}, "approved"),
+        ("cus_mid_dup", {"approver": "bob", "decision": "reject", "reason": "a preorder"}, "rejected"),
+        ("cus_mid_dup", {"approver": "bob", "decision": "edit", "args": {"amount_cents": 1000}}, "edited"),
+        ("cus_large_dup", {"approver": "sam", "decision": "approve"}, "pending"),  # dual: offered again, round 1
+    ],
+)
+def test_a_decision_resumed_straight_through_the_graph_settles_the_approval_index(
+    app: TriageApp, customer: str, decision: dict[str, Any], state: str
+) -> None:
+    """Studio and the SDK resume the graph without the app's claim: the node records the decision in the index."""
+    paused = run(app, customer)
+    approval_id = paused.pending_approval["approval_id"]
+    resume_graph(app, paused.thread_id, decision)
+    assert indexed_state(app, approval_id) == (state, None if state == "pending" else decision["approver"])
+    if state == "pending":
+        [again] = app.pending_approvals()
+        assert (again.approval_id, again.approvals_received) == (approval_id, ["sam"])
+
+
+def test_agent_inbox_answers_name_the_approver_from_the_run_context(app: TriageApp) -> None:
+    paused = run(app, "cus_mid_dup")
+    resume_graph(app, paused.thread_id, [{"type": "accept", "args": None}], approver="bob")
+    last = audit(app, paused.thread_id)[-2]  # the approval, then the refund
+    assert (last["event"], last["actor"]) == ("approved", "bob")
+
+
+def test_a_resume_value_that_cannot_be_read_is_refused_and_asked_again(app: TriageApp) -> None:
+    paused = run(app, "cus_mid_dup")
+    resume_graph(app, paused.thread_id, "yes please")
+    last = audit(app, paused.thread_id)[-1]
+    assert (last["event"], last["actor"]) == ("refused", "unknown")
+    asked_again = app.thread(paused.thread_id).result.pending_approval
+    assert asked_again is not None
+    assert asked_again["refusal"] == f"{last['details']['reason']}; the approval stays pending"
+    assert last["details"]["reason"].startswith("a decision is {'approver': ..., 'decision': 'approve'")
+
+
+def test_an_approval_request_recorded_again_on_replay_is_audited_once(app: TriageApp) -> None:
+    """A process that dies after auditing the request but before checkpointing it runs the step again on recovery."""
+    from triage.context import Context
+
+    paused = run(app, "cus_mid_dup")
+
+    async def replay_the_request() -> None:
+        engine = await app._get_engine()
+        config = {"configurable": {"thread_id": paused.thread_id}}
+        history = [s async for s in engine.graph.aget_state_history(config)]
+        before = [s for s in history if s.next == ("approve",) and not s.interrupts][-1]  # before the request
+        await engine.graph.ainvoke(None, before.config, context=Context(services=engine.services))
+
+    app._portal.call(replay_the_request())
+    events = [line["event"] for line in audit(app, paused.thread_id)]
+    assert events == ["approval_requested"]
+    assert app.thread(paused.thread_id).result.pending_approval is not None

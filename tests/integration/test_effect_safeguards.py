@@ -182,3 +182,45 @@ async def test_journal_records_an_effect_once(app: TriageApp) -> None:
     assert first == second == stored == {"id": "re_1"}
     assert await app._portal.acall(journal.receipt("key-2")) is None
     assert [line["event"] for line in await app._portal.acall(journal.trail("t"))] == ["effect"]
+
+
+@pytest.mark.parametrize("ledger", ["kept", "forgotten"])
+def test_one_approval_yields_one_refund_even_when_replayed_with_another_edit(
+    app: TriageApp, settings: Settings, monkeypatch: pytest.MonkeyPatch, ledger: str
+) -> None:
+    """Studio can fork a thread from an earlier checkpoint: answering the same approval again with a different edit
+    finds the refund the approval already produced (its key comes from the original approval, not the amount), in
+    the ledger, or without it, through the key the executor hands the refund tool."""
+    paused = app.run(
+        {"customer_id": "cus_large_dup", "subject": "Charged twice", "body": "Charged twice for my order."}
+    )
+    edit = {"approver": "sam", "decision": "edit", "reason": "part was a preorder"}
+    done = app.resume(paused.thread_id, {**edit, "args": {"amount_cents": 40000}})
+    assert done.status == "completed"
+    [refund] = refund_rows(settings, paused.thread_id)
+    assert refund["amount_cents"] == 40000
+
+    if ledger == "forgotten":
+
+        async def forgetful_receipt(self: Journal, key: str) -> None:
+            return None
+
+        monkeypatch.setattr(Journal, "receipt", forgetful_receipt)
+
+    async def fork_with_another_edit() -> dict[str, Any]:
+        from langgraph.types import Command
+
+        engine = await app._get_engine()
+        config = {"configurable": {"thread_id": paused.thread_id}}
+        history = [s async for s in engine.graph.aget_state_history(config)]
+        before_asking = [s for s in history if s.next == ("approve",) and not s.interrupts][-1]  # the oldest
+        context = Context(services=engine.services)
+        await engine.graph.ainvoke(None, before_asking.config, context=context, durability="sync")  # asks again
+        answer = Command(resume={**edit, "args": {"amount_cents": 30000}})
+        await engine.graph.ainvoke(answer, config, context=context, durability="sync")
+        return dict((await engine.graph.aget_state(config)).values)
+
+    state = app._portal.call(fork_with_another_edit())
+    assert state["status"] == "completed"
+    assert refund_rows(settings, paused.thread_id) == [refund]
+    assert refund_receipts(state)[-1] == refund["id"]

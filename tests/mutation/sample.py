@@ -116,8 +116,8 @@ MUTANTS = (
         "the gateway skips the scope check",
         "triage.gateway",
         "ToolGateway.call",
-        "if not self.permissions.allows(caller, scope):",
-        "if False:",
+        "if not self.permissions.allows(caller, scope) or (offered is not None and tool_name not in offered):",
+        "if offered is not None and tool_name not in offered:",
         ("tests/integration/test_gateway_and_tools.py::test_out_of_scope_call_is_refused_and_recorded",),
     ),
     Mutant(
@@ -135,6 +135,14 @@ MUTANTS = (
         "timedelta(hours=policy.sla.expiry_hours)",
         "timedelta(days=policy.sla.expiry_hours)",
         (f"{FLOW}::test_single_approval_request_payload_and_audit",),
+    ),
+    Mutant(
+        "the longest IBANs slip through redaction",
+        "triage.policies.pii",
+        "iban_valid",
+        "if not 15 <= len(compact) <= 34:",
+        "if not 15 <= len(compact) < 34:",
+        ("tests/unit/test_pii_and_injection_rules.py::test_iban",),
     ),
     Mutant(
         "an edit may raise a refund",

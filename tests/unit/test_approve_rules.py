@@ -8,7 +8,7 @@ import pytest
 
 from triage.nodes.approve import actions_to_approve, approval_id_for
 from triage.policies import load_policy_bundle
-from triage.policies.approvals import edit_refusal
+from triage.policies.approvals import SWEEP_ACTOR, decision_refusal, edit_refusal
 from triage.state import ProposedAction
 
 APPROVALS = load_policy_bundle().approvals
@@ -48,6 +48,8 @@ def test_approval_id_is_stable_per_thread_and_action() -> None:
     edited = ProposedAction(**{**REFUND, "args": {**REFUND["args"], "amount_cents": 100}})
     assert first != approval_id_for("thr_1", edited)
     assert first != approval_id_for("thr_1", ProposedAction(**{**REFUND, "kind": "data_export"}))
+    reordered = ProposedAction(**{**REFUND, "args": dict(reversed(list(REFUND["args"].items())))})
+    assert approval_id_for("thr_1", reordered) == first, "the same arguments in another order are the same action"
 
 
 def _state(confidence: float, **extra: Any) -> dict[str, Any]:
@@ -75,3 +77,41 @@ def test_actions_to_approve_adds_the_reply_below_the_confidence_threshold() -> N
     assert actions_to_approve(no_draft, APPROVALS) == [REFUND]  # type: ignore[arg-type]
     assert actions_to_approve({"proposed_actions": []}, APPROVALS) == []  # type: ignore[arg-type]
     assert actions_to_approve({}, APPROVALS) == []  # type: ignore[arg-type]
+
+
+def test_approvers_are_looked_up_by_id() -> None:
+    policy = load_policy_bundle().approvals
+    sam = policy.approver("sam")
+    assert sam is not None and (sam.id, sam.role) == ("sam", "supervisor")
+    assert (policy.role_of("alice"), policy.role_of("mallory")) == ("agent", None)
+    assert policy.approver("mallory") is None
+
+
+@pytest.mark.parametrize(
+    ("approver", "refusal"),
+    [(SWEEP_ACTOR, None), ("sam", "a timeout is decided by `triage sweep`, not by an approver")],
+)
+def test_only_the_sweep_answers_with_a_timeout(approver: str, refusal: str | None) -> None:
+    policy = load_policy_bundle().approvals
+    args = {"amount_cents": 24000}
+    decided = decision_refusal(
+        approver, "timeout", tier="single", received=[], kind="refund", args=args, changes=None, policy=policy
+    )
+    assert decided == refusal
+
+
+@pytest.mark.parametrize(
+    ("approver", "received", "refusal"),
+    [
+        ("bob", ["alice"], None),  # an agent may turn down the second round, which only a supervisor may approve
+        ("alice", ["alice"], None),  # so may the one who gave the first approval
+        ("mallory", [], "'mallory' is not an approver in the approval policy"),
+    ],
+)
+def test_any_approver_may_reject(approver: str, received: list[str], refusal: str | None) -> None:
+    policy = load_policy_bundle().approvals
+    args = {"amount_cents": 120000}
+    decided = decision_refusal(
+        approver, "reject", tier="dual", received=received, kind="refund", args=args, changes=None, policy=policy
+    )
+    assert decided == refusal

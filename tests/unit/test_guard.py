@@ -158,6 +158,22 @@ async def test_warm_up_reaches_the_wrapped_tier(inner: RecordingTier) -> None:
     assert inner.warmed
 
 
+class ClosingTier(RecordingTier):
+    """A wrapped tier that holds connections (as the model tier's HTTP pool does)."""
+
+    closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_closing_the_guard_closes_the_wrapped_tier(tmp_path: Path) -> None:
+    holding = ClosingTier(tmp_path / "cache")
+    await GuardedModelTier(holding).aclose()
+    assert holding.closed
+    await GuardedModelTier(RecordingTier(tmp_path / "cache")).aclose()  # the local tier holds none: nothing to close
+
+
 async def test_summary_length_defaults_to_280_characters(inner: RecordingTier) -> None:
     first = "A" * 199 + "."
     second = "B" * 79 + "."  # "first second" is 281 characters: one too many

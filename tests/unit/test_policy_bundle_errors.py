@@ -48,6 +48,12 @@ def test_version_is_the_documented_hash_and_source_is_the_folder(tmp_path: Path)
             "grants: Field required (got {'grant': ",
         ),
         (
+            "prompts.toml",
+            'system = """You classify',
+            'sistem = """You classify',
+            "classify.system: Field required (got {'sistem': ",
+        ),
+        (
             "support.toml",
             "duplicate_window_hours = 72",
             "duplicate_window_hours = 0",
@@ -90,3 +96,18 @@ def test_unreadable_toml_is_named(tmp_path: Path, content: bytes) -> None:
     text = str(caught.value)
     assert text.startswith(f"{folder / 'permissions.toml'}: not valid TOML (")
     assert text.endswith("); fix the syntax")
+
+
+def test_every_problem_in_a_file_is_named_in_one_message(tmp_path: Path) -> None:
+    folder = policy_copy(
+        tmp_path,
+        "approvals.toml",
+        "no_approval_max_cents = 5000          # $50\nsingle_approval_max_cents = 50000",
+        "no_approval_max_cents = -1\nsingle_approval_max_cents = -2",
+    )
+    with pytest.raises(PolicyFileError) as caught:
+        load_policy_bundle(folder)
+    assert str(caught.value) == (
+        f"{folder / 'approvals.toml'}: refunds.no_approval_max_cents: Input should be greater than or equal to 0 "
+        "(got -1); refunds.single_approval_max_cents: Input should be greater than or equal to 0 (got -2)" + TAIL
+    )
