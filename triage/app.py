@@ -19,18 +19,22 @@ from triage.errors import (
     ApprovalConflictError,
     ApprovalRefusedError,
     CheckpointStoreError,
+    ConversationBusyError,
     InvalidDecisionError,
+    InvalidTicketError,
     NotAwaitingApprovalError,
     StaleApprovalError,
     StoreUnavailableError,
     ThreadNotFoundError,
     ToolError,
     ToolErrorKind,
+    UnknownConversationError,
 )
 from triage.portal import Portal
 from triage.schemas import (
     Action,
     Decision,
+    FollowUp,
     PendingApproval,
     Reply,
     RunResult,
@@ -96,6 +100,7 @@ class TriageApp:
         self._portal = Portal()
         self._engine: _Engine | None = None
         self._opening: asyncio.Lock | None = None
+        self._conversation_locks: dict[str, asyncio.Lock] = {}
 
     @classmethod
     def open(
@@ -209,12 +214,86 @@ class TriageApp:
         callbacks: list[Any] | None = None,
     ) -> RunResult:
         from triage.metering import Meter
-        from triage.nodes.validate import check_ticket
 
         engine = await self._get_engine()
         meter = Meter(budget=engine.services.policy.support.budget.override(budget))
-        thread_id = thread_id or f"thr_{uuid.uuid4().hex}"
-        data = ticket.model_dump() if isinstance(ticket, Ticket) else ticket
+        data: Any = ticket.model_dump() if isinstance(ticket, Ticket) else ticket
+        conversation_id = Ticket.parse(data).conversation_id
+        if conversation_id is None:
+            return await self._start(engine, data, thread_id or f"thr_{uuid.uuid4().hex}", meter, callbacks)
+        if thread_id is not None and thread_id != conversation_id:
+            raise InvalidTicketError(
+                f"the ticket continues conversation {conversation_id} but the run names thread {thread_id}: give one"
+            )
+        lock = self._conversation_locks.setdefault(conversation_id, asyncio.Lock())
+        async with lock:  # follow-ups to one conversation take turns (in this process)
+            return await self._follow_up(engine, data, conversation_id, meter, callbacks)
+
+    async def _follow_up(
+        self, engine: _Engine, data: Any, conversation_id: str, meter: Meter, callbacks: list[Any] | None
+    ) -> RunResult:
+        """Run a follow-up as the conversation's next turn, or attach it to the turn that awaits approval."""
+        from triage.nodes.validate import check_ticket
+        from triage.policies.conversation import FOLLOW_UP_EVENT, clip
+
+        config: RunnableConfig = {"configurable": {"thread_id": conversation_id}}
+        snapshot = await engine.graph.aget_state(config)
+        if not _exists(snapshot):
+            raise UnknownConversationError(
+                f"no conversation {conversation_id!r}: leave conversation_id out to start one (its result names the "
+                "conversation_id that follow-ups give)"
+            )
+        ticket = Ticket.parse(data)
+        known = (snapshot.values.get("customer") or {}).get("id")
+        if ticket.customer_id is None and known is not None:
+            data = ticket.model_copy(update={"customer_id": known}).model_dump()  # not asked for again
+        elif known is not None and ticket.customer_id != known:
+            raise UnknownConversationError(
+                f"conversation {conversation_id} is with another customer than {ticket.customer_id}: leave "
+                "conversation_id out to start a new conversation"
+            )
+        paused = _pending(snapshot)
+        if paused is None and snapshot.next:
+            raise ConversationBusyError(
+                f"conversation {conversation_id} is still running its last turn: wait for it (or `triage recover "
+                f"{conversation_id}` if its process died), then send the follow-up again"
+            )
+        if paused is None:
+            return await self._start(engine, data, conversation_id, meter, callbacks)
+        # Awaiting a decision: the message is attached for the approver and joins the next turn; the pending
+        # decision and the paused run are left as they are.
+        parsed, _ = await check_ticket(data, engine.services.gateway, thread_id=conversation_id)
+        follow_up_id = f"fu_{uuid.uuid4().hex[:16]}"
+        await engine.services.journal.audit(
+            conversation_id,
+            FOLLOW_UP_EVENT,
+            actor="customer",
+            approval_id=paused["approval_id"],
+            details={"follow_up_id": follow_up_id, "turn": _turn_of(snapshot), "message": clip(parsed.text)},
+            policy_version=engine.services.policy.version,
+            dedupe_key=f"follow_up:{follow_up_id}",
+        )
+        result = _result(conversation_id, snapshot)
+        return result.model_copy(update={"follow_ups": await self._follow_ups(engine, conversation_id)})
+
+    @staticmethod
+    async def _follow_ups(engine: _Engine, thread_id: str) -> list[FollowUp]:
+        """Messages attached to the thread that no turn has taken in yet."""
+        from triage.policies.conversation import FOLLOW_UP_EVENT
+
+        turn = _turn_of(await engine.graph.aget_state({"configurable": {"thread_id": thread_id}}))
+        return [
+            FollowUp(follow_up_id=line["details"]["follow_up_id"], at=line["at"], message=line["details"]["message"])
+            for line in await engine.services.journal.trail(thread_id)
+            if line["event"] == FOLLOW_UP_EVENT and line["details"].get("turn") == turn
+        ]
+
+    async def _start(
+        self, engine: _Engine, data: Any, thread_id: str, meter: Meter, callbacks: list[Any] | None
+    ) -> RunResult:
+        """Check the ticket and run it on `thread_id` (a new thread, or a conversation's next turn)."""
+        from triage.nodes.validate import check_ticket
+
         # Refuse bad input before anything is written: no thread, no helpdesk row.
         for attempt in range(START_ATTEMPTS):
             try:
@@ -497,7 +576,7 @@ class TriageApp:
                 if not unapplied or row is None:
                     break
                 result = await self._drive(engine, Command(resume=row.decision), thread_id, meter)
-            elif "status" in values and not snapshot.next:
+            elif values.get("status") and not snapshot.next:
                 retry = values["status"] == "failed" and values.get("failure_class") == "transient"
                 if not retry or snapshot.parent_config is None:
                     break
@@ -526,7 +605,13 @@ class TriageApp:
             overdue = datetime.fromisoformat(row.expires_at) <= now
             if overdue or not overdue_only:
                 found.append(
-                    PendingApproval(**row.request, origin_id=row.origin_id, version=row.version, overdue=overdue)
+                    PendingApproval(
+                        **row.request,
+                        origin_id=row.origin_id,
+                        version=row.version,
+                        overdue=overdue,
+                        follow_ups=await self._follow_ups(engine, row.thread_id),
+                    )
                 )
         return found
 
@@ -575,9 +660,12 @@ class TriageApp:
         if not _exists(snapshot):
             raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
         tuples = [t async for t in engine.services.saver.alist(config)]
+        result = _result(thread_id, snapshot)
+        if result.pending_approval is not None:
+            result = result.model_copy(update={"follow_ups": await self._follow_ups(engine, thread_id)})
         return ThreadView(
             thread_id=thread_id,
-            result=_result(thread_id, snapshot),
+            result=result,
             timeline=build_timeline(tuples),
             audit=await engine.services.journal.trail(thread_id),
         )
@@ -653,7 +741,7 @@ class TriageApp:
             records.append(
                 retention.ThreadRecord(
                     thread_id=thread_id,
-                    status="awaiting_approval" if pending else snapshot.values.get("status", "running"),
+                    status="awaiting_approval" if pending else snapshot.values.get("status") or "running",
                     updated_at=datetime.fromisoformat(str(snapshot.created_at)),
                     finished=not snapshot.next and pending is None,
                     status_reason=str(snapshot.values.get("status_reason") or ""),
@@ -772,6 +860,16 @@ class TriageApp:
 
         engine = await self._get_engine()
         data = ticket.model_dump() if isinstance(ticket, Ticket) else ticket
+        conversation_id = Ticket.parse(data).conversation_id
+        if conversation_id is not None:
+            snapshot = await engine.graph.aget_state({"configurable": {"thread_id": conversation_id}})
+            if not _exists(snapshot):
+                raise UnknownConversationError(
+                    f"no conversation {conversation_id!r}: leave conversation_id out to start one"
+                )
+            known = (snapshot.values.get("customer") or {}).get("id")
+            if isinstance(data, Mapping) and data.get("customer_id") is None and known is not None:
+                data = {**data, "customer_id": known}
         parsed, _ = await check_ticket(data, engine.services.gateway, thread_id="intake")
         return parsed
 
@@ -794,6 +892,11 @@ def _pending(snapshot: StateSnapshot) -> dict[str, Any] | None:
 
 THREAD_STATUSES = ("running", "awaiting_approval", "completed", "escalated", "failed")
 """What `triage threads --status` filters on; `running` is a run that neither finished nor paused."""
+
+
+def _turn_of(snapshot: StateSnapshot) -> int:
+    """The conversation turn a thread is on (or ended last)."""
+    return int(snapshot.values.get("turn", 1))
 
 
 def _exists(snapshot: StateSnapshot) -> bool:
@@ -839,14 +942,18 @@ def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | Non
     classification = values.get("classification") or {}
     reply = values.get("reply")
     pending = _pending(snapshot)
-    status = "awaiting_approval" if pending else values.get("status", "failed")
-    reason = values.get("status_reason", None if "status" in values else "the run did not finish")
+    status = "awaiting_approval" if pending else values.get("status") or "failed"
+    reason = values.get("status_reason") if values.get("status") else "the run did not finish"
     if not pending and snapshot.next:
         status, reason = "failed", f"the run did not finish; `triage recover {thread_id}` continues it"
     if pending:
         reason = pending["description"]
+    turn = _turn_of(snapshot)
     return RunResult(
         thread_id=thread_id,
+        conversation_id=thread_id,
+        turn=turn,
+        conversation=[dict(t) for t in values.get("conversation", []) if t["turn"] < turn],
         status=status,
         status_reason=reason,
         route=values.get("route"),

@@ -24,6 +24,14 @@ class UnknownCustomerError(InvalidTicketError):
     """The ticket names a customer id that the helpdesk does not know."""
 
 
+class UnknownConversationError(InvalidTicketError):
+    """The ticket continues a conversation that does not exist, or belongs to another customer."""
+
+
+class ConversationBusyError(TriageError):
+    """A follow-up arrived while the conversation's last turn is still running (or died mid-run)."""
+
+
 class ThreadNotFoundError(TriageError):
     """No run with that thread id exists in the checkpoint store."""
 

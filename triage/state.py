@@ -20,6 +20,32 @@ class TicketData(TypedDict):
     subject: str
     body: str
     channel: str
+    conversation_id: NotRequired[str | None]
+    """The conversation (thread) this message continues, when it is a follow-up."""
+
+
+class Turn(TypedDict):
+    """One earlier turn of a conversation, as the next turn reads it: what was asked, known and answered.
+
+    Kept short (the message clipped and redacted, the rows by id) because every later checkpoint carries it.
+    """
+
+    turn: int
+    message: str
+    """The customer's message (subject and body), personal data redacted, clipped to the policy's length."""
+    route: str | None
+    intent: str | None
+    status: str | None
+    """The turn's terminal status, or `attached` for a message that arrived while the thread awaited approval."""
+    outcome: str | None
+    reply_template: str | None
+    """The template of the reply sent, e.g. technical.kb_answer."""
+    answered_with: str | None
+    """The knowledge-base article the reply was built from, if any."""
+    requests: list[str]
+    """Receipt ids of what the turn filed (refund and account requests, tickets): open until someone acts."""
+    follow_up_id: NotRequired[str]
+    """For an attached message: its id in the audit trail's `follow_up` line (so it is folded in once)."""
 
 
 class Classification(TypedDict):
@@ -181,6 +207,12 @@ class State(InputState):
     """Why the run stopped using models (a budget it crossed), if it did."""
     usage: NotRequired[dict[str, int | float]]
     """What the run spent: model calls, tokens, cost, wall seconds."""
+    conversation: NotRequired[list[Turn]]
+    """The earlier turns of this conversation, oldest first (absent on a conversation's first turn)."""
+    turn: NotRequired[int]
+    """Which turn of the conversation this run is (absent on the first)."""
+    turn_step: NotRequired[int]
+    """The coordinator step this turn began at (the step budget counts from it; 0 on the first turn)."""
 
 
 class SpecialistState(TypedDict):
@@ -196,6 +228,8 @@ class SpecialistState(TypedDict):
     outcome: NotRequired[str]
     draft: NotRequired[Draft]
     violations: NotRequired[list[Violation]]
+    conversation: NotRequired[list[Turn]]
+    """Read only: the conversation's earlier turns (see `State.conversation`)."""
 
 
 class SpecialistOutput(TypedDict):
