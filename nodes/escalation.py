@@ -7,7 +7,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from triage.context import Context, meter_of, services_of
-from triage.nodes.common import RESPONSE_TIMES, action_record, call_tool, specialist_update
+from triage.nodes.common import RESPONSE_TIMES, action_record, call_tool, remembered, specialist_update
 from triage.policies.conversation import history_lines
 from triage.policies.routing import priority_for
 from triage.state import Draft, SpecialistState
@@ -40,6 +40,9 @@ async def hand_off(state: SpecialistState, runtime: Runtime[Context]) -> dict[st
         )
     if reason:
         summary_lines.append(f"Escalated because: {reason}.")
+    history = await remembered(runtime, ticket["customer_id"])
+    if history:
+        summary_lines.append(f"Customer history: {history}")
     if state.get("conversation"):
         summary_lines += ["", "Conversation so far:", *history_lines(state.get("conversation", [])[-6:])]
     receipt = await call_tool(

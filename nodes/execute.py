@@ -18,6 +18,7 @@ from triage.nodes.approve import approval_id_for, origin_of
 from triage.nodes.common import action_record, call_tool
 from triage.policies.billing import format_money
 from triage.state import ActionRecord, Draft, ProposedAction, State
+from triage.stores.memory import forget_customer
 from triage.tools.base import idempotency_key
 
 NODE = "execute"
@@ -67,6 +68,8 @@ async def execute(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                 key, thread_id=thread_id, kind=action["kind"], receipt=receipt, policy_version=services.policy.version
             )
         ran = True
+        if action["kind"] == "account_deletion":
+            await forget_customer(runtime.store, str(args["customer_id"]))  # nothing remembered of a deleted account
         amount = args.get("amount_cents")
         actions.append(action_record(action["kind"], tool, NODE, receipt, amount_cents=amount, idempotency_key=key))
         facts.update({"refund_id": receipt["id"], "amount": format_money(int(amount))} if amount else {})

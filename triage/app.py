@@ -73,6 +73,8 @@ class ThreadView(BaseModel):
     timeline: list[TimelineEntry]
     audit: list[dict[str, Any]] = []
     """Approval requests, decisions, refusals and effects, oldest first."""
+    customer_memory: dict[str, Any] | None = None
+    """What is remembered about the thread's customer across conversations (`triage.stores.memory`)."""
 
 
 @dataclass
@@ -162,7 +164,9 @@ class TriageApp:
         from triage.services import Services
 
         services = await Services.open(self.settings, models=self._models)
-        graph = build_support_graph(policy=services.policy).compile(checkpointer=services.saver, name="support")
+        graph = build_support_graph(policy=services.policy).compile(
+            checkpointer=services.saver, store=services.memory, name="support"
+        )
         return _Engine(services=services, graph=graph)
 
     # -- running tickets -------------------------------------------------------------------------------------
@@ -652,6 +656,7 @@ class TriageApp:
         return await self._portal.acall(self._athread(thread_id))
 
     async def _athread(self, thread_id: str) -> ThreadView:
+        from triage.stores.memory import read_memory
         from triage.timeline import build_timeline
 
         engine = await self._get_engine()
@@ -663,11 +668,13 @@ class TriageApp:
         result = _result(thread_id, snapshot)
         if result.pending_approval is not None:
             result = result.model_copy(update={"follow_ups": await self._follow_ups(engine, thread_id)})
+        customer = snapshot.values.get("customer") or {}
         return ThreadView(
             thread_id=thread_id,
             result=result,
             timeline=build_timeline(tuples),
             audit=await engine.services.journal.trail(thread_id),
+            customer_memory=await read_memory(engine.services.memory, customer.get("id")),
         )
 
     def threads(self, *, limit: int = 20, status: str | None = None) -> list[ThreadSummary]:
@@ -820,6 +827,24 @@ class TriageApp:
             else:
                 labels.append(label)
         return labels, skipped
+
+    def customer_memory(self, customer_id: str) -> dict[str, Any] | None:
+        """What is remembered about a customer across conversations, or None (see `acustomer_memory`)."""
+        return self._portal.call(self._acustomer_memory(customer_id))
+
+    async def acustomer_memory(self, customer_id: str) -> dict[str, Any] | None:
+        """What is remembered about a customer across conversations, or None when nothing is.
+
+        The memory holds their open requests, recent outcomes, a summary and preferences; None for a new customer or
+        one whose account was deleted.
+        """
+        return await self._portal.acall(self._acustomer_memory(customer_id))
+
+    async def _acustomer_memory(self, customer_id: str) -> dict[str, Any] | None:
+        from triage.stores.memory import read_memory
+
+        engine = await self._get_engine()
+        return await read_memory(engine.services.memory, customer_id)
 
     def customers(self) -> list[dict[str, Any]]:
         """The helpdesk's customers with their status and plan, scenario customers first."""

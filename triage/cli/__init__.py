@@ -290,10 +290,13 @@ def show(
                 **view.result.model_dump(mode="json"),
                 "timeline": [e.model_dump(mode="json", exclude={"started_at"}) for e in view.timeline],
                 "audit": view.audit,
+                "customer_memory": view.customer_memory,
             }
         )
         return
     _print_result(view.result)
+    if view.customer_memory:
+        out.print(f"[bold]memory[/] {view.customer_memory['summary']}", highlight=False)
     out.print(f"[bold]web[/]    {_public_url()}/inbox/threads/{thread_id} (`triage serve`)", highlight=False)
     table = Table(title=f"timeline of {thread_id}")
     for column in ("node", "namespace", "checkpoint", "ms", "outcome"):
