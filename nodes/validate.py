@@ -82,6 +82,8 @@ TURN_KEYS = (
     "status_reason",
     "failure_class",
     "budget_exceeded",
+    "asks",
+    "ask_results",
 )
 """What one turn decides that the next must not inherit (cleared to None; the next turn writes its own)."""
 

@@ -979,6 +979,7 @@ def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | Non
         conversation_id=thread_id,
         turn=turn,
         conversation=[dict(t) for t in values.get("conversation", []) if t["turn"] < turn],
+        asks=[dict(a) for a in values.get("asks") or []],
         status=status,
         status_reason=reason,
         route=values.get("route"),

@@ -272,6 +272,11 @@ class RunResult(BaseModel):
     follow_ups: list[FollowUp] = Field(
         default_factory=list, description="Messages attached while the thread awaits approval (not yet answered)."
     )
+    asks: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="A ticket that asks several things: each ask's index, text, route, intent and status "
+        "(answered or handed_on, with the reason); empty for a single ask.",
+    )
     status: Status
     status_reason: str | None = None
     route: Route | None = None

@@ -106,6 +106,21 @@ class ProposedAction(TypedDict):
     kind: str
     args: dict[str, Any]
     reason: str
+    ask: NotRequired[int]
+    """On a ticket with several asks: the ask that proposed it (its index, from 1)."""
+
+
+class AskRecord(TypedDict):
+    """One ask of a ticket that asks several things (`result.asks`)."""
+
+    index: int
+    text: str
+    """The part of the ticket that asks it, clipped and redacted."""
+    route: str
+    intent: str
+    status: str
+    """answered (by its specialist) or handed_on (to a person, see `reason`)."""
+    reason: str | None
 
 
 class ApprovalRecord(TypedDict):
@@ -163,6 +178,11 @@ def _ids(value: Any) -> Any:
     return value
 
 
+def ask_results(old: list[Any] | None, new: list[Any] | None) -> list[Any]:
+    """Reducer of the asks' parallel branches: each adds its result; None (the merge, a new turn) clears them."""
+    return [] if new is None else [*(old or []), *new]
+
+
 class InputState(TypedDict):
     """What a caller hands the graph: the ticket, and the customer's profile if the caller already looked it up."""
 
@@ -209,6 +229,10 @@ class State(InputState):
     """What the run spent: model calls, tokens, cost, wall seconds."""
     conversation: NotRequired[list[Turn]]
     """The earlier turns of this conversation, oldest first (absent on a conversation's first turn)."""
+    asks: NotRequired[list[AskRecord] | None]
+    """A ticket that asks several things: each ask, its route, intent and status (absent for a single ask)."""
+    ask_results: NotRequired[Annotated[list[dict[str, Any]], ask_results]]
+    """The asks' branches as they finish (cleared by the merge)."""
     turn: NotRequired[int]
     """Which turn of the conversation this run is (absent on the first)."""
     turn_step: NotRequired[int]
