@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+from collections.abc import Mapping
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -31,9 +33,7 @@ async def compose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if draft["template"] != PLAN_TEMPLATE:
         merged = Draft(template=draft["template"], facts={**facts, **draft["facts"]})
         return {"reply": await services.models.compose(merged, meter=meter_of(runtime))}
-    parts = [
-        {**part, "body": TEMPLATES[part["template"]].format_map(part["facts"])} for part in draft["facts"]["parts"]
-    ]
+    parts = [_rendered(part) for part in draft["facts"]["parts"]]
     answers = "\n\n".join(f"{number}. {part['body']}" for number, part in enumerate(parts, start=1))
     merged = Draft(template=PLAN_TEMPLATE, facts={**facts, "answers": answers})
     reply = await services.models.compose(merged, meter=meter_of(runtime))
@@ -42,3 +42,11 @@ async def compose(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if findings:
         reply = {**render(merged), "verdict": "template_fallback", "findings": findings}
     return {"reply": reply}
+
+
+def _rendered(part: Mapping[str, Any]) -> dict[str, Any]:
+    """An ask's answer rendered from its template, with the facts it shows (what the merged reply must keep)."""
+    template = TEMPLATES[part["template"]]
+    shown = {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    facts = {key: value for key, value in part["facts"].items() if key in shown}
+    return {**part, "facts": facts, "body": template.format_map(part["facts"])}

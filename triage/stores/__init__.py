@@ -25,7 +25,7 @@ from triage.faults import FaultInjector
 from triage.helpdesk.store import helpdesk_holds_requests
 from triage.journal import Journal
 from triage.storefiles import check_sqlite_file, create_atomically, describe_open_error
-from triage.stores.memory import open_postgres_memory, open_sqlite_memory
+from triage.stores.memory import close_memory, open_postgres_memory, open_sqlite_memory
 from triage.stores.sql import PostgresSql, Sql, SqliteSql
 
 POOL_SIZE = 8
@@ -80,7 +80,11 @@ async def open_postgres_store(url: str) -> CheckpointStore:
     )
     sql_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=False)
 
+    memory: BaseStore | None = None
+
     async def close() -> None:
+        if memory is not None:
+            await close_memory(memory)
         await saver_pool.close()
         await sql_pool.close()
 
@@ -124,9 +128,13 @@ async def open_sqlite_store(path: Path, *, helpdesk_path: Path, faults: FaultInj
         if isinstance(exc, sqlite3.Error):
             raise describe_open_error(path, "checkpoint store", exc) from None
         raise
-    return CheckpointStore(
-        saver=saver, sql=SqliteSql(saver.conn, saver.lock), where=str(path), close=saver.conn.close, memory=memory
-    )
+
+    async def close() -> None:
+        await close_memory(memory)
+        await saver.conn.close()
+
+    sql = SqliteSql(saver.conn, saver.lock)
+    return CheckpointStore(saver=saver, sql=sql, where=str(path), close=close, memory=memory)
 
 
 async def open_checkpoint_file(

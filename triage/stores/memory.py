@@ -11,6 +11,8 @@ one connection per process and file); on PostgreSQL it is LangGraph's `AsyncPost
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +48,15 @@ async def open_postgres_memory(pool: Any) -> BaseStore:
     from langgraph.store.postgres.aio import AsyncPostgresStore
 
     return AsyncPostgresStore(pool)
+
+
+async def close_memory(store: BaseStore) -> None:
+    """Stop the store's batching task (LangGraph's async stores start one and leave it running past their loop)."""
+    task = getattr(store, "_task", None)
+    if isinstance(task, asyncio.Task) and not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def read_memory(store: BaseStore | None, customer_id: str | None) -> dict[str, Any] | None:
