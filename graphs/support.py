@@ -1,10 +1,13 @@
 """The coordinator graph.
 
 validate -> classify -> route -> specialist -> approve -> execute [-> account_change] -> compose -> send_reply
--> finish.
+-> finish; a ticket that asks several things goes classify -> ask (one task per ask, in parallel) -> merge -> approve
+instead.
 """
 
 from __future__ import annotations
+
+from typing import Any, cast
 
 from langgraph.graph import END, START, StateGraph
 
@@ -17,6 +20,7 @@ from triage.nodes import saga as saga_node
 from triage.nodes import send_reply as send_reply_node
 from triage.nodes import validate as validate_node
 from triage.nodes.approve import approve
+from triage.nodes.ask import make_ask_node, merge_asks
 from triage.nodes.classify import classify
 from triage.nodes.compose import compose
 from triage.nodes.execute import execute
@@ -46,8 +50,11 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
     graph.add_node("validate", validate, retry_policy=TRANSIENT_RETRY, timeout=timeout)
     graph.add_node("classify", classify)
     graph.add_node("route", route)
-    for name in SPECIALISTS:
-        graph.add_node(name, build_specialist(name, policy))
+    specialists = {name: build_specialist(name, policy) for name in SPECIALISTS}
+    for name, specialist in specialists.items():
+        graph.add_node(name, specialist)
+    graph.add_node("ask", cast(Any, make_ask_node(specialists)))  # fed by `Send` payloads, not by the state
+    graph.add_node("merge", merge_asks)
     graph.add_node("fall_back", fall_back)
     graph.add_node("approve", approve)
     graph.add_node("execute", execute, retry_policy=TRANSIENT_RETRY, timeout=timeout)
@@ -57,7 +64,8 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
     graph.add_node("finish", finish)
 
     graph.add_edge(START, "validate")
-    graph.add_edge("classify", "route")
+    graph.add_edge("ask", "merge")
+    graph.add_edge("merge", "approve")
     for name in SPECIALISTS:
         if name == "escalation":
             graph.add_edge(name, "compose")
@@ -75,7 +83,7 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
 def node_tools() -> dict[str, tuple[str, ...]]:
     """Every node of the coordinator (specialists as one node each) and the tools it declares."""
     declared: dict[str, tuple[str, ...]] = dict.fromkeys(
-        ("classify", "route", "fall_back", "approve", "compose", "finish"), ()
+        ("classify", "route", "fall_back", "approve", "compose", "finish", "ask", "merge"), ()
     )
     declared.update(
         validate=validate_node.TOOLS,

@@ -227,6 +227,8 @@ async def _take(
             args={**action["args"], **(decision.args or {})},
             reason=f"{action['reason']}; edited by {decision.approver}: {decision.reason}",
         )
+        if "ask" in action:
+            edited["ask"] = action["ask"]
         proposed = [edited if a == action else a for a in state.get("proposed_actions", [])]
         new_id = approval_id_for(thread_id, edited)
         await audit("edited", args=edited["args"], new_approval_id=new_id, reason=decision.reason)

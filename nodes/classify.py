@@ -2,31 +2,55 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
 from triage.context import Context, meter_of, services_of
 from triage.metering import BudgetExceededError
 from triage.models.signals import detect_signals
+from triage.nodes.ask import plan_asks
+from triage.policies.conversation import history_text, needs_history
 from triage.state import Classification, State
 
 BUDGET_SIGNAL = "budget_exceeded"
 
 
-async def classify(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+async def classify(state: State, runtime: Runtime[Context]) -> Command[Literal["route", "ask"]]:
     """Ask the model tier to read the ticket. Read-only: no tools.
 
-    Over budget, no model is asked: the ticket is marked for a person, with the reason.
+    A follow-up that is short or unclear on its own is read again with the conversation's earlier messages
+    (redacted, within `HISTORY_CHARS`); the surer reading stands. Over budget, no model is asked: the ticket is
+    marked for a person, with the reason.
     """
     services = await services_of(runtime)
     ticket = state["ticket"]
     text = f"{ticket['subject']}\n{ticket['body']}".strip()
+    meter = meter_of(runtime)
     try:
-        classification = await services.models.classify(text, meter=meter_of(runtime))
+        classification = await services.models.classify(text, meter=meter)
+        conversation = state.get("conversation")
+        threshold = services.policy.support.routing.min_confidence
+        if conversation and needs_history(text, classification["confidence"], threshold):
+            earlier = history_text(conversation)
+            with_history = await services.models.classify(f"{text}\n\n{earlier}", meter=meter)
+            if with_history["confidence"] > classification["confidence"]:
+                with_history["evidence"] = [*with_history["evidence"], "read with the conversation's earlier turns"]
+                classification = with_history
+        asks = await plan_asks(state, classification, runtime)
     except BudgetExceededError as exceeded:
-        return {"classification": unclassified(text), "budget_exceeded": str(exceeded)}
-    return {"classification": classification}
+        update = {"classification": unclassified(text), "budget_exceeded": str(exceeded)}
+        return Command(goto="route", update=update)
+    if asks:  # several asks on different routes: each to its specialist, in parallel
+        routes = ", ".join(f"{s.arg['classification']['route']}" for s in asks)
+        update = {
+            "classification": classification,
+            "route": asks[0].arg["classification"]["route"],
+            "route_reason": f"planned {len(asks)} asks: {routes}",
+        }
+        return Command(goto=asks, update=update)
+    return Command(goto="route", update={"classification": classification})
 
 
 def unclassified(text: str) -> Classification:

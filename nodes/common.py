@@ -123,6 +123,14 @@ def specialist_update(
     return update
 
 
+async def remembered(runtime: Runtime[Context], customer_id: str | None) -> str | None:
+    """The summary of what is remembered about a customer across conversations (for a person's queue ticket)."""
+    from triage.stores.memory import read_memory
+
+    memory = await read_memory(runtime.store, customer_id)
+    return str(memory["summary"]) if memory else None
+
+
 def article_facts(article: Mapping[str, Any]) -> dict[str, Any]:
     """Template facts for answering with a knowledge-base article."""
     return {

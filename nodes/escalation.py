@@ -7,12 +7,15 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from triage.context import Context, meter_of, services_of
-from triage.nodes.common import RESPONSE_TIMES, action_record, call_tool, specialist_update
+from triage.nodes.common import RESPONSE_TIMES, action_record, call_tool, remembered, specialist_update
+from triage.policies.conversation import history_lines
 from triage.policies.routing import priority_for
 from triage.state import Draft, SpecialistState
 
 NODE = "escalation"
 TOOLS = ("create_ticket",)
+SUMMARY_CHARS = 4_000
+"""The queue ticket's summary limit (`tools.tickets`)."""
 _AT_LEAST_HIGH = frozenset({"legal_threat", "chargeback", "security"})
 
 
@@ -37,6 +40,11 @@ async def hand_off(state: SpecialistState, runtime: Runtime[Context]) -> dict[st
         )
     if reason:
         summary_lines.append(f"Escalated because: {reason}.")
+    history = await remembered(runtime, ticket["customer_id"])
+    if history:
+        summary_lines.append(f"Customer history: {history}")
+    if state.get("conversation"):
+        summary_lines += ["", "Conversation so far:", *history_lines(state.get("conversation", [])[-6:])]
     receipt = await call_tool(
         runtime,
         NODE,
@@ -45,7 +53,7 @@ async def hand_off(state: SpecialistState, runtime: Runtime[Context]) -> dict[st
         priority=priority,
         subject=ticket["subject"]
         or await services.models.summarise(ticket["body"], max_chars=80, meter=meter_of(runtime)),
-        summary="\n".join(summary_lines),
+        summary="\n".join(summary_lines)[:SUMMARY_CHARS],
         customer_id=ticket["customer_id"],
     )
     actions = [

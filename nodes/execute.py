@@ -17,7 +17,9 @@ from triage.context import Context, services_of, thread_id_of
 from triage.nodes.approve import approval_id_for, origin_of
 from triage.nodes.common import action_record, call_tool
 from triage.policies.billing import format_money
+from triage.policies.planning import PLAN_TEMPLATE
 from triage.state import ActionRecord, Draft, ProposedAction, State
+from triage.stores.memory import forget_customer
 from triage.tools.base import idempotency_key
 
 NODE = "execute"
@@ -27,6 +29,13 @@ _EFFECTS = {
     "account_deletion": "complete_account_request",
     "data_export": "complete_account_request",
 }
+DONE_PROMISES = {
+    "billing.duplicate_refunded": "refund",
+    "billing.refunded": "refund",
+    "account.deleted": "account_deletion",
+    "account.data_export_started": "data_export",
+}
+"""Replies that say an effect happened, and the effect: such a reply needs the effect in the run's actions."""
 # What the reply says once the effect has happened.
 _DONE_TEMPLATES = {
     "billing.duplicate_refund_requested": "billing.duplicate_refunded",
@@ -53,6 +62,7 @@ async def execute(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             )
         return {}
     facts: dict[str, Any] = {}
+    by_ask: dict[int, dict[str, Any]] = {}
     ran = False
     for action in state.get("proposed_actions", []):
         tool = _EFFECTS.get(action["kind"])
@@ -67,14 +77,33 @@ async def execute(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                 key, thread_id=thread_id, kind=action["kind"], receipt=receipt, policy_version=services.policy.version
             )
         ran = True
+        if action["kind"] == "account_deletion":
+            await forget_customer(runtime.store, str(args["customer_id"]))  # nothing remembered of a deleted account
         amount = args.get("amount_cents")
         actions.append(action_record(action["kind"], tool, NODE, receipt, amount_cents=amount, idempotency_key=key))
-        facts.update({"refund_id": receipt["id"], "amount": format_money(int(amount))} if amount else {})
+        done = {"refund_id": receipt["id"], "amount": format_money(int(amount))} if amount else {}
+        facts.update(done)
+        if "ask" in action:
+            by_ask.setdefault(action["ask"], {}).update(done)
     draft = state.get("draft")
     if not ran or draft is None:
         return {"actions": actions}
-    done = Draft(template=_DONE_TEMPLATES.get(draft["template"], draft["template"]), facts={**draft["facts"], **facts})
-    return {"actions": actions, "draft": done}
+    if draft["template"] == PLAN_TEMPLATE:
+        parts = [
+            {
+                **part,
+                "template": _DONE_TEMPLATES.get(part["template"], part["template"]),
+                "facts": {**part["facts"], **by_ask[part["index"]]},
+            }
+            if part["index"] in by_ask
+            else part
+            for part in draft["facts"]["parts"]
+        ]
+        return {"actions": actions, "draft": Draft(template=PLAN_TEMPLATE, facts={"parts": parts})}
+    swapped = Draft(
+        template=_DONE_TEMPLATES.get(draft["template"], draft["template"]), facts={**draft["facts"], **facts}
+    )
+    return {"actions": actions, "draft": swapped}
 
 
 def effect_key(state: State, thread_id: str, action: ProposedAction, tool: str, args: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Give the run its terminal status."""
+"""Give the run its terminal status, and close the conversation's turn."""
 
 from __future__ import annotations
 
@@ -6,25 +6,61 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from triage.context import Context, meter_of
-from triage.state import State
+from triage.context import Context, meter_of, thread_id_of
+from triage.policies.conversation import MAX_TURNS, turn_record
+from triage.state import State, Turn
+from triage.stores.memory import KEY, namespace, read_memory, updated_memory
 
 
 async def finish(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Keep a status set earlier (a failed validation); otherwise escalated or completed by the route taken.
 
-    Also records what the run spent on models.
+    Also records what the run spent on models, and the turn's record in the conversation (what the next turn
+    reads: the message, what was filed, how it was answered).
     """
     meter = meter_of(runtime)
-    spent = {"usage": meter.spent()} if meter else {}
-    if "status" in state:
-        return spent
+    update: dict[str, Any] = {"usage": meter.spent()} if meter else {}
+    if state.get("status"):
+        return update
     if state.get("route") == "escalation":
-        return {**spent, "status": "escalated", "status_reason": state.get("route_reason", "handed to a person")}
-    outcome = state.get("outcome", "resolved")
-    reasons = {
-        "resolved": "answered and acted on",
-        "needs_info": "asked the customer for what is missing",
-        "handed_off": "answered and handed to a team queue",
-    }
-    return {**spent, "status": "completed", "status_reason": reasons.get(outcome, outcome)}
+        update.update(status="escalated", status_reason=state.get("route_reason", "handed to a person"))
+    else:
+        outcome = state.get("outcome") or "resolved"
+        reasons = {
+            "resolved": "answered and acted on",
+            "needs_info": "asked the customer for what is missing",
+            "handed_off": "answered and handed to a team queue",
+        }
+        update.update(status="completed", status_reason=reasons.get(outcome, outcome))
+    conversation = list(state.get("conversation", []))
+    record = turn_record(state.get("turn", 1), {**state, **update})
+    conversation.append(record)
+    await _remember(state, record, runtime)
+    return {**update, "conversation": conversation[-MAX_TURNS:]}
+
+
+async def _remember(state: State, record: Turn, runtime: Runtime[Context]) -> None:
+    """Update the customer's memory with the turn (not after their account was deleted: that memory is gone)."""
+    customer = state.get("customer")
+    if runtime.store is None or not customer:
+        return
+    actions = state.get("actions", [])
+    if any(a["kind"] == "account_deletion" and a["node"] == "execute" for a in actions):
+        return
+    done = {a["kind"] for a in actions if a["node"] == "execute"}
+    closed = [p["args"]["request_id"] for p in state.get("proposed_actions", []) if p["kind"] in done]
+    rejection = state.get("rejection")
+    if rejection and "request_id" in rejection["args"]:
+        closed.append(rejection["args"]["request_id"])
+    customer_id = str(customer["id"])
+    classification = state.get("classification")
+    memory = updated_memory(
+        await read_memory(runtime.store, customer_id),
+        customer_id=customer_id,
+        thread_id=thread_id_of(runtime),
+        turn=record,
+        language=classification.get("language") if classification else None,
+        filed=record["requests"],
+        closed=closed,
+    )
+    await runtime.store.aput(namespace(customer_id), KEY, memory)

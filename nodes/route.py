@@ -10,6 +10,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from triage.context import Context, meter_of, services_of
+from triage.nodes.common import ticket_text
+from triage.policies.conversation import reopen_reason
 from triage.policies.routing import decide_route
 from triage.state import State
 
@@ -21,12 +23,16 @@ async def route(
     services = await services_of(runtime)
     classification = state["classification"]
     meter = meter_of(runtime)
-    over_budget = state.get("budget_exceeded") or (meter.exceeded(steps=_steps_taken()) if meter else None)
+    steps = _steps_taken() - state.get("turn_step", 0)
+    over_budget = state.get("budget_exceeded") or (meter.exceeded(steps=steps) if meter else None)
     if over_budget:
         return Command(
             goto="escalation",
             update={"route": "escalation", "route_reason": f"budget: {over_budget}", "budget_exceeded": over_budget},
         )
+    reopened = reopen_reason(ticket_text(state), state.get("conversation", []))
+    if reopened is not None:
+        return Command(goto="escalation", update={"route": "escalation", "route_reason": reopened})
     decision = decide_route(
         predicted=classification["route"],
         confidence=classification["confidence"],

@@ -22,6 +22,7 @@ from triage.nodes.common import (
     action_record,
     article_facts,
     call_tool,
+    remembered,
     specialist_update,
     ticket_text,
 )
@@ -230,6 +231,9 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
     summary = await services.models.summarise(ticket["body"], max_chars=600, meter=meter_of(runtime))
     if best is not None:
         summary += f"\n\nClosest article: {best['slug']} (score {best['score']}, not a confident match)."
+    history = await remembered(runtime, ticket["customer_id"])
+    if history:
+        summary += f"\n\nCustomer history: {history}"
     receipt = await call_tool(
         runtime,
         NODE,

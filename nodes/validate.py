@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from langgraph.config import get_config
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from triage.context import Context, services_of, thread_id_of
 from triage.errors import InvalidTicketError, UnknownCustomerError
 from triage.gateway import ToolGateway
+from triage.policies.conversation import FOLLOW_UP_EVENT, MAX_TURNS, attached_turn
 from triage.schemas import Ticket
 from triage.state import State
 
@@ -37,9 +39,20 @@ async def check_ticket(data: Any, gateway: ToolGateway, *, thread_id: str) -> tu
 
 
 async def validate(state: State, runtime: Runtime[Context]) -> Command[Literal["classify", "finish"]]:
-    """Refuse a malformed ticket with a failed status; otherwise attach the customer and go on to classify."""
+    """Refuse a malformed ticket with a failed status; otherwise attach the customer and go on to classify.
+
+    On a follow-up (the thread has ended a turn before), the new turn starts clean: what the last turn decided and
+    did is cleared (its record is in `conversation`), messages attached while it awaited approval join the
+    conversation, and an anonymous follow-up keeps the conversation's customer.
+    """
     services = await services_of(runtime)
     data = state.get("ticket")
+    turn: dict[str, Any] = {}
+    if is_follow_up(state):
+        turn = await _new_turn(state, runtime)
+        previous = (state.get("customer") or {}).get("id")
+        if isinstance(data, dict) and data.get("customer_id") is None and previous:
+            data = {**data, "customer_id": previous}
     try:
         if _looked_up(state) and _run_by_the_app(runtime):
             # `TriageApp` looked the customer up while checking the ticket, before the run began. A profile in the
@@ -48,15 +61,57 @@ async def validate(state: State, runtime: Runtime[Context]) -> Command[Literal["
         else:
             ticket, customer = await check_ticket(data, services.gateway, thread_id=thread_id_of(runtime))
     except InvalidTicketError as exc:
-        return Command(goto="finish", update={"status": "failed", "status_reason": str(exc)})
+        return Command(goto="finish", update={**turn, "status": "failed", "status_reason": str(exc)})
     return Command(
         goto="classify",
         update={
+            **turn,
             "ticket": ticket.model_dump(),
             "customer": customer,
             "policy_version": services.policy.version,
         },
     )
+
+
+TURN_KEYS = (
+    "classification",
+    "outcome",
+    "rejection",
+    "reply",
+    "status",
+    "status_reason",
+    "failure_class",
+    "budget_exceeded",
+    "asks",
+    "ask_results",
+)
+"""What one turn decides that the next must not inherit (cleared to None; the next turn writes its own)."""
+
+
+def is_follow_up(state: State) -> bool:
+    """Whether this run continues a thread that has ended a turn before."""
+    return "status" in state or bool(state.get("conversation"))
+
+
+async def _new_turn(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The update that starts a follow-up turn: the last turn's decisions cleared, attached messages folded in."""
+    services = await services_of(runtime)
+    conversation = list(state.get("conversation", []))
+    previous = state.get("turn", 1)
+    for line in await services.journal.trail(thread_id_of(runtime)):
+        details = line["details"]
+        if line["event"] == FOLLOW_UP_EVENT and details.get("turn") == previous:
+            conversation.append(attached_turn(len(conversation) + 1, details["follow_up_id"], details["message"]))
+    step = int(get_config().get("metadata", {}).get("langgraph_step", 0))
+    return {
+        **dict.fromkeys(TURN_KEYS),
+        "actions": [],
+        "violations": [],
+        "proposed_actions": [],
+        "conversation": conversation[-MAX_TURNS:],
+        "turn": len(conversation) + 1,
+        "turn_step": step,
+    }
 
 
 def _looked_up(state: State) -> bool:

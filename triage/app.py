@@ -20,19 +20,23 @@ from triage.errors import (
     ApprovalConflictError,
     ApprovalRefusedError,
     CheckpointStoreError,
+    ConversationBusyError,
     InvalidDecisionError,
     InvalidReleaseError,
+    InvalidTicketError,
     NotAwaitingApprovalError,
     StaleApprovalError,
     StoreUnavailableError,
     ThreadNotFoundError,
     ToolError,
     ToolErrorKind,
+    UnknownConversationError,
 )
 from triage.portal import Portal
 from triage.schemas import (
     Action,
     Decision,
+    FollowUp,
     PendingApproval,
     PendingGroup,
     ReleaseResult,
@@ -74,6 +78,8 @@ class ThreadView(BaseModel):
     timeline: list[TimelineEntry]
     audit: list[dict[str, Any]] = []
     """Approval requests, decisions, refusals and effects, oldest first."""
+    customer_memory: dict[str, Any] | None = None
+    """What is remembered about the thread's customer across conversations (`triage.stores.memory`)."""
 
 
 @dataclass
@@ -152,6 +158,7 @@ class TriageApp:
         self._portal = Portal()
         self._engine: _Engine | None = None
         self._opening: asyncio.Lock | None = None
+        self._conversation_locks: dict[str, asyncio.Lock] = {}
 
     @classmethod
     def open(
@@ -212,8 +219,9 @@ class TriageApp:
         from triage.services import Services
 
         services = await Services.open(self.settings, models=self._models)
-        graph = self._graphs.support(services.policy).copy(update={"checkpointer": services.saver})
-        release = self._graphs.release(services.policy).copy(update={"checkpointer": services.saver})
+        memory = {"checkpointer": services.saver, "store": services.memory}
+        graph = self._graphs.support(services.policy).copy(update=memory)
+        release = self._graphs.release(services.policy).copy(update=memory)
         return _Engine(services=services, graph=graph, release=release)
 
     # -- running tickets -------------------------------------------------------------------------------------
@@ -265,12 +273,86 @@ class TriageApp:
         callbacks: list[Any] | None = None,
     ) -> RunResult:
         from triage.metering import Meter
-        from triage.nodes.validate import check_ticket
 
         engine = await self._get_engine()
         meter = Meter(budget=engine.services.policy.support.budget.override(budget))
-        thread_id = thread_id or f"thr_{uuid.uuid4().hex}"
-        data = ticket.model_dump() if isinstance(ticket, Ticket) else ticket
+        data: Any = ticket.model_dump() if isinstance(ticket, Ticket) else ticket
+        conversation_id = Ticket.parse(data).conversation_id
+        if conversation_id is None:
+            return await self._start(engine, data, thread_id or f"thr_{uuid.uuid4().hex}", meter, callbacks)
+        if thread_id is not None and thread_id != conversation_id:
+            raise InvalidTicketError(
+                f"the ticket continues conversation {conversation_id} but the run names thread {thread_id}: give one"
+            )
+        lock = self._conversation_locks.setdefault(conversation_id, asyncio.Lock())
+        async with lock:  # follow-ups to one conversation take turns (in this process)
+            return await self._follow_up(engine, data, conversation_id, meter, callbacks)
+
+    async def _follow_up(
+        self, engine: _Engine, data: Any, conversation_id: str, meter: Meter, callbacks: list[Any] | None
+    ) -> RunResult:
+        """Run a follow-up as the conversation's next turn, or attach it to the turn that awaits approval."""
+        from triage.nodes.validate import check_ticket
+        from triage.policies.conversation import FOLLOW_UP_EVENT, clip
+
+        config: RunnableConfig = {"configurable": {"thread_id": conversation_id}}
+        snapshot = await engine.graph.aget_state(config)
+        if not _exists(snapshot):
+            raise UnknownConversationError(
+                f"no conversation {conversation_id!r}: leave conversation_id out to start one (its result names the "
+                "conversation_id that follow-ups give)"
+            )
+        ticket = Ticket.parse(data)
+        known = (snapshot.values.get("customer") or {}).get("id")
+        if ticket.customer_id is None and known is not None:
+            data = ticket.model_copy(update={"customer_id": known}).model_dump()  # not asked for again
+        elif known is not None and ticket.customer_id != known:
+            raise UnknownConversationError(
+                f"conversation {conversation_id} is with another customer than {ticket.customer_id}: leave "
+                "conversation_id out to start a new conversation"
+            )
+        paused = _pending(snapshot)
+        if paused is None and snapshot.next:
+            raise ConversationBusyError(
+                f"conversation {conversation_id} is still running its last turn: wait for it (or `triage recover "
+                f"{conversation_id}` if its process died), then send the follow-up again"
+            )
+        if paused is None:
+            return await self._start(engine, data, conversation_id, meter, callbacks)
+        # Awaiting a decision: the message is attached for the approver and joins the next turn; the pending
+        # decision and the paused run are left as they are.
+        parsed, _ = await check_ticket(data, engine.services.gateway, thread_id=conversation_id)
+        follow_up_id = f"fu_{uuid.uuid4().hex[:16]}"
+        await engine.services.journal.audit(
+            conversation_id,
+            FOLLOW_UP_EVENT,
+            actor="customer",
+            approval_id=paused["approval_id"],
+            details={"follow_up_id": follow_up_id, "turn": _turn_of(snapshot), "message": clip(parsed.text)},
+            policy_version=engine.services.policy.version,
+            dedupe_key=f"follow_up:{follow_up_id}",
+        )
+        result = _result(conversation_id, snapshot)
+        return result.model_copy(update={"follow_ups": await self._follow_ups(engine, conversation_id)})
+
+    @staticmethod
+    async def _follow_ups(engine: _Engine, thread_id: str) -> list[FollowUp]:
+        """Messages attached to the thread that no turn has taken in yet."""
+        from triage.policies.conversation import FOLLOW_UP_EVENT
+
+        turn = _turn_of(await engine.graph.aget_state({"configurable": {"thread_id": thread_id}}))
+        return [
+            FollowUp(follow_up_id=line["details"]["follow_up_id"], at=line["at"], message=line["details"]["message"])
+            for line in await engine.services.journal.trail(thread_id)
+            if line["event"] == FOLLOW_UP_EVENT and line["details"].get("turn") == turn
+        ]
+
+    async def _start(
+        self, engine: _Engine, data: Any, thread_id: str, meter: Meter, callbacks: list[Any] | None
+    ) -> RunResult:
+        """Check the ticket and run it on `thread_id` (a new thread, or a conversation's next turn)."""
+        from triage.nodes.validate import check_ticket
+
         # Refuse bad input before anything is written: no thread, no helpdesk row.
         for attempt in range(START_ATTEMPTS):
             try:
@@ -617,7 +699,7 @@ class TriageApp:
                 if not unapplied or row is None:
                     break
                 result = await self._drive(engine, Command(resume=row.decision), thread_id, meter)
-            elif "status" in values and not snapshot.next:
+            elif values.get("status") and not snapshot.next:
                 retry = values["status"] == "failed" and values.get("failure_class") == "transient"
                 if not retry or snapshot.parent_config is None:
                     break
@@ -672,6 +754,7 @@ class TriageApp:
                 origin_id=row.origin_id,
                 version=row.version,
                 overdue=datetime.fromisoformat(row.expires_at) <= now,
+                follow_ups=await self._follow_ups(engine, row.thread_id),
             )
             for row in rows
         ]
@@ -722,6 +805,7 @@ class TriageApp:
         return await self._portal.acall(self._athread(thread_id))
 
     async def _athread(self, thread_id: str) -> ThreadView:
+        from triage.stores.memory import read_memory
         from triage.timeline import build_timeline
 
         engine = await self._get_engine()
@@ -730,11 +814,16 @@ class TriageApp:
         if not _exists(snapshot):
             raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
         tuples = [t async for t in engine.services.saver.alist(config)]
+        result = _result(thread_id, snapshot)
+        if result.pending_approval is not None:
+            result = result.model_copy(update={"follow_ups": await self._follow_ups(engine, thread_id)})
+        customer = snapshot.values.get("customer") or {}
         return ThreadView(
             thread_id=thread_id,
-            result=_result(thread_id, snapshot),
+            result=result,
             timeline=build_timeline(tuples),
             audit=await engine.services.journal.trail(thread_id),
+            customer_memory=await read_memory(engine.services.memory, customer.get("id")),
         )
 
     def threads(self, *, limit: int = 20, status: str | None = None) -> list[ThreadSummary]:
@@ -809,7 +898,7 @@ class TriageApp:
             records.append(
                 retention.ThreadRecord(
                     thread_id=thread_id,
-                    status="awaiting_approval" if pending else snapshot.values.get("status", "running"),
+                    status="awaiting_approval" if pending else snapshot.values.get("status") or "running",
                     updated_at=datetime.fromisoformat(str(snapshot.created_at)),
                     finished=not snapshot.next and pending is None,
                     status_reason=str(snapshot.values.get("status_reason") or ""),
@@ -889,6 +978,24 @@ class TriageApp:
                 labels.append(label)
         return labels, skipped
 
+    def customer_memory(self, customer_id: str) -> dict[str, Any] | None:
+        """What is remembered about a customer across conversations, or None (see `acustomer_memory`)."""
+        return self._portal.call(self._acustomer_memory(customer_id))
+
+    async def acustomer_memory(self, customer_id: str) -> dict[str, Any] | None:
+        """What is remembered about a customer across conversations, or None when nothing is.
+
+        The memory holds their open requests, recent outcomes, a summary and preferences; None for a new customer or
+        one whose account was deleted.
+        """
+        return await self._portal.acall(self._acustomer_memory(customer_id))
+
+    async def _acustomer_memory(self, customer_id: str) -> dict[str, Any] | None:
+        from triage.stores.memory import read_memory
+
+        engine = await self._get_engine()
+        return await read_memory(engine.services.memory, customer_id)
+
     def customers(self) -> list[dict[str, Any]]:
         """The helpdesk's customers with their status and plan, scenario customers first."""
         return self._portal.call(self._acustomers())
@@ -928,6 +1035,16 @@ class TriageApp:
 
         engine = await self._get_engine()
         data = ticket.model_dump() if isinstance(ticket, Ticket) else ticket
+        conversation_id = Ticket.parse(data).conversation_id
+        if conversation_id is not None:
+            snapshot = await engine.graph.aget_state({"configurable": {"thread_id": conversation_id}})
+            if not _exists(snapshot):
+                raise UnknownConversationError(
+                    f"no conversation {conversation_id!r}: leave conversation_id out to start one"
+                )
+            known = (snapshot.values.get("customer") or {}).get("id")
+            if isinstance(data, Mapping) and data.get("customer_id") is None and known is not None:
+                data = {**data, "customer_id": known}
         parsed, _ = await check_ticket(data, engine.services.gateway, thread_id="intake")
         return parsed
 
@@ -950,6 +1067,11 @@ def _pending(snapshot: StateSnapshot) -> dict[str, Any] | None:
 
 THREAD_STATUSES = ("running", "awaiting_approval", "completed", "escalated", "failed")
 """What `triage threads --status` filters on; `running` is a run that neither finished nor paused."""
+
+
+def _turn_of(snapshot: StateSnapshot) -> int:
+    """The conversation turn a thread is on (or ended last)."""
+    return int(snapshot.values.get("turn", 1))
 
 
 def _exists(snapshot: StateSnapshot) -> bool:
@@ -999,14 +1121,19 @@ def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | Non
     classification = values.get("classification") or {}
     reply = values.get("reply")
     pending = _pending(snapshot)
-    status = "awaiting_approval" if pending else values.get("status", "failed")
-    reason = values.get("status_reason", None if "status" in values else "the run did not finish")
+    status = "awaiting_approval" if pending else values.get("status") or "failed"
+    reason = values.get("status_reason") if values.get("status") else "the run did not finish"
     if not pending and snapshot.next:
         status, reason = "failed", f"the run did not finish; `triage recover {thread_id}` continues it"
     if pending:
         reason = pending["description"]
+    turn = _turn_of(snapshot)
     return RunResult(
         thread_id=thread_id,
+        conversation_id=thread_id,
+        turn=turn,
+        conversation=[dict(t) for t in values.get("conversation", []) if t["turn"] < turn],
+        asks=[dict(a) for a in values.get("asks") or []],
         status=status,
         status_reason=reason,
         route=values.get("route"),

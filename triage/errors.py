@@ -28,6 +28,14 @@ class InvalidReleaseError(TriageError):
     """A release to follow up is malformed: a version that is not a version, no fixes, a malformed key."""
 
 
+class UnknownConversationError(InvalidTicketError):
+    """The ticket continues a conversation that does not exist, or belongs to another customer."""
+
+
+class ConversationBusyError(TriageError):
+    """A follow-up arrived while the conversation's last turn is still running (or died mid-run)."""
+
+
 class ThreadNotFoundError(TriageError):
     """No run with that thread id exists in the checkpoint store."""
 

@@ -149,7 +149,12 @@ async def open_requests(services: Services) -> frozenset[str]:
 
 
 async def delete_and_compact(services: Services, plan: PrunePlan) -> None:
-    """Delete the planned threads' checkpoints (an audit line first, once per thread), then compact the store."""
+    """Delete the planned threads' checkpoints (an audit line first, once per thread), then compact the store.
+
+    Customers' memories forget the deleted threads too (a memory left with nothing is deleted).
+    """
+    from triage.stores.memory import forget_threads
+
     for record in plan.delete:
         await services.journal.audit(
             record.thread_id,
@@ -160,6 +165,7 @@ async def delete_and_compact(services: Services, plan: PrunePlan) -> None:
             dedupe_key=f"pruned:{record.thread_id}",
         )
         await services.saver.adelete_thread(record.thread_id)
+    await forget_threads(services.memory, [record.thread_id for record in plan.delete])
     await services.journal.compact()
 
 

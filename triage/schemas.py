@@ -23,6 +23,7 @@ MAX_SUBJECT_CHARS = 300
 MAX_BODY_CHARS = 20_000
 """Longest ticket body accepted, in characters (about eight pages of text)."""
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
+CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 
 
 class Ticket(BaseModel):
@@ -39,6 +40,11 @@ class Ticket(BaseModel):
     subject: str = Field(default="", max_length=MAX_SUBJECT_CHARS, description="Ticket subject line.")
     body: str = Field(max_length=MAX_BODY_CHARS, description="What the customer wrote.")
     channel: str = Field(default="email", pattern=r"^(email|chat|web|phone)$", description="Where it came from.")
+    conversation_id: str | None = Field(
+        default=None,
+        pattern=CONVERSATION_ID_PATTERN,
+        description="The conversation this message continues (a result's conversation_id); omit for a new one.",
+    )
 
     @field_validator("body")
     @classmethod
@@ -86,6 +92,8 @@ def describe_validation_error(exc: ValidationError, *, what: str) -> str:
             problems.append(f"{field}: too long ({limit} characters at most)")
         elif err["type"] == "string_pattern_mismatch" and field == "customer_id":
             problems.append(f"{field}: must be 1-64 letters, digits, '_' or '-'")
+        elif err["type"] == "string_pattern_mismatch" and field == "conversation_id":
+            problems.append(f"{field}: must be 1-128 letters, digits, '_', '-', '.' or ':' (a conversation_id)")
         else:
             message = err["msg"].removeprefix("Value error, ")
             problems.append(f"{field}: {message}" if field else message)
@@ -93,7 +101,8 @@ def describe_validation_error(exc: ValidationError, *, what: str) -> str:
 
 
 _SHAPES = {
-    "ticket": "A ticket has customer_id (optional), subject, body (required), channel (email|chat|web|phone).",
+    "ticket": "A ticket has customer_id (optional), subject, body (required), channel (email|chat|web|phone), "
+    "conversation_id (optional: the conversation it continues).",
     "release": "A release has version (e.g. 2.4.1), fixes (ticket ids or issue keys) and notes (optional).",
     "decision": "A decision has approver, decision (approve|reject|edit), reason (required to reject), "
     "args (for edit, e.g. {'amount_cents': 12000}).",
@@ -125,12 +134,23 @@ class ApprovalRequest(BaseModel):
     )
 
 
+class FollowUp(BaseModel):
+    """A customer message attached to a conversation that awaits approval (it joins the conversation's next turn)."""
+
+    follow_up_id: str
+    at: str
+    message: str = Field(description="The message, clipped and with personal data redacted.")
+
+
 class PendingApproval(ApprovalRequest):
     """An approval waiting for a decision, read from the approval index (`triage approvals`)."""
 
     origin_id: str = Field(description="The approval this one descends from by edits (itself when never edited).")
     version: int = Field(description="Bumped by every decision; a decision is taken against one version.")
     overdue: bool = Field(description="Past its expiry: `triage sweep` escalates it.")
+    follow_ups: list[FollowUp] = Field(
+        default_factory=list, description="Messages the customer sent on this conversation while it waited."
+    )
 
 
 class PendingGroup(BaseModel):
@@ -252,6 +272,21 @@ class RunResult(BaseModel):
     """What a run (or a resume) of one ticket ended with."""
 
     thread_id: str
+    conversation_id: str | None = Field(
+        default=None, description="The conversation this run belongs to: give it as a follow-up's conversation_id."
+    )
+    turn: int = Field(default=1, description="Which turn of the conversation this result is (1 for a new ticket).")
+    conversation: list[dict[str, Any]] = Field(
+        default_factory=list, description="The conversation's earlier turns: message, route, intent, status, reply."
+    )
+    follow_ups: list[FollowUp] = Field(
+        default_factory=list, description="Messages attached while the thread awaits approval (not yet answered)."
+    )
+    asks: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="A ticket that asks several things: each ask's index, text, route, intent and status "
+        "(answered or handed_on, with the reason); empty for a single ask.",
+    )
     status: Status
     status_reason: str | None = None
     route: Route | None = None

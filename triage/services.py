@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.store.base import BaseStore
 
 from triage.errors import DamagedStoreError
 from triage.faults import FaultInjector
@@ -42,6 +43,11 @@ class Services:
     journal: Journal
     store: CheckpointStore
     """The checkpoint store the saver and journal live in (SQLite in the home, or PostgreSQL)."""
+
+    @property
+    def memory(self) -> BaseStore:
+        """Per-customer memory across conversations (LangGraph's store, beside the checkpoints)."""
+        return self.store.memory
 
     @classmethod
     async def open(

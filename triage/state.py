@@ -20,6 +20,32 @@ class TicketData(TypedDict):
     subject: str
     body: str
     channel: str
+    conversation_id: NotRequired[str | None]
+    """The conversation (thread) this message continues, when it is a follow-up."""
+
+
+class Turn(TypedDict):
+    """One earlier turn of a conversation, as the next turn reads it: what was asked, known and answered.
+
+    Kept short (the message clipped and redacted, the rows by id) because every later checkpoint carries it.
+    """
+
+    turn: int
+    message: str
+    """The customer's message (subject and body), personal data redacted, clipped to the policy's length."""
+    route: str | None
+    intent: str | None
+    status: str | None
+    """The turn's terminal status, or `attached` for a message that arrived while the thread awaited approval."""
+    outcome: str | None
+    reply_template: str | None
+    """The template of the reply sent, e.g. technical.kb_answer."""
+    answered_with: str | None
+    """The knowledge-base article the reply was built from, if any."""
+    requests: list[str]
+    """Receipt ids of what the turn filed (refund and account requests, tickets): open until someone acts."""
+    follow_up_id: NotRequired[str]
+    """For an attached message: its id in the audit trail's `follow_up` line (so it is folded in once)."""
 
 
 class Classification(TypedDict):
@@ -80,6 +106,21 @@ class ProposedAction(TypedDict):
     kind: str
     args: dict[str, Any]
     reason: str
+    ask: NotRequired[int]
+    """On a ticket with several asks: the ask that proposed it (its index, from 1)."""
+
+
+class AskRecord(TypedDict):
+    """One ask of a ticket that asks several things (`result.asks`)."""
+
+    index: int
+    text: str
+    """The part of the ticket that asks it, clipped and redacted."""
+    route: str
+    intent: str
+    status: str
+    """answered (by its specialist) or handed_on (to a person, see `reason`)."""
+    reason: str | None
 
 
 class ApprovalRecord(TypedDict):
@@ -164,6 +205,11 @@ class SagaOutcome(TypedDict):
     """The ticket that hands a rolled-back change to a person."""
 
 
+def ask_results(old: list[Any] | None, new: list[Any] | None) -> list[Any]:
+    """Reducer of the asks' parallel branches: each adds its result; None (the merge, a new turn) clears them."""
+    return [] if new is None else [*(old or []), *new]
+
+
 class InputState(TypedDict):
     """What a caller hands the graph: the ticket, and the customer's profile if the caller already looked it up."""
 
@@ -210,6 +256,16 @@ class State(InputState):
     """What the run spent: model calls, tokens, cost, wall seconds."""
     saga: NotRequired[SagaOutcome]
     """How a multi-step account change (plan change, closure) ended, when the run carried one out."""
+    conversation: NotRequired[list[Turn]]
+    """The earlier turns of this conversation, oldest first (absent on a conversation's first turn)."""
+    asks: NotRequired[list[AskRecord] | None]
+    """A ticket that asks several things: each ask, its route, intent and status (absent for a single ask)."""
+    ask_results: NotRequired[Annotated[list[dict[str, Any]], ask_results]]
+    """The asks' branches as they finish (cleared by the merge)."""
+    turn: NotRequired[int]
+    """Which turn of the conversation this run is (absent on the first)."""
+    turn_step: NotRequired[int]
+    """The coordinator step this turn began at (the step budget counts from it; 0 on the first turn)."""
 
 
 class AgentCallRecord(TypedDict):
@@ -260,6 +316,8 @@ class SpecialistState(TypedDict):
     violations: NotRequired[list[Violation]]
     agent: NotRequired[AgentTrace]
     """The agent loop of the technical specialist, when it ran (checkpointed in the subgraph, turn by turn)."""
+    conversation: NotRequired[list[Turn]]
+    """Read only: the conversation's earlier turns (see `State.conversation`)."""
 
 
 class SpecialistOutput(TypedDict):

@@ -98,6 +98,10 @@ def test_a_thread_started_by_one_worker_is_resumed_by_another(tmp_path: Path, mo
     assert checkpoints[0]["n"] > 10
     shown = cli(home, model_cache, database, "show", thread_id)
     assert shown["status"] == "completed" and len(shown["timeline"]) > 10
+    # The customer's memory lives in LangGraph's PostgreSQL store beside the checkpoints.
+    assert [o["thread_id"] for o in shown["customer_memory"]["recent"]] == [thread_id]
+    stored = pg_rows(database, "SELECT key FROM store WHERE prefix = %s", ("customers.cus_mid_dup",))
+    assert stored == [{"key": "memory"}]
 
 
 def test_two_workers_racing_on_one_approval_make_one_effect_and_one_refusal(

@@ -173,6 +173,10 @@ def run(
     subject: Annotated[str, typer.Option(help="Ticket subject.")] = "",
     body: Annotated[str | None, typer.Option(help="Ticket body (required unless --file or stdin).")] = None,
     file: Annotated[Path | None, typer.Option(help="A ticket as a JSON file ('-' for stdin).")] = None,
+    conversation_id: Annotated[
+        str | None,
+        typer.Option(help="Continue this conversation (a result's conversation id): the ticket is a follow-up."),
+    ] = None,
     budget: Annotated[
         list[str] | None,
         typer.Option(help="Override a budget limit for this run, e.g. max_model_tokens=2000 (repeatable)."),
@@ -188,7 +192,7 @@ def run(
         if body is not None:
             if file is not None:
                 raise InvalidTicketError("give the ticket either as options or with --file, not both")
-            return {"customer_id": customer_id, "subject": subject, "body": body}
+            return {"customer_id": customer_id, "subject": subject, "body": body, "conversation_id": conversation_id}
         if file is not None and str(file) != "-":
             try:
                 return file.read_text()
@@ -203,8 +207,11 @@ def run(
 
     def go() -> RunResult:
         ticket = read_ticket()
+        parsed = ticket if not isinstance(ticket, str) else _parse_ticket(ticket)
+        if conversation_id is not None and body is None:
+            parsed = _parse_ticket({**parsed.model_dump(), "conversation_id": conversation_id})
         with open_app(home) as app:
-            return app.run(ticket if not isinstance(ticket, str) else _parse_ticket(ticket), budget=limits)
+            return app.run(parsed, budget=limits)
 
     result = guard(go, as_json=as_json)
     _show_result(result, as_json)
@@ -223,7 +230,7 @@ def _parse_limits(pairs: list[str]) -> dict[str, float]:
     return limits
 
 
-def _parse_ticket(text: str) -> Any:
+def _parse_ticket(text: str | dict[str, Any]) -> Any:
     from triage.schemas import Ticket
 
     return Ticket.parse(text)
@@ -237,7 +244,11 @@ def _show_result(result: RunResult, as_json: bool) -> None:
 
 
 def _print_result(result: RunResult) -> None:
-    out.print(f"[bold]thread[/] {result.thread_id}")
+    out.print(f"[bold]thread[/] {result.thread_id} (conversation turn {result.turn})")
+    for turn in result.conversation:
+        how = "attached while awaiting approval" if turn["status"] == "attached" else turn["status"]
+        first_line = " ".join(str(turn["message"]).split())[:100]
+        out.print(f"[bold]turn {turn['turn']}[/] {how}: {first_line}", highlight=False)
     out.print(f"[bold]status[/] {_status(result.status)} ({result.status_reason})")
     if result.route:
         out.print(
@@ -263,6 +274,8 @@ def _print_result(result: RunResult) -> None:
             f"{len(pending['approvals_received'])}/{pending['approvals_required']}) expires {pending['expires_at']}"
         )
         out.print(f"         approve with: triage approve {result.thread_id} --as APPROVER")
+    for follow_up in result.follow_ups:
+        out.print(f"[bold]follow-up[/] {follow_up.at}: {follow_up.message}", highlight=False)
     if result.reply:
         out.print(f"\n[bold]{result.reply.subject}[/]\n{result.reply.body}", highlight=False)
 
@@ -285,10 +298,13 @@ def show(
                 **view.result.model_dump(mode="json"),
                 "timeline": [e.model_dump(mode="json", exclude={"started_at"}) for e in view.timeline],
                 "audit": view.audit,
+                "customer_memory": view.customer_memory,
             }
         )
         return
     _print_result(view.result)
+    if view.customer_memory:
+        out.print(f"[bold]memory[/] {view.customer_memory['summary']}", highlight=False)
     out.print(f"[bold]web[/]    {_public_url()}/inbox/threads/{thread_id} (`triage serve`)", highlight=False)
     table = Table(title=f"timeline of {thread_id}")
     for column in ("node", "namespace", "checkpoint", "ms", "outcome"):
@@ -404,7 +420,8 @@ def approvals(
     for p in pending:
         expires = p.expires_at + (" [red](overdue)[/]" if p.overdue else "")
         received = f"{len(p.approvals_received)}/{p.approvals_required}"
-        table.add_row(p.thread_id, p.approval_id, p.action, p.tier, received, expires, p.description)
+        follow_ups = "".join(f"\nFollow-up {f.at}: {f.message}" for f in p.follow_ups)
+        table.add_row(p.thread_id, p.approval_id, p.action, p.tier, received, expires, p.description + follow_ups)
     out.print(table)
 
 

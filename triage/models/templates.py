@@ -14,6 +14,7 @@ from triage.state import Draft, ReplyData
 SIGN_OFF = "Best regards,\nNorthwind Support"
 
 TEMPLATES: dict[str, str] = {
+    "plan.answers": "You asked us about more than one thing; here is where each stands.\n\n{answers}",
     "billing.needs_customer": (
         "To look into charges we need to find your account. Please reply with your customer id (it starts with "
         "'cus_' and is shown under Settings > Billing) or the email address you signed up with."

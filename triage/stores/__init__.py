@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import aiosqlite
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.store.base import BaseStore
 
 from triage.checkpoints import CheckpointSaver
 from triage.errors import DamagedStoreError, StoreError
@@ -24,6 +25,7 @@ from triage.faults import FaultInjector
 from triage.helpdesk.store import helpdesk_holds_requests
 from triage.journal import Journal
 from triage.storefiles import check_sqlite_file, create_atomically, describe_open_error
+from triage.stores.memory import close_memory, open_postgres_memory, open_sqlite_memory
 from triage.stores.sql import PostgresSql, Sql, SqliteSql
 
 POOL_SIZE = 8
@@ -41,6 +43,8 @@ class CheckpointStore:
     where: str
     """Where it is, for messages (a file, or a PostgreSQL server and database without credentials)."""
     close: Callable[[], Awaitable[None]]
+    memory: BaseStore
+    """Per-customer memory (LangGraph's store) beside the checkpoints (`triage.stores.memory`)."""
 
 
 def describe_url(url: str) -> str:
@@ -76,7 +80,11 @@ async def open_postgres_store(url: str) -> CheckpointStore:
     )
     sql_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(url, min_size=1, max_size=POOL_SIZE, open=False)
 
+    memory: BaseStore | None = None
+
     async def close() -> None:
+        if memory is not None:
+            await close_memory(memory)
         await saver_pool.close()
         await sql_pool.close()
 
@@ -85,6 +93,7 @@ async def open_postgres_store(url: str) -> CheckpointStore:
         await sql_pool.open(wait=True, timeout=10)
         saver = AsyncPostgresSaver(saver_pool)
         sql = PostgresSql(sql_pool)
+        memory = await open_postgres_memory(saver_pool)
         async with sql_pool.connection() as conn:
             # A session lock outside any transaction: the saver's migrations build indexes CONCURRENTLY, which
             # wait for every open transaction to end (this one's included, were it inside one).
@@ -93,6 +102,7 @@ async def open_postgres_store(url: str) -> CheckpointStore:
             try:
                 await saver.setup()
                 await Journal(sql).setup()
+                await memory.setup()  # type: ignore[attr-defined]
             finally:
                 await conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
                 await conn.set_autocommit(False)
@@ -105,13 +115,26 @@ async def open_postgres_store(url: str) -> CheckpointStore:
     except BaseException:
         await close()
         raise
-    return CheckpointStore(saver=saver, sql=sql, where=where, close=close)
+    return CheckpointStore(saver=saver, sql=sql, where=where, close=close, memory=memory)
 
 
 async def open_sqlite_store(path: Path, *, helpdesk_path: Path, faults: FaultInjector | None = None) -> CheckpointStore:
     """Open the SQLite checkpoint store at `path` (see `open_checkpoint_file`)."""
     saver = await open_checkpoint_file(path, helpdesk_path=helpdesk_path, faults=faults)
-    return CheckpointStore(saver=saver, sql=SqliteSql(saver.conn, saver.lock), where=str(path), close=saver.conn.close)
+    try:
+        memory = await open_sqlite_memory(saver.conn, saver.lock)
+    except BaseException as exc:
+        await saver.conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise describe_open_error(path, "checkpoint store", exc) from None
+        raise
+
+    async def close() -> None:
+        await close_memory(memory)
+        await saver.conn.close()
+
+    sql = SqliteSql(saver.conn, saver.lock)
+    return CheckpointStore(saver=saver, sql=sql, where=str(path), close=close, memory=memory)
 
 
 async def open_checkpoint_file(

@@ -130,8 +130,9 @@ async def submit_ticket(
         ticket = await context.triage.acheck_ticket(body)
     except InvalidTicketError as exc:
         return _problem(422, str(exc))
-    thread_id = f"thr_{uuid.uuid4().hex}"
-    key = idempotency_key or f"auto:{thread_id}"
+    # A follow-up runs as its conversation's next turn, on the conversation's thread.
+    thread_id = ticket.conversation_id or f"thr_{uuid.uuid4().hex}"
+    key = idempotency_key or f"auto:{uuid.uuid4().hex}"
     try:
         thread_id, created = await asyncio.to_thread(context.store.claim_intake_key, key, thread_id, body)
     except ValueError:

@@ -234,7 +234,11 @@ async def thread_page(request: Request, thread_id: str, decided: str = "") -> HT
     except ThreadNotFoundError as exc:
         return refusal_page(request, str(exc), status_code=404, identity=identity)
     result = view.result
-    pending = ApprovalRow.of(result.pending_approval) if result.pending_approval else None
+    pending = (
+        ApprovalRow.of({**result.pending_approval, "follow_ups": result.follow_ups})
+        if result.pending_approval
+        else None
+    )
     customer_id = pending.customer_id if pending else _customer_of(result.actions)
     customer = await context.triage.acustomer(customer_id) if customer_id else None
     return render(

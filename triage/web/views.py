@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -35,6 +36,8 @@ class ApprovalRow:
     requested_at: str
     expires_at: str
     overdue: bool
+    follow_ups: list[dict[str, str]] = dataclass_field(default_factory=list)
+    """Messages the customer sent on this conversation while it waited (at, message)."""
 
     @classmethod
     def of(cls, pending: Any, *, now: datetime | None = None) -> ApprovalRow:
@@ -56,6 +59,10 @@ class ApprovalRow:
             requested_at=str(field(pending, "requested_at", "")),
             expires_at=expires_at,
             overdue=bool(overdue),
+            follow_ups=[
+                {"at": str(field(f, "at", "")), "message": str(field(f, "message", ""))}
+                for f in field(pending, "follow_ups") or []
+            ],
         )
 
     @property

@@ -266,6 +266,7 @@ async def test_intake_refuses_bad_token_oversize_and_bad_tickets(web: Web, setti
             '{"cusotmer_id": "x", "body": "hi"}',
             "not json",
             '{"customer_id": "cus_nobody", "body": "hi"}',
+            '{"body": "any news?", "conversation_id": "thr_nobody"}',
         ):
             answer = await helpdesk.post("/api/tickets", content=bad, headers=AUTH)
             assert answer.status_code == 422, bad
@@ -289,7 +290,13 @@ async def test_openapi_schema_describes_intake(web: Web) -> None:
     submit = schema["paths"]["/api/tickets"]["post"]
     assert set(submit["responses"]) >= {"202", "401", "409", "413", "422"}
     body = submit["requestBody"]["content"]["application/json"]["schema"]
-    assert body["required"] == ["body"] and set(body["properties"]) == {"customer_id", "subject", "body", "channel"}
+    assert body["required"] == ["body"] and set(body["properties"]) == {
+        "customer_id",
+        "subject",
+        "body",
+        "channel",
+        "conversation_id",
+    }
     assert {p["name"] for p in submit["parameters"]} == {"authorization", "idempotency-key"}
     assert "/api/threads/{thread_id}" in schema["paths"]
     assert not any(path.startswith(("/inbox", "/inbox/login")) for path in schema["paths"])

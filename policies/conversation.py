@@ -1,0 +1,153 @@
+"""Pure rules for conversations: what an earlier turn leaves for the next, and when a follow-up reopens a thread.
+
+A conversation is one thread that grows turn by turn. When a turn ends, the next one keeps a short record of it
+(`Turn`): the customer's message clipped and redacted, the route and intent, what was filed and how it was answered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from triage.policies.pii import redact
+from triage.state import Turn
+
+MESSAGE_CHARS = 600
+"""How much of each earlier message a conversation keeps (it is in every later checkpoint)."""
+HISTORY_CHARS = 1_200
+"""How much of the earlier messages the classifier reads besides the new one."""
+MAX_TURNS = 20
+"""Earlier turns kept in state; older ones drop out (the audit trail and the customer memory keep their gist)."""
+FOLLOW_UP_EVENT = "follow_up"
+"""The audit-trail event of a message attached to a thread that awaits approval."""
+SHORT_MESSAGE_WORDS = 12
+"""A follow-up this short is read with the conversation before it even when its own words are clear."""
+
+_REQUEST_KINDS = frozenset({"refund_request", "account_request", "ticket"})
+
+_DID_NOT_HELP = re.compile(
+    r"\b(?:still\s+(?:not|isn'?t|doesn'?t|does\s+not|can'?t|cannot|won'?t|broken|failing|happening|the\s+same|"
+    r"having|getting|no\s+luck)|"
+    r"(?:didn'?t|did\s+not|doesn'?t|does\s+not|hasn'?t|has\s+not|won'?t)\s+(?:help|work|fix|solve|resolve)|"
+    r"not\s+(?:fixed|resolved|solved|working\s+yet)|no\s+luck|same\s+(?:problem|issue|error)|"
+    r"(?:tried|followed)\s+(?:that|those|it|them|the\s+(?:steps|article|instructions))|"
+    r"useless|made\s+no\s+difference)\b",
+    re.IGNORECASE,
+)
+
+
+def clip(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """A message redacted of personal data and cut to `limit` characters (on a word where it can)."""
+    redacted = redact(text.strip()).text
+    if len(redacted) <= limit:
+        return redacted
+    cut = redacted[:limit].rsplit(" ", 1)[0]
+    return cut + " …"
+
+
+def turn_record(number: int, values: Mapping[str, Any]) -> Turn:
+    """The record an ended turn leaves for the next, from the thread's state values at its end."""
+    ticket = values.get("ticket") or {}
+    classification = values.get("classification") or {}
+    reply = values.get("reply") or {}
+    findings = values.get("findings") or {}
+    answered_with = findings.get("answered_with") or findings.get("article")
+    return Turn(
+        turn=number,
+        message=clip(f"{ticket.get('subject', '')}\n{ticket.get('body', '')}"),
+        route=values.get("route"),
+        intent=classification.get("intent"),
+        status=values.get("status"),
+        outcome=values.get("outcome"),
+        reply_template=reply.get("template"),
+        answered_with=answered_with if isinstance(answered_with, str) else None,
+        requests=[a["receipt_id"] for a in values.get("actions") or [] if a.get("kind") in _REQUEST_KINDS],
+    )
+
+
+def attached_turn(number: int, follow_up_id: str, message: str) -> Turn:
+    """The record of a message that arrived while the thread awaited a decision (it was not run on its own).
+
+    `message` is already clipped and redacted (as the audit trail holds it).
+    """
+    return Turn(
+        turn=number,
+        follow_up_id=follow_up_id,
+        message=message,
+        route=None,
+        intent=None,
+        status="attached",
+        outcome=None,
+        reply_template=None,
+        answered_with=None,
+        requests=[],
+    )
+
+
+def history_text(conversation: Sequence[Turn], limit: int = HISTORY_CHARS) -> str:
+    """The earlier customer messages, newest first, as much as fits in `limit` characters."""
+    parts: list[str] = []
+    used = 0
+    for turn in reversed(conversation):
+        message = turn["message"]
+        if used + len(message) > limit:
+            room = limit - used
+            if room > 40:
+                parts.append(message[:room])
+            break
+        parts.append(message)
+        used += len(message)
+    return "\n".join(parts)
+
+
+def needs_history(text: str, confidence: float, min_confidence: float) -> bool:
+    """Whether a follow-up should be read with the conversation: it is short, or unclear on its own."""
+    return len(text.split()) <= SHORT_MESSAGE_WORDS or confidence < min_confidence
+
+
+def did_not_help(text: str) -> str | None:
+    """The phrase in which the customer says the answer did not help ('still not fixed', ...), or None."""
+    match = _DID_NOT_HELP.search(text)
+    return match.group(0) if match else None
+
+
+def last_answered(conversation: Sequence[Turn]) -> Turn | None:
+    """The latest turn that ran (not one attached during an approval)."""
+    return next((turn for turn in reversed(conversation) if turn["status"] != "attached"), None)
+
+
+def reopen_reason(text: str, conversation: Sequence[Turn]) -> str | None:
+    """Why a follow-up goes to a person: the last turn answered from the knowledge base and this says it failed.
+
+    Sending the same article again would not help; a person gets the thread with its history instead.
+    """
+    previous = last_answered(conversation)
+    if previous is None:
+        return None
+    from_kb = previous["answered_with"] is not None or str(previous["reply_template"] or "").endswith(".kb_answer")
+    if not from_kb:
+        return None
+    phrase = did_not_help(text)
+    if phrase is None:
+        return None
+    article = f" ({previous['answered_with']})" if previous["answered_with"] else ""
+    return (
+        f"reopened: the customer says the knowledge-base answer of turn {previous['turn']}{article} did not help "
+        f"('{phrase}')"
+    )
+
+
+def history_lines(conversation: Sequence[Turn]) -> list[str]:
+    """The conversation so far as lines for a person's queue ticket."""
+    lines = []
+    for turn in conversation:
+        answered = f", answered with {turn['answered_with']}" if turn["answered_with"] else ""
+        filed = f", filed {', '.join(turn['requests'])}" if turn["requests"] else ""
+        how = (
+            "arrived while awaiting approval"
+            if turn["status"] == "attached"
+            else f"{turn['route']}/{turn['intent']} -> {turn['status']}{answered}{filed}"
+        )
+        lines.append(f"Turn {turn['turn']} ({how}): {' '.join(turn['message'].split())[:300]}")
+    return lines

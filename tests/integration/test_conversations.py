@@ -1,0 +1,145 @@
+"""Conversations: a follow-up is the next turn of the same thread, with what the earlier turns learned."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import rows
+from tests.integration.test_cli import triage
+from triage import TriageApp
+from triage.errors import UnknownConversationError
+from triage.settings import Settings
+from triage.web.views import ApprovalRow
+
+
+def _checkpoints(app: TriageApp, thread_id: str) -> int:
+    return len(rows(app.settings.checkpoints_path, "SELECT 1 FROM checkpoints WHERE thread_id = ?", (thread_id,)))
+
+
+def test_a_follow_up_continues_the_thread_with_what_the_first_turn_learned(app: TriageApp) -> None:
+    first = app.run(
+        {"customer_id": "cus_new", "subject": "Change my email", "body": "I want to change the email on my account."}
+    )
+    assert (first.status, first.route, first.intent) == ("completed", "account", "email_change")
+    assert first.reply is not None and first.reply.template == "account.email_change_needs_address"
+    assert (first.conversation_id, first.turn, first.conversation) == (first.thread_id, 1, [])
+
+    # The customer answers without naming their account again: the conversation knows it.
+    second = app.run(
+        {"subject": "Re: Change my email", "body": "Use new.me@example.org", "conversation_id": first.conversation_id}
+    )
+    assert (second.thread_id, second.conversation_id, second.turn) == (first.thread_id, first.thread_id, 2)
+    assert (second.status, second.route, second.intent) == ("completed", "account", "email_change")
+    assert second.reply is not None and second.reply.template == "account.email_change"
+    filed = [a for a in second.actions if a.kind == "account_request"]
+    assert [a.details["new_email"] for a in filed] == ["new.me@example.org"]
+    assert "message" in [a.kind for a in second.actions]
+    # The first turn's effects are not repeated in the second's result; its record is the conversation so far.
+    assert [turn["turn"] for turn in second.conversation] == [1]
+    assert second.conversation[0]["reply_template"] == "account.email_change_needs_address"
+    assert second.conversation[0]["route"] == "account"
+    requests = rows(app.settings.helpdesk_path, "SELECT customer_id FROM account_requests WHERE kind = 'email_change'")
+    assert requests == [{"customer_id": "cus_new"}]
+    # One thread holds both turns.
+    assert [t.thread_id for t in app.threads()] == [first.thread_id]
+
+
+def test_a_follow_up_during_a_pending_approval_is_attached_for_the_approver(app: TriageApp) -> None:
+    first = app.run(
+        {"customer_id": "cus_mid_dup", "subject": "Charged twice", "body": "I was charged twice, refund the extra one."}
+    )
+    assert first.status == "awaiting_approval"
+    pending = first.pending_approval
+    assert pending is not None
+    before = _checkpoints(app, first.thread_id)
+    (indexed,) = app.pending_approvals()
+
+    attached = app.run({"body": "Any news on my refund? It is urgent.", "conversation_id": first.conversation_id})
+
+    # The pending decision is untouched: same approval, same version, no new checkpoint, no new effect.
+    assert attached.status == "awaiting_approval"
+    assert attached.pending_approval is not None
+    assert attached.pending_approval["approval_id"] == pending["approval_id"]
+    assert [f.message for f in attached.follow_ups] == ["Any news on my refund? It is urgent."]
+    assert _checkpoints(app, first.thread_id) == before
+    (still,) = app.pending_approvals()
+    assert (still.approval_id, still.version) == (indexed.approval_id, indexed.version)
+    assert [f.message for f in still.follow_ups] == ["Any news on my refund? It is urgent."]
+    # The approver sees it in the inbox row and on the thread.
+    assert [f["message"] for f in ApprovalRow.of(still).follow_ups] == ["Any news on my refund? It is urgent."]
+    assert [f.message for f in app.thread(first.thread_id).result.follow_ups] == [
+        "Any news on my refund? It is urgent."
+    ]
+
+    done = app.resume(first.thread_id, {"approver": "alice", "decision": "approve"})
+    assert done.status == "completed"
+    assert [a.kind for a in done.actions].count("refund") == 1
+
+    # The next turn reads the attached message as part of the conversation, and no refund is issued again.
+    third = app.run({"body": "Thanks. When will I see the money?", "conversation_id": first.conversation_id})
+    assert third.turn == 3
+    assert [(t["turn"], t["status"]) for t in third.conversation] == [(1, "completed"), (2, "attached")]
+    assert third.conversation[1]["message"] == "Any news on my refund? It is urgent."
+    assert "refund" not in [a.kind for a in third.actions]
+    refunds = rows(app.settings.helpdesk_path, "SELECT id FROM refunds WHERE thread_id = ?", (first.thread_id,))
+    assert len(refunds) == 1
+    assert app.pending_approvals() == []
+
+
+def test_still_not_fixed_after_a_kb_answer_reopens_it_for_a_person(app: TriageApp) -> None:
+    first = app.run(
+        {
+            "customer_id": "cus_new",
+            "subject": "Cannot connect my calendar",
+            "body": "The calendar sync keeps failing with an error when I connect Google Calendar. How do I fix it?",
+        }
+    )
+    assert first.reply is not None and first.reply.template == "technical.kb_answer"
+    article = first.findings["answered_with"]
+
+    again = app.run({"body": "I followed the steps, it is still not fixed.", "conversation_id": first.thread_id})
+
+    assert (again.status, again.route) == ("escalated", "escalation")
+    assert again.route_reason is not None and "reopened" in again.route_reason and article in again.route_reason
+    assert again.reply is not None and again.reply.template == "escalation.handed_off"
+    (ticket,) = [a for a in again.actions if a.kind == "ticket"]
+    assert ticket.details["queue"] == "human"
+    (summary,) = rows(app.settings.helpdesk_path, "SELECT summary FROM tickets WHERE id = ?", (ticket.receipt_id,))
+    assert "Conversation so far:" in summary["summary"]
+    assert "Turn 1 (technical/" in summary["summary"] and article in summary["summary"]
+    assert "calendar sync keeps failing" in summary["summary"]
+
+
+def test_an_unhelpful_follow_up_without_a_kb_answer_is_triaged_as_usual(app: TriageApp) -> None:
+    first = app.run({"customer_id": "cus_locked", "subject": "Locked out", "body": "My account is locked."})
+    assert first.reply is not None and not first.reply.template.endswith("kb_answer")
+    again = app.run({"body": "It still doesn't work, I am locked out.", "conversation_id": first.thread_id})
+    assert again.route_reason is None or "reopened" not in again.route_reason
+
+
+def test_follow_ups_are_refused_with_a_reason(app: TriageApp) -> None:
+    with pytest.raises(UnknownConversationError, match="no conversation 'thr_nope'"):
+        app.run({"body": "hello again", "conversation_id": "thr_nope"})
+    first = app.run({"customer_id": "cus_new", "body": "When are you open?"})
+    with pytest.raises(UnknownConversationError, match="another customer"):
+        app.run({"customer_id": "cus_locked", "body": "and me?", "conversation_id": first.thread_id})
+
+
+def test_cli_continues_a_conversation_and_refuses_an_unknown_one(settings: Settings) -> None:
+    ran = triage(settings, "run", "--customer-id", "cus_new", "--body", "I want to change my email address.", "--json")
+    assert ran.returncode == 0, ran.stderr
+    conversation_id = json.loads(ran.stdout)["conversation_id"]
+    follow: subprocess.CompletedProcess[str] = triage(
+        settings, "run", "--conversation-id", conversation_id, "--body", "It should be me2@example.org", "--json"
+    )
+    assert follow.returncode == 0, follow.stderr
+    result = json.loads(follow.stdout)
+    assert (result["conversation_id"], result["turn"], result["intent"]) == (conversation_id, 2, "email_change")
+
+    unknown = triage(settings, "run", "--conversation-id", "thr_missing", "--body", "hello?")
+    assert unknown.returncode == 2
+    assert "no conversation 'thr_missing'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr

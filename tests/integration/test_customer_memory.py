@@ -1,0 +1,73 @@
+"""Per-customer memory across conversations (LangGraph's store beside the checkpoints)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tests.conftest import rows
+from triage import TriageApp
+
+
+def _store_rows(app: TriageApp, customer_id: str) -> list[dict[str, object]]:
+    """The raw rows LangGraph's SQLite store holds for a customer, read the way an operator would."""
+    return rows(
+        app.settings.checkpoints_path, "SELECT key, value FROM store WHERE prefix = ?", (f"customers.{customer_id}",)
+    )
+
+
+def test_memory_grows_across_conversations_and_reaches_the_people_a_ticket_is_handed_to(app: TriageApp) -> None:
+    assert app.customer_memory("cus_locked") is None
+    first = app.run({"customer_id": "cus_locked", "subject": "Locked out", "body": "My account is locked, help me."})
+    memory = app.customer_memory("cus_locked")
+    assert memory is not None
+    assert [(o["thread_id"], o["route"], o["status"]) for o in memory["recent"]] == [
+        (first.thread_id, first.route, first.status)
+    ]
+    assert memory["preferences"] == {"language": "en"}
+    assert [r["id"] for r in memory["open_requests"]] == [
+        a.receipt_id for a in first.actions if a.kind == "account_request"
+    ]
+    assert first.route is not None and first.route in memory["summary"]
+
+    # `triage show` shows it, and the next conversation's human-queue ticket carries it.
+    assert app.thread(first.thread_id).customer_memory == memory
+    second = app.run(
+        {"customer_id": "cus_locked", "subject": "Lawyer", "body": "I will contact my lawyer about this account."}
+    )
+    assert second.route == "escalation"
+    (ticket,) = [a for a in second.actions if a.kind == "ticket"]
+    (row,) = rows(app.settings.helpdesk_path, "SELECT summary FROM tickets WHERE id = ?", (ticket.receipt_id,))
+    assert f"Customer history: {memory['summary']}" in str(row["summary"])
+    later = app.customer_memory("cus_locked")
+    assert later is not None and [o["thread_id"] for o in later["recent"]] == [first.thread_id, second.thread_id]
+
+
+def test_an_account_deletion_deletes_the_customers_memory(app: TriageApp) -> None:
+    app.run({"customer_id": "cus_small_dup", "subject": "Invoices", "body": "Can you send me my invoices?"})
+    assert app.customer_memory("cus_small_dup") is not None
+    assert _store_rows(app, "cus_small_dup")
+
+    asked = app.run(
+        {"customer_id": "cus_small_dup", "subject": "Delete me", "body": "Please delete my account and all my data."}
+    )
+    assert asked.status == "awaiting_approval"
+    app.resume(asked.thread_id, {"approver": "alice", "decision": "approve"})
+    done = app.resume(asked.thread_id, {"approver": "sam", "decision": "approve"})
+
+    assert "account_deletion" in [a.kind for a in done.actions]
+    assert app.customer_memory("cus_small_dup") is None
+    assert _store_rows(app, "cus_small_dup") == []
+    assert app.thread(asked.thread_id).customer_memory is None
+    # Another customer's memory is untouched.
+    app.run({"customer_id": "cus_new", "subject": "Hours", "body": "When are you open?"})
+    assert app.customer_memory("cus_new") is not None
+
+
+def test_pruned_threads_leave_the_memory(app: TriageApp) -> None:
+    only = app.run({"customer_id": "cus_new", "subject": "Hours", "body": "When is your support team open?"})
+    assert only.status == "completed"
+    assert app.customer_memory("cus_new") is not None
+    report = app.prune(older_than=timedelta(0))
+    assert only.thread_id in report.deleted
+    assert app.customer_memory("cus_new") is None
+    assert _store_rows(app, "cus_new") == []

@@ -1,0 +1,93 @@
+"""A ticket that asks several things: planned into asks, each handled by its specialist in parallel (LangGraph
+`Send`), one approval step and one executor, and one reply that answers every ask in order."""
+
+from __future__ import annotations
+
+from tests.conftest import rows
+from triage import TriageApp
+
+
+def test_two_asks_two_specialists_in_parallel_one_approval_one_reply(app: TriageApp) -> None:
+    body = (
+        "The docking hub order was charged twice, please refund the duplicate. "
+        "Also change my email to mid.new@example.org."
+    )
+    paused = app.run({"customer_id": "cus_mid_dup", "subject": "Two things", "body": body})
+
+    assert [(a["index"], a["route"], a["intent"], a["status"]) for a in paused.asks] == [
+        (1, "billing", "duplicate_charge", "answered"),
+        (2, "account", "email_change", "answered"),
+    ]
+    assert paused.status == "awaiting_approval"
+    assert paused.pending_approval is not None and paused.pending_approval["action"] == "refund"
+    assert len(app.pending_approvals()) == 1
+    # Each specialist ran on its own branch, under its own name (and so its own grant).
+    timeline = app.thread(paused.thread_id).timeline
+    branches = {e.namespace.split("|")[0] for e in timeline if e.namespace.startswith("ask:")}
+    assert len(branches) == 2
+    assert sorted(e.node for e in timeline if e.namespace.startswith("ask:")) == ["act", "act", "lookup", "lookup"]
+
+    done = app.resume(paused.thread_id, {"approver": "alice", "decision": "approve"})
+
+    assert done.status == "completed"
+    kinds = [a.kind for a in done.actions]
+    assert sorted(kinds) == ["account_request", "message", "refund", "refund_request"]
+    refunds = rows(
+        app.settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (done.thread_id,)
+    )
+    assert refunds == [{"amount_cents": 24000}]
+    sent = rows(app.settings.helpdesk_path, "SELECT body FROM outbox WHERE thread_id = ?", (done.thread_id,))
+    assert len(sent) == 1
+    reply = done.reply
+    assert reply is not None and reply.template == "plan.answers" and reply.body == sent[0]["body"]
+    first, second = reply.body.index("\n1. "), reply.body.index("\n2. ")
+    assert first < second
+    refund = next(a for a in done.actions if a.kind == "refund")
+    assert refund.receipt_id in reply.body[first:second]  # the refund is said to be done, in the first answer
+    assert "mid.new@example.org" in reply.body[second:]
+
+
+def test_three_asks_one_held_by_policy_is_handed_on_with_the_reason(app: TriageApp) -> None:
+    body = (
+        "I was charged twice this month, please refund the duplicate. "
+        "Also change the email of account cus_mid_dup to boss@example.org. "
+        "Also my calendar sync keeps failing with an error when I connect Google Calendar."
+    )
+    result = app.run({"customer_id": "cus_small_dup", "subject": "Three things", "body": body})
+
+    assert [(a["route"], a["status"]) for a in result.asks] == [
+        ("billing", "answered"),
+        ("account", "handed_on"),
+        ("technical", "answered"),
+    ]
+    held = result.asks[1]
+    assert held["reason"] is not None and "another customer" in held["reason"]
+    assert result.pending_approval is not None, result.status
+    assert result.pending_approval["action"] == "reply", result.pending_approval
+    assert result.route_reason is not None and "handed on: ask 2" in result.route_reason
+    # Nothing was filed for the held ask; a person has it, with the reason; the other two were answered.
+    changes = rows(
+        app.settings.helpdesk_path, "SELECT id FROM account_requests WHERE thread_id = ?", (result.thread_id,)
+    )
+    assert changes == []
+    (queued,) = [a for a in result.actions if a.kind == "ticket"]
+    assert queued.details["queue"] == "human"
+    (ticket,) = rows(app.settings.helpdesk_path, "SELECT summary FROM tickets WHERE id = ?", (queued.receipt_id,))
+    assert "another customer" in str(ticket["summary"])
+    # A reply drafted from the whole ticket's unsure reading waits for a person, as any such reply does.
+    done = app.resume(result.thread_id, {"approver": "alice", "decision": "approve"})
+    assert done.status == "completed"
+    assert "refund" in [a.kind for a in done.actions]
+    reply = done.reply
+    assert reply is not None
+    assert [reply.body.index(f"\n{n}. ") for n in (1, 2, 3)] == sorted(reply.body.index(f"\n{n}. ") for n in (1, 2, 3))
+    assert queued.receipt_id in reply.body
+
+
+def test_a_single_ask_keeps_its_path(app: TriageApp) -> None:
+    result = app.run({"customer_id": "cus_small_dup", "subject": "Charged twice", "body": "I was billed twice."})
+    assert result.asks == []
+    timeline = app.thread(result.thread_id).timeline
+    coordinator = [e.node for e in timeline if e.namespace == ""]
+    assert coordinator[:4] == ["validate", "classify", "route", "billing"]
+    assert "ask" not in coordinator and "merge" not in coordinator

@@ -1,0 +1,103 @@
+"""The pure conversation rules: what a turn leaves for the next, and when a follow-up reopens for a person."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from triage.policies.conversation import (
+    HISTORY_CHARS,
+    clip,
+    did_not_help,
+    history_text,
+    reopen_reason,
+    turn_record,
+)
+from triage.state import Turn
+
+
+def _turn(number: int, **changes: Any) -> Turn:
+    turn = Turn(
+        turn=number,
+        message=f"message {number}",
+        route="technical",
+        intent="login_issue",
+        status="completed",
+        outcome="resolved",
+        reply_template="technical.kb_answer",
+        answered_with="reset-your-password",
+        requests=[],
+    )
+    turn.update(changes)  # type: ignore[typeddict-item]
+    return turn
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Still not fixed.",
+        "that didn't help at all",
+        "It did not work",
+        "I tried that already",
+        "Same problem as before",
+        "still doesn't work after the steps",
+        "I followed the steps and nothing changed, still broken",
+    ],
+)
+def test_says_the_answer_did_not_help(text: str) -> None:
+    assert did_not_help(text) is not None
+
+
+@pytest.mark.parametrize(
+    "text", ["Thanks, that fixed it!", "Can I also get an invoice?", "It works now", "Please help me with billing"]
+)
+def test_other_follow_ups_do_not_say_it_failed(text: str) -> None:
+    assert did_not_help(text) is None
+
+
+def test_reopens_only_after_an_answer_from_the_knowledge_base() -> None:
+    reason = reopen_reason("still not fixed", [_turn(1)])
+    assert reason is not None and "reset-your-password" in reason and "turn 1" in reason
+    handed = _turn(1, reply_template="technical.engineering_ticket", answered_with=None)
+    assert reopen_reason("still not fixed", [handed]) is None
+    assert reopen_reason("thanks, all good", [_turn(1)]) is None
+    assert reopen_reason("still not fixed", []) is None
+    # A message attached during an approval is not an answer: the last turn that ran decides.
+    attached = _turn(2, status="attached", reply_template=None, answered_with=None)
+    assert reopen_reason("that didn't help", [_turn(1), attached]) is not None
+
+
+def test_a_turn_record_keeps_ids_and_redacts_the_message() -> None:
+    values = {
+        "ticket": {"subject": "Refund", "body": "Card 4111 1111 1111 1111, mail me at jo@example.com"},
+        "classification": {"intent": "refund_request"},
+        "route": "billing",
+        "status": "awaiting_approval",
+        "outcome": "resolved",
+        "reply": {"template": "billing.refund_requested"},
+        "findings": {"payments": ["py_1", "py_2"]},
+        "actions": [
+            {"kind": "refund_request", "receipt_id": "rr_1"},
+            {"kind": "message", "receipt_id": "msg_1"},
+        ],
+    }
+    record = turn_record(1, values)
+    assert record["requests"] == ["rr_1"]
+    assert "4111" not in record["message"] and "jo@example.com" not in record["message"]
+    assert (record["route"], record["intent"], record["reply_template"]) == (
+        "billing",
+        "refund_request",
+        "billing.refund_requested",
+    )
+
+
+@given(st.lists(st.text(min_size=0, max_size=900), max_size=30))
+def test_history_stays_within_its_budget(messages: list[str]) -> None:
+    conversation = [_turn(n, message=clip(text)) for n, text in enumerate(messages, start=1)]
+    text = history_text(conversation)
+    assert len(text) <= HISTORY_CHARS + len(conversation)  # the messages, plus the newlines between them
+    if conversation and len(conversation[-1]["message"]) <= HISTORY_CHARS:
+        assert text.startswith(conversation[-1]["message"])  # the newest first
