@@ -1,12 +1,13 @@
 """The technical specialist: answer from the knowledge base when a fix is documented, else open a ticket.
 
 With a model configured, a ticket the knowledge-base rule cannot answer gets a bounded agent step first (`agent`,
-repeated once per model turn): the model may search the knowledge base with its own queries and list the customer's
-open tickets, read-only and through the gateway with only those tools offered, within the policy's caps on turns,
-tokens and cost (`[agent]` in support.toml) and the run's budget. Every turn is a checkpointed graph step. The loop
-ends in an answer with an article its own searches returned (the draft is the article's template reply, verified
-like any other) or hands on to the deterministic path, which opens the engineering ticket. A tool outside the offered
-set is refused and recorded by the gateway, and the run falls back to a person. Without a model nothing changes.
+repeated once per model turn): the model may search the knowledge base with its own queries, read the service
+status page's open incidents and list the customer's open tickets, read-only and through the gateway with only those
+tools offered, within the policy's caps on turns, tokens and cost (`[agent]` in support.toml) and the run's budget.
+Every turn is a checkpointed graph step. The loop ends in an answer with an article its own searches returned (the
+draft is the article's template reply, verified like any other) or hands on to the deterministic path, which opens
+the engineering ticket. A tool outside the offered set is refused and recorded by the gateway, and the run falls
+back to a person. Without a model nothing changes.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from triage.policies.routing import kb_answers, priority_for
 from triage.state import AgentCallRecord, AgentStep, AgentTrace, Draft, SpecialistState, Violation
 
 NODE = "technical"
-TOOLS = ("search_kb", "find_tickets", "create_ticket")
-AGENT_TOOLS = ("search_kb", "find_tickets")
+TOOLS = ("search_kb", "service_status", "find_tickets", "create_ticket")
+AGENT_TOOLS = ("search_kb", "service_status", "find_tickets")
 """What the agent step is offered: the specialist's read-only tools. Writes stay with the deterministic `act`."""
 
 

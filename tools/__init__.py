@@ -22,6 +22,7 @@ from triage.tools.kb import search_kb
 from triage.tools.outbox import send_message
 from triage.tools.payments import list_invoices, list_payments, list_refunds
 from triage.tools.refunds import issue_refund, request_refund
+from triage.tools.status import service_status
 from triage.tools.tickets import close_ticket, create_ticket, find_engineering_tickets, find_tickets
 
 ALL_TOOLS: dict[str, BaseTool] = {
@@ -33,6 +34,7 @@ ALL_TOOLS: dict[str, BaseTool] = {
         list_refunds,
         request_refund,
         search_kb,
+        service_status,
         create_ticket,
         find_engineering_tickets,
         close_ticket,

@@ -90,7 +90,9 @@ def test_the_agent_answers_with_an_article_its_own_search_found(settings: Settin
     requests = agent_requests(server)
     assert len(requests) == 2
     offered = {tool["function"]["name"] for tool in requests[0]["tools"]}
-    assert offered == {"search_kb", "find_tickets", "finish"}, "only the read tools of the grant, and finish"
+    assert offered == {"search_kb", "service_status", "find_tickets", "finish"}, (
+        "only the grant's read tools, and finish"
+    )
     find = next(t for t in requests[0]["tools"] if t["function"]["name"] == "find_tickets")
     assert "customer_id" not in find["function"]["parameters"]["properties"], "the node binds the customer"
     assert ARTICLE in tool_messages(requests[1])[0], "the second turn sees the search result"
@@ -107,6 +109,35 @@ def test_the_agent_answers_with_an_article_its_own_search_found(settings: Settin
     assert len(agent_calls) == 2 and sum(c["input_tokens"] + c["output_tokens"] for c in agent_calls) == tokens
     # Priced per 1k input (0.001) and output (0.002) tokens of the responses' own counts.
     assert tokens * 0.001 / 1000 < agent["cost_usd"] < tokens * 0.002 / 1000
+
+
+def test_an_open_incident_on_the_status_page_makes_the_agent_hand_on(
+    settings: Settings, server: DevModelServer
+) -> None:
+    with TriageApp(settings) as app:
+        app.warm_up()  # a new home: the helpdesk exists, with no incident
+    db = settings.helpdesk_path
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(
+            "INSERT INTO service_incidents (id, component, state, title, started_at) VALUES "
+            "('inc_1', 'exports', 'investigating', 'Exports produce garbled files', '2026-11-30T09:00:00+00:00'), "
+            "('inc_0', 'exports', 'resolved', 'Slow exports', '2026-11-01T09:00:00+00:00')"
+        )
+    conn.close()
+    script_classification(server)
+    server.script(calls(("service_status", {"component": "exports"})))
+    server.script(calls(("finish", {"decision": "hand_on", "rationale": "open incident on exports"})))
+    result, timeline = run_ticket(agent_settings(settings, server))
+
+    agent = result.findings["agent"]
+    assert agent["status"] == "handed_on" and agent["calls"] == ["service_status: ok", "finish: finish"]
+    [seen] = tool_messages(agent_requests(server)[1])
+    assert "Exports produce garbled files" in seen and "Slow exports" not in seen, "open incidents only"
+    assert [a.kind for a in result.actions if a.kind == "ticket"] == ["ticket"], "engineering takes it"
+    assert [e.node for e in timeline if e.namespace.startswith("technical:")] == ["search", "agent", "agent", "act"]
 
 
 @pytest.mark.parametrize(

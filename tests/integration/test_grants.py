@@ -27,6 +27,7 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
     "search_kb": {"query": "reset password"},
     "create_ticket": {"queue": "human", "priority": "low", "subject": "s", "summary": "s"},
     "find_tickets": {"customer_id": "cus_0001"},
+    "service_status": {"component": "sync"},
     "send_message": {"to_address": "a@example.com", "subject": "s", "body": "b", "template": "t"},
     "create_account_request": {"customer_id": "cus_0001", "kind": "data_export"},
     "list_plans": {},
@@ -96,7 +97,7 @@ async def test_node_grant_matrix(gateway: ToolGateway, tmp_path: Path, node: str
         args = {k: placeholders.get(v, v) if isinstance(v, str) else v for k, v in args.items()}
         if PERMISSIONS.allows(node, tool_scope(ALL_TOOLS[tool])):
             made = await gateway.call(node, tool, args, thread_id=f"thr_{node}")
-            placeholders["LAST"] = str(made["id"]) if isinstance(made, dict) else ""
+            placeholders["LAST"] = str(made.get("id", "")) if isinstance(made, dict) else ""
         else:
             with pytest.raises(ScopeDeniedError):
                 await gateway.call(node, tool, args, thread_id=f"thr_{node}")

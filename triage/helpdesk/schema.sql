@@ -229,3 +229,13 @@ CREATE TABLE IF NOT EXISTS data_jobs (
     thread_id       TEXT NOT NULL,
     idempotency_key TEXT NOT NULL UNIQUE
 );
+
+-- Incidents of the service status page (fed by the status page or an operator; none on a new helpdesk).
+CREATE TABLE IF NOT EXISTS service_incidents (
+    id          TEXT PRIMARY KEY,
+    component   TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('investigating', 'identified', 'monitoring', 'resolved')),
+    title       TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    resolved_at TEXT
+);
