@@ -11,6 +11,7 @@ from triage.nodes.common import RESPONSE_TIMES, action_record, call_tool, rememb
 from triage.policies.conversation import history_lines
 from triage.policies.routing import priority_for
 from triage.state import Draft, SpecialistState
+from triage.tools.tickets import HISTORY_LABEL
 
 NODE = "escalation"
 TOOLS = ("create_ticket",)
@@ -42,7 +43,7 @@ async def hand_off(state: SpecialistState, runtime: Runtime[Context]) -> dict[st
         summary_lines.append(f"Escalated because: {reason}.")
     history = await remembered(runtime, ticket["customer_id"])
     if history:
-        summary_lines.append(f"Customer history: {history}")
+        summary_lines.append(f"{HISTORY_LABEL}{history}")
     if state.get("conversation"):
         summary_lines += ["", "Conversation so far:", *history_lines(state.get("conversation", [])[-6:])]
     receipt = await call_tool(

@@ -47,6 +47,9 @@ async def _remember(state: State, record: Turn, runtime: Runtime[Context]) -> No
     actions = state.get("actions", [])
     if any(a["kind"] == "account_deletion" and a["node"] == "execute" for a in actions):
         return
+    saga = state.get("saga")
+    if saga is not None and saga["kind"] == "account_closure" and saga["status"] == "completed":
+        return
     done = {a["kind"] for a in actions if a["node"] == "execute"}
     closed = [p["args"]["request_id"] for p in state.get("proposed_actions", []) if p["kind"] in done]
     rejection = state.get("rejection")

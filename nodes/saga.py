@@ -26,6 +26,7 @@ from triage.policies.account import SAGA_KINDS, saga_steps
 from triage.policies.approvals import REQUIRED_APPROVALS, approval_tier
 from triage.policies.billing import format_money
 from triage.state import AccountChangeState, ActionRecord, Draft, ProposedAction, SagaOutcome, SagaStep
+from triage.stores.memory import forget_customer
 from triage.tools import ALL_TOOLS
 from triage.tools.base import compensation_of, idempotency_key
 
@@ -167,6 +168,8 @@ async def run_steps(state: AccountChangeState, runtime: Runtime[Context]) -> dic
             policy_version=version,
             dedupe_key=f"completed:{change_id}",
         )
+        if change["kind"] == "account_closure":  # nothing is remembered of a closed account
+            await forget_customer(runtime.store, str(change["args"]["customer_id"]))
         return {"actions": actions, "saga": _outcome(change["kind"], "completed", completed=done)}
     undone, not_undone = [], []
     for step, key, receipt in reversed(completed):

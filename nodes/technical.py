@@ -29,6 +29,7 @@ from triage.nodes.common import (
 )
 from triage.policies.routing import kb_answers, priority_for
 from triage.state import AgentCallRecord, AgentStep, AgentTrace, Draft, SpecialistState, Violation
+from triage.tools.tickets import HISTORY_LABEL
 
 NODE = "technical"
 TOOLS = ("search_kb", "service_status", "find_tickets", "create_ticket")
@@ -234,7 +235,7 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
         summary += f"\n\nClosest article: {best['slug']} (score {best['score']}, not a confident match)."
     history = await remembered(runtime, ticket["customer_id"])
     if history:
-        summary += f"\n\nCustomer history: {history}"
+        summary += f"\n\n{HISTORY_LABEL}{history}"
     receipt = await call_tool(
         runtime,
         NODE,

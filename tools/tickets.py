@@ -70,6 +70,19 @@ class FindEngineeringTicketsArgs(BaseModel):
     keys: list[str] = Field(min_length=1, max_length=200, description="Ticket ids or issue keys (ENG-42).")
 
 
+HISTORY_LABEL = "Customer history: "
+"""Starts the line of a ticket's summary that recalls the customer's earlier tickets (not part of this report)."""
+
+
+def reported_text(subject: str, summary: str) -> str:
+    """What a ticket itself reports: its subject and summary without the recalled customer history.
+
+    The history names the customer's other tickets; a release that fixes one of them must not close this one.
+    """
+    own = summary.split("\n" + HISTORY_LABEL, 1)[0]
+    return f"{subject}\n{own}"
+
+
 def mentions(text: str, key: str) -> bool:
     """Whether `text` names `key` as a whole token (ENG-4 is not named by ENG-42), ignoring case."""
     return re.search(rf"(?<![A-Za-z0-9_-]){re.escape(key)}(?![A-Za-z0-9_])", text, re.I) is not None
@@ -91,7 +104,7 @@ async def find_engineering_tickets(
                 (key, key, key),
             )
             for row in candidates:
-                if row["id"].upper() == key.upper() or mentions(f"{row['subject']}\n{row['summary']}", key):
+                if row["id"].upper() == key.upper() or mentions(reported_text(row["subject"], row["summary"]), key):
                     found.setdefault(row["id"], {**row, "keys": []})["keys"].append(key)
     return list(found.values())
 

@@ -57,8 +57,10 @@ def check_sqlite_file(path: Path, *, what: str) -> None:
     """Refuse an existing file that is not an intact SQLite database (empty, foreign or truncated).
 
     Only the header and the size are read, so this costs the same for any size of store. A file shorter than its
-    header declares is re-read a few times first: a checkpointing writer in another process may extend the file
-    just after rewriting its header.
+    header declares is intact when its write-ahead log holds frames: a checkpoint copies the log's pages into the
+    file in page order, so the header (page 1) grows before the file does, and a writer in another process, or one
+    killed in the middle, leaves exactly that; SQLite replays the log on open. Without a log it is re-read a few
+    times first (a checkpoint that ends by truncating the log may be finishing in another process).
 
     Raises:
         DamagedStoreError: the file is empty, not SQLite, or truncated.
@@ -82,11 +84,19 @@ def check_sqlite_file(path: Path, *, what: str) -> None:
                 path, f"is not an SQLite database (its first bytes are not an SQLite header): not a {what}"
             )
         declared = _declared_size(header)
-        if declared is None or size >= declared:
+        if declared is None or size >= declared or _has_wal_frames(path):
             return
         if attempt < 3:
             time.sleep(0.05)
     raise DamagedStoreError(path, f"is truncated: {size} bytes of the {declared} its header declares")
+
+
+def _has_wal_frames(path: Path) -> bool:
+    """Whether the database's write-ahead log holds frames past its 32-byte header (SQLite replays them on open)."""
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size > 32
+    except OSError:
+        return False
 
 
 def _declared_size(header: bytes) -> int | None:

@@ -14,6 +14,7 @@ from tests.conftest import rows
 from triage import TriageApp
 from triage.errors import DamagedStoreError, StoreError
 from triage.settings import Settings
+from triage.storefiles import check_sqlite_file
 
 DUPLICATE_CHARGE = {
     "customer_id": "cus_mid_dup",
@@ -163,3 +164,46 @@ def test_four_processes_create_one_fresh_home_together(tmp_path: Path, model_cac
         "checkpoints.sqlite",
         "helpdesk.sqlite",
     ]
+
+
+def _page_one_from_wal(wal: bytes, page_size: int) -> bytes:
+    """The newest copy of page 1 in a write-ahead log (32-byte header, then frames of a 24-byte header and a page)."""
+    newest = b""
+    for offset in range(32, len(wal) - page_size - 23, 24 + page_size):
+        if int.from_bytes(wal[offset : offset + 4], "big") == 1:
+            newest = wal[offset + 24 : offset + 24 + page_size]
+    assert newest, "the log holds no copy of page 1"
+    return newest
+
+
+def test_a_store_killed_in_the_middle_of_a_checkpoint_opens_with_all_its_rows(tmp_path: Path) -> None:
+    # A checkpoint copies the log's pages into the file in page order: a kill after page 1 (whose header declares
+    # the new size) and before the file has grown leaves a short file whose log holds every page. SQLite replays
+    # the log, so the store is intact and must not be refused as truncated.
+    source = tmp_path / "live.sqlite"
+    conn = sqlite3.connect(source)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, text TEXT)")
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.executemany("INSERT INTO t (text) VALUES (?)", [("x" * 200,)] * 2000)
+    conn.commit()
+    store, wal = tmp_path / "checkpoints.sqlite", tmp_path / "checkpoints.sqlite-wal"
+    shutil.copyfile(source, store)  # copied while the writer is open: the log is not folded in
+    shutil.copyfile(source.with_name("live.sqlite-wal"), wal)
+    conn.close()
+    page_size = int.from_bytes(store.read_bytes()[16:18], "big")
+    short = bytearray(store.read_bytes())
+    short[:page_size] = _page_one_from_wal(wal.read_bytes(), page_size)
+    store.write_bytes(bytes(short))
+    declared = int.from_bytes(short[28:32], "big") * page_size
+    assert store.stat().st_size < declared
+
+    check_sqlite_file(store, what="checkpoint store")
+    with sqlite3.connect(store) as reopened:
+        assert reopened.execute("SELECT count(*) FROM t").fetchone() == (2000,)
+
+    wal.unlink()  # the same short file without its log really is truncated
+    with pytest.raises(DamagedStoreError, match="is truncated"):
+        check_sqlite_file(store, what="checkpoint store")
