@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph, StateGraph
     from langgraph.types import StateSnapshot
 
-    from triage.journal import ApprovalState
+    from triage.journal import ApprovalRow, ApprovalState
     from triage.metering import Meter
     from triage.models.tier import ModelTier
     from triage.policies import PolicyBundle
@@ -590,6 +590,9 @@ class TriageApp:
             snapshot = await engine.graph_for(thread_id).aget_state(config)
             paused = _pending(snapshot)
         else:
+            latest = await journal.approval(row.approval_id)
+            if latest is not None and latest.version != row.version:  # decided while we looked: that one won
+                raise self._lost(decision, row.approval_id, latest, request=row.request)
             raise NotAwaitingApprovalError(
                 f"thread {thread_id} is not paused on approval {row.approval_id} (status {_status_of(snapshot)}); "
                 f"`triage recover {thread_id}` continues it"
@@ -615,21 +618,27 @@ class TriageApp:
             approver=decision.approver,
         )
         if not won:
-            latest = await journal.approval(row.approval_id)
-            winner = latest.winner if latest is not None else "another decision"
-            now = (
-                f"it awaits approval again ({latest.round}/{request['approvals_required']} received)"
-                if latest is not None and latest.state == "pending"
-                else f"it is {latest.state if latest else 'gone'}"
-            )
-            raise ApprovalConflictError(
-                f"{decision.approver}'s {decision.decision} of approval {row.approval_id} was not applied: "
-                f"{winner} decided it first; {now}",
-                approval_id=row.approval_id,
-                winner=winner,
-            )
+            raise self._lost(decision, row.approval_id, await journal.approval(row.approval_id), request=request)
         meter = Meter(budget=engine.services.policy.support.budget)
         return await self._drive(engine, Command(resume=answer), thread_id, meter, callbacks)
+
+    @staticmethod
+    def _lost(
+        decision: Decision, approval_id: str, latest: ApprovalRow | None, *, request: Mapping[str, Any]
+    ) -> ApprovalConflictError:
+        """The refusal of a decision that another one (`latest.winner`) beat to the approval."""
+        winner = latest.winner if latest is not None else "another decision"
+        now = (
+            f"it awaits approval again ({latest.round}/{request['approvals_required']} received)"
+            if latest is not None and latest.state == "pending"
+            else f"it is {latest.state if latest else 'gone'}"
+        )
+        return ApprovalConflictError(
+            f"{decision.approver}'s {decision.decision} of approval {approval_id} was not applied: "
+            f"{winner} decided it first; {now}",
+            approval_id=approval_id,
+            winner=winner,
+        )
 
     @staticmethod
     def _refusal(engine: _Engine, decision: Decision, request: Mapping[str, Any], *, sweep: bool) -> str | None:

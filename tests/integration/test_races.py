@@ -16,6 +16,7 @@ from tests.conftest import rows
 from tests.integration.race_driver import decide
 from triage import TriageApp
 from triage.errors import ApprovalConflictError, ApprovalRefusedError, TriageError
+from triage.journal import ApprovalRow, Journal
 from triage.settings import Settings
 
 TICKET = {"subject": "Charged twice", "body": "You charged me twice for the same order."}
@@ -161,3 +162,30 @@ def test_race_in_one_event_loop(
 def test_conflict_error_names_the_winner() -> None:
     error = ApprovalConflictError("lost", approval_id="apr_1", winner="alice (approve)")
     assert (error.approval_id, error.winner) == ("apr_1", "alice (approve)")
+
+
+def test_a_decision_that_loses_while_it_waits_for_the_pause_names_the_winner(
+    seeded: Path, tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bob reads the pending approval; before he looks at the thread, Alice (another app on the same home, as another
+    # process would be) decides it and runs the thread to its end. Bob then never sees the thread paused: he lost to
+    # Alice and must be told so, not that the thread needs `recover`.
+    settings, thread_id = paused_thread(seeded, tmp_path, model_cache, "cus_mid_dup")
+    original = Journal.current_approval
+    interleaved: list[str] = []
+
+    async def read_then_alice_decides(self: Journal, thread: str) -> ApprovalRow | None:
+        row = await original(self, thread)
+        if not interleaved:
+            interleaved.append(thread)
+            with TriageApp(settings) as alice:
+                done = await asyncio.to_thread(alice.resume, thread, ALICE_EDIT)
+            assert done.status == "completed"
+        return row
+
+    monkeypatch.setattr(Journal, "current_approval", read_then_alice_decides)
+    with TriageApp(settings) as bob, pytest.raises(ApprovalConflictError, match="alice") as caught:
+        bob.resume(thread_id, BOB_EDIT)
+    assert interleaved == [thread_id] and caught.value.winner and "alice" in caught.value.winner
+    refunds = rows(settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (thread_id,))
+    assert refunds == [{"amount_cents": 12000}]
