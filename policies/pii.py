@@ -410,7 +410,9 @@ def _redact_known_secrets(text: str, placeholder_for: Callable[[str, str], str])
     spans: list[tuple[int, int]] = []
     for pattern in _secret_detectors():
         for match in pattern.finditer(text):
-            start, end = match.span()
+            found = match.group(0)  # some detectors take the blank before or after a key into their match
+            start = match.start() + len(found) - len(found.lstrip())
+            end = match.end() - len(found) + len(found.rstrip())
             while start > 0 and _TOKEN_CHARS.fullmatch(text[start - 1]):
                 start -= 1
             while end < len(text) and _TOKEN_CHARS.fullmatch(text[end]):

@@ -12,8 +12,9 @@ names, or stopped early) are left out of the figures, and their number is printe
 
 A long run can be done in parts: `--keep` goes on from the results in build/mutation/ (a run cut short, or one
 limited to some mutant globs, keeps every verdict it reached), `--recheck` runs the survivors again once tests were
-added, and `--report` prints the figures of everything checked so far. Mutant globs make mutmut run every mutant
-they match again, checked or not: `--keep` without globs is the way to finish a run.
+added (a mutant that timed out stays caught: it is not run again), and `--report` prints the figures of everything
+checked so far. Mutant globs make mutmut run every mutant they match again, checked or not: `--keep` without globs
+is the way to finish a run.
 
 Usage: python scripts/mutation.py [--keep] [--report] [--max-children N] [--min-score PERCENT] [mutant globs]
 """
@@ -35,6 +36,8 @@ STAGE = ROOT / "build" / "mutation"
 TESTS = ROOT / "tests"
 EQUIVALENT = ROOT / "tests" / "mutation" / "equivalent.md"
 MUTMUT = [sys.executable, "-m", "mutmut"]
+KILLED = frozenset({"killed", "timeout", "caught by type check"})
+"""mutmut's verdicts that count as caught: a failing test, a timeout (the mutant loops), or a mypy error."""
 
 
 def build_stage() -> None:
@@ -123,13 +126,19 @@ def results() -> dict[str, dict[str, str]]:
 
 
 def forget_survivors() -> list[str]:
-    """Clear the last run's verdict on every survivor (so mutmut checks them again); their names."""
+    """Clear the last run's verdict on every survivor (so mutmut checks them again); their names.
+
+    Killed mutants stay killed, and so do those that timed out (an endless loop: checking one again costs its whole
+    time limit and ends the same way) and those mypy rejected; listed equivalents and unchecked mutants are left too.
+    """
+    from mutmut.stats import status_by_exit_code
+
     forgotten, equivalent = [], equivalent_mutants()
     for meta in (STAGE / "mutants" / "src").rglob("*.py.meta"):
         data = json.loads(meta.read_text())
         codes = data.get("exit_code_by_key", {})
         for key, code in codes.items():
-            if code is not None and code not in (1, 3) and key not in equivalent:
+            if code is not None and status_by_exit_code[code] not in {*KILLED, "skipped"} and key not in equivalent:
                 codes[key] = None
                 forgotten.append(key)
         meta.write_text(json.dumps(data))
@@ -139,7 +148,6 @@ def forget_survivors() -> list[str]:
 def report(min_score: float | None) -> int:
     """Print the score per file and overall, and every survivor; 1 when below `min_score`."""
     equivalent = equivalent_mutants()
-    killed_states = {"killed", "timeout", "caught by type check"}
     total = killed = typed = unchecked = 0
     survivors: list[tuple[str, str]] = []
     print()
@@ -148,11 +156,11 @@ def report(min_score: float | None) -> int:
         counted = {k: v for k, v in statuses.items() if v not in ("skipped", "not checked")}
         if not counted:
             continue
-        dead = sum(v in killed_states for v in counted.values())
+        dead = sum(v in KILLED for v in counted.values())
         total, killed = total + len(counted), killed + dead
         typed += sum(v == "caught by type check" for v in counted.values())
         print(f"{file:40} {dead:4} of {len(counted):4} killed ({100 * dead / len(counted):5.1f}%)")
-        survivors += sorted((k, v) for k, v in counted.items() if v not in killed_states)
+        survivors += sorted((k, v) for k, v in counted.items() if v not in KILLED)
     for name, status in survivors:
         why = equivalent.get(name)
         print(f"  {status:9} {name}" + (f"  (equivalent: {why})" if why else ""))

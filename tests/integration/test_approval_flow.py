@@ -462,3 +462,28 @@ def test_an_approval_request_recorded_again_on_replay_is_audited_once(app: Triag
     events = [line["event"] for line in audit(app, paused.thread_id)]
     assert events == ["approval_requested"]
     assert app.thread(paused.thread_id).result.pending_approval is not None
+
+
+def test_a_reply_needing_approval_is_asked_after_a_refund_that_needs_none(pinned: Any) -> None:
+    app = pinned(0.85, route="billing", intent="duplicate_charge")
+    paused = app.run({"customer_id": "cus_small_dup", "subject": "Charged twice", "body": DUPLICATE})
+    assert [a["kind"] for a in paused.proposed_actions] == ["refund"], "a $19.00 refund: no approval of its own"
+    assert paused.status == "awaiting_approval" and paused.pending_approval is not None
+    assert paused.pending_approval["action"] == "reply"
+    assert refunds(app.settings, paused.thread_id) == []
+    done = app.resume(paused.thread_id, {"approver": "bob", "decision": "approve"})
+    assert done.status == "completed"
+    assert [r["amount_cents"] for r in refunds(app.settings, done.thread_id)] == [1900]
+
+
+def test_a_reply_needing_approval_is_asked_after_the_refund_was_approved(pinned: Any) -> None:
+    app = pinned(0.85, route="billing", intent="duplicate_charge")
+    paused = app.run({"customer_id": "cus_mid_dup", "subject": "Charged twice", "body": DUPLICATE})
+    assert paused.pending_approval is not None and paused.pending_approval["action"] == "refund"
+    again = app.resume(paused.thread_id, {"approver": "bob", "decision": "approve"})
+    assert again.status == "awaiting_approval" and again.pending_approval is not None
+    assert again.pending_approval["action"] == "reply"
+    assert refunds(app.settings, again.thread_id) == [], "nothing runs before every action is approved"
+    done = app.resume(again.thread_id, {"approver": "bob", "decision": "approve"})
+    assert done.status == "completed"
+    assert [r["amount_cents"] for r in refunds(app.settings, done.thread_id)] == [24000]

@@ -145,6 +145,14 @@ MUTANTS = (
         ("tests/unit/test_pii_and_injection_rules.py::test_iban",),
     ),
     Mutant(
+        "a random key at exactly the entropy threshold slips through redaction",
+        "triage.policies.pii",
+        "_high_entropy",
+        "return entropy >= 4.0",
+        "return entropy > 4.0",
+        ("tests/unit/test_pii_secrets.py::test_the_entropy_test_at_its_limits",),
+    ),
+    Mutant(
         "an edit may raise a refund",
         "triage.policies.approvals",
         "edit_refusal",
