@@ -23,7 +23,14 @@ from triage.tools.outbox import send_message
 from triage.tools.payments import list_invoices, list_payments, list_refunds
 from triage.tools.refunds import issue_refund, request_refund
 from triage.tools.status import service_status
-from triage.tools.tickets import close_ticket, create_ticket, find_engineering_tickets, find_tickets
+from triage.tools.tickets import (
+    close_ticket,
+    create_ticket,
+    find_engineering_tickets,
+    find_related_tickets,
+    find_tickets,
+    note_ticket,
+)
 
 ALL_TOOLS: dict[str, BaseTool] = {
     made.name: made
@@ -39,6 +46,8 @@ ALL_TOOLS: dict[str, BaseTool] = {
         find_engineering_tickets,
         close_ticket,
         find_tickets,
+        find_related_tickets,
+        note_ticket,
         send_message,
         create_account_request,
         list_plans,

@@ -48,6 +48,8 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
     "confirm_account_change": {"customer_id": "cus_0001", "request_id": "REQUEST"},
     "find_engineering_tickets": {"keys": ["ENG-1"]},
     "close_ticket": {"ticket_id": "TICKET"},
+    "find_related_tickets": {"customer_id": "cus_0001", "keys": ["ENG-1"]},
+    "note_ticket": {"ticket_id": "TICKET", "note": "n"},
 }
 
 
