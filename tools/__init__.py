@@ -15,7 +15,13 @@ from triage.tools.account_changes import (
     schedule_data_jobs,
     void_account_credit,
 )
-from triage.tools.accounts import complete_account_request, create_account_request, decline_request, list_plans
+from triage.tools.accounts import (
+    complete_account_request,
+    create_account_request,
+    decline_request,
+    list_plans,
+    withdraw_request,
+)
 from triage.tools.base import ToolContext, tool_scope
 from triage.tools.customers import get_customer
 from triage.tools.kb import search_kb
@@ -54,6 +60,7 @@ ALL_TOOLS: dict[str, BaseTool] = {
         issue_refund,
         complete_account_request,
         decline_request,
+        withdraw_request,
         change_subscription,
         revert_subscription_change,
         post_account_credit,

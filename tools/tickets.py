@@ -33,7 +33,12 @@ class CreateTicketArgs(BaseModel):
     customer_id: str | None = None
 
 
-@helpdesk_tool(scope="tickets:write", args_schema=CreateTicketArgs)
+@helpdesk_tool(
+    scope="tickets:write",
+    args_schema=CreateTicketArgs,
+    irreversible="a team may already be working on the ticket and the customer was given its id: one opened in "
+    "error is closed by a person who says why",
+)
 async def create_ticket(
     queue: Queue,
     priority: Priority,
@@ -115,7 +120,12 @@ class CloseTicketArgs(BaseModel):
     ticket_id: str = Field(min_length=1, max_length=64)
 
 
-@helpdesk_tool(scope="tickets:close", args_schema=CloseTicketArgs)
+@helpdesk_tool(
+    scope="tickets:close",
+    args_schema=CloseTicketArgs,
+    irreversible="the customer is told their ticket is solved: reopening it silently would leave them misinformed, "
+    "so a person reopens it and tells them",
+)
 async def close_ticket(ticket_id: str, ctx: Annotated[ToolContext, InjectedToolArg]) -> dict[str, Any]:
     """Mark a ticket solved; closing a solved ticket changes nothing (`closed` says whether this call closed it)."""
     async with ctx.helpdesk.transaction() as conn:
@@ -190,7 +200,12 @@ class NoteTicketArgs(BaseModel):
     note: str = Field(min_length=1, max_length=4_000, description="What the person handling the ticket must know.")
 
 
-@helpdesk_tool(scope="tickets:note", args_schema=NoteTicketArgs)
+@helpdesk_tool(
+    scope="tickets:note",
+    args_schema=NoteTicketArgs,
+    irreversible="a note is part of the ticket's history, which people may have read: a wrong one is corrected by "
+    "another note",
+)
 async def note_ticket(ticket_id: str, note: str, ctx: Annotated[ToolContext, InjectedToolArg]) -> dict[str, Any]:
     """Add a note to a ticket for the person who handles it; the same note twice in a thread is added once."""
     note_id = receipt_id("note", ctx.idempotency_key)
