@@ -15,7 +15,13 @@ from triage.tools.account_changes import (
     schedule_data_jobs,
     void_account_credit,
 )
-from triage.tools.accounts import complete_account_request, create_account_request, decline_request, list_plans
+from triage.tools.accounts import (
+    complete_account_request,
+    create_account_request,
+    decline_request,
+    list_plans,
+    withdraw_request,
+)
 from triage.tools.base import ToolContext, tool_scope
 from triage.tools.customers import get_customer
 from triage.tools.kb import search_kb
@@ -23,7 +29,14 @@ from triage.tools.outbox import send_message
 from triage.tools.payments import list_invoices, list_payments, list_refunds
 from triage.tools.refunds import issue_refund, request_refund
 from triage.tools.status import service_status
-from triage.tools.tickets import close_ticket, create_ticket, find_engineering_tickets, find_tickets
+from triage.tools.tickets import (
+    close_ticket,
+    create_ticket,
+    find_engineering_tickets,
+    find_related_tickets,
+    find_tickets,
+    note_ticket,
+)
 
 ALL_TOOLS: dict[str, BaseTool] = {
     made.name: made
@@ -39,12 +52,15 @@ ALL_TOOLS: dict[str, BaseTool] = {
         find_engineering_tickets,
         close_ticket,
         find_tickets,
+        find_related_tickets,
+        note_ticket,
         send_message,
         create_account_request,
         list_plans,
         issue_refund,
         complete_account_request,
         decline_request,
+        withdraw_request,
         change_subscription,
         revert_subscription_change,
         post_account_credit,

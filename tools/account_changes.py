@@ -1,7 +1,8 @@
 """The steps of multi-step account changes (a plan change, an account closure), each with the tool that undoes it.
 
 Every effect is written once per idempotency key (a repeat returns the first receipt) and declares its
-compensation with `helpdesk_tool(compensation=...)`. A compensation takes the customer and the effect's receipt id,
+compensation with `helpdesk_tool(compensation=...)`; the compensations, and the last step (`confirm_account_change`),
+declare with `irreversible=...` why nothing undoes them. A compensation takes the customer and the effect's receipt id,
 puts back what the effect changed and marks it `reversed` (or voided, canceled); repeating it changes nothing.
 """
 
@@ -16,6 +17,8 @@ from pydantic import BaseModel, Field
 
 from triage.errors import PermanentToolError
 from triage.tools.base import ToolContext, fetch_one, helpdesk_tool, insert_once, receipt_id, utc_now
+
+COMPENSATION_ITSELF = "it is itself a compensation: undoing an undo is running the step again"
 
 
 class UndoArgs(BaseModel):
@@ -107,7 +110,7 @@ async def change_subscription(
     return {"id": change_id, "created": True, "to_plan": plan}
 
 
-@helpdesk_tool(scope="accounts:execute", args_schema=UndoArgs)
+@helpdesk_tool(scope="accounts:execute", args_schema=UndoArgs, irreversible=COMPENSATION_ITSELF)
 async def revert_subscription_change(
     customer_id: str, receipt_id: str, ctx: Annotated[ToolContext, InjectedToolArg]
 ) -> dict[str, Any]:
@@ -159,7 +162,7 @@ async def post_account_credit(
     return {"id": credit_id, "created": created, "amount_cents": amount_cents}
 
 
-@helpdesk_tool(scope="accounts:execute", args_schema=UndoArgs)
+@helpdesk_tool(scope="accounts:execute", args_schema=UndoArgs, irreversible=COMPENSATION_ITSELF)
 async def void_account_credit(
     customer_id: str, receipt_id: str, ctx: Annotated[ToolContext, InjectedToolArg]
 ) -> dict[str, Any]:
@@ -214,7 +217,7 @@ async def adjust_seats(
     return {"id": change_id, "created": True, "seats": seats}
 
 
-@helpdesk_tool(scope="accounts:execute", args_schema=UndoArgs)
+@helpdesk_tool(scope="accounts:execute", args_schema=UndoArgs, irreversible=COMPENSATION_ITSELF)
 async def revert_seat_change(
     customer_id: str, receipt_id: str, ctx: Annotated[ToolContext, InjectedToolArg]
 ) -> dict[str, Any]:
@@ -275,7 +278,7 @@ async def refund_unused_period(
     return {"id": refund_id, "created": created, "amount_cents": amount_cents}
 
 
-@helpdesk_tool(scope="refunds:write", args_schema=UndoArgs)
+@helpdesk_tool(scope="refunds:write", args_schema=UndoArgs, irreversible=COMPENSATION_ITSELF)
 async def cancel_period_refund(
     customer_id: str, receipt_id: str, ctx: Annotated[ToolContext, InjectedToolArg]
 ) -> dict[str, Any]:
@@ -318,7 +321,7 @@ async def schedule_data_jobs(
     return {"id": job_id, "created": created}
 
 
-@helpdesk_tool(scope="accounts:execute", args_schema=UndoArgs)
+@helpdesk_tool(scope="accounts:execute", args_schema=UndoArgs, irreversible=COMPENSATION_ITSELF)
 async def cancel_data_jobs(
     customer_id: str, receipt_id: str, ctx: Annotated[ToolContext, InjectedToolArg]
 ) -> dict[str, Any]:
@@ -337,7 +340,12 @@ class ConfirmArgs(BaseModel):
     close_account: bool = False
 
 
-@helpdesk_tool(scope="accounts:execute", args_schema=ConfirmArgs)
+@helpdesk_tool(
+    scope="accounts:execute",
+    args_schema=ConfirmArgs,
+    irreversible="the last step of a change, which the customer is told of: nothing after it can fail, and a "
+    "confirmed change is reversed by a new change",
+)
 async def confirm_account_change(
     customer_id: str, request_id: str, ctx: Annotated[ToolContext, InjectedToolArg], close_account: bool = False
 ) -> dict[str, Any]:

@@ -18,6 +18,9 @@ from triage.helpdesk import Helpdesk
 
 SCOPE_KEY = "scope"
 COMPENSATION_KEY = "compensation"
+IRREVERSIBLE_KEY = "irreversible"
+READ_SCOPE_SUFFIX = ":read"
+"""A tool whose scope ends so only reads; every other tool has an effect, and must say how it is undone."""
 
 
 @dataclass(frozen=True)
@@ -31,17 +34,26 @@ class ToolContext:
 
 
 def helpdesk_tool(
-    *, scope: str, args_schema: type[BaseModel], compensation: str | None = None
+    *, scope: str, args_schema: type[BaseModel], compensation: str | None = None, irreversible: str | None = None
 ) -> Callable[[Callable[..., Any]], BaseTool]:
     """Declare a LangChain tool that needs `scope`; its function takes the fields of `args_schema` and `ctx`.
 
-    `compensation` names the tool that undoes this one's effect (it takes `customer_id` and the effect's
-    `receipt_id`); a step of a multi-step change may only be followed by others when it declares one.
+    A tool with an effect (any scope but `...:read`) declares how it is undone, exactly one of:
+    `compensation`, the tool that undoes its effect (it takes `customer_id` and the effect's `receipt_id`): a step
+    of a multi-step change may only be followed by others when it declares one; or `irreversible`, why no tool can
+    undo it (a message may already be read: a correction is a new message). A read-only tool declares neither.
+
+    Raises:
+        TypeError: both are declared, or a read-only tool declares one.
     """
+    if compensation is not None and irreversible is not None:
+        raise TypeError("declare a compensation or why there is none (irreversible), not both")
+    if scope.endswith(READ_SCOPE_SUFFIX) and (compensation is not None or irreversible is not None):
+        raise TypeError(f"a read-only tool ({scope}) has no effect to undo: declare no compensation")
 
     def wrap(func: Callable[..., Any]) -> BaseTool:
         made = tool(args_schema=args_schema)(func)
-        made.metadata = {SCOPE_KEY: scope, COMPENSATION_KEY: compensation}
+        made.metadata = {SCOPE_KEY: scope, COMPENSATION_KEY: compensation, IRREVERSIBLE_KEY: irreversible}
         return made
 
     return wrap
@@ -83,6 +95,17 @@ def compensation_of(made: BaseTool) -> str | None:
     """The tool that undoes `made`'s effect, as it declared with `helpdesk_tool(compensation=...)`, if any."""
     compensation = (made.metadata or {}).get(COMPENSATION_KEY)
     return compensation if isinstance(compensation, str) else None
+
+
+def has_effect(made: BaseTool) -> bool:
+    """Whether a tool changes something (its scope is not a `...:read` one)."""
+    return not tool_scope(made).endswith(READ_SCOPE_SUFFIX)
+
+
+def irreversible_reason(made: BaseTool) -> str | None:
+    """Why no tool undoes `made`'s effect, as it declared with `helpdesk_tool(irreversible=...)`, if it did."""
+    reason = (made.metadata or {}).get(IRREVERSIBLE_KEY)
+    return reason if isinstance(reason, str) else None
 
 
 def idempotency_key(thread_id: str, caller: str, tool_name: str, args: Mapping[str, Any]) -> str:

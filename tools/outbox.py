@@ -20,7 +20,11 @@ class SendMessageArgs(BaseModel):
     customer_id: str | None = None
 
 
-@helpdesk_tool(scope="outbox:send", args_schema=SendMessageArgs)
+@helpdesk_tool(
+    scope="outbox:send",
+    args_schema=SendMessageArgs,
+    irreversible="a message may be delivered and read at once: it cannot be unsent, a correction is a new message",
+)
 async def send_message(
     to_address: str,
     subject: str,

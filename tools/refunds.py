@@ -51,7 +51,7 @@ class RefundRequestArgs(BaseModel):
     reason: str = Field(min_length=3, max_length=500, description="Why, in a sentence.")
 
 
-@helpdesk_tool(scope="refunds:request", args_schema=RefundRequestArgs)
+@helpdesk_tool(scope="refunds:request", args_schema=RefundRequestArgs, compensation="withdraw_request")
 async def request_refund(
     customer_id: str,
     payment_id: str,
@@ -116,7 +116,11 @@ class IssueRefundArgs(BaseModel):
     request_id: str | None = Field(default=None, description="The refund request this carries out, if any.")
 
 
-@helpdesk_tool(scope="refunds:write", args_schema=IssueRefundArgs)
+@helpdesk_tool(
+    scope="refunds:write",
+    args_schema=IssueRefundArgs,
+    irreversible="money paid back to the customer cannot be taken back by a tool: a person arranges it with them",
+)
 async def issue_refund(
     customer_id: str,
     payment_id: str,

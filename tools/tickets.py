@@ -33,7 +33,12 @@ class CreateTicketArgs(BaseModel):
     customer_id: str | None = None
 
 
-@helpdesk_tool(scope="tickets:write", args_schema=CreateTicketArgs)
+@helpdesk_tool(
+    scope="tickets:write",
+    args_schema=CreateTicketArgs,
+    irreversible="a team may already be working on the ticket and the customer was given its id: one opened in "
+    "error is closed by a person who says why",
+)
 async def create_ticket(
     queue: Queue,
     priority: Priority,
@@ -115,7 +120,12 @@ class CloseTicketArgs(BaseModel):
     ticket_id: str = Field(min_length=1, max_length=64)
 
 
-@helpdesk_tool(scope="tickets:close", args_schema=CloseTicketArgs)
+@helpdesk_tool(
+    scope="tickets:close",
+    args_schema=CloseTicketArgs,
+    irreversible="the customer is told their ticket is solved: reopening it silently would leave them misinformed, "
+    "so a person reopens it and tells them",
+)
 async def close_ticket(ticket_id: str, ctx: Annotated[ToolContext, InjectedToolArg]) -> dict[str, Any]:
     """Mark a ticket solved; closing a solved ticket changes nothing (`closed` says whether this call closed it)."""
     async with ctx.helpdesk.transaction() as conn:
@@ -127,6 +137,95 @@ async def close_ticket(ticket_id: str, ctx: Annotated[ToolContext, InjectedToolA
     if row is None:
         raise PermanentToolError("close_ticket", f"no ticket {ticket_id}")
     return {"id": ticket_id, "closed": closed, "status": "solved"}
+
+
+class FindRelatedTicketsArgs(BaseModel):
+    """Arguments of `find_related_tickets`."""
+
+    customer_id: str = Field(min_length=1, max_length=64, description="Whose open tickets.")
+    keys: list[str] = Field(min_length=1, max_length=200, description="Ticket ids or issue keys of the problem.")
+    subjects: list[str] = Field(default_factory=list, max_length=200, description="Subjects of its reports.")
+    exclude: list[str] = Field(default_factory=list, max_length=1_000, description="Tickets already accounted for.")
+
+
+def same_subject(one: str, other: str) -> bool:
+    """Whether two subjects are the same line once case, spacing and `Re:`/`Fwd:` prefixes are set aside."""
+    return _plain_subject(one) == _plain_subject(other) != ""
+
+
+def _plain_subject(subject: str) -> str:
+    plain = " ".join(subject.lower().split())
+    while (stripped := re.sub(r"^(?:re|fwd?|aw)\s*:\s*", "", plain)) != plain:
+        plain = stripped
+    return plain
+
+
+@helpdesk_tool(scope="tickets:read", args_schema=FindRelatedTicketsArgs)
+async def find_related_tickets(
+    customer_id: str,
+    keys: list[str],
+    ctx: Annotated[ToolContext, InjectedToolArg],
+    subjects: list[str] | None = None,
+    exclude: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The customer's open tickets, in any queue, about the same problem, oldest first.
+
+    Each names one of `keys` (in what it reports, not in the recalled history) or has one of `subjects`; `because`
+    says which.
+    """
+    skip = {ticket_id.upper() for ticket_id in exclude or []}
+    async with ctx.helpdesk.read() as conn:
+        candidates = await fetch_all(
+            conn,
+            "SELECT id, queue, subject, summary, status, created_at, thread_id FROM tickets "
+            "WHERE customer_id = ? AND status IN ('open', 'pending') ORDER BY created_at, id",
+            (customer_id,),
+        )
+    related: list[dict[str, Any]] = []
+    for row in candidates:
+        if row["id"].upper() in skip:
+            continue
+        text = reported_text(row["subject"], row["summary"])
+        because = [key for key in keys if mentions(text, key)]
+        because += [f"subject: {s}" for s in subjects or [] if same_subject(row["subject"], s)][:1]
+        if because:
+            related.append({k: v for k, v in row.items() if k != "summary"} | {"because": because})
+    return related
+
+
+class NoteTicketArgs(BaseModel):
+    """Arguments of `note_ticket`."""
+
+    ticket_id: str = Field(min_length=1, max_length=64)
+    note: str = Field(min_length=1, max_length=4_000, description="What the person handling the ticket must know.")
+
+
+@helpdesk_tool(
+    scope="tickets:note",
+    args_schema=NoteTicketArgs,
+    irreversible="a note is part of the ticket's history, which people may have read: a wrong one is corrected by "
+    "another note",
+)
+async def note_ticket(ticket_id: str, note: str, ctx: Annotated[ToolContext, InjectedToolArg]) -> dict[str, Any]:
+    """Add a note to a ticket for the person who handles it; the same note twice in a thread is added once."""
+    note_id = receipt_id("note", ctx.idempotency_key)
+    async with ctx.helpdesk.transaction() as conn:
+        if await fetch_one(conn, "SELECT id FROM tickets WHERE id = ?", (ticket_id,)) is None:
+            raise PermanentToolError("note_ticket", f"no ticket {ticket_id}")
+        created = await insert_once(
+            conn,
+            "ticket_notes",
+            {
+                "id": note_id,
+                "ticket_id": ticket_id,
+                "note": note,
+                "author": ctx.caller,
+                "created_at": utc_now(),
+                "thread_id": ctx.thread_id,
+                "idempotency_key": ctx.idempotency_key,
+            },
+        )
+    return {"id": note_id, "created": created, "ticket_id": ticket_id}
 
 
 class FindTicketsArgs(BaseModel):

@@ -371,6 +371,18 @@ class ReleaseTicket(TypedDict):
     """to_close; closed_by_release (an earlier run of this release closed it); solved_before (left alone)."""
 
 
+class RelatedTicket(TypedDict):
+    """A reporting customer's other open ticket about a problem the release fixes (often in another conversation)."""
+
+    id: str
+    queue: str
+    subject: str
+    thread_id: str
+    """The conversation it belongs to (the follow-up is noted there too)."""
+    because: list[str]
+    """What ties it to the fix: the fixed keys or ticket ids it names, or `subject: <the report's subject>`."""
+
+
 class Recipient(TypedDict):
     """A customer to tell about a release: the fixes that concern them and where they reported them."""
 
@@ -382,6 +394,10 @@ class Recipient(TypedDict):
     """Their conversations the fixed tickets came from (the follow-up is noted in each one's audit trail)."""
     notified_earlier: bool
     """An earlier run of this release already told them; nobody is told twice."""
+    related: NotRequired[list[RelatedTicket]]
+    """Their other open tickets about the same problems: an engineering one (the bug reported again) is closed with
+    the fixed ones; one in a person's queue stays open and gets a note that the customer was told, so the person
+    does not tell them again. Looked up only for a customer this release has not told yet."""
 
 
 class ReleaseInput(TypedDict):

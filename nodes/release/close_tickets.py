@@ -16,23 +16,33 @@ TOOLS = ("close_ticket",)
 
 
 async def close_tickets(state: ReleaseState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Close every fixed ticket not closed yet by this release: the ledger first, then the tool, then the receipt."""
+    """Close every ticket of `to_close` not closed yet by this release: the ledger first, the tool, the receipt."""
     services = await services_of(runtime)
     thread_id = thread_id_of(runtime)
     version = state["release"]["version"]
     actions = list(state.get("actions", []))
     closed: list[str] = []
-    for ticket in state.get("tickets", []):
-        if ticket["state"] == "solved_before":
-            continue
-        key = close_key(version, ticket["id"])
+    for ticket_id in to_close(state):
+        key = close_key(version, ticket_id)
         if await services.journal.receipt(key) is None:
             receipt = await services.gateway.call(
-                NODE, "close_ticket", {"ticket_id": ticket["id"]}, thread_id=thread_id, idempotency_key=key
+                NODE, "close_ticket", {"ticket_id": ticket_id}, thread_id=thread_id, idempotency_key=key
             )
             receipt = await services.journal.record_effect(
                 key, thread_id=thread_id, kind="ticket_closed", receipt=receipt, policy_version=services.policy.version
             )
             actions.append(action_record("ticket_closed", "close_ticket", NODE, receipt, release=version))
-        closed.append(ticket["id"])
+        closed.append(ticket_id)
     return {"closed": closed, "actions": actions}
+
+
+def to_close(state: ReleaseState) -> list[str]:
+    """The fixed tickets not solved before, then the reporters' other open engineering tickets about the same bug."""
+    fixed = [t["id"] for t in state.get("tickets", []) if t["state"] != "solved_before"]
+    again = [
+        related["id"]
+        for recipient in state.get("recipients", [])
+        for related in recipient.get("related", [])
+        if related["queue"] == "engineering"
+    ]
+    return list(dict.fromkeys([*fixed, *again]))

@@ -17,3 +17,8 @@ def close_key(version: str, ticket_id: str) -> str:
 def notify_key(version: str, customer_id: str) -> str:
     """The key of telling `customer_id` about release `version` (one message per customer and release)."""
     return idempotency_key(f"release:{version}", "notify", "send_message", {"customer_id": customer_id})
+
+
+def note_key(version: str, ticket_id: str) -> str:
+    """The key of noting on `ticket_id` that release `version` fixed what it asks about and the customer was told."""
+    return idempotency_key(f"release:{version}", "notify", "note_ticket", {"ticket_id": ticket_id})

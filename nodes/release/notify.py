@@ -9,38 +9,68 @@ from langgraph.runtime import Runtime
 from triage.context import Context, services_of, thread_id_of
 from triage.models.templates import render
 from triage.nodes.common import action_record
-from triage.nodes.release.keys import notify_key
-from triage.state import Draft, Recipient, ReleaseState, ReleaseTicket
+from triage.nodes.release.keys import note_key, notify_key
+from triage.state import Draft, Recipient, RelatedTicket, ReleaseState, ReleaseTicket
 
 NODE = "notify"
-TOOLS = ("send_message",)
+TOOLS = ("send_message", "note_ticket")
 TEMPLATE = "release.fixed"
 FOLLOW_UP_EVENT = "release_followup"
-"""The audit line each reporting conversation gets: which release fixed it and which message told the customer."""
+"""The audit line each of the customer's conversations gets, the reporting ones and those with another open ticket
+about the same problem: which release fixed it, which message told the customer, which of its tickets it concerns."""
 
 
 def notification(recipient: Recipient, tickets: list[ReleaseTicket], version: str, summary: str) -> Draft:
-    """The message for one customer: the fixes that concern them and the summary of the notes."""
+    """The message for one customer: the fixes that concern them and the summary of the notes.
+
+    Their other tickets about the same problems are named too: those closed with the fixed ones, and those a person
+    still has open.
+    """
     mine = [t for t in tickets if t["id"] in recipient["tickets"]]
-    fixes = "\n".join(
+    related = recipient.get("related", [])
+    lines = [
         f"- {t['subject']} (ticket {t['id']}"
         + (f", fixed by {', '.join(k for k in t['keys'] if k != t['id'])})" if set(t["keys"]) - {t["id"]} else ")")
         for t in mine
+    ]
+    lines += [f"- {r['subject']} (ticket {r['id']}, the same problem)" for r in related if r["queue"] == "engineering"]
+    still_open = [r for r in related if r["queue"] != "engineering"]
+    open_note = (
+        "\n\nYour other open request(s) about this, "
+        + "; ".join(f"{r['subject']} (ticket {r['id']})" for r in still_open)
+        + ", stay with our team for anything else they need. The team can see this message, so you will not be told "
+        "about this fix twice."
+        if still_open
+        else ""
     )
     return Draft(
         template=TEMPLATE,
         facts={
             "customer_name": recipient["name"],
             "version": version,
-            "fixes": fixes,
+            "fixes": "\n".join(lines),
             "summary": summary,
+            "open_elsewhere": open_note,
             "ticket_subject": mine[0]["subject"] if len(mine) == 1 else f"Fixed in release {version}",
         },
     )
 
 
+def ticket_note(version: str, message_id: str, recipient: Recipient, related: RelatedTicket) -> str:
+    """The note a person's open ticket gets: the release fixed what it asks about, and the customer was told."""
+    return (
+        f"Release {version} fixes what this ticket asks about ({', '.join(related['because'])}). The customer was "
+        f"told in message {message_id} (fixed tickets: {', '.join(recipient['tickets'])}): do not tell them again; "
+        "answer only what else this ticket asks, or close it."
+    )
+
+
 async def notify(state: ReleaseState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Queue one message per customer not told yet, and note the follow-up in each of their conversations."""
+    """Queue one message per customer not told yet, and note the follow-up where the customer waits on it.
+
+    Each of their conversations concerned gets an audit line, and each open ticket in a person's queue about the same
+    problem a note, so nobody tells them twice.
+    """
     services = await services_of(runtime)
     thread_id = thread_id_of(runtime)
     version = state["release"]["version"]
@@ -68,7 +98,7 @@ async def notify(state: ReleaseState, runtime: Runtime[Context]) -> dict[str, An
                 policy_version=services.policy.version,
             )
             actions.append(action_record("message", "send_message", NODE, receipt, template=TEMPLATE, release=version))
-        for conversation in recipient["threads"]:
+        for conversation, concerns in conversations(recipient).items():
             await services.journal.audit(
                 conversation,
                 FOLLOW_UP_EVENT,
@@ -78,9 +108,38 @@ async def notify(state: ReleaseState, runtime: Runtime[Context]) -> dict[str, An
                     "release_thread": thread_id,
                     "tickets": recipient["tickets"],
                     "message_id": receipt["id"],
+                    **({"open_tickets": concerns} if concerns else {}),
                 },
                 policy_version=services.policy.version,
                 dedupe_key=f"{FOLLOW_UP_EVENT}:{key}:{conversation}",
             )
+        for related in recipient.get("related", []):
+            if related["queue"] == "engineering":
+                continue  # closed with the fixed tickets
+            note = note_key(version, related["id"])
+            if await services.journal.receipt(note) is None:
+                args = {"ticket_id": related["id"], "note": ticket_note(version, receipt["id"], recipient, related)}
+                noted = await services.gateway.call(
+                    NODE, "note_ticket", args, thread_id=thread_id, idempotency_key=note
+                )
+                noted = await services.journal.record_effect(
+                    note,
+                    thread_id=thread_id,
+                    kind="ticket_noted",
+                    receipt=noted,
+                    policy_version=services.policy.version,
+                )
+                actions.append(action_record("ticket_noted", "note_ticket", NODE, noted, release=version))
         notified.append(recipient["customer_id"])
     return {"notified": notified, "actions": actions}
+
+
+def conversations(recipient: Recipient) -> dict[str, list[str]]:
+    """The customer's conversations the follow-up concerns, each with its open tickets about the same problem.
+
+    The reporting ones first, then those where they wrote to us about it again.
+    """
+    concerned: dict[str, list[str]] = {thread: [] for thread in recipient["threads"]}
+    for related in recipient.get("related", []):
+        concerned.setdefault(related["thread_id"], []).append(related["id"])
+    return concerned

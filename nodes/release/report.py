@@ -43,6 +43,7 @@ async def report(state: ReleaseState, runtime: Runtime[Context]) -> dict[str, An
     performed = [a for a in state.get("actions", [])]
     new_closed = sum(1 for a in performed if a["kind"] == "ticket_closed")
     new_sent = sum(1 for a in performed if a["kind"] == "message")
+    noted = sum(1 for a in performed if a["kind"] == "ticket_noted")
     reason = (
         f"release {version}: {len(closed)} ticket(s) closed, {len(notified)} customer(s) notified"
         + (
@@ -50,6 +51,7 @@ async def report(state: ReleaseState, runtime: Runtime[Context]) -> dict[str, An
             if (new_closed, new_sent) != (len(closed), len(notified))
             else ""
         )
+        + (f"; noted on {noted} open ticket(s) in a person's queue about the same problem" if noted else "")
         + unknown_note
     )
     return {**spent, "status": "completed", "status_reason": reason}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,3 +125,34 @@ async def test_helpdesk_is_seeded_once(tmp_path: Path) -> None:
     await second.close()
     assert rows(path, "SELECT COUNT(*) AS n FROM customers")[0]["n"] >= 50
     assert rows(path, "SELECT COUNT(*) AS n FROM customers WHERE id = 'cus_small_dup'")[0]["n"] == 1
+
+
+async def test_a_request_is_withdrawn_by_its_compensation_once_and_only_by_its_own_run(
+    gateway: ToolGateway, tmp_path: Path
+) -> None:
+    """`withdraw_request` undoes `request_refund` and `create_account_request` (as their declarations say): the
+    request it made is marked rejected once; another run's request, and another customer's, are left alone."""
+    db = tmp_path / "helpdesk.sqlite"
+    payment = rows(db, "SELECT id FROM payments WHERE customer_id = 'cus_small_dup' AND status = 'succeeded'")[0]
+    asked = {"customer_id": "cus_small_dup", "payment_id": payment["id"], "amount_cents": 100, "reason": "twice"}
+    mine = await gateway.call("billing", "request_refund", asked, thread_id="thr_mine")
+    account = await gateway.call(
+        "account", "create_account_request", {"customer_id": "cus_0001", "kind": "data_export"}, thread_id="thr_mine"
+    )
+
+    def withdraw(customer: str, receipt: str, thread: str = "thr_mine") -> Any:
+        args = {"customer_id": customer, "receipt_id": receipt}
+        return gateway.call("account_change", "withdraw_request", args, thread_id=thread)
+
+    with pytest.raises(PermanentToolError, match=f"no request {mine['id']} for cus_0001"):
+        await withdraw("cus_0001", mine["id"])
+    assert (await withdraw("cus_small_dup", mine["id"], "thr_other"))["made_by_another_run"] is True
+    assert rows(db, "SELECT status FROM refund_requests") == [{"status": "requested"}]
+    assert (await withdraw("cus_small_dup", mine["id"]))["created"] is True
+    assert (await withdraw("cus_small_dup", mine["id"]))["created"] is False  # a repeat changes nothing
+    assert (await withdraw("cus_0001", account["id"]))["created"] is True
+    assert rows(db, "SELECT status FROM refund_requests") == [{"status": "rejected"}]
+    assert rows(db, "SELECT status FROM account_requests WHERE id = ?", (account["id"],)) == [{"status": "rejected"}]
+    # Withdrawn, the payment takes a new request again (at most one open request per payment).
+    again = await gateway.call("billing", "request_refund", asked, thread_id="thr_next")
+    assert again["created"] is True and "already_requested" not in again

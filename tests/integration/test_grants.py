@@ -34,6 +34,7 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
     "issue_refund": {"customer_id": "cus_small_dup", "payment_id": "PAYMENT", "amount_cents": 100},
     "complete_account_request": {"customer_id": "cus_0001", "request_id": "REQUEST"},
     "decline_request": {"customer_id": "cus_0001", "request_id": "REQUEST"},
+    "withdraw_request": {"customer_id": "cus_0001", "receipt_id": "REQUEST"},
     # The steps of account changes, each followed by its compensation of the receipt just returned (LAST).
     "change_subscription": {"customer_id": "cus_plan_team", "subscription_id": "SUB", "to_plan": "business"},
     "revert_subscription_change": {"customer_id": "cus_plan_team", "receipt_id": "LAST"},
@@ -48,6 +49,8 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
     "confirm_account_change": {"customer_id": "cus_0001", "request_id": "REQUEST"},
     "find_engineering_tickets": {"keys": ["ENG-1"]},
     "close_ticket": {"ticket_id": "TICKET"},
+    "find_related_tickets": {"customer_id": "cus_0001", "keys": ["ENG-1"]},
+    "note_ticket": {"ticket_id": "TICKET", "note": "n"},
 }
 
 

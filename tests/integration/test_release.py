@@ -31,6 +31,12 @@ EXPORT = (
     "it's a bug in the export.",
 )
 
+EXPORT_AGAIN = (
+    "Exporting a report to CSV still loses its final line. Reproducible every time, it's a bug in the export."
+)
+ASK_PERSON = "Please put me through to a human agent about ENG-77, the CSV export issue."
+OTHER_PERSON = "I want to speak to a person about my last invoice, please have someone call me."
+
 
 def engineering_ticket(app: TriageApp, customer_id: str, subject: str, body: str) -> str:
     """Report a bug the knowledge base cannot answer: the technical specialist opens an engineering ticket."""
@@ -100,6 +106,64 @@ def test_a_release_closes_three_tickets_and_notifies_two_customers(
     assert line["details"]["version"] == "2.4.1" and line["details"]["release_thread"] == result.thread_id
     assert line["details"]["tickets"] == [reported["export2"]]
     assert app.thread(result.thread_id).result.status == "completed"
+
+
+def test_the_reporters_other_open_tickets_about_the_fix_are_closed_or_noted_once(
+    app: TriageApp, settings: Settings, reported: dict[str, str]
+) -> None:
+    """cus_0001 wrote about the export bug again in two other conversations: once as a new bug report with the same
+    subject (an engineering ticket that does not name ENG-77), once asking a person about ENG-77 (a human-queue
+    ticket); and once about something else. The duplicate is closed with the fixed tickets, the person's ticket stays
+    open with a note that the customer was told, both conversations get the follow-up, the unrelated one nothing."""
+    again = app.run({"customer_id": "cus_0001", "subject": EXPORT[0], "body": EXPORT_AGAIN})
+    person = app.run({"customer_id": "cus_0001", "subject": "Export broken, I want a person", "body": ASK_PERSON})
+    other = app.run({"customer_id": "cus_0001", "subject": "Invoice question", "body": OTHER_PERSON})
+    [duplicate] = [a.receipt_id for a in again.actions if a.kind == "ticket"]
+    [asked] = [a.receipt_id for a in person.actions if a.kind == "ticket"]
+    [unrelated] = [a.receipt_id for a in other.actions if a.kind == "ticket"]
+    queues = {r["id"]: r["queue"] for r in rows(settings.helpdesk_path, "SELECT id, queue FROM tickets")}
+    assert (queues[duplicate], queues[asked], queues[unrelated]) == ("engineering", "human", "human")
+
+    result = app.release("2.4.1", "ENG-77", NOTES)
+    assert result.status_reason == (
+        "release 2.4.1: 3 ticket(s) closed, 2 customer(s) notified; noted on 1 open ticket(s) in a person's queue "
+        "about the same problem"
+    )
+    assert sorted(result.closed[:2]) == sorted([reported["export"], reported["export2"]])
+    assert result.closed[2] == duplicate  # closed after the fixed tickets
+    status = {r["id"]: r["status"] for r in rows(settings.helpdesk_path, "SELECT id, status FROM tickets")}
+    assert [status[t] for t in (reported["export"], reported["export2"], duplicate)] == ["solved"] * 3
+    assert (status[asked], status[unrelated], status[reported["gantt"]]) == ("open", "open", "open")
+    # One message per customer; cus_0001's names the duplicate as fixed and the person's ticket as still open.
+    first, second = outbox(settings)
+    assert f"{EXPORT[0]} (ticket {duplicate}, the same problem)" in first["body"]
+    assert f"Your other open request(s) about this, Export broken, I want a person (ticket {asked})" in first["body"]
+    assert unrelated not in first["body"] and "other open request" not in second["body"]
+    messages = {r["customer_id"]: r["id"] for r in rows(settings.helpdesk_path, "SELECT id, customer_id FROM outbox")}
+    # The person handling the open ticket reads that the customer was told, and by which message.
+    [note] = rows(settings.helpdesk_path, "SELECT id, ticket_id, note, author, thread_id FROM ticket_notes")
+    assert (note["ticket_id"], note["author"], note["thread_id"]) == (asked, "notify", result.thread_id)
+    assert f"told in message {messages['cus_0001']}" in note["note"] and "(ENG-77)" in note["note"]
+    assert "do not tell them again" in note["note"]
+    # Each conversation concerned shows the follow-up once, naming its open ticket; the unrelated one shows nothing.
+    for conversation, concerns in [(again.thread_id, [duplicate]), (person.thread_id, [asked])]:
+        [line] = [line for line in app.thread(conversation).audit if line["event"] == "release_followup"]
+        assert line["details"]["open_tickets"] == concerns
+        assert line["details"]["message_id"] == messages["cus_0001"]
+    assert not [line for line in app.thread(other.thread_id).audit if line["event"] == "release_followup"]
+    assert [(a.kind, a.receipt_id) for a in result.actions if a.kind == "ticket_noted"] == [
+        ("ticket_noted", note["id"])
+    ]
+
+    # Run again: nothing is closed, sent, noted or written in a conversation twice.
+    repeated = app.release("2.4.1", "ENG-77", NOTES)
+    assert repeated.actions == [] and len(outbox(settings)) == 2
+    assert len(rows(settings.helpdesk_path, "SELECT id FROM ticket_notes")) == 1
+    for conversation in (again.thread_id, person.thread_id):
+        lines = [line for line in app.thread(conversation).audit if line["event"] == "release_followup"]
+        assert len(lines) == 1
+    ledger = rows(settings.checkpoints_path, "SELECT kind FROM effects_ledger ORDER BY kind")
+    assert [row["kind"] for row in ledger] == ["release_notification"] * 2 + ["ticket_closed"] * 3 + ["ticket_noted"]
 
 
 def test_a_repeated_release_closes_and_notifies_nothing_twice(

@@ -127,6 +127,17 @@ CREATE TABLE IF NOT EXISTS tickets (
     idempotency_key TEXT NOT NULL UNIQUE
 );
 
+-- Notes on a ticket for the person who handles it (e.g. a release that fixed what the ticket asks about).
+CREATE TABLE IF NOT EXISTS ticket_notes (
+    id              TEXT PRIMARY KEY,                -- e.g. 'note_1f3a...'
+    ticket_id       TEXT NOT NULL REFERENCES tickets(id),
+    note            TEXT NOT NULL,
+    author          TEXT NOT NULL,                   -- the node that wrote it
+    created_at      TEXT NOT NULL,
+    thread_id       TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE
+);
+
 CREATE TABLE IF NOT EXISTS outbox (
     id              TEXT PRIMARY KEY,                -- e.g. 'msg_1f3a...'
     customer_id     TEXT REFERENCES customers(id),
@@ -145,6 +156,7 @@ CREATE INDEX IF NOT EXISTS invoices_by_customer ON invoices(customer_id, issued_
 CREATE INDEX IF NOT EXISTS refunds_by_customer ON refunds(customer_id, created_at);
 CREATE INDEX IF NOT EXISTS tickets_by_thread ON tickets(thread_id);
 CREATE INDEX IF NOT EXISTS outbox_by_thread ON outbox(thread_id);
+CREATE INDEX IF NOT EXISTS notes_by_ticket ON ticket_notes(ticket_id);
 -- At most one open refund request per payment: of two tickets racing for one duplicate charge, one requests the
 -- refund and the other is told it is already requested (request_refund turns the conflict into that answer).
 CREATE UNIQUE INDEX IF NOT EXISTS one_open_refund_request_per_payment
