@@ -573,7 +573,17 @@ def eval_(
         str | None,
         typer.Option(help="Column with the expected intent in a labelled file \\[default: 'intent' when present]."),
     ] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N cases.")] = None,
+    conversations: Annotated[
+        Path | None,
+        typer.Option(
+            help="Multi-turn cases as JSONL \\[default: the packaged conversations with the packaged suite, none "
+            "with --dataset].",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Run only the first N cases (and the first N conversations).")
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for eval.json, .md and .html.")] = Path("reports"),
     update_baseline: Annotated[
         bool, typer.Option("--update-baseline", help="Write this run's figures as the new baseline.")
@@ -618,7 +628,13 @@ def eval_(
             return cases, str(dataset)
         return datasets.load_cases(dataset, limit=limit), str(dataset)
 
+    def load_talks() -> Any:
+        if conversations is not None:
+            return datasets.load_conversations(conversations, limit=limit)
+        return datasets.load_conversations(limit=limit) if dataset is None else []
+
     cases, source = guard(load, as_json=as_json)
+    talks = guard(load_talks, as_json=as_json)
     if langsmith and no_langsmith:
         err.print("[bold red]error:[/] give --langsmith or --no-langsmith, not both")
         raise typer.Exit(2)
@@ -638,10 +654,17 @@ def eval_(
         console=err,
         transient=True,
     ) as progress:
-        task = progress.add_task(f"Evaluating {len(cases)} cases", total=len(cases))
+        what = f"{len(cases)} cases" + (f" and {len(talks)} conversations" if talks else "")
+        task = progress.add_task(f"Evaluating {what}", total=len(cases) + len(talks))
         result = guard(
             lambda: asyncio.run(
-                run_cases(cases, settings=settings, concurrency=concurrency, on_done=lambda _: progress.advance(task))
+                run_cases(
+                    cases,
+                    conversations=talks,
+                    settings=settings,
+                    concurrency=concurrency,
+                    on_done=lambda _: progress.advance(task),
+                )
             ),
             as_json=as_json,
         )
@@ -660,7 +683,7 @@ def eval_(
             else None
         )
         regressions = reports.gate(report, previous, baseline_path=str(baseline_path))
-        if dataset is None and limit is None and report["gate"]["status"] == "skipped":
+        if dataset is None and conversations is None and limit is None and report["gate"]["status"] == "skipped":
             # The packaged suite itself changed: a silent skip would let CI pass without a gate.
             report["gate"].update(
                 status="failed",
@@ -682,7 +705,7 @@ def eval_(
         print_json(report)
     else:
         run_figures = report["run"]
-        table = Table(title=f"triage eval: {len(cases)} cases in {result.wall_time_s:.1f} s")
+        table = Table(title=f"triage eval: {what} in {result.wall_time_s:.1f} s")
         for column in ("node", "executions", "success", "errors", "p50 ms", "p95 ms"):
             table.add_column(column, justify="left" if column == "node" else "right")
         for node, stats in report["nodes"].items():
@@ -725,6 +748,14 @@ def eval_(
             )
             + (f"; replies: {report['reply_verdicts']}" if report["reply_verdicts"] else "")
         )
+        if "conversations" in report:
+            talk = report["conversations"]
+            out.print(
+                f"conversations: {talk['success_rate']:.1%} succeeded ({talk['successes']}/{talk['conversations']}), "
+                f"turn success {talk['turn_success_rate']:.1%} of {talk['turns']} turns, follow-up turns "
+                f"{0.0 if talk['follow_up_success_rate'] is None else talk['follow_up_success_rate']:.1%}",
+                highlight=False,
+            )
         gate_section = report["gate"]
         out.print(
             f"gate: {gate_section['status']}" + (f" ({gate_section['reason']})" if "reason" in gate_section else "")
