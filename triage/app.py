@@ -284,8 +284,18 @@ class TriageApp:
             raise InvalidTicketError(
                 f"the ticket continues conversation {conversation_id} but the run names thread {thread_id}: give one"
             )
+        from triage.leases import hold_conversation
+
         lock = self._conversation_locks.setdefault(conversation_id, asyncio.Lock())
-        async with lock:  # follow-ups to one conversation take turns (in this process)
+        async with (
+            lock,  # follow-ups to one conversation take turns: in this process without polling,
+            hold_conversation(  # and across processes by the lease in the checkpoint store
+                engine.services.journal,
+                conversation_id,
+                lease_seconds=self.settings.conversation_lease_seconds,
+                wait_seconds=self.settings.conversation_wait_seconds,
+            ),
+        ):
             return await self._follow_up(engine, data, conversation_id, meter, callbacks)
 
     async def _follow_up(
