@@ -177,6 +177,13 @@ def run(
         str | None,
         typer.Option(help="Continue this conversation (a result's conversation id): the ticket is a follow-up."),
     ] = None,
+    in_reply_to: Annotated[
+        str | None,
+        typer.Option(help="An email's In-Reply-To header: answering one of our replies continues its conversation."),
+    ] = None,
+    references: Annotated[
+        str | None, typer.Option(help="An email's References header (message ids), read like --in-reply-to.")
+    ] = None,
     budget: Annotated[
         list[str] | None,
         typer.Option(help="Override a budget limit for this run, e.g. max_model_tokens=2000 (repeatable)."),
@@ -211,10 +218,26 @@ def run(
         if conversation_id is not None and body is None:
             parsed = _parse_ticket({**parsed.model_dump(), "conversation_id": conversation_id})
         with open_app(home) as app:
+            if in_reply_to or references:
+                parsed = _thread_by_headers(app, _parse_ticket(parsed), in_reply_to, references)
             return app.run(parsed, budget=limits)
 
     result = guard(go, as_json=as_json)
     _show_result(result, as_json)
+
+
+def _thread_by_headers(app: Any, ticket: Any, in_reply_to: str | None, references: str | None) -> Any:
+    """The ticket as a follow-up to the conversation its email headers answer (as it is when they name none)."""
+    from triage.errors import InvalidTicketError
+
+    found = app.conversation_replied_to(in_reply_to, references)
+    if found is None:
+        return ticket
+    if ticket.conversation_id is not None and ticket.conversation_id != found:
+        raise InvalidTicketError(
+            f"the email answers conversation {found} but the ticket names {ticket.conversation_id}: give one"
+        )
+    return _parse_ticket({**ticket.model_dump(), "conversation_id": found})
 
 
 def _parse_limits(pairs: list[str]) -> dict[str, float]:
