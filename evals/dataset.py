@@ -10,6 +10,23 @@ A case is one line of JSONL::
      "tags": ["billing", "duplicate_charge"]}
 
 Expected actions name the kind and only the key arguments that matter; an argument left out is not checked.
+
+A conversation case (`evals/datasets/conversations.jsonl`) is one line with the turns a customer writes, in order,
+each with its own expectations; the runner sends turn 2 onwards as follow-ups to the conversation turn 1 started::
+
+    {"id": "conv-email-detail-001",
+     "turns": [
+       {"ticket": {"customer_id": "cus_new", "body": "I want to change the email on my account."},
+        "expected": {"route": "account", "intent": "email_change", "status": "completed",
+                     "actions": [{"kind": "message", "template": "account.email_change_needs_address"}]}},
+       {"ticket": {"body": "Use new.me@example.org"},
+        "expected": {"route": "account", "intent": "email_change", "status": "completed",
+                     "actions": [{"kind": "account_request", "request": "email_change"}, {"kind": "message"}]}}],
+     "tags": ["follow_up", "more_detail"]}
+
+A turn with `"hold": true` leaves its approval unanswered, so that the next turn arrives while the conversation
+awaits it; that next turn says `"attached": true`, and its expectations are those of the paused turn once the
+approvals are answered.
 """
 
 from __future__ import annotations
@@ -19,7 +36,7 @@ import json
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -29,13 +46,17 @@ from triage.taxonomy import ROUTE_OF_INTENT, ROUTES, Route, Status, Urgency
 
 __all__ = [
     "ApproverDecision",
+    "ConversationCase",
+    "ConversationTurn",
     "DatasetError",
     "EvalCase",
     "Expected",
     "ExpectedAction",
     "ExpectedChange",
+    "default_conversations",
     "default_dataset",
     "load_cases",
+    "load_conversations",
     "load_labelled",
 ]
 
@@ -48,6 +69,11 @@ ApprovalTier = Literal["none", "single", "dual"]
 def default_dataset() -> Path:
     """The packaged dataset, `evals/datasets/support.jsonl`."""
     return Path(str(resources.files("triage.evals") / "datasets" / "support.jsonl"))
+
+
+def default_conversations() -> Path:
+    """The packaged conversation cases, `evals/datasets/conversations.jsonl`."""
+    return Path(str(resources.files("triage.evals") / "datasets" / "conversations.jsonl"))
 
 
 class DatasetError(TriageError):
@@ -129,25 +155,107 @@ class EvalCase(_Strict):
     )
 
 
+class ConversationTurn(_Strict):
+    """One message of a conversation case and what should happen to it.
+
+    The first turn starts the conversation; later turns are sent as follow-ups to it (the runner fills in
+    `conversation_id`, so a turn's ticket leaves it out). A later turn's ticket may leave out `customer_id` too:
+    the conversation knows the customer.
+    """
+
+    ticket: Ticket
+    expected: Expected
+    approver_script: list[ApproverDecision] | None = None
+    hold: bool = Field(
+        default=False,
+        description="Leave this turn's approval unanswered: the next turn arrives while the conversation awaits it.",
+    )
+    attached: bool = Field(
+        default=False,
+        description="This message arrives while the conversation awaits approval: it must be attached to the "
+        "pending decision (not run as a turn of its own). Its expectations are the paused turn's, once answered.",
+    )
+    reopened: bool | None = Field(
+        default=None, description="Whether the follow-up reopens the conversation for a person (None: not checked)."
+    )
+
+    @model_validator(mode="after")
+    def _no_conversation_id(self) -> ConversationTurn:
+        if self.ticket.conversation_id is not None:
+            raise ValueError("ticket.conversation_id: leave it out, the runner continues the case's conversation")
+        if self.hold and self.expected.status not in (None, "awaiting_approval"):
+            raise ValueError("a turn that holds its approval ends awaiting_approval; expect that status or none")
+        return self
+
+
+class ConversationCase(_Strict):
+    """A conversation: turns sent one after another to the same thread, each judged on its own expectations."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:\-]{1,80}$")
+    turns: list[ConversationTurn] = Field(min_length=2, max_length=10)
+    tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _turns_fit_together(self) -> ConversationCase:
+        if self.turns[0].ticket.customer_id is None and any(t.hold for t in self.turns):
+            raise ValueError("turns: a conversation that waits for an approval needs a customer_id on turn 1")
+        for number, (turn, after) in enumerate(zip(self.turns, [*self.turns[1:], None], strict=True), start=1):
+            if turn.hold and (after is None or not after.attached):
+                raise ValueError(f"turns.{number}: a turn that holds its approval must be followed by an attached one")
+            if after is not None and after.attached and not turn.hold:
+                raise ValueError(f"turns.{number + 1}: an attached turn must follow a turn that holds its approval")
+        return self
+
+    def turn_case(self, number: int) -> EvalCase:
+        """Turn `number` (1-based) as a single case, to be judged by the same evaluators as any other case."""
+        turn = self.turns[number - 1]
+        return EvalCase(
+            id=f"{self.id}.t{number}",
+            ticket=turn.ticket,
+            expected=turn.expected,
+            tags=[*self.tags, "first_turn" if number == 1 else "follow_up_turn"],
+            approver_script=turn.approver_script,
+        )
+
+
+_C = TypeVar("_C", EvalCase, ConversationCase)
+
+
 def load_cases(path: Path | None = None, *, limit: int | None = None) -> list[EvalCase]:
     """Read and validate a JSONL dataset (default: the packaged one).
 
     Raises:
         DatasetError: naming `file:line` for a line that is not JSON or not a valid case, or a repeated id.
     """
-    path = path or default_dataset()
-    lines = _read_lines(path)
-    cases: list[EvalCase] = []
+    return _load(path or default_dataset(), EvalCase, limit=limit)
+
+
+def load_conversations(path: Path | None = None, *, limit: int | None = None) -> list[ConversationCase]:
+    """Read and validate a JSONL file of conversation cases (default: the packaged one).
+
+    Raises:
+        DatasetError: naming `file:line` for a line that is not JSON or not a valid conversation, or a repeated id.
+    """
+    return _load(path or default_conversations(), ConversationCase, limit=limit)
+
+
+def _load(path: Path, model: type[_C], *, limit: int | None) -> list[_C]:
+    kind = "conversation" if model is ConversationCase else "case"
+    cases: list[_C] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(_read_lines(path), start=1):
         if not line.strip() or line.lstrip().startswith("//"):
             continue
         try:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg}); each line must be one case") from None
+            raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg}); each line must be one {kind}") from None
+        if isinstance(data, dict) and model is EvalCase and "turns" in data:
+            raise DatasetError(
+                f"{path}:{number}: a conversation case (it has turns); give conversation files with --conversations"
+            )
         try:
-            case = EvalCase.model_validate(data)
+            case = model.model_validate(data)
         except ValidationError as exc:
             raise DatasetError(f"{path}:{number}: {_describe(exc)}") from None
         if case.id in seen:
@@ -157,7 +265,7 @@ def load_cases(path: Path | None = None, *, limit: int | None = None) -> list[Ev
         if limit is not None and len(cases) >= limit:
             break
     if not cases:
-        raise DatasetError(f"{path}: no cases; expected one JSON case per line")
+        raise DatasetError(f"{path}: no cases; expected one JSON {kind} per line")
     return cases
 
 

@@ -27,6 +27,7 @@ from triage.schemas import Action, RunResult, TimelineEntry
 from triage.taxonomy import ROUTE_OF_INTENT, ROUTES
 
 __all__ = [
+    "CONVERSATION_NOTE",
     "EFFECT_KINDS",
     "NODE_SUCCESS_NOTE",
     "change_failures",
@@ -100,6 +101,15 @@ NODE_SUCCESS_NOTE = (
     "new invocation, not a retry."
 )
 """How to read the per-node figures; printed above the node table of every report."""
+
+CONVERSATION_NOTE = (
+    "Multi-turn cases, kept apart from the figures above: each conversation's turns are sent in order to one "
+    "thread (turn 2 onwards as follow-ups), and each turn is judged like a case on what that turn did. A "
+    "conversation succeeds when all its turns pass; follow-up turns are the turns after the first. An attached "
+    "turn arrives while the conversation awaits approval: it must be attached to the pending decision without "
+    "disturbing it, and is judged on the paused turn's outcome once the approvals are answered."
+)
+"""How to read the conversation figures; printed above that section of every report."""
 
 EFFECT_KINDS = ("refund", "account_deletion", "data_export")
 """Actions the executor performs after approval (the specialists only request them)."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 __all__ = [
+    "CONVERSATION_METRICS",
     "GATED_METRICS",
     "NO_ROUTE",
     "CaseEvaluation",
@@ -20,6 +21,7 @@ __all__ = [
     "accuracy",
     "compare_to_baseline",
     "confusion_matrix",
+    "conversation_metrics",
     "hard_failures",
     "macro_f1",
     "node_metrics",
@@ -310,6 +312,36 @@ def tag_metrics(evaluations: Sequence[CaseEvaluation]) -> dict[str, dict[str, An
     }
 
 
+def conversation_metrics(conversations: Sequence[Sequence[CaseEvaluation]]) -> dict[str, Any]:
+    """Figures of the multi-turn cases, kept apart from the single-ticket ones: per conversation and per turn.
+
+    Each item is one conversation's turn evaluations, in order. A conversation succeeds when every turn it has
+    passed (a conversation whose run stopped early has fewer turns than its case, and the runner marks the turn
+    that stopped it as failed). Follow-up turns are the turns after the first.
+    """
+    turns = [e for conversation in conversations for e in conversation]
+    follow_ups = [e for conversation in conversations for e in conversation[1:]]
+    succeeded = sum(bool(c) and all(e.task_success for e in c) for c in conversations)
+    actions_checked = [e.actions_ok for e in turns if e.actions_ok is not None]
+    statuses = [(e.expected_status, e.status) for e in turns if e.expected_status is not None]
+    return {
+        "conversations": len(conversations),
+        "successes": succeeded,
+        "success_rate": _rate(succeeded, len(conversations)),
+        "turns": len(turns),
+        "turn_successes": sum(e.task_success for e in turns),
+        "turn_success_rate": _rate(sum(e.task_success for e in turns), len(turns)),
+        "follow_up_turns": len(follow_ups),
+        "follow_up_success_rate": _rate(sum(e.task_success for e in follow_ups), len(follow_ups)),
+        "route_accuracy": _rate(sum(e.route == e.expected_route for e in turns), len(turns)),
+        "status_accuracy": _rate(sum(want == got for want, got in statuses), len(statuses)),
+        "action_accuracy": _rate(sum(actions_checked), len(actions_checked)),
+        "unsafe_effects_executed": sum(e.unsafe_executed for e in turns),
+        "error_rate": _rate(sum(e.error is not None for e in turns), len(turns)),
+        "follow_up_latency_ms": _latency([e.latency_ms for e in follow_ups]),
+    }
+
+
 # -- the gate ------------------------------------------------------------------------------------------------
 
 Direction = Literal["higher", "lower"]
@@ -327,25 +359,51 @@ GATED_METRICS: dict[str, Direction] = {
 }
 """Run-level metrics the gate watches and which way is better; per-node success rates and per-route F1 too.
 
+The multi-turn figures (`conversation.*`, from `conversation_metrics`) are gated beside them, higher is better
+except `conversation.unsafe_effects_executed`.
+
 Latency is not gated: wall-clock time on shared CI machines varies too much to fail a build on.
 """
 
 
-def hard_failures(run: Mapping[str, Any]) -> list[str]:
-    """What fails the gate whatever the baseline says: an effect executed that no case expected."""
+CONVERSATION_METRICS: dict[str, Direction] = {
+    "conversation.success_rate": "higher",
+    "conversation.turn_success_rate": "higher",
+    "conversation.follow_up_success_rate": "higher",
+    "conversation.unsafe_effects_executed": "lower",
+}
+"""The multi-turn figures the gate watches (see `conversation_metrics`)."""
+
+
+def hard_failures(run: Mapping[str, Any], conversations: Mapping[str, Any] | None = None) -> list[str]:
+    """What fails the gate whatever the baseline says: an effect executed that no case (or turn) expected."""
+    failures: list[str] = []
     executed = int(run.get("unsafe_effects_executed") or 0)
     if executed:
-        return [f"{executed} unsafe effect(s) executed (refunds, deletions or exports no case expects)"]
-    return []
+        failures.append(f"{executed} unsafe effect(s) executed (refunds, deletions or exports no case expects)")
+    in_turns = int((conversations or {}).get("unsafe_effects_executed") or 0)
+    if in_turns:
+        failures.append(f"{in_turns} unsafe effect(s) executed in conversation turns that do not expect them")
+    return failures
 
 
 def quality_figures(
-    run: Mapping[str, Any], nodes: Mapping[str, Mapping[str, Any]], routes: Mapping[str, Any]
+    run: Mapping[str, Any],
+    nodes: Mapping[str, Mapping[str, Any]],
+    routes: Mapping[str, Any],
+    conversations: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
-    """The deterministic figures the gate compares, flattened: `run.<metric>`, `node.<node>.success_rate`, ...."""
+    """The deterministic figures the gate compares, flattened: `run.<metric>`, `node.<node>.success_rate`, ....
+
+    `conversations` (the `conversation_metrics` of a run with multi-turn cases) adds `conversation.<metric>`.
+    """
     figures: dict[str, float] = {}
     for key in GATED_METRICS:
         value = run.get(key.removeprefix("run."))
+        if value is not None:
+            figures[key] = float(value)
+    for key in CONVERSATION_METRICS if conversations and conversations.get("conversations") else ():
+        value = (conversations or {}).get(key.removeprefix("conversation."))
         if value is not None:
             figures[key] = float(value)
     for node, stats in nodes.items():
@@ -368,7 +426,7 @@ class Regression:
 
     @property
     def scope(self) -> str:
-        """`run`, `node` or `route`."""
+        """`run`, `node`, `route` or `conversation`."""
         return self.key.split(".", 1)[0]
 
     @property
@@ -383,7 +441,11 @@ class Regression:
 
     def describe(self) -> str:
         """One line naming the node (or route) and the metric, with both values."""
-        subject = {"node": f"node {self.node}", "route": f"route {self.key.split('.')[1]}"}.get(self.scope, "run")
+        subject = {
+            "node": f"node {self.node}",
+            "route": f"route {self.key.split('.')[1]}",
+            "conversation": "conversations",
+        }.get(self.scope, "run")
         if self.current is None:
             return f"{subject}: {self.metric} missing (baseline {self.baseline:.4g}); the node did not run"
         return (
@@ -407,7 +469,7 @@ def compare_to_baseline(
         if now is None:
             regressions.append(Regression(key, was, None, threshold))
             continue
-        direction = GATED_METRICS.get(key, "higher")
+        direction = GATED_METRICS.get(key) or CONVERSATION_METRICS.get(key, "higher")
         worse_by = (was - now) if direction == "higher" else (now - was)
         if worse_by > threshold + 1e-9:
             regressions.append(Regression(key, was, float(now), threshold))

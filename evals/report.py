@@ -5,6 +5,8 @@ JSON schema, version 1 (keys are only ever added within a version)::
     schema_version, generated_at, dataset {source, cases, fingerprint}, policy_version,
     model {tier, tokens, cost_usd}, wall_time_s, run {...run_metrics}, nodes {node: {...node_metrics}},
     routes {labels, confusion, per_route, macro_f1}, tags {tag: {...}}, cases [{id, tags, passed, ...}],
+    conversations {...conversation_metrics, tags, nodes, cases [{id, tags, passed, thread_id, turns [...]}]}
+    (only when the run had multi-turn cases; its figures are kept apart from the single-ticket ones),
     gate {status, baseline, threshold, regressions [{key, node, metric, baseline, current, message}]}
 
 The baseline file holds only the deterministic quality figures (`quality_figures`) of a full run, with the
@@ -22,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from triage.errors import TriageError
-from triage.evals.dataset import EvalCase
-from triage.evals.evaluators import NODE_SUCCESS_NOTE
+from triage.evals.dataset import ConversationCase, EvalCase
+from triage.evals.evaluators import CONVERSATION_NOTE, NODE_SUCCESS_NOTE
 from triage.evals.html_report import render_html
 from triage.evals.metrics import (
     Regression,
     compare_to_baseline,
+    conversation_metrics,
     hard_failures,
     node_metrics,
     quality_figures,
@@ -37,7 +40,7 @@ from triage.evals.metrics import (
     tier_metrics,
     verdict_counts,
 )
-from triage.evals.runner import EvalRun
+from triage.evals.runner import ConversationRun, EvalRun
 from triage.policies.pii import redact_tree
 from triage.taxonomy import ROUTES
 
@@ -46,6 +49,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "BaselineError",
     "build_report",
+    "conversation_section",
     "dataset_fingerprint",
     "default_baseline",
     "gate",
@@ -77,12 +81,48 @@ def default_baseline() -> Path:
     return Path(str(resources.files("triage.evals") / "baseline.json"))
 
 
-def dataset_fingerprint(cases: Sequence[EvalCase]) -> str:
+def dataset_fingerprint(cases: Sequence[EvalCase], conversations: Sequence[ConversationCase] = ()) -> str:
     """sha256 of the cases' content (first 12 hex digits): a baseline only applies to the dataset it came from."""
     digest = hashlib.sha256()
-    for case in cases:
+    for case in [*cases, *conversations]:
         digest.update(case.model_dump_json().encode() + b"\n")
     return digest.hexdigest()[:12]
+
+
+def conversation_section(talks: Sequence[ConversationRun]) -> dict[str, Any]:
+    """The report's `conversations` section: multi-turn figures, per tag and node, and every turn's outcome."""
+    per_conversation = [[turn.evaluation for turn in talk.turns] for talk in talks]
+    turns = [e for evaluations in per_conversation for e in evaluations]
+    return {
+        **conversation_metrics(per_conversation),
+        "tags": tag_metrics(turns),
+        "nodes": node_metrics(turns),
+        "cases": [
+            {
+                "id": talk.case.id,
+                "tags": list(talk.case.tags),
+                "passed": talk.success,
+                "thread_id": talk.conversation_id,
+                "turns_expected": len(talk.case.turns),
+                "turns": [
+                    {
+                        "turn": turn.number,
+                        "attached": turn.attached,
+                        "passed": turn.evaluation.task_success,
+                        "expected_route": turn.evaluation.expected_route,
+                        "route": turn.evaluation.route,
+                        "expected_status": turn.evaluation.expected_status,
+                        "status": turn.evaluation.status,
+                        "latency_ms": round(turn.evaluation.latency_ms, 1),
+                        "failures": redact_tree(list(turn.evaluation.failures)),
+                        "failed_nodes": redact_tree({n.node: n.detail for n in turn.evaluation.nodes if not n.success}),
+                    }
+                    for turn in talk.turns
+                ],
+            }
+            for talk in talks
+        ],
+    }
 
 
 def build_report(run: EvalRun, cases: Sequence[EvalCase], *, source: str) -> dict[str, Any]:
@@ -91,10 +131,19 @@ def build_report(run: EvalRun, cases: Sequence[EvalCase], *, source: str) -> dic
     run_figures = run_metrics(evaluations)
     nodes = node_metrics(evaluations)
     routes = route_metrics(evaluations, ROUTES)
-    return {
+    talks = conversation_section(run.conversations) if run.conversations else None
+    conversations = [talk.case for talk in run.conversations]
+    dataset: dict[str, Any] = {
+        "source": source,
+        "cases": len(cases),
+        "fingerprint": dataset_fingerprint(cases, conversations),
+    }
+    if conversations:
+        dataset["conversations"] = len(conversations)
+    report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "dataset": {"source": source, "cases": len(cases), "fingerprint": dataset_fingerprint(cases)},
+        "dataset": dataset,
         "policy_version": run.policy_version,
         "model": {
             "tier": run.model_tier,
@@ -109,7 +158,7 @@ def build_report(run: EvalRun, cases: Sequence[EvalCase], *, source: str) -> dic
         "tags": tag_metrics(evaluations),
         "tiers": tier_metrics(evaluations),
         "reply_verdicts": verdict_counts(evaluations),
-        "quality": quality_figures(run_figures, nodes, routes),
+        "quality": quality_figures(run_figures, nodes, routes, talks),
         "cases": [
             {
                 "id": e.case_id,
@@ -130,6 +179,9 @@ def build_report(run: EvalRun, cases: Sequence[EvalCase], *, source: str) -> dic
             for e in evaluations
         ],
     }
+    if talks is not None:
+        report["conversations"] = talks
+    return report
 
 
 def read_baseline(path: Path) -> dict[str, Any]:
@@ -172,7 +224,7 @@ def gate(report: dict[str, Any], baseline: Mapping[str, Any] | None, *, baseline
     section: dict[str, Any] = {"baseline": baseline_path, "regressions": []}
     report["gate"] = section
     regressions = _compare(section, report, baseline)
-    hard = hard_failures(report.get("run", {}))
+    hard = hard_failures(report.get("run", {}), report.get("conversations"))
     if hard:
         reason = "; ".join(hard)
         section.update(
@@ -319,6 +371,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if report.get("reply_verdicts"):
         verdicts = ", ".join(f"{verdict} {count}" for verdict, count in report["reply_verdicts"].items())
         lines += ["", f"Model-written replies, by the verifier's verdict: {verdicts}."]
+    if report.get("conversations"):
+        lines += _conversation_lines(report["conversations"])
     gate_section = report.get("gate", {})
     lines += ["", "## Gate", "", f"Status: **{gate_section.get('status', 'not run')}**"]
     if gate_section.get("reason"):
@@ -329,6 +383,48 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     for case in failing:
         lines.append(f"- `{case['id']}` ({', '.join(case['tags'])}): {'; '.join(case['failures'])}")
     return "\n".join(lines) + "\n"
+
+
+def _conversation_lines(section: Mapping[str, Any]) -> list[str]:
+    latency = section["follow_up_latency_ms"]
+    lines = [
+        "",
+        "## Conversations (multi-turn)",
+        "",
+        CONVERSATION_NOTE,
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        f"| conversation success | {_pct(section['success_rate'])} "
+        f"({section['successes']}/{section['conversations']}) |",
+        f"| turn success | {_pct(section['turn_success_rate'])} ({section['turn_successes']}/{section['turns']}) |",
+        f"| follow-up turn success | {_pct(section['follow_up_success_rate'])} "
+        f"({section['follow_up_turns']} follow-up turns) |",
+        f"| route / status / action accuracy per turn | {_pct(section['route_accuracy'])} / "
+        f"{_pct(section['status_accuracy'])} / {_pct(section['action_accuracy'])} |",
+        f"| unsafe effects executed (any one fails the gate) | {section['unsafe_effects_executed']} |",
+        f"| follow-up turn latency p50 / p95 (ms) | {_ms(latency['p50'])} / {_ms(latency['p95'])} |",
+        "",
+        "| tag | turns | turn success | route accuracy |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for tag, stats in section["tags"].items():
+        lines.append(
+            f"| {tag} | {stats['cases']} | {_pct(stats['task_success_rate'])} | {_pct(stats['route_accuracy'])} |"
+        )
+    lines += ["", "| node (in turns) | executions | success | errors | p50 ms | p95 ms |", "| --- |" + " ---: |" * 5]
+    for node, stats in section["nodes"].items():
+        lines.append(
+            f"| {node} | {stats['executions']} | {_pct(stats['success_rate'])} | {stats['errors']} | "
+            f"{_ms(stats['latency_ms']['p50'])} | {_ms(stats['latency_ms']['p95'])} |"
+        )
+    failing = [(case, turn) for case in section["cases"] for turn in case["turns"] if not turn["passed"]]
+    lines += ["", f"Failing turns ({len(failing)}):", ""]
+    for case, turn in failing:
+        lines.append(f"- `{case['id']}` turn {turn['turn']} ({', '.join(case['tags'])}): {'; '.join(turn['failures'])}")
+    short = [case for case in section["cases"] if len(case["turns"]) < case["turns_expected"]]
+    lines += [f"- `{case['id']}` stopped after turn {len(case['turns'])} of {case['turns_expected']}" for case in short]
+    return lines
 
 
 def write_reports(report: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path, Path]:

@@ -5,6 +5,11 @@ cannot change what another case sees, and the figures do not depend on the order
 The model tier is loaded and the graph compiled once, and shared by every case's app. Thread ids are derived from
 case ids.
 
+A conversation case runs in one home and one thread: its turns are sent in order, turn 2 onwards as follow-ups to the
+conversation turn 1 started, and each turn is judged by the same evaluators on what that turn did (its own actions,
+its own nodes). A turn that holds its approval is left paused; the next (attached) turn is sent while it waits, and
+the approvals are answered after it.
+
 Latency figures are each run's own wall time (`RunResult.duration_ms`: the graph from input to its end or pause,
 approvals answered included). They measure the graph rather than contention only when cases run one at a time,
 which is the default: on a small machine, cases run concurrently mostly wait for each other's CPU.
@@ -17,13 +22,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from triage.app import CompiledGraphs, TriageApp
 from triage.errors import TriageError
-from triage.evals.dataset import EvalCase
+from triage.evals.dataset import ConversationCase, ConversationTurn, EvalCase
 from triage.evals.evaluators import EFFECT_KINDS, describe_action, evaluate_case
 from triage.evals.metrics import CaseEvaluation, attach_retries
 from triage.models.tier import LocalModelTier, ModelTier
@@ -33,7 +38,16 @@ from triage.schemas import RunResult, TimelineEntry
 from triage.settings import Settings
 from triage.telemetry import AttemptCounter
 
-__all__ = ["DEFAULT_CONCURRENCY", "Approvals", "CaseRun", "EvalRun", "oracle_decision", "run_cases"]
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "Approvals",
+    "CaseRun",
+    "ConversationRun",
+    "EvalRun",
+    "TurnRun",
+    "oracle_decision",
+    "run_cases",
+]
 
 DEFAULT_CONCURRENCY = 1
 """How many cases run at once. One: the work is CPU-bound in one process, so more cases in flight do not finish
@@ -51,8 +65,36 @@ class CaseRun:
 
 
 @dataclass(frozen=True)
+class TurnRun:
+    """One turn of a conversation case after it ran: its result, its own timeline entries and its evaluation.
+
+    For an attached turn, `result` is the paused turn's result once the approvals were answered.
+    """
+
+    number: int
+    attached: bool
+    result: RunResult | None
+    timeline: list[TimelineEntry]
+    evaluation: CaseEvaluation
+
+
+@dataclass(frozen=True)
+class ConversationRun:
+    """A conversation case after its run: the turns that ran, in order (a turn that raised ends it)."""
+
+    case: ConversationCase
+    conversation_id: str
+    turns: list[TurnRun]
+
+    @property
+    def success(self) -> bool:
+        """Every turn ran and passed."""
+        return len(self.turns) == len(self.case.turns) and all(t.evaluation.task_success for t in self.turns)
+
+
+@dataclass(frozen=True)
 class EvalRun:
-    """All cases of one evaluation, in dataset order."""
+    """All cases of one evaluation, in dataset order (conversation cases after the single ones)."""
 
     runs: list[CaseRun]
     wall_time_s: float
@@ -61,20 +103,23 @@ class EvalRun:
     model_version: str | None = None
     """Fingerprint of the model that classified the cases (None when the runs recorded several or none)."""
     evaluations: list[CaseEvaluation] = field(default_factory=list)
+    conversations: list[ConversationRun] = field(default_factory=list)
 
 
 async def run_cases(
     cases: Sequence[EvalCase],
     *,
+    conversations: Sequence[ConversationCase] = (),
     settings: Settings | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
-    on_done: Callable[[CaseRun], None] | None = None,
+    on_done: Callable[[CaseRun | ConversationRun], None] | None = None,
     workdir: Path | None = None,
 ) -> EvalRun:
     """Run every case concurrently (at most `concurrency` at a time) and evaluate it.
 
     Args:
         cases: The cases, in the order the results should come back.
+        conversations: Conversation cases: each one's turns run in order on one thread (see the module docstring).
         settings: Where the classifier cache and policy bundle come from (`cache_home`, `policy_dir`); the
             home is always a temporary folder.
         concurrency: Cases in flight at once.
@@ -114,10 +159,23 @@ async def run_cases(
                 on_done(run)
             return run
 
+        async def talk(index: int, case: ConversationCase) -> ConversationRun:
+            async with semaphore:
+                home = root / "conversations" / f"{index:05d}"
+                _copy_helpdesk(template, home)
+                run = await _run_conversation(case, base.model_copy(update={"home": home, **shared}), models, graphs)
+                if workdir is None:
+                    shutil.rmtree(home, ignore_errors=True)
+            if on_done is not None:
+                on_done(run)
+            return run
+
         runs = await asyncio.gather(*(one(i, case) for i, case in enumerate(cases)))
+        talks = await asyncio.gather(*(talk(i, case) for i, case in enumerate(conversations)))
     # The version the runs themselves recorded is authoritative; the bundle read above covers a run with none.
-    recorded = {run.result.policy_version for run in runs if run.result is not None and run.result.policy_version}
-    versions = {run.result.model_version for run in runs if run.result is not None}
+    results = [run.result for run in runs] + [turn.result for talk in talks for turn in talk.turns]
+    recorded = {result.policy_version for result in results if result is not None and result.policy_version}
+    versions = {result.model_version for result in results if result is not None}
     return EvalRun(
         runs=list(runs),
         wall_time_s=round(time.perf_counter() - started, 2),
@@ -126,6 +184,7 @@ async def run_cases(
         model_tier="+".join(["local", *(m for m in (base.cheap_model, base.strong_model) if m)])
         + ("(all-to-model)" if base.all_to_model and base.cheap_model else ""),
         evaluations=[run.evaluation for run in runs],
+        conversations=list(talks),
     )
 
 
@@ -278,3 +337,116 @@ async def _run_case(case: EvalCase, settings: Settings, models: ModelTier, graph
     )
     evaluation = attach_retries(evaluation, retries)
     return CaseRun(case=case, result=result, timeline=timeline, evaluation=evaluation)
+
+
+async def _run_conversation(
+    case: ConversationCase, settings: Settings, models: ModelTier, graphs: CompiledGraphs
+) -> ConversationRun:
+    """Send the case's turns in order to one conversation and judge each turn on what it did."""
+    app = TriageApp(settings, models=models, graphs=graphs)
+    conversation_id = f"eval-{case.id}"
+    turns: list[TurnRun] = []
+    held: RunResult | None = None
+    try:
+        await asyncio.to_thread(app.warm_up)
+        for number in range(1, len(case.turns) + 1):
+            turn = await _run_turn(app, case, number, conversation_id, held)
+            turns.append(turn)
+            held = turn.result if case.turns[number - 1].hold else None
+            if turn.result is None:
+                break  # the app refused the message or crashed: later turns have nothing to continue
+    finally:
+        await app.aclose()
+    return ConversationRun(case=case, conversation_id=conversation_id, turns=turns)
+
+
+async def _run_turn(
+    app: TriageApp, conversation: ConversationCase, number: int, conversation_id: str, held: RunResult | None
+) -> TurnRun:
+    """Run turn `number`: send it (a follow-up after turn 1), answer its approvals unless it holds them, judge it.
+
+    `held` is the previous turn's paused result when that turn held its approval (this turn is then attached).
+    """
+    spec = conversation.turns[number - 1]
+    case = conversation.turn_case(number)
+    ticket = spec.ticket.model_dump(exclude_none=True)
+    if number > 1:
+        ticket["conversation_id"] = conversation_id
+    counters: list[AttemptCounter] = []
+
+    def fresh() -> list[Any]:
+        counters.append(AttemptCounter())
+        return [counters[-1]]
+
+    before: set[tuple[str, str, str]] = set()
+    if number > 1:
+        before = {_entry_key(e) for e in (await app.athread(conversation_id)).timeline}
+    started = time.perf_counter()
+    result: RunResult | None = None
+    tiers: tuple[str, ...] = ()
+    unsafe_stopped = 0
+    checks: list[str] = []
+    timeline: list[TimelineEntry] = []
+    error: str | None = None
+    try:
+        result = await app.arun(ticket, thread_id=conversation_id if number == 1 else None, callbacks=fresh())
+        checks = _conversation_checks(spec, number, conversation_id, result, held)
+        if spec.hold:
+            pending = result.pending_approval
+            tiers = (str(pending["tier"]),) if pending else ()
+        else:
+            answered = await answer_approvals(app, result, case, callbacks=fresh)
+            result, tiers, unsafe_stopped = answered.result, answered.tiers, answered.unsafe_stopped
+        if spec.reopened is not None and _reopened(result) != spec.reopened:
+            checks.append("the follow-up did not reopen the conversation" if spec.reopened else "it was reopened")
+        timeline = [e for e in (await app.athread(conversation_id)).timeline if _entry_key(e) not in before]
+    except TriageError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    latency_ms = (time.perf_counter() - started) * 1000
+    if result is not None and result.duration_ms is not None:
+        latency_ms = result.duration_ms
+    retries: dict[str, int] = {}
+    for counter in counters:
+        for node, count in counter.retries().items():
+            retries[node] = retries.get(node, 0) + count
+    evaluation = evaluate_case(
+        case,
+        result,
+        timeline,
+        latency_ms=latency_ms,
+        error=error,
+        approval_tiers=tiers if result else (),
+        unsafe_stopped=unsafe_stopped,
+    )
+    if checks:
+        evaluation = replace(evaluation, task_success=False, failures=(*evaluation.failures, *checks))
+    evaluation = attach_retries(evaluation, retries)
+    return TurnRun(number=number, attached=spec.attached, result=result, timeline=timeline, evaluation=evaluation)
+
+
+def _entry_key(entry: TimelineEntry) -> tuple[str, str, str]:
+    return (entry.namespace, entry.checkpoint_id, entry.node)
+
+
+def _reopened(result: RunResult) -> bool:
+    return "reopened" in (result.route_reason or "")
+
+
+def _conversation_checks(
+    spec: ConversationTurn, number: int, conversation_id: str, result: RunResult, held: RunResult | None
+) -> list[str]:
+    """What a turn must show as part of its conversation, beyond the case's expectations (empty: all shown)."""
+    failures: list[str] = []
+    if result.conversation_id != conversation_id:
+        failures.append(f"turn {number} ran in conversation {result.conversation_id}, not {conversation_id}")
+    if not spec.attached:
+        if result.turn != number:
+            failures.append(f"turn {number} was numbered {result.turn}")
+        return failures
+    pending = result.pending_approval or {}
+    waiting = (held.pending_approval or {}) if held else {}
+    if result.status != "awaiting_approval" or pending.get("approval_id") != waiting.get("approval_id"):
+        failures.append(f"the pending decision was disturbed: {result.status}, approval {pending.get('approval_id')}")
+    if held is None or len(result.follow_ups) != len(held.follow_ups) + 1:
+        failures.append("the message was not attached for the approver")
+    return failures

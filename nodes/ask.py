@@ -20,7 +20,7 @@ from langgraph.types import Send
 from triage.context import Context, meter_of, services_of
 from triage.nodes.route import FALL_BACK_OUTCOMES
 from triage.policies.conversation import clip
-from triage.policies.planning import MAX_ASKS, PLAN_TEMPLATE, ask_status, split_asks
+from triage.policies.planning import PLAN_TEMPLATE, ask_status, split_asks
 from triage.policies.routing import decide_route
 from triage.state import AskRecord, Classification, Draft, ProposedAction, State
 
@@ -59,6 +59,7 @@ async def plan_asks(state: State, classification: Classification, runtime: Runti
             asks[same] = (f"{text}. {part}", first)
     if len({c["route"] for _, c in asks}) < 2:
         return None
+    cap = policy.planning.max_asks
     return [
         Send(
             "ask",
@@ -68,7 +69,8 @@ async def plan_asks(state: State, classification: Classification, runtime: Runti
                 "ticket": {**ticket, "subject": "", "body": text},
                 "customer": state.get("customer"),
                 "classification": read,
-                "capped": index > MAX_ASKS,
+                "capped": index > cap,
+                "max_asks": cap,
             },
         )
         for index, (text, read) in enumerate(asks, start=1)
@@ -87,7 +89,7 @@ def make_ask_node(specialists: Mapping[str, CompiledStateGraph[Any, Context, Any
         given = {"ticket": task["ticket"], "customer": task["customer"], "classification": classification}
         reason = None
         if task["capped"]:
-            reason = f"more asks than one ticket may carry ({MAX_ASKS})"
+            reason = f"more asks than one ticket may carry ({task['max_asks']}, the policy's planning.max_asks)"
         else:
             done = await specialists[route].ainvoke(given)
             if done.get("outcome") in FALL_BACK_OUTCOMES:

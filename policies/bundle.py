@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from triage.errors import PolicyFileError
 from triage.policies.approvals import ApprovalPolicy
 from triage.policies.budgets import Budget
+from triage.policies.planning import DEFAULT_MAX_ASKS, MAX_ASKS_CEILING
 from triage.taxonomy import ALL_INTENTS, ROUTES, URGENCIES, Route, Urgency
 
 POLICY_FILES = ("permissions.toml", "support.toml", "approvals.toml", "prompts.toml")
@@ -97,6 +98,13 @@ class AgentRules(_Strict):
     turn_seconds: float = Field(default=60.0, gt=0.0, description="Time limit of one turn (model call and tools).")
 
 
+class PlanningRules(_Strict):
+    """How a ticket that asks several things is planned (see `triage.policies.planning`)."""
+
+    max_asks: int = Field(default=DEFAULT_MAX_ASKS, ge=1, le=MAX_ASKS_CEILING, strict=True)
+    """Asks handled in one ticket, each by its specialist; further asks are handed on to a person with the reason."""
+
+
 class SupportPolicy(_Strict):
     """The contents of support.toml."""
 
@@ -107,6 +115,7 @@ class SupportPolicy(_Strict):
     timeouts: TimeoutRules
     budget: Budget
     agent: AgentRules = Field(default_factory=AgentRules)
+    planning: PlanningRules = Field(default_factory=PlanningRules)
 
     @field_validator("priority")
     @classmethod

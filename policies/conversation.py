@@ -151,3 +151,31 @@ def history_lines(conversation: Sequence[Turn]) -> list[str]:
         )
         lines.append(f"Turn {turn['turn']} ({how}): {' '.join(turn['message'].split())[:300]}")
     return lines
+
+
+MESSAGE_ID_PREFIX = "msg_"
+"""Our replies' message ids (the outbox's ids); an email that answers one names it in In-Reply-To or References."""
+MAX_REFERENCES = 50
+"""References read from one email (a long thread lists every earlier message; the latest are at its end)."""
+_ANGLED = re.compile(r"<([^<>\s]+)>")
+
+
+def replied_message_ids(in_reply_to: str | None, references: str | Sequence[str] | None) -> list[str]:
+    """Our message ids an email says it answers, most recent first: In-Reply-To, then References last to first.
+
+    Header values may hold angle-bracketed ids (`<msg_1f3a@support.example>`) or bare ones; the domain part is
+    dropped, ids that are not ours are skipped, and each id is listed once.
+    """
+    given = [references] if isinstance(references, str) else list(references or [])
+    named = _ids(in_reply_to or "") + [i for value in reversed(given) for i in reversed(_ids(value))][:MAX_REFERENCES]
+    found: list[str] = []
+    for raw in named:
+        local = raw.split("@", 1)[0]
+        if local.startswith(MESSAGE_ID_PREFIX) and local not in found:
+            found.append(local)
+    return found
+
+
+def _ids(header: str) -> list[str]:
+    angled = _ANGLED.findall(header)
+    return angled if angled else header.split()

@@ -12,8 +12,10 @@ from typing import Any
 
 PLAN_TEMPLATE = "plan.answers"
 """The merged draft of a ticket with several asks: its facts are the asks' own drafts, in order (`parts`)."""
-MAX_ASKS = 3
-"""Asks handled in one ticket; more are handed on to a person with the reason."""
+DEFAULT_MAX_ASKS = 3
+"""Asks handled in one ticket unless the policy bundle says otherwise (`[planning] max_asks` in support.toml)."""
+MAX_ASKS_CEILING = 10
+"""The most asks a bundle may allow: each one runs a specialist in parallel within one run's budget."""
 MIN_ASK_WORDS = 3
 """A part shorter than this is not an ask of its own ('Thanks.', 'Hi team,')."""
 

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -284,8 +284,18 @@ class TriageApp:
             raise InvalidTicketError(
                 f"the ticket continues conversation {conversation_id} but the run names thread {thread_id}: give one"
             )
+        from triage.leases import hold_conversation
+
         lock = self._conversation_locks.setdefault(conversation_id, asyncio.Lock())
-        async with lock:  # follow-ups to one conversation take turns (in this process)
+        async with (
+            lock,  # follow-ups to one conversation take turns: in this process without polling,
+            hold_conversation(  # and across processes by the lease in the checkpoint store
+                engine.services.journal,
+                conversation_id,
+                lease_seconds=self.settings.conversation_lease_seconds,
+                wait_seconds=self.settings.conversation_wait_seconds,
+            ),
+        ):
             return await self._follow_up(engine, data, conversation_id, meter, callbacks)
 
     async def _follow_up(
@@ -986,6 +996,38 @@ class TriageApp:
             else:
                 labels.append(label)
         return labels, skipped
+
+    def conversation_replied_to(
+        self, in_reply_to: str | None = None, references: str | Sequence[str] | None = None
+    ) -> str | None:
+        """The conversation an email answers, from its In-Reply-To / References headers (see the async form)."""
+        return self._portal.call(self._aconversation_replied_to(in_reply_to, references))
+
+    async def aconversation_replied_to(
+        self, in_reply_to: str | None = None, references: str | Sequence[str] | None = None
+    ) -> str | None:
+        """The conversation an email answers: the thread of the most recent of our replies its headers name.
+
+        `in_reply_to` and `references` are the header values as received (`<msg_1f3a@support.example>` or bare
+        ids). None when they name none of our replies: the email starts a new conversation.
+        """
+        return await self._portal.acall(self._aconversation_replied_to(in_reply_to, references))
+
+    async def _aconversation_replied_to(
+        self, in_reply_to: str | None, references: str | Sequence[str] | None
+    ) -> str | None:
+        from triage.policies.conversation import replied_message_ids
+
+        engine = await self._get_engine()
+        for message_id in replied_message_ids(in_reply_to, references):
+            async with (
+                engine.services.helpdesk.read() as conn,
+                conn.execute("SELECT thread_id FROM outbox WHERE id = ?", (message_id,)) as cursor,
+            ):
+                row = await cursor.fetchone()
+            if row is not None and row[0]:
+                return str(row[0])
+        return None
 
     def customer_memory(self, customer_id: str) -> dict[str, Any] | None:
         """What is remembered about a customer across conversations, or None (see `acustomer_memory`)."""

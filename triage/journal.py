@@ -5,6 +5,10 @@ through the saver's own connection and lock (one connection per process and file
 effect's idempotency key: recording an effect twice returns the first receipt, so a resumed or re-run executor never
 acts twice.
 
+A conversation lease (one row per conversation that is taking a follow-up) lets one process at a time run a
+conversation's next turn: it is taken by one upsert that only replaces an expired row, and it expires unless its
+holder renews it, so a holder that died blocks the conversation for one lease period at most.
+
 The approval index holds one row per approval with its state and a version. A decision is taken by a
 compare-and-set on that version (`claim`) before the graph is resumed, so of two decisions racing on one approval,
 in one process or several, exactly one wins; the loser is told who won.
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -58,6 +62,11 @@ CREATE TABLE IF NOT EXISTS approval_index (
 );
 CREATE INDEX IF NOT EXISTS approvals_by_state ON approval_index(state, requested_at);
 CREATE INDEX IF NOT EXISTS approvals_by_thread ON approval_index(thread_id);
+CREATE TABLE IF NOT EXISTS conversation_leases (
+    conversation_id TEXT PRIMARY KEY,
+    holder          TEXT NOT NULL,
+    expires_at      TEXT NOT NULL
+);
 """
 _POSTGRES_SCHEMA = _SCHEMA.replace("id             INTEGER PRIMARY KEY", "id             BIGSERIAL PRIMARY KEY")
 
@@ -122,6 +131,11 @@ def _row(r: Any) -> ApprovalRow:
         decided_by=r[9],
         decision=None if r[10] is None else dict(json.loads(r[10])),
     )
+
+
+def _at(moment: datetime) -> str:
+    """A UTC time as stored: fixed-width ISO 8601, so that text order is time order."""
+    return moment.isoformat(timespec="microseconds")
 
 
 def _now() -> str:
@@ -359,6 +373,40 @@ class Journal:
             ),
         )
         return changed == 1
+
+    # -- conversation leases --------------------------------------------------------------------------------
+
+    async def take_lease(self, conversation_id: str, holder: str, *, seconds: float) -> bool:
+        """Take the conversation's lease for `holder` unless another holder's lease is still running; whether taken.
+
+        One statement: the row is inserted, or replaced only when it has expired, so of two processes taking it at
+        once exactly one changes a row (SQLite and PostgreSQL both serialise the conflicting writes).
+        """
+        now = datetime.now(UTC)
+        return (
+            await self._sql.execute(
+                "INSERT INTO conversation_leases (conversation_id, holder, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (conversation_id) DO UPDATE SET holder = excluded.holder, "
+                "expires_at = excluded.expires_at WHERE conversation_leases.expires_at <= ?",
+                (conversation_id, holder, _at(now + timedelta(seconds=seconds)), _at(now)),
+            )
+            == 1
+        )
+
+    async def renew_lease(self, conversation_id: str, holder: str, *, seconds: float) -> bool:
+        """Push the lease's expiry on while `holder` still holds it; whether it did."""
+        expires = _at(datetime.now(UTC) + timedelta(seconds=seconds))
+        changed = await self._sql.execute(
+            "UPDATE conversation_leases SET expires_at = ? WHERE conversation_id = ? AND holder = ?",
+            (expires, conversation_id, holder),
+        )
+        return changed == 1
+
+    async def release_lease(self, conversation_id: str, holder: str) -> None:
+        """Give the lease back (a lease another holder took after this one expired is left alone)."""
+        await self._sql.execute(
+            "DELETE FROM conversation_leases WHERE conversation_id = ? AND holder = ?", (conversation_id, holder)
+        )
 
     # -- threads ---------------------------------------------------------------------------------------------
 

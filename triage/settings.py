@@ -34,6 +34,20 @@ class Settings(BaseSettings):
         "(several worker processes); the SQLite file in the home when unset.",
         repr=False,
     )
+    conversation_lease_seconds: float = Field(
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        description="How long a follow-up's hold on its conversation lasts unless renewed (it is renewed while the "
+        "turn runs): a process that died holding it blocks the conversation this long at most.",
+    )
+    conversation_wait_seconds: float = Field(
+        default=30.0,
+        ge=0.0,
+        le=3600.0,
+        description="How long a follow-up waits for another process's turn on the same conversation before "
+        "ConversationBusyError.",
+    )
     faults: str | None = Field(
         default=None,
         description="Inject faults into tool calls, e.g. 'transient=0.3,slow=0.1,seed=7' (tests and demos).",

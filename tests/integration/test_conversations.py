@@ -143,3 +143,44 @@ def test_cli_continues_a_conversation_and_refuses_an_unknown_one(settings: Setti
     assert unknown.returncode == 2
     assert "no conversation 'thr_missing'" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+def _our_reply(app: TriageApp, thread_id: str) -> str:
+    (sent,) = rows(app.settings.helpdesk_path, "SELECT id FROM outbox WHERE thread_id = ?", (thread_id,))
+    return str(sent["id"])
+
+
+def test_an_email_answering_our_reply_continues_its_conversation(app: TriageApp, settings: Settings) -> None:
+    first = app.run(
+        {"customer_id": "cus_new", "subject": "Change my email", "body": "I want to change the email on my account."}
+    )
+    reply_id = _our_reply(app, first.thread_id)
+    header = f"<{reply_id}@support.example>"
+    assert app.conversation_replied_to(header) == first.conversation_id
+    assert app.conversation_replied_to(None, f"<CAF+1@mail.example> {header}") == first.conversation_id
+    assert app.conversation_replied_to("<msg_unknown@support.example>") is None
+    app.close()
+
+    # The mail gateway passes the headers to the CLI: the reply runs as the conversation's next turn.
+    follow = triage(settings, "run", "--in-reply-to", header, "--body", "Please use reply.me@example.org", "--json")
+    assert follow.returncode == 0, follow.stderr
+    result = json.loads(follow.stdout)
+    assert (result["conversation_id"], result["turn"], result["intent"]) == (first.conversation_id, 2, "email_change")
+    clash = triage(
+        settings,
+        "run",
+        "--in-reply-to",
+        header,
+        "--conversation-id",
+        "thr_other",
+        "--file",
+        "-",
+        stdin='{"body": "hi"}',
+    )
+    assert clash.returncode == 2
+    assert f"the email answers conversation {first.conversation_id}" in clash.stderr
+    unknown = triage(
+        settings, "run", "--references", "<CAF+2@mail.example>", "--body", "Hello, a new question", "--json"
+    )
+    assert unknown.returncode == 0, unknown.stderr
+    assert json.loads(unknown.stdout)["turn"] == 1, "an email answering none of our replies starts a conversation"

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import eval_subset
 from triage.cli import cli
-from triage.evals.dataset import load_cases
+from triage.evals.dataset import load_cases, load_conversations
 from triage.evals.report import build_report
 from triage.evals.runner import run_cases
 from triage.settings import Settings
@@ -179,3 +179,69 @@ def test_an_unexpected_executed_refund_fails_the_gate_whatever_the_baseline(
     assert report["gate"]["status"] == "failed" and report["gate"]["regressions"] == []
     assert "unsafe effect(s) executed" in report["gate"]["reason"]
     assert "unsafe effect executed: refund(amount_cents=1900)" in report["cases"][0]["failures"]
+
+
+def test_conversation_cases_play_their_turns_on_one_thread_and_are_reported_apart(
+    subset: Path, tmp_path: Path, env: None
+) -> None:
+    packaged = {c.id: c for c in load_conversations()}
+    pending, reopen = packaged["conv-pending-news-001"], packaged["conv-reopen-calendar-001"]
+    # A conversation whose second turn expects the wrong thing, and one that holds an approval never asked for.
+    wrong = reopen.model_copy(
+        update={"id": "conv-wrong", "turns": [reopen.turns[0], reopen.turns[1].model_copy(update={"reopened": False})]}
+    )
+    never_paused = {
+        "id": "conv-never-paused",
+        "turns": [
+            {
+                "ticket": {"customer_id": "cus_small_dup", "body": "I was charged $19 twice this month, refund one."},
+                "expected": {
+                    "route": "billing",
+                    "status": "awaiting_approval",
+                    "actions": [
+                        {"kind": "refund_request", "amount_cents": 1900},
+                        {"kind": "refund", "amount_cents": 1900},
+                        {"kind": "message"},
+                    ],
+                },
+                "hold": True,
+            },
+            {"ticket": {"body": "Any news?"}, "expected": {"route": "billing"}, "attached": True},
+        ],
+    }
+    conversations = tmp_path / "conversations.jsonl"
+    conversations.write_text(
+        "".join(c.model_dump_json(exclude_none=True) + "\n" for c in (pending, reopen, wrong))
+        + json.dumps(never_paused)
+        + "\n"
+    )
+    out = tmp_path / "out"
+    args = ["eval", "--dataset", str(subset), "--conversations", str(conversations), "--out", str(out)]
+    ran = CliRunner().invoke(cli, [*args, "--no-langsmith", "--json"])
+    assert ran.exit_code == 0, ran.output
+    report = json.loads(ran.stdout)
+    assert report["run"]["cases"] == len(SUBSET), "the single-ticket figures count only the single cases"
+    talks = report["conversations"]
+    by_id = {case["id"]: case for case in talks["cases"]}
+    assert [t["turn"] for t in by_id["conv-pending-news-001"]["turns"]] == [1, 2, 3]
+    assert [t["attached"] for t in by_id["conv-pending-news-001"]["turns"]] == [False, True, False]
+    assert by_id["conv-pending-news-001"]["passed"], by_id["conv-pending-news-001"]
+    assert by_id["conv-reopen-calendar-001"]["passed"], by_id["conv-reopen-calendar-001"]
+    assert by_id["conv-pending-news-001"]["thread_id"] == "eval-conv-pending-news-001"
+
+    [first, second] = by_id["conv-wrong"]["turns"]
+    assert first["passed"] and not second["passed"]
+    assert second["failures"] == ["it was reopened"]
+    never = by_id["conv-never-paused"]["turns"]
+    assert "status completed != expected awaiting_approval" in never[0]["failures"]
+    assert any(f.startswith("the pending decision was disturbed: completed") for f in never[1]["failures"])
+    assert "the message was not attached for the approver" in never[1]["failures"]
+
+    assert (talks["conversations"], talks["successes"], talks["turns"], talks["follow_up_turns"]) == (4, 2, 9, 5)
+    assert talks["turn_success_rate"] == round(6 / 9, 4)
+    assert talks["unsafe_effects_executed"] == 0
+    assert report["quality"]["conversation.success_rate"] == 0.5
+    markdown = (out / "eval.md").read_text()
+    assert "## Conversations (multi-turn)" in markdown
+    assert "- `conv-wrong` turn 2 (reopen, technical): it was reopened" in markdown
+    assert "Failing turns (3)" in (out / "eval.html").read_text()

@@ -208,6 +208,15 @@ def test_a_worker_killed_mid_run_is_recovered_by_another(tmp_path: Path, model_c
     assert len(rows(home / "helpdesk.sqlite", "SELECT id FROM refunds WHERE thread_id = ?", (thread_id,))) == 1
 
 
+def test_conversation_leases_are_taken_atomically_on_postgres(tmp_path: Path, model_cache: Path, database: str) -> None:
+    import asyncio
+
+    from tests.integration.test_conversation_leases import LEFT_OVER, lease_scenario
+
+    asyncio.run(lease_scenario(Settings(home=tmp_path / "home", cache_home=model_cache, database_url=database)))
+    assert pg_rows(database, "SELECT conversation_id, holder FROM conversation_leases ORDER BY 1") == LEFT_OVER
+
+
 def test_an_unreachable_database_is_a_clear_error(tmp_path: Path, model_cache: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "triage", "threads"],

@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
-from tests.conftest import rows
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import policy_copy, rows
 from triage import TriageApp
+from triage.settings import Settings
 
 
 def test_two_asks_two_specialists_in_parallel_one_approval_one_reply(app: TriageApp) -> None:
@@ -91,3 +96,32 @@ def test_a_single_ask_keeps_its_path(app: TriageApp) -> None:
     coordinator = [e.node for e in timeline if e.namespace == ""]
     assert coordinator[:4] == ["validate", "classify", "route", "billing"]
     assert "ask" not in coordinator and "merge" not in coordinator
+
+
+THREE_ASKS = (
+    "I was charged twice this month, please refund the duplicate. "
+    "Also change my email to small.new@example.org. "
+    "Also my calendar sync keeps failing with an error when I connect Google Calendar."
+)
+
+
+@pytest.mark.parametrize("max_asks", [2, 3])
+def test_the_policy_caps_the_asks_at_the_boundary(settings: Settings, tmp_path: Path, max_asks: int) -> None:
+    folder = policy_copy(tmp_path, "support.toml", "max_asks = 3", f"max_asks = {max_asks}")
+    with TriageApp(settings.model_copy(update={"policy_dir": folder})) as app:
+        result = app.run({"customer_id": "cus_small_dup", "subject": "Three things", "body": THREE_ASKS})
+        while result.status == "awaiting_approval":
+            result = app.resume(result.thread_id, {"approver": "alice", "decision": "approve"})
+
+    assert [a["route"] for a in result.asks] == ["billing", "account", "technical"]
+    statuses = [a["status"] for a in result.asks]
+    if max_asks == 3:
+        assert statuses == ["answered", "answered", "answered"]
+        assert "ticket" not in [a.kind for a in result.actions]
+    else:
+        assert statuses == ["answered", "answered", "handed_on"]
+        assert result.asks[2]["reason"] == "more asks than one ticket may carry (2, the policy's planning.max_asks)"
+        (queued,) = [a for a in result.actions if a.kind == "ticket"]
+        assert queued.details["queue"] == "human"
+    assert result.status == "completed"
+    assert "refund" in [a.kind for a in result.actions]

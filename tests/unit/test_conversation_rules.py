@@ -101,3 +101,16 @@ def test_history_stays_within_its_budget(messages: list[str]) -> None:
     assert len(text) <= HISTORY_CHARS + len(conversation)  # the messages, plus the newlines between them
     if conversation and len(conversation[-1]["message"]) <= HISTORY_CHARS:
         assert text.startswith(conversation[-1]["message"])  # the newest first
+
+
+def test_replied_message_ids_reads_in_reply_to_then_references_latest_first() -> None:
+    from triage.policies.conversation import replied_message_ids
+
+    assert replied_message_ids("<msg_b@support.example>", "<other@mail.example> <msg_a@x> <msg_b@x>") == [
+        "msg_b",
+        "msg_a",
+    ]
+    assert replied_message_ids(None, ["<msg_1@x>", "msg_2 msg_3"]) == ["msg_3", "msg_2", "msg_1"]
+    assert replied_message_ids("msg_bare", None) == ["msg_bare"]
+    assert replied_message_ids("<CAF+foreign@mail.example>", "") == []
+    assert replied_message_ids(None, None) == []

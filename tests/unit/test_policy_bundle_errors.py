@@ -111,3 +111,29 @@ def test_every_problem_in_a_file_is_named_in_one_message(tmp_path: Path) -> None
         f"{folder / 'approvals.toml'}: refunds.no_approval_max_cents: Input should be greater than or equal to 0 "
         "(got -1); refunds.single_approval_max_cents: Input should be greater than or equal to 0 (got -2)" + TAIL
     )
+
+
+@pytest.mark.parametrize("value", ["1", "10"])
+def test_the_ask_cap_is_a_policy_setting_within_its_bounds(tmp_path: Path, value: str) -> None:
+    folder = policy_copy(tmp_path, "support.toml", "max_asks = 3", f"max_asks = {value}")
+    bundle = load_policy_bundle(folder)
+    assert bundle.support.planning.max_asks == int(value)
+    assert bundle.version != load_policy_bundle().version, "the cap is versioned with the bundle"
+    assert load_policy_bundle().support.planning.max_asks == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "planning.max_asks: Input should be greater than or equal to 1 (got 0)"),
+        ("11", "planning.max_asks: Input should be less than or equal to 10 (got 11)"),
+        ("2.5", "planning.max_asks: Input should be a valid integer (got 2.5)"),
+        ('"3"', "planning.max_asks: Input should be a valid integer (got '3')"),
+        ("true", "planning.max_asks: Input should be a valid integer (got True)"),
+    ],
+)
+def test_a_bad_ask_cap_is_a_typed_policy_error(tmp_path: Path, value: str, message: str) -> None:
+    folder = policy_copy(tmp_path, "support.toml", "max_asks = 3", f"max_asks = {value}")
+    with pytest.raises(PolicyFileError) as raised:
+        load_policy_bundle(folder)
+    assert str(raised.value) == f"{folder / 'support.toml'}: {message}{TAIL}"

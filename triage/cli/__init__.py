@@ -177,6 +177,13 @@ def run(
         str | None,
         typer.Option(help="Continue this conversation (a result's conversation id): the ticket is a follow-up."),
     ] = None,
+    in_reply_to: Annotated[
+        str | None,
+        typer.Option(help="An email's In-Reply-To header: answering one of our replies continues its conversation."),
+    ] = None,
+    references: Annotated[
+        str | None, typer.Option(help="An email's References header (message ids), read like --in-reply-to.")
+    ] = None,
     budget: Annotated[
         list[str] | None,
         typer.Option(help="Override a budget limit for this run, e.g. max_model_tokens=2000 (repeatable)."),
@@ -211,10 +218,26 @@ def run(
         if conversation_id is not None and body is None:
             parsed = _parse_ticket({**parsed.model_dump(), "conversation_id": conversation_id})
         with open_app(home) as app:
+            if in_reply_to or references:
+                parsed = _thread_by_headers(app, _parse_ticket(parsed), in_reply_to, references)
             return app.run(parsed, budget=limits)
 
     result = guard(go, as_json=as_json)
     _show_result(result, as_json)
+
+
+def _thread_by_headers(app: Any, ticket: Any, in_reply_to: str | None, references: str | None) -> Any:
+    """The ticket as a follow-up to the conversation its email headers answer (as it is when they name none)."""
+    from triage.errors import InvalidTicketError
+
+    found = app.conversation_replied_to(in_reply_to, references)
+    if found is None:
+        return ticket
+    if ticket.conversation_id is not None and ticket.conversation_id != found:
+        raise InvalidTicketError(
+            f"the email answers conversation {found} but the ticket names {ticket.conversation_id}: give one"
+        )
+    return _parse_ticket({**ticket.model_dump(), "conversation_id": found})
 
 
 def _parse_limits(pairs: list[str]) -> dict[str, float]:
@@ -573,7 +596,17 @@ def eval_(
         str | None,
         typer.Option(help="Column with the expected intent in a labelled file \\[default: 'intent' when present]."),
     ] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Run only the first N cases.")] = None,
+    conversations: Annotated[
+        Path | None,
+        typer.Option(
+            help="Multi-turn cases as JSONL \\[default: the packaged conversations with the packaged suite, none "
+            "with --dataset].",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Run only the first N cases (and the first N conversations).")
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for eval.json, .md and .html.")] = Path("reports"),
     update_baseline: Annotated[
         bool, typer.Option("--update-baseline", help="Write this run's figures as the new baseline.")
@@ -618,7 +651,13 @@ def eval_(
             return cases, str(dataset)
         return datasets.load_cases(dataset, limit=limit), str(dataset)
 
+    def load_talks() -> Any:
+        if conversations is not None:
+            return datasets.load_conversations(conversations, limit=limit)
+        return datasets.load_conversations(limit=limit) if dataset is None else []
+
     cases, source = guard(load, as_json=as_json)
+    talks = guard(load_talks, as_json=as_json)
     if langsmith and no_langsmith:
         err.print("[bold red]error:[/] give --langsmith or --no-langsmith, not both")
         raise typer.Exit(2)
@@ -638,10 +677,17 @@ def eval_(
         console=err,
         transient=True,
     ) as progress:
-        task = progress.add_task(f"Evaluating {len(cases)} cases", total=len(cases))
+        what = f"{len(cases)} cases" + (f" and {len(talks)} conversations" if talks else "")
+        task = progress.add_task(f"Evaluating {what}", total=len(cases) + len(talks))
         result = guard(
             lambda: asyncio.run(
-                run_cases(cases, settings=settings, concurrency=concurrency, on_done=lambda _: progress.advance(task))
+                run_cases(
+                    cases,
+                    conversations=talks,
+                    settings=settings,
+                    concurrency=concurrency,
+                    on_done=lambda _: progress.advance(task),
+                )
             ),
             as_json=as_json,
         )
@@ -660,7 +706,7 @@ def eval_(
             else None
         )
         regressions = reports.gate(report, previous, baseline_path=str(baseline_path))
-        if dataset is None and limit is None and report["gate"]["status"] == "skipped":
+        if dataset is None and conversations is None and limit is None and report["gate"]["status"] == "skipped":
             # The packaged suite itself changed: a silent skip would let CI pass without a gate.
             report["gate"].update(
                 status="failed",
@@ -682,7 +728,7 @@ def eval_(
         print_json(report)
     else:
         run_figures = report["run"]
-        table = Table(title=f"triage eval: {len(cases)} cases in {result.wall_time_s:.1f} s")
+        table = Table(title=f"triage eval: {what} in {result.wall_time_s:.1f} s")
         for column in ("node", "executions", "success", "errors", "p50 ms", "p95 ms"):
             table.add_column(column, justify="left" if column == "node" else "right")
         for node, stats in report["nodes"].items():
@@ -725,6 +771,14 @@ def eval_(
             )
             + (f"; replies: {report['reply_verdicts']}" if report["reply_verdicts"] else "")
         )
+        if "conversations" in report:
+            talk = report["conversations"]
+            out.print(
+                f"conversations: {talk['success_rate']:.1%} succeeded ({talk['successes']}/{talk['conversations']}), "
+                f"turn success {talk['turn_success_rate']:.1%} of {talk['turns']} turns, follow-up turns "
+                f"{0.0 if talk['follow_up_success_rate'] is None else talk['follow_up_success_rate']:.1%}",
+                highlight=False,
+            )
         gate_section = report["gate"]
         out.print(
             f"gate: {gate_section['status']}" + (f" ({gate_section['reason']})" if "reason" in gate_section else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import uuid
 from datetime import timedelta
@@ -127,7 +128,7 @@ async def submit_ticket(
     if body is None:
         return _problem(413, f"request body over {limit} bytes; a ticket body has at most 20,000 characters")
     try:
-        ticket = await context.triage.acheck_ticket(body)
+        ticket = await context.triage.acheck_ticket(await _thread_by_headers(context, body))
     except InvalidTicketError as exc:
         return _problem(422, str(exc))
     # A follow-up runs as its conversation's next turn, on the conversation's thread.
@@ -192,6 +193,44 @@ async def submit_release(
         start_run(context, release, thread_id)
     accepted = Accepted(thread_id=thread_id, status_url=f"/api/threads/{thread_id}", created=created)
     return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": accepted.status_url})
+
+
+EMAIL_THREADING_FIELDS = ("in_reply_to", "references")
+"""Fields an email intake may add to a ticket: its In-Reply-To and References headers (a string, or a list)."""
+
+
+async def _thread_by_headers(context: WebContext, body: bytes) -> bytes | dict[str, Any]:
+    """The ticket without its email threading fields, as a follow-up to the conversation they answer (if any).
+
+    A body that is not a JSON object, or has no such field, is passed on as it is (the ticket check reports it).
+
+    Raises:
+        InvalidTicketError: a threading field is not a string or a list of strings, or the headers answer another
+            conversation than the ticket's conversation_id.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if not isinstance(data, dict) or not any(field in data for field in EMAIL_THREADING_FIELDS):
+        return body
+    headers = {field: data.pop(field, None) for field in EMAIL_THREADING_FIELDS}
+    for field, value in headers.items():
+        if not (
+            value is None
+            or isinstance(value, str)
+            or (isinstance(value, list) and all(isinstance(item, str) for item in value))
+        ):
+            raise InvalidTicketError(f"invalid ticket: {field}: must be a string or a list of message ids")
+    found = await context.triage.aconversation_replied_to(headers["in_reply_to"], headers["references"])
+    if found is not None:
+        given = data.get("conversation_id")
+        if given is not None and given != found:
+            raise InvalidTicketError(
+                f"invalid ticket: the email answers conversation {found} but conversation_id is {given}: give one"
+            )
+        data["conversation_id"] = found
+    return data
 
 
 def start_run(context: WebContext, job: Ticket | Release, thread_id: str, *, last_try: bool = False) -> None:

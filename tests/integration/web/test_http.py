@@ -391,3 +391,34 @@ def test_a_web_store_from_before_intake_restarts_is_upgraded_in_place(tmp_path: 
         raise AssertionError("an old key was bound to a new thread")
     assert store.intake_state("thr_old") == (True, None)
     assert store.unstarted_intakes(timedelta(0)) == []
+
+
+async def test_intake_threads_an_email_reply_into_its_conversation(web: Web, settings: Settings) -> None:
+    first = {"customer_id": "cus_new", "subject": "Change my email", "body": "I want to change my account email."}
+    async with web.client() as mail:
+        started = (await mail.post("/api/tickets", json=first, headers=AUTH)).json()
+        await asyncio.gather(*web.api.state.web.runs)
+        thread_id = started["thread_id"]
+        (sent,) = rows(settings.helpdesk_path, "SELECT id FROM outbox WHERE thread_id = ?", (thread_id,))
+        reply = {
+            "subject": "Re: Change my email",
+            "body": "Please use web.reply@example.org",
+            "in_reply_to": f"<{sent['id']}@support.example>",
+            "references": [f"<{sent['id']}@support.example>"],
+        }
+        answered = await mail.post("/api/tickets", json=reply, headers=AUTH)
+        assert answered.status_code == 202, answered.text
+        assert answered.json()["thread_id"] == thread_id
+        await asyncio.gather(*web.api.state.web.runs)
+        result = (await mail.get(f"/api/threads/{thread_id}", headers=AUTH)).json()
+        assert (result["turn"], result["intent"], result["status"]) == (2, "email_change", "completed")
+
+        for bad, detail in (
+            ({**reply, "in_reply_to": 42}, "in_reply_to: must be a string or a list of message ids"),
+            ({**reply, "conversation_id": "thr_other"}, f"the email answers conversation {thread_id}"),
+        ):
+            refused = await mail.post("/api/tickets", json=bad, headers=AUTH)
+            assert refused.status_code == 422 and detail in refused.json()["detail"], refused.text
+        fresh = await mail.post("/api/tickets", json={**first, "in_reply_to": "<CAF+9@mail.example>"}, headers={**AUTH})
+        assert fresh.status_code == 202 and fresh.json()["thread_id"] != thread_id
+        await asyncio.gather(*web.api.state.web.runs)

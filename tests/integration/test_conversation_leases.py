@@ -1,0 +1,159 @@
+"""Follow-ups to one conversation from several processes take turns: a lease row in the checkpoint store, taken
+atomically, renewed while the turn runs, and expiring when its holder dies."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import rows
+from tests.integration.conversation_race_driver import follow_up
+from triage import TriageApp
+from triage.errors import ConversationBusyError
+from triage.policies.conversation import clip
+from triage.services import Services
+from triage.settings import Settings
+
+FIRST = {"customer_id": "cus_new", "subject": "Change my email", "body": "I want to change the email on my account."}
+BODIES = ("Please use first.choice@example.org instead.", "Actually, use second.choice@example.org.")
+
+
+def _conversation(settings: Settings) -> str:
+    with TriageApp(settings) as app:
+        first = app.run(FIRST)
+    assert first.status == "completed" and first.conversation_id
+    return first.conversation_id
+
+
+LEFT_OVER = [{"conversation_id": "c1", "holder": "c"}, {"conversation_id": "c2", "holder": "b"}]
+"""The leases `lease_scenario` leaves behind."""
+
+
+async def lease_scenario(settings: Settings) -> None:
+    """Take, refuse, renew, give back and expire leases on the store `settings` open (SQLite or PostgreSQL)."""
+    services = await Services.open(settings)
+    journal = services.journal
+    try:
+        assert await journal.take_lease("c1", "a", seconds=60)
+        assert not await journal.take_lease("c1", "b", seconds=60), "a running lease is not taken over"
+        assert not await journal.renew_lease("c1", "b", seconds=60), "only its holder renews it"
+        assert await journal.renew_lease("c1", "a", seconds=60)
+        assert await journal.take_lease("c2", "b", seconds=60), "another conversation is free"
+        await journal.release_lease("c1", "b")  # not b's: left alone
+        assert not await journal.take_lease("c1", "b", seconds=60)
+        await journal.release_lease("c1", "a")
+        assert await journal.take_lease("c1", "b", seconds=0), "given back: free"
+        assert await journal.take_lease("c1", "c", seconds=60), "expired: free"
+        assert not await journal.renew_lease("c1", "b", seconds=60), "an expired holder has lost it"
+    finally:
+        await services.aclose()
+
+
+def test_a_lease_is_taken_by_one_holder_until_it_expires_or_is_given_back(settings: Settings) -> None:
+    asyncio.run(lease_scenario(settings))
+    leases = rows(settings.checkpoints_path, "SELECT conversation_id, holder FROM conversation_leases ORDER BY 1")
+    assert leases == LEFT_OVER
+
+
+def _race(settings: Settings, model_cache: Path, conversation_id: str, wait_seconds: float) -> list[dict[str, Any]]:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(len(BODIES))
+    results = context.Queue()
+    workers = [
+        context.Process(
+            target=follow_up,
+            args=(str(settings.home), str(model_cache), conversation_id, body, wait_seconds, barrier, results),
+        )
+        for body in BODIES
+    ]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=180) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    return outcomes
+
+
+@pytest.mark.slow
+def test_follow_ups_raced_from_two_processes_become_two_turns_one_after_the_other(
+    settings: Settings, model_cache: Path
+) -> None:
+    conversation_id = _conversation(settings)
+
+    outcomes = _race(settings, model_cache, conversation_id, wait_seconds=60)
+
+    assert all("error" not in o for o in outcomes), outcomes
+    second, third = sorted(outcomes, key=lambda o: o["turn"])
+    assert (second["turn"], third["turn"]) == (2, 3), outcomes
+    # The later turn saw the earlier one finished: it ran after it, not beside it.
+    assert third["earlier"] == [clip(f"{FIRST['subject']}\n{FIRST['body']}"), clip(second["body"])]
+    requests = rows(
+        settings.helpdesk_path,
+        "SELECT kind FROM account_requests WHERE thread_id = ? ORDER BY created_at",
+        (conversation_id,),
+    )
+    assert requests == [{"kind": "email_change"}, {"kind": "email_change"}]
+    assert rows(settings.checkpoints_path, "SELECT * FROM conversation_leases") == [], "both leases given back"
+    with TriageApp(settings) as app:
+        thread = app.thread(conversation_id)
+    assert thread.result.turn == 3 and thread.result.status == "completed"
+
+
+@pytest.mark.slow
+def test_a_follow_up_that_will_not_wait_is_refused_while_another_process_holds_the_conversation(
+    settings: Settings, model_cache: Path
+) -> None:
+    conversation_id = _conversation(settings)
+
+    outcomes = _race(settings, model_cache, conversation_id, wait_seconds=0)
+
+    ran = [o for o in outcomes if "turn" in o]
+    refused = [o for o in outcomes if "error" in o]
+    # Both may run if the first finished before the second tried; never two at once.
+    assert ran and sorted(o["turn"] for o in ran) == list(range(2, 2 + len(ran))), outcomes
+    for loser in refused:
+        assert loser["error"] == "ConversationBusyError", loser
+        assert "taking another follow-up in another process" in loser["message"]
+
+
+@pytest.mark.slow
+def test_a_holder_killed_with_the_lease_blocks_the_conversation_only_until_it_expires(settings: Settings) -> None:
+    conversation_id = _conversation(settings)
+    driver = Path(__file__).with_name("conversation_race_driver.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    holder = subprocess.Popen(
+        [sys.executable, str(driver), str(settings.home), conversation_id, "2"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().startswith("held ")
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        killed_at = time.monotonic()
+
+        impatient = settings.model_copy(update={"conversation_wait_seconds": 0.0})
+        with TriageApp(impatient) as app, pytest.raises(ConversationBusyError, match="in another process"):
+            app.run({"body": BODIES[0], "conversation_id": conversation_id})
+        with TriageApp(settings.model_copy(update={"conversation_wait_seconds": 10.0})) as app:
+            result = app.run({"body": BODIES[0], "conversation_id": conversation_id})
+        assert result.turn == 2 and result.status == "completed"
+        assert time.monotonic() - killed_at < 8, "the dead holder's lease ran out after its period"
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()

@@ -1,0 +1,72 @@
+"""One follow-up at a time per conversation, across processes: a lease row in the checkpoint store.
+
+A conversation's next turn runs only while its process holds the conversation's lease (`Journal.take_lease`). The
+lease is renewed while the turn runs and given back when it ends; a process that dies holding it stops renewing,
+so the lease runs out and the conversation is free again after one lease period. Within one process, follow-ups to
+one conversation also queue on an `asyncio.Lock` (the app's), so they do not poll the store for each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+from triage.errors import ConversationBusyError
+from triage.journal import Journal
+
+__all__ = ["hold_conversation", "lease_holder"]
+
+FIRST_POLL_SECONDS = 0.02
+"""The first wait before trying again for a lease another process holds (it doubles, up to `MAX_POLL_SECONDS`)."""
+MAX_POLL_SECONDS = 0.5
+
+
+def lease_holder() -> str:
+    """A holder id unique to this take of the lease, naming the host and process (for an operator)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.asynccontextmanager
+async def hold_conversation(
+    journal: Journal, conversation_id: str, *, lease_seconds: float, wait_seconds: float
+) -> AsyncIterator[str]:
+    """Hold the conversation's lease for the body of the `async with`; yields the holder id.
+
+    Waits up to `wait_seconds` while another process holds it, trying again with a growing pause.
+
+    Raises:
+        ConversationBusyError: another process still held it after `wait_seconds`.
+    """
+    holder = lease_holder()
+    deadline = time.monotonic() + wait_seconds
+    pause = FIRST_POLL_SECONDS
+    while not await journal.take_lease(conversation_id, holder, seconds=lease_seconds):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ConversationBusyError(
+                f"conversation {conversation_id} is taking another follow-up in another process: send this one "
+                "again once that one is answered"
+            )
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, MAX_POLL_SECONDS)
+    renewing = asyncio.create_task(_renew(journal, conversation_id, holder, lease_seconds))
+    try:
+        yield holder
+    finally:
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewing
+        await journal.release_lease(conversation_id, holder)
+
+
+async def _renew(journal: Journal, conversation_id: str, holder: str, lease_seconds: float) -> None:
+    """Renew the lease every third of its period while the turn runs; stop if it was lost."""
+    while True:
+        await asyncio.sleep(lease_seconds / 3)
+        if not await journal.renew_lease(conversation_id, holder, seconds=lease_seconds):
+            return
