@@ -36,10 +36,9 @@ def notification(recipient: Recipient, tickets: list[ReleaseTicket], version: st
     lines += [f"- {r['subject']} (ticket {r['id']}, the same problem)" for r in related if r["queue"] == "engineering"]
     still_open = [r for r in related if r["queue"] != "engineering"]
     open_note = (
-        "\n\nYour other open request(s) about this, "
+        "\n\nYour other open request(s) about this problem stay with our team for anything else they ask: "
         + "; ".join(f"{r['subject']} (ticket {r['id']})" for r in still_open)
-        + ", stay with our team for anything else they need. The team can see this message, so you will not be told "
-        "about this fix twice."
+        + ". The team can see this message, so nobody will tell you about this fix again."
         if still_open
         else ""
     )

@@ -137,7 +137,10 @@ def test_the_reporters_other_open_tickets_about_the_fix_are_closed_or_noted_once
     # One message per customer; cus_0001's names the duplicate as fixed and the person's ticket as still open.
     first, second = outbox(settings)
     assert f"{EXPORT[0]} (ticket {duplicate}, the same problem)" in first["body"]
-    assert f"Your other open request(s) about this, Export broken, I want a person (ticket {asked})" in first["body"]
+    assert (
+        "Your other open request(s) about this problem stay with our team for anything else they ask: Export broken, "
+        f"I want a person (ticket {asked}). The team can see this message" in first["body"]
+    )
     assert unrelated not in first["body"] and "other open request" not in second["body"]
     messages = {r["customer_id"]: r["id"] for r in rows(settings.helpdesk_path, "SELECT id, customer_id FROM outbox")}
     # The person handling the open ticket reads that the customer was told, and by which message.

@@ -172,8 +172,8 @@ TEMPLATES: dict[str, str] = {
     ),
     "release.fixed": (
         "Good news: release {version} fixes what you reported.\n\n{fixes}\n\nWhat changed: {summary}\n\n"
-        "We have closed the ticket(s) above.{open_elsewhere} If you still see the problem after updating, reply to "
-        "this message and we will look at it again."
+        "We have closed the ticket(s) above. If you still see the problem after updating, reply to this message and "
+        "we will look at it again.{open_elsewhere}"
     ),
     "escalation.handed_off": (
         "We have passed your message to a senior member of our support team (ticket {ticket_id}, priority "
