@@ -48,8 +48,15 @@ def handed_on(result: RunResult) -> bool:
 
 
 def node_key(entry: TimelineEntry) -> str:
-    """`classify` for a coordinator node, `billing:act` for a step inside the billing subgraph."""
-    return f"{entry.namespace.split(':')[0]}:{entry.node}" if entry.namespace else entry.node
+    """`classify` for a coordinator node, `billing:act` for a step inside the billing subgraph.
+
+    A step in the branch of one ask of several is keyed by the specialist that ran it, `ask:billing:act`, so each
+    specialist's figures in ask branches stay apart.
+    """
+    if not entry.namespace:
+        return entry.node
+    parent = entry.namespace.split(":")[0]
+    return f"{parent}:{entry.branch}:{entry.node}" if entry.branch else f"{parent}:{entry.node}"
 
 
 def _arg(action: Action, name: str) -> object:

@@ -347,6 +347,9 @@ class TimelineEntry(BaseModel):
     started_at: datetime
     duration_ms: float
     outcome: str
+    branch: str | None = Field(
+        default=None, description="In the branch of one ask of several: the specialist (route) that handled it."
+    )
 
 
 class ThreadSummary(BaseModel):

@@ -17,6 +17,8 @@ from langgraph.checkpoint.base import CheckpointTuple
 from triage.schemas import TimelineEntry
 
 _BRANCH = "branch:to:"
+ASK_NODE = "ask"
+"""The coordinator node that runs one ask of a ticket with several through its specialist (`nodes/ask.py`)."""
 
 
 def build_timeline(tuples: Iterable[CheckpointTuple]) -> list[TimelineEntry]:
@@ -28,12 +30,28 @@ def build_timeline(tuples: Iterable[CheckpointTuple]) -> list[TimelineEntry]:
     entries: list[TimelineEntry] = []
     for namespace, items in by_namespace.items():
         items.sort(key=lambda t: t.checkpoint["id"])
+        found: list[TimelineEntry] = []
         for previous, current in pairwise(items):
-            entries.extend(_entries_for_step(namespace, previous, current))
+            found.extend(_entries_for_step(namespace, previous, current))
         last = items[-1]
-        entries.extend(_failed_entries(namespace, last))
+        found.extend(_failed_entries(namespace, last))
+        branch = _ask_branch(namespace, items)
+        if branch is not None:
+            found = [entry.model_copy(update={"branch": branch}) for entry in found]
+        entries.extend(found)
     entries.sort(key=lambda e: (e.started_at, e.namespace != ""))
     return entries
+
+
+def _ask_branch(namespace: str, items: Iterable[CheckpointTuple]) -> str | None:
+    """The specialist that ran an ask's branch (the route its checkpoints were given), or None elsewhere."""
+    if not namespace.startswith(f"{ASK_NODE}:"):
+        return None
+    for item in items:
+        classification = item.checkpoint.get("channel_values", {}).get("classification")
+        if isinstance(classification, Mapping) and classification.get("route"):
+            return str(classification["route"])
+    return None
 
 
 def _scheduled(item: CheckpointTuple) -> list[str]:

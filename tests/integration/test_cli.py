@@ -55,7 +55,8 @@ def test_run_show_threads_json(settings: Settings) -> None:
     shown = triage(settings, "show", result["thread_id"], "--json")
     assert shown.returncode == 0, shown.stderr
     timeline = json.loads(shown.stdout)["timeline"]
-    assert timeline and set(timeline[0]) == {"node", "namespace", "checkpoint_id", "duration_ms", "outcome"}
+    assert timeline and set(timeline[0]) == {"node", "namespace", "checkpoint_id", "duration_ms", "outcome", "branch"}
+    assert {entry["branch"] for entry in timeline} == {None}, "only an ask's branch names its specialist"
     assert "lookup" in [e["node"] for e in timeline]
 
     listed = triage(settings, "threads", "--json")

@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import policy_copy, rows
 from triage import TriageApp
+from triage.evals.evaluators import node_key
 from triage.settings import Settings
 
 
@@ -31,6 +32,12 @@ def test_two_asks_two_specialists_in_parallel_one_approval_one_reply(app: Triage
     branches = {e.namespace.split("|")[0] for e in timeline if e.namespace.startswith("ask:")}
     assert len(branches) == 2
     assert sorted(e.node for e in timeline if e.namespace.startswith("ask:")) == ["act", "act", "lookup", "lookup"]
+    # Each branch is labelled with the specialist that ran it, and the eval keys its figures by that specialist.
+    steps = sorted((e.branch, e.node) for e in timeline if e.namespace.startswith("ask:"))
+    assert steps == [("account", "act"), ("account", "lookup"), ("billing", "act"), ("billing", "lookup")]
+    keys = {node_key(e) for e in timeline if e.namespace.startswith("ask:")}
+    assert keys == {"ask:account:act", "ask:account:lookup", "ask:billing:act", "ask:billing:lookup"}
+    assert {e.branch for e in timeline if not e.namespace.startswith("ask:")} == {None}
 
     done = app.resume(paused.thread_id, {"approver": "alice", "decision": "approve"})
 

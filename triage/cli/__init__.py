@@ -334,6 +334,7 @@ def show(
         table.add_column(column, overflow="fold")
     for entry in view.timeline:
         namespace = entry.namespace.split(":")[0] if entry.namespace else ""
+        namespace += f" ({entry.branch})" if entry.branch else ""  # an ask's branch: the specialist that ran it
         table.add_row(entry.node, namespace, entry.checkpoint_id[-12:], f"{entry.duration_ms:.1f}", entry.outcome)
     out.print(table)
     if view.audit:
