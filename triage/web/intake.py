@@ -68,6 +68,28 @@ _REFUSALS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _intake_schema() -> dict[str, Any]:
+    """The ticket's JSON schema with the email threading fields the intake also reads."""
+    schema = Ticket.model_json_schema()
+    header = {
+        "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}],
+        "default": None,
+    }
+    schema["properties"] |= {
+        "in_reply_to": {
+            **header,
+            "title": "In-Reply-To",
+            "description": "The email's In-Reply-To header: answering one of our replies continues its conversation.",
+        },
+        "references": {
+            **header,
+            "title": "References",
+            "description": "The email's References header (message ids), read like in_reply_to, latest first.",
+        },
+    }
+    return schema
+
+
 def _problem(status: int, detail: str, **headers: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
 
@@ -106,7 +128,7 @@ async def _read_limited(request: Request, limit: int) -> bytes | None:
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": Ticket.model_json_schema()}},
+            "content": {"application/json": {"schema": _intake_schema()}},
         }
     },
     summary="Submit a ticket for triage",

@@ -296,6 +296,8 @@ async def test_openapi_schema_describes_intake(web: Web) -> None:
         "body",
         "channel",
         "conversation_id",
+        "in_reply_to",
+        "references",
     }
     assert {p["name"] for p in submit["parameters"]} == {"authorization", "idempotency-key"}
     assert "/api/threads/{thread_id}" in schema["paths"]
