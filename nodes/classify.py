@@ -11,7 +11,7 @@ from triage.context import Context, meter_of, services_of
 from triage.metering import BudgetExceededError
 from triage.models.signals import detect_signals
 from triage.nodes.ask import plan_asks
-from triage.policies.conversation import history_text, needs_history
+from triage.policies.conversation import answer_worked, history_text, needs_history, prefer_history, thanked
 from triage.state import Classification, State
 
 BUDGET_SIGNAL = "budget_exceeded"
@@ -32,10 +32,13 @@ async def classify(state: State, runtime: Runtime[Context]) -> Command[Literal["
         classification = await services.models.classify(text, meter=meter)
         conversation = state.get("conversation")
         threshold = services.policy.support.routing.min_confidence
-        if conversation and needs_history(text, classification["confidence"], threshold):
+        worked = answer_worked(ticket["body"], conversation) if conversation else None
+        if worked is not None:
+            classification = thanked(classification, worked)
+        elif conversation and needs_history(text, classification["confidence"], threshold):
             earlier = history_text(conversation)
             with_history = await services.models.classify(f"{text}\n\n{earlier}", meter=meter)
-            if with_history["confidence"] > classification["confidence"]:
+            if prefer_history(classification, with_history, threshold):
                 with_history["evidence"] = [*with_history["evidence"], "read with the conversation's earlier turns"]
                 classification = with_history
         asks = await plan_asks(state, classification, runtime)

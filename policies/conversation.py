@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from triage.policies.pii import redact
-from triage.state import Turn
+from triage.state import Classification, Turn
 
 MESSAGE_CHARS = 600
 """How much of each earlier message a conversation keeps (it is in every later checkpoint)."""
@@ -104,6 +104,58 @@ def history_text(conversation: Sequence[Turn], limit: int = HISTORY_CHARS) -> st
 def needs_history(text: str, confidence: float, min_confidence: float) -> bool:
     """Whether a follow-up should be read with the conversation: it is short, or unclear on its own."""
     return len(text.split()) <= SHORT_MESSAGE_WORDS or confidence < min_confidence
+
+
+_WORKED = re.compile(
+    r"\b(?:(?:that|this|it|which)\s+(?:worked|did\s+it|did\s+the\s+trick|helped|fixed\s+it|solved\s+it)|"
+    r"(?:worked|works)\s+(?:now|again|perfectly|fine|great)|"
+    r"\w+ing\s+(?:it|that|them)\s+(?:worked|helped|fixed\s+it|did\s+it|solved\s+it)|"
+    r"(?:fixed|solved|resolved|sorted)\s+(?:it|now|the\s+(?:problem|issue))|problem\s+solved|all\s+good\s+now)\b",
+    re.IGNORECASE,
+)
+_THANKS = re.compile(r"\b(?:thanks?|thank\s+you|thx|cheers|much\s+appreciated|great\s+support)\b", re.IGNORECASE)
+
+
+def answer_worked(text: str, conversation: Sequence[Turn]) -> str | None:
+    """The phrase in which the customer thanks us for an answer that worked ('thanks, that worked'), or None.
+
+    Only after a turn that answered, only with thanks, and never when the message also says it did not help: such
+    a message is feedback on the answer, and the problem's words in the history must not pull it back to the problem.
+    """
+    if last_answered(conversation) is None or did_not_help(text) is not None or not _THANKS.search(text):
+        return None
+    match = _WORKED.search(text)
+    return match.group(0) if match else None
+
+
+def thanked(own: Classification, phrase: str) -> Classification:
+    """The reading of a follow-up that thanks us for an answer that worked: feedback, decided by this rule.
+
+    The rule, not the classifier, decides the route and intent, so the confidence is the rule's (1.0); the
+    urgency, sentiment and signals stay the classifier's, so a thank-you that also threatens still escalates.
+    """
+    return Classification(
+        **{
+            **own,
+            "route": "general",
+            "intent": "feedback",
+            "confidence": 1.0,
+            "evidence": [*own["evidence"], f"the customer says the earlier answer worked ('{phrase}')"],
+        }
+    )
+
+
+def prefer_history(own: Classification, with_history: Classification, threshold: float) -> bool:
+    """Whether the reading with the conversation's earlier turns replaces the follow-up's own reading.
+
+    Only when it is surer, and never when the follow-up alone is clear about another route or intent: a short,
+    clear message on a new topic ("could you also send me the invoice?") keeps its own reading, however sure the
+    history's words make the earlier topic look.
+    """
+    if with_history["confidence"] <= own["confidence"]:
+        return False
+    same = (with_history["route"], with_history["intent"]) == (own["route"], own["intent"])
+    return own["confidence"] < threshold or same
 
 
 def did_not_help(text: str) -> str | None:

@@ -10,13 +10,16 @@ from hypothesis import strategies as st
 
 from triage.policies.conversation import (
     HISTORY_CHARS,
+    answer_worked,
     clip,
     did_not_help,
     history_text,
+    prefer_history,
     reopen_reason,
+    thanked,
     turn_record,
 )
-from triage.state import Turn
+from triage.state import Classification, Turn
 
 
 def _turn(number: int, **changes: Any) -> Turn:
@@ -114,3 +117,71 @@ def test_replied_message_ids_reads_in_reply_to_then_references_latest_first() ->
     assert replied_message_ids("msg_bare", None) == ["msg_bare"]
     assert replied_message_ids("<CAF+foreign@mail.example>", "") == []
     assert replied_message_ids(None, None) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Thanks, reconnecting it worked!",
+        "Thank you, clearing the cache fixed it. Great support!",
+        "That did the trick, thanks a lot",
+        "cheers, it works now",
+        "Thanks! Problem solved.",
+    ],
+)
+def test_thanks_for_an_answer_that_worked(text: str) -> None:
+    assert answer_worked(text, [_turn(1)]) is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "conversation"),
+    [
+        ("Thanks, reconnecting it worked!", []),  # nothing was answered before
+        ("Thanks, but that didn't help, it still fails", [_turn(1)]),  # says it did not help
+        ("Reconnecting it worked for a day, now it fails again", [_turn(1)]),  # no thanks: a new report
+        ("Thanks! Could you also send me the invoice for this month?", [_turn(1)]),  # thanks, but a new ask
+        ("Thanks, reconnecting it worked!", [_turn(1, status="attached")]),  # only an attached turn
+    ],
+)
+def test_not_thanks_for_an_answer_that_worked(text: str, conversation: list[Turn]) -> None:
+    assert answer_worked(text, conversation) is None
+
+
+def _reading(route: str, confidence: float, intent: str = "x") -> Classification:
+    return Classification(
+        route=route,  # type: ignore[typeddict-item]
+        intent=intent,
+        confidence=confidence,
+        route_scores={},
+        urgency="high",
+        sentiment="negative",
+        signals=["legal_threat"],
+        evidence=["lawyer"],
+        model="local",
+    )
+
+
+def test_a_thanked_reading_is_feedback_and_keeps_the_signals() -> None:
+    reading = thanked(_reading("technical", 0.35, "troubleshooting"), "reconnecting it worked")
+    assert (reading["route"], reading["intent"], reading["confidence"]) == ("general", "feedback", 1.0)
+    assert (reading["urgency"], reading["sentiment"], reading["signals"]) == ("high", "negative", ["legal_threat"])
+    assert reading["evidence"] == ["lawyer", "the customer says the earlier answer worked ('reconnecting it worked')"]
+
+
+@pytest.mark.parametrize(
+    ("own", "with_history", "preferred"),
+    [
+        (("general", 0.30), ("technical", 0.90), True),  # unclear alone: the surer history reading
+        (("technical", 0.70), ("technical", 0.95), True),  # clear, same route: the surer one
+        (("billing", 0.97), ("technical", 0.99), False),  # clear on another route: a new topic keeps its reading
+        (("billing", 0.60), ("technical", 0.99), False),  # clear at exactly the threshold counts as clear
+        (("billing", 0.59), ("technical", 0.99), True),  # just below the threshold
+        (("general", 0.30), ("technical", 0.30), False),  # not surer
+        (("billing", 0.97, "invoice_request"), ("billing", 0.99, "duplicate_charge"), False),  # another intent
+        (("billing", 0.50, "invoice_request"), ("billing", 0.99, "duplicate_charge"), True),  # unclear alone
+    ],
+)
+def test_when_the_history_reading_replaces_the_own(
+    own: tuple[Any, ...], with_history: tuple[Any, ...], preferred: bool
+) -> None:
+    assert prefer_history(_reading(*own), _reading(*with_history), 0.6) is preferred
