@@ -1,16 +1,30 @@
 """The checkpoint saver triage uses: retried while the file is busy, classified when it fails for good.
 
 Writes that fail raise `CheckpointStoreError` (transient or permanent), never a raw `sqlite3.OperationalError`.
+
+Two things keep the store small (BENCHMARKS.md has the figures):
+
+- Channel versions are integers in threads it starts. The SQLite saver's own versions are 50-character strings
+  (`"<32 digits>.<random float>"`), and every checkpoint carries one per channel and one per node and channel it
+  has seen: about 17 KB of every completed ticket. A thread begun with string versions keeps them (versions within
+  one thread are compared with each other, so their type never changes mid-thread).
+- A checkpoint's node writes are dropped when its successor is saved, in the same transaction: the successor holds
+  their result, and a run resumes from the newest checkpoint only, with that checkpoint's own writes. Writes to
+  LangGraph's reserved channels (`__error__`, `__interrupt__`, `__resume__`, ...) stay: the timeline shows a failed
+  node's error from them, and they are small. (LangGraph's `DeltaChannel` rebuilds a value from earlier writes;
+  no triage state uses it, and it must not while this holds.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from langgraph.checkpoint.base import get_checkpoint_metadata
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from triage.errors import CheckpointStoreError
@@ -42,14 +56,51 @@ class CheckpointSaver(AsyncSqliteSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        """Save a checkpoint, retrying while the database is busy."""
-        return await self._write(lambda: AsyncSqliteSaver.aput(self, config, checkpoint, metadata, new_versions))
+        """Save a checkpoint and drop its parent's absorbed writes (one transaction), retrying while busy."""
+        return await self._write(lambda: self._put(config, checkpoint, metadata))
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
         """Save a task's writes, retrying while the database is busy."""
         await self._write(lambda: AsyncSqliteSaver.aput_writes(self, config, writes, task_id, task_path))
+
+    def get_next_version(self, current: str | int | None, channel: None) -> Any:
+        """The next version of a channel: an integer, or the SQLite saver's string in a thread begun with those."""
+        if isinstance(current, str):
+            return AsyncSqliteSaver.get_next_version(self, current, channel)
+        return 1 if current is None else current + 1
+
+    async def _put(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata
+    ) -> RunnableConfig:
+        # AsyncSqliteSaver.aput's statement, plus the delete, committed together: a crash leaves either the parent
+        # with its writes or the successor that absorbed them, never the parent without them.
+        await self.setup()
+        configurable = config["configurable"]
+        thread_id = configurable["thread_id"]
+        checkpoint_ns = configurable["checkpoint_ns"]
+        parent_id = configurable.get("checkpoint_id")
+        type_, serialized = self.serde.dumps_typed(checkpoint)
+        serialized_metadata = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False).encode(
+            "utf-8", "ignore"
+        )
+        async with self.lock, self.conn.cursor() as cursor:
+            await cursor.execute(
+                "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, "
+                "type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (str(thread_id), checkpoint_ns, checkpoint["id"], parent_id, type_, serialized, serialized_metadata),
+            )
+            if parent_id is not None:
+                await cursor.execute(
+                    "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? "
+                    "AND substr(channel, 1, 2) != '__'",
+                    (str(thread_id), checkpoint_ns, parent_id),
+                )
+            await self.conn.commit()
+        return {
+            "configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint["id"]}
+        }
 
     async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(WRITE_ATTEMPTS):
