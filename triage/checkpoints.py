@@ -9,10 +9,12 @@ Two things keep the store small (BENCHMARKS.md has the figures):
   has seen: about 17 KB of every completed ticket. A thread begun with string versions keeps them (versions within
   one thread are compared with each other, so their type never changes mid-thread).
 - A checkpoint's node writes are dropped when its successor is saved, in the same transaction: the successor holds
-  their result, and a run resumes from the newest checkpoint only, with that checkpoint's own writes. Writes to
+  their result, and a run goes on from the newest checkpoint with that checkpoint's own writes. Writes to
   LangGraph's reserved channels (`__error__`, `__interrupt__`, `__resume__`, ...) stay: the timeline shows a failed
-  node's error from them, and they are small. (LangGraph's `DeltaChannel` rebuilds a value from earlier writes;
-  no triage state uses it, and it must not while this holds.)
+  node's error from them, and they are small. `triage recover` retries a transient failure from the failed step's
+  own checkpoint; LangGraph replays every task of that step then, saved writes or not, so nothing changes there.
+  (LangGraph's `DeltaChannel` rebuilds a value from earlier writes; no triage state uses it, and it must not while
+  this holds.)
 """
 
 from __future__ import annotations

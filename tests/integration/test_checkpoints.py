@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import operator
 import pickle  # noqa: F401 - ensures the store is read as bytes, not objects
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import pytest
 
 from tests.conftest import rows
 from triage import Ticket, TriageApp
@@ -130,3 +133,59 @@ def test_a_thread_begun_with_string_versions_continues_with_them(tmp_path: Path)
     versions = finished.checkpoint["channel_versions"]
     assert all(isinstance(v, str) for v in versions.values())
     assert versions["done"] > paused.checkpoint["channel_versions"]["done"]
+
+
+@pytest.mark.parametrize("saver", ["stock", "triage"])
+def test_a_retry_from_a_failed_step_runs_as_on_langgraphs_own_saver(tmp_path: Path, saver: str) -> None:
+    """`recover` retries from the failed step's checkpoint: with writes dropped, the step replays as it does on the
+    stock saver (every task of the step again, the finished branch's result counted once)."""
+    import asyncio
+
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.graph import END, START, StateGraph
+    from typing_extensions import TypedDict
+
+    from triage.checkpoints import CheckpointSaver
+
+    class Branches(TypedDict, total=False):
+        done: Annotated[list[str], operator.add]
+        status: str
+
+    runs: list[str] = []
+    flaky = {"fail": True}
+
+    def steady(state: Branches) -> Branches:
+        runs.append("steady")
+        return {"done": ["steady"]}
+
+    def shaky(state: Branches) -> Branches:
+        runs.append("shaky")
+        if flaky["fail"]:
+            raise TimeoutError("the store was busy")
+        return {"done": ["shaky"]}
+
+    builder = StateGraph(Branches)
+    builder.add_node("steady", steady)
+    builder.add_node("shaky", shaky)
+    builder.add_edge(START, "steady")
+    builder.add_edge(START, "shaky")
+    builder.add_edge(["steady", "shaky"], END)
+    config: Any = {"configurable": {"thread_id": "t"}}
+
+    async def scenario() -> list[str]:
+        async with aiosqlite.connect(tmp_path / "checkpoints.sqlite") as conn:
+            checkpointer = CheckpointSaver(conn) if saver == "triage" else AsyncSqliteSaver(conn)
+            graph = builder.compile(checkpointer=checkpointer)
+            with pytest.raises(TimeoutError):
+                await graph.ainvoke({"done": []}, config, durability="sync")
+            # As `TriageApp` records a failure and `recover` retries it: a checkpoint after the failed step, then a
+            # run from the checkpoint before it.
+            await graph.aupdate_state(config, {"status": "failed"}, as_node="shaky")
+            failed = await graph.aget_state(config)
+            flaky["fail"] = False
+            await graph.ainvoke(None, failed.parent_config, durability="sync")
+            return list((await graph.aget_state(config)).values["done"])
+
+    assert sorted(asyncio.run(scenario())) == ["shaky", "steady"]
+    assert sorted(runs) == ["shaky", "shaky", "steady", "steady"]
