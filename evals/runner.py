@@ -143,13 +143,13 @@ async def run_cases(
         template = root / "template"
         models = _shared_models(base, cache, policy)
         graphs = CompiledGraphs()  # compiled once here, for every case's app: not per case
-        await _seed_template(base.model_copy(update={"home": template, **shared}), models, graphs)
+        await _seed_template(base.model_copy(update={"home": template, **shared}), models, graphs, root / "blank")
         semaphore = asyncio.Semaphore(max(1, concurrency))
 
         async def one(index: int, case: EvalCase) -> CaseRun:
             async with semaphore:
                 home = root / "cases" / f"{index:05d}"
-                _copy_helpdesk(template, home)
+                _copy_stores(template, root / "blank", home)
                 run = await _run_case(
                     case, base.model_copy(update={"home": home, "faults": case.faults, **shared}), models, graphs
                 )
@@ -195,8 +195,19 @@ def _shared_models(settings: Settings, cache: Path, policy: PolicyBundle) -> Mod
     return build_model_tier(LocalModelTier(cache, settings.models_dir), settings, policy)
 
 
-async def _seed_template(settings: Settings, models: ModelTier, graphs: CompiledGraphs) -> None:
-    """Create and seed one helpdesk, and train (or load) the classifier once, before the cases start."""
+async def _seed_template(settings: Settings, models: ModelTier, graphs: CompiledGraphs, blank: Path) -> None:
+    """Create and seed one helpdesk, and train (or load) the classifier once, before the cases start.
+
+    The checkpoint store as created, before the warm-up ticket, is kept in `blank`: each case starts from a copy of
+    it, which costs a fraction of creating its tables (and the memory store's) again.
+    """
+    app = TriageApp(settings, models=models, graphs=graphs)
+    try:
+        await asyncio.to_thread(app.warm_up)
+    finally:
+        await app.aclose()
+    blank.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(_copy_files, settings.home, "checkpoints.sqlite*", blank)
     app = TriageApp(settings, models=models, graphs=graphs)
     try:
         await app.arun({"subject": "warm-up", "body": "What are your opening hours?"}, thread_id="eval-warm-up")
@@ -204,10 +215,16 @@ async def _seed_template(settings: Settings, models: ModelTier, graphs: Compiled
         await app.aclose()
 
 
-def _copy_helpdesk(template: Path, home: Path) -> None:
+def _copy_stores(template: Path, blank: Path, home: Path) -> None:
+    """A case's home: the seeded helpdesk and an empty checkpoint store."""
     home.mkdir(parents=True, exist_ok=True)
-    for file in template.glob("helpdesk.sqlite*"):
-        shutil.copy2(file, home / file.name)
+    _copy_files(template, "helpdesk.sqlite*", home)
+    _copy_files(blank, "checkpoints.sqlite*", home)
+
+
+def _copy_files(source: Path, pattern: str, target: Path) -> None:
+    for file in source.glob(pattern):
+        shutil.copy2(file, target / file.name)
 
 
 DEFAULT_APPROVERS = ("alice", "sam")

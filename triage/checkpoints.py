@@ -1,16 +1,32 @@
 """The checkpoint saver triage uses: retried while the file is busy, classified when it fails for good.
 
 Writes that fail raise `CheckpointStoreError` (transient or permanent), never a raw `sqlite3.OperationalError`.
+
+Two things keep the store small (BENCHMARKS.md has the figures):
+
+- Channel versions are integers in threads it starts. The SQLite saver's own versions are 50-character strings
+  (`"<32 digits>.<random float>"`), and every checkpoint carries one per channel and one per node and channel it
+  has seen: about 17 KB of every completed ticket. A thread begun with string versions keeps them (versions within
+  one thread are compared with each other, so their type never changes mid-thread).
+- A checkpoint's node writes are dropped when its successor is saved, in the same transaction: the successor holds
+  their result, and a run goes on from the newest checkpoint with that checkpoint's own writes. Writes to
+  LangGraph's reserved channels (`__error__`, `__interrupt__`, `__resume__`, ...) stay: the timeline shows a failed
+  node's error from them, and they are small. `triage recover` retries a transient failure from the failed step's
+  own checkpoint; LangGraph replays every task of that step then, saved writes or not, so nothing changes there.
+  (LangGraph's `DeltaChannel` rebuilds a value from earlier writes; no triage state uses it, and it must not while
+  this holds.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from langgraph.checkpoint.base import WRITES_IDX_MAP, get_checkpoint_metadata
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from triage.errors import CheckpointStoreError
@@ -42,14 +58,99 @@ class CheckpointSaver(AsyncSqliteSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        """Save a checkpoint, retrying while the database is busy."""
-        return await self._write(lambda: AsyncSqliteSaver.aput(self, config, checkpoint, metadata, new_versions))
+        """Save a checkpoint and drop its parent's absorbed writes (one transaction), retrying while busy."""
+        return await self._write(lambda: self._put(config, checkpoint, metadata))
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
         """Save a task's writes, retrying while the database is busy."""
-        await self._write(lambda: AsyncSqliteSaver.aput_writes(self, config, writes, task_id, task_path))
+        await self._write(lambda: self._put_writes(config, writes, task_id, task_path))
+
+    def get_next_version(self, current: str | int | None, channel: None) -> Any:
+        """The next version of a channel: an integer, or the SQLite saver's string in a thread begun with those."""
+        if isinstance(current, str):
+            return AsyncSqliteSaver.get_next_version(self, current, channel)
+        return 1 if current is None else current + 1
+
+    async def _put(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata
+    ) -> RunnableConfig:
+        # AsyncSqliteSaver.aput's statement, plus the delete, committed together: a crash leaves either the parent
+        # with its writes or the successor that absorbed them, never the parent without them.
+        await self.setup()
+        configurable = config["configurable"]
+        thread_id = configurable["thread_id"]
+        checkpoint_ns = configurable["checkpoint_ns"]
+        parent_id = configurable.get("checkpoint_id")
+        type_, serialized = self.serde.dumps_typed(checkpoint)
+        serialized_metadata = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False).encode(
+            "utf-8", "ignore"
+        )
+        row = (str(thread_id), checkpoint_ns, checkpoint["id"], parent_id, type_, serialized, serialized_metadata)
+
+        def put(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, "
+                "type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            if parent_id is not None:
+                conn.execute(
+                    "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? "
+                    "AND substr(channel, 1, 2) != '__'",
+                    (str(thread_id), checkpoint_ns, parent_id),
+                )
+            conn.commit()
+
+        async with self.lock:
+            await self._on_connection_thread(put)
+        return {
+            "configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint["id"]}
+        }
+
+    async def _put_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+    ) -> None:
+        # AsyncSqliteSaver.aput_writes's statement, in one hop to the connection's thread instead of four.
+        await self.setup()
+        configurable = config["configurable"]
+        verb = "REPLACE" if all(channel in WRITES_IDX_MAP for channel, _ in writes) else "IGNORE"
+        rows = [
+            (
+                str(configurable["thread_id"]),
+                str(configurable["checkpoint_ns"]),
+                str(configurable["checkpoint_id"]),
+                task_id,
+                task_path,
+                WRITES_IDX_MAP.get(channel, idx),
+                channel,
+                *self.serde.dumps_typed(value),
+            )
+            for idx, (channel, value) in enumerate(writes)
+        ]
+
+        def put(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                f"INSERT OR {verb} INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
+                "channel, type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.commit()
+
+        async with self.lock:
+            await self._on_connection_thread(put)
+
+    async def _on_connection_thread(self, work: Callable[[sqlite3.Connection], None]) -> None:
+        """Run `work` on the connection's own thread in one hop.
+
+        Every aiosqlite call is a hop to that thread and a wake-up of the event loop on the way back; the stock
+        saver's checkpoint and writes take four or five each, and these hops were the largest share of a ticket's
+        CPU time. `Connection._execute` is aiosqlite's own way to queue a call on that thread (private, but what
+        every public method of it uses).
+        """
+        conn = self.conn
+        await conn._execute(lambda: work(conn._conn))  # type: ignore[no-untyped-call]
 
     async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(WRITE_ATTEMPTS):

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
 from triage import TriageApp
+from triage.checkpoints import CheckpointSaver
 from triage.journal import Journal
 from triage.settings import Settings
 
@@ -32,10 +31,10 @@ def arm(crash_at: str) -> None:
     after the ledger records it but before the executor's checkpoint."""
     kind, _, number = crash_at.partition(":")
     if kind == "writes":  # a node's writes are saved, the checkpoint that applies them is not: `next` looks empty
-        target, original_writes = int(number), AsyncSqliteSaver.aput_writes
+        target, original_writes = int(number), CheckpointSaver.aput_writes
         saved = 0
 
-        async def aput_writes(self: AsyncSqliteSaver, *args: Any, **kwargs: Any) -> Any:
+        async def aput_writes(self: CheckpointSaver, *args: Any, **kwargs: Any) -> Any:
             nonlocal saved
             result = await original_writes(self, *args, **kwargs)
             saved += 1
@@ -43,12 +42,12 @@ def arm(crash_at: str) -> None:
                 _die()
             return result
 
-        AsyncSqliteSaver.aput_writes = aput_writes  # type: ignore[method-assign]
+        CheckpointSaver.aput_writes = aput_writes  # type: ignore[method-assign]
     elif kind == "checkpoint":
-        target, original = int(number), AsyncSqliteSaver.aput
+        target, original = int(number), CheckpointSaver.aput
         count = 0
 
-        async def aput(self: AsyncSqliteSaver, *args: Any, **kwargs: Any) -> Any:
+        async def aput(self: CheckpointSaver, *args: Any, **kwargs: Any) -> Any:
             nonlocal count
             result = await original(self, *args, **kwargs)
             count += 1
@@ -56,7 +55,7 @@ def arm(crash_at: str) -> None:
                 _die()
             return result
 
-        AsyncSqliteSaver.aput = aput  # type: ignore[method-assign]
+        CheckpointSaver.aput = aput  # type: ignore[method-assign]
     elif kind == "claim":
         claim = Journal.claim
 
@@ -82,13 +81,13 @@ def main() -> None:
     mode, home, cache, thread_id = sys.argv[1:5]
     app = TriageApp(Settings(home=Path(home), cache_home=Path(cache)))
     if mode == "count":
-        original, writes = AsyncSqliteSaver.aput, []
+        original, writes = CheckpointSaver.aput, []
 
-        async def aput(self: AsyncSqliteSaver, *args: Any, **kwargs: Any) -> Any:
+        async def aput(self: CheckpointSaver, *args: Any, **kwargs: Any) -> Any:
             writes.append(1)
             return await original(self, *args, **kwargs)
 
-        AsyncSqliteSaver.aput = aput  # type: ignore[method-assign]
+        CheckpointSaver.aput = aput  # type: ignore[method-assign]
     if mode in ("crash", "count"):
         if mode == "crash":
             arm(sys.argv[5])

@@ -30,6 +30,7 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
         "latency per ticket p50 / p95",
         "throughput at 1 / 8 / 32",
         "checkpoint store per ticket",
+        "bare on LangGraph's stock saver",
         "`triage eval`",
         "peak memory",
         "`triage --help`",
@@ -41,8 +42,10 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     latency = figures["latency"]
     # The bare graph has the app's shape: the same checkpoints per ticket on the same routes.
     assert latency["tickets"] > 0
-    assert latency["triage_checkpoints"] == latency["bare_checkpoints"]
-    assert latency["triage_p50"] > 0 and latency["bare_p50"] > 0
+    assert latency["triage_checkpoints"] == latency["bare_checkpoints"] == latency["stock_checkpoints"]
+    assert latency["triage_p50"] > 0 and latency["bare_p50"] > 0 and latency["stock_p50"] > 0
+    # Triage's saver stores less than LangGraph's stock saver for the same bare graph (integer versions).
+    assert latency["bare_blob_bytes"] < latency["stock_blob_bytes"]
     assert set(figures["throughput"]["triage"]) == {"1", "8", "32"}
     assert figures["store"]["triage"] > 0 and figures["store"]["bare"] > 0
     assert figures["eval"]["task_success_rate"] > 0.5

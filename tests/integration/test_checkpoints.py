@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import operator
 import pickle  # noqa: F401 - ensures the store is read as bytes, not objects
 from collections import defaultdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import pytest
 
 from tests.conftest import rows
 from triage import Ticket, TriageApp
@@ -63,3 +68,124 @@ def test_a_failing_node_ends_the_thread_failed_with_reason(app: TriageApp, setti
     timeline = app.thread(result.thread_id).timeline
     assert any(e.node == "search" and e.outcome.startswith("error") for e in timeline)
     assert timeline[-1].node == "finish"
+
+
+def test_a_finished_ticket_stores_integer_versions_and_no_absorbed_writes(app: TriageApp, settings: Settings) -> None:
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    result = app.run(Ticket(customer_id="cus_small_dup", subject="Charged twice", body="I was billed twice."))
+    stored = rows(
+        settings.checkpoints_path,
+        "SELECT type, checkpoint FROM checkpoints WHERE thread_id = ?",
+        (result.thread_id,),
+    )
+    serde = JsonPlusSerializer()
+    for row in stored:
+        checkpoint = serde.loads_typed((row["type"], row["checkpoint"]))
+        assert checkpoint["channel_versions"], "every checkpoint after the first has versions"
+        seen = [v for versions in checkpoint["versions_seen"].values() for v in versions.values()]
+        assert all(type(v) is int for v in [*checkpoint["channel_versions"].values(), *seen])
+    # Each checkpoint's node writes went with its successor: none is left once the ticket has finished.
+    assert rows(settings.checkpoints_path, "SELECT channel FROM writes WHERE thread_id = ?", (result.thread_id,)) == []
+    assert rows(settings.checkpoints_path, "PRAGMA page_size") == [{"page_size": 16384}]
+
+
+def test_a_thread_begun_with_string_versions_continues_with_them(tmp_path: Path) -> None:
+    """A thread the SQLite saver's own string versions started resumes under triage's saver, keeping that type."""
+    import asyncio
+
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Command, interrupt
+    from typing_extensions import TypedDict
+
+    from triage.checkpoints import CheckpointSaver
+
+    class Steps(TypedDict, total=False):
+        done: list[str]
+
+    def ask(state: Steps) -> Steps:
+        return {"done": [*state.get("done", []), f"ask:{interrupt('go on?')}"]}
+
+    def finish(state: Steps) -> Steps:
+        return {"done": [*state.get("done", []), "finish"]}
+
+    builder = StateGraph(Steps)
+    builder.add_node("ask", ask)
+    builder.add_node("finish", finish)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", "finish")
+    builder.add_edge("finish", END)
+    config: Any = {"configurable": {"thread_id": "old"}}
+
+    async def run(saver_class: type[AsyncSqliteSaver], payload: Any) -> Any:
+        async with aiosqlite.connect(tmp_path / "checkpoints.sqlite") as conn:
+            saver = saver_class(conn)
+            graph = builder.compile(checkpointer=saver)
+            await graph.ainvoke(payload, config, durability="sync")
+            return await saver.aget_tuple(config)
+
+    paused = asyncio.run(run(AsyncSqliteSaver, {"done": []}))
+    assert all(isinstance(v, str) for v in paused.checkpoint["channel_versions"].values())
+    finished = asyncio.run(run(CheckpointSaver, Command(resume="yes")))
+    assert finished.checkpoint["channel_values"]["done"] == ["ask:yes", "finish"]
+    versions = finished.checkpoint["channel_versions"]
+    assert all(isinstance(v, str) for v in versions.values())
+    assert versions["done"] > paused.checkpoint["channel_versions"]["done"]
+
+
+@pytest.mark.parametrize("saver", ["stock", "triage"])
+def test_a_retry_from_a_failed_step_runs_as_on_langgraphs_own_saver(tmp_path: Path, saver: str) -> None:
+    """`recover` retries from the failed step's checkpoint: with writes dropped, the step replays as it does on the
+    stock saver (every task of the step again, the finished branch's result counted once)."""
+    import asyncio
+
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.graph import END, START, StateGraph
+    from typing_extensions import TypedDict
+
+    from triage.checkpoints import CheckpointSaver
+
+    class Branches(TypedDict, total=False):
+        done: Annotated[list[str], operator.add]
+        status: str
+
+    runs: list[str] = []
+    flaky = {"fail": True}
+
+    def steady(state: Branches) -> Branches:
+        runs.append("steady")
+        return {"done": ["steady"]}
+
+    def shaky(state: Branches) -> Branches:
+        runs.append("shaky")
+        if flaky["fail"]:
+            raise TimeoutError("the store was busy")
+        return {"done": ["shaky"]}
+
+    builder = StateGraph(Branches)
+    builder.add_node("steady", steady)
+    builder.add_node("shaky", shaky)
+    builder.add_edge(START, "steady")
+    builder.add_edge(START, "shaky")
+    builder.add_edge(["steady", "shaky"], END)
+    config: Any = {"configurable": {"thread_id": "t"}}
+
+    async def scenario() -> list[str]:
+        async with aiosqlite.connect(tmp_path / "checkpoints.sqlite") as conn:
+            checkpointer = CheckpointSaver(conn) if saver == "triage" else AsyncSqliteSaver(conn)
+            graph = builder.compile(checkpointer=checkpointer)
+            with pytest.raises(TimeoutError):
+                await graph.ainvoke({"done": []}, config, durability="sync")
+            # As `TriageApp` records a failure and `recover` retries it: a checkpoint after the failed step, then a
+            # run from the checkpoint before it.
+            await graph.aupdate_state(config, {"status": "failed"}, as_node="shaky")
+            failed = await graph.aget_state(config)
+            flaky["fail"] = False
+            await graph.ainvoke(None, failed.parent_config, durability="sync")
+            return list((await graph.aget_state(config)).values["done"])
+
+    assert sorted(asyncio.run(scenario())) == ["shaky", "steady"]
+    assert sorted(runs) == ["shaky", "shaky", "steady", "steady"]

@@ -28,6 +28,10 @@ from triage.storefiles import check_sqlite_file, create_atomically, describe_ope
 from triage.stores.memory import close_memory, open_postgres_memory, open_sqlite_memory
 from triage.stores.sql import PostgresSql, Sql, SqliteSql
 
+CHECKPOINT_PAGE_SIZE = 16384
+"""SQLite page size of a new checkpoint file. A checkpoint row is 1-5 KB: 4 KB pages hold one row each and left about
+a quarter of the file empty (11 KB of every completed ticket); 16 KB pages hold several. Files created before keep
+their page size."""
 POOL_SIZE = 8
 """Connections per pool (the saver's, and the journal's) in one worker process on PostgreSQL."""
 _SETUP_LOCK = 0x7472_6961_6765
@@ -181,6 +185,7 @@ async def open_checkpoint_file(
 
 
 async def _create_checkpoint_tables(conn: aiosqlite.Connection) -> None:
+    await conn.execute(f"PRAGMA page_size = {CHECKPOINT_PAGE_SIZE}")
     saver = CheckpointSaver(conn)
     await saver.setup()
     await Journal(SqliteSql(saver.conn, saver.lock)).setup()
