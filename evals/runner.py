@@ -162,7 +162,7 @@ async def run_cases(
         async def talk(index: int, case: ConversationCase) -> ConversationRun:
             async with semaphore:
                 home = root / "conversations" / f"{index:05d}"
-                _copy_helpdesk(template, home)
+                _copy_stores(template, root / "blank", home)
                 run = await _run_conversation(case, base.model_copy(update={"home": home, **shared}), models, graphs)
                 if workdir is None:
                     shutil.rmtree(home, ignore_errors=True)
