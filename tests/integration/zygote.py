@@ -6,8 +6,9 @@ zygote only imports (no thread runs in it, so forking is safe), and what a child
 patched, a SIGKILL) never reaches the zygote or the next child.
 
 Protocol on the zygote's stdin/stdout, one line each: `fork OUT ERR ARG...` forks a child that runs `run(ARGS)`
-with its stdout in OUT and its stderr in ERR, and answers the child's pid; `reap PID SECONDS` waits for it (a child
-still running after SECONDS is SIGKILLed) and answers its exit code, negative for a signal as `subprocess` gives it.
+with its stdout in OUT and its stderr in ERR, and answers the child's pid; `reap PID SECONDS` waits for it and
+answers its exit code (negative for a signal, as `subprocess` gives it), or `timeout` for a child still running
+after SECONDS (which is then SIGKILLed).
 """
 
 from __future__ import annotations
@@ -69,14 +70,17 @@ def _child(run: Callable[[list[str]], None], out: str, err: str, argv: list[str]
         os._exit(code)
 
 
-def _reap(pid: int, seconds: float) -> int:
+def _reap(pid: int, seconds: float) -> str:
+    """The child's exit code; `timeout` if it was still running after `seconds` (it is then SIGKILLed and reaped)."""
     deadline = time.monotonic() + seconds
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            return os.waitstatus_to_exitcode(status)
+            return str(os.waitstatus_to_exitcode(status))
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "timeout"
         time.sleep(0.005)
 
 
@@ -108,8 +112,16 @@ class Zygote:
         return int(self._ask(shlex.join(["fork", str(out), str(err), *args])))
 
     def reap(self, pid: int, timeout: float = 120) -> int:
-        """Wait for a child (SIGKILLing it after `timeout` seconds); its exit code, -9 for a SIGKILL."""
-        return int(self._ask(f"reap {pid} {timeout}"))
+        """Wait for a child; its exit code, -9 for a SIGKILL.
+
+        Raises:
+            subprocess.TimeoutExpired: the child still ran after `timeout` seconds (it was SIGKILLed), as
+                `subprocess.run` raises it: a hang is never taken for a planned kill.
+        """
+        answer = self._ask(f"reap {pid} {timeout}")
+        if answer == "timeout":
+            raise subprocess.TimeoutExpired(f"zygote child {pid}", timeout)
+        return int(answer)
 
     def run(self, folder: Path, args: Sequence[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Fork a child for `args`, wait for it and return what `subprocess.run` would: exit code, stdout, stderr."""
