@@ -13,14 +13,18 @@ after SECONDS (which is then SIGKILLed).
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 READY = "zygote ready"
@@ -60,11 +64,15 @@ def _child(run: Callable[[list[str]], None], out: str, err: str, argv: list[str]
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
         run(argv)
         code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+    except SystemExit as exc:  # what the interpreter makes of `sys.exit(...)`
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
     except BaseException:
         traceback.print_exc()
     finally:
+        atexit._run_exitfuncs()  # what an interpreter's exit runs (logging's flush among them)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -137,3 +145,59 @@ class Zygote:
         self.process.stdin.close()
         self.process.wait(timeout=60)
         self.process.stdout.close()
+
+
+_cli: Zygote | None = None
+
+
+def triage_cli(
+    args: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    input: str | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`python -m triage ARGS` as `subprocess.run(..., env=env, input=input, capture_output=True, text=True)` runs
+    it, in a process forked from a zygote that imported the CLI once: the command's own environment, folder and
+    stdin, its exit code, stdout and stderr."""
+    global _cli
+    if _cli is None:
+        _cli = Zygote("tests.integration.zygote")
+        atexit.register(_cli.close)
+    folder = Path(tempfile.mkdtemp(prefix="triage-cli-"))
+    try:
+        (folder / "env.json").write_text(json.dumps(dict(env)))
+        (folder / "stdin").write_text(input or "")
+        setup = [str(folder / "env.json"), str(cwd or Path.cwd()), str(folder / "stdin")]
+        done = _cli.run(folder, [*setup, *args], timeout=timeout)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return subprocess.CompletedProcess(
+        [sys.executable, "-m", "triage", *args], done.returncode, done.stdout, done.stderr
+    )
+
+
+def _triage_command(argv: list[str]) -> None:
+    """In a forked child: take the command's environment, folder and stdin, then run the CLI as `python -m triage`."""
+    env_file, cwd, stdin_file, *args = argv
+    os.environ.clear()
+    os.environ.update(json.loads(Path(env_file).read_text()))
+    os.chdir(cwd)
+    stdin = os.open(stdin_file, os.O_RDONLY)
+    os.dup2(stdin, 0)
+    os.close(stdin)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115
+    import triage
+
+    sys.argv = [str(Path(triage.__file__).with_name("__main__.py")), *args]
+    sys.modules["__main__"].__package__ = "triage"  # so the CLI names itself `python -m triage`, as it would
+    from triage.cli import main
+
+    main()
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["zygote"]:
+    import triage.cli  # noqa: F401  (the CLI and what its commands import, once)
+
+    serve(_triage_command)
