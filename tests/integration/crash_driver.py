@@ -1,5 +1,9 @@
 """Run in a subprocess by test_exactly_once: triage a duplicate charge and approve the refund, SIGKILLing this
-process at a chosen point; or recover the thread afterwards from a fresh process."""
+process at a chosen point; or recover the thread afterwards from a fresh process.
+
+`count|crash|recover HOME CACHE THREAD [POINT]` runs once; `zygote` (run as `python -m tests.integration.crash_driver`)
+imports all this once and forks a fresh process for each such run the test asks for (see `tests.integration.zygote`).
+"""
 
 from __future__ import annotations
 
@@ -77,8 +81,8 @@ def arm(crash_at: str) -> None:
         Journal.record_effect = record_effect  # type: ignore[method-assign]
 
 
-def main() -> None:
-    mode, home, cache, thread_id = sys.argv[1:5]
+def main(argv: list[str]) -> None:
+    mode, home, cache, thread_id = argv[:4]
     app = TriageApp(Settings(home=Path(home), cache_home=Path(cache)))
     if mode == "count":
         original, writes = CheckpointSaver.aput, []
@@ -90,7 +94,7 @@ def main() -> None:
         CheckpointSaver.aput = aput  # type: ignore[method-assign]
     if mode in ("crash", "count"):
         if mode == "crash":
-            arm(sys.argv[5])
+            arm(argv[4])
         result = app.run(TICKET, thread_id=thread_id)
         result = app.resume(thread_id, APPROVAL)
         print(json.dumps({"status": result.status, "checkpoints": len(writes) if mode == "count" else None}))
@@ -105,4 +109,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["zygote"]:
+        from tests.integration.zygote import serve
+
+        serve(main)
+    else:
+        main(sys.argv[1:])

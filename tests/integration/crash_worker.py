@@ -1,8 +1,8 @@
 """Run in subprocesses by test_crashes.
 
 `work HOME CACHE SEED`: triage tickets and approve what pauses, in a loop, until the test SIGKILLs it.
-`zygote CACHE`: import everything once, then fork a `work` child per `fork HOME SEED LOG` line read from stdin
-(printing its pid) and reap it on `reap PID` (printing its exit code): kills stay cheap on a busy machine.
+`zygote CACHE` (as `python -m tests.integration.crash_worker`): import everything once, then fork a `work HOME SEED`
+child (`work` for HOME SEED) per request (`tests.integration.zygote`): kills stay cheap on a busy machine.
 `batch HOME CACHE N`: triage N tickets (approving what pauses) and print their statuses as JSON.
 `recover CACHE HOME...`: from a fresh process, give every thread of every home its way forward (recover what is
 not terminal, then approve what waits), and print what it found as JSON.
@@ -55,30 +55,6 @@ def work(home: str, cache: str, seed: int) -> None:
             approve_all(app, app.run(ticket))
 
 
-def zygote(cache: str) -> None:
-    import os
-
-    import triage.graphs.support
-    import triage.services  # noqa: F401
-
-    print("zygote ready", flush=True)
-    for line in sys.stdin:
-        command, *args = line.split()
-        if command == "fork":
-            home, seed, log = args
-            pid = os.fork()
-            if pid == 0:  # the child: no thread runs yet in this process, so forking is safe
-                sys.stdout = open(log, "w", buffering=1)  # noqa: SIM115
-                try:
-                    work(home, cache, int(seed))
-                finally:
-                    os._exit(1)
-            print(pid, flush=True)
-        elif command == "reap":
-            _, status = os.waitpid(int(args[0]), 0)
-            print(os.waitstatus_to_exitcode(status), flush=True)
-
-
 def batch(home: str, cache: str, count: int) -> None:
     app = TriageApp(Settings(home=Path(home), cache_home=Path(cache)))
     try:
@@ -115,7 +91,9 @@ if __name__ == "__main__":
     if sys.argv[1] == "work":
         work(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif sys.argv[1] == "zygote":
-        zygote(sys.argv[2])
+        from tests.integration.zygote import serve
+
+        serve(lambda args: work(args[0], sys.argv[2], int(args[1])))
     elif sys.argv[1] == "batch":
         batch(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:

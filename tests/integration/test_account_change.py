@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import rows
+from tests.integration.zygote import triage_cli
 from triage import TriageApp
 from triage.policies.account import saga_steps
 from triage.schemas import RunResult
@@ -325,9 +326,7 @@ def test_the_cli_shows_a_rolled_back_change(tmp_path: Path, model_cache: Path) -
     env = {**os.environ, "TRIAGE_HOME": str(tmp_path / "home"), "TRIAGE_CACHE_HOME": str(model_cache)}
     env["TRIAGE_FAULTS"] = "fail=adjust_seats"
     args = ["--customer-id", "cus_plan_team", "--subject", PLAN_CHANGE["subject"], "--body", PLAN_CHANGE["body"]]
-    done = subprocess.run(
-        [sys.executable, "-m", "triage", "run", *args], capture_output=True, text=True, env=env, timeout=180
-    )
+    done = triage_cli(["run", *args], env=env, timeout=180)
     assert done.returncode == 0, done.stderr
     assert "change plan_change rolled_back at adjust_seats; undone: prorate, change_plan; ticket TCK_" in done.stdout
     assert "ROLLBACK INCOMPLETE" not in done.stdout + done.stderr

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import policy_copy, rows
+from tests.integration.zygote import triage_cli
 from triage.settings import Settings
 
 
@@ -23,14 +23,7 @@ def triage(settings: Settings, *args: str, env: dict[str, str] | None = None) ->
         "TRIAGE_CACHE_HOME": str(settings.cache_dir),
         **(env or {}),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "triage", *args, "--json"],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
+    return triage_cli([*args, "--json"], env=environment, timeout=120)
 
 
 def ok(done: subprocess.CompletedProcess[str]) -> Any:

@@ -10,20 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.zygote import triage_cli
 from triage.settings import Settings
 
 
 def triage(settings: Settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "triage", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    return triage_cli(args, env=env, input=stdin, timeout=120)
 
 
 def test_run_show_threads_json(settings: Settings) -> None:

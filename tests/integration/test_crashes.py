@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.integration.invariants import effects_happened_once
+from tests.integration.zygote import Zygote
 from triage import TriageApp
 from triage.settings import Settings
 
@@ -38,42 +39,26 @@ def template(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Pat
 
 
 class Workers:
-    """Forks worker processes from a zygote that imported triage once, and SIGKILLs them."""
+    """Forks worker processes from a zygote that imported triage once (`tests.integration.zygote`), and SIGKILLs
+    them."""
 
     def __init__(self, cache: Path) -> None:
-        self.zygote = subprocess.Popen(
-            [sys.executable, str(WORKER), "zygote", str(cache)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert self._ask(None) == "zygote ready"
-
-    def _ask(self, line: str | None) -> str:
-        assert self.zygote.stdin is not None and self.zygote.stdout is not None
-        if line is not None:
-            self.zygote.stdin.write(line + "\n")
-            self.zygote.stdin.flush()
-        return self.zygote.stdout.readline().strip()
+        self.zygote = Zygote("tests.integration.crash_worker", str(cache))
 
     def kill_at_random(self, home: Path, log: Path, rng: random.Random) -> int:
         """Start a worker on `home`, SIGKILL it at a random moment of its work; the tickets it had started."""
-        pid = int(self._ask(f"fork {home} {rng.randrange(1 << 30)} {log}"))
+        pid = self.zygote.fork(log, log.with_suffix(".err"), [str(home), str(rng.randrange(1 << 30))])
         deadline = time.monotonic() + 300
         while "ready" not in (log.read_text() if log.exists() else ""):
             assert time.monotonic() < deadline, "the worker did not get ready"
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 1.5))
         os.kill(pid, signal.SIGKILL)
-        assert self._ask(f"reap {pid}") == str(-signal.SIGKILL), "the worker was killed, not finished"
+        assert self.zygote.reap(pid) == -signal.SIGKILL, "the worker was killed, not finished"
         return log.read_text().count("start ")
 
     def close(self) -> None:
-        assert self.zygote.stdin is not None and self.zygote.stdout is not None
-        self.zygote.stdin.close()
-        self.zygote.wait(timeout=60)
-        self.zygote.stdout.close()
+        self.zygote.close()
 
 
 def crash_and_recover(template: Path, tmp_path: Path, model_cache: Path, kills: int, seed: int) -> dict[str, Any]:

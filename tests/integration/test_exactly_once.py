@@ -1,31 +1,44 @@
 """Exactly-once effects: SIGKILL a real process at every checkpoint boundary of an approved refund, and between
-the refund and its ledger entry and checkpoint; recover from a fresh process; one refund and one message result."""
+the refund and its ledger entry and checkpoint; recover from a fresh process; one refund and one message result.
+
+Each run is a process of its own, forked from a zygote that imported triage once (`tests.integration.zygote`)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import rows
+from tests.integration.zygote import Zygote
 from triage import TriageApp
 from triage.settings import Settings
 
-DRIVER = Path(__file__).with_name("crash_driver.py")
 
+class Driver:
+    """Runs `crash_driver.py` in processes of their own, forked from one zygote that imported it (and triage)."""
 
-def drive(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(DRIVER), *args], capture_output=True, text=True, timeout=120, check=False
-    )
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.zygote = Zygote("tests.integration.crash_driver")
+
+    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.zygote.run(self.folder, args, timeout=120)
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> tuple[Path, int]:
+def drive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Driver]:
+    driver = Driver(tmp_path_factory.mktemp("driver-output"))
+    yield driver
+    driver.zygote.close()
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, drive: Driver) -> tuple[Path, int]:
     """A seeded home (copied for each crash point) and the number of checkpoint writes in an undisturbed run."""
     home = tmp_path_factory.mktemp("template") / "home"
     app = TriageApp(Settings(home=home, cache_home=model_cache))
@@ -47,7 +60,7 @@ def crash_points() -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("crash_at", crash_points())
 def test_refund_happens_exactly_once_whatever_the_crash(
-    template: tuple[Path, int], model_cache: Path, tmp_path: Path, crash_at: str
+    template: tuple[Path, int], drive: Driver, model_cache: Path, tmp_path: Path, crash_at: str
 ) -> None:
     source, writes = template
     assert writes >= 15, "the scenario should cross every node boundary"

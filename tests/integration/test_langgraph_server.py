@@ -52,7 +52,7 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("langgraph-dev")
     config = json.loads((ROOT / "langgraph.json").read_text())
     config["dependencies"] = [str(ROOT)]
@@ -62,6 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {
         **os.environ,
         "TRIAGE_HOME": str(home),
+        "TRIAGE_CACHE_HOME": str(model_cache),  # the session's trained classifier, not a training in the server
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
         "LANGGRAPH_NO_VERSION_CHECK": "true",
         "LANGSMITH_TRACING": "false",

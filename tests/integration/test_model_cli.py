@@ -9,19 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.integration.zygote import triage_cli
 from triage.models.dev_server import DevModelServer
 
 
 def triage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("TRIAGE_", "OPENAI_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "triage", *args],
-        capture_output=True,
-        text=True,
-        env={**clean, **env},
-        timeout=60,
-        check=False,
-    )
+    return triage_cli(args, env={**clean, **env}, timeout=60)
 
 
 def test_doctor_without_a_model_reports_the_local_tier_alone() -> None:

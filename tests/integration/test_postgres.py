@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import rows
 from tests.integration.race_driver import decide
+from tests.integration.zygote import triage_cli
 from tests.postgres_server import postgres_server
 from triage import TriageApp
 from triage.settings import Settings
@@ -54,12 +55,9 @@ def pg_rows(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, 
 
 
 def cli(home: Path, cache: Path, url: str, *args: str, env: dict[str, str] | None = None) -> Any:
-    done = subprocess.run(
-        [sys.executable, "-m", "triage", *args, "--json"],
-        capture_output=True,
-        text=True,
+    done = triage_cli(
+        [*args, "--json"],
         timeout=180,
-        check=False,
         env={
             **os.environ,
             "TRIAGE_HOME": str(home),
@@ -218,12 +216,9 @@ def test_conversation_leases_are_taken_atomically_on_postgres(tmp_path: Path, mo
 
 
 def test_an_unreachable_database_is_a_clear_error(tmp_path: Path, model_cache: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "triage", "threads"],
-        capture_output=True,
-        text=True,
+    done = triage_cli(
+        ["threads"],
         timeout=60,
-        check=False,
         env={
             **os.environ,
             "TRIAGE_HOME": str(tmp_path / "home"),

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import rows
+from tests.integration.zygote import triage_cli
 from triage import TriageApp
 from triage.errors import StoreUnavailableError
 from triage.faults import FaultInjector, FaultPlan
@@ -94,8 +94,7 @@ def test_threads_status_filter_from_the_cli(settings: Settings) -> None:
     env = {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
 
     def threads(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "triage", "threads", *args]
-        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+        return triage_cli(["threads", *args], env=env, timeout=120)
 
     waiting = json.loads(threads("--status", "awaiting_approval", "--json").stdout)
     assert [t["thread_id"] for t in waiting] == [paused.thread_id]

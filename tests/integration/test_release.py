@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import policy_copy, rows
+from tests.integration.zygote import triage_cli
 from triage import TriageApp
 from triage.errors import InvalidReleaseError
 from triage.models.dev_server import DevModelServer
@@ -319,12 +321,7 @@ def test_bad_releases_are_refused_before_anything_is_written(
 
 def test_the_cli_refuses_bad_releases_with_one_line_and_exit_2(tmp_path: Path) -> None:
     def release(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "triage", "release", *args, "--home", str(tmp_path / "home")],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return triage_cli(["release", *args, "--home", str(tmp_path / "home")], env=os.environ, timeout=120)
 
     for args, message in [
         (("v2", "--fixes", "ENG-1"), "error: invalid release: version: 'v2' is not a release version"),
@@ -339,7 +336,6 @@ def test_the_cli_refuses_bad_releases_with_one_line_and_exit_2(tmp_path: Path) -
 
 
 def test_the_readme_example_runs_as_written(tmp_path: Path, model_cache: Path) -> None:
-    import os
     import re
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.zygote import triage_cli
 from triage import TriageApp
 from triage.models import local
 from triage.models.local import load_examples
@@ -25,9 +26,7 @@ from triage.settings import Settings
 
 def triage(settings: Settings, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "triage", *args], capture_output=True, text=True, env=env, timeout=timeout, check=False
-    )
+    return triage_cli(args, env=env, timeout=timeout)
 
 
 def team_rows(per_intent: int = 4) -> list[dict[str, str]]:

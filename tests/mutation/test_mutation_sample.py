@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_every_sampled_mutant_is_killed(tmp_path: Path) -> None:
-    env = {**os.environ, "TRIAGE_TEST_MODEL_CACHE": str(tmp_path / "model-cache")}
+def test_every_sampled_mutant_is_killed(model_cache: Path) -> None:
+    # The session's trained classifier: no mutant touches training, so the driver need not train it again.
+    env = {**os.environ, "TRIAGE_TEST_MODEL_CACHE": str(model_cache)}
     env.pop("TRIAGE_POLICY_DIR", None)
     done = subprocess.run(
         [sys.executable, "-m", "tests.mutation.sample_driver"],

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 
 from tests.conftest import rows
+from tests.integration.zygote import triage_cli
 from triage.settings import Settings
 from triage.web.app import web_store_path
 from triage.web.store import WebStore
@@ -18,9 +18,7 @@ def triage(
 ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
     env.update(extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "triage", *args], input=stdin, capture_output=True, text=True, env=env, timeout=60
-    )
+    return triage_cli(args, env=env, input=stdin, timeout=60)
 
 
 def test_set_password_stores_a_hash_and_refuses_strangers_and_short_ones(settings: Settings) -> None:

@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Any
 
 from tests.conftest import policy_copy, rows
 from tests.integration.web.conftest import DUPLICATE_CHARGE, INTAKE_TOKEN, Web, csrf_of
+from tests.integration.zygote import triage_cli
 from triage import TriageApp
 from triage.settings import Settings
 from triage.web import WebSettings
@@ -270,14 +269,11 @@ async def test_intake_refuses_bad_token_oversize_and_bad_tickets(web: Web, setti
         ):
             answer = await helpdesk.post("/api/tickets", content=bad, headers=AUTH)
             assert answer.status_code == 422, bad
-            cli = subprocess.run(
-                [sys.executable, "-m", "triage", "run", "--file", "-"],
+            cli = triage_cli(
+                ["run", "--file", "-"],
                 input=bad,
-                capture_output=True,
-                text=True,
                 env={**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)},
                 timeout=120,
-                check=False,
             )
             assert cli.returncode == 2
             assert answer.json()["detail"] in " ".join(cli.stderr.split()), (answer.json(), cli.stderr)
