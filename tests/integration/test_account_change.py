@@ -109,7 +109,10 @@ def test_account_closure_needs_two_approvals_then_completes(clean: TriageApp) ->
     assert paused.status == "awaiting_approval" and paused.pending_approval is not None
     assert (paused.pending_approval["action"], paused.pending_approval["tier"]) == ("account_closure", "dual")
     refund = next(p for p in paused.proposed_actions if p["kind"] == "account_closure")["args"]["refund_cents"]
-    assert f"refund ${refund / 100:,.2f} of the unused period" in paused.pending_approval["description"]
+    assert paused.pending_approval["description"].startswith(
+        f"Approve: account closure for cus_small_dup: cancel the subscription, refund ${refund / 100:,.2f} of the "
+        "unused period, export and delete the data. Reason: "
+    )
     assert helpdesk(clean, "SELECT * FROM data_jobs") == []  # nothing runs before the approvals
     result = paused
     for approver in ("alice", "sam"):
