@@ -408,6 +408,12 @@ class Journal:
             "DELETE FROM conversation_leases WHERE conversation_id = ? AND holder = ?", (conversation_id, holder)
         )
 
+    async def drop_expired_leases(self) -> int:
+        """Delete the leases whose time has run out (a crashed holder's); how many. A running lease is kept."""
+        return await self._sql.execute(
+            "DELETE FROM conversation_leases WHERE expires_at <= ?", (_at(datetime.now(UTC)),)
+        )
+
     # -- threads ---------------------------------------------------------------------------------------------
 
     async def thread_ids(self, *, limit: int | None = None) -> list[str]:

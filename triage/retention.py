@@ -151,7 +151,8 @@ async def open_requests(services: Services) -> frozenset[str]:
 async def delete_and_compact(services: Services, plan: PrunePlan) -> None:
     """Delete the planned threads' checkpoints (an audit line first, once per thread), then compact the store.
 
-    Customers' memories forget the deleted threads too (a memory left with nothing is deleted).
+    Customers' memories forget the deleted threads too (a memory left with nothing is deleted), and the conversation
+    leases that crashed holders left behind (expired, so they hold nothing back) go as well.
     """
     from triage.stores.memory import forget_threads
 
@@ -166,6 +167,7 @@ async def delete_and_compact(services: Services, plan: PrunePlan) -> None:
         )
         await services.saver.adelete_thread(record.thread_id)
     await forget_threads(services.memory, [record.thread_id for record in plan.delete])
+    await services.journal.drop_expired_leases()
     await services.journal.compact()
 
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,29 @@ def test_a_lease_is_taken_by_one_holder_until_it_expires_or_is_given_back(settin
     asyncio.run(lease_scenario(settings))
     leases = rows(settings.checkpoints_path, "SELECT conversation_id, holder FROM conversation_leases ORDER BY 1")
     assert leases == LEFT_OVER
+
+
+def test_prune_drops_expired_leases_and_keeps_running_ones(settings: Settings) -> None:
+    asyncio.run(lease_scenario(settings))  # leaves c1 held by c and c2 held by b, both running
+    with TriageApp(settings) as app:
+        app.prune(older_than=timedelta(days=30))
+    assert rows(settings.checkpoints_path, "SELECT conversation_id, holder FROM conversation_leases ORDER BY 1") == (
+        LEFT_OVER
+    )
+
+    async def expire_one() -> None:  # c2's holder died: its lease ran out
+        services = await Services.open(settings)
+        try:
+            await services.journal.release_lease("c2", "b")
+            assert await services.journal.take_lease("c2", "dead", seconds=0)
+        finally:
+            await services.aclose()
+
+    asyncio.run(expire_one())
+    with TriageApp(settings) as app:
+        app.prune(older_than=timedelta(days=30))
+    leases = rows(settings.checkpoints_path, "SELECT conversation_id, holder FROM conversation_leases ORDER BY 1")
+    assert leases == [{"conversation_id": "c1", "holder": "c"}]
 
 
 def _race(settings: Settings, model_cache: Path, conversation_id: str, wait_seconds: float) -> list[dict[str, Any]]:
