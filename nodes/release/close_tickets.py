@@ -10,6 +10,7 @@ from triage.context import Context, services_of, thread_id_of
 from triage.nodes.common import action_record
 from triage.nodes.release.keys import close_key
 from triage.state import ReleaseState
+from triage.stores.memory import close_requests
 
 NODE = "close_tickets"
 TOOLS = ("close_ticket",)
@@ -33,7 +34,21 @@ async def close_tickets(state: ReleaseState, runtime: Runtime[Context]) -> dict[
             )
             actions.append(action_record("ticket_closed", "close_ticket", NODE, receipt, release=version))
         closed.append(ticket_id)
+    for customer_id, ticket_ids in closed_by_customer(state, closed).items():
+        await close_requests(runtime.store, customer_id, ticket_ids)  # their memory no longer lists them as open
     return {"closed": closed, "actions": actions}
+
+
+def closed_by_customer(state: ReleaseState, closed: list[str]) -> dict[str, list[str]]:
+    """The closed tickets grouped by the customer who reported them."""
+    owner = {t["id"]: t["customer_id"] for t in state.get("tickets", []) if t["customer_id"]}
+    for recipient in state.get("recipients", []):
+        owner.update((related["id"], recipient["customer_id"]) for related in recipient.get("related", []))
+    grouped: dict[str, list[str]] = {}
+    for ticket_id in closed:
+        if ticket_id in owner:
+            grouped.setdefault(str(owner[ticket_id]), []).append(ticket_id)
+    return grouped
 
 
 def to_close(state: ReleaseState) -> list[str]:

@@ -428,3 +428,21 @@ def test_faults_and_lost_answers_repeat_no_effect(
         assert injector is not None and injector.injected["timeout"] > 0 and injector.injected["transient"] > 0
     assert result.status == "completed", result.status_reason
     check_once(settings, reported)
+
+
+def test_a_release_takes_the_closed_tickets_off_the_customers_open_requests(
+    app: TriageApp, reported: dict[str, str]
+) -> None:
+    def open_requests(customer_id: str) -> list[str]:
+        memory = app.customer_memory(customer_id)
+        assert memory is not None
+        return [r["id"] for r in memory["open_requests"]]
+
+    assert {reported["gantt"], reported["export"]} <= set(open_requests("cus_0001"))
+    assert reported["export2"] in open_requests("cus_0002")
+    app.release("2.4.1", ["ENG-77"], NOTES)  # fixes both exports, not the gantt chart
+    assert reported["gantt"] in open_requests("cus_0001")
+    assert reported["export"] not in open_requests("cus_0001")
+    assert reported["export2"] not in open_requests("cus_0002")
+    memory = app.customer_memory("cus_0002")
+    assert memory is not None and reported["export2"] not in memory["summary"]

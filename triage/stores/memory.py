@@ -138,6 +138,25 @@ async def forget_customer(store: BaseStore | None, customer_id: str) -> None:
         await store.adelete(namespace(customer_id), KEY)
 
 
+async def close_requests(store: BaseStore | None, customer_id: str, request_ids: Iterable[str]) -> bool:
+    """Drop requests closed outside the customer's own turns (a release closing their tickets); whether it changed.
+
+    Closing one already gone changes nothing, so a re-run is harmless.
+    """
+    done = set(request_ids)
+    memory = await read_memory(store, customer_id)
+    if store is None or memory is None or not done:
+        return False
+    opened = memory.get("open_requests", [])
+    still = [r for r in opened if r["id"] not in done]
+    if len(still) == len(opened):
+        return False
+    memory["open_requests"] = still
+    memory["summary"] = summary_of(memory)
+    await store.aput(namespace(customer_id), KEY, memory)
+    return True
+
+
 async def forget_threads(store: BaseStore | None, thread_ids: Iterable[str]) -> int:
     """Drop pruned threads from every customer's memory; a memory left with nothing is deleted. How many changed."""
     gone = set(thread_ids)
