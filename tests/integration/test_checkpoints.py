@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import pickle  # noqa: F401 - ensures the store is read as bytes, not objects
+import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -154,14 +155,19 @@ def test_a_retry_from_a_failed_step_runs_as_on_langgraphs_own_saver(tmp_path: Pa
 
     runs: list[str] = []
     flaky = {"fail": True}
+    steady_ran = threading.Event()
 
     def steady(state: Branches) -> Branches:
         runs.append("steady")
+        steady_ran.set()
         return {"done": ["steady"]}
 
     def shaky(state: Branches) -> Branches:
         runs.append("shaky")
         if flaky["fail"]:
+            # Fail only once the other branch has run: otherwise, on a loaded machine, the failure can cancel it
+            # before it starts, and the step's first try would hold one task, not two.
+            assert steady_ran.wait(30), "the steady branch never ran"
             raise TimeoutError("the store was busy")
         return {"done": ["shaky"]}
 
