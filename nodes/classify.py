@@ -20,9 +20,11 @@ BUDGET_SIGNAL = "budget_exceeded"
 async def classify(state: State, runtime: Runtime[Context]) -> Command[Literal["route", "ask"]]:
     """Ask the model tier to read the ticket. Read-only: no tools.
 
-    A follow-up that is short or unclear on its own is read again with the conversation's earlier messages
-    (redacted, within `HISTORY_CHARS`); the surer reading stands. Over budget, no model is asked: the ticket is
-    marked for a person, with the reason.
+    A follow-up that thanks us for an answer that worked is feedback (`answer_worked`). One that is short or unclear
+    on its own is read again with the conversation's earlier messages (redacted, within `HISTORY_CHARS`); the surer
+    reading stands, unless the follow-up alone is sure enough to be answered without a person and reads as another
+    route or intent (`prefer_history`). Over budget, no model is asked: the ticket is marked for a person, with the
+    reason.
     """
     services = await services_of(runtime)
     ticket = state["ticket"]
@@ -32,13 +34,14 @@ async def classify(state: State, runtime: Runtime[Context]) -> Command[Literal["
         classification = await services.models.classify(text, meter=meter)
         conversation = state.get("conversation")
         threshold = services.policy.support.routing.min_confidence
+        reply_alone = services.policy.approvals.actions.low_confidence_reply_below
         worked = answer_worked(ticket["body"], conversation) if conversation else None
         if worked is not None:
             classification = thanked(classification, worked)
         elif conversation and needs_history(text, classification["confidence"], threshold):
             earlier = history_text(conversation)
             with_history = await services.models.classify(f"{text}\n\n{earlier}", meter=meter)
-            if prefer_history(classification, with_history, threshold):
+            if prefer_history(classification, with_history, reply_alone):
                 with_history["evidence"] = [*with_history["evidence"], "read with the conversation's earlier turns"]
                 classification = with_history
         asks = await plan_asks(state, classification, runtime)

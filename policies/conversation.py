@@ -145,17 +145,17 @@ def thanked(own: Classification, phrase: str) -> Classification:
     )
 
 
-def prefer_history(own: Classification, with_history: Classification, threshold: float) -> bool:
+def prefer_history(own: Classification, with_history: Classification, clear: float) -> bool:
     """Whether the reading with the conversation's earlier turns replaces the follow-up's own reading.
 
-    Only when it is surer, and never when the follow-up alone is clear about another route or intent: a short,
-    clear message on a new topic ("could you also send me the invoice?") keeps its own reading, however sure the
-    history's words make the earlier topic look.
+    Only when it is surer, and never when the follow-up alone is clear (at least `clear`: sure enough that its reply
+    would go out without a person) about another route or intent: a short, clear message on a new topic ("could you
+    also send me the invoice?") keeps its own reading, however sure the history's words make the earlier topic look.
     """
     if with_history["confidence"] <= own["confidence"]:
         return False
     same = (with_history["route"], with_history["intent"]) == (own["route"], own["intent"])
-    return own["confidence"] < threshold or same
+    return own["confidence"] < clear or same
 
 
 def did_not_help(text: str) -> str | None:
