@@ -189,3 +189,5 @@ async def _create_checkpoint_tables(conn: aiosqlite.Connection) -> None:
     saver = CheckpointSaver(conn)
     await saver.setup()
     await Journal(SqliteSql(saver.conn, saver.lock)).setup()
+    # The memory store's tables too, so processes opening the new file find its migrations done.
+    await close_memory(await open_sqlite_memory(saver.conn, saver.lock))

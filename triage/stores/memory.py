@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 import aiosqlite
 from langgraph.store.base import BaseStore
 
+SETUP_ATTEMPTS = 5
+"""Tries of the memory store's setup when processes opening one new home at once race on its migrations."""
 NAMESPACE = "customers"
 KEY = "memory"
 RECENT_TURNS = 10
@@ -39,8 +42,17 @@ async def open_sqlite_memory(conn: aiosqlite.Connection, lock: Any) -> BaseStore
 
     store = AsyncSqliteStore(conn)
     store.lock = lock  # one connection, one lock: store transactions never interleave with the saver's
-    await store.setup()
-    return store
+    for attempt in range(SETUP_ATTEMPTS):
+        try:
+            await store.setup()
+            return store
+        except sqlite3.IntegrityError:
+            # Another process recorded the same migration first (LangGraph's setup reads the version, then inserts
+            # it, outside one transaction): read the version again and go on from there.
+            if attempt == SETUP_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 async def open_postgres_memory(pool: Any) -> BaseStore:
