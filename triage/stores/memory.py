@@ -42,17 +42,16 @@ async def open_sqlite_memory(conn: aiosqlite.Connection, lock: Any) -> BaseStore
 
     store = AsyncSqliteStore(conn)
     store.lock = lock  # one connection, one lock: store transactions never interleave with the saver's
-    for attempt in range(SETUP_ATTEMPTS):
+    for attempt in range(SETUP_ATTEMPTS - 1):
         try:
             await store.setup()
             return store
         except sqlite3.IntegrityError:
             # Another process recorded the same migration first (LangGraph's setup reads the version, then inserts
             # it, outside one transaction): read the version again and go on from there.
-            if attempt == SETUP_ATTEMPTS - 1:
-                raise
             await asyncio.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+    await store.setup()  # the last try: its error is the caller's
+    return store
 
 
 async def open_postgres_memory(pool: Any) -> BaseStore:
