@@ -28,9 +28,6 @@ from triage.nodes.release.summarise import summarise
 from triage.policies import PolicyBundle, load_policy_bundle
 from triage.state import ReleaseInput, ReleaseState
 
-THREAD_PREFIX = "rel_"
-"""Release follow-up threads are named `rel_...`, so the app knows which graph a thread belongs to."""
-
 
 def build_release_graph(
     *, policy: PolicyBundle | None = None

@@ -8,7 +8,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +47,7 @@ from triage.schemas import (
     describe_validation_error,
 )
 from triage.settings import Settings
+from triage.state import RELEASE_THREAD_PREFIX
 
 if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
@@ -82,22 +82,30 @@ class ThreadView(BaseModel):
     """What is remembered about the thread's customer across conversations (`triage.stores.memory`)."""
 
 
-@dataclass
 class _Engine:
-    services: Services
-    graph: CompiledStateGraph[Any, Any, Any, Any]
-    release: CompiledStateGraph[Any, Any, Any, Any]
-    """The release follow-up graph, on the same checkpoint saver; its threads are named `rel_...`."""
+    """An open app's services and graphs: the support graph, and the release follow-up's, compiled when first used."""
+
+    def __init__(self, services: Services, graphs: CompiledGraphs) -> None:
+        self.services = services
+        self._graphs = graphs
+        self._stores = {"checkpointer": services.saver, "store": services.memory}
+        self.graph = graphs.support(services.policy).copy(update=self._stores)
+        self._release: CompiledStateGraph[Any, Any, Any, Any] | None = None
+
+    @property
+    def release(self) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """The release follow-up graph, on the same checkpoint saver; its threads are named `rel_...`."""
+        if self._release is None:
+            self._release = self._graphs.release(self.services.policy).copy(update=self._stores)
+        return self._release
 
     def graph_for(self, thread_id: str) -> CompiledStateGraph[Any, Any, Any, Any]:
         """The graph a thread belongs to, by its name."""
-        from triage.graphs.release_followup import THREAD_PREFIX
-
-        return self.release if thread_id.startswith(THREAD_PREFIX) else self.graph
+        return self.release if thread_id.startswith(RELEASE_THREAD_PREFIX) else self.graph
 
     def last_node_for(self, thread_id: str) -> str:
         """The node that gives a thread of its graph its terminal status."""
-        return "report" if self.graph_for(thread_id) is self.release else "finish"
+        return "report" if thread_id.startswith(RELEASE_THREAD_PREFIX) else "finish"
 
 
 class CompiledGraphs:
@@ -219,10 +227,7 @@ class TriageApp:
         from triage.services import Services
 
         services = await Services.open(self.settings, models=self._models)
-        memory = {"checkpointer": services.saver, "store": services.memory}
-        graph = self._graphs.support(services.policy).copy(update=memory)
-        release = self._graphs.release(services.policy).copy(update=memory)
-        return _Engine(services=services, graph=graph, release=release)
+        return _Engine(services, self._graphs)
 
     # -- running tickets -------------------------------------------------------------------------------------
 
@@ -497,16 +502,15 @@ class TriageApp:
         thread_id: str | None,
         callbacks: list[Any] | None,
     ) -> ReleaseResult:
-        from triage.graphs.release_followup import THREAD_PREFIX
         from triage.metering import Meter
         from triage.schemas import Release
 
         release = Release.model_validate({"version": version, "fixes": fixes, "notes": notes or ""})
-        if thread_id is not None and not thread_id.startswith(THREAD_PREFIX):
-            raise InvalidReleaseError(f"a release follow-up's thread id starts with {THREAD_PREFIX!r}")
+        if thread_id is not None and not thread_id.startswith(RELEASE_THREAD_PREFIX):
+            raise InvalidReleaseError(f"a release follow-up's thread id starts with {RELEASE_THREAD_PREFIX!r}")
         engine = await self._get_engine()
         meter = Meter(budget=engine.services.policy.support.budget)
-        thread_id = thread_id or f"{THREAD_PREFIX}{uuid.uuid4().hex}"
+        thread_id = thread_id or f"{RELEASE_THREAD_PREFIX}{uuid.uuid4().hex}"
         if _exists(await engine.release.aget_state({"configurable": {"thread_id": thread_id}})):
             raise InvalidReleaseError(
                 f"thread {thread_id} already followed up a release; run it again without a thread id (a new thread "
@@ -1164,9 +1168,7 @@ def failure_class(exc: BaseException) -> ToolErrorKind:
 
 
 def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | None = None) -> RunResult:
-    from triage.graphs.release_followup import THREAD_PREFIX
-
-    if thread_id.startswith(THREAD_PREFIX):
+    if thread_id.startswith(RELEASE_THREAD_PREFIX):
         return _release_result(thread_id, snapshot, duration_ms=duration_ms)
     values: Mapping[str, Any] = snapshot.values
     classification = values.get("classification") or {}

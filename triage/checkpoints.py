@@ -26,8 +26,9 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from langgraph.checkpoint.base import WRITES_IDX_MAP, get_checkpoint_metadata
+from langgraph.checkpoint.base import WRITES_IDX_MAP, CheckpointTuple, get_checkpoint_id, get_checkpoint_metadata
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.checkpoint.sqlite.utils import load_pending_writes, pending_writes_sql
 
 from triage.errors import CheckpointStoreError
 from triage.helpdesk.store import is_transient
@@ -66,6 +67,51 @@ class CheckpointSaver(AsyncSqliteSaver):
     ) -> None:
         """Save a task's writes, retrying while the database is busy."""
         await self._write(lambda: self._put_writes(config, writes, task_id, task_path))
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """A thread's checkpoint (the newest, or the one `config` names) with its pending writes, in one hop.
+
+        AsyncSqliteSaver.aget_tuple's two statements, run together on the connection's thread instead of in six
+        hops (cursor, execute, fetch, execute, fetch, close): every run reads the checkpoint when it starts, and
+        the app reads the state again when it ends.
+        """
+        await self.setup()
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        checkpoint_ns = configurable.get("checkpoint_ns", "")
+        wanted = get_checkpoint_id(config)
+        writes_sql = pending_writes_sql(self._has_task_path)
+
+        def read(conn: sqlite3.Connection) -> tuple[Any, list[Any]] | None:
+            columns = "thread_id, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata FROM checkpoints"
+            if wanted:
+                cursor = conn.execute(
+                    f"SELECT {columns} WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ?",
+                    (thread_id, checkpoint_ns, wanted),
+                )
+            else:
+                cursor = conn.execute(
+                    f"SELECT {columns} WHERE thread_id = ? AND checkpoint_ns = ? ORDER BY checkpoint_id DESC LIMIT 1",
+                    (thread_id, checkpoint_ns),
+                )
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            return row, conn.execute(writes_sql, (thread_id, checkpoint_ns, str(row[1]))).fetchall()
+
+        async with self.lock:
+            found = await self._on_connection_thread(read)
+        if found is None:
+            return None
+        (stored_thread, checkpoint_id, parent_id, type_, checkpoint, metadata), writes = found
+        here = {"thread_id": stored_thread, "checkpoint_ns": checkpoint_ns}
+        return CheckpointTuple(
+            {"configurable": {**here, "checkpoint_id": checkpoint_id}},
+            self.serde.loads_typed((type_, checkpoint)),
+            json.loads(metadata) if metadata is not None else {},
+            {"configurable": {**here, "checkpoint_id": parent_id}} if parent_id else None,
+            load_pending_writes(writes, self.serde),
+        )
 
     def get_next_version(self, current: str | int | None, channel: None) -> Any:
         """The next version of a channel: an integer, or the SQLite saver's string in a thread begun with those."""
@@ -141,7 +187,7 @@ class CheckpointSaver(AsyncSqliteSaver):
         async with self.lock:
             await self._on_connection_thread(put)
 
-    async def _on_connection_thread(self, work: Callable[[sqlite3.Connection], None]) -> None:
+    async def _on_connection_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` on the connection's own thread in one hop.
 
         Every aiosqlite call is a hop to that thread and a wake-up of the event loop on the way back; the stock
@@ -150,7 +196,8 @@ class CheckpointSaver(AsyncSqliteSaver):
         every public method of it uses).
         """
         conn = self.conn
-        await conn._execute(lambda: work(conn._conn))  # type: ignore[no-untyped-call]
+        result: T = await conn._execute(lambda: work(conn._conn))  # type: ignore[no-untyped-call]
+        return result
 
     async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(WRITE_ATTEMPTS):

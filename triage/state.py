@@ -400,6 +400,10 @@ class Recipient(TypedDict):
     does not tell them again. Looked up only for a customer this release has not told yet."""
 
 
+RELEASE_THREAD_PREFIX = "rel_"
+"""Release follow-up threads are named `rel_...`, so the app knows which graph a thread belongs to."""
+
+
 class ReleaseInput(TypedDict):
     """What a caller hands the release follow-up graph."""
 

@@ -191,7 +191,7 @@ async def submit_release(
     The follow-up closes the engineering tickets the release fixes and tells each reporting customer once per
     release, however often it is posted; a mass notification waits in the approvals inbox.
     """
-    from triage.graphs.release_followup import THREAD_PREFIX
+    from triage.state import RELEASE_THREAD_PREFIX
 
     refused = _unauthorised(request, authorization)
     if refused is not None:
@@ -205,7 +205,7 @@ async def submit_release(
         release = Release.model_validate_json(body)
     except InvalidReleaseError as exc:
         return _problem(422, str(exc))
-    thread_id = f"{THREAD_PREFIX}{uuid.uuid4().hex}"
+    thread_id = f"{RELEASE_THREAD_PREFIX}{uuid.uuid4().hex}"
     key = f"{RELEASE_KEY}{idempotency_key or 'auto:' + thread_id}"
     try:
         thread_id, created = await asyncio.to_thread(context.store.claim_intake_key, key, thread_id, body)
