@@ -11,17 +11,22 @@ its own nodes). A turn that holds its approval is left paused; the next (attache
 the approvals are answered after it.
 
 Latency figures are each run's own wall time (`RunResult.duration_ms`: the graph from input to its end or pause,
-approvals answered included). They measure the graph rather than contention only when cases run one at a time,
-which is the default: on a small machine, cases run concurrently mostly wait for each other's CPU.
+approvals answered included). They measure the graph rather than contention only when cases run one at a time in a
+process, which is the default: on a small machine, cases run concurrently mostly wait for each other's CPU. The
+homes are thrown away, so their SQLite files run with `synchronous=off` (see `eval_synchronous`): the figures leave
+out the wait for the disk that every commit makes in a real home (`TRIAGE_SQLITE_SYNCHRONOUS=full` puts it back).
 """
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -39,12 +44,14 @@ from triage.settings import Settings
 from triage.telemetry import AttemptCounter
 
 __all__ = [
+    "CHUNK",
     "DEFAULT_CONCURRENCY",
     "Approvals",
     "CaseRun",
     "ConversationRun",
     "EvalRun",
     "TurnRun",
+    "default_workers",
     "oracle_decision",
     "run_cases",
 ]
@@ -114,17 +121,21 @@ async def run_cases(
     concurrency: int = DEFAULT_CONCURRENCY,
     on_done: Callable[[CaseRun | ConversationRun], None] | None = None,
     workdir: Path | None = None,
+    workers: int = 1,
 ) -> EvalRun:
-    """Run every case concurrently (at most `concurrency` at a time) and evaluate it.
+    """Run every case (at most `concurrency` at a time, or across `workers` processes) and evaluate it.
 
     Args:
         cases: The cases, in the order the results should come back.
         conversations: Conversation cases: each one's turns run in order on one thread (see the module docstring).
         settings: Where the classifier cache and policy bundle come from (`cache_home`, `policy_dir`); the
             home is always a temporary folder.
-        concurrency: Cases in flight at once.
+        concurrency: Cases in flight at once (with `workers`, each worker process runs one case at a time).
         on_done: Called after each case, e.g. to advance a progress bar.
         workdir: Keep the per-case homes here instead of a deleted temporary folder (for debugging).
+        workers: Processes the cases are shared across (`default_workers()` suits the machine). Each loads the
+            model tier and compiles the graph once and runs its share in chunks of `CHUNK` cases; one (the
+            default) runs them all in this process.
 
     Raises:
         PolicyFileError: the policy folder in `settings` is invalid.
@@ -138,54 +149,176 @@ async def run_cases(
     with tempfile.TemporaryDirectory(prefix="triage-eval-") as tmp:
         root = workdir or Path(tmp)
         cache = base.cache_dir if base.cache_home or base.home.exists() else root / "cache"
-        # Every case decides with the home's active model (a trained one, or the packaged one).
-        shared = {"cache_home": cache, "models_home": base.models_dir}
+        # Every case decides with the home's active model (a trained one, or the packaged one). The homes are thrown
+        # away, so their commits need not wait for the disk unless the settings ask for it.
+        shared = {"cache_home": cache, "models_home": base.models_dir, "sqlite_synchronous": eval_synchronous(base)}
         template = root / "template"
         models = _shared_models(base, cache, policy)
         graphs = CompiledGraphs()  # compiled once here, for every case's app: not per case
         await _seed_template(base.model_copy(update={"home": template, **shared}), models, graphs, root / "blank")
-        semaphore = asyncio.Semaphore(max(1, concurrency))
-
-        async def one(index: int, case: EvalCase) -> CaseRun:
-            async with semaphore:
-                home = root / "cases" / f"{index:05d}"
-                _copy_stores(template, root / "blank", home)
-                run = await _run_case(
-                    case, base.model_copy(update={"home": home, "faults": case.faults, **shared}), models, graphs
-                )
-                if workdir is None:
-                    shutil.rmtree(home, ignore_errors=True)
-            if on_done is not None:
-                on_done(run)
-            return run
-
-        async def talk(index: int, case: ConversationCase) -> ConversationRun:
-            async with semaphore:
-                home = root / "conversations" / f"{index:05d}"
-                _copy_stores(template, root / "blank", home)
-                run = await _run_conversation(case, base.model_copy(update={"home": home, **shared}), models, graphs)
-                if workdir is None:
-                    shutil.rmtree(home, ignore_errors=True)
-            if on_done is not None:
-                on_done(run)
-            return run
-
-        runs = await asyncio.gather(*(one(i, case) for i, case in enumerate(cases)))
-        talks = await asyncio.gather(*(talk(i, case) for i, case in enumerate(conversations)))
+        place = _Place(root=root, shared=shared, keep=workdir is not None)
+        if workers > 1 and len(cases) + len(conversations) > CHUNK:
+            runs, talks = await _in_workers(cases, conversations, base, place, workers, on_done)
+        else:
+            runs, talks = await _in_process(cases, conversations, base, place, models, graphs, concurrency, on_done)
     # The version the runs themselves recorded is authoritative; the bundle read above covers a run with none.
     results = [run.result for run in runs] + [turn.result for talk in talks for turn in talk.turns]
     recorded = {result.policy_version for result in results if result is not None and result.policy_version}
     versions = {result.model_version for result in results if result is not None}
     return EvalRun(
-        runs=list(runs),
+        runs=runs,
         wall_time_s=round(time.perf_counter() - started, 2),
         policy_version=recorded.pop() if len(recorded) == 1 else policy_version,
         model_version=versions.pop() if len(versions) == 1 else None,
         model_tier="+".join(["local", *(m for m in (base.cheap_model, base.strong_model) if m)])
         + ("(all-to-model)" if base.all_to_model and base.cheap_model else ""),
         evaluations=[run.evaluation for run in runs],
-        conversations=list(talks),
+        conversations=talks,
     )
+
+
+CHUNK = 8
+"""Cases a worker process runs per task: small enough to keep both the progress bar and the processes' shares even."""
+
+
+def default_workers() -> int:
+    """Processes for an eval on this machine: one per core, at most four (each holds its own model tier)."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a run's case homes go: `root` holds the template, the blank store and the homes."""
+
+    root: Path
+    shared: dict[str, Any]
+    """Settings every case's home shares (the cache, the models, `synchronous`)."""
+    keep: bool
+    """Keep each case's home after its run (a `workdir` was given)."""
+
+
+async def _case_in_home(
+    index: int, case: EvalCase, base: Settings, place: _Place, models: ModelTier, graphs: CompiledGraphs
+) -> CaseRun:
+    home = place.root / "cases" / f"{index:05d}"
+    await asyncio.to_thread(_copy_stores, place.root / "template", place.root / "blank", home)
+    settings = base.model_copy(update={"home": home, "faults": case.faults, **place.shared})
+    run = await _run_case(case, settings, models, graphs)
+    if not place.keep:
+        await asyncio.to_thread(shutil.rmtree, home, True)
+    return run
+
+
+async def _conversation_in_home(
+    index: int, case: ConversationCase, base: Settings, place: _Place, models: ModelTier, graphs: CompiledGraphs
+) -> ConversationRun:
+    home = place.root / "conversations" / f"{index:05d}"
+    await asyncio.to_thread(_copy_stores, place.root / "template", place.root / "blank", home)
+    run = await _run_conversation(case, base.model_copy(update={"home": home, **place.shared}), models, graphs)
+    if not place.keep:
+        await asyncio.to_thread(shutil.rmtree, home, True)
+    return run
+
+
+async def _in_process(
+    cases: Sequence[EvalCase],
+    conversations: Sequence[ConversationCase],
+    base: Settings,
+    place: _Place,
+    models: ModelTier,
+    graphs: CompiledGraphs,
+    concurrency: int,
+    on_done: Callable[[CaseRun | ConversationRun], None] | None,
+) -> tuple[list[CaseRun], list[ConversationRun]]:
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(index: int, case: EvalCase) -> CaseRun:
+        async with semaphore:
+            run = await _case_in_home(index, case, base, place, models, graphs)
+        if on_done is not None:
+            on_done(run)
+        return run
+
+    async def talk(index: int, case: ConversationCase) -> ConversationRun:
+        async with semaphore:
+            run = await _conversation_in_home(index, case, base, place, models, graphs)
+        if on_done is not None:
+            on_done(run)
+        return run
+
+    runs = await asyncio.gather(*(one(i, case) for i, case in enumerate(cases)))
+    talks = await asyncio.gather(*(talk(i, case) for i, case in enumerate(conversations)))
+    return list(runs), list(talks)
+
+
+async def _in_workers(
+    cases: Sequence[EvalCase],
+    conversations: Sequence[ConversationCase],
+    base: Settings,
+    place: _Place,
+    workers: int,
+    on_done: Callable[[CaseRun | ConversationRun], None] | None,
+) -> tuple[list[CaseRun], list[ConversationRun]]:
+    """Run the cases in `workers` fresh processes, `CHUNK` at a time, one case at a time in each process.
+
+    Workers are spawned, not forked: this process runs threads (the progress bar, the apps' loops), and a fork
+    copies their locks in whatever state they are. Conversations go first, as the longest tasks.
+    """
+    loop = asyncio.get_running_loop()
+    context = multiprocessing.get_context("spawn")
+    runs: list[CaseRun | None] = [None] * len(cases)
+    talks: list[ConversationRun | None] = [None] * len(conversations)
+    tasks: list[tuple[str, list[tuple[int, Any]]]] = [
+        ("conversation", [(i, conversations[i])]) for i in range(len(conversations))
+    ]
+    tasks += [("case", list(enumerate(cases))[i : i + CHUNK]) for i in range(0, len(cases), CHUNK)]
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(base, place)
+    ) as pool:
+        pending = [loop.run_in_executor(pool, _run_chunk, kind, chunk) for kind, chunk in tasks]
+        for done in asyncio.as_completed(pending):
+            kind, finished = await done
+            for index, run in finished:
+                if kind == "case":
+                    runs[index] = run
+                else:
+                    talks[index] = run
+                if on_done is not None:
+                    on_done(run)
+    return [run for run in runs if run is not None], [talk for talk in talks if talk is not None]
+
+
+_worker: tuple[Settings, _Place, ModelTier, CompiledGraphs] | None = None
+"""A worker process's settings, places, model tier and compiled graphs (set by `_start_worker`)."""
+
+
+def _start_worker(base: Settings, place: _Place) -> None:
+    from triage.policies import load_policy_bundle
+
+    global _worker
+    policy = load_policy_bundle(base.policy_dir)
+    _worker = (base, place, _shared_models(base, place.shared["cache_home"], policy), CompiledGraphs())
+
+
+def _run_chunk(kind: str, chunk: list[tuple[int, Any]]) -> tuple[str, list[tuple[int, Any]]]:
+    """Run a chunk of cases (or one conversation) in this worker process, one at a time."""
+    assert _worker is not None, "_start_worker runs first"
+    base, place, models, graphs = _worker
+
+    async def go() -> list[tuple[int, Any]]:
+        if kind == "case":
+            return [(i, await _case_in_home(i, case, base, place, models, graphs)) for i, case in chunk]
+        return [(i, await _conversation_in_home(i, case, base, place, models, graphs)) for i, case in chunk]
+
+    return kind, asyncio.run(go())
+
+
+def eval_synchronous(settings: Settings) -> str:
+    """SQLite `synchronous` for the eval's throwaway homes: `off`, unless set (TRIAGE_SQLITE_SYNCHRONOUS).
+
+    A commit that waits for the disk took about two thirds of a case's wall time; it says nothing about the graph.
+    """
+    return settings.sqlite_synchronous if "sqlite_synchronous" in settings.model_fields_set else "off"
 
 
 def _shared_models(settings: Settings, cache: Path, policy: PolicyBundle) -> ModelTier:

@@ -72,7 +72,10 @@ class Services:
             store = await open_postgres_store(settings.database_url)
         else:
             store = await open_sqlite_store(
-                settings.checkpoints_path, helpdesk_path=settings.helpdesk_path, faults=checkpoint_faults
+                settings.checkpoints_path,
+                helpdesk_path=settings.helpdesk_path,
+                faults=checkpoint_faults,
+                synchronous=settings.sqlite_synchronous,
             )
         try:
             journal = Journal(store.sql)
@@ -83,7 +86,9 @@ class Services:
                     "is missing while the checkpoint store beside it holds runs and effects: a new, re-seeded "
                     "helpdesk would make refunded payments refundable again",
                 )
-            helpdesk = await Helpdesk.open(settings.helpdesk_path, busy_timeout=busy_timeout(policy))
+            helpdesk = await Helpdesk.open(
+                settings.helpdesk_path, busy_timeout=busy_timeout(policy), synchronous=settings.sqlite_synchronous
+            )
         except BaseException as exc:
             await store.close()
             if isinstance(exc, sqlite3.Error):

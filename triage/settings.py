@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +48,14 @@ class Settings(BaseSettings):
         le=3600.0,
         description="How long a follow-up waits for another process's turn on the same conversation before "
         "ConversationBusyError.",
+    )
+    sqlite_synchronous: Literal["full", "normal", "off"] = Field(
+        default="full",
+        description="SQLite's `synchronous` for the helpdesk and checkpoint files. 'full' (the default): every "
+        "commit waits for the disk, so an acknowledged refund and its ledger entry survive a power loss. 'normal': "
+        "commits do not wait; a process crash loses nothing, but a power loss or OS crash can lose the last commits, "
+        "and a refund whose ledger entry is lost could run again on recovery. 'off': not even the WAL checkpoint "
+        "waits; for throwaway homes only (the eval's). See BENCHMARKS.md, 'Durability and synchronous'.",
     )
     faults: str | None = Field(
         default=None,

@@ -109,6 +109,17 @@ def _declared_size(header: bytes) -> int | None:
     return page_size * pages
 
 
+SYNCHRONOUS_MODES = ("full", "normal", "off")
+"""SQLite `synchronous` settings a store may run with (`Settings.sqlite_synchronous` says what each risks)."""
+
+
+def synchronous_pragma(mode: str) -> str:
+    """The statement that sets SQLite's `synchronous` for a connection: `mode` is full, normal or off."""
+    if mode not in SYNCHRONOUS_MODES:
+        raise ValueError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {mode!r}")
+    return f"PRAGMA synchronous = {mode.upper()}"
+
+
 def describe_open_error(path: Path, what: str, exc: sqlite3.Error) -> StoreError:
     """Turn an SQLite error raised while opening a store into a typed error that says what to do."""
     if not isinstance(exc, sqlite3.OperationalError):  # SQLITE_CORRUPT, SQLITE_NOTADB and kin

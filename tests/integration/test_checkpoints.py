@@ -195,3 +195,103 @@ def test_a_retry_from_a_failed_step_runs_as_on_langgraphs_own_saver(tmp_path: Pa
 
     assert sorted(asyncio.run(scenario())) == ["shaky", "steady"]
     assert sorted(runs) == ["shaky", "shaky", "steady", "steady"]
+
+
+def test_reading_a_checkpoint_in_one_hop_returns_what_langgraphs_saver_returns(tmp_path: Path) -> None:
+    """`CheckpointSaver.aget_tuple` (two statements in one hop) against the stock saver on the same file: the newest
+    checkpoint, a named one, the pending writes of a paused step (an interrupt's), and a thread that is not there."""
+    import asyncio
+
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import interrupt
+    from typing_extensions import TypedDict
+
+    from triage.checkpoints import CheckpointSaver
+
+    class Steps(TypedDict, total=False):
+        done: list[str]
+
+    def first(state: Steps) -> Steps:
+        return {"done": ["first"]}
+
+    def ask(state: Steps) -> Steps:
+        return {"done": [*state.get("done", []), f"ask:{interrupt('go on?')}"]}
+
+    builder = StateGraph(Steps)
+    builder.add_node("first", first)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "first")
+    builder.add_edge("first", "ask")
+    builder.add_edge("ask", END)
+
+    async def scenario() -> list[tuple[Any, Any]]:
+        async with aiosqlite.connect(tmp_path / "checkpoints.sqlite") as conn:
+            ours, stock = CheckpointSaver(conn), AsyncSqliteSaver(conn)
+            graph = builder.compile(checkpointer=ours)
+            config: Any = {"configurable": {"thread_id": "t"}}
+            await graph.ainvoke({"done": []}, config, durability="sync")
+            newest = await stock.aget_tuple(config)
+            assert newest is not None and newest.parent_config is not None
+            asked = [
+                config,
+                {"configurable": {"thread_id": "t", "checkpoint_ns": ""}},
+                newest.parent_config,
+                newest.config,
+                {"configurable": {"thread_id": "absent"}},
+                {"configurable": {"thread_id": "t", "checkpoint_id": "no-such-checkpoint"}},
+            ]
+            return [(await ours.aget_tuple(c), await stock.aget_tuple(c)) for c in asked]
+
+    pairs = asyncio.run(scenario())
+    newest = pairs[0][1]
+    assert any(channel == "__interrupt__" for _, channel, _ in newest.pending_writes), "the pause is a pending write"
+    for ours, stock in pairs:
+        assert ours == stock
+    assert [ours is None for ours, _ in pairs] == [False, False, False, False, True, True]
+
+
+@pytest.mark.parametrize(("mode", "level"), [(None, 2), ("full", 2), ("normal", 1), ("off", 0)])
+def test_sqlite_synchronous_applies_to_the_helpdesk_and_the_checkpoint_store(
+    settings: Settings, mode: str | None, level: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`TRIAGE_SQLITE_SYNCHRONOUS` sets how both files' commits wait for the disk; unset, every commit waits (full)."""
+    if mode is not None:
+        monkeypatch.setenv("TRIAGE_SQLITE_SYNCHRONOUS", mode)
+    app = TriageApp(Settings(home=settings.home, cache_home=settings.cache_home))
+    try:
+        result = app.run(Ticket(customer_id="cus_small_dup", subject="Hours", body="When are you open?"))
+        assert result.status in ("completed", "escalated")
+        engine = app._engine
+        assert engine is not None
+
+        async def levels() -> tuple[Any, Any]:
+            saver = engine.services.saver
+            async with saver.conn.execute("PRAGMA synchronous") as cursor:  # type: ignore[attr-defined]
+                checkpoints = await cursor.fetchone()
+            async with engine.services.helpdesk.read() as conn, conn.execute("PRAGMA synchronous") as cursor:
+                helpdesk = await cursor.fetchone()
+            return checkpoints[0], helpdesk[0]
+
+        checkpoints, helpdesk = app._portal.call(levels())
+        assert (checkpoints, helpdesk) == (level, level)
+    finally:
+        app.close()
+
+
+def test_an_unknown_synchronous_mode_is_refused_with_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("TRIAGE_SQLITE_SYNCHRONOUS", "fast")
+    with pytest.raises(ValidationError, match="'full', 'normal' or 'off'"):
+        Settings()
+
+
+def test_the_eval_runs_throwaway_homes_unsynchronised_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    from triage.evals.runner import eval_synchronous
+
+    assert eval_synchronous(Settings()) == "off"
+    assert eval_synchronous(Settings(sqlite_synchronous="full")) == "full"
+    monkeypatch.setenv("TRIAGE_SQLITE_SYNCHRONOUS", "normal")
+    assert eval_synchronous(Settings()) == "normal"

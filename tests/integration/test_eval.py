@@ -245,3 +245,32 @@ def test_conversation_cases_play_their_turns_on_one_thread_and_are_reported_apar
     assert "## Conversations (multi-turn)" in markdown
     assert "- `conv-wrong` turn 2 (reopen, technical): it was reopened" in markdown
     assert "Failing turns (3)" in (out / "eval.html").read_text()
+
+
+def test_worker_processes_give_the_same_results_in_dataset_order(
+    subset: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cases shared across two spawned processes come back in dataset order, each reported once, with the figures
+    one process gives; the conversations run there too."""
+    import triage.evals.runner as runner
+
+    cases = load_cases(subset) * 2  # 16 cases: two chunks and more
+    cases = [case.model_copy(update={"id": f"{case.id}-{i}"}) for i, case in enumerate(cases)]
+    talks = [c for c in load_conversations() if c.id in ("conv-pending-news-001", "conv-reopen-calendar-001")]
+    alone = asyncio.run(run_cases(cases, conversations=talks, settings=settings))
+
+    def not_here(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cases ran in this process")
+
+    monkeypatch.setattr(runner, "_in_process", not_here)  # the workers import the module afresh, unpatched
+    done: list[str] = []
+    shared = asyncio.run(
+        run_cases(cases, conversations=talks, settings=settings, workers=2, on_done=lambda r: done.append(r.case.id))
+    )
+    assert [run.case.id for run in shared.runs] == [case.id for case in cases]
+    assert [talk.case.id for talk in shared.conversations] == [talk.id for talk in talks]
+    assert sorted(done) == sorted([case.id for case in cases] + [talk.id for talk in talks])
+    one, two = build_report(alone, cases, source="a"), build_report(shared, cases, source="a")
+    assert two["quality"] == one["quality"]
+    assert [c["passed"] for c in two["cases"]] == [c["passed"] for c in one["cases"]]
+    assert two["conversations"]["successes"] == one["conversations"]["successes"] == 2

@@ -615,7 +615,19 @@ def eval_(
     baseline: Annotated[
         Path | None, typer.Option(help="Baseline to gate against \\[default: evals/baseline.json].", show_default=False)
     ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Cases run at once.")] = 1,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="Cases run at once in one process (only with --workers 1).")
+    ] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Processes the cases are shared across, each running one case at a time \\[default: one per core, "
+            "at most 4].",
+            show_default=False,
+        ),
+    ] = None,
     langsmith: Annotated[
         bool,
         typer.Option("--langsmith", help="Record the run as a LangSmith experiment (the default with a key)."),
@@ -635,7 +647,7 @@ def eval_(
     from triage.evals import dataset as datasets
     from triage.evals import experiment
     from triage.evals import report as reports
-    from triage.evals.runner import run_cases
+    from triage.evals.runner import default_workers, run_cases
     from triage.settings import Settings
 
     def load() -> Any:
@@ -687,6 +699,7 @@ def eval_(
                     conversations=talks,
                     settings=settings,
                     concurrency=concurrency,
+                    workers=workers or (1 if concurrency > 1 else default_workers()),
                     on_done=lambda _: progress.advance(task),
                 )
             ),

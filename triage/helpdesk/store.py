@@ -14,7 +14,13 @@ from pathlib import Path
 import aiosqlite
 
 from triage.errors import DamagedStoreError, StoreError
-from triage.storefiles import check_sqlite_file, create_atomically, describe_open_error, prepare_home
+from triage.storefiles import (
+    check_sqlite_file,
+    create_atomically,
+    describe_open_error,
+    prepare_home,
+    synchronous_pragma,
+)
 
 SCHEMA_VERSION = 1
 
@@ -33,11 +39,12 @@ class Helpdesk:
         self.path = path
 
     @classmethod
-    async def open(cls, path: Path, *, busy_timeout: float = 10.0) -> Helpdesk:
+    async def open(cls, path: Path, *, busy_timeout: float = 10.0, synchronous: str = "full") -> Helpdesk:
         """Open the helpdesk at `path`; a missing one is created and seeded, a damaged one is refused.
 
         `busy_timeout` is how many seconds a statement waits for another process's lock before it fails as busy
-        (a transient error); keep it shorter than the node time limit.
+        (a transient error); keep it shorter than the node time limit. `synchronous` is SQLite's setting for the
+        connection (`Settings.sqlite_synchronous`: full, normal or off).
 
         Raises:
             DamagedStoreError: the file exists but is empty, truncated, not SQLite or not a seeded helpdesk; it is
@@ -59,6 +66,7 @@ class Helpdesk:
             await _check_seeded(conn, path)
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.execute(synchronous_pragma(synchronous))
             # Brings an older helpdesk up to date: every statement is IF NOT EXISTS.
             try:
                 await conn.executescript(await asyncio.to_thread(_schema))

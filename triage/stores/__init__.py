@@ -24,7 +24,7 @@ from triage.errors import DamagedStoreError, StoreError
 from triage.faults import FaultInjector
 from triage.helpdesk.store import helpdesk_holds_requests
 from triage.journal import Journal
-from triage.storefiles import check_sqlite_file, create_atomically, describe_open_error
+from triage.storefiles import check_sqlite_file, create_atomically, describe_open_error, synchronous_pragma
 from triage.stores.memory import close_memory, open_postgres_memory, open_sqlite_memory
 from triage.stores.sql import PostgresSql, Sql, SqliteSql
 
@@ -122,9 +122,11 @@ async def open_postgres_store(url: str) -> CheckpointStore:
     return CheckpointStore(saver=saver, sql=sql, where=where, close=close, memory=memory)
 
 
-async def open_sqlite_store(path: Path, *, helpdesk_path: Path, faults: FaultInjector | None = None) -> CheckpointStore:
+async def open_sqlite_store(
+    path: Path, *, helpdesk_path: Path, faults: FaultInjector | None = None, synchronous: str = "full"
+) -> CheckpointStore:
     """Open the SQLite checkpoint store at `path` (see `open_checkpoint_file`)."""
-    saver = await open_checkpoint_file(path, helpdesk_path=helpdesk_path, faults=faults)
+    saver = await open_checkpoint_file(path, helpdesk_path=helpdesk_path, faults=faults, synchronous=synchronous)
     try:
         memory = await open_sqlite_memory(saver.conn, saver.lock)
     except BaseException as exc:
@@ -142,9 +144,11 @@ async def open_sqlite_store(path: Path, *, helpdesk_path: Path, faults: FaultInj
 
 
 async def open_checkpoint_file(
-    path: Path, *, helpdesk_path: Path, faults: FaultInjector | None = None
+    path: Path, *, helpdesk_path: Path, faults: FaultInjector | None = None, synchronous: str = "full"
 ) -> CheckpointSaver:
     """Open the checkpoint store at `path`; a missing one is created only in a new home, a damaged one is refused.
+
+    `synchronous` is SQLite's setting for this connection (`Settings.sqlite_synchronous`: full, normal or off).
 
     Raises:
         DamagedStoreError: the file is empty, truncated, not SQLite or not a checkpoint store, or it is missing
@@ -168,6 +172,7 @@ async def open_checkpoint_file(
         raise describe_open_error(path, "checkpoint store", exc) from None
     try:
         await conn.execute("PRAGMA busy_timeout = 10000")
+        await conn.execute(synchronous_pragma(synchronous))
         async with conn.execute(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('checkpoints', 'writes')"
         ) as cursor:
