@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel
 
 from triage.helpdesk import Helpdesk
+from triage.storefiles import on_connection_thread
 
 SCOPE_KEY = "scope"
 COMPENSATION_KEY = "compensation"
@@ -136,13 +138,19 @@ async def insert_once(conn: aiosqlite.Connection, table: str, row: Mapping[str, 
 
 
 async def fetch_all(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-    """Run a query and return its rows as plain dicts."""
-    async with conn.execute(sql, params) as cursor:
-        return [dict(row) for row in await cursor.fetchall()]
+    """Run a query and return its rows as plain dicts (in one hop to the connection's thread)."""
+
+    def read(db: sqlite3.Connection) -> list[dict[str, Any]]:
+        return [dict(row) for row in db.execute(sql, params).fetchall()]
+
+    return await on_connection_thread(conn, read)
 
 
 async def fetch_one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:
-    """Run a query and return its first row as a dict, or None."""
-    async with conn.execute(sql, params) as cursor:
-        row = await cursor.fetchone()
-    return None if row is None else dict(row)
+    """Run a query and return its first row as a dict, or None (in one hop to the connection's thread)."""
+
+    def read(db: sqlite3.Connection) -> dict[str, Any] | None:
+        row = db.execute(sql, params).fetchone()
+        return None if row is None else dict(row)
+
+    return await on_connection_thread(conn, read)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 from tests.conftest import rows
 from triage import TriageApp
@@ -72,3 +73,44 @@ def test_pruned_threads_leave_the_memory(app: TriageApp) -> None:
     assert only.thread_id in report.deleted
     assert app.customer_memory("cus_new") is None
     assert _store_rows(app, "cus_new") == []
+
+
+def test_the_one_hop_store_reads_and_writes_what_langgraphs_async_store_does(tmp_path: Path) -> None:
+    """The memory store runs each batch as LangGraph's synchronous store in one hop: on one file, both stores see each
+    other's writes, and every kind of operation gives the same answer from either."""
+    import asyncio
+
+    import aiosqlite
+    from langgraph.store.base import GetOp, ListNamespacesOp, PutOp, SearchOp
+    from langgraph.store.sqlite.aio import AsyncSqliteStore
+
+    from triage.stores.sqlite_memory import OneHopSqliteStore
+
+    async def scenario() -> None:
+        async with aiosqlite.connect(tmp_path / "store.sqlite") as conn:
+            stock, ours = AsyncSqliteStore(conn), OneHopSqliteStore(conn)
+            await stock.setup()
+            await conn.commit()  # LangGraph's setup leaves its migration rows uncommitted on a new file
+            await ours.aput(("customers", "a"), "memory", {"language": "fr", "open": ["ref_1"]})
+            await stock.aput(("customers", "b"), "memory", {"language": "de"})
+            await ours.abatch([PutOp(("customers", "c"), "memory", {"n": 1}), PutOp(("customers", "c"), "x", {"n": 2})])
+            await stock.adelete(("customers", "c"), "x")
+            ops = [
+                GetOp(("customers", "a"), "memory"),
+                GetOp(("customers", "b"), "memory"),
+                GetOp(("customers", "c"), "x"),
+                GetOp(("customers", "nobody"), "memory"),
+                SearchOp(("customers",), filter={"language": "de"}, limit=10),
+                SearchOp(("customers",), limit=2, offset=1),
+                ListNamespacesOp(match_conditions=None, max_depth=None, limit=10, offset=0),
+            ]
+            mine, theirs = await ours.abatch(ops), await stock.abatch(ops)
+            assert mine == theirs
+            assert mine[0] is not None and mine[0].value == {"language": "fr", "open": ["ref_1"]}
+            assert mine[2] is None and mine[3] is None
+            assert [item.key for item in mine[4]] == ["memory"] and mine[4][0].namespace == ("customers", "b")
+            assert sorted(mine[6]) == [("customers", "a"), ("customers", "b"), ("customers", "c")]
+            await ours.adelete(("customers", "a"), "memory")
+            assert await stock.aget(("customers", "a"), "memory") is None
+
+    asyncio.run(scenario())

@@ -5,8 +5,9 @@ outcomes of their recent turns, a short summary and their preferences (the langu
 it at the end of every turn (through `runtime.store`), specialists read it when they hand a ticket to people, `triage
 show` shows it, retention forgets the threads it prunes, and an executed account deletion deletes it.
 
-On SQLite it lives in the checkpoint store (LangGraph's `AsyncSqliteStore` on the saver's own connection and lock:
-one connection per process and file); on PostgreSQL it is LangGraph's `AsyncPostgresStore` on the saver's pool.
+On SQLite it lives in the checkpoint store (LangGraph's `AsyncSqliteStore`, each batch in one hop, on the saver's own
+connection and lock: one connection per process and file); on PostgreSQL it is LangGraph's `AsyncPostgresStore` on
+the saver's pool.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ def namespace(customer_id: str) -> tuple[str, str]:
 
 async def open_sqlite_memory(conn: aiosqlite.Connection, lock: Any) -> BaseStore:
     """LangGraph's SQLite store on the checkpoint saver's connection, serialised by the saver's lock."""
-    from langgraph.store.sqlite.aio import AsyncSqliteStore
+    from triage.stores.sqlite_memory import OneHopSqliteStore
 
-    store = AsyncSqliteStore(conn)
+    store = OneHopSqliteStore(conn)
     store.lock = lock  # one connection, one lock: store transactions never interleave with the saver's
     for attempt in range(SETUP_ATTEMPTS - 1):
         try:

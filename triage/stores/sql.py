@@ -136,7 +136,10 @@ class SqliteSql:
         async with self._lock:
             await self._conn.commit()
             await self._conn.execute("VACUUM")
-            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # Read to its end and closed: a checkpoint statement left open counts as a write in progress, and the
+            # next COMMIT on the connection would fail with "SQL statements in progress".
+            async with self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+                await cursor.fetchall()
 
 
 class _SqliteTx:
