@@ -197,9 +197,12 @@ def test_a_retry_from_a_failed_step_runs_as_on_langgraphs_own_saver(tmp_path: Pa
     assert sorted(runs) == ["shaky", "shaky", "steady", "steady"]
 
 
-def test_reading_a_checkpoint_in_one_hop_returns_what_langgraphs_saver_returns(tmp_path: Path) -> None:
-    """`CheckpointSaver.aget_tuple` (two statements in one hop) against the stock saver on the same file: the newest
-    checkpoint, a named one, the pending writes of a paused step (an interrupt's), and a thread that is not there."""
+def test_reading_checkpoints_in_one_hop_returns_what_langgraphs_saver_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`CheckpointSaver.aget_tuple` and `alist` (statements batched per hop) against the stock saver on the same file:
+    the newest checkpoint, a named one, the pending writes of a paused step (an interrupt's), listings with a limit,
+    a `before`, a metadata filter and across threads, and a thread that is not there."""
     import asyncio
 
     import aiosqlite
@@ -208,6 +211,7 @@ def test_reading_a_checkpoint_in_one_hop_returns_what_langgraphs_saver_returns(t
     from langgraph.types import interrupt
     from typing_extensions import TypedDict
 
+    from triage import checkpoints
     from triage.checkpoints import CheckpointSaver
 
     class Steps(TypedDict, total=False):
@@ -242,8 +246,24 @@ def test_reading_a_checkpoint_in_one_hop_returns_what_langgraphs_saver_returns(t
                 {"configurable": {"thread_id": "absent"}},
                 {"configurable": {"thread_id": "t", "checkpoint_id": "no-such-checkpoint"}},
             ]
+            # A second thread, so that listing without a thread has two to tell apart.
+            await graph.ainvoke({"done": []}, {"configurable": {"thread_id": "u"}}, durability="sync")
+            listings: list[tuple[Any, dict[str, Any]]] = [
+                (config, {}),
+                (config, {"limit": 2}),
+                (config, {"before": newest.config}),
+                (None, {}),
+                (None, {"filter": {"step": 1}}),
+                ({"configurable": {"thread_id": "absent"}}, {}),
+            ]
+            for where, options in listings:
+                mine = [t async for t in ours.alist(where, **options)]
+                theirs = [t async for t in stock.alist(where, **options)]
+                assert mine == theirs, (where, options)
+                assert (len(mine) > 0) is (where is None or where["configurable"]["thread_id"] != "absent")
             return [(await ours.aget_tuple(c), await stock.aget_tuple(c)) for c in asked]
 
+    monkeypatch.setattr(checkpoints, "LIST_PAGE", 2)  # several pages, and a page boundary inside a thread
     pairs = asyncio.run(scenario())
     newest = pairs[0][1]
     assert any(channel == "__interrupt__" for _, channel, _ in newest.pending_writes), "the pause is a pending write"
