@@ -153,14 +153,20 @@ async def run_cases(
         # away, so their commits need not wait for the disk unless the settings ask for it.
         shared = {"cache_home": cache, "models_home": base.models_dir, "sqlite_synchronous": eval_synchronous(base)}
         template = root / "template"
-        models = _shared_models(base, cache, policy)
-        graphs = CompiledGraphs()  # compiled once here, for every case's app: not per case
-        await _seed_template(base.model_copy(update={"home": template, **shared}), models, graphs, root / "blank")
         place = _Place(root=root, shared=shared, keep=workdir is not None)
-        if workers > 1 and len(cases) + len(conversations) > CHUNK:
-            runs, talks = await _in_workers(cases, conversations, base, place, workers, on_done)
-        else:
-            runs, talks = await _in_process(cases, conversations, base, place, models, graphs, concurrency, on_done)
+        # Worker processes start first: their imports overlap the template's seeding below.
+        pool = _start_pool(base, place, workers) if workers > 1 and len(cases) + len(conversations) > CHUNK else None
+        try:
+            models = _shared_models(base, cache, policy)
+            graphs = CompiledGraphs()  # compiled once here, for every case's app: not per case
+            await _seed_template(base.model_copy(update={"home": template, **shared}), models, graphs, root / "blank")
+            if pool is not None:
+                runs, talks = await _in_workers(pool, cases, conversations, on_done)
+            else:
+                runs, talks = await _in_process(cases, conversations, base, place, models, graphs, concurrency, on_done)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
     # The version the runs themselves recorded is authoritative; the bundle read above covers a run with none.
     results = [run.result for run in runs] + [turn.result for talk in talks for turn in talk.turns]
     recorded = {result.policy_version for result in results if result is not None and result.policy_version}
@@ -251,45 +257,71 @@ async def _in_process(
     return list(runs), list(talks)
 
 
+def _start_pool(base: Settings, place: _Place, workers: int) -> ProcessPoolExecutor:
+    """`workers` spawned processes, started now: each imports triage, loads the policy and compiles the graph.
+
+    Spawned, not forked: this process runs threads (the progress bar, the apps' loops), and a fork copies their
+    locks in whatever state they are. The model tier is read when a worker's first case starts, once the template's
+    seeding has trained (or found) it.
+    """
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(base, place),
+    )
+    for _ in range(workers):
+        pool.submit(_ready)
+    return pool
+
+
+def _ready() -> None:
+    """A task that only makes the pool start a process (and run `_start_worker` in it)."""
+
+
 async def _in_workers(
+    pool: ProcessPoolExecutor,
     cases: Sequence[EvalCase],
     conversations: Sequence[ConversationCase],
-    base: Settings,
-    place: _Place,
-    workers: int,
     on_done: Callable[[CaseRun | ConversationRun], None] | None,
 ) -> tuple[list[CaseRun], list[ConversationRun]]:
-    """Run the cases in `workers` fresh processes, `CHUNK` at a time, one case at a time in each process.
+    """Run the cases in the pool's processes, `CHUNK` at a time, one case at a time in each process.
 
-    Workers are spawned, not forked: this process runs threads (the progress bar, the apps' loops), and a fork
-    copies their locks in whatever state they are. Conversations go first, as the longest tasks.
+    Conversations go first, as the longest tasks.
     """
     loop = asyncio.get_running_loop()
-    context = multiprocessing.get_context("spawn")
     runs: list[CaseRun | None] = [None] * len(cases)
     talks: list[ConversationRun | None] = [None] * len(conversations)
     tasks: list[tuple[str, list[tuple[int, Any]]]] = [
         ("conversation", [(i, conversations[i])]) for i in range(len(conversations))
     ]
     tasks += [("case", list(enumerate(cases))[i : i + CHUNK]) for i in range(0, len(cases), CHUNK)]
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_start_worker, initargs=(base, place)
-    ) as pool:
-        pending = [loop.run_in_executor(pool, _run_chunk, kind, chunk) for kind, chunk in tasks]
-        for done in asyncio.as_completed(pending):
-            kind, finished = await done
-            for index, run in finished:
-                if kind == "case":
-                    runs[index] = run
-                else:
-                    talks[index] = run
-                if on_done is not None:
-                    on_done(run)
+    pending = [loop.run_in_executor(pool, _run_chunk, kind, chunk) for kind, chunk in tasks]
+    for done in asyncio.as_completed(pending):
+        kind, finished = await done
+        for index, run in finished:
+            if kind == "case":
+                runs[index] = run
+            else:
+                talks[index] = run
+            if on_done is not None:
+                on_done(run)
     return [run for run in runs if run is not None], [talk for talk in talks if talk is not None]
 
 
-_worker: tuple[Settings, _Place, ModelTier, CompiledGraphs] | None = None
-"""A worker process's settings, places, model tier and compiled graphs (set by `_start_worker`)."""
+@dataclass
+class _Worker:
+    """What a worker process keeps between its chunks (set up by `_start_worker`)."""
+
+    base: Settings
+    place: _Place
+    models: ModelTier
+    graphs: CompiledGraphs
+    loop: asyncio.AbstractEventLoop
+    """The process's one event loop: every chunk runs on it, as the model tier's lock and the stores expect."""
+
+
+_worker: _Worker | None = None
 
 
 def _start_worker(base: Settings, place: _Place) -> None:
@@ -297,20 +329,22 @@ def _start_worker(base: Settings, place: _Place) -> None:
 
     global _worker
     policy = load_policy_bundle(base.policy_dir)
-    _worker = (base, place, _shared_models(base, place.shared["cache_home"], policy), CompiledGraphs())
+    graphs = CompiledGraphs()
+    graphs.support(policy)
+    models = _shared_models(base, place.shared["cache_home"], policy)
+    _worker = _Worker(base, place, models, graphs, asyncio.new_event_loop())
 
 
 def _run_chunk(kind: str, chunk: list[tuple[int, Any]]) -> tuple[str, list[tuple[int, Any]]]:
     """Run a chunk of cases (or one conversation) in this worker process, one at a time."""
     assert _worker is not None, "_start_worker runs first"
-    base, place, models, graphs = _worker
+    worker = _worker
 
     async def go() -> list[tuple[int, Any]]:
-        if kind == "case":
-            return [(i, await _case_in_home(i, case, base, place, models, graphs)) for i, case in chunk]
-        return [(i, await _conversation_in_home(i, case, base, place, models, graphs)) for i, case in chunk]
+        run = _case_in_home if kind == "case" else _conversation_in_home
+        return [(i, await run(i, case, worker.base, worker.place, worker.models, worker.graphs)) for i, case in chunk]
 
-    return kind, asyncio.run(go())
+    return kind, worker.loop.run_until_complete(go())
 
 
 def eval_synchronous(settings: Settings) -> str:
