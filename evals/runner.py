@@ -350,7 +350,8 @@ def _run_chunk(kind: str, chunk: list[tuple[int, Any]]) -> tuple[str, list[tuple
 def eval_synchronous(settings: Settings) -> str:
     """SQLite `synchronous` for the eval's throwaway homes: `off`, unless set (TRIAGE_SQLITE_SYNCHRONOUS).
 
-    A commit that waits for the disk took about two thirds of a case's wall time; it says nothing about the graph.
+    A commit that waits for the disk took half of a case's wall time (357 cases: 41.6 s against 19.8 s); it says
+    nothing about the graph.
     """
     return settings.sqlite_synchronous if "sqlite_synchronous" in settings.model_fields_set else "off"
 
