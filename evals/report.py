@@ -69,11 +69,26 @@ class BaselineError(TriageError):
     """The baseline file is missing or unreadable; the message says how to create it."""
 
 
-LATENCY_NOTE = (
-    "Latency is each run's own wall time (`duration_ms`: the graph from input to its end or pause, approvals "
-    "answered included), measured inside the eval process. With one case in flight (the default) it measures the "
-    "graph; with `--concurrency` above the number of free cores it also measures cases waiting for each other's CPU."
-)
+def latency_note(measured: Mapping[str, Any]) -> str:
+    """How the report's latency figures were taken, from the run's `measured` settings."""
+    workers, concurrency = int(measured.get("workers", 1)), int(measured.get("concurrency", 1))
+    synchronous = measured.get("sqlite_synchronous", "full")
+    where = f"{workers} worker processes" if workers > 1 else "one process"
+    at_once = "one case at a time in each" if concurrency == 1 else f"{concurrency} cases at once"
+    note = (
+        "Latency is each run's own wall time (`duration_ms`: the graph from input to its end or pause, approvals "
+        f"answered included), taken in the process that ran the case ({where}, {at_once}). "
+    )
+    if concurrency == 1:
+        note += "With one case in flight per process and no more processes than cores it measures the graph. "
+    else:
+        note += "With more cases in flight than free cores it also measures cases waiting for each other's CPU. "
+    if synchronous == "full":
+        return note + "Commits waited for the disk (SQLite `synchronous=full`), as in a real home."
+    return note + (
+        f"The throwaway homes ran at SQLite `synchronous={synchronous}`: commits did not wait for the disk, "
+        "which a real home's do (set TRIAGE_SQLITE_SYNCHRONOUS=full to include it)."
+    )
 
 
 def default_baseline() -> Path:
@@ -152,6 +167,7 @@ def build_report(run: EvalRun, cases: Sequence[EvalCase], *, source: str) -> dic
             "cost_usd": run_figures["cost_usd"],
         },
         "wall_time_s": run.wall_time_s,
+        "measured": dict(run.measured),
         "run": run_figures,
         "nodes": nodes,
         "routes": routes,
@@ -318,7 +334,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"| cost per successful run | ${run['cost_per_successful_run_usd'] or 0:.4f} |",
         f"| end-to-end latency p50 / p95 (ms) | {_ms(run['latency_ms']['p50'])} / {_ms(run['latency_ms']['p95'])} |",
         "",
-        LATENCY_NOTE,
+        latency_note(report.get("measured", {})),
         "",
         "## Nodes",
         "",

@@ -111,6 +111,9 @@ class EvalRun:
     """Fingerprint of the model that classified the cases (None when the runs recorded several or none)."""
     evaluations: list[CaseEvaluation] = field(default_factory=list)
     conversations: list[ConversationRun] = field(default_factory=list)
+    measured: dict[str, Any] = field(default_factory=dict)
+    """How the latency figures were taken: `workers` (processes), `concurrency` (cases at once in each) and
+    `sqlite_synchronous` (whether commits waited for the disk)."""
 
 
 async def run_cases(
@@ -167,6 +170,11 @@ async def run_cases(
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
+    measured = {
+        "workers": workers if pool is not None else 1,
+        "concurrency": 1 if pool is not None else max(1, concurrency),
+        "sqlite_synchronous": shared["sqlite_synchronous"],
+    }
     # The version the runs themselves recorded is authoritative; the bundle read above covers a run with none.
     results = [run.result for run in runs] + [turn.result for talk in talks for turn in talk.turns]
     recorded = {result.policy_version for result in results if result is not None and result.policy_version}
@@ -180,6 +188,7 @@ async def run_cases(
         + ("(all-to-model)" if base.all_to_model and base.cheap_model else ""),
         evaluations=[run.evaluation for run in runs],
         conversations=talks,
+        measured=measured,
     )
 
 
