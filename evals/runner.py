@@ -1,9 +1,11 @@
 """Run evaluation cases through the real `TriageApp`: compiled graph, SQLite checkpointer, seeded helpdesk.
 
-Every case gets its own temporary home with a fresh copy of the seeded helpdesk, so a refund requested by one case
-cannot change what another case sees, and the figures do not depend on the order in which concurrent cases finish.
-The model tier is loaded and the graph compiled once, and shared by every case's app. Thread ids are derived from
-case ids.
+Every case starts from the seeded helpdesk and an empty checkpoint store, so a refund requested by one case cannot
+change what another case sees, and the figures do not depend on the order in which cases finish. In this process
+each case gets a fresh copy of both files in a home of its own; a worker process (`workers`) runs a chunk of cases
+on one app and puts the template's rows back into its files between cases (`restore_rows`), which leaves the same
+state at a third of the cost. The model tier is loaded and the graph compiled once per process, and shared by
+every case's app. Thread ids are derived from case ids.
 
 A conversation case runs in one home and one thread: its turns are sent in order, turn 2 onwards as follow-ups to the
 conversation turn 1 started, and each turn is judged by the same evaluators on what that turn did (its own actions,
@@ -23,6 +25,7 @@ import asyncio
 import multiprocessing
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -138,7 +141,8 @@ async def run_cases(
         workdir: Keep the per-case homes here instead of a deleted temporary folder (for debugging).
         workers: Processes the cases are shared across (`default_workers()` suits the machine). Each loads the
             model tier and compiles the graph once and runs its share in chunks of `CHUNK` cases; one (the
-            default) runs them all in this process.
+            default) runs them all in this process. The processes are spawned, so a script that asks for more
+            than one calls this under `if __name__ == "__main__":`.
 
     Raises:
         PolicyFileError: the policy folder in `settings` is invalid.
@@ -350,10 +354,92 @@ def _run_chunk(kind: str, chunk: list[tuple[int, Any]]) -> tuple[str, list[tuple
     worker = _worker
 
     async def go() -> list[tuple[int, Any]]:
+        if kind == "case" and not worker.place.keep:
+            return await _cases_in_one_home(chunk, worker)
         run = _case_in_home if kind == "case" else _conversation_in_home
         return [(i, await run(i, case, worker.base, worker.place, worker.models, worker.graphs)) for i, case in chunk]
 
     return kind, worker.loop.run_until_complete(go())
+
+
+async def _cases_in_one_home(chunk: list[tuple[int, EvalCase]], worker: _Worker) -> list[tuple[int, CaseRun]]:
+    """Run a chunk's cases one after another on one app, its files put back to the template's before each case.
+
+    Opening an app (two SQLite connections on their own threads, the schema checks, the policy files) cost about a
+    third of a case's CPU. Between cases the files get the template's rows back in place (`restore_rows`), which
+    leaves each case the state a fresh copy would. Cases that inject faults get a home and an app of their own
+    (the faults are the app's settings).
+    """
+    place = worker.place
+    done = [
+        (i, await _case_in_home(i, case, worker.base, place, worker.models, worker.graphs))
+        for i, case in chunk
+        if case.faults
+    ]
+    plain = [(i, case) for i, case in chunk if not case.faults]
+    if not plain:
+        return done
+    # SQLite opens the files it restores from (and a WAL file appears and goes beside them): each worker reads its
+    # own copy, so the shared template and blank store are only ever copied, never opened, while workers run.
+    sources = place.root / "workers" / f"{os.getpid()}-sources"
+    if not sources.exists():
+        await asyncio.to_thread(_copy_stores, place.root / "template", place.root / "blank", sources)
+    home = place.root / "workers" / f"{os.getpid()}-{plain[0][0]:05d}"
+    await asyncio.to_thread(_copy_stores, place.root / "template", place.root / "blank", home)
+    app = TriageApp(
+        worker.base.model_copy(update={"home": home, **place.shared}), models=worker.models, graphs=worker.graphs
+    )
+    try:
+        for number, (index, case) in enumerate(plain):
+            if number:
+                await asyncio.to_thread(_restore_stores, sources, home)
+            done.append((index, await _case_on(app, case)))
+    finally:
+        await app.aclose()
+        await asyncio.to_thread(shutil.rmtree, home, True)
+    return done
+
+
+def _restore_stores(sources: Path, home: Path) -> None:
+    """Put the rows of the helpdesk and checkpoint store in `sources` back into `home`'s files, in place."""
+    restore_rows(sources / "helpdesk.sqlite", home / "helpdesk.sqlite", keep=KB_TABLES)
+    restore_rows(sources / "checkpoints.sqlite", home / "checkpoints.sqlite")
+
+
+KB_TABLES = "kb_"
+"""The helpdesk's knowledge base (articles and their full-text index): no case writes it, so it is not copied back."""
+
+
+def restore_rows(source: Path, target: Path, *, keep: str | None = None) -> None:
+    """Make every table of `target` hold exactly `source`'s rows, in one transaction on a connection of its own.
+
+    Both files have the same schema (`target` began as a copy of `source`). Tables whose names start with `keep`
+    are left alone. `sqlite_sequence` comes back too, so AUTOINCREMENT ids start where the source's do. Apps with
+    the file open see the change at their next read (SQLite's own cache check); none may be mid-transaction.
+    """
+    conn = sqlite3.connect(target, isolation_level=None, timeout=10)
+    try:
+        conn.execute("PRAGMA synchronous = OFF")  # the eval's homes are thrown away (see `eval_synchronous`)
+        conn.execute("ATTACH DATABASE ? AS source", (str(source),))
+        tables = conn.execute("SELECT name, sql FROM main.sqlite_master WHERE type = 'table' ORDER BY name").fetchall()
+        names = [name for name, _ in tables if not (keep and name.startswith(keep))]
+        virtual = [name for name, sql in tables if name in names and str(sql).upper().startswith("CREATE VIRTUAL")]
+        if virtual:  # its rows are not its own (an index over a content table): copying them would corrupt it
+            raise ValueError(f"cannot restore the rows of virtual tables {virtual} in {target}; keep them")
+        in_source = {name for (name,) in conn.execute("SELECT name FROM source.sqlite_master WHERE type = 'table'")}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for name in names:
+                quoted = '"' + name.replace('"', '""') + '"'
+                conn.execute(f"DELETE FROM main.{quoted}")
+                if name in in_source:
+                    conn.execute(f"INSERT INTO main.{quoted} SELECT * FROM source.{quoted}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
 
 
 def eval_synchronous(settings: Settings) -> str:
@@ -486,6 +572,14 @@ async def answer_approvals(
 
 async def _run_case(case: EvalCase, settings: Settings, models: ModelTier, graphs: CompiledGraphs) -> CaseRun:
     app = TriageApp(settings, models=models, graphs=graphs)
+    try:
+        return await _case_on(app, case)
+    finally:
+        await app.aclose()
+
+
+async def _case_on(app: TriageApp, case: EvalCase) -> CaseRun:
+    """Run `case` on an open app (its stores as the template left them) and judge it; the app stays open."""
     started = time.perf_counter()
     result: RunResult | None = None
     tiers: tuple[str, ...] = ()
@@ -516,8 +610,6 @@ async def _run_case(case: EvalCase, settings: Settings, models: ModelTier, graph
     except TriageError as exc:
         latency_ms = (time.perf_counter() - started) * 1000
         error = f"{type(exc).__name__}: {exc}"
-    finally:
-        await app.aclose()
     if result is not None and result.duration_ms is not None:
         latency_ms = result.duration_ms
     evaluation = evaluate_case(

@@ -289,3 +289,60 @@ def test_the_report_says_how_its_latency_was_measured() -> None:
     assert "(one process, 8 cases at once)" in crowded
     assert "waiting for each other's CPU" in crowded
     assert crowded.endswith("Commits waited for the disk (SQLite `synchronous=full`), as in a real home.")
+
+
+def test_restoring_rows_gives_a_used_home_the_state_of_its_template(settings: Settings, tmp_path: Path) -> None:
+    """The eval's workers run a chunk's cases on one app and put the template's rows back between cases: afterwards
+    every table of both files holds what the template holds, and the app, still open, sees exactly that."""
+    import sqlite3
+
+    from triage import TriageApp
+    from triage.errors import ThreadNotFoundError
+    from triage.evals.runner import KB_TABLES, restore_rows
+
+    def dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
+        conn = sqlite3.connect(path)
+        try:
+            names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            return {n: sorted(conn.execute(f'SELECT * FROM "{n}"'), key=repr) for n in names}
+        finally:
+            conn.close()
+
+    template, used = tmp_path / "template", tmp_path / "used"
+    blank = TriageApp(Settings(home=template, cache_home=settings.cache_home))
+    blank.warm_up()
+    blank.close()
+    shutil.copytree(template, used, ignore=shutil.ignore_patterns("cache", "models"))
+    app = TriageApp(Settings(home=used, cache_home=settings.cache_home))
+    try:
+        ticket = {"customer_id": "cus_small_dup", "body": "I was charged $19 twice this month, refund one please."}
+        first = app.run(ticket)
+        assert first.actions, "the run wrote to the helpdesk"
+        assert dump(used / "helpdesk.sqlite") != dump(template / "helpdesk.sqlite")
+        restore_rows(template / "helpdesk.sqlite", used / "helpdesk.sqlite", keep=KB_TABLES)
+        restore_rows(template / "checkpoints.sqlite", used / "checkpoints.sqlite")
+        assert dump(used / "helpdesk.sqlite") == dump(template / "helpdesk.sqlite")
+        assert dump(used / "checkpoints.sqlite") == dump(template / "checkpoints.sqlite")
+        with pytest.raises(ThreadNotFoundError):
+            app.thread(first.thread_id)
+        again = app.run(ticket, thread_id=first.thread_id)
+        assert [(a.kind, a.amount_cents) for a in again.actions] == [(a.kind, a.amount_cents) for a in first.actions]
+    finally:
+        app.close()
+
+
+def test_restoring_rows_refuses_a_virtual_table_it_would_corrupt(tmp_path: Path) -> None:
+    import sqlite3
+
+    from triage.evals.runner import restore_rows
+
+    for name in ("source.sqlite", "target.sqlite"):
+        conn = sqlite3.connect(tmp_path / name)
+        conn.executescript(
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);"
+            "CREATE VIRTUAL TABLE notes_fts USING fts5(body, content='notes', content_rowid='id');"
+        )
+        conn.close()
+    with pytest.raises(ValueError, match=r"virtual tables \['notes_fts'\]"):
+        restore_rows(tmp_path / "source.sqlite", tmp_path / "target.sqlite")
+    restore_rows(tmp_path / "source.sqlite", tmp_path / "target.sqlite", keep="notes_fts")
