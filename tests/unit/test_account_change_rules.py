@@ -13,7 +13,14 @@ from triage.evals.metrics import CaseEvaluation, run_metrics
 from triage.faults import FaultInjector, FaultPlan, FaultSpecError
 from triage.nodes.saga import check_compensations
 from triage.policies import load_policy_bundle
-from triage.policies.account import closure_args, included_seats, plan_change_args, saga_steps, unused_share
+from triage.policies.account import (
+    closure_args,
+    included_seats,
+    plan_change_args,
+    prorated_cents,
+    saga_steps,
+    unused_share,
+)
 from triage.policies.approvals import approval_tier
 from triage.tools import ALL_TOOLS
 from triage.tools.base import compensation_of
@@ -34,6 +41,24 @@ def test_the_unused_share_follows_the_monthly_renewal_forward() -> None:
     assert unused_share("2026-09-01T00:00:00Z", AS_OF) == (11, 30)  # 10.5 days left: a day begun counts
     assert unused_share("2026-12-01T00:00:00Z", AS_OF) == (11, 30)  # a renewal ahead: the period before it
     assert unused_share(None, AS_OF) == (0, 30)
+
+
+def test_the_period_around_a_date_has_its_own_month_length() -> None:
+    # A renewal on the 31st falls on the month's last day in shorter months; a day begun counts as left.
+    assert unused_share("2026-01-31T00:00:00Z", datetime(2026, 2, 10, tzinfo=UTC)) == (18, 28)  # Jan 31 - Feb 28
+    assert unused_share("2026-01-31T00:00:00Z", datetime(2026, 3, 1, tzinfo=UTC)) == (30, 31)  # Feb 28 - Mar 31
+    # At the renewal instant a new period begins: the whole of it is left.
+    assert unused_share("2026-11-01T00:00:00Z", datetime(2026, 11, 1, tzinfo=UTC)) == (30, 30)
+    # Across a year end, and with a renewal date without a zone (read in the zone of `as_of`).
+    assert unused_share("2026-12-15T00:00:00", datetime(2027, 1, 14, 12, tzinfo=UTC)) == (1, 31)
+    assert unused_share("", AS_OF) == (0, 30)
+
+
+def test_the_prorated_part_of_a_price_is_rounded_to_the_cent() -> None:
+    assert prorated_cents(4900, 11, 30) == 1797  # 1796.67
+    assert prorated_cents(4900, 30, 30) == 4900
+    assert prorated_cents(100, 1, 3) == 33
+    assert prorated_cents(4900, 5, 0) == 0  # no period: nothing to share
 
 
 def test_an_upgrade_charges_and_a_downgrade_credits_the_prorated_difference() -> None:

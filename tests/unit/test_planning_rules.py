@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from triage.policies.planning import merged_reply_findings, split_asks
+from triage.policies.planning import ask_status, has_several_asks, merged_reply_findings, split_asks
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,30 @@ def test_a_merged_reply_may_not_promise_an_effect_that_was_not_taken() -> None:
     promises = {"billing.refunded": "refund"}
     assert merged_reply_findings("Refunded.", parts, set(), promises) == ["ask 1: promises a refund that was not taken"]
     assert merged_reply_findings("Refunded.", parts, {"refund"}, promises) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Please refund the charge. I also need a new invoice.",
+        "I have two questions about my plan.",
+        "On top of that, my export failed.",
+        "Separately, can you update my address?",
+    ],
+)
+def test_a_cue_says_there_may_be_several_asks(text: str) -> None:
+    assert has_several_asks(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["Please refund the charge.", "My calendar sync is broken", "Thanks for the quick fix!"]
+)
+def test_without_a_cue_there_is_one_ask(text: str) -> None:
+    assert not has_several_asks(text)
+
+
+def test_an_ask_is_answered_only_when_its_specialist_resolved_it_or_asked_for_more() -> None:
+    assert ask_status("resolved") == "answered"
+    assert ask_status("needs_info") == "answered"
+    assert ask_status("held_for_person") == "handed_on"
+    assert ask_status("handed_off") == "handed_on"
