@@ -260,3 +260,15 @@ def test_the_history_keeps_the_newest_messages_and_a_useful_part_of_the_next() -
     # What is left after the newest is cut to fit when more than 40 characters remain, dropped otherwise.
     assert history_text([oldest, older, newest], limit=91) == "n" * 50 + "\n" + "o" * 41
     assert history_text([oldest, older, newest], limit=90) == "n" * 50
+
+
+def test_the_history_counts_every_message_it_keeps_against_its_budget() -> None:
+    newest, older, oldest = _turn(3, message="n" * 50), _turn(2, message="o" * 100), _turn(1, message="x" * 10)
+    # 150 characters used by the two newest: the oldest, however short, no longer fits.
+    assert history_text([oldest, older, newest], limit=155) == "n" * 50 + "\n" + "o" * 100
+
+
+def test_only_the_part_of_a_message_id_before_the_first_at_sign_names_our_message() -> None:
+    from triage.policies.conversation import replied_message_ids
+
+    assert replied_message_ids("<msg_7@relay@support.example>", None) == ["msg_7"]

@@ -197,7 +197,7 @@ class AgentTier(RecordingTier):
         super().__init__(cache_dir)
         self.ready = ready
         self.turns: list[dict[str, object]] = []
-        self.notes: list[tuple[str, int]] = []
+        self.notes: list[tuple[str, int, UsageSink | None]] = []
 
     def agent_ready(self) -> object:
         return self.ready
@@ -207,7 +207,7 @@ class AgentTier(RecordingTier):
         return AgentTurn(call=ModelCall(tier="strong", model="m", outcome="ok"), text="done")
 
     async def summarise_release(self, notes: str, *, max_chars: int, usage: UsageSink | None = None) -> dict[str, str]:
-        self.notes.append((notes, max_chars))
+        self.notes.append((notes, max_chars, usage))
         return {"text": "Fixed for [EMAIL_1]. The export works.", "by": "strong", "verdict": "verified"}
 
 
@@ -229,7 +229,7 @@ def test_the_agent_is_ready_only_when_the_wrapped_tier_says_so(tmp_path: Path) -
 
 async def test_the_agent_sees_the_ticket_and_tool_results_with_one_set_of_placeholders(tmp_path: Path) -> None:
     inner = AgentTier(tmp_path)
-    found = _call("ok", {"owner": "ada@example.com", "backup": "bo@example.org"})
+    found = _call("ok", {"backup": "bo@example.org", "owner": "ada@example.com"})
     refused = _call("refused", None, "not granted: ada@example.com")
     meter = Meter(budget=BUDGET)
     turn = await GuardedModelTier(inner).agent_turn(
@@ -245,10 +245,10 @@ async def test_the_agent_sees_the_ticket_and_tool_results_with_one_set_of_placeh
     shown = seen["steps"]
     assert isinstance(shown, list)
     calls = shown[0]["calls"]
-    assert calls[0]["result"] == '{"owner": "[EMAIL_1]", "backup": "[EMAIL_2]"}'  # the ticket's email, same name
+    assert calls[0]["result"] == '{"backup": "[EMAIL_2]", "owner": "[EMAIL_1]"}'  # the ticket's email, same name
     assert calls[1] == refused  # a failed call carries no result to redact; its record is passed as it is
     assert (seen["tools"], seen["known_tools"], seen["usage"]) == ([{"name": "search_kb"}], {"search_kb"}, meter)
-    assert found["result"] == {"owner": "ada@example.com", "backup": "bo@example.org"}  # the record is not changed
+    assert found["result"] == {"backup": "bo@example.org", "owner": "ada@example.com"}  # the record is not changed
 
 
 async def test_the_agent_is_not_called_over_budget(tmp_path: Path) -> None:
@@ -260,8 +260,9 @@ async def test_the_agent_is_not_called_over_budget(tmp_path: Path) -> None:
 
 async def test_a_release_summary_is_written_from_redacted_notes_and_restored(tmp_path: Path) -> None:
     inner = AgentTier(tmp_path)
-    summary = await GuardedModelTier(inner).summarise_release("Export fixed, reported by ada@example.com.")
-    assert inner.notes == [("Export fixed, reported by [EMAIL_1].", 400)]
+    meter = Meter(budget=BUDGET)
+    summary = await GuardedModelTier(inner).summarise_release("Export fixed, reported by ada@example.com.", meter=meter)
+    assert inner.notes == [("Export fixed, reported by [EMAIL_1].", 400, meter)]  # metered as the run's call
     assert summary == {"text": "Fixed for ada@example.com. The export works.", "by": "strong", "verdict": "verified"}
 
 

@@ -73,3 +73,16 @@ def test_an_ask_is_answered_only_when_its_specialist_resolved_it_or_asked_for_mo
     assert ask_status("needs_info") == "answered"
     assert ask_status("held_for_person") == "handed_on"
     assert ask_status("handed_off") == "handed_on"
+
+
+def test_a_reply_that_repeats_an_answer_at_its_end_still_answers_in_order() -> None:
+    parts = [_part(1, "Your refund is on its way."), _part(2, "Your email is changed.")]
+    reply = "Your refund is on its way. Your email is changed. Your refund is on its way."
+    assert merged_reply_findings(reply, parts, set(), {}) == []
+
+
+def test_a_short_answer_placed_before_the_one_it_follows_is_out_of_order() -> None:
+    parts = [_part(1, "Your refund is on its way."), _part(2, "Done.")]
+    assert merged_reply_findings("Hello there. Done. Your refund is on its way.", parts, set(), {}) == [
+        "ask 2 is not answered in order"
+    ]
