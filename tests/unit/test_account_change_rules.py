@@ -251,3 +251,16 @@ def test_a_closure_refunds_only_a_positive_amount_from_a_named_payment(
 def test_an_unknown_change_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown account change 'merge'; known: plan_change, account_closure$"):
         saga_steps("merge", {"customer_id": "cus_x"})
+
+
+def test_a_renewal_months_ahead_leaves_at_most_one_period() -> None:
+    # A renewal date three months ahead (a stale or prepaid record) still bills monthly: the period around
+    # AS_OF is Nov 1 - Dec 1, so a closure refunds at most one month and a plan change prorates one month.
+    assert unused_share("2027-02-01T00:00:00Z", AS_OF) == (11, 30)
+    far = closure_args({**CUSTOMER, "renews_at": "2027-02-01T00:00:00Z"}, [], "ar_3", as_of=AS_OF)
+    near = closure_args(CUSTOMER, [], "ar_3", as_of=AS_OF)
+    assert far == near
+
+
+def test_a_day_and_a_second_left_counts_as_two_days() -> None:
+    assert unused_share("2026-09-01T00:00:00Z", datetime(2026, 11, 29, 23, 59, 59, tzinfo=UTC)) == (2, 30)
