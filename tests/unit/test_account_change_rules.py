@@ -264,3 +264,11 @@ def test_a_renewal_months_ahead_leaves_at_most_one_period() -> None:
 
 def test_a_day_and_a_second_left_counts_as_two_days() -> None:
     assert unused_share("2026-09-01T00:00:00Z", datetime(2026, 11, 29, 23, 59, 59, tzinfo=UTC)) == (2, 30)
+
+
+def test_a_closure_without_a_refund_needs_only_the_deletion_tier() -> None:
+    actions = POLICY.approvals.actions.model_copy(update={"account_deletion": "none"})
+    refunds = POLICY.approvals.refunds.model_copy(update={"no_approval_max_cents": 0})
+    policy = POLICY.approvals.model_copy(update={"actions": actions, "refunds": refunds})
+    assert approval_tier("account_closure", {"customer_id": "c"}, policy) == "none"  # no refund: nothing to pay
+    assert approval_tier("account_closure", {"customer_id": "c", "refund_cents": 1}, policy) == "single"

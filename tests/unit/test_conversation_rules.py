@@ -272,3 +272,19 @@ def test_only_the_part_of_a_message_id_before_the_first_at_sign_names_our_messag
     from triage.policies.conversation import replied_message_ids
 
     assert replied_message_ids("<msg_7@relay@support.example>", None) == ["msg_7"]
+
+
+def test_a_turn_record_keeps_the_outcome_and_the_article_a_kb_answer_used() -> None:
+    values = {
+        "ticket": {"subject": "Login", "body": "I cannot log in"},
+        "classification": {"intent": "login_issue"},
+        "route": "technical",
+        "status": "completed",
+        "outcome": "resolved",
+        "reply": {"template": "technical.kb_answer"},
+        "findings": {"article": "reset-your-password"},
+    }
+    record = turn_record(2, values)
+    assert (record["turn"], record["outcome"], record["answered_with"]) == (2, "resolved", "reset-your-password")
+    both = turn_record(2, {**values, "findings": {"answered_with": "sso-setup", "article": "reset-your-password"}})
+    assert both["answered_with"] == "sso-setup"  # the article the answer named wins over the one looked up
