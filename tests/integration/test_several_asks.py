@@ -156,3 +156,24 @@ def test_the_policy_caps_the_asks_at_the_boundary(settings: Settings, tmp_path: 
         assert queued.details["queue"] == "human"
     assert result.status == "completed"
     assert "refund" in [a.kind for a in result.actions]
+
+
+def test_a_closure_asked_first_does_not_hold_back_the_refund_asked_after_it(app: TriageApp) -> None:
+    body = (
+        "Please close my account and delete everything. "
+        "Also, the docking hub order was charged twice, please refund the duplicate."
+    )
+    result = app.run({"customer_id": "cus_mid_dup", "subject": "Two things", "body": body})
+    # The closure has no effect of its own in the executor (its steps run afterwards); the refund after it does.
+    assert [(p["kind"], p.get("ask")) for p in result.proposed_actions] == [("account_closure", 1), ("refund", 2)]
+    approvals = [("account_closure", "alice"), ("account_closure", "sam"), ("refund", "bob"), ("reply", "alice")]
+    for action, approver in approvals:
+        assert result.pending_approval is not None and result.pending_approval["action"] == action
+        result = app.resume(result.thread_id, {"approver": approver, "decision": "approve"})
+
+    refunds = rows(
+        app.settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (result.thread_id,)
+    )
+    assert result.status != "awaiting_approval"
+    assert {"amount_cents": 24000} in refunds  # the duplicate charge
+    assert "refund" in [a.kind for a in result.actions]
