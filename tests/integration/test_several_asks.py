@@ -158,7 +158,7 @@ def test_the_policy_caps_the_asks_at_the_boundary(settings: Settings, tmp_path: 
     assert "refund" in [a.kind for a in result.actions]
 
 
-def test_a_closure_asked_first_does_not_hold_back_the_refund_asked_after_it(app: TriageApp) -> None:
+def test_a_closure_asked_first_does_not_hold_back_the_edited_refund_asked_after_it(app: TriageApp) -> None:
     body = (
         "Please close my account and delete everything. "
         "Also, the docking hub order was charged twice, please refund the duplicate."
@@ -166,14 +166,17 @@ def test_a_closure_asked_first_does_not_hold_back_the_refund_asked_after_it(app:
     result = app.run({"customer_id": "cus_mid_dup", "subject": "Two things", "body": body})
     # The closure has no effect of its own in the executor (its steps run afterwards); the refund after it does.
     assert [(p["kind"], p.get("ask")) for p in result.proposed_actions] == [("account_closure", 1), ("refund", 2)]
-    approvals = [("account_closure", "alice"), ("account_closure", "sam"), ("refund", "bob"), ("reply", "alice")]
-    for action, approver in approvals:
+    lower = {"decision": "edit", "args": {"amount_cents": 20000}, "reason": "part was a preorder"}
+    approvals = [("account_closure", "alice", {}), ("account_closure", "sam", {}), ("refund", "bob", lower)]
+    for action, approver, answer in [*approvals, ("reply", "alice", {})]:
         assert result.pending_approval is not None and result.pending_approval["action"] == action
-        result = app.resume(result.thread_id, {"approver": approver, "decision": "approve"})
+        result = app.resume(result.thread_id, {"approver": approver, "decision": "approve", **answer})
 
     refunds = rows(
         app.settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (result.thread_id,)
     )
     assert result.status != "awaiting_approval"
-    assert {"amount_cents": 24000} in refunds  # the duplicate charge
+    assert {"amount_cents": 20000} in refunds  # the duplicate charge, as edited
     assert "refund" in [a.kind for a in result.actions]
+    # The edit replaced the refund it edited, and only that one: the closure is still there to carry out.
+    assert [p["kind"] for p in result.proposed_actions] == ["account_closure", "refund"]

@@ -257,6 +257,7 @@ def test_a_renewal_months_ahead_leaves_at_most_one_period() -> None:
     # A renewal date three months ahead (a stale or prepaid record) still bills monthly: the period around
     # AS_OF is Nov 1 - Dec 1, so a closure refunds at most one month and a plan change prorates one month.
     assert unused_share("2027-02-01T00:00:00Z", AS_OF) == (11, 30)
+    assert unused_share("2027-01-01T00:00:00Z", AS_OF) == (11, 30)  # two months ahead: walked back month by month
     far = closure_args({**CUSTOMER, "renews_at": "2027-02-01T00:00:00Z"}, [], "ar_3", as_of=AS_OF)
     near = closure_args(CUSTOMER, [], "ar_3", as_of=AS_OF)
     assert far == near

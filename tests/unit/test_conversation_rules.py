@@ -288,3 +288,18 @@ def test_a_turn_record_keeps_the_outcome_and_the_article_a_kb_answer_used() -> N
     assert (record["turn"], record["outcome"], record["answered_with"]) == (2, "resolved", "reset-your-password")
     both = turn_record(2, {**values, "findings": {"answered_with": "sso-setup", "article": "reset-your-password"}})
     assert both["answered_with"] == "sso-setup"  # the article the answer named wins over the one looked up
+
+
+def test_a_turn_record_keeps_the_subject_and_body_it_was_given_and_nothing_else() -> None:
+    def message(**ticket: str) -> str:
+        return turn_record(1, {"ticket": ticket})["message"]
+
+    assert message(subject="Login", body="I cannot log in") == "Login\nI cannot log in"
+    assert message(body="I cannot log in") == "I cannot log in"  # no subject: no "None" in its place
+    assert message(subject="Login") == "Login"
+    assert turn_record(1, {"findings": {"article": {"id": "kb_1"}}})["answered_with"] is None  # not an article name
+
+
+def test_a_cut_lands_on_the_last_space_within_the_limit() -> None:
+    # The subject and body are joined by a newline; the cut looks for a space, as the history shows words.
+    assert clip("Refund please\nmycardwascharged", limit=18) == "Refund …"
