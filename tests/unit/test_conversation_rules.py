@@ -303,3 +303,17 @@ def test_a_turn_record_keeps_the_subject_and_body_it_was_given_and_nothing_else(
 def test_a_cut_lands_on_the_last_space_within_the_limit() -> None:
     # The subject and body are joined by a newline; the cut looks for a space, as the history shows words.
     assert clip("Refund please\nmycardwascharged", limit=18) == "Refund …"
+
+
+def test_the_reopen_reason_names_the_turn_and_the_article_when_there_is_one() -> None:
+    with_article = reopen_reason("It is still not fixed", [_turn(1)])
+    assert with_article == (
+        "reopened: the customer says the knowledge-base answer of turn 1 (reset-your-password) did not help "
+        "('still not fixed')"
+    )
+    # A knowledge-base reply that named no article is still a knowledge-base answer.
+    kb_reply = _turn(2, answered_with=None, reply_template="technical.kb_answer")
+    assert reopen_reason("It is still not fixed", [kb_reply]) == (
+        "reopened: the customer says the knowledge-base answer of turn 2 did not help ('still not fixed')"
+    )
+    assert reopen_reason("It is still not fixed", [_turn(3, answered_with=None, reply_template=None)]) is None
