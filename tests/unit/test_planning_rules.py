@@ -86,3 +86,10 @@ def test_a_short_answer_placed_before_the_one_it_follows_is_out_of_order() -> No
     assert merged_reply_findings("Hello there. Done. Your refund is on its way.", parts, set(), {}) == [
         "ask 2 is not answered in order"
     ]
+
+
+def test_an_ask_keeps_its_own_words_and_three_words_make_an_ask() -> None:
+    assert split_asks("Xero export fails every night. Also send invoice X") == [
+        "Xero export fails every night",
+        "send invoice X",
+    ]
