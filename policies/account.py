@@ -59,7 +59,8 @@ def _add_months(moment: datetime, months: int) -> datetime:
 def unused_share(renews_at: str | None, as_of: datetime) -> tuple[int, int]:
     """Days left of the current monthly period at `as_of` (a day begun counts), and the period's length in days.
 
-    The period ends on the first monthly anniversary of `renews_at` after `as_of` (a subscription keeps renewing);
+    The period ends on the first date after `as_of` that is a whole number of months from `renews_at`, before or
+    after it (a subscription keeps renewing monthly, so a renewal date months ahead still leaves one period at most);
     without a renewal date nothing is left: (0, 30).
     """
     if not renews_at:
@@ -70,7 +71,7 @@ def unused_share(renews_at: str | None, as_of: datetime) -> tuple[int, int]:
     step = 0
     while _add_months(end, step) <= as_of:
         step += 1
-    while step > 0 and _add_months(end, step - 1) > as_of:
+    while _add_months(end, step - 1) > as_of:
         step -= 1
     period_end, period_start = _add_months(end, step), _add_months(end, step - 1)
     return math.ceil((period_end - as_of).total_seconds() / 86400), (period_end - period_start).days

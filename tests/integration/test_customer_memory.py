@@ -65,6 +65,25 @@ def test_an_account_deletion_deletes_the_customers_memory(app: TriageApp) -> Non
     assert app.customer_memory("cus_new") is not None
 
 
+def test_a_deletion_without_a_subscription_deletes_the_customers_memory_too(app: TriageApp) -> None:
+    # No active subscription: the executor deletes the account itself (no closure steps), and forgets the customer.
+    app.run({"customer_id": "cus_0002", "subject": "Invoices", "body": "Can you send me my invoices?"})
+    app.run({"customer_id": "cus_0003", "subject": "Invoices", "body": "Can you send me my invoices?"})
+    assert app.customer_memory("cus_0002") is not None
+
+    asked = app.run(
+        {"customer_id": "cus_0002", "subject": "Delete me", "body": "Please delete my account and all of my data."}
+    )
+    assert asked.pending_approval is not None and asked.pending_approval["action"] == "account_deletion"
+    app.resume(asked.thread_id, {"approver": "alice", "decision": "approve"})
+    done = app.resume(asked.thread_id, {"approver": "sam", "decision": "approve"})
+
+    assert done.status == "completed" and "account_deletion" in [a.kind for a in done.actions]
+    assert app.customer_memory("cus_0002") is None
+    assert _store_rows(app, "cus_0002") == []
+    assert app.customer_memory("cus_0003") is not None  # only the deleted account is forgotten
+
+
 def test_pruned_threads_leave_the_memory(app: TriageApp) -> None:
     only = app.run({"customer_id": "cus_new", "subject": "Hours", "body": "When is your support team open?"})
     assert only.status == "completed"

@@ -59,6 +59,30 @@ def test_two_asks_two_specialists_in_parallel_one_approval_one_reply(app: Triage
     assert "mid.new@example.org" in reply.body[second:]
 
 
+def test_an_edited_refund_keeps_its_ask_and_leaves_the_other_ask_alone(app: TriageApp) -> None:
+    body = (
+        "The docking hub order was charged twice, please refund the duplicate. "
+        "Also change my email to mid.edit@example.org."
+    )
+    paused = app.run({"customer_id": "cus_mid_dup", "subject": "Two things", "body": body})
+    assert paused.pending_approval is not None and paused.pending_approval["action"] == "refund"
+    edit = {"approver": "alice", "decision": "edit", "args": {"amount_cents": 20000}, "reason": "part was a preorder"}
+    edited = app.resume(paused.thread_id, edit)  # a single-approval refund: the editor's edit approves it
+
+    assert edited.status == "completed"
+    assert sorted(a.kind for a in edited.actions) == ["account_request", "message", "refund", "refund_request"]
+    refunds = rows(
+        app.settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (edited.thread_id,)
+    )
+    assert refunds == [{"amount_cents": 20000}]
+    reply = edited.reply
+    assert reply is not None and reply.template == "plan.answers"
+    first, second = reply.body.index("\n1. "), reply.body.index("\n2. ")
+    refund = next(a for a in edited.actions if a.kind == "refund")
+    assert refund.receipt_id in reply.body[first:second]  # still said to be done in the refund's own answer
+    assert "mid.edit@example.org" in reply.body[second:]
+
+
 def test_three_asks_one_held_by_policy_is_handed_on_with_the_reason(app: TriageApp) -> None:
     body = (
         "I was charged twice this month, please refund the duplicate. "
@@ -132,3 +156,27 @@ def test_the_policy_caps_the_asks_at_the_boundary(settings: Settings, tmp_path: 
         assert queued.details["queue"] == "human"
     assert result.status == "completed"
     assert "refund" in [a.kind for a in result.actions]
+
+
+def test_a_closure_asked_first_does_not_hold_back_the_edited_refund_asked_after_it(app: TriageApp) -> None:
+    body = (
+        "Please close my account and delete everything. "
+        "Also, the docking hub order was charged twice, please refund the duplicate."
+    )
+    result = app.run({"customer_id": "cus_mid_dup", "subject": "Two things", "body": body})
+    # The closure has no effect of its own in the executor (its steps run afterwards); the refund after it does.
+    assert [(p["kind"], p.get("ask")) for p in result.proposed_actions] == [("account_closure", 1), ("refund", 2)]
+    lower = {"decision": "edit", "args": {"amount_cents": 20000}, "reason": "part was a preorder"}
+    approvals = [("account_closure", "alice", {}), ("account_closure", "sam", {}), ("refund", "bob", lower)]
+    for action, approver, answer in [*approvals, ("reply", "alice", {})]:
+        assert result.pending_approval is not None and result.pending_approval["action"] == action
+        result = app.resume(result.thread_id, {"approver": approver, "decision": "approve", **answer})
+
+    refunds = rows(
+        app.settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (result.thread_id,)
+    )
+    assert result.status != "awaiting_approval"
+    assert {"amount_cents": 20000} in refunds  # the duplicate charge, as edited
+    assert "refund" in [a.kind for a in result.actions]
+    # The edit replaced the refund it edited, and only that one: the closure is still there to carry out.
+    assert [p["kind"] for p in result.proposed_actions] == ["account_closure", "refund"]

@@ -28,6 +28,7 @@ BILLING = "tests/unit/test_billing_edge_cases.py"
 GUARD = "tests/unit/test_guard.py"
 SAFEGUARDS = "tests/integration/test_effect_safeguards.py"
 FLOW = "tests/integration/test_approval_flow.py"
+ACCOUNT = "tests/unit/test_account_change_rules.py"
 
 MUTANTS = (
     Mutant(
@@ -159,5 +160,21 @@ MUTANTS = (
         'if amount > int(args["amount_cents"]):',
         "if False:",
         ("tests/unit/test_approve_rules.py::test_edit_refusal",),
+    ),
+    Mutant(
+        "an account closure refunds from a payment that already gave its money back",
+        "triage.policies.account",
+        "closure_args",
+        'and int(p["amount_cents"]) - int(p.get("refunded_cents", 0)) >= refund',
+        'and int(p["amount_cents"]) >= refund',
+        (f"{ACCOUNT}::test_a_closure_refund_comes_from_a_payment_that_was_made_and_has_enough_left",),
+    ),
+    Mutant(
+        "a renewal date months ahead prorates every month up to it (the bug mutation testing found)",
+        "triage.policies.account",
+        "unused_share",
+        "while _add_months(end, step - 1) > as_of:",
+        "while step > 0 and _add_months(end, step - 1) > as_of:",
+        (f"{ACCOUNT}::test_a_renewal_months_ahead_leaves_at_most_one_period",),
     ),
 )

@@ -13,7 +13,14 @@ from triage.evals.metrics import CaseEvaluation, run_metrics
 from triage.faults import FaultInjector, FaultPlan, FaultSpecError
 from triage.nodes.saga import check_compensations
 from triage.policies import load_policy_bundle
-from triage.policies.account import closure_args, included_seats, plan_change_args, saga_steps, unused_share
+from triage.policies.account import (
+    closure_args,
+    included_seats,
+    plan_change_args,
+    prorated_cents,
+    saga_steps,
+    unused_share,
+)
 from triage.policies.approvals import approval_tier
 from triage.tools import ALL_TOOLS
 from triage.tools.base import compensation_of
@@ -34,6 +41,25 @@ def test_the_unused_share_follows_the_monthly_renewal_forward() -> None:
     assert unused_share("2026-09-01T00:00:00Z", AS_OF) == (11, 30)  # 10.5 days left: a day begun counts
     assert unused_share("2026-12-01T00:00:00Z", AS_OF) == (11, 30)  # a renewal ahead: the period before it
     assert unused_share(None, AS_OF) == (0, 30)
+
+
+def test_the_period_around_a_date_has_its_own_month_length() -> None:
+    # A renewal on the 31st falls on the month's last day in shorter months; a day begun counts as left.
+    assert unused_share("2026-01-31T00:00:00Z", datetime(2026, 2, 10, tzinfo=UTC)) == (18, 28)  # Jan 31 - Feb 28
+    assert unused_share("2026-01-31T00:00:00Z", datetime(2026, 3, 1, tzinfo=UTC)) == (30, 31)  # Feb 28 - Mar 31
+    # At the renewal instant a new period begins: the whole of it is left.
+    assert unused_share("2026-11-01T00:00:00Z", datetime(2026, 11, 1, tzinfo=UTC)) == (30, 30)
+    # Across a year end, and with a renewal date without a zone (read in the zone of `as_of`).
+    assert unused_share("2026-12-15T00:00:00", datetime(2027, 1, 14, 12, tzinfo=UTC)) == (1, 31)
+    assert unused_share("", AS_OF) == (0, 30)
+
+
+def test_the_prorated_part_of_a_price_is_rounded_to_the_cent() -> None:
+    assert prorated_cents(4900, 11, 30) == 1797  # 1796.67
+    assert prorated_cents(4900, 30, 30) == 4900
+    assert prorated_cents(100, 1, 3) == 33
+    assert prorated_cents(100, 1, 1) == 100  # a one-day period
+    assert prorated_cents(4900, 5, 0) == 0  # no period: nothing to share
 
 
 def test_an_upgrade_charges_and_a_downgrade_credits_the_prorated_difference() -> None:
@@ -137,3 +163,113 @@ def test_the_account_change_graph_prepares_runs_the_steps_then_hands_off() -> No
         ("prepare", "run_steps"),
         ("run_steps", "hand_off"),
     ]
+
+
+PERIOD_START = datetime(2026, 11, 1, tzinfo=UTC)
+"""A renewal instant of CUSTOMER: a whole period (30 of 30 days) is left."""
+LAST_DAY = datetime(2026, 11, 30, 12, tzinfo=UTC)
+"""Half a day before CUSTOMER's next renewal: one day of 30 is left."""
+
+
+def test_a_plan_change_names_both_plans_and_charges_whole_cents() -> None:
+    business = {"id": "business", "monthly_price_cents": 9900, "description": "Up to 100 members, 5 TB"}
+    args = plan_change_args(CUSTOMER, business, "ar_1", as_of=AS_OF)
+    assert args == {
+        "customer_id": "cus_x",
+        "request_id": "ar_1",
+        "subscription_id": "sub_1",
+        "from_plan": "team",
+        "to_plan": "business",
+        "proration_cents": 1833,
+        "seats": 100,
+    }
+    assert type(args["proration_cents"]) is int  # cents, never a float
+    credit = plan_change_args(CUSTOMER, {"id": "starter", "monthly_price_cents": 1900}, "ar_1", as_of=AS_OF)
+    assert type(credit["proration_cents"]) is int and credit["proration_cents"] == -1100
+    # A customer on a free plan (no price) pays the whole new price for a whole period, not a cent less.
+    free = {**CUSTOMER, "monthly_price_cents": None}
+    assert plan_change_args(free, business, "ar_1", as_of=PERIOD_START)["proration_cents"] == 9900
+
+
+def test_a_closure_refund_comes_from_a_payment_that_was_made_and_has_enough_left() -> None:
+    refund = round(4900 * 11 / 30)  # 1797
+
+    def paid_from(*payments: dict[str, object], customer: dict[str, object] = CUSTOMER) -> tuple[object, object]:
+        args = closure_args(customer, payments, "ar_2", as_of=AS_OF)
+        return args["payment_id"], args["refund_cents"]
+
+    failed = {"id": "pay_failed", "status": "failed", "amount_cents": 4900}
+    nearly_spent = {"id": "pay_spent", "status": "partially_refunded", "amount_cents": 4900, "refunded_cents": 4000}
+    partly = {"id": "pay_partly", "status": "partially_refunded", "amount_cents": 4900, "refunded_cents": 3103}
+    exact = {"id": "pay_exact", "status": "succeeded", "amount_cents": refund}
+    assert paid_from(failed, exact) == ("pay_exact", refund)  # a failed charge took no money
+    assert paid_from(nearly_spent, partly) == ("pay_partly", refund)  # 900 left is too little; 1797 is enough
+    assert paid_from(exact) == ("pay_exact", refund)  # exactly enough left (no refunds recorded) will do
+    assert paid_from() == (None, 0)  # nothing to refund from: the closure goes on without a refund
+    for status in ("trialing", "past_due"):
+        assert paid_from(exact, customer={**CUSTOMER, "subscription_status": status}) == ("pay_exact", refund)
+
+
+def test_a_closure_refunds_nothing_when_nothing_is_left_and_a_single_cent_when_that_is() -> None:
+    payment = {"id": "pay_1", "status": "succeeded", "amount_cents": 4900, "refunded_cents": 0}
+    free = {**CUSTOMER, "monthly_price_cents": None}
+    nothing = closure_args(free, [payment], "ar_2", as_of=PERIOD_START)
+    assert (nothing["payment_id"], nothing["refund_cents"]) == (None, 0)
+    no_renewal = closure_args({**CUSTOMER, "renews_at": None}, [payment], "ar_2", as_of=AS_OF)
+    assert (no_renewal["payment_id"], no_renewal["refund_cents"]) == (None, 0)
+    cent = closure_args({**CUSTOMER, "monthly_price_cents": 30}, [payment], "ar_2", as_of=LAST_DAY)
+    assert (cent["payment_id"], cent["refund_cents"]) == ("pay_1", 1)
+
+
+def test_the_prorate_step_says_charge_or_credit() -> None:
+    change = {"customer_id": "cus_x", "subscription_id": "sub_1", "to_plan": "pro", "request_id": "ar_1"}
+    charge = saga_steps("plan_change", {**change, "proration_cents": 1, "seats": None})
+    credit = saga_steps("plan_change", {**change, "proration_cents": -250, "seats": None})
+    assert [s["name"] for s in charge] == ["change_plan", "prorate", "confirm"]
+    assert charge[1]["args"] == {"customer_id": "cus_x", "amount_cents": 1, "reason": "prorated charge: pro"}
+    assert credit[1]["args"] == {"customer_id": "cus_x", "amount_cents": -250, "reason": "prorated credit: pro"}
+    even = saga_steps("plan_change", {**change, "proration_cents": 0, "seats": 5})
+    assert [s["name"] for s in even] == ["change_plan", "adjust_seats", "confirm"]
+
+
+@pytest.mark.parametrize(
+    ("refund", "steps"),
+    [
+        ({"payment_id": "pay_1", "refund_cents": 1}, ["cancel_subscription", "refund_unused", "schedule_data_jobs"]),
+        ({"payment_id": "pay_1", "refund_cents": 0}, ["cancel_subscription", "schedule_data_jobs"]),
+        ({"payment_id": "pay_1"}, ["cancel_subscription", "schedule_data_jobs"]),
+        ({"payment_id": None, "refund_cents": 500}, ["cancel_subscription", "schedule_data_jobs"]),
+    ],
+)
+def test_a_closure_refunds_only_a_positive_amount_from_a_named_payment(
+    refund: dict[str, object], steps: list[str]
+) -> None:
+    args = {"customer_id": "cus_x", "subscription_id": "sub_1", "request_id": "ar_2", **refund}
+    assert [s["name"] for s in saga_steps("account_closure", args)] == [*steps, "confirm"]
+
+
+def test_an_unknown_change_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown account change 'merge'; known: plan_change, account_closure$"):
+        saga_steps("merge", {"customer_id": "cus_x"})
+
+
+def test_a_renewal_months_ahead_leaves_at_most_one_period() -> None:
+    # A renewal date three months ahead (a stale or prepaid record) still bills monthly: the period around
+    # AS_OF is Nov 1 - Dec 1, so a closure refunds at most one month and a plan change prorates one month.
+    assert unused_share("2027-02-01T00:00:00Z", AS_OF) == (11, 30)
+    assert unused_share("2027-01-01T00:00:00Z", AS_OF) == (11, 30)  # two months ahead: walked back month by month
+    far = closure_args({**CUSTOMER, "renews_at": "2027-02-01T00:00:00Z"}, [], "ar_3", as_of=AS_OF)
+    near = closure_args(CUSTOMER, [], "ar_3", as_of=AS_OF)
+    assert far == near
+
+
+def test_a_day_and_a_second_left_counts_as_two_days() -> None:
+    assert unused_share("2026-09-01T00:00:00Z", datetime(2026, 11, 29, 23, 59, 59, tzinfo=UTC)) == (2, 30)
+
+
+def test_a_closure_without_a_refund_needs_only_the_deletion_tier() -> None:
+    actions = POLICY.approvals.actions.model_copy(update={"account_deletion": "none"})
+    refunds = POLICY.approvals.refunds.model_copy(update={"no_approval_max_cents": 0})
+    policy = POLICY.approvals.model_copy(update={"actions": actions, "refunds": refunds})
+    assert approval_tier("account_closure", {"customer_id": "c"}, policy) == "none"  # no refund: nothing to pay
+    assert approval_tier("account_closure", {"customer_id": "c", "refund_cents": 1}, policy) == "single"

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from triage.nodes.approve import actions_to_approve, approval_id_for
+from triage.nodes.approve import actions_to_approve, approval_id_for, approval_request
 from triage.policies import load_policy_bundle
 from triage.policies.approvals import SWEEP_ACTOR, decision_refusal, edit_refusal
-from triage.state import ProposedAction
+from triage.state import ApprovalRecord, ProposedAction
 
 APPROVALS = load_policy_bundle().approvals
 REFUND = ProposedAction(kind="refund", args={"customer_id": "c", "payment_id": "p", "amount_cents": 24000}, reason="r")
@@ -115,3 +115,33 @@ def test_any_approver_may_reject(approver: str, received: list[str], refusal: st
         approver, "reject", tier="dual", received=received, kind="refund", args=args, changes=None, policy=policy
     )
     assert decided == refusal
+
+
+def _described(action: ProposedAction) -> str:
+    state: Any = {
+        "ticket": {"subject": "Close my account", "customer_id": "cus_1"},
+        "classification": {"route": "account", "intent": "account_deletion", "confidence": 0.97},
+        "findings": {},
+    }
+    record = ApprovalRecord(
+        approval_id="ap_1",
+        action=action["kind"],
+        tier="single",
+        approvers=[],
+        requested_at="2026-11-20T12:00:00+00:00",
+        expires_at="2026-11-21T12:00:00+00:00",
+    )
+    return str(approval_request(state, action, record, "single", "thr_1")["description"])
+
+
+def test_the_approver_reads_what_a_closure_refunds_and_whom_an_action_is_for() -> None:
+    closure = ProposedAction(kind="account_closure", args={"customer_id": "cus_1"}, reason="asked to close")
+    assert _described(closure) == (
+        "Approve: account closure for cus_1: cancel the subscription, refund $0.00 of the unused period, export and "
+        "delete the data. Reason: asked to close. Tier single: 1 approval(s) needed, 0 received."
+    )
+    export = ProposedAction(kind="data_export", args={}, reason="asked for a copy")
+    assert _described(export) == (
+        "Approve: data export for the customer. Reason: asked for a copy. Tier single: 1 approval(s) needed, "
+        "0 received."
+    )

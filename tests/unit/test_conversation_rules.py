@@ -185,3 +185,135 @@ def test_when_the_history_reading_replaces_the_own(
     own: tuple[Any, ...], with_history: tuple[Any, ...], preferred: bool
 ) -> None:
     assert prefer_history(_reading(*own), _reading(*with_history), 0.6) is preferred
+
+
+def test_a_short_or_unclear_follow_up_is_read_with_the_conversation() -> None:
+    from triage.policies.conversation import SHORT_MESSAGE_WORDS, needs_history
+
+    short = " ".join(["word"] * SHORT_MESSAGE_WORDS)
+    longer = f"{short} more"
+    assert needs_history(short, 0.99, 0.8)  # at the word limit: short, however clear
+    assert not needs_history(longer, 0.99, 0.8)  # one word more and clear: its own reading
+    assert not needs_history(longer, 0.8, 0.8)  # exactly at the threshold counts as clear
+    assert needs_history(longer, 0.79, 0.8)  # just below it: unclear
+
+
+def test_a_message_attached_during_an_approval_is_recorded_as_such() -> None:
+    from triage.policies.conversation import attached_turn, last_answered
+
+    attached = attached_turn(3, "fu_7", "Any news on my refund?")
+    assert attached == Turn(
+        turn=3,
+        follow_up_id="fu_7",
+        message="Any news on my refund?",
+        route=None,
+        intent=None,
+        status="attached",
+        outcome=None,
+        reply_template=None,
+        answered_with=None,
+        requests=[],
+    )
+    answered = _turn(2)
+    assert last_answered([_turn(1), answered, attached]) is answered
+    assert last_answered([attached]) is None
+    assert last_answered([]) is None
+
+
+def test_the_queue_ticket_lists_each_turn_with_what_it_did() -> None:
+    from triage.policies.conversation import attached_turn, history_lines
+
+    filed = _turn(
+        1,
+        message="Refund   my\nduplicate charge",
+        route="billing",
+        intent="refund_request",
+        status="awaiting_approval",
+        answered_with=None,
+        requests=["rr_1", "tk_2"],
+    )
+    answered = _turn(2, message="I still cannot log in")
+    attached = attached_turn(3, "fu_1", "Hello? " + "x" * 400)
+    lines = history_lines([filed, answered, attached])
+    assert (
+        lines[0] == "Turn 1 (billing/refund_request -> awaiting_approval, filed rr_1, tk_2): Refund my duplicate charge"
+    )
+    assert lines[1] == (
+        "Turn 2 (technical/login_issue -> completed, answered with reset-your-password): I still cannot log in"
+    )
+    assert lines[2] == f"Turn 3 (arrived while awaiting approval): {('Hello? ' + 'x' * 400)[:300]}"
+    assert history_lines([]) == []
+
+
+def test_a_long_message_is_cut_on_a_word_and_marked() -> None:
+    assert clip("  my login fails \n") == "my login fails"  # stripped, kept whole within the limit
+    exact = "a" * 10
+    assert clip(exact, limit=10) == exact
+    assert clip("alpha beta gamma", limit=12) == "alpha beta …"
+    assert clip("alphabetagamma", limit=5) == "alpha …"  # no space to cut at: cut at the limit
+
+
+def test_the_history_keeps_the_newest_messages_and_a_useful_part_of_the_next() -> None:
+    newest, older, oldest = _turn(3, message="n" * 50), _turn(2, message="o" * 100), _turn(1, message="x" * 10)
+    assert history_text([oldest, older, newest], limit=150) == "n" * 50 + "\n" + "o" * 100
+    assert history_text([oldest, older, newest], limit=160) == "n" * 50 + "\n" + "o" * 100 + "\n" + "x" * 10
+    # What is left after the newest is cut to fit when more than 40 characters remain, dropped otherwise.
+    assert history_text([oldest, older, newest], limit=91) == "n" * 50 + "\n" + "o" * 41
+    assert history_text([oldest, older, newest], limit=90) == "n" * 50
+
+
+def test_the_history_counts_every_message_it_keeps_against_its_budget() -> None:
+    newest, older, oldest = _turn(3, message="n" * 50), _turn(2, message="o" * 100), _turn(1, message="x" * 10)
+    # 150 characters used by the two newest: the oldest, however short, no longer fits.
+    assert history_text([oldest, older, newest], limit=155) == "n" * 50 + "\n" + "o" * 100
+
+
+def test_only_the_part_of_a_message_id_before_the_first_at_sign_names_our_message() -> None:
+    from triage.policies.conversation import replied_message_ids
+
+    assert replied_message_ids("<msg_7@relay@support.example>", None) == ["msg_7"]
+
+
+def test_a_turn_record_keeps_the_outcome_and_the_article_a_kb_answer_used() -> None:
+    values = {
+        "ticket": {"subject": "Login", "body": "I cannot log in"},
+        "classification": {"intent": "login_issue"},
+        "route": "technical",
+        "status": "completed",
+        "outcome": "resolved",
+        "reply": {"template": "technical.kb_answer"},
+        "findings": {"article": "reset-your-password"},
+    }
+    record = turn_record(2, values)
+    assert (record["turn"], record["outcome"], record["answered_with"]) == (2, "resolved", "reset-your-password")
+    both = turn_record(2, {**values, "findings": {"answered_with": "sso-setup", "article": "reset-your-password"}})
+    assert both["answered_with"] == "sso-setup"  # the article the answer named wins over the one looked up
+
+
+def test_a_turn_record_keeps_the_subject_and_body_it_was_given_and_nothing_else() -> None:
+    def message(**ticket: str) -> str:
+        return turn_record(1, {"ticket": ticket})["message"]
+
+    assert message(subject="Login", body="I cannot log in") == "Login\nI cannot log in"
+    assert message(body="I cannot log in") == "I cannot log in"  # no subject: no "None" in its place
+    assert message(subject="Login") == "Login"
+    assert turn_record(1, {"findings": {"article": {"id": "kb_1"}}})["answered_with"] is None  # not an article name
+
+
+def test_a_cut_lands_on_the_last_space_within_the_limit() -> None:
+    # The subject and body are joined by a newline; the cut looks for a space, as the history shows words.
+    assert clip("Refund please\nmycardwascharged", limit=18) == "Refund …"
+
+
+def test_the_reopen_reason_names_the_turn_and_the_article_when_there_is_one() -> None:
+    with_article = reopen_reason("It is still not fixed", [_turn(1)])
+    assert with_article == (
+        "reopened: the customer says the knowledge-base answer of turn 1 (reset-your-password) did not help "
+        "('still not')"
+    )
+    # A knowledge-base reply that named no article is still a knowledge-base answer.
+    kb_reply = _turn(2, answered_with=None, reply_template="technical.kb_answer")
+    assert reopen_reason("It is still not fixed", [kb_reply]) == (
+        "reopened: the customer says the knowledge-base answer of turn 2 did not help ('still not')"
+    )
+    assert reopen_reason("It is still not fixed", [_turn(3, answered_with=None, reply_template=None)]) is None

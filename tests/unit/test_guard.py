@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 
 from triage.metering import BudgetExceededError, Meter
+from triage.models.agent import AgentTurn
 from triage.models.guard import INJECTION_SIGNAL, GuardedModelTier
+from triage.models.llm import ModelCall
 from triage.models.templates import render
-from triage.models.tier import LocalModelTier, UsageSink
+from triage.models.tier import LocalModelTier, UsageSink, extractive_summary
 from triage.policies import load_policy_bundle
-from triage.state import Classification, Draft, ReplyData
+from triage.state import AgentCallRecord, AgentStep, Classification, Draft, ReplyData
 
 BUDGET = load_policy_bundle().support.budget
 
@@ -186,3 +188,103 @@ async def test_placeholder_like_text_outside_string_facts_is_left_alone(inner: R
     draft = Draft(template="billing.no_duplicate_found", facts={"payments": ["[EMAIL_1]"]})
     reply = await GuardedModelTier(inner).compose(draft)
     assert reply == render(draft) and "['[EMAIL_1]']" in reply["body"]
+
+
+class AgentTier(RecordingTier):
+    """A tier with an agent step and a release summariser that keep what they were given."""
+
+    def __init__(self, cache_dir: Path, *, ready: object = True) -> None:
+        super().__init__(cache_dir)
+        self.ready = ready
+        self.turns: list[dict[str, object]] = []
+        self.notes: list[tuple[str, int, UsageSink | None]] = []
+
+    def agent_ready(self) -> object:
+        return self.ready
+
+    async def agent_turn(self, ticket: str, steps: object, tools: object, **options: object) -> AgentTurn:
+        self.turns.append({"ticket": ticket, "steps": steps, "tools": tools, **options})
+        return AgentTurn(call=ModelCall(tier="strong", model="m", outcome="ok"), text="done")
+
+    async def summarise_release(self, notes: str, *, max_chars: int, usage: UsageSink | None = None) -> dict[str, str]:
+        self.notes.append((notes, max_chars, usage))
+        return {"text": "Fixed for [EMAIL_1]. The export works.", "by": "strong", "verdict": "verified"}
+
+
+def _step(*calls: AgentCallRecord) -> AgentStep:
+    return AgentStep(turn=1, calls=list(calls), model_call={}, text="")
+
+
+def _call(outcome: str, result: object, detail: str = "") -> AgentCallRecord:
+    return AgentCallRecord(id="c1", tool="search_kb", args={"q": "x"}, outcome=outcome, detail=detail, result=result)
+
+
+def test_the_agent_is_ready_only_when_the_wrapped_tier_says_so(tmp_path: Path) -> None:
+    assert GuardedModelTier(AgentTier(tmp_path, ready=True)).agent_ready() is True
+    assert GuardedModelTier(AgentTier(tmp_path, ready=1)).agent_ready() is True
+    assert GuardedModelTier(AgentTier(tmp_path, ready=False)).agent_ready() is False
+    assert GuardedModelTier(AgentTier(tmp_path, ready=0)).agent_ready() is False
+    assert GuardedModelTier(RecordingTier(tmp_path)).agent_ready() is False  # no agent step at all
+
+
+async def test_the_agent_sees_the_ticket_and_tool_results_with_one_set_of_placeholders(tmp_path: Path) -> None:
+    inner = AgentTier(tmp_path)
+    found = _call("ok", {"backup": "bo@example.org", "owner": "ada@example.com"})
+    refused = _call("refused", None, "not granted: ada@example.com")
+    meter = Meter(budget=BUDGET)
+    turn = await GuardedModelTier(inner).agent_turn(
+        "Export fails for ada@example.com",
+        [_step(found, refused)],
+        [{"name": "search_kb"}],
+        known_tools={"search_kb"},
+        meter=meter,
+    )
+    assert turn.text == "done"
+    (seen,) = inner.turns
+    assert seen["ticket"] == "Export fails for [EMAIL_1]"
+    shown = seen["steps"]
+    assert isinstance(shown, list)
+    calls = shown[0]["calls"]
+    assert calls[0]["result"] == '{"backup": "[EMAIL_2]", "owner": "[EMAIL_1]"}'  # the ticket's email, same name
+    assert calls[1] == refused  # a failed call carries no result to redact; its record is passed as it is
+    assert (seen["tools"], seen["known_tools"], seen["usage"]) == ([{"name": "search_kb"}], {"search_kb"}, meter)
+    assert found["result"] == {"backup": "bo@example.org", "owner": "ada@example.com"}  # the record is not changed
+
+
+async def test_the_agent_is_not_called_over_budget(tmp_path: Path) -> None:
+    inner = AgentTier(tmp_path)
+    with pytest.raises(BudgetExceededError, match="model token budget reached"):
+        await GuardedModelTier(inner).agent_turn("hi", [], [], known_tools=(), meter=spent_meter())
+    assert inner.turns == []
+
+
+async def test_a_release_summary_is_written_from_redacted_notes_and_restored(tmp_path: Path) -> None:
+    inner = AgentTier(tmp_path)
+    meter = Meter(budget=BUDGET)
+    summary = await GuardedModelTier(inner).summarise_release("Export fixed, reported by ada@example.com.", meter=meter)
+    assert inner.notes == [("Export fixed, reported by [EMAIL_1].", 400, meter)]  # metered as the run's call
+    assert summary == {"text": "Fixed for ada@example.com. The export works.", "by": "strong", "verdict": "verified"}
+
+
+async def test_a_tier_without_a_release_summariser_gives_its_plain_summary(inner: RecordingTier) -> None:
+    notes = "Export fixed for ada@example.com. " + "More detail follows here. " * 30
+    meter = Meter(budget=BUDGET)
+    summary = await GuardedModelTier(inner).summarise_release(notes, meter=meter)
+    assert inner.texts == [notes.replace("ada@example.com", "[EMAIL_1]")]
+    assert summary["text"].startswith("Export fixed for ada@example.com.")
+    assert len(summary["text"]) <= 400 and len(summary["text"]) > 280  # the release length, not the default
+    assert (summary["by"], summary["verdict"]) == ("local", "extractive")
+    assert meter.model_calls == 1
+
+
+async def test_a_release_summary_over_budget_is_extractive_without_the_model(tmp_path: Path) -> None:
+    inner = AgentTier(tmp_path)
+    notes = "Export fixed for ada@example.com. " + "More detail follows here. " * 30
+    summary = await GuardedModelTier(inner).summarise_release(notes, meter=spent_meter())
+    assert inner.notes == [] and inner.texts == []
+    assert summary == {
+        "text": extractive_summary(notes, max_chars=400),
+        "by": "local",
+        "verdict": "extractive",
+    }
+    assert 280 < len(summary["text"]) <= 400

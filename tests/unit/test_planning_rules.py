@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from triage.policies.planning import merged_reply_findings, split_asks
+from triage.policies.planning import ask_status, has_several_asks, merged_reply_findings, split_asks
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,50 @@ def test_a_merged_reply_may_not_promise_an_effect_that_was_not_taken() -> None:
     promises = {"billing.refunded": "refund"}
     assert merged_reply_findings("Refunded.", parts, set(), promises) == ["ask 1: promises a refund that was not taken"]
     assert merged_reply_findings("Refunded.", parts, {"refund"}, promises) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Please refund the charge. I also need a new invoice.",
+        "I have two questions about my plan.",
+        "On top of that, my export failed.",
+        "Separately, can you update my address?",
+    ],
+)
+def test_a_cue_says_there_may_be_several_asks(text: str) -> None:
+    assert has_several_asks(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["Please refund the charge.", "My calendar sync is broken", "Thanks for the quick fix!"]
+)
+def test_without_a_cue_there_is_one_ask(text: str) -> None:
+    assert not has_several_asks(text)
+
+
+def test_an_ask_is_answered_only_when_its_specialist_resolved_it_or_asked_for_more() -> None:
+    assert ask_status("resolved") == "answered"
+    assert ask_status("needs_info") == "answered"
+    assert ask_status("held_for_person") == "handed_on"
+    assert ask_status("handed_off") == "handed_on"
+
+
+def test_a_reply_that_repeats_an_answer_at_its_end_still_answers_in_order() -> None:
+    parts = [_part(1, "Your refund is on its way."), _part(2, "Your email is changed.")]
+    reply = "Your refund is on its way. Your email is changed. Your refund is on its way."
+    assert merged_reply_findings(reply, parts, set(), {}) == []
+
+
+def test_a_short_answer_placed_before_the_one_it_follows_is_out_of_order() -> None:
+    parts = [_part(1, "Your refund is on its way."), _part(2, "Done.")]
+    assert merged_reply_findings("Hello there. Done. Your refund is on its way.", parts, set(), {}) == [
+        "ask 2 is not answered in order"
+    ]
+
+
+def test_an_ask_keeps_its_own_words_and_three_words_make_an_ask() -> None:
+    assert split_asks("Xero export fails every night. Also send invoice X") == [
+        "Xero export fails every night",
+        "send invoice X",
+    ]

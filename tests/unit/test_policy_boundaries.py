@@ -17,6 +17,7 @@ from triage.policies.approvals import (
     ApprovalPolicy,
     approval_refusal,
     approval_tier,
+    mass_notification_tier,
     reply_needs_approval,
 )
 from triage.policies.budgets import Budget, Usage, budget_exceeded
@@ -277,3 +278,11 @@ def test_budget_override_error_names_each_problem() -> None:
         "invalid budget override: max_steps: Input should be greater than or equal to 1; "
         "max_colour: Extra inputs are not permitted"
     )
+
+
+def test_mass_notification_tier_at_its_limit() -> None:
+    limit = APPROVALS.release.mass_notification_above
+    assert (limit, APPROVALS.release.mass_notification) == (10, "single")
+    assert mass_notification_tier(limit - 1, APPROVALS) == "none"
+    assert mass_notification_tier(limit, APPROVALS) == "none"  # up to the limit, the follow-up goes out on its own
+    assert mass_notification_tier(limit + 1, APPROVALS) == "single"
