@@ -101,7 +101,7 @@ class CheckpointSaver(AsyncSqliteSaver):
             return None if row is None else (row, conn.execute(writes_sql, row[:3]).fetchall())
 
         async with self.lock:
-            found = await self._on_connection_thread(read)
+            found = await on_connection_thread(self.conn, read)
         return None if found is None else self._tuple(*found)
 
     async def alist(
@@ -135,7 +135,7 @@ class CheckpointSaver(AsyncSqliteSaver):
         async with self.lock:
             try:
                 while True:
-                    found = await self._on_connection_thread(page)
+                    found = await on_connection_thread(self.conn, page)
                     for row, writes in found:
                         yield self._tuple(row, writes)
                     if len(found) < LIST_PAGE:
@@ -143,7 +143,7 @@ class CheckpointSaver(AsyncSqliteSaver):
             finally:
                 if rows is not None:
                     opened = rows
-                    await self._on_connection_thread(lambda conn: opened.close())
+                    await on_connection_thread(self.conn, lambda conn: opened.close())
 
     def _tuple(self, row: Sequence[Any], writes: list[Any]) -> CheckpointTuple:
         """A checkpoint row (`_COLUMNS`) and its pending writes as the tuple LangGraph's savers return."""
@@ -194,7 +194,7 @@ class CheckpointSaver(AsyncSqliteSaver):
             conn.commit()
 
         async with self.lock:
-            await self._on_connection_thread(put)
+            await on_connection_thread(self.conn, put)
         return {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint["id"]}
         }
@@ -229,11 +229,7 @@ class CheckpointSaver(AsyncSqliteSaver):
             conn.commit()
 
         async with self.lock:
-            await self._on_connection_thread(put)
-
-    async def _on_connection_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` on the connection's own thread in one hop (the stock saver takes four or five per call)."""
-        return await on_connection_thread(self.conn, work)
+            await on_connection_thread(self.conn, put)
 
     async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(WRITE_ATTEMPTS):
