@@ -28,11 +28,12 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from triage.app import CompiledGraphs, TriageApp
 from triage.errors import TriageError
@@ -53,11 +54,19 @@ __all__ = [
     "CaseRun",
     "ConversationRun",
     "EvalRun",
+    "EvalWorkerError",
     "TurnRun",
     "default_workers",
     "oracle_decision",
     "run_cases",
 ]
+
+R = TypeVar("R")
+
+
+class EvalWorkerError(TriageError):
+    """A worker process of the eval died (killed, out of memory) before its cases finished."""
+
 
 DEFAULT_CONCURRENCY = 1
 """How many cases run at once. One: the work is CPU-bound in one process, so more cases in flight do not finish
@@ -251,22 +260,19 @@ async def _in_process(
 ) -> tuple[list[CaseRun], list[ConversationRun]]:
     semaphore = asyncio.Semaphore(max(1, concurrency))
 
-    async def one(index: int, case: EvalCase) -> CaseRun:
+    async def bounded(run: Awaitable[R]) -> R:
         async with semaphore:
-            run = await _case_in_home(index, case, base, place, models, graphs)
+            done = await run
         if on_done is not None:
-            on_done(run)
-        return run
+            on_done(done)  # type: ignore[arg-type]  # R is a CaseRun or a ConversationRun
+        return done
 
-    async def talk(index: int, case: ConversationCase) -> ConversationRun:
-        async with semaphore:
-            run = await _conversation_in_home(index, case, base, place, models, graphs)
-        if on_done is not None:
-            on_done(run)
-        return run
-
-    runs = await asyncio.gather(*(one(i, case) for i, case in enumerate(cases)))
-    talks = await asyncio.gather(*(talk(i, case) for i, case in enumerate(conversations)))
+    runs = await asyncio.gather(
+        *(bounded(_case_in_home(i, case, base, place, models, graphs)) for i, case in enumerate(cases))
+    )
+    talks = await asyncio.gather(
+        *(bounded(_conversation_in_home(i, case, base, place, models, graphs)) for i, case in enumerate(conversations))
+    )
     return list(runs), list(talks)
 
 
@@ -308,10 +314,23 @@ async def _in_workers(
     tasks: list[tuple[str, list[tuple[int, Any]]]] = [
         ("conversation", [(i, conversations[i])]) for i in range(len(conversations))
     ]
-    tasks += [("case", list(enumerate(cases))[i : i + CHUNK]) for i in range(0, len(cases), CHUNK)]
-    pending = [loop.run_in_executor(pool, _run_chunk, kind, chunk) for kind, chunk in tasks]
-    for done in asyncio.as_completed(pending):
-        kind, finished = await done
+    indexed = list(enumerate(cases))
+    tasks += [("case", indexed[i : i + CHUNK]) for i in range(0, len(indexed), CHUNK)]
+
+    async def chunk_of(kind: str, chunk: list[tuple[int, Any]]) -> tuple[str, list[tuple[int, Any]]] | None:
+        try:
+            return await loop.run_in_executor(pool, _run_chunk, kind, chunk)
+        except BrokenProcessPool:  # every chunk still out fails so; one error for all, nothing left unretrieved
+            return None
+
+    for done in asyncio.as_completed([chunk_of(kind, chunk) for kind, chunk in tasks]):
+        outcome = await done
+        if outcome is None:
+            raise EvalWorkerError(
+                "a worker process of the eval stopped before its cases finished (killed, or out of memory); "
+                "run the eval again, or with --workers 1 to keep it in one process"
+            )
+        kind, finished = outcome
         for index, run in finished:
             if kind == "case":
                 runs[index] = run

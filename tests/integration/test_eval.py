@@ -346,3 +346,21 @@ def test_restoring_rows_refuses_a_virtual_table_it_would_corrupt(tmp_path: Path)
     with pytest.raises(ValueError, match=r"virtual tables \['notes_fts'\]"):
         restore_rows(tmp_path / "source.sqlite", tmp_path / "target.sqlite")
     restore_rows(tmp_path / "source.sqlite", tmp_path / "target.sqlite", keep="notes_fts")
+
+
+def test_a_worker_that_dies_ends_the_eval_with_a_typed_error() -> None:
+    """A worker killed mid-eval (here: one that exits as it starts) is reported as `EvalWorkerError`, saying what to
+    do, not as the pool's own exception."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from triage.evals.runner import EvalWorkerError, _in_workers
+
+    cases = load_cases()[:3]
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=os._exit, initargs=(9,))
+    try:
+        with pytest.raises(EvalWorkerError, match="--workers 1"):
+            asyncio.run(_in_workers(pool, cases, [], None))
+    finally:
+        pool.shutdown(cancel_futures=True)
