@@ -90,6 +90,30 @@ def test_bad_input_exits_2_with_a_message(
     assert json.loads(listed.stdout) == []
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("TRIAGE_SQLITE_SYNCHRONOUS", "fast", "TRIAGE_SQLITE_SYNCHRONOUS: Input should be 'full', 'normal' or 'off'"),
+        (
+            "TRIAGE_CONVERSATION_LEASE_SECONDS",
+            "-1",
+            "TRIAGE_CONVERSATION_LEASE_SECONDS: Input should be greater than 0",
+        ),
+    ],
+)
+def test_a_bad_setting_exits_2_naming_the_variable(settings: Settings, variable: str, value: str, said: str) -> None:
+    env = {
+        **os.environ,
+        "TRIAGE_HOME": str(settings.home),
+        "TRIAGE_CACHE_HOME": str(settings.cache_dir),
+        variable: value,
+    }
+    ran = triage_cli(["run", "--body", "When are you open?"], env=env, timeout=120)
+    assert ran.returncode == 2, ran.stderr
+    assert ran.stderr.strip() == f"error: invalid setting: {said}"
+    assert not settings.home.exists(), "nothing was written"
+
+
 def test_help_imports_nothing_heavy() -> None:
     code = (
         "import sys; from triage.cli import cli; "

@@ -811,5 +811,20 @@ from triage.cli import serve as _serve  # noqa: E402, F401
 
 
 def main() -> None:
-    """Entry point of the `triage` console script."""
-    cli()
+    """Entry point of the `triage` console script.
+
+    A bad `TRIAGE_*` environment variable (a setting out of range, an unknown choice) exits 2 with one line naming
+    the variable, whichever command read the settings.
+    """
+    try:
+        cli()
+    except Exception as exc:
+        from pydantic import ValidationError  # not at start-up: `triage --help` stays light
+
+        if not isinstance(exc, ValidationError) or exc.title != "Settings":
+            raise
+        problems = [
+            f"TRIAGE_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}" for error in exc.errors()
+        ]
+        err.print(f"[bold red]error:[/] invalid setting: {'; '.join(problems)}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
