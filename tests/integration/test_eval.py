@@ -331,6 +331,58 @@ def test_restoring_rows_gives_a_used_home_the_state_of_its_template(settings: Se
         app.close()
 
 
+def test_a_restorer_kept_open_puts_the_rows_back_after_every_kind_of_write(tmp_path: Path) -> None:
+    """A worker's `RowRestorer` restores again and again on one connection: after an insert, an update, a delete
+    that cascades, statements with their own conflict clauses and a table created since, the file holds the
+    source's rows each time, and AUTOINCREMENT ids start where the source's do."""
+    import sqlite3
+
+    from triage.evals.runner import RowRestorer
+
+    schema = (
+        "CREATE TABLE parents (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT);"
+        "CREATE TABLE children (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parents(id) ON DELETE CASCADE);"
+        "INSERT INTO parents (name) VALUES ('a'), ('b'); INSERT INTO children VALUES (1, 1), (2, 2);"
+    )
+    for name in ("source.sqlite", "target.sqlite"):
+        conn = sqlite3.connect(tmp_path / name)
+        conn.executescript(schema)
+        conn.close()
+
+    def dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
+        conn = sqlite3.connect(path)
+        try:
+            names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            return {n: sorted(conn.execute(f'SELECT * FROM "{n}"'), key=repr) for n in names}
+        finally:
+            conn.close()
+
+    expected = dump(tmp_path / "source.sqlite")
+    restorer = RowRestorer(tmp_path / "source.sqlite", tmp_path / "target.sqlite")
+    writer = sqlite3.connect(tmp_path / "target.sqlite", isolation_level=None)
+    try:
+        writer.execute("PRAGMA foreign_keys = ON")
+        for write in (
+            "INSERT INTO parents (name) VALUES ('c')",
+            "INSERT OR FAIL INTO parents (name) VALUES ('d'); INSERT OR ROLLBACK INTO parents (name) VALUES ('e')",
+            "UPDATE parents SET name = 'z' WHERE id = 1",
+            "DELETE FROM parents WHERE id = 2",  # cascades into children
+            "INSERT INTO children VALUES (3, 1)",
+            "CREATE TABLE later (v TEXT); INSERT INTO later VALUES ('new')",
+        ):
+            writer.executescript(write)
+            assert dump(tmp_path / "target.sqlite") != expected, write
+            restorer.restore()
+            now = dump(tmp_path / "target.sqlite")
+            assert now.pop("later", []) == [], write  # not in the source: emptied
+            assert now == expected, write
+        (seq,) = writer.execute("SELECT seq FROM sqlite_sequence WHERE name = 'parents'").fetchone()
+        assert seq == 2, "AUTOINCREMENT ids start where the source's do"
+    finally:
+        writer.close()
+        restorer.close()
+
+
 def test_restoring_rows_refuses_a_virtual_table_it_would_corrupt(tmp_path: Path) -> None:
     import sqlite3
 
