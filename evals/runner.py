@@ -1,10 +1,10 @@
 """Run evaluation cases through the real `TriageApp`: compiled graph, SQLite checkpointer, seeded helpdesk.
 
 Every case starts from the seeded helpdesk and an empty checkpoint store, so a refund requested by one case cannot
-change what another case sees, and the figures do not depend on the order in which cases finish. In this process
-each case gets a fresh copy of both files in a home of its own; a worker process (`workers`) runs a chunk of cases
-on one app and puts the template's rows back into its files between cases (`RowRestorer`), which leaves the same
-state at a third of the cost. The model tier is loaded and the graph compiled once per process, and shared by
+change what another case sees, and the figures do not depend on the order in which cases finish. With one process
+each case gets a fresh copy of both files in a home of its own; with several (`workers`: this one and spawned ones),
+each process runs its chunks of cases on one app and puts the template's rows back into its files between cases
+(`RowRestorer`), which leaves the same state at a third of the cost. The model tier is loaded and the graph compiled once per process, and shared by
 every case's app. Thread ids are derived from case ids.
 
 A conversation case runs in one home and one thread: its turns are sent in order, turn 2 onwards as follow-ups to the
@@ -29,6 +29,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -149,10 +150,10 @@ async def run_cases(
         concurrency: Cases in flight at once (with `workers`, each worker process runs one case at a time).
         on_done: Called after each case, e.g. to advance a progress bar.
         workdir: Keep the per-case homes here instead of a deleted temporary folder (for debugging).
-        workers: Processes the cases are shared across (`default_workers()` suits the machine). Each loads the
-            model tier and compiles the graph once and runs its share in chunks of `CHUNK` cases; one (the
-            default) runs them all in this process. The processes are spawned, so a script that asks for more
-            than one calls this under `if __name__ == "__main__":`.
+        workers: Processes the cases are shared across (`default_workers()` suits the machine), this one
+            included. Each loads the model tier and compiles the graph once and runs its share in chunks of
+            `CHUNK` cases; one (the default) runs them all in this process. The others are spawned, so a script
+            that asks for more than one calls this under `if __name__ == "__main__":`.
 
     Raises:
         PolicyFileError: the policy folder in `settings` is invalid.
@@ -172,13 +173,18 @@ async def run_cases(
         template = root / "template"
         place = _Place(root=root, shared=shared, keep=workdir is not None)
         # Worker processes start first: their imports overlap the template's seeding below.
-        pool = _start_pool(base, place, workers) if workers > 1 and len(cases) + len(conversations) > CHUNK else None
+        pool = (
+            _start_pool(base, place, workers - 1) if workers > 1 and len(cases) + len(conversations) > CHUNK else None
+        )
         try:
             models = _shared_models(base, cache, policy)
             graphs = CompiledGraphs()  # compiled once here, for every case's app: not per case
             await _seed_template(base.model_copy(update={"home": template, **shared}), models, graphs, root / "blank")
             if pool is not None:
-                runs, talks = await _in_workers(pool, cases, conversations, on_done)
+                # This process is one of the workers: it has the models and the graph already, and its share
+                # starts as soon as the template is seeded, while the other processes are still starting.
+                here = _Worker(base, place, models, graphs, asyncio.get_running_loop())
+                runs, talks = await _in_workers(pool, cases, conversations, on_done, here=here, processes=workers - 1)
             else:
                 runs, talks = await _in_process(cases, conversations, base, place, models, graphs, concurrency, on_done)
         finally:
@@ -304,34 +310,25 @@ async def _in_workers(
     cases: Sequence[EvalCase],
     conversations: Sequence[ConversationCase],
     on_done: Callable[[CaseRun | ConversationRun], None] | None,
+    *,
+    here: _Worker | None = None,
+    processes: int = 1,
 ) -> tuple[list[CaseRun], list[ConversationRun]]:
-    """Run the cases in the pool's processes, `CHUNK` at a time, one case at a time in each process.
+    """Run the cases `CHUNK` at a time in the pool's `processes` and, with `here`, in this process too.
 
-    Conversations go first, as the longest tasks.
+    Each takes the next chunk when it is done with one, and runs one case at a time. Conversations go first, as
+    the longest tasks. A process of the pool that dies ends the run with `EvalWorkerError`.
     """
     loop = asyncio.get_running_loop()
     runs: list[CaseRun | None] = [None] * len(cases)
     talks: list[ConversationRun | None] = [None] * len(conversations)
-    tasks: list[tuple[str, list[tuple[int, Any]]]] = [
+    tasks: deque[tuple[str, list[tuple[int, Any]]]] = deque(
         ("conversation", [(i, conversations[i])]) for i in range(len(conversations))
-    ]
+    )
     indexed = list(enumerate(cases))
     tasks += [("case", indexed[i : i + CHUNK]) for i in range(0, len(indexed), CHUNK)]
 
-    async def chunk_of(kind: str, chunk: list[tuple[int, Any]]) -> tuple[str, list[tuple[int, Any]]] | None:
-        try:
-            return await loop.run_in_executor(pool, _run_chunk, kind, chunk)
-        except BrokenProcessPool:  # every chunk still out fails so; one error for all, nothing left unretrieved
-            return None
-
-    for done in asyncio.as_completed([chunk_of(kind, chunk) for kind, chunk in tasks]):
-        outcome = await done
-        if outcome is None:
-            raise EvalWorkerError(
-                "a worker process of the eval stopped before its cases finished (killed, or out of memory); "
-                "run the eval again, or with --workers 1 to keep it in one process"
-            )
-        kind, finished = outcome
+    def record(kind: str, finished: list[tuple[int, Any]]) -> None:
         for index, run in finished:
             if kind == "case":
                 runs[index] = run
@@ -339,6 +336,36 @@ async def _in_workers(
                 talks[index] = run
             if on_done is not None:
                 on_done(run)
+
+    async def in_pool() -> None:
+        while tasks:
+            kind, chunk = tasks.popleft()
+            try:
+                _, finished = await loop.run_in_executor(pool, _run_chunk, kind, chunk)
+            except BrokenProcessPool:
+                raise EvalWorkerError(
+                    "a worker process of the eval stopped before its cases finished (killed, or out of memory); "
+                    "run the eval again, or with --workers 1 to keep it in one process"
+                ) from None
+            record(kind, finished)
+
+    async def in_this_process(worker: _Worker) -> None:
+        try:
+            while tasks:
+                kind, chunk = tasks.popleft()
+                record(kind, await _chunk_on(worker, kind, chunk))
+        finally:
+            await _close_worker_home(worker)
+
+    running = [asyncio.ensure_future(in_pool()) for _ in range(max(1, processes))]
+    if here is not None:
+        running.append(asyncio.ensure_future(in_this_process(here)))
+    try:
+        await asyncio.gather(*running)
+    finally:  # one failed: the others stop too (the pool's chunks still out are cancelled by its shutdown)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
     return [run for run in runs if run is not None], [talk for talk in talks if talk is not None]
 
 
@@ -386,15 +413,15 @@ def _stop_worker() -> None:
 def _run_chunk(kind: str, chunk: list[tuple[int, Any]]) -> tuple[str, list[tuple[int, Any]]]:
     """Run a chunk of cases (or one conversation) in this worker process, one at a time."""
     assert _worker is not None, "_start_worker runs first"
-    worker = _worker
+    return kind, _worker.loop.run_until_complete(_chunk_on(_worker, kind, chunk))
 
-    async def go() -> list[tuple[int, Any]]:
-        if kind == "case" and not worker.place.keep:
-            return await _cases_in_one_home(chunk, worker)
-        run = _case_in_home if kind == "case" else _conversation_in_home
-        return [(i, await run(i, case, worker.base, worker.place, worker.models, worker.graphs)) for i, case in chunk]
 
-    return kind, worker.loop.run_until_complete(go())
+async def _chunk_on(worker: _Worker, kind: str, chunk: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """Run a chunk of cases (or one conversation) on a worker's models and graph, one at a time."""
+    if kind == "case" and not worker.place.keep:
+        return await _cases_in_one_home(chunk, worker)
+    run = _case_in_home if kind == "case" else _conversation_in_home
+    return [(i, await run(i, case, worker.base, worker.place, worker.models, worker.graphs)) for i, case in chunk]
 
 
 async def _cases_in_one_home(chunk: list[tuple[int, EvalCase]], worker: _Worker) -> list[tuple[int, CaseRun]]:
