@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from triage.policies.billing import refundable_cents
+
 # Irreversible or data-releasing requests are only filed when the ticket asks for them in so many words; a
 # classifier's guess ("something is wrong with my account" -> account_deletion) is not enough.
 _EXPLICIT: dict[str, re.Pattern[str]] = {
@@ -103,15 +105,12 @@ def plan_change_args(
 def refund_source(payments: Sequence[Mapping[str, Any]], amount_cents: int, *, prefer: str | None = None) -> str | None:
     """The payment to refund `amount_cents` from: `prefer` while it has that much left, else the first that has.
 
-    `payments` come newest first. A payment has left its amount less `refunded_cents` (refunded already, or held by
-    a pending refund) and `requested_cents` (what open refund requests are to refund); a failed or fully refunded
-    payment has nothing left. None when no payment has enough left: a refund is never split over payments.
+    `payments` come newest first. What a payment has left is what it has to refund (`refundable_cents`) less
+    `requested_cents`, what open refund requests are to refund from it. None when no payment has enough left: a
+    refund is never split over payments.
     """
     enough = [
-        str(p["id"])
-        for p in payments
-        if p["status"] in ("succeeded", "partially_refunded")
-        and int(p["amount_cents"]) - int(p.get("refunded_cents", 0)) - int(p.get("requested_cents", 0)) >= amount_cents
+        str(p["id"]) for p in payments if refundable_cents(p) - int(p.get("requested_cents") or 0) >= amount_cents
     ]
     return prefer if prefer in enough else next(iter(enough), None)
 
