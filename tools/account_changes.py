@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from triage.errors import PermanentToolError
 from triage.policies.account import refund_source
 from triage.tools.base import ToolContext, fetch_all, fetch_one, helpdesk_tool, insert_once, receipt_id, utc_now
+from triage.tools.refunds import REFUNDED_CENTS
 
 COMPENSATION_ITSELF = "it is itself a compensation: undoing an undo is running the step again"
 
@@ -244,17 +245,13 @@ class PeriodRefundArgs(BaseModel):
     amount_cents: int = Field(gt=0)
 
 
-# The customer's payments, newest first, with what is refunded or held (refunds, unused-period refunds not canceled)
-# and what open refund requests are still to refund: all that a payment may no longer give back.
-_REFUNDABLE_PAYMENTS = """
-    SELECT p.id, p.status, p.amount_cents,
-           COALESCE((SELECT SUM(amount_cents) FROM refunds WHERE payment_id = p.id AND status != 'failed'), 0)
-           + COALESCE((SELECT SUM(amount_cents) FROM period_refunds WHERE payment_id = p.id
-                       AND status != 'canceled'), 0) AS refunded_cents,
-           COALESCE((SELECT SUM(amount_cents) FROM refund_requests WHERE payment_id = p.id
-                     AND status IN ('requested', 'approved')), 0) AS requested_cents
-    FROM payments p WHERE p.customer_id = ? ORDER BY p.created_at DESC, p.id DESC
-"""
+# The customer's payments, newest first, with what each has given back and what open refund requests are to take.
+_REFUNDABLE_PAYMENTS = (
+    f"SELECT p.id, p.status, p.amount_cents, {REFUNDED_CENTS} AS refunded_cents, "
+    "COALESCE((SELECT SUM(amount_cents) FROM refund_requests WHERE payment_id = p.id "
+    "AND status IN ('requested', 'approved')), 0) AS requested_cents "
+    "FROM payments p WHERE p.customer_id = ? ORDER BY p.created_at DESC, p.id DESC"
+)
 
 
 @helpdesk_tool(scope="refunds:write", args_schema=PeriodRefundArgs, compensation="cancel_period_refund")

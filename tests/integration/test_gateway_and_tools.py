@@ -191,3 +191,27 @@ async def test_an_unused_period_is_refunded_from_a_payment_that_has_enough_left_
         await refund_period("pay_0011", 24001, "period-3")
     refunded = rows(db, "SELECT payment_id, amount_cents FROM period_refunds ORDER BY created_at, id")
     assert sorted((r["payment_id"], r["amount_cents"]) for r in refunded) == sorted([("pay_0011", 980), (monthly, 1)])
+
+
+async def test_a_refund_cannot_take_what_an_unused_period_refund_already_took(gateway: ToolGateway) -> None:
+    period = {"customer_id": "cus_mid_dup", "payment_id": "pay_0012", "amount_cents": 980}
+    held = await gateway.call("account_change", "refund_unused_period", period, thread_id="thr_close")
+    assert held["payment_id"] == "pay_0012"
+    duplicate = {"customer_id": "cus_mid_dup", "payment_id": "pay_0012", "amount_cents": 24000}
+    for node, tool, extra in (
+        ("billing", "request_refund", {"reason": "charged twice"}),
+        ("execute", "issue_refund", {}),
+    ):
+        with pytest.raises(PermanentToolError, match="payment pay_0012 has 23020 cents refundable; 24000 was asked"):
+            await gateway.call(node, tool, {**duplicate, **extra}, thread_id="thr_dup")
+    rest = await gateway.call("execute", "issue_refund", {**duplicate, "amount_cents": 23020}, thread_id="thr_dup")
+    assert rest["created"]
+    await gateway.call(
+        "account_change",
+        "cancel_period_refund",
+        {"customer_id": "cus_mid_dup", "receipt_id": held["id"]},
+        thread_id="thr_close",
+    )
+    # Canceled, the unused-period refund gives its 980 back to what the payment has left.
+    again = await gateway.call("execute", "issue_refund", {**duplicate, "amount_cents": 980}, thread_id="thr_dup")
+    assert again["created"]
