@@ -211,6 +211,8 @@ def test_a_closure_after_a_full_duplicate_refund_refunds_its_unused_period_from_
         path, "SELECT payment_id, amount_cents, status FROM period_refunds WHERE thread_id = ?", (result.thread_id,)
     )
     assert period == [{"payment_id": "pay_0011", "amount_cents": closure["refund_cents"], "status": "settled"}]
+    (step,) = [a for a in result.actions if a.kind == "refund_unused"]
+    assert step.details["payment_id"] == "pay_0011"  # the run shows where the money came from, not the plan
     assert rows(path, "SELECT status FROM customers WHERE id = 'cus_mid_dup'") == [{"status": "closed"}]
     over = rows(
         path,
