@@ -120,8 +120,8 @@ def closure_args(
 ) -> dict[str, Any]:
     """The arguments of an account closure: the subscription and the refund of its unused period, if any.
 
-    The refund is planned from the newest succeeded payment that still has that much to refund (`refund_source`);
-    the step that refunds it chooses again from what is left when it runs.
+    The refund is planned from the newest payment that still has that much to refund (`refund_source`); the step
+    that refunds it chooses again from what is left when it runs.
     """
     days_left, period = unused_share(customer.get("renews_at"), as_of)
     refund = prorated_cents(int(customer.get("monthly_price_cents") or 0), days_left, period)

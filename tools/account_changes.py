@@ -284,7 +284,7 @@ async def refund_unused_period(
                 "refund_unused_period",
                 f"no payment of {customer_id} has {amount_cents} cents left to refund (planned: {payment_id})",
             )
-        await insert_once(
+        created = await insert_once(
             conn,
             "period_refunds",
             {
@@ -298,7 +298,7 @@ async def refund_unused_period(
                 "idempotency_key": ctx.idempotency_key,
             },
         )
-    return {"id": refund_id, "created": True, "payment_id": source, "amount_cents": amount_cents}
+    return {"id": refund_id, "created": created, "payment_id": source, "amount_cents": amount_cents}
 
 
 @helpdesk_tool(scope="refunds:write", args_schema=UndoArgs, irreversible=COMPENSATION_ITSELF)
