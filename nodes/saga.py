@@ -252,12 +252,15 @@ async def _escalate_loudly(services: Services, thread_id: str, change_id: str, s
 
 def _record(kind: str, tool: str, receipt: dict[str, Any], args: dict[str, Any]) -> ActionRecord:
     amount = args.get("amount_cents")
+    details: dict[str, Any] = {"created": bool(receipt.get("created", True))}
+    if "payment_id" in receipt:  # a refund's payment is chosen when it is made, not taken from the plan
+        details["payment_id"] = receipt["payment_id"]
     return ActionRecord(
         kind=kind,
         tool=tool,
         receipt_id=str(receipt["id"]),
         node=NODE,
-        details={"created": bool(receipt.get("created", True))},
+        details=details,
         amount_cents=int(amount) if amount is not None else None,
     )
 

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from triage.policies.billing import refundable_cents
+
 # Irreversible or data-releasing requests are only filed when the ticket asks for them in so many words; a
 # classifier's guess ("something is wrong with my account" -> account_deletion) is not enough.
 _EXPLICIT: dict[str, re.Pattern[str]] = {
@@ -100,30 +102,36 @@ def plan_change_args(
     }
 
 
+def refund_source(payments: Sequence[Mapping[str, Any]], amount_cents: int, *, prefer: str | None = None) -> str | None:
+    """The payment to refund `amount_cents` from: `prefer` while it has that much left, else the first that has.
+
+    `payments` come newest first. What a payment has left is what it has to refund (`refundable_cents`) less
+    `requested_cents`, what open refund requests are to refund from it. None when no payment has enough left: a
+    refund is never split over payments.
+    """
+    enough = [
+        str(p["id"]) for p in payments if refundable_cents(p) - int(p.get("requested_cents") or 0) >= amount_cents
+    ]
+    return prefer if prefer in enough else next(iter(enough), None)
+
+
 def closure_args(
     customer: Mapping[str, Any], payments: Sequence[Mapping[str, Any]], request_id: str, *, as_of: datetime
 ) -> dict[str, Any]:
     """The arguments of an account closure: the subscription and the refund of its unused period, if any.
 
-    The refund comes from the newest succeeded payment that still has that much to refund.
+    The refund is planned from the newest payment that still has that much to refund (`refund_source`); the step
+    that refunds it chooses again from what is left when it runs.
     """
     days_left, period = unused_share(customer.get("renews_at"), as_of)
     refund = prorated_cents(int(customer.get("monthly_price_cents") or 0), days_left, period)
-    payment = next(
-        (
-            p
-            for p in payments
-            if p["status"] in ("succeeded", "partially_refunded")
-            and int(p["amount_cents"]) - int(p.get("refunded_cents", 0)) >= refund
-        ),
-        None,
-    )
+    payment = refund_source(payments, refund)
     active = customer.get("subscription_status") in ("active", "trialing", "past_due")
     return {
         "customer_id": customer["id"],
         "request_id": request_id,
         "subscription_id": customer["subscription_id"] if active else None,
-        "payment_id": payment["id"] if payment is not None and refund > 0 and active else None,
+        "payment_id": payment if payment is not None and refund > 0 and active else None,
         "refund_cents": refund if payment is not None and active else 0,
     }
 

@@ -16,7 +16,9 @@ from langchain_core.tools import InjectedToolArg
 from pydantic import BaseModel, Field
 
 from triage.errors import PermanentToolError
-from triage.tools.base import ToolContext, fetch_one, helpdesk_tool, insert_once, receipt_id, utc_now
+from triage.policies.account import refund_source
+from triage.tools.base import ToolContext, fetch_all, fetch_one, helpdesk_tool, insert_once, receipt_id, utc_now
+from triage.tools.refunds import REFUNDED_CENTS
 
 COMPENSATION_ITSELF = "it is itself a compensation: undoing an undo is running the step again"
 
@@ -239,35 +241,56 @@ class PeriodRefundArgs(BaseModel):
     """Arguments of `refund_unused_period`."""
 
     customer_id: str
-    payment_id: str
+    payment_id: str = Field(description="The planned payment; another is chosen if it has too little left.")
     amount_cents: int = Field(gt=0)
+
+
+# The customer's payments, newest first, with what each has given back and what open refund requests are to take.
+_REFUNDABLE_PAYMENTS = (
+    f"SELECT p.id, p.status, p.amount_cents, {REFUNDED_CENTS} AS refunded_cents, "
+    "COALESCE((SELECT SUM(amount_cents) FROM refund_requests WHERE payment_id = p.id "
+    "AND status IN ('requested', 'approved')), 0) AS requested_cents "
+    "FROM payments p WHERE p.customer_id = ? ORDER BY p.created_at DESC, p.id DESC"
+)
 
 
 @helpdesk_tool(scope="refunds:write", args_schema=PeriodRefundArgs, compensation="cancel_period_refund")
 async def refund_unused_period(
     customer_id: str, payment_id: str, amount_cents: int, ctx: Annotated[ToolContext, InjectedToolArg]
 ) -> dict[str, Any]:
-    """Refund the unused part of the current period: pending until the closure is confirmed."""
+    """Refund the unused part of the current period: pending until the closure is confirmed.
+
+    The payment is chosen when the refund is made, from what is left then (`refund_source`): the planned one while it
+    has enough left, else the newest that has. Refunds made since the plan (another ask of the same ticket, another
+    thread) are counted, so no payment gives back more than it took.
+
+    Raises:
+        PermanentToolError: no payment of the customer has `amount_cents` left to refund.
+    """
     refund_id = receipt_id("pr", ctx.idempotency_key)
     async with ctx.helpdesk.transaction() as conn:
-        payment = await fetch_one(
-            conn,
-            "SELECT amount_cents, COALESCE((SELECT SUM(amount_cents) FROM refunds WHERE payment_id = p.id "
-            "AND status != 'failed'), 0) AS refunded FROM payments p WHERE id = ? AND customer_id = ? "
-            "AND status != 'failed'",
-            (payment_id, customer_id),
-        )
-        if payment is None:
-            raise PermanentToolError("refund_unused_period", f"{customer_id} has no refundable payment {payment_id}")
-        if amount_cents > int(payment["amount_cents"]) - int(payment["refunded"]):
-            raise PermanentToolError("refund_unused_period", f"payment {payment_id} has less than {amount_cents} left")
+        existing = await _existing(conn, "period_refunds", ctx.idempotency_key)
+        if existing is not None:
+            return {
+                "id": existing["id"],
+                "created": False,
+                "payment_id": existing["payment_id"],
+                "amount_cents": existing["amount_cents"],
+            }
+        payments = await fetch_all(conn, _REFUNDABLE_PAYMENTS, (customer_id,))
+        source = refund_source(payments, amount_cents, prefer=payment_id)
+        if source is None:
+            raise PermanentToolError(
+                "refund_unused_period",
+                f"no payment of {customer_id} has {amount_cents} cents left to refund (planned: {payment_id})",
+            )
         created = await insert_once(
             conn,
             "period_refunds",
             {
                 "id": refund_id,
                 "customer_id": customer_id,
-                "payment_id": payment_id,
+                "payment_id": source,
                 "amount_cents": amount_cents,
                 "status": "pending",
                 "created_at": utc_now(),
@@ -275,7 +298,7 @@ async def refund_unused_period(
                 "idempotency_key": ctx.idempotency_key,
             },
         )
-    return {"id": refund_id, "created": created, "amount_cents": amount_cents}
+    return {"id": refund_id, "created": created, "payment_id": source, "amount_cents": amount_cents}
 
 
 @helpdesk_tool(scope="refunds:write", args_schema=UndoArgs, irreversible=COMPENSATION_ITSELF)

@@ -13,6 +13,14 @@ from triage.errors import PermanentToolError
 from triage.helpdesk import Helpdesk
 from triage.tools.base import ToolContext, fetch_all, fetch_one, helpdesk_tool, insert_once, receipt_id, utc_now
 
+REFUNDED_CENTS = (
+    "COALESCE((SELECT SUM(amount_cents) FROM refunds WHERE payment_id = p.id AND status != 'failed'), 0) "
+    "+ COALESCE((SELECT SUM(amount_cents) FROM period_refunds WHERE payment_id = p.id AND status != 'canceled'), 0)"
+)
+"""SQL for what payment `p` has given back: its refunds but the failed, and a closure's unused-period refunds (pending
+or settled) but the canceled. The checks made before money moves read this one sum, so neither kind of refund can
+take what the other already took."""
+
 
 async def refundable_amount(
     conn: aiosqlite.Connection, tool: str, customer_id: str, payment_id: str, amount_cents: int
@@ -24,12 +32,8 @@ async def refundable_amount(
     """
     payment = await fetch_one(
         conn,
-        """
-        SELECT p.amount_cents, p.status,
-               COALESCE((SELECT SUM(amount_cents) FROM refunds WHERE payment_id = p.id AND status != 'failed'), 0)
-                   AS refunded_cents
-        FROM payments p WHERE p.id = ? AND p.customer_id = ?
-        """,
+        f"SELECT p.amount_cents, p.status, {REFUNDED_CENTS} AS refunded_cents "
+        "FROM payments p WHERE p.id = ? AND p.customer_id = ?",
         (payment_id, customer_id),
     )
     if payment is None:

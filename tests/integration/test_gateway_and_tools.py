@@ -156,3 +156,62 @@ async def test_a_request_is_withdrawn_by_its_compensation_once_and_only_by_its_o
     # Withdrawn, the payment takes a new request again (at most one open request per payment).
     again = await gateway.call("billing", "request_refund", asked, thread_id="thr_next")
     assert again["created"] is True and "already_requested" not in again
+
+
+async def test_an_unused_period_is_refunded_from_a_payment_that_has_enough_left_when_the_refund_is_made(
+    gateway: ToolGateway, tmp_path: Path
+) -> None:
+    db = tmp_path / "helpdesk.sqlite"
+    newest = rows(
+        db, "SELECT id, amount_cents FROM payments WHERE customer_id = 'cus_mid_dup' ORDER BY created_at DESC"
+    )
+    assert [(p["id"], p["amount_cents"]) for p in newest[:2]] == [("pay_0012", 24000), ("pay_0011", 24000)]
+    monthly = newest[2]["id"]
+
+    async def refund_period(planned: str, amount_cents: int, key: str) -> dict[str, Any]:
+        args = {"customer_id": "cus_mid_dup", "payment_id": planned, "amount_cents": amount_cents}
+        receipt: dict[str, Any] = await gateway.call(
+            "account_change", "refund_unused_period", args, thread_id="thr_close", idempotency_key=key
+        )
+        return receipt
+
+    # Planned from the duplicate, which is then refunded in full: the period comes from the next payment instead.
+    duplicate = {"customer_id": "cus_mid_dup", "payment_id": "pay_0012", "amount_cents": 24000}
+    await gateway.call("execute", "issue_refund", duplicate, thread_id="thr_close", idempotency_key="dup")
+    first = await refund_period("pay_0012", 980, "period-1")
+    assert (first["payment_id"], first["created"]) == ("pay_0011", True)
+    again = await refund_period("pay_0012", 980, "period-1")  # a retry returns the refund made, not a new choice
+    assert (again["id"], again["payment_id"], again["created"]) == (first["id"], "pay_0011", False)
+    # The pending period refund and another thread's open request are counted: pay_0011 has 23020 left, all asked for.
+    request = {"customer_id": "cus_mid_dup", "payment_id": "pay_0011", "amount_cents": 23020, "reason": "returned"}
+    await gateway.call("billing", "request_refund", request, thread_id="thr_other")
+    second = await refund_period("pay_0011", 1, "period-2")
+    assert second["payment_id"] == monthly
+    with pytest.raises(PermanentToolError, match=r"no payment of cus_mid_dup has 24001 cents left to refund"):
+        await refund_period("pay_0011", 24001, "period-3")
+    refunded = rows(db, "SELECT payment_id, amount_cents FROM period_refunds ORDER BY created_at, id")
+    assert sorted((r["payment_id"], r["amount_cents"]) for r in refunded) == sorted([("pay_0011", 980), (monthly, 1)])
+
+
+async def test_a_refund_cannot_take_what_an_unused_period_refund_already_took(gateway: ToolGateway) -> None:
+    period = {"customer_id": "cus_mid_dup", "payment_id": "pay_0012", "amount_cents": 980}
+    held = await gateway.call("account_change", "refund_unused_period", period, thread_id="thr_close")
+    assert held["payment_id"] == "pay_0012"
+    duplicate = {"customer_id": "cus_mid_dup", "payment_id": "pay_0012", "amount_cents": 24000}
+    for node, tool, extra in (
+        ("billing", "request_refund", {"reason": "charged twice"}),
+        ("execute", "issue_refund", {}),
+    ):
+        with pytest.raises(PermanentToolError, match="payment pay_0012 has 23020 cents refundable; 24000 was asked"):
+            await gateway.call(node, tool, {**duplicate, **extra}, thread_id="thr_dup")
+    rest = await gateway.call("execute", "issue_refund", {**duplicate, "amount_cents": 23020}, thread_id="thr_dup")
+    assert rest["created"]
+    await gateway.call(
+        "account_change",
+        "cancel_period_refund",
+        {"customer_id": "cus_mid_dup", "receipt_id": held["id"]},
+        thread_id="thr_close",
+    )
+    # Canceled, the unused-period refund gives its 980 back to what the payment has left.
+    again = await gateway.call("execute", "issue_refund", {**duplicate, "amount_cents": 980}, thread_id="thr_dup")
+    assert again["created"]

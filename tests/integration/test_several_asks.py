@@ -180,3 +180,44 @@ def test_a_closure_asked_first_does_not_hold_back_the_edited_refund_asked_after_
     assert "refund" in [a.kind for a in result.actions]
     # The edit replaced the refund it edited, and only that one: the closure is still there to carry out.
     assert [p["kind"] for p in result.proposed_actions] == ["account_closure", "refund"]
+
+
+def test_a_closure_after_a_full_duplicate_refund_refunds_its_unused_period_from_a_payment_with_enough_left(
+    app: TriageApp,
+) -> None:
+    # The closure is planned (in its own ask) from the duplicate charge, which the other ask then refunds in full:
+    # its unused period has to come from a payment that still has that much left when the step runs.
+    body = (
+        "I would like my account closed and all of my data removed. "
+        "On top of that the two docking hubs were billed twice, so please pay back the extra charge."
+    )
+    result = app.run({"customer_id": "cus_mid_dup", "subject": "Closing down", "body": body})
+    closure = next(p for p in result.proposed_actions if p["kind"] == "account_closure")["args"]
+    assert closure["payment_id"] == "pay_0012" and closure["refund_cents"] > 0  # the plan names the duplicate
+    asked = []
+    for approver in ("alice", "sam", "alice", "alice"):
+        if result.pending_approval is None:
+            break
+        asked.append(result.pending_approval["action"])
+        result = app.resume(result.thread_id, {"approver": approver, "decision": "approve"})
+
+    assert result.status == "completed", result.status_reason
+    assert asked[:3] == ["account_closure", "account_closure", "refund"]  # then the reply's, when it asks for one
+    assert result.saga is not None and result.saga["status"] == "completed"
+    path = app.settings.helpdesk_path
+    refunds = rows(path, "SELECT payment_id, amount_cents FROM refunds WHERE thread_id = ?", (result.thread_id,))
+    assert refunds == [{"payment_id": "pay_0012", "amount_cents": 24000}]  # the duplicate, in full, once
+    period = rows(
+        path, "SELECT payment_id, amount_cents, status FROM period_refunds WHERE thread_id = ?", (result.thread_id,)
+    )
+    assert period == [{"payment_id": "pay_0011", "amount_cents": closure["refund_cents"], "status": "settled"}]
+    (step,) = [a for a in result.actions if a.kind == "refund_unused"]
+    assert step.details["payment_id"] == "pay_0011"  # the run shows where the money came from, not the plan
+    assert rows(path, "SELECT status FROM customers WHERE id = 'cus_mid_dup'") == [{"status": "closed"}]
+    over = rows(
+        path,
+        "SELECT p.id FROM payments p WHERE p.customer_id = 'cus_mid_dup' AND p.amount_cents < "
+        "(SELECT COALESCE(SUM(amount_cents), 0) FROM refunds WHERE payment_id = p.id AND status != 'failed') + "
+        "(SELECT COALESCE(SUM(amount_cents), 0) FROM period_refunds WHERE payment_id = p.id AND status != 'canceled')",
+    )
+    assert over == []  # no payment gives back more than it took

@@ -18,6 +18,7 @@ from triage.policies.account import (
     included_seats,
     plan_change_args,
     prorated_cents,
+    refund_source,
     saga_steps,
     unused_share,
 )
@@ -208,6 +209,34 @@ def test_a_closure_refund_comes_from_a_payment_that_was_made_and_has_enough_left
     assert paid_from() == (None, 0)  # nothing to refund from: the closure goes on without a refund
     for status in ("trialing", "past_due"):
         assert paid_from(exact, customer={**CUSTOMER, "subscription_status": status}) == ("pay_exact", refund)
+
+
+def test_a_refund_comes_from_the_planned_payment_while_it_has_enough_left_else_from_the_newest_that_has() -> None:
+    newest = {"id": "pay_3", "status": "succeeded", "amount_cents": 1000}
+    planned = {"id": "pay_2", "status": "partially_refunded", "amount_cents": 1000, "refunded_cents": 400}
+    oldest = {"id": "pay_1", "status": "succeeded", "amount_cents": 1000, "refunded_cents": 0, "requested_cents": 0}
+    payments = [newest, planned, oldest]
+    assert refund_source(payments, 600, prefer="pay_2") == "pay_2"  # exactly enough left on the planned one
+    assert refund_source(payments, 601, prefer="pay_2") == "pay_3"  # one cent short: the newest with enough
+    assert refund_source(payments, 600) == "pay_3"  # no plan: the newest with enough
+    assert refund_source(payments, 600, prefer="pay_9") == "pay_3"  # a payment not in the list is never used
+    assert refund_source(payments, 1000, prefer="pay_1") == "pay_1"
+    assert refund_source(payments, 1001) is None  # none has that much: not split over payments
+    assert refund_source([], 1) is None
+
+
+def test_what_a_payment_has_left_counts_its_refunds_and_its_open_refund_requests() -> None:
+    def left(**payment: object) -> list[int]:
+        row = {"id": "pay_1", "status": "succeeded", "amount_cents": 24000, **payment}
+        return [cents for cents in (1, 980, 4000, 24000) if refund_source([row], cents) == "pay_1"]
+
+    assert left() == [1, 980, 4000, 24000]
+    assert left(refunded_cents=20000) == [1, 980, 4000]  # e.g. an edited duplicate refund left 4000
+    assert left(requested_cents=23020) == [1, 980]  # another thread's open request will take the rest
+    assert left(refunded_cents=3000, requested_cents=20020) == [1, 980]  # both count
+    assert left(refunded_cents=24000) == []  # refunded in full by another ask of the same ticket
+    assert left(status="failed") == []  # a failed charge took nothing
+    assert left(status="partially_refunded", refunded_cents=1) == [1, 980, 4000]
 
 
 def test_a_closure_refunds_nothing_when_nothing_is_left_and_a_single_cent_when_that_is() -> None:
