@@ -4,8 +4,8 @@ Every case starts from the seeded helpdesk and an empty checkpoint store, so a r
 change what another case sees, and the figures do not depend on the order in which cases finish. With one process
 each case gets a fresh copy of both files in a home of its own; with several (`workers`: this one and spawned ones),
 each process runs its chunks of cases on one app and puts the template's rows back into its files between cases
-(`RowRestorer`), which leaves the same state at a third of the cost. The model tier is loaded and the graph compiled once per process, and shared by
-every case's app. Thread ids are derived from case ids.
+(`RowRestorer`), which leaves the same state at a third of the cost. The model tier is loaded and the graph
+compiled once per process, and shared by every case's app. Thread ids are derived from case ids.
 
 A conversation case runs in one home and one thread: its turns are sent in order, turn 2 onwards as follow-ups to the
 conversation turn 1 started, and each turn is judged by the same evaluators on what that turn did (its own actions,
@@ -537,6 +537,10 @@ class RowRestorer:
     """
 
     def __init__(self, source: Path, target: Path, *, keep: str | None = None) -> None:
+        # SQLite's ATTACH creates a file that is not there: "restoring" from it would empty every table.
+        for path in (source, target):
+            if not path.is_file():
+                raise FileNotFoundError(f"cannot restore rows: {path} is not there (was the eval's folder removed?)")
         self._target = target
         self._keep = keep
         self._conn = sqlite3.connect(target, isolation_level=None, timeout=10, check_same_thread=False)

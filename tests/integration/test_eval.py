@@ -383,6 +383,23 @@ def test_a_restorer_kept_open_puts_the_rows_back_after_every_kind_of_write(tmp_p
         restorer.close()
 
 
+def test_restoring_from_a_file_that_is_gone_fails_and_empties_nothing(tmp_path: Path) -> None:
+    """A source removed under a running eval (its temporary folder deleted) is an error, not an empty template."""
+    import sqlite3
+
+    from triage.evals.runner import restore_rows
+
+    conn = sqlite3.connect(tmp_path / "target.sqlite")
+    conn.executescript("CREATE TABLE customers (id TEXT); INSERT INTO customers VALUES ('cus_1');")
+    conn.close()
+    with pytest.raises(FileNotFoundError, match=r"source\.sqlite is not there"):
+        restore_rows(tmp_path / "source.sqlite", tmp_path / "target.sqlite")
+    assert not (tmp_path / "source.sqlite").exists()
+    conn = sqlite3.connect(tmp_path / "target.sqlite")
+    assert conn.execute("SELECT id FROM customers").fetchall() == [("cus_1",)]
+    conn.close()
+
+
 def test_restoring_rows_refuses_a_virtual_table_it_would_corrupt(tmp_path: Path) -> None:
     import sqlite3
 
