@@ -129,6 +129,14 @@ class EvalRun:
     """How the latency figures were taken: `workers` (processes), `concurrency` (cases at once in each) and
     `sqlite_synchronous` (whether commits waited for the disk)."""
 
+    def __repr__(self) -> str:
+        # A summary, not every run's result: `asyncio.run` formats the repr of its task, result included, as it
+        # puts back the SIGINT handler (Python 3.11); for 1,000 cases that took 0.4 s at the end of each eval.
+        return (
+            f"EvalRun({len(self.runs)} cases, {len(self.conversations)} conversations, "
+            f"{self.wall_time_s} s, policy {self.policy_version}, {self.model_tier})"
+        )
+
 
 async def run_cases(
     cases: Sequence[EvalCase],
