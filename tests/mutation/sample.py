@@ -162,12 +162,12 @@ MUTANTS = (
         ("tests/unit/test_approve_rules.py::test_edit_refusal",),
     ),
     Mutant(
-        "an account closure refunds from a payment that already gave its money back",
+        "an account closure refunds from a payment whose money an open refund request is about to take",
         "triage.policies.account",
-        "closure_args",
-        'and int(p["amount_cents"]) - int(p.get("refunded_cents", 0)) >= refund',
-        'and int(p["amount_cents"]) >= refund',
-        (f"{ACCOUNT}::test_a_closure_refund_comes_from_a_payment_that_was_made_and_has_enough_left",),
+        "refund_source",
+        'refundable_cents(p) - int(p.get("requested_cents") or 0) >= amount_cents',
+        "refundable_cents(p) >= amount_cents",
+        (f"{ACCOUNT}::test_what_a_payment_has_left_counts_its_refunds_and_its_open_refund_requests",),
     ),
     Mutant(
         "a renewal date months ahead prorates every month up to it (the bug mutation testing found)",
