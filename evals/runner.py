@@ -395,9 +395,14 @@ _worker: _Worker | None = None
 
 
 def _start_worker(base: Settings, place: _Place) -> None:
+    import signal
+
     from triage.policies import load_policy_bundle
 
     global _worker
+    # Ctrl-C reaches the whole process group: the eval process handles it (its pool lets a running chunk finish,
+    # then stops the workers), so a worker does not print a traceback of its own or die mid-case.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     policy = load_policy_bundle(base.policy_dir)
     graphs = CompiledGraphs()
     graphs.support(policy)

@@ -42,11 +42,33 @@ class Portal:
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
     def stop(self) -> None:
-        """Stop the loop and join its thread; the portal can start again later."""
+        """Stop the loop and join its thread; the portal can start again later.
+
+        Whatever still runs on the loop (a call whose caller was interrupted, a call that arrived as the loop was
+        stopping) is cancelled before the loop closes, so every waiting `call` returns (CancelledError) instead of
+        waiting forever for a loop that no longer runs.
+        """
         with self._started:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
         if loop is not None and thread is not None:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=10)
-            loop.close()
+            if thread.is_alive():
+                return  # still busy after 10 s: left to its daemon thread rather than closed under it
+            # The caller may be running a loop of its own, so the leftovers run on a thread of their own.
+            cleaner = threading.Thread(target=_cancel_leftovers, args=(loop,), name="triage-portal-stop", daemon=True)
+            cleaner.start()
+            cleaner.join(timeout=10)
+            if not cleaner.is_alive():
+                loop.close()
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel every task left on a stopped loop and let each finish its cancellation."""
+    loop.run_until_complete(asyncio.sleep(0))  # calls queued before the stop become tasks first
+    tasks = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
