@@ -291,22 +291,25 @@ def test_the_report_says_how_its_latency_was_measured() -> None:
     assert crowded.endswith("Commits waited for the disk (SQLite `synchronous=full`), as in a real home.")
 
 
+def _rows_of(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every table of a SQLite file and its rows, in a stable order."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return {n: sorted(conn.execute(f'SELECT * FROM "{n}"'), key=repr) for n in names}
+    finally:
+        conn.close()
+
+
 def test_restoring_rows_gives_a_used_home_the_state_of_its_template(settings: Settings, tmp_path: Path) -> None:
     """The eval's workers run a chunk's cases on one app and put the template's rows back between cases: afterwards
     every table of both files holds what the template holds, and the app, still open, sees exactly that."""
-    import sqlite3
 
     from triage import TriageApp
     from triage.errors import ThreadNotFoundError
     from triage.evals.runner import KB_TABLES, restore_rows
-
-    def dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
-        conn = sqlite3.connect(path)
-        try:
-            names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-            return {n: sorted(conn.execute(f'SELECT * FROM "{n}"'), key=repr) for n in names}
-        finally:
-            conn.close()
 
     template, used = tmp_path / "template", tmp_path / "used"
     blank = TriageApp(Settings(home=template, cache_home=settings.cache_home))
@@ -318,11 +321,11 @@ def test_restoring_rows_gives_a_used_home_the_state_of_its_template(settings: Se
         ticket = {"customer_id": "cus_small_dup", "body": "I was charged $19 twice this month, refund one please."}
         first = app.run(ticket)
         assert first.actions, "the run wrote to the helpdesk"
-        assert dump(used / "helpdesk.sqlite") != dump(template / "helpdesk.sqlite")
+        assert _rows_of(used / "helpdesk.sqlite") != _rows_of(template / "helpdesk.sqlite")
         restore_rows(template / "helpdesk.sqlite", used / "helpdesk.sqlite", keep=KB_TABLES)
         restore_rows(template / "checkpoints.sqlite", used / "checkpoints.sqlite")
-        assert dump(used / "helpdesk.sqlite") == dump(template / "helpdesk.sqlite")
-        assert dump(used / "checkpoints.sqlite") == dump(template / "checkpoints.sqlite")
+        assert _rows_of(used / "helpdesk.sqlite") == _rows_of(template / "helpdesk.sqlite")
+        assert _rows_of(used / "checkpoints.sqlite") == _rows_of(template / "checkpoints.sqlite")
         with pytest.raises(ThreadNotFoundError):
             app.thread(first.thread_id)
         again = app.run(ticket, thread_id=first.thread_id)
@@ -349,15 +352,7 @@ def test_a_restorer_kept_open_puts_the_rows_back_after_every_kind_of_write(tmp_p
         conn.executescript(schema)
         conn.close()
 
-    def dump(path: Path) -> dict[str, list[tuple[object, ...]]]:
-        conn = sqlite3.connect(path)
-        try:
-            names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-            return {n: sorted(conn.execute(f'SELECT * FROM "{n}"'), key=repr) for n in names}
-        finally:
-            conn.close()
-
-    expected = dump(tmp_path / "source.sqlite")
+    expected = _rows_of(tmp_path / "source.sqlite")
     restorer = RowRestorer(tmp_path / "source.sqlite", tmp_path / "target.sqlite")
     writer = sqlite3.connect(tmp_path / "target.sqlite", isolation_level=None)
     try:
@@ -371,9 +366,9 @@ def test_a_restorer_kept_open_puts_the_rows_back_after_every_kind_of_write(tmp_p
             "CREATE TABLE later (v TEXT); INSERT INTO later VALUES ('new')",
         ):
             writer.executescript(write)
-            assert dump(tmp_path / "target.sqlite") != expected, write
+            assert _rows_of(tmp_path / "target.sqlite") != expected, write
             restorer.restore()
-            now = dump(tmp_path / "target.sqlite")
+            now = _rows_of(tmp_path / "target.sqlite")
             assert now.pop("later", []) == [], write  # not in the source: emptied
             assert now == expected, write
         (seq,) = writer.execute("SELECT seq FROM sqlite_sequence WHERE name = 'parents'").fetchone()
