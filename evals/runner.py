@@ -169,8 +169,6 @@ async def run_cases(
     from triage.policies import load_policy_bundle
 
     base = settings or Settings()
-    policy = load_policy_bundle(base.policy_dir)
-    policy_version = policy.version
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="triage-eval-") as tmp:
         root = workdir or Path(tmp)
@@ -180,11 +178,14 @@ async def run_cases(
         shared = {"cache_home": cache, "models_home": base.models_dir, "sqlite_synchronous": eval_synchronous(base)}
         template = root / "template"
         place = _Place(root=root, shared=shared, keep=workdir is not None)
-        # Worker processes start first: their imports overlap the template's seeding below.
+        # Worker processes start first, before this one reads the policy (which imports LangChain): their start-up
+        # overlaps this process's imports and the template's seeding below.
         pool = (
             _start_pool(base, place, workers - 1) if workers > 1 and len(cases) + len(conversations) > CHUNK else None
         )
         try:
+            policy = load_policy_bundle(base.policy_dir)
+            policy_version = policy.version
             models = _shared_models(base, cache, policy)
             graphs = CompiledGraphs()  # compiled once here, for every case's app: not per case
             await _seed_template(base.model_copy(update={"home": template, **shared}), models, graphs, root / "blank")
@@ -392,6 +393,9 @@ class _Worker:
 
 
 _worker: _Worker | None = None
+_start_error: Exception | None = None
+"""Why `_start_worker` failed in this process: raised by its first chunk (an initializer's error would print a
+traceback and break the whole pool)."""
 
 
 def _start_worker(base: Settings, place: _Place) -> None:
@@ -403,10 +407,15 @@ def _start_worker(base: Settings, place: _Place) -> None:
     # Ctrl-C reaches the whole process group: the eval process handles it (its pool lets a running chunk finish,
     # then stops the workers), so a worker does not print a traceback of its own or die mid-case.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    policy = load_policy_bundle(base.policy_dir)
-    graphs = CompiledGraphs()
-    graphs.support(policy)
-    models = _shared_models(base, place.shared["cache_home"], policy)
+    try:
+        policy = load_policy_bundle(base.policy_dir)
+        graphs = CompiledGraphs()
+        graphs.support(policy)
+        models = _shared_models(base, place.shared["cache_home"], policy)
+    except Exception as exc:  # e.g. an invalid policy: the eval process reports it (it reads the same files)
+        global _start_error
+        _start_error = exc
+        return
     _worker = _Worker(base, place, models, graphs, asyncio.new_event_loop())
     # Run as the worker process exits, before Python waits for its threads (the app's connections each have one).
     multiprocessing.util.Finalize(None, _stop_worker, exitpriority=10)
@@ -425,6 +434,8 @@ def _stop_worker() -> None:
 
 def _run_chunk(kind: str, chunk: list[tuple[int, Any]]) -> tuple[str, list[tuple[int, Any]]]:
     """Run a chunk of cases (or one conversation) in this worker process, one at a time."""
+    if _start_error is not None:
+        raise _start_error
     assert _worker is not None, "_start_worker runs first"
     return kind, _worker.loop.run_until_complete(_chunk_on(_worker, kind, chunk))
 

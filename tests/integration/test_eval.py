@@ -430,6 +430,34 @@ def test_a_worker_that_dies_ends_the_eval_with_a_typed_error() -> None:
         pool.shutdown(cancel_futures=True)
 
 
+def test_an_invalid_policy_ends_an_eval_with_workers_with_its_typed_error(tmp_path: Path, settings: Settings) -> None:
+    """The workers start before the eval process reads the policy; a broken policy file still ends the eval with the
+    typed error that names the file, from the eval process and from a worker that read it, and no worker is left."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tests.conftest import policy_copy
+    from triage.errors import PolicyFileError
+    from triage.evals.runner import _in_workers, _Place, _start_worker
+
+    broken = policy_copy(tmp_path, "support.toml", "[", "[[[")
+    bad = settings.model_copy(update={"policy_dir": broken})
+    cases = load_cases()[:9]  # more than one chunk: the pool is started
+    with pytest.raises(PolicyFileError, match=r"support\.toml"):
+        asyncio.run(run_cases(cases, settings=bad, workers=2))
+    assert not multiprocessing.active_children()
+
+    place = _Place(root=tmp_path, shared={"cache_home": settings.cache_dir}, keep=False)
+    pool = ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(bad, place)
+    )
+    try:
+        with pytest.raises(PolicyFileError, match=r"support\.toml"):
+            asyncio.run(_in_workers(pool, cases, [], None))
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
 def test_an_eval_run_reprs_as_a_summary_whatever_its_size() -> None:
     """`asyncio.run` formats its task's result as it returns (Python 3.11): the whole of 1,000 cases took 0.4 s."""
     from typing import Any, cast
