@@ -49,7 +49,7 @@ class NodeResult:
         error: The node raised.
         duration_ms: From the checkpoint timeline.
         detail: Why it failed ('' when it succeeded).
-        retries: Attempts beyond the first (counted from LangChain callbacks, see `triage.telemetry`).
+        retries: Attempts beyond the first (`RunResult.retries`, counted by the run's meter).
     """
 
     node: str

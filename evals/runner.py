@@ -29,7 +29,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -47,7 +47,6 @@ from triage.policies import PolicyBundle
 from triage.policies.account import SAGA_KINDS
 from triage.schemas import RunResult, TimelineEntry
 from triage.settings import Settings
-from triage.telemetry import AttemptCounter
 
 __all__ = [
     "CHUNK",
@@ -630,7 +629,7 @@ async def _seed_template(settings: Settings, models: ModelTier, graphs: Compiled
     """
     app = TriageApp(settings, models=models, graphs=graphs)
     try:
-        await asyncio.to_thread(app.warm_up)
+        await app.awarm_up()
     finally:
         await app.aclose()
     blank.mkdir(parents=True, exist_ok=True)
@@ -668,11 +667,13 @@ class Approvals:
         tiers: The tiers of the approvals asked for, in order.
         unsafe_stopped: Effects (refunds, deletions, exports) the case does not expect that were proposed and
             rejected at approval: the approval step did its job.
+        retries: Retried attempts per node, over the run and every resume (`RunResult.retries`).
     """
 
     result: RunResult
     tiers: tuple[str, ...]
     unsafe_stopped: int = 0
+    retries: Mapping[str, int] = field(default_factory=dict)
 
 
 def oracle_decision(case: EvalCase, pending: Mapping[str, Any]) -> tuple[Literal["approve", "reject"], str]:
@@ -700,14 +701,13 @@ def oracle_decision(case: EvalCase, pending: Mapping[str, Any]) -> tuple[Literal
     return "reject", f"oracle: the case does not expect {shown}"
 
 
-async def answer_approvals(
-    app: TriageApp, result: RunResult, case: EvalCase, *, callbacks: Callable[[], list[Any]] | None = None
-) -> Approvals:
+async def answer_approvals(app: TriageApp, result: RunResult, case: EvalCase) -> Approvals:
     """Answer every approval the run pauses on: from the case's script, else as `oracle_decision` says.
 
-    Default approvers are alice, then sam for a second approval. `callbacks` makes fresh callback handlers for
-    each resume (a resume is a new invocation, not a retry of the paused node).
+    Default approvers are alice, then sam for a second approval. The retries of `result` and of every resume are
+    added up (a resume is a new invocation, not a retry of the paused node).
     """
+    retries = Counter(result.retries)
     script = list(case.approver_script or [])
     tiers: dict[str, str] = {}
     stopped: set[str] = set()
@@ -728,10 +728,10 @@ async def answer_approvals(
         result = await app.aresume(
             result.thread_id,
             {"approver": approver, "decision": decision, "reason": reason, "args": step.args if step else None},
-            callbacks=callbacks() if callbacks else None,
         )
+        retries.update(result.retries)
         rounds += 1
-    return Approvals(result, tuple(tiers.values()), len(stopped))
+    return Approvals(result, tuple(tiers.values()), len(stopped), dict(retries))
 
 
 async def _run_case(case: EvalCase, settings: Settings, models: ModelTier, graphs: CompiledGraphs) -> CaseRun:
@@ -753,22 +753,13 @@ async def _case_on(app: TriageApp, case: EvalCase) -> CaseRun:
     unsafe_stopped = 0
     try:
         # Load the classifier first so that its start-up cost is not charged to the `classify` node.
-        await asyncio.to_thread(app.warm_up)
+        await app.awarm_up()
         started = time.perf_counter()
         thread_id = f"eval-{case.id}"
-        # One attempt counter per invocation: the approve node runs again on every resume, which is not a retry.
-        counters: list[AttemptCounter] = []
-
-        def fresh() -> list[Any]:
-            counters.append(AttemptCounter())
-            return [counters[-1]]
-
-        result = await app.arun(case.ticket, thread_id=thread_id, callbacks=fresh())
-        answered = await answer_approvals(app, result, case, callbacks=fresh)
+        result = await app.arun(case.ticket, thread_id=thread_id)
+        answered = await answer_approvals(app, result, case)
         result, tiers, unsafe_stopped = answered.result, answered.tiers, answered.unsafe_stopped
-        for counter in counters:
-            for node, count in counter.retries().items():
-                retries[node] = retries.get(node, 0) + count
+        retries = dict(answered.retries)
         latency_ms = (time.perf_counter() - started) * 1000
         timeline = (await app.athread(thread_id)).timeline
     except TriageError as exc:
@@ -798,7 +789,7 @@ async def _run_conversation(
     turns: list[TurnRun] = []
     held: RunResult | None = None
     try:
-        await asyncio.to_thread(app.warm_up)
+        await app.awarm_up()
         for number in range(1, len(case.turns) + 1):
             turn = await _run_turn(app, case, number, conversation_id, held)
             turns.append(turn)
@@ -822,12 +813,6 @@ async def _run_turn(
     ticket = spec.ticket.model_dump(exclude_none=True)
     if number > 1:
         ticket["conversation_id"] = conversation_id
-    counters: list[AttemptCounter] = []
-
-    def fresh() -> list[Any]:
-        counters.append(AttemptCounter())
-        return [counters[-1]]
-
     before: set[tuple[str, str, str]] = set()
     if number > 1:
         before = {_entry_key(e) for e in (await app.athread(conversation_id)).timeline}
@@ -838,15 +823,18 @@ async def _run_turn(
     checks: list[str] = []
     timeline: list[TimelineEntry] = []
     error: str | None = None
+    retries: dict[str, int] = {}
     try:
-        result = await app.arun(ticket, thread_id=conversation_id if number == 1 else None, callbacks=fresh())
+        result = await app.arun(ticket, thread_id=conversation_id if number == 1 else None)
+        retries = dict(result.retries)
         checks = _conversation_checks(spec, number, conversation_id, result, held)
         if spec.hold:
             pending = result.pending_approval
             tiers = (str(pending["tier"]),) if pending else ()
         else:
-            answered = await answer_approvals(app, result, case, callbacks=fresh)
+            answered = await answer_approvals(app, result, case)
             result, tiers, unsafe_stopped = answered.result, answered.tiers, answered.unsafe_stopped
+            retries = dict(answered.retries)
         if spec.reopened is not None and _reopened(result) != spec.reopened:
             checks.append("the follow-up did not reopen the conversation" if spec.reopened else "it was reopened")
         timeline = [e for e in (await app.athread(conversation_id)).timeline if _entry_key(e) not in before]
@@ -855,10 +843,6 @@ async def _run_turn(
     latency_ms = (time.perf_counter() - started) * 1000
     if result is not None and result.duration_ms is not None:
         latency_ms = result.duration_ms
-    retries: dict[str, int] = {}
-    for counter in counters:
-        for node, count in counter.retries().items():
-            retries[node] = retries.get(node, 0) + count
     evaluation = evaluate_case(
         case,
         result,

@@ -10,7 +10,7 @@ from langgraph.graph import END, START, StateGraph
 
 from triage.context import Context
 from triage.gateway import check_grants
-from triage.graphs.specialists import TRANSIENT_RETRY, io_timeout
+from triage.graphs.specialists import add_io_node, io_timeout
 from triage.nodes import saga
 from triage.policies import PolicyBundle, load_policy_bundle
 from triage.state import AccountChangeOutput, AccountChangeState
@@ -33,7 +33,7 @@ def build_account_change_graph(
     graph.add_node("prepare", saga.prepare)
     # No node retry on run_steps: it retries each step by failure class itself, and a re-run repeats nothing.
     graph.add_node("run_steps", saga.run_steps)
-    graph.add_node("hand_off", saga.hand_off, retry_policy=TRANSIENT_RETRY, timeout=timeout)
+    add_io_node(graph, "hand_off", saga.hand_off, timeout)
     graph.add_edge(START, "prepare")
     graph.add_edge("prepare", "run_steps")
     graph.add_edge("run_steps", "hand_off")

@@ -13,7 +13,7 @@ from langgraph.graph import END, START, StateGraph
 
 from triage.context import Context
 from triage.gateway import check_grants
-from triage.graphs.specialists import TRANSIENT_RETRY, io_timeout
+from triage.graphs.specialists import add_io_node, io_timeout
 from triage.nodes.release import close_tickets as close_node
 from triage.nodes.release import find_related as related_node
 from triage.nodes.release import find_tickets as find_node
@@ -44,12 +44,12 @@ def build_release_graph(
         ReleaseState, context_schema=Context, input_schema=ReleaseInput
     )
     timeout = io_timeout(policy)
-    graph.add_node("find_tickets", find_tickets, retry_policy=TRANSIENT_RETRY, timeout=timeout)
-    graph.add_node("find_related", find_related, retry_policy=TRANSIENT_RETRY, timeout=timeout)
+    add_io_node(graph, "find_tickets", find_tickets, timeout)
+    add_io_node(graph, "find_related", find_related, timeout)
     graph.add_node("summarise", summarise)
     graph.add_node("approve_mass", approve_mass)
-    graph.add_node("close_tickets", close_tickets, retry_policy=TRANSIENT_RETRY, timeout=timeout)
-    graph.add_node("notify", notify, retry_policy=TRANSIENT_RETRY, timeout=timeout)
+    add_io_node(graph, "close_tickets", close_tickets, timeout)
+    add_io_node(graph, "notify", notify, timeout)
     graph.add_node("report", report)
     graph.add_edge(START, "find_tickets")
     graph.add_conditional_edges("find_tickets", _after_find, ["find_related", "report"])

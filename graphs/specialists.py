@@ -13,7 +13,7 @@ from triage.context import Context
 from triage.errors import TransientToolError
 from triage.gateway import check_grants
 from triage.nodes import account, billing, escalation, general, technical
-from triage.nodes.common import stop_on_violation
+from triage.nodes.common import counted, stop_on_violation
 from triage.nodes.route import FALL_BACK_OUTCOMES, continue_unless_refused
 from triage.policies.bundle import PolicyBundle
 from triage.state import SpecialistOutput, SpecialistState
@@ -22,13 +22,29 @@ TRANSIENT_RETRY = RetryPolicy(retry_on=TransientToolError, max_attempts=3, initi
 """Retry a node whose tool hit a busy database; other errors fail the step at once."""
 
 
+def add_io_node(
+    graph: StateGraph[Any, Any, Any, Any],
+    name: str,
+    node: Any,
+    timeout: TimeoutPolicy,
+    *,
+    specialist: str | None = None,
+) -> None:
+    """Add a node that does I/O: limited, retried and counted.
+
+    Each attempt is limited by `timeout`, a transient tool error starts it again (`TRANSIENT_RETRY`), and every
+    attempt is counted in the run's meter (`counted`).
+    """
+    graph.add_node(name, counted(node, specialist=specialist), retry_policy=TRANSIENT_RETRY, timeout=timeout)
+
+
 def _chain(name: str, steps: Sequence[tuple[str, Any]], timeout: TimeoutPolicy) -> StateGraph[Any, Context, Any, Any]:
     graph: StateGraph[Any, Context, Any, Any] = StateGraph(
         SpecialistState, context_schema=Context, output_schema=SpecialistOutput
     )
     names = [step for step, _ in steps]
     for step, node in steps:
-        graph.add_node(step, stop_on_violation(node, route=name), retry_policy=TRANSIENT_RETRY, timeout=timeout)
+        add_io_node(graph, step, stop_on_violation(node, route=name), timeout, specialist=name)
     graph.add_edge(START, names[0])
     for step, following in zip(names, [*names[1:], END], strict=True):
         graph.add_conditional_edges(step, continue_unless_refused(following), [following, END])
@@ -45,7 +61,7 @@ def _technical(timeout: TimeoutPolicy, agent_timeout: TimeoutPolicy) -> StateGra
         ("agent", technical.agent, agent_timeout),
         ("act", technical.act, timeout),
     ):
-        graph.add_node(step, stop_on_violation(node, route="technical"), retry_policy=TRANSIENT_RETRY, timeout=limit)
+        add_io_node(graph, step, stop_on_violation(node, route="technical"), limit, specialist="technical")
     graph.add_edge(START, "search")
 
     def after_search(state: SpecialistState) -> str:

@@ -14,7 +14,7 @@ from langgraph.graph import END, START, StateGraph
 from triage.context import Context
 from triage.gateway import check_grants
 from triage.graphs.account_change import build_account_change_graph
-from triage.graphs.specialists import SPECIALISTS, TRANSIENT_RETRY, build_specialist, io_timeout
+from triage.graphs.specialists import SPECIALISTS, add_io_node, build_specialist, io_timeout
 from triage.nodes import execute as execute_node
 from triage.nodes import saga as saga_node
 from triage.nodes import send_reply as send_reply_node
@@ -47,7 +47,7 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
         State, context_schema=Context, input_schema=InputState
     )
     timeout = io_timeout(policy)
-    graph.add_node("validate", validate, retry_policy=TRANSIENT_RETRY, timeout=timeout)
+    add_io_node(graph, "validate", validate, timeout)
     graph.add_node("classify", classify)
     graph.add_node("route", route)
     specialists = {name: build_specialist(name, policy) for name in SPECIALISTS}
@@ -57,10 +57,10 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
     graph.add_node("merge", merge_asks)
     graph.add_node("fall_back", fall_back)
     graph.add_node("approve", approve)
-    graph.add_node("execute", execute, retry_policy=TRANSIENT_RETRY, timeout=timeout)
+    add_io_node(graph, "execute", execute, timeout)
     graph.add_node("account_change", build_account_change_graph(policy=policy).compile(name="account_change"))
     graph.add_node("compose", compose)
-    graph.add_node("send_reply", send_reply, retry_policy=TRANSIENT_RETRY, timeout=timeout)
+    add_io_node(graph, "send_reply", send_reply, timeout)
     graph.add_node("finish", finish)
 
     graph.add_edge(START, "validate")

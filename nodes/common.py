@@ -8,10 +8,12 @@ from collections.abc import Awaitable, Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol
 
+from langgraph.config import get_config
 from langgraph.runtime import Runtime
 
-from triage.context import Context, services_of, thread_id_of
+from triage.context import Context, meter_of, services_of, thread_id_of
 from triage.errors import ScopeDeniedError
+from triage.metering import attempt_key
 from triage.policies.routing import other_customers, write_hold
 from triage.state import ActionRecord, Draft, ProposedAction, Violation
 
@@ -179,3 +181,23 @@ def stop_on_violation(node: SpecialistNode, *, route: str) -> SpecialistNode:
             _write_hold.reset(token)
 
     return guarded
+
+
+def counted(node: SpecialistNode, *, specialist: str | None = None) -> SpecialistNode:
+    """`node`, counting each of its attempts in the run's meter (a retry policy may start it more than once).
+
+    `RunResult.retries` reports the attempts beyond the first; `specialist` names whose step `node` is (see
+    `metering.attempt_key`). A run without a meter (one that `langgraph dev` runs) counts nothing.
+    """
+
+    @functools.wraps(node)
+    async def attempt(state: Any, runtime: Runtime[Context]) -> Any:
+        meter = meter_of(runtime)
+        if meter is not None:
+            metadata = get_config().get("metadata") or {}
+            namespace = str(metadata.get("langgraph_checkpoint_ns", ""))
+            name = str(metadata.get("langgraph_node", ""))
+            meter.attempt(attempt_key(namespace, name, specialist=specialist), namespace)
+        return await node(state, runtime)
+
+    return attempt

@@ -420,7 +420,7 @@ class TriageApp:
                 "checkpoint store is back",
                 thread_id=thread_id,
             ) from exc
-        return _result(thread_id, snapshot, duration_ms=(time.perf_counter() - started) * 1000)
+        return _result(thread_id, snapshot, duration_ms=(time.perf_counter() - started) * 1000, retries=meter.retries())
 
     async def _record_failure(self, engine: _Engine, thread_id: str, exc: Exception) -> None:
         from triage.tools.refunds import release_refund_requests
@@ -1107,6 +1107,10 @@ class TriageApp:
         """Open the stores and load (or train) the classifier now, not on the first ticket."""
         self._portal.call(self._awarm_up())
 
+    async def awarm_up(self) -> None:
+        """`warm_up` from a running event loop (without blocking it)."""
+        await self._portal.acall(self._awarm_up())
+
     async def _awarm_up(self) -> None:
         engine = await self._get_engine()
         await engine.services.models.warm_up()
@@ -1167,9 +1171,15 @@ def failure_class(exc: BaseException) -> ToolErrorKind:
     return "permanent"
 
 
-def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | None = None) -> RunResult:
+def _result(
+    thread_id: str,
+    snapshot: StateSnapshot,
+    *,
+    duration_ms: float | None = None,
+    retries: Mapping[str, int] | None = None,
+) -> RunResult:
     if thread_id.startswith(RELEASE_THREAD_PREFIX):
-        return _release_result(thread_id, snapshot, duration_ms=duration_ms)
+        return _release_result(thread_id, snapshot, duration_ms=duration_ms, retries=retries)
     values: Mapping[str, Any] = snapshot.values
     classification = values.get("classification") or {}
     reply = values.get("reply")
@@ -1222,11 +1232,18 @@ def _result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | Non
         rejection=values.get("rejection"),
         saga=values.get("saga"),
         failure_class=values.get("failure_class") if status == "failed" else None,
+        retries=dict(retries or {}),
         duration_ms=round(duration_ms, 1) if duration_ms is not None else None,
     )
 
 
-def _release_result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: float | None = None) -> ReleaseResult:
+def _release_result(
+    thread_id: str,
+    snapshot: StateSnapshot,
+    *,
+    duration_ms: float | None = None,
+    retries: Mapping[str, int] | None = None,
+) -> ReleaseResult:
     values: Mapping[str, Any] = snapshot.values
     release = values.get("release") or {}
     pending = _pending(snapshot)
@@ -1256,5 +1273,6 @@ def _release_result(thread_id: str, snapshot: StateSnapshot, *, duration_ms: flo
         pending_approval=pending,
         rejection=values.get("rejection"),
         failure_class=values.get("failure_class") if status == "failed" else None,
+        retries=dict(retries or {}),
         duration_ms=round(duration_ms, 1) if duration_ms is not None else None,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from triage.policies.budgets import Budget, Usage, budget_exceeded
@@ -24,7 +25,22 @@ class Meter:
     model_calls: int = 0
     stopped: str | None = None
     """Set once a limit is crossed: model use stays stopped for the rest of the run."""
+    attempts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Starts of each node task that does I/O, by (node key, checkpoint namespace): see `retries`."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def attempt(self, key: str, namespace: str) -> None:
+        """Count one start of a node task (`key` as `attempt_key` names it; `namespace` tells the tasks apart)."""
+        with self._lock:
+            self.attempts[(key, namespace)] += 1
+
+    def retries(self) -> dict[str, int]:
+        """Attempts beyond the first, per node key, for the nodes a retry policy started more than once."""
+        totals: Counter[str] = Counter()
+        with self._lock:
+            for (key, _), starts in self.attempts.items():
+                totals[key] += starts - 1
+        return {key: count for key, count in totals.items() if count}
 
     def record(self, *, tokens: int, cost_usd: float) -> None:
         """Add one model call's spend."""
@@ -56,3 +72,16 @@ class Meter:
         if self.stopped is None:
             self.stopped = budget_exceeded(self.usage(steps), self.budget)
         return self.stopped
+
+
+def attempt_key(namespace: str, node: str, *, specialist: str | None = None) -> str:
+    """How a node is named in the retry counts and the eval's per-node figures.
+
+    `validate` for a coordinator node, `billing:lookup` for a step of the billing subgraph, and
+    `ask:billing:lookup` for that step in the branch of one ask of several (`specialist` says whose step it is:
+    a branch's namespace names only the `ask` node).
+    """
+    outer = [part.split(":", 1)[0] for part in namespace.split("|")[:-1] if part]
+    if outer[:1] == ["ask"] and specialist:
+        outer = ["ask", specialist, *outer[1:]]
+    return ":".join([*outer, node])

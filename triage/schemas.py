@@ -335,6 +335,11 @@ class RunResult(BaseModel):
     failure_class: str | None = Field(
         default=None, description="Why a failed run failed: transient (`triage recover` retries it) or permanent."
     )
+    retries: dict[str, int] = Field(
+        default_factory=dict,
+        description="Attempts beyond the first of each node that a transient failure made its retry policy start "
+        "again in this invocation (`billing:lookup`); a resume after an approval is a new invocation, not a retry.",
+    )
     duration_ms: float | None = None
 
 

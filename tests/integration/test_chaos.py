@@ -22,7 +22,6 @@ from triage import TriageApp
 from triage.errors import StoreUnavailableError, TriageError
 from triage.schemas import RunResult
 from triage.settings import Settings
-from triage.telemetry import AttemptCounter
 
 TOOL_FAULTS = "transient=0.12,rate_limit=0.05,timeout=0.05,permanent=0.03,slow=0.05,slow_seconds=0.02"
 CHECKPOINT_FAULTS = "transient=0.05,slow=0.02,slow_seconds=0.01"
@@ -50,14 +49,18 @@ def settled(result: RunResult) -> bool:
 
 def run_chaos(settings: Settings, count: int) -> dict[str, Any]:
     app = TriageApp(settings)
-    counter = AttemptCounter()
     figures: Counter[str] = Counter()
+    retried: Counter[str] = Counter()
+
+    def counted(result: RunResult) -> RunResult:
+        retried.update(result.retries)
+        return result
 
     async def one(ticket: dict[str, Any], gate: asyncio.Semaphore) -> RunResult:
         async with gate:
             for _ in range(10):
                 try:
-                    return await app.arun(ticket, callbacks=[counter])
+                    return counted(await app.arun(ticket))
                 except StoreUnavailableError as exc:
                     assert exc.thread_id is None, "a run that started returns its thread"
                     figures["not_started_resubmitted"] += 1
@@ -75,9 +78,9 @@ def run_chaos(settings: Settings, count: int) -> dict[str, Any]:
             for index, result in enumerate(results):
                 if not settled(result):
                     try:
-                        results[index] = await approve_or_recover(app, result)
+                        results[index] = counted(await approve_or_recover(app, result))
                     except TriageError:
-                        results[index] = await app.arecover(result.thread_id)
+                        results[index] = counted(await app.arecover(result.thread_id))
         return results
 
     try:
@@ -104,7 +107,7 @@ def run_chaos(settings: Settings, count: int) -> dict[str, Any]:
             (thread_id,),
         )
         assert still_open == [], "a failed run releases its refund requests"
-    retries = sum(counter.retries().values())
+    retries = sum(retried.values())
     assert retries > 0, "transient faults are retried by the nodes' retry policy"
     effects = effects_happened_once(settings)
     report = {
