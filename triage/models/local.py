@@ -552,10 +552,21 @@ class _Scorer:
     stop_words: frozenset[str]
     _word_index: dict[str, int] = field(init=False, repr=False)
     _char_index: dict[str, int] = field(init=False, repr=False)
+    _word_chars: dict[str, list[int]] = field(init=False, repr=False)
+    """The known character n-grams of each training word met so far (never a word of the training vocabulary's
+    outside: no customer's text is kept)."""
+    _postings: tuple[Any, Any, Any] = field(init=False, repr=False)
+    """The neighbour index by word feature: where each feature's entries start, their rows and their values."""
 
     def __post_init__(self) -> None:
+        import numpy
+
         self._word_index = {term: index for index, term in enumerate(self.word_terms)}
         self._char_index = {term: index for index, term in enumerate(self.char_terms)}
+        self._word_chars = {}
+        order = numpy.argsort(self.neighbour_columns, kind="stable")
+        starts = numpy.searchsorted(self.neighbour_columns[order], numpy.arange(self.n_word_features + 1))
+        self._postings = (starts, self.neighbour_rows[order], self.neighbour_values[order])
 
     @property
     def n_word_features(self) -> int:
@@ -568,12 +579,26 @@ class _Scorer:
         lowered = normalized.lower()
         tokens = _WORD_TOKEN.findall(lowered)
         words = [*tokens, *(" ".join(pair) for pair in itertools.pairwise(tokens))]
-        word_idx, word_val = _tfidf(words, self._word_index, self.word_idf)
-        char_idx, char_val = _tfidf(_char_wb_ngrams(lowered, 2, 5), self._char_index, self.char_idf)
+        word_index = self._word_index
+        word_idx, word_val = _tfidf(Counter(word_index[w] for w in words if w in word_index), self.word_idf)
+        char_idx, char_val = _tfidf(self._char_counts(lowered), self.char_idf)
         return (
             numpy.concatenate([word_idx, char_idx + self.n_word_features]),
             numpy.concatenate([word_val, char_val]),
         )
+
+    def _char_counts(self, lowered: str) -> Counter[int]:
+        """How often each known character n-gram (2 to 5, inside word boundaries) occurs in `lowered`."""
+        found: list[int] = []
+        index, known = self._char_index, self._word_chars
+        for word in _WHITE_SPACES.sub(" ", lowered).split():
+            features = known.get(word)
+            if features is None:
+                features = [index[gram] for gram in _word_char_ngrams(word, 2, 5) if gram in index]
+                if word in self._word_index:
+                    known[word] = features
+            found += features
+        return Counter(found)
 
     def raw(self, texts: Sequence[str]) -> _Raw:
         import numpy
@@ -645,13 +670,17 @@ class _Scorer:
         import numpy
 
         is_word = indices < self.n_word_features
+        columns = indices[is_word]
         word_values = values[is_word]
         norm = numpy.sqrt(numpy.dot(word_values, word_values))
-        query = numpy.zeros(self.n_word_features, dtype=numpy.float32)
-        if norm > 0:
-            query[indices[is_word]] = word_values / norm
-        products = self.neighbour_values * query[self.neighbour_columns]
-        return numpy.bincount(self.neighbour_rows, weights=products, minlength=len(self.neighbour_routes))
+        if not norm > 0:
+            return numpy.zeros(len(self.neighbour_routes))
+        # Only the training examples that share a feature with the text: each feature's entries in the index.
+        starts, rows, weights = self._postings
+        first, lengths = starts[columns], starts[columns + 1] - starts[columns]
+        entries = numpy.repeat(first - numpy.cumsum(lengths) + lengths, lengths) + numpy.arange(lengths.sum())
+        products = weights[entries] * numpy.repeat(word_values / norm, lengths)
+        return numpy.bincount(rows[entries], weights=products, minlength=len(self.neighbour_routes))
 
     def arrays(self) -> dict[str, Any]:
         """The arrays `from_arrays` reads back (for `numpy.savez`; no pickled objects)."""
@@ -703,11 +732,10 @@ class _Scorer:
         )
 
 
-def _tfidf(terms: Sequence[str], index: dict[str, int], idf: Any) -> tuple[Any, Any]:
-    """Sublinear TF-IDF of known terms, L2-normalised, as scikit-learn's `TfidfVectorizer` computes it."""
+def _tfidf(counts: Counter[int], idf: Any) -> tuple[Any, Any]:
+    """Sublinear TF-IDF of known terms' counts (by feature), L2-normalised, as scikit-learn's `TfidfVectorizer`."""
     import numpy
 
-    counts = Counter(index[term] for term in terms if term in index)
     indices = numpy.array(sorted(counts), dtype=numpy.int64)
     values = numpy.array([counts[i] for i in indices.tolist()], dtype=numpy.float32)
     values = numpy.log(values) + numpy.float32(1.0)
@@ -718,20 +746,16 @@ def _tfidf(terms: Sequence[str], index: dict[str, int], idf: Any) -> tuple[Any, 
     return indices, values
 
 
-def _char_wb_ngrams(text: str, min_n: int, max_n: int) -> list[str]:
-    """Character n-grams inside word boundaries, each word padded with a space (scikit-learn's `char_wb`)."""
+def _word_char_ngrams(word: str, min_n: int, max_n: int) -> list[str]:
+    """A word's character n-grams, the word padded with a space (scikit-learn's `char_wb`, for one word)."""
     ngrams: list[str] = []
-    for word in _WHITE_SPACES.sub(" ", text).split():
-        padded = f" {word} "
-        length = len(padded)
-        for n in range(min_n, max_n + 1):
-            offset = 0
-            ngrams.append(padded[offset : offset + n])
-            while offset + n < length:
-                offset += 1
-                ngrams.append(padded[offset : offset + n])
-            if offset == 0:  # a short word (shorter than n) counts once
-                break
+    padded = f" {word} "
+    length = len(padded)
+    for n in range(min_n, max_n + 1):
+        if length <= n:  # a word no longer than n counts once, whole
+            ngrams.append(padded)
+            break
+        ngrams.extend(padded[offset : offset + n] for offset in range(length - n + 1))
     return ngrams
 
 
