@@ -120,3 +120,28 @@ def test_is_deterministic_and_handles_empty_text() -> None:
 )
 def test_a_customer_saying_it_is_resolved_is_flagged(text: str, resolved: bool) -> None:
     assert ("resolved" in detect_signals(text).flags) is resolved
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "EVERYTHING IS DOWN for us",
+        "Everything İs down for us",
+        "everythıng ıs down for us",
+        "everything iſ down for us",
+    ],
+)
+def test_lexicons_match_whatever_the_case_including_the_letters_lower_does_not_fold(text: str) -> None:
+    """The lexicons are matched against lower-cased text. Three letters a case-insensitive match treats as ASCII
+    are not lowered to it by `str.lower` ("İ" even becomes two characters); they are folded first."""
+    signals = detect_signals(text)
+    assert "outage" in signals.flags and signals.urgency == "critical"
+    assert "everything is down" in signals.evidence
+
+
+def test_a_lexicon_phrase_with_a_capital_letter_is_refused() -> None:
+    from triage.models.signals import _lexicon
+
+    assert _lexicon(r"down\S*", "not working").search("it is downright not working")
+    with pytest.raises(ValueError, match="lower-cased"):
+        _lexicon("Outage")

@@ -47,7 +47,16 @@ class Signals:
 
 
 def _lexicon(*patterns: str) -> re.Pattern[str]:
-    return re.compile(r"\b(?:" + "|".join(patterns) + r")\b", re.IGNORECASE)
+    """One pattern for the phrases, matched against lower-cased text (faster than a case-insensitive pattern).
+
+    Raises:
+        ValueError: a phrase has an upper-case letter outside an escape (such as S in a non-space class): it
+            could never match.
+    """
+    for pattern in patterns:
+        if any(char.isupper() for char in re.sub(r"\\.", "", pattern)):
+            raise ValueError(f"lexicon phrases are matched against lower-cased text: {pattern!r}")
+    return re.compile(r"\b(?:" + "|".join(patterns) + r")\b")
 
 
 # Patterns allow plurals and a few frequent misspellings ("lawer", "attorny", "unauthorised", "hackd").
@@ -337,6 +346,9 @@ _ACRONYMS = frozenset(
         "UPDATE",
     }
 )
+_ASCII_FOLDS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s"})
+"""The three letters that a case-insensitive pattern matches to an ASCII letter but `str.lower` does not lower to
+it ("İ", which it lowers to two characters, the dotless "ı" and the long "ſ")."""
 _NEGATION_WINDOW = 4
 # How far back a negator may stand, per flag: deadlines only count as negated right next to one ("not urgent").
 _FLAG_NEGATION_WINDOWS = {"outage": 0, "repeat_contact": 0, "profanity": 0, "deadline": 1}
@@ -351,11 +363,11 @@ def _negated(text: str, start: int, window: int = _NEGATION_WINDOW) -> bool:
     return any(word.endswith("n't") or word.replace("'", "") in _NEGATORS for word in words[-window:])
 
 
-def _matches(pattern: re.Pattern[str], text: str, *, negation_window: int = _NEGATION_WINDOW) -> list[str]:
+def _matches(pattern: re.Pattern[str], lowered: str, *, negation_window: int = _NEGATION_WINDOW) -> list[str]:
     return [
-        match.group(0).lower()
-        for match in pattern.finditer(text)
-        if not (negation_window and _negated(text, match.start(), negation_window))
+        match.group(0)
+        for match in pattern.finditer(lowered)
+        if not (negation_window and _negated(lowered, match.start(), negation_window))
     ]
 
 
@@ -391,19 +403,20 @@ def detect_signals(text: str) -> Signals:
             if phrase not in evidence:
                 evidence.append(phrase)
 
+    lowered = text.translate(_ASCII_FOLDS).lower()  # every lexicon is matched against it
     for flag, lexicon in _FLAG_LEXICONS.items():
-        note(flag, _matches(lexicon, text, negation_window=_FLAG_NEGATION_WINDOWS.get(flag, _NEGATION_WINDOW)))
+        note(flag, _matches(lexicon, lowered, negation_window=_FLAG_NEGATION_WINDOWS.get(flag, _NEGATION_WINDOW)))
 
     loud, shouted = _is_shouting(text)
     if loud:
         note("shouting", shouted[:5])
 
-    negatives = _matches(_NEGATIVE, text)
-    strong_negatives = _matches(_STRONG_NEGATIVE, text)
+    negatives = _matches(_NEGATIVE, lowered)
+    strong_negatives = _matches(_STRONG_NEGATIVE, lowered)
     positives: list[str] = []
-    for match in _POSITIVE.finditer(text):
-        phrase = match.group(0).lower()
-        if _negated(text, match.start()):
+    for match in _POSITIVE.finditer(lowered):
+        phrase = match.group(0)
+        if _negated(lowered, match.start()):
             negatives.append(f"not {phrase}")
         else:
             positives.append(phrase)
@@ -411,7 +424,7 @@ def detect_signals(text: str) -> Signals:
     negative_score = len(negatives) + 2 * len(strong_negatives) + ("cancellation_threat" in flags)
     if exclaims and negative_score:
         note("shouting", exclaims[:1])
-    calm = _matches(_CALM, text, negation_window=0)
+    calm = _matches(_CALM, lowered, negation_window=0)
 
     sentiment: Sentiment
     threat = bool(flags & {"legal_threat", "chargeback"})
