@@ -321,7 +321,12 @@ PII_KINDS = tuple(dict.fromkeys(kind for kind, _, _ in _PATTERNS))
 """Every kind of data `redact` replaces, in the order it looks for them."""
 _PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.S)
 _PLACEHOLDER = re.compile(r"\[(?:" + "|".join(PII_KINDS) + r")_\d+\]")
-_TOKEN_CHARS = re.compile(r"[^\s\"'<>()\[\]{},;]+")
+_TOKEN_CHAR = r"[^\s\"'<>()\[\]{},;]"
+_TOKEN_CHARS = re.compile(_TOKEN_CHAR + "+")
+_KEY_MIN_CHARS = 24
+"""The shortest token the entropy test takes for a key."""
+_LONG_TOKEN = re.compile(f"{_TOKEN_CHAR}{{{_KEY_MIN_CHARS},}}")
+"""A whole token of `_TOKEN_CHARS` long enough for `_high_entropy` to look at (shorter ones never pass it)."""
 
 
 @cache
@@ -345,7 +350,7 @@ def _high_entropy(token: str) -> bool:
     """A long random-looking token (a key nobody named): mixed letters and digits, high Shannon entropy."""
     from math import log2
 
-    if len(token) < 24 or not (re.search(r"\d", token) and re.search(r"[A-Za-z]", token)):
+    if len(token) < _KEY_MIN_CHARS or not (re.search(r"\d", token) and re.search(r"[A-Za-z]", token)):
         return False
     if re.fullmatch(r"[A-Za-z]+(?:[-_][A-Za-z]+)*[-_]?\d+", token):  # words then a number: a reference, not a key
         return False
@@ -418,7 +423,7 @@ def _redact_known_secrets(text: str, placeholder_for: Callable[[str, str], str])
             while end < len(text) and _TOKEN_CHARS.fullmatch(text[end]):
                 end += 1
             spans.append((start, end))
-    for match in _TOKEN_CHARS.finditer(text):
+    for match in _LONG_TOKEN.finditer(text):
         token = match.group(0).rstrip(".:!?")
         if _high_entropy(token) and not _PLACEHOLDER.fullmatch(token):
             spans.append((match.start(), match.start() + len(token)))
