@@ -7,13 +7,13 @@ from typing import Any
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import RetryPolicy, TimeoutPolicy
+from langgraph.types import RetryPolicy
 
 from triage.context import Context
 from triage.errors import TransientToolError
 from triage.gateway import check_grants
 from triage.nodes import account, billing, escalation, general, technical
-from triage.nodes.common import counted, stop_on_violation
+from triage.nodes.common import attempted, stop_on_violation
 from triage.nodes.route import FALL_BACK_OUTCOMES, continue_unless_refused
 from triage.policies.bundle import PolicyBundle
 from triage.state import SpecialistOutput, SpecialistState
@@ -26,19 +26,19 @@ def add_io_node(
     graph: StateGraph[Any, Any, Any, Any],
     name: str,
     node: Any,
-    timeout: TimeoutPolicy,
+    seconds: float,
     *,
     specialist: str | None = None,
 ) -> None:
     """Add a node that does I/O: limited, retried and counted.
 
-    Each attempt is limited by `timeout`, a transient tool error starts it again (`TRANSIENT_RETRY`), and every
-    attempt is counted in the run's meter (`counted`).
+    Each attempt is limited to `seconds`, a transient tool error starts it again (`TRANSIENT_RETRY`), and every
+    attempt is counted in the run's meter (`attempted`).
     """
-    graph.add_node(name, counted(node, specialist=specialist), retry_policy=TRANSIENT_RETRY, timeout=timeout)
+    graph.add_node(name, attempted(node, seconds=seconds, specialist=specialist), retry_policy=TRANSIENT_RETRY)
 
 
-def _chain(name: str, steps: Sequence[tuple[str, Any]], timeout: TimeoutPolicy) -> StateGraph[Any, Context, Any, Any]:
+def _chain(name: str, steps: Sequence[tuple[str, Any]], timeout: float) -> StateGraph[Any, Context, Any, Any]:
     graph: StateGraph[Any, Context, Any, Any] = StateGraph(
         SpecialistState, context_schema=Context, output_schema=SpecialistOutput
     )
@@ -51,7 +51,7 @@ def _chain(name: str, steps: Sequence[tuple[str, Any]], timeout: TimeoutPolicy) 
     return graph
 
 
-def _technical(timeout: TimeoutPolicy, agent_timeout: TimeoutPolicy) -> StateGraph[Any, Context, Any, Any]:
+def _technical(timeout: float, agent_timeout: float) -> StateGraph[Any, Context, Any, Any]:
     """Search -> (agent, once per model turn, while its loop runs) -> act; a refused tool call ends the subgraph."""
     graph: StateGraph[Any, Context, Any, Any] = StateGraph(
         SpecialistState, context_schema=Context, output_schema=SpecialistOutput
@@ -88,11 +88,10 @@ def build_specialist(name: str, policy: PolicyBundle) -> CompiledStateGraph[Any,
     module, steps = SPECIALISTS[name]
     check_grants(name, module.TOOLS, policy.permissions)
     if name == "technical":
-        agent_timeout = TimeoutPolicy(run_timeout=policy.support.agent.turn_seconds)
-        return _technical(io_timeout(policy), agent_timeout).compile(name=name)
+        return _technical(io_timeout(policy), policy.support.agent.turn_seconds).compile(name=name)
     return _chain(name, steps, io_timeout(policy)).compile(name=name)
 
 
-def io_timeout(policy: PolicyBundle) -> TimeoutPolicy:
-    """The per-attempt time limit of a node that does I/O (async nodes only)."""
-    return TimeoutPolicy(run_timeout=policy.support.timeouts.io_node_seconds)
+def io_timeout(policy: PolicyBundle) -> float:
+    """The per-attempt time limit of a node that does I/O, in seconds."""
+    return policy.support.timeouts.io_node_seconds
