@@ -761,7 +761,7 @@ async def _case_on(app: TriageApp, case: EvalCase) -> CaseRun:
         result, tiers, unsafe_stopped = answered.result, answered.tiers, answered.unsafe_stopped
         retries = dict(answered.retries)
         latency_ms = (time.perf_counter() - started) * 1000
-        timeline = (await app.athread(thread_id)).timeline
+        timeline = await app.atimeline(thread_id)
     except TriageError as exc:
         latency_ms = (time.perf_counter() - started) * 1000
         error = f"{type(exc).__name__}: {exc}"
@@ -815,7 +815,7 @@ async def _run_turn(
         ticket["conversation_id"] = conversation_id
     before: set[tuple[str, str, str]] = set()
     if number > 1:
-        before = {_entry_key(e) for e in (await app.athread(conversation_id)).timeline}
+        before = {_entry_key(e) for e in await app.atimeline(conversation_id)}
     started = time.perf_counter()
     result: RunResult | None = None
     tiers: tuple[str, ...] = ()
@@ -837,7 +837,7 @@ async def _run_turn(
             retries = dict(answered.retries)
         if spec.reopened is not None and _reopened(result) != spec.reopened:
             checks.append("the follow-up did not reopen the conversation" if spec.reopened else "it was reopened")
-        timeline = [e for e in (await app.athread(conversation_id)).timeline if _entry_key(e) not in before]
+        timeline = [e for e in await app.atimeline(conversation_id) if _entry_key(e) not in before]
     except TriageError as exc:
         error = f"{type(exc).__name__}: {exc}"
     latency_ms = (time.perf_counter() - started) * 1000

@@ -827,16 +827,33 @@ class TriageApp:
         """
         return await self._portal.acall(self._athread(thread_id))
 
+    async def atimeline(self, thread_id: str) -> list[TimelineEntry]:
+        """Only the timeline of `athread`: what a caller that judges each node needs (the eval), at half the cost.
+
+        Raises:
+            ThreadNotFoundError: no such thread in the checkpoint store.
+        """
+        return await self._portal.acall(self._atimeline(thread_id))
+
+    async def _atimeline(self, thread_id: str, engine: _Engine | None = None) -> list[TimelineEntry]:
+        from triage.timeline import build_timeline
+
+        engine = engine or await self._get_engine()
+        config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+        tuples = [t async for t in engine.services.saver.alist(config)]
+        if not tuples:
+            raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
+        return build_timeline(tuples)
+
     async def _athread(self, thread_id: str) -> ThreadView:
         from triage.stores.memory import read_memory
-        from triage.timeline import build_timeline
 
         engine = await self._get_engine()
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         snapshot = await engine.graph_for(thread_id).aget_state(config)
         if not _exists(snapshot):
             raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
-        tuples = [t async for t in engine.services.saver.alist(config)]
+        timeline = await self._atimeline(thread_id, engine)
         result = _result(thread_id, snapshot)
         if result.pending_approval is not None:
             result = result.model_copy(update={"follow_ups": await self._follow_ups(engine, thread_id)})
@@ -844,7 +861,7 @@ class TriageApp:
         return ThreadView(
             thread_id=thread_id,
             result=result,
-            timeline=build_timeline(tuples),
+            timeline=timeline,
             audit=await engine.services.journal.trail(thread_id),
             customer_memory=await read_memory(engine.services.memory, customer.get("id")),
         )

@@ -221,3 +221,19 @@ def test_a_closure_after_a_full_duplicate_refund_refunds_its_unused_period_from_
         "(SELECT COALESCE(SUM(amount_cents), 0) FROM period_refunds WHERE payment_id = p.id AND status != 'canceled')",
     )
     assert over == []  # no payment gives back more than it took
+
+
+def test_the_timeline_alone_is_the_thread_views_timeline(app: TriageApp) -> None:
+    """`atimeline` (what the eval reads per case) gives exactly the timeline of `athread`, branches included, and
+    refuses a thread that does not exist as `athread` does."""
+    import asyncio
+
+    from triage.errors import ThreadNotFoundError
+
+    body = "The docking hub order was charged twice, please refund the duplicate. Also change my email to a@b.org."
+    paused = app.run({"customer_id": "cus_mid_dup", "subject": "Two things", "body": body})
+    timeline = asyncio.run(app.atimeline(paused.thread_id))
+    assert timeline == app.thread(paused.thread_id).timeline
+    assert {e.branch for e in timeline} >= {"billing", "account"}
+    with pytest.raises(ThreadNotFoundError, match="no thread 'thr_missing'"):
+        asyncio.run(app.atimeline("thr_missing"))
