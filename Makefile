@@ -1,4 +1,4 @@
-.PHONY: demo test lint routes eval mutation bench bench-approvals bench-models bench-training
+.PHONY: demo test lint routes eval mutation bench bench-instructions bench-approvals bench-models bench-training
 
 demo:
 	python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/triage demo
@@ -20,6 +20,9 @@ mutation:
 
 bench:
 	python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/python scripts/bench.py $(BENCH_ARGS)
+
+bench-instructions:
+	.venv/bin/python scripts/bench_instructions.py $(BENCH_ARGS)
 
 bench-approvals:
 	.venv/bin/python scripts/bench_approvals.py --start-postgres

@@ -51,3 +51,20 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     assert figures["eval"]["task_success_rate"] > 0.5
     assert figures["memory"]["peak_mib"] > 0
     assert figures["resume"] and figures["resume"][0]["graph_ms"] > 0
+
+
+@pytest.mark.parametrize("side", ["app", "bare", "stock"])
+def test_the_instruction_count_benchmark_runs_each_side_it_counts(side: str, model_cache: Path) -> None:
+    """`scripts/bench_instructions.py` runs each side under valgrind, which CI may not have; the process it runs
+    there is run here without it, so the script cannot rot. Its warm-up keeps only tickets both graphs model."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_instructions.py"), "--child", side, "--tickets", "2"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TRIAGE_CACHE_HOME": str(model_cache)},
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    kept = int(done.stdout.split()[-1])
+    assert 0 < kept <= 40
