@@ -192,7 +192,7 @@ def attempted(node: SpecialistNode, *, seconds: float, specialist: str | None = 
 
     An attempt over its limit is cancelled and raises LangGraph's `NodeTimeoutError` (transient: `triage recover`
     runs it again). This costs a timer on the loop; LangGraph's `TimeoutPolicy` ran each attempt as a task of its
-    own beside a watchdog task, about 0.09 ms more per attempt.
+    own beside a watchdog task: 0.07-0.08 ms more per attempt.
 
     A retry policy may start the node more than once: `RunResult.retries` reports the attempts beyond the first.
     `specialist` names whose step `node` is (see `metering.attempt_key`). A run without a meter (one that `langgraph
