@@ -22,6 +22,7 @@ out the wait for the disk that every commit makes in a real home (`TRIAGE_SQLITE
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import multiprocessing.util
 import os
@@ -421,7 +422,11 @@ def _start_worker(base: Settings, place: _Place) -> None:
 
 
 def _stop_worker() -> None:
-    """Close the worker's home and app, then its event loop."""
+    """Close the worker's home and app, then its event loop; the process is exiting.
+
+    Then `gc.freeze()`: nothing is left to close, and the eval waits for this process to exit, which Python's final
+    collection of everything the worker loaded made 0.23-0.29 s longer (0.03-0.04 s without it).
+    """
     global _worker
     worker, _worker = _worker, None
     if worker is not None:
@@ -429,6 +434,7 @@ def _stop_worker() -> None:
             worker.loop.run_until_complete(_close_worker_home(worker))
         finally:
             worker.loop.close()
+        gc.freeze()
 
 
 def _run_chunk(kind: str, chunk: list[tuple[int, Any]]) -> tuple[str, list[tuple[int, Any]]]:

@@ -640,6 +640,13 @@ def eval_(
 ) -> None:
     """Run the evaluation suite through the real graph, report per node and per run, gate against the baseline."""
     import asyncio
+    import atexit
+    import gc
+
+    # Registered first, so it runs last as the process exits: by then every store is closed, the reports written and
+    # LangSmith's own exit handlers done. It spares Python's final collection of every case's results (about 0.24 s
+    # after 600 cases, 0.03 s with it); an unreachable cycle is then freed by the process's exit, not by Python.
+    atexit.register(gc.freeze)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
