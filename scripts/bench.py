@@ -179,6 +179,13 @@ class Bench:
         graph = self.stock if stock else self.bare
         await self.app._portal.acall(graph.ainvoke({"ticket": ticket, "route": route}, config, durability="sync"))
 
+    async def run_side(self, side: str, ticket: dict[str, Any], route: str, thread_id: str) -> None:
+        """One ticket on `side`: `triage` (the app), `bare` (the bare graph on triage's saver) or `stock`."""
+        if side == "triage":
+            await self.run_triage(ticket, thread_id)
+        else:
+            await self.run_bare(ticket, route, thread_id, stock=side == "stock")
+
     async def close(self) -> None:
         """Close the app's stores."""
         await self.app.aclose()
@@ -204,6 +211,11 @@ def checkpoint_rows(path: Path, thread_ids: Sequence[str]) -> tuple[float, float
 
 
 # -- phases ----------------------------------------------------------------------------------------------------------
+
+
+def checkpoint_count(reader: sqlite3.Connection, thread_id: str) -> int:
+    """Checkpoints a thread wrote (all namespaces), read from the checkpoint file."""
+    return int(reader.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (thread_id,)).fetchone()[0])
 
 
 async def latency_phase(bench: Bench, tickets: list[dict[str, Any]], n: int) -> dict[str, Any]:
@@ -233,7 +245,7 @@ async def latency_phase(bench: Bench, tickets: list[dict[str, Any]], n: int) -> 
     reader = sqlite3.connect(bench.app.settings.checkpoints_path)
 
     def checkpoints(thread_id: str) -> int:
-        return int(reader.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (thread_id,)).fetchone()[0])
+        return checkpoint_count(reader, thread_id)
 
     for i in range(n):
         index = i % len(distinct)
@@ -352,10 +364,7 @@ async def store_phase(root: Path, cache: Path, routed: list[tuple[dict[str, Any]
         await bench.open()
         for i in range(n):
             ticket, route = routed[i % len(routed)]
-            if which == "triage":
-                await bench.run_triage(ticket, f"store-{i}")
-            else:
-                await bench.run_bare(ticket, route, f"{which}-store-{i}", stock=which == "stock")
+            await bench.run_side(which, ticket, route, f"{which}-store-{i}")
         await bench.close()
         figures[which] = (file_size(home) - before) / n
     return figures

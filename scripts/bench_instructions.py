@@ -34,11 +34,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import Bench, bench_tickets
+from bench import Bench, bench_tickets, checkpoint_count
 
 CANDIDATES = 40
 """Bench tickets tried in the warm-up; those the bare graph models (same nodes, same checkpoints) are kept."""
-SIDES = ("app", "bare", "stock")
+SIDES = ("triage", "bare", "stock")
 
 
 async def child(side: str, tickets: int, cache: Path) -> int:
@@ -50,24 +50,17 @@ async def child(side: str, tickets: int, cache: Path) -> int:
         reader = sqlite3.connect(bench.app.settings.checkpoints_path)
         kept: list[tuple[dict[str, Any], str]] = []
         for i, ticket in enumerate(bench_tickets()[:CANDIDATES]):
-            result = await bench.run_triage(ticket, f"warm-app-{i}")
+            result = await bench.run_triage(ticket, f"warm-triage-{i}")
             if result.status not in ("completed", "escalated") or result.route is None:
                 continue  # paused on an approval: not the bare graph's shape
             await bench.run_bare(ticket, result.route, f"warm-bare-{i}")
             await bench.run_bare(ticket, result.route, f"warm-stock-{i}", stock=True)
-            counts = {
-                reader.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (f"warm-{s}-{i}",)).fetchone()[0]
-                for s in SIDES
-            }
-            if len(counts) == 1:
+            if len({checkpoint_count(reader, f"warm-{s}-{i}") for s in SIDES}) == 1:
                 kept.append((ticket, result.route))
         reader.close()
         for n in range(tickets):
             ticket, route = kept[n % len(kept)]
-            if side == "app":
-                await bench.run_triage(ticket, f"run-{n}")
-            else:
-                await bench.run_bare(ticket, route, f"run-{n}", stock=side == "stock")
+            await bench.run_side(side, ticket, route, f"run-{n}")
         print(f"kept {len(kept)}")
         return 0
     finally:
@@ -113,8 +106,8 @@ def main() -> int:
         return 2
     started = time.perf_counter()
     # The first run trains the classifier into the cache if it is not there yet, outside valgrind.
-    subprocess.run([sys.executable, __file__, "--child", "app", "--tickets", "0", "--cache", str(cache)], check=True)
-    runs = [("app", 0), *((side, args.tickets) for side in SIDES)]
+    subprocess.run([sys.executable, __file__, "--child", "triage", "--tickets", "0", "--cache", str(cache)], check=True)
+    runs = [("triage", 0), *((side, args.tickets) for side in SIDES)]
     counts: dict[tuple[str, int], int] = {}
 
     def one(run: tuple[str, int]) -> None:
@@ -127,13 +120,13 @@ def main() -> int:
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(one, runs))
-    base = counts[("app", 0)]
+    base = counts[("triage", 0)]
     per = {side: (counts[(side, args.tickets)] - base) / args.tickets for side in SIDES}
     print(f"instructions per ticket, {args.tickets} tickets a side (millions):")
     for side in SIDES:
         print(f"  {side:5s} {per[side] / 1e6:8.2f}")
-    print(f"app / bare on triage's saver: {per['app'] / per['bare']:.2f}x")
-    print(f"app / bare on LangGraph's stock saver: {per['app'] / per['stock']:.2f}x")
+    print(f"app / bare on triage's saver: {per['triage'] / per['bare']:.2f}x")
+    print(f"app / bare on LangGraph's stock saver: {per['triage'] / per['stock']:.2f}x")
     return 0
 
 

@@ -53,7 +53,7 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     assert figures["resume"] and figures["resume"][0]["graph_ms"] > 0
 
 
-@pytest.mark.parametrize("side", ["app", "bare", "stock"])
+@pytest.mark.parametrize("side", ["triage", "bare", "stock"])
 def test_the_instruction_count_benchmark_runs_each_side_it_counts(side: str, model_cache: Path) -> None:
     """`scripts/bench_instructions.py` runs each side under valgrind, which CI may not have; the process it runs
     there is run here without it, so the script cannot rot. Its warm-up keeps only tickets both graphs model."""

@@ -29,7 +29,9 @@ def test_a_meter_counts_retries_per_node_across_tasks() -> None:
     assert meter.retries() == {"a": 1, "c": 2}
 
 
-def test_transient_failure_is_retried_and_counted(app: TriageApp, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def invoices_fail_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first `list_invoices` call through the gateway fails as a locked database would; the rest go through."""
     original = ToolGateway.call
     failures = {"list_invoices": 1}
 
@@ -40,26 +42,17 @@ def test_transient_failure_is_retried_and_counted(app: TriageApp, monkeypatch: p
         return await original(self, caller, tool_name, args, **kwargs)
 
     monkeypatch.setattr(ToolGateway, "call", flaky)
+
+
+def test_transient_failure_is_retried_and_counted(app: TriageApp, invoices_fail_once: None) -> None:
     result = app.run(Ticket(customer_id="cus_small_dup", subject="Charged twice", body="I was billed twice."))
     assert (result.route, result.status) == ("billing", "completed")
     assert result.retries == {"billing:lookup": 1}
 
 
-def test_a_retry_in_the_branch_of_one_ask_is_keyed_by_its_specialist(
-    app: TriageApp, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_retry_in_the_branch_of_one_ask_is_keyed_by_its_specialist(app: TriageApp, invoices_fail_once: None) -> None:
     """Each ask runs its specialist in a branch of the `ask` node; a retry there is counted under that specialist,
     as the eval's per-node figures name its steps (`ask:billing:lookup`), and only in that branch."""
-    original = ToolGateway.call
-    failures = {"list_invoices": 1}
-
-    async def flaky(self: ToolGateway, caller: str, tool_name: str, args: Any, **kwargs: Any) -> Any:
-        if failures.get(tool_name):
-            failures[tool_name] -= 1
-            raise TransientToolError(tool_name, "database is locked")
-        return await original(self, caller, tool_name, args, **kwargs)
-
-    monkeypatch.setattr(ToolGateway, "call", flaky)
     body = (
         "The docking hub order was charged twice, please refund the duplicate. "
         "Also change my email to mid.new@example.org."
