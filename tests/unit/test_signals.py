@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from triage.models.signals import SIGNAL_FLAGS, detect_signals
 
@@ -145,3 +149,30 @@ def test_a_lexicon_phrase_with_a_capital_letter_is_refused() -> None:
     assert _lexicon(r"down\S*", "not working").search("it is downright not working")
     with pytest.raises(ValueError, match="lower-cased"):
         _lexicon("Outage")
+
+
+_PHRASES = (
+    "everything is down",
+    "i will contact my lawyer",
+    "dispute the charge with my bank",
+    "my account was hacked",
+    "this is the third time",
+    "not happy",
+    "thank you so much",
+    "no rush",
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    phrases=st.lists(st.sampled_from(_PHRASES), min_size=1, max_size=3),
+    filler=st.text(max_size=40),
+    seed=st.randoms(use_true_random=False),
+)
+def test_the_flags_do_not_depend_on_how_the_letters_are_cased(phrases: list[str], filler: str, seed: Any) -> None:
+    """Any mix of capitals, and the letters a case-insensitive match treats as ASCII ("İ", "ı", "ſ"), gives the same
+    flags as the lower-case text (shouting aside: that is about capitals)."""
+    text = f" {filler} ".join(phrases)
+    variants = {"i": ("i", "I", "\u0130", "\u0131"), "s": ("s", "S", "\u017f")}
+    mixed = "".join(seed.choice(variants.get(c, (c, c.upper()))) for c in text)
+    assert detect_signals(mixed).flags - {"shouting"} == detect_signals(text).flags - {"shouting"}
