@@ -401,6 +401,9 @@ traceback and break the whole pool)."""
 def _start_worker(base: Settings, place: _Place) -> None:
     import signal
 
+    from triage.startup import defer_package_inits
+
+    defer_package_inits()  # before the policy and the graph import LangChain and LangGraph
     from triage.policies import load_policy_bundle
 
     global _worker

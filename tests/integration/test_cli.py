@@ -142,6 +142,28 @@ def test_run_in_a_warm_home_imports_no_scikit_learn(settings: Settings) -> None:
     assert done.stderr.strip().splitlines()[-1] == "heavy:", "the model loads from its arrays, not the pickle"
 
 
+def test_run_defers_the_package_inits_it_does_not_use(settings: Settings) -> None:
+    code = (
+        "import sys; from triage.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "skipped = [m for m in ('langgraph_sdk.client', 'httpx', 'langsmith.types.run') if m not in sys.modules]\n"
+        "from langgraph_sdk import get_client\nimport langsmith.types\nrun = langsmith.types.Run\n"
+        "used = [m for m in ('langgraph_sdk.client', 'langsmith.types.run') if m in sys.modules]\n"
+        "print('skipped:' + ','.join(skipped), 'then:' + ','.join(used), run.__name__, get_client.__name__, "
+        "file=sys.stderr)"
+    )
+    env = {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
+    args = ["run", "--body", "Please send me a copy of my last invoice.", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert json.loads(done.stdout)["route"] == "billing", done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        "skipped:langgraph_sdk.client,httpx,langsmith.types.run then:langgraph_sdk.client,langsmith.types.run Run "
+        "get_client"
+    ), "a run skips both initialisers, and the names they bind are still there when asked for"
+
+
 @pytest.mark.slow
 def test_demo_covers_every_route_and_an_approval_round_trip(settings: Settings) -> None:
     done = triage(settings, "demo", "--json")

@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def serve(run: Callable[[list[str]], None]) -> None:
     """The zygote's side: answer `fork` and `reap` lines from stdin until it closes (see the module docstring)."""
+    from triage.startup import defer_package_inits
+
+    defer_package_inits()  # as the CLI's `main` does
     import triage.graphs.support
     import triage.services  # noqa: F401  (what every run opens, imported once here)
 

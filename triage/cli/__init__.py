@@ -823,6 +823,9 @@ def main() -> None:
     A bad `TRIAGE_*` environment variable (a setting out of range, an unknown choice) exits 2 with one line naming
     the variable, whichever command read the settings.
     """
+    from triage.startup import defer_package_inits
+
+    defer_package_inits()  # before any command imports LangGraph
     try:
         cli()
     except Exception as exc:

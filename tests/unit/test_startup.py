@@ -1,0 +1,125 @@
+"""Deferred package initialisers (`triage.startup`): the same names as a plain import, the `__init__` run once."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from triage.startup import defer_package_inits
+
+INIT = """
+import sys, time
+from {name}.log import runs
+runs.append("{name}")
+time.sleep({pause})
+try:
+    sys.modules[__name__].LATER  # a name this `__init__` binds only below
+except AttributeError:
+    runs.append("unbound while running")
+from {name}.sub import VALUE as COPIED
+NAME = "from the init"
+LATER = "bound"
+"""
+
+
+@pytest.fixture
+def make_package(tmp_path: Path) -> Iterator[object]:
+    """A factory of fresh packages `deferprobe_<hex>` (package, `sub` and `log` submodules) on `sys.path`."""
+    made: list[str] = []
+    sys.path.insert(0, str(tmp_path))
+
+    def make(init: str = INIT, pause: float = 0.0) -> str:
+        name = f"deferprobe_{uuid.uuid4().hex[:10]}"
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "__init__.py").write_text(init.format(name=name, pause=pause))
+        (folder / "sub.py").write_text("VALUE = 2\n")
+        (folder / "log.py").write_text("runs = []\n")
+        made.append(name)
+        return name
+
+    yield make
+    sys.path.remove(str(tmp_path))
+    for name in made:
+        for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+            del sys.modules[module]
+
+
+def runs(name: str) -> list[str]:
+    return list(importlib.import_module(f"{name}.log").runs)
+
+
+def test_submodules_import_without_the_init_and_a_name_runs_it_once(make_package) -> None:
+    name = make_package()
+    assert defer_package_inits((name,)) == [name]
+
+    sub = importlib.import_module(f"{name}.sub")
+    assert sub.VALUE == 2
+    assert runs(name) == [], "importing a submodule must not run the package's __init__"
+
+    package = sys.modules[name]
+    assert package.NAME == "from the init"
+    assert package.COPIED == 2 and package.LATER == "bound"
+    assert runs(name) == [name, "unbound while running"], "the init runs once and sees its own unbound names unbound"
+    exec(f"from {name} import NAME as again", {})  # the `from package import name` form
+    assert runs(name) == [name, "unbound while running"]
+    assert "__getattr__" not in vars(package), "once run, the package answers as an ordinary module"
+    with pytest.raises(AttributeError, match="MISSING"):
+        package.MISSING  # noqa: B018
+
+
+def test_threads_that_read_a_name_at_once_run_the_init_once(make_package) -> None:
+    name = make_package(pause=0.05)  # a slow __init__, so the others arrive while it runs
+    defer_package_inits((name,))
+    package = sys.modules[name]
+    barrier = threading.Barrier(8)
+    seen: list[object] = []
+
+    def read() -> None:
+        barrier.wait()
+        seen.append(package.LATER)
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == ["bound"] * 8, "no thread may see the package half initialised"
+    assert runs(name) == [name, "unbound while running"]
+
+
+def test_a_failing_init_fails_like_an_import_and_runs_again_next_time(make_package, tmp_path: Path) -> None:
+    flag = tmp_path / "fail-once"
+    flag.write_text("")
+    name = make_package(
+        f"import pathlib\nflag = pathlib.Path({str(flag)!r})\n"
+        "if flag.exists():\n    flag.unlink()\n    raise RuntimeError('first import fails')\nNAME = 1\n"
+    )
+    defer_package_inits((name,))
+    with pytest.raises(RuntimeError, match="first import fails"):
+        sys.modules[name].NAME  # noqa: B018
+    assert name not in sys.modules, "a failed __init__ leaves sys.modules, as a failed import does"
+    assert importlib.import_module(name).NAME == 1
+
+
+def test_an_init_with_a_getattr_of_its_own_keeps_it(make_package) -> None:
+    name = make_package("def __getattr__(attr):\n    return 'lazy ' + attr\n")
+    defer_package_inits((name,))
+    package = sys.modules[name]
+    assert package.anything == "lazy anything"
+    assert package.other == "lazy other"
+
+
+def test_imported_missing_and_plain_modules_are_left_alone(make_package, tmp_path: Path) -> None:
+    imported = make_package()
+    importlib.import_module(imported)
+    (tmp_path / f"plain_{imported}.py").write_text("X = 1\n")
+    assert defer_package_inits((imported, f"plain_{imported}", "no_such_package_here", "no_such.child")) == []
+    assert importlib.import_module(f"plain_{imported}").X == 1
+    assert runs(imported) == [imported, "unbound while running"]

@@ -1,0 +1,92 @@
+"""Process start-up: package initialisers a triage process skips until a name from them is used.
+
+Two packages that every run imports only for a submodule run a heavy `__init__` first:
+
+- `langgraph.runtime` imports `langgraph_sdk.auth.types` (a protocol for a type hint). That runs
+  `langgraph_sdk/__init__.py`, which imports the SDK's HTTP clients (httpx and every API module).
+- `langsmith.run_trees` (which LangChain's tracers, and so LangGraph, import) imports
+  `langsmith.types.run_select_field`, a `Literal`. That runs `langsmith/types/__init__.py`, which builds the
+  pydantic models of about 180 API modules.
+
+A run uses neither initialiser: together they were about 0.3 s of the 1.5-1.75 s that `triage run` took
+(BENCHMARKS.md, seventh round). `defer_package_inits` registers each package as a module whose submodules import
+as usual and whose `__init__` runs, once and under a lock, the first time anything reads a name the submodules
+did not bind (`from langgraph_sdk import get_client`, `langsmith.types.Run`, `dir()` does not count). Whoever
+uses them gets what they would have got; only when the package's `__init__` runs moves.
+
+The CLI and the eval's worker processes call it before they import LangGraph. A library does not rearrange
+another's imports behind its users' backs, so importing `triage` does not; a program embedding triage may call
+it first thing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import threading
+from importlib.machinery import ModuleSpec
+from types import ModuleType
+from typing import Any
+
+DEFERRED_PACKAGES = ("langgraph_sdk", "langsmith.types")
+"""Packages whose `__init__` a triage process runs only when a name from it is read."""
+
+
+def defer_package_inits(packages: tuple[str, ...] = DEFERRED_PACKAGES) -> list[str]:
+    """Defer the `__init__` of each package not imported yet; returns the names deferred.
+
+    A package already imported, not installed, or not a package (a plain module has no submodules to import
+    without it) is left as it is.
+    """
+    deferred = []
+    for name in packages:
+        if name in sys.modules:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except ImportError:  # its parent package is missing
+            continue
+        if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+            continue
+        module = importlib.util.module_from_spec(spec)
+        module.__dict__["__getattr__"] = _DeferredInit(module, spec)
+        sys.modules[name] = module
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, module)
+        deferred.append(name)
+    return deferred
+
+
+class _DeferredInit:
+    """A deferred package's module `__getattr__` (PEP 562): runs the package's `__init__`, then answers."""
+
+    def __init__(self, module: ModuleType, spec: ModuleSpec) -> None:
+        self.module = module
+        self.spec = spec
+        self.lock = threading.RLock()
+        self.running = False
+        self.done = False
+
+    def __call__(self, attr: str) -> Any:
+        with self.lock:
+            if self.running:  # the `__init__`, running in this thread, reads a name it has not bound yet
+                raise AttributeError(f"partially initialized module {self.spec.name!r} has no attribute {attr!r}")
+            if not self.done:
+                self._run_init()
+        return getattr(self.module, attr)
+
+    def _run_init(self) -> None:
+        assert self.spec.loader is not None
+        self.running = True
+        try:
+            self.spec.loader.exec_module(self.module)
+        except BaseException:
+            # As a failed import: the module leaves `sys.modules`, and the next import starts again.
+            sys.modules.pop(self.spec.name, None)
+            raise
+        finally:
+            self.running = False
+        self.done = True
+        if self.module.__dict__.get("__getattr__") is self:  # the `__init__` did not define one of its own
+            del self.module.__dict__["__getattr__"]
