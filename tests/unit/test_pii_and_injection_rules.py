@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
+from unittest.mock import patch
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from triage.policies import pii
 from triage.policies.account import explicitly_requested, needs_explicit_request
 from triage.policies.injection import detect_injection
 from triage.policies.pii import Redaction, iban_valid, luhn_valid, redact, redact_tree, restore
@@ -165,3 +170,55 @@ def test_explicit_request_rules() -> None:
     assert not needs_explicit_request("password_reset")
     assert explicitly_requested("password_reset", "")
     assert not explicitly_requested("data_export", "")
+
+
+# Pieces of what each pattern looks for (our own), which the property below shuffles, re-cases and joins.
+_PII_PIECES = [
+    "password is hunter2", "my PIN: 4821", "Passwort: geheim99", "pwd='s3cret!'", "mot de passe est rouge77",
+    "TIN 12-3456789", "tin: 1234567890", "tax id: DE123456789", "vat no. 123 456 789", "pan number ABCPE1234F",
+    "codice fiscale RSSMRA85T10A562S", "date of birth 01/02/1990", "d.o.b. 3 March 1985", "born on 1990-02-01",
+    "passport no. X1234567", "card 4111 1111 1111 1111", "CVV 123", "security code: 4321", "ip 192.168.1.20",
+    "fe80::1", "2001:db8::ff00:42:8329", "john at example dot com", "jane (at) mail [dot] org", "jane@example.org",
+    "call +44 20 7946 0958", "221B Baker Street", "12 rue de la Paix", "4 Via Roma", "Hauptstraße 5", "SW1A 1AA",
+    "AB 12 34 56 C", "123-45-6789", "2345 6789 0123", "GB82 WEST 1234 5698 7654 32", "sk_live_abcdefgh1234",
+    "sk-proj-ABCDEFGHIJKLMNOPQRSTUV", "api key: abcd1234efgh5678", "Bearer abcdefghijkl1234",
+    "secret token = zz99yy88xx77", "order 1234", "٣٤٥-٦٧-٨٩٠١", "[EMAIL_1]", "at", "dot", "D.OB 1985-03-12",
+    "2001:0db8:85a3:0000:0000:8a2e:0370:7334", "pk_test_abcdefgh12", "sk-abcdefghijklmnopqrstuv12",
+    "CPF 123.456.789-09", "RFC GODE561231GR8", "NIF 12345678Z", "UTR 1234567890", "Steuer-ID 12 345 678 901",
+    "EIN 12-3456789", "itin 912701234", "vat number GB123456789", "csc 123", "cid 1234", "cvc2 987",
+    "card verification value 123", "birthday 12/03/1990", "birth date 1990-03-12", "born 3 March 1985",
+    "pin code 1234", "contraseña: abc123", "passphrase is x7y", "pw: x7y", "access key abcd1234efgh5678",
+    "auth token: abcd1234efgh5678", "9 boulevard Saint Michel", "3 bd Voltaire", "7 chemin des Vignes",
+    "2 place de la Concorde", "5 calle Mayor", "1 piazza Navona", "8 avenue Foch", "6 av. Victor Hugo",
+]  # fmt: skip
+_FOLDING = {"s": "ſ", "i": "ı", "I": "İ", "k": "\u212a", "K": "\u212a"}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(_PII_PIECES), min_size=1, max_size=5),
+    glue=st.lists(st.sampled_from([" ", ", ", ". ", "\n", " - ", ": ", "", " and "]), min_size=5, max_size=5),
+    filler=st.text(max_size=20),
+    upper=st.sampled_from([0.0, 0.2, 0.6]),
+    fold=st.sampled_from([0.0, 0.3]),
+    seed=st.randoms(use_true_random=False),
+)
+def test_redaction_skips_a_pattern_only_where_it_cannot_match(
+    pieces: list[str], glue: list[str], filler: str, upper: float, fold: float, seed: Any
+) -> None:
+    """Each pattern runs only when the text has what every match contains (a digit, a word it names): skipping
+    must never change what is redacted, whatever the case, the letters that fold to ASCII, or the order."""
+    words = [piece + glue[i] for i, piece in enumerate(pieces)] + [filler]
+    seed.shuffle(words)
+    text = "".join(
+        _FOLDING[char] if char in _FOLDING and seed.random() < fold else char.upper() if seed.random() < upper else char
+        for char in "".join(words)
+    )
+    gated = redact(text)
+    with patch.object(pii, "_PATTERNS", tuple((kind, p, check, _always) for kind, p, check, _ in pii._PATTERNS)):
+        every = redact(text)
+    assert (gated.text, gated.values) == (every.text, every.values)
+
+
+def _always(clues: object) -> bool:
+    return True

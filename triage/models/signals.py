@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 
 from triage.taxonomy import Sentiment, Urgency
+from triage.text import fold_case
 
 __all__ = ["SIGNAL_FLAGS", "Signals", "detect_signals"]
 
@@ -346,9 +347,6 @@ _ACRONYMS = frozenset(
         "UPDATE",
     }
 )
-_ASCII_FOLDS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s"})
-"""The three letters that a case-insensitive pattern matches to an ASCII letter but `str.lower` does not lower to
-it ("İ", which it lowers to two characters, the dotless "ı" and the long "ſ")."""
 _NEGATION_WINDOW = 4
 # How far back a negator may stand, per flag: deadlines only count as negated right next to one ("not urgent").
 _FLAG_NEGATION_WINDOWS = {"outage": 0, "repeat_contact": 0, "profanity": 0, "deadline": 1}
@@ -403,7 +401,7 @@ def detect_signals(text: str) -> Signals:
             if phrase not in evidence:
                 evidence.append(phrase)
 
-    lowered = text.translate(_ASCII_FOLDS).lower()  # every lexicon is matched against it
+    lowered = fold_case(text)  # every lexicon is matched against it
     for flag, lexicon in _FLAG_LEXICONS.items():
         note(flag, _matches(lexicon, lowered, negation_window=_FLAG_NEGATION_WINDOWS.get(flag, _NEGATION_WINDOW)))
 

@@ -1,0 +1,16 @@
+"""Text helpers shared by the rules that read customers' words."""
+
+from __future__ import annotations
+
+_ASCII_FOLDS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s"})
+"""The three letters that a case-insensitive pattern matches to an ASCII letter but `str.lower` does not lower to
+it ("İ", which it lowers to two characters, the dotless "ı" and the long "ſ")."""
+
+
+def fold_case(text: str) -> str:
+    """`text` lower-cased so that a lower-case ASCII word is in it wherever `re.IGNORECASE` would find that word.
+
+    `str.lower` alone misses three letters the regular expression engine treats as ASCII ones ("İ", "ı", "ſ");
+    they are folded first. The Kelvin sign lowers to "k" by itself.
+    """
+    return text.translate(_ASCII_FOLDS).lower()
