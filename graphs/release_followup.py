@@ -61,7 +61,7 @@ def build_release_graph(
     return graph
 
 
-def _after_find(state: ReleaseState) -> Literal["find_related", "report"]:
+async def _after_find(state: ReleaseState) -> Literal["find_related", "report"]:
     return "find_related" if has_work(state) else "report"
 
 

@@ -64,8 +64,8 @@ def _technical(timeout: float, agent_timeout: float) -> StateGraph[Any, Context,
         add_io_node(graph, step, stop_on_violation(node, route="technical"), limit, specialist="technical")
     graph.add_edge(START, "search")
 
-    def after_search(state: SpecialistState) -> str:
-        return END if state.get("outcome") in FALL_BACK_OUTCOMES else technical.after_search(state)
+    async def after_search(state: SpecialistState) -> str:
+        return END if state.get("outcome") in FALL_BACK_OUTCOMES else await technical.after_search(state)
 
     graph.add_conditional_edges("search", after_search, ["agent", "act", END])
     graph.add_conditional_edges("agent", technical.after_agent, ["agent", "act", END])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from langgraph.config import get_config
@@ -47,21 +47,21 @@ FALL_BACK_OUTCOMES = ("policy_violation", "held_for_person")
 """Specialist outcomes that hand the ticket to a person instead of going on to approvals."""
 
 
-def continue_unless_refused(following: str) -> Callable[[Mapping[str, Any]], str]:
+def continue_unless_refused(following: str) -> Callable[[Mapping[str, Any]], Awaitable[str]]:
     """Inside a specialist: go on to `following`, or stop once a tool call was refused."""
 
-    def decide(state: Mapping[str, Any]) -> str:
+    async def decide(state: Mapping[str, Any]) -> str:
         return "__end__" if state.get("outcome") in FALL_BACK_OUTCOMES else following
 
     return decide
 
 
-def after_specialist(state: State) -> Literal["approve", "fall_back"]:
+async def after_specialist(state: State) -> Literal["approve", "fall_back"]:
     """Go on to approvals (and effects), or fall back to escalation when the specialist was refused a tool."""
     return "fall_back" if state.get("outcome") in FALL_BACK_OUTCOMES else "approve"
 
 
-def after_execute(state: State) -> Literal["account_change", "compose"]:
+async def after_execute(state: State) -> Literal["account_change", "compose"]:
     """Carry out an approved plan change or account closure step by step, or go on to the reply."""
     from triage.policies.account import SAGA_KINDS
 

@@ -51,12 +51,12 @@ async def search(state: SpecialistState, runtime: Runtime[Context]) -> dict[str,
     return update
 
 
-def after_search(state: SpecialistState) -> Literal["agent", "act"]:
+async def after_search(state: SpecialistState) -> Literal["agent", "act"]:
     """Into the agent loop when `search` started it, else straight to `act`."""
     return "agent" if state.get("agent", {}).get("status") == "running" else "act"
 
 
-def after_agent(state: SpecialistState) -> Literal["agent", "act", "__end__"]:
+async def after_agent(state: SpecialistState) -> Literal["agent", "act", "__end__"]:
     """Another turn while the loop runs; stop on a refused tool (the run falls back); else `act`."""
     if state.get("outcome") == "policy_violation":
         return "__end__"
