@@ -20,14 +20,23 @@ OTHER_LANGUAGES = [
 
 def test_the_unpacked_copy_identifies_what_the_packaged_model_does(tmp_path: Path) -> None:
     assert language._read_unpacked(tmp_path) is None, "nothing cached yet"
+    (tmp_path / "langid-0.3.0-c52ae1077cd8.npz").write_bytes(b"the earlier layout")
     packaged = language._read_packaged(tmp_path)
-    (copy,) = tmp_path.glob("langid-*.npz")
+    (copy,) = tmp_path.glob("langid-*.npy")
     unpacked = language._read_unpacked(tmp_path)
     assert unpacked is not None
     texts = [example.text for example in load_examples()[::4]] + OTHER_LANGUAGES
     assert [unpacked.classify(text) for text in texts] == [packaged.classify(text) for text in texts]
     assert {unpacked.classify(text)[0] for text in OTHER_LANGUAGES[:5]} == {"de", "fr", "es", "it", "ja"}
+    assert not list(tmp_path.glob("*.tmp")), "the folder written first was renamed into place"
+    assert not list(tmp_path.glob("*.npz")), "a copy in the earlier layout is removed"
 
-    copy.write_bytes(copy.read_bytes()[: copy.stat().st_size // 2])  # a copy cut short is not used
+    language._write_unpacked(packaged, copy)  # a second writer (another process) keeps the first copy
+    assert language._read_unpacked(tmp_path) is not None
+    assert sorted(path.name for path in tmp_path.iterdir()) == [copy.name]
+
+    table = copy / "nextmove.npy"
+    table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])  # a copy cut short is not used
     assert language._read_unpacked(tmp_path) is None
-    assert not list(tmp_path.glob("*.tmp"))
+    (copy / "row.npy").unlink()  # nor one missing an array
+    assert language._read_unpacked(tmp_path) is None

@@ -3,7 +3,8 @@
 Nothing is downloaded: the model is a file in the installed package, loaded once per process on first use and
 shared by every classifier. The packaged file is LZMA-compressed and takes most of a CPU second to unpack, so
 `load_identifier(cache_dir)` keeps an unpacked copy of the model, cut down to `LANGUAGE_NAMES`, in the model cache
-and reads that (tens of milliseconds) in later processes. Detection takes well under a millisecond for a ticket.
+and maps that into memory (a few milliseconds) in later processes. Detection takes well under a millisecond for a
+ticket.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -112,14 +114,20 @@ def _read_packaged(cache_dir: Path | None) -> Any:
     return identifier
 
 
+_ARRAYS = ("ptc", "pc", "classes", "nextmove", "row", "output")
+"""The identifier's arrays, one `.npy` file each in the unpacked copy."""
+
+
 def _unpacked_path(cache_dir: Path) -> Path:
+    """The folder of the unpacked copy: one per py3langid version and set of languages."""
     from importlib.metadata import version
 
     languages = hashlib.sha256(",".join(sorted(LANGUAGE_NAMES)).encode()).hexdigest()[:12]
-    return cache_dir / f"langid-{version('py3langid')}-{languages}.npz"
+    return cache_dir / f"langid-{version('py3langid')}-{languages}.npy"
 
 
 def _write_unpacked(identifier: Any, path: Path) -> None:
+    """Write the arrays into a new folder beside `path`, then rename it into place (a reader sees all or none)."""
     import numpy
 
     arrays = {
@@ -131,40 +139,45 @@ def _write_unpacked(identifier: Any, path: Path) -> None:
         "output": numpy.asarray(identifier.tk_output, dtype=numpy.int64),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        with os.fdopen(handle, "wb") as tmp_file:
-            numpy.savez(tmp_file, allow_pickle=False, **arrays)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def _stdlib_array(values: Any) -> Any:
-    """A numpy array of unsigned integers as the `array.array` that py3langid walks."""
-    from array import array
-
-    result = array(values.dtype.char)
-    result.frombytes(memoryview(values).cast("B"))
-    return result
+        for name in _ARRAYS:
+            numpy.save(folder / f"{name}.npy", arrays[name], allow_pickle=False)
+        try:
+            os.rename(folder, path)
+        except OSError:
+            if not path.is_dir():
+                raise
+            # Another process put its copy there first: that one is kept.
+        for stale in path.parent.glob("langid-*.npz"):  # the earlier layout, a 48 MB file read whole
+            stale.unlink(missing_ok=True)
+    finally:
+        if folder.exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _read_unpacked(cache_dir: Path) -> Any:
+    """The identifier over the unpacked copy's arrays, memory-mapped, or None when there is no whole copy.
+
+    Mapped, not read: the tokenizer's transition table is 39 MB, of which a ticket touches a few pages, and
+    reading it (with a checksum) took most of the 80-100 ms that loading cost. The copy is never written in place
+    (see `_write_unpacked`), so a mapping cannot change under a reader.
+    """
     import numpy
     from py3langid.langid import LanguageIdentifier
 
+    folder = _unpacked_path(cache_dir)
     try:
-        with _unpacked_path(cache_dir).open("rb") as file, numpy.load(file, allow_pickle=False) as data:
-            return LanguageIdentifier(
-                data["ptc"],
-                data["pc"],
-                data["classes"].tolist(),
-                _stdlib_array(data["nextmove"]),
-                data["output"].tolist(),
-                norm_probs=True,
-                tk_row=_stdlib_array(data["row"]),
-            )
+        data = {name: numpy.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False) for name in _ARRAYS}
+        return LanguageIdentifier(
+            numpy.asarray(data["ptc"]),  # the same mapping as a plain array: no memmap bookkeeping per ticket
+            numpy.array(data["pc"]),
+            data["classes"].tolist(),
+            memoryview(data["nextmove"]),  # indexed like the `array.array` py3langid builds: items are ints
+            data["output"].tolist(),
+            norm_probs=True,
+            tk_row=memoryview(data["row"]),
+        )
     except Exception:
         # Missing, partly written or from another py3langid layout: unpack the packaged file instead.
         return None
