@@ -10,10 +10,15 @@ through the same nodes, on the app's own saver (`bare`) and on LangGraph's stock
 
 Each side runs in a process of its own under valgrind, after the same warm-up (the stores opened, the classifier
 loaded, every selected ticket run once on each side); a run with no tickets beyond the warm-up is subtracted, so
-what is left is the instructions of N tickets. valgrind runs programs about fifty times slower: the default of 24
-tickets takes 3-5 minutes on 2 cores. It needs `valgrind` on the PATH (a system package, e.g. Debian's `valgrind`);
+what is left is the instructions of N tickets. valgrind runs programs about fifty times slower: the default of 96
+tickets takes 6-7 minutes on 2 cores. It needs `valgrind` on the PATH (a system package, e.g. Debian's `valgrind`);
 without it the script says so and exits 2. Kernel time (the SQLite file's system calls, thread hand-offs) is not
 counted, so this ratio is higher than the CPU-time ratio, in which both sides share that time.
+
+The counts are not exact: threads hand the interpreter lock to each other at moments valgrind's scheduling decides.
+With 96 tickets two runs of the same code agreed to 0.1 M a ticket (the app 50.92 and 51.02 M, the stock side
+32.16 and 32.21 M); with 24 the bare side moved between 23.8 and 27.6 M. Once in six runs one side came out far off
+(the bare graph at 47 M, 27.5 M when run again): a figure that stands out is to be run again.
 """
 
 from __future__ import annotations
@@ -94,7 +99,7 @@ def collected(side: str, tickets: int, cache: Path) -> tuple[int, str]:
 def main() -> int:
     """Count each side's instructions (or, with `--child`, be the process that valgrind runs)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tickets", type=int, default=24, help="tickets per side, beyond the warm-up")
+    parser.add_argument("--tickets", type=int, default=96, help="tickets per side, beyond the warm-up")
     parser.add_argument("--cache", type=Path, help="classifier cache (default: $TRIAGE_CACHE_HOME, else a temp dir)")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
