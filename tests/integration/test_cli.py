@@ -14,9 +14,13 @@ from tests.integration.zygote import triage_cli
 from triage.settings import Settings
 
 
+def cli_env(settings: Settings) -> dict[str, str]:
+    """This environment with the settings' home and model cache for the CLI."""
+    return {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
+
+
 def triage(settings: Settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
-    return triage_cli(args, env=env, input=stdin, timeout=120)
+    return triage_cli(args, env=cli_env(settings), input=stdin, timeout=120)
 
 
 def test_run_show_threads_json(settings: Settings) -> None:
@@ -124,38 +128,41 @@ def test_help_imports_nothing_heavy() -> None:
     assert done.stdout.strip() == ""
 
 
+def run_then(settings: Settings, body: str, then: str) -> subprocess.CompletedProcess[str]:
+    """`triage run --body BODY --json` through the CLI's `main` in a fresh interpreter, then the code `then` in it."""
+    code = f"import sys; from triage.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n{then}"
+    return subprocess.run(
+        [sys.executable, "-c", code, "run", "--body", body, "--json"],
+        capture_output=True,
+        text=True,
+        env=cli_env(settings),
+        timeout=120,
+        check=False,
+    )
+
+
 def test_run_in_a_warm_home_imports_no_scikit_learn(settings: Settings) -> None:
     warm = triage(settings, "run", "--body", "Please send me a copy of my last invoice.", "--json")
     assert warm.returncode == 0, warm.stderr
-    code = (
-        "import sys; from triage.cli import cli\n"
-        "try:\n    cli()\nexcept SystemExit:\n    pass\n"
+    done = run_then(
+        settings,
+        "Where is my refund for order 1234?",
         "heavy = [m for m in ('sklearn', 'scipy', 'joblib') if m in sys.modules]\n"
-        "print('heavy:' + ','.join(heavy), file=sys.stderr)"
-    )
-    env = {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
-    args = ["run", "--body", "Where is my refund for order 1234?", "--json"]
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+        "print('heavy:' + ','.join(heavy), file=sys.stderr)",
     )
     assert json.loads(done.stdout)["route"] == "billing"
     assert done.stderr.strip().splitlines()[-1] == "heavy:", "the model loads from its arrays, not the pickle"
 
 
 def test_run_defers_the_package_inits_it_does_not_use(settings: Settings) -> None:
-    code = (
-        "import sys; from triage.cli import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+    done = run_then(
+        settings,
+        "Please send me a copy of my last invoice.",
         "skipped = [m for m in ('langgraph_sdk.client', 'httpx', 'langsmith.types.run') if m not in sys.modules]\n"
         "from langgraph_sdk import get_client\nimport langsmith.types\nrun = langsmith.types.Run\n"
         "used = [m for m in ('langgraph_sdk.client', 'langsmith.types.run') if m in sys.modules]\n"
         "print('skipped:' + ','.join(skipped), 'then:' + ','.join(used), run.__name__, get_client.__name__, "
-        "file=sys.stderr)"
-    )
-    env = {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
-    args = ["run", "--body", "Please send me a copy of my last invoice.", "--json"]
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+        "file=sys.stderr)",
     )
     assert json.loads(done.stdout)["route"] == "billing", done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
