@@ -713,7 +713,7 @@ class TriageApp:
         for _ in range(3):  # e.g. a died run goes on, pauses on an approval already decided, which is applied
             snapshot = await engine.graph_for(thread_id).aget_state(config)
             if not _exists(snapshot):
-                raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
+                raise ThreadNotFoundError.named(thread_id)
             paused = _pending(snapshot)
             values = snapshot.values
             if paused is not None:
@@ -849,7 +849,7 @@ class TriageApp:
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         tuples = [t async for t in engine.services.saver.alist(config)]
         if not tuples:
-            raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
+            raise ThreadNotFoundError.named(thread_id)
         return build_timeline(tuples)
 
     async def _athread(self, thread_id: str) -> ThreadView:
@@ -859,7 +859,7 @@ class TriageApp:
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         snapshot = await engine.graph_for(thread_id).aget_state(config)
         if not _exists(snapshot):
-            raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
+            raise ThreadNotFoundError.named(thread_id)
         timeline = await self._atimeline(thread_id, engine)
         result = _result(thread_id, snapshot)
         if result.pending_approval is not None:
@@ -988,7 +988,7 @@ class TriageApp:
         engine = await self._get_engine()
         snapshot = await engine.graph_for(thread_id).aget_state({"configurable": {"thread_id": thread_id}})
         if not snapshot.values:
-            raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
+            raise ThreadNotFoundError.named(thread_id)
         details = {"route": route, "intent": intent, "previous_route": snapshot.values.get("route")}
         await engine.services.journal.audit(
             thread_id, RELABEL_EVENT, actor=actor, details=details, policy_version=engine.services.policy.version

@@ -39,6 +39,11 @@ class ConversationBusyError(TriageError):
 class ThreadNotFoundError(TriageError):
     """No run with that thread id exists in the checkpoint store."""
 
+    @classmethod
+    def named(cls, thread_id: str) -> ThreadNotFoundError:
+        """The error for `thread_id`, saying where the existing ones are listed."""
+        return cls(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
+
 
 class PolicyFileError(TriageError):
     """A policy file is missing or invalid; the message names the file, the field and the fix."""

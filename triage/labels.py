@@ -68,7 +68,7 @@ def thread_label(
         ThreadNotFoundError: `values` is empty.
     """
     if not values:
-        raise ThreadNotFoundError(f"no thread {thread_id!r}; `triage threads` lists the existing ones")
+        raise ThreadNotFoundError.named(thread_id)
     text = ticket_text(values)
     if not text:
         return None
