@@ -31,8 +31,12 @@ def test_the_unpacked_copy_identifies_what_the_packaged_model_does(tmp_path: Pat
     assert not list(tmp_path.glob("*.tmp")), "the folder written first was renamed into place"
     assert not list(tmp_path.glob("*.npz")), "a copy in the earlier layout is removed"
 
+    mapped = [(path.name, path.stat().st_ino, path.stat().st_mtime_ns) for path in sorted(copy.iterdir())]
     language._write_unpacked(packaged, copy)  # a second writer (another process) keeps the first copy
     assert language._read_unpacked(tmp_path) is not None
+    assert [(path.name, path.stat().st_ino, path.stat().st_mtime_ns) for path in sorted(copy.iterdir())] == mapped, (
+        "a file a reader may have mapped is never rewritten in place"
+    )
     assert sorted(path.name for path in tmp_path.iterdir()) == [copy.name]
 
     table = copy / "nextmove.npy"
