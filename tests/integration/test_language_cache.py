@@ -62,3 +62,22 @@ def test_writers_racing_leave_one_whole_copy_and_a_killed_writer_leaves_none(tmp
     assert language._read_unpacked(fresh) is None, "a copy whose writer died is never read"
     assert language._read_packaged(fresh) is not None
     assert language._read_unpacked(fresh) is not None, "the next process writes a whole copy"
+    left = [path.name for path in fresh.iterdir()]
+    assert left == [language._unpacked_path(fresh).name], "and removes the dead writer's temporary folder"
+
+
+def test_only_abandoned_temporaries_are_removed(tmp_path: Path) -> None:
+    """A live writer's folder stays; a dead one's, an old one's and one of the earlier naming go."""
+    path = language._unpacked_path(tmp_path)
+    child = multiprocessing.get_context("spawn").Process(target=os.getpid)
+    child.start()
+    child.join(timeout=60)
+    live, dead, old, unnamed = (
+        tmp_path / f".{path.name}.{pid}.abcd1234.tmp" for pid in (os.getpid(), child.pid, os.getppid(), "k3j4h5g6")
+    )
+    for folder in (live, dead, old, unnamed):
+        folder.mkdir()
+        (folder / "ptc.npy").write_bytes(b"partial")
+    os.utime(old, (0, 0))
+    language._remove_abandoned(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,8 @@ def _write_unpacked(identifier: Any, path: Path) -> None:
         "output": numpy.asarray(identifier.tk_output, dtype=numpy.int64),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _remove_abandoned(path)
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         for name in _ARRAYS:
             numpy.save(folder / f"{name}.npy", arrays[name], allow_pickle=False)
@@ -154,6 +156,38 @@ def _write_unpacked(identifier: Any, path: Path) -> None:
     finally:
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
+
+
+ABANDONED_SECONDS = 3600
+"""A temporary folder this old is abandoned whoever wrote it (writing one takes well under a second)."""
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Remove the temporary folders of writers that died before renaming theirs into place.
+
+    A folder is abandoned when the process named in it is gone, or when it is older than `ABANDONED_SECONDS` (a
+    process of that number in another PID namespace sharing the cache is then no reason to keep it). Removing a
+    live writer's folder costs only its copy: its rename fails and it goes on with the model it unpacked.
+    """
+    now = time.time()
+    for folder in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = folder.name[len(path.name) + 2 :].split(".", 1)[0]
+        with contextlib.suppress(OSError):
+            if not _alive(pid) or now - folder.stat().st_mtime > ABANDONED_SECONDS:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    """Whether the process numbered `pid` (text from a folder name) exists; False for a name with no number."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, and belongs to someone else
+        return True
+    return True
 
 
 def _read_unpacked(cache_dir: Path) -> Any:
