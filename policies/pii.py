@@ -23,7 +23,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from triage.text import fold_case
@@ -443,8 +443,32 @@ class Redaction:
         return dict(Counter(placeholder[1:].rsplit("_", 1)[0] for placeholder in self.values))
 
 
+MEMO_TEXTS = 128
+"""Texts whose redaction is remembered, so a text redacted again (the ticket's message, read by the classifier and
+again when its turn is recorded; a reply's facts, such as the customer's name) costs a lookup. Enough for the tickets
+in flight at once, not a store of them: no text longer than `MEMO_CHARS` is kept."""
+MEMO_CHARS = 2_000
+
+
 def redact(text: str, *, into: Redaction | None = None) -> Redaction:
     """Replace secrets and personal data in `text` with placeholders; reuse `into`'s placeholders for known values."""
+    if len(text) <= MEMO_CHARS:
+        redacted, found = _redacted_alone(text)
+        if into is None:
+            return Redaction(text=redacted, values=dict(found))
+        if not found:  # nothing in it to replace: the text stays, and so do `into`'s placeholders
+            return Redaction(text=text, values=dict(into.values))
+    return _redact(text, into)
+
+
+@lru_cache(maxsize=MEMO_TEXTS)
+def _redacted_alone(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """`redact(text)`, as values that cannot be changed: the redacted text and its (placeholder, value) pairs."""
+    result = _redact(text, None)
+    return result.text, tuple(result.values.items())
+
+
+def _redact(text: str, into: Redaction | None) -> Redaction:
     result = Redaction(text="", values=dict(into.values) if into else {})
     by_value = {value: placeholder for placeholder, value in result.values.items()}
     counters: Counter[str] = Counter(placeholder[1:].rsplit("_", 1)[0] for placeholder in result.values)

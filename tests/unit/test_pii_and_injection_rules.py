@@ -214,10 +214,42 @@ def test_redaction_skips_a_pattern_only_where_it_cannot_match(
         _FOLDING[char] if char in _FOLDING and seed.random() < fold else char.upper() if seed.random() < upper else char
         for char in "".join(words)
     )
-    gated = redact(text)
+    gated = pii._redact(text, None)  # not `redact`: it may answer from its memo, worked out with the gates
     with patch.object(pii, "_PATTERNS", tuple((kind, p, check, _always) for kind, p, check, _ in pii._PATTERNS)):
-        every = redact(text)
+        every = pii._redact(text, None)
     assert (gated.text, gated.values) == (every.text, every.values)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(_PII_PIECES), max_size=3),
+    earlier=st.lists(st.sampled_from(_PII_PIECES), max_size=3),
+    filler=st.text(max_size=12),
+    long=st.booleans(),
+)
+def test_a_remembered_redaction_is_the_one_worked_out_again(
+    pieces: list[str], earlier: list[str], filler: str, long: bool
+) -> None:
+    """`redact` remembers recent texts; what it answers, from memory or not, with or without `into`, is what the
+    redaction works out afresh, and changing what it answered changes nothing it answers later."""
+    text = " ".join([*pieces, filler]) + (" x" * pii.MEMO_CHARS if long else "")
+    into = pii._redact(" ".join(earlier), None)
+    before = dict(into.values)
+    for _ in range(2):  # the first call may fill the memo, the second reads it
+        alone, added = redact(text), redact(text, into=into)
+        assert alone == pii._redact(text, None)
+        assert added == pii._redact(text, into)
+        assert into.values == before, "into is not changed"
+        alone.values["[EMAIL_9]"] = "changed@example.com"
+        added.values["[EMAIL_9]"] = "changed@example.com"
+
+
+def test_the_memo_keeps_short_texts_only() -> None:
+    pii._redacted_alone.cache_clear()
+    redact("reach me at a@example.com")
+    redact("a@example.com " * (pii.MEMO_CHARS // 10))
+    info = pii._redacted_alone.cache_info()
+    assert (info.currsize, info.maxsize) == (1, pii.MEMO_TEXTS)
 
 
 def _always(clues: object) -> bool:
