@@ -13,7 +13,7 @@ from triage.context import Context
 from triage.errors import TransientToolError
 from triage.gateway import check_grants
 from triage.nodes import account, billing, escalation, general, technical
-from triage.nodes.common import attempted, stop_on_violation
+from triage.nodes.common import Router, attempted, routed, stop_on_violation
 from triage.nodes.route import FALL_BACK_OUTCOMES, continue_unless_refused
 from triage.policies.bundle import PolicyBundle
 from triage.state import SpecialistOutput, SpecialistState
@@ -29,13 +29,22 @@ def add_io_node(
     seconds: float,
     *,
     specialist: str | None = None,
+    then: tuple[Router, Sequence[str]] | None = None,
 ) -> None:
     """Add a node that does I/O: limited, retried and counted.
 
     Each attempt is limited to `seconds`, a transient tool error starts it again (`TRANSIENT_RETRY`), and every
-    attempt is counted in the run's meter (`attempted`).
+    attempt is counted in the run's meter (`attempted`). `then` is a router and the nodes it may name: the node
+    goes on to the one it names (`routed`), as after a conditional edge.
     """
-    graph.add_node(name, attempted(node, seconds=seconds, specialist=specialist), retry_policy=TRANSIENT_RETRY)
+    if then is not None:
+        node = routed(node, then[0])
+    graph.add_node(
+        name,
+        attempted(node, seconds=seconds, specialist=specialist),
+        retry_policy=TRANSIENT_RETRY,
+        destinations=tuple(then[1]) if then is not None else None,
+    )
 
 
 def _chain(name: str, steps: Sequence[tuple[str, Any]], timeout: float) -> StateGraph[Any, Context, Any, Any]:
@@ -43,11 +52,15 @@ def _chain(name: str, steps: Sequence[tuple[str, Any]], timeout: float) -> State
         SpecialistState, context_schema=Context, output_schema=SpecialistOutput
     )
     names = [step for step, _ in steps]
-    for step, node in steps:
-        add_io_node(graph, step, stop_on_violation(node, route=name), timeout, specialist=name)
+    for (step, node), following in zip(steps, [*names[1:], END], strict=True):
+        guarded = stop_on_violation(node, route=name)
+        if following == END:
+            add_io_node(graph, step, guarded, timeout, specialist=name)
+            graph.add_edge(step, END)
+        else:
+            then = (continue_unless_refused(following), (following, END))
+            add_io_node(graph, step, guarded, timeout, specialist=name, then=then)
     graph.add_edge(START, names[0])
-    for step, following in zip(names, [*names[1:], END], strict=True):
-        graph.add_conditional_edges(step, continue_unless_refused(following), [following, END])
     return graph
 
 
@@ -56,19 +69,18 @@ def _technical(timeout: float, agent_timeout: float) -> StateGraph[Any, Context,
     graph: StateGraph[Any, Context, Any, Any] = StateGraph(
         SpecialistState, context_schema=Context, output_schema=SpecialistOutput
     )
-    for step, node, limit in (
-        ("search", technical.search, timeout),
-        ("agent", technical.agent, agent_timeout),
-        ("act", technical.act, timeout),
-    ):
-        add_io_node(graph, step, stop_on_violation(node, route="technical"), limit, specialist="technical")
-    graph.add_edge(START, "search")
 
     async def after_search(state: SpecialistState) -> str:
         return END if state.get("outcome") in FALL_BACK_OUTCOMES else await technical.after_search(state)
 
-    graph.add_conditional_edges("search", after_search, ["agent", "act", END])
-    graph.add_conditional_edges("agent", technical.after_agent, ["agent", "act", END])
+    for step, node, limit, then in (
+        ("search", technical.search, timeout, (after_search, ("agent", "act", END))),
+        ("agent", technical.agent, agent_timeout, (technical.after_agent, ("agent", "act", END))),
+        ("act", technical.act, timeout, None),
+    ):
+        guarded = stop_on_violation(node, route="technical")
+        add_io_node(graph, step, guarded, limit, specialist="technical", then=then)
+    graph.add_edge(START, "search")
     graph.add_edge("act", END)
     return graph
 

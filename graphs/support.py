@@ -57,7 +57,7 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
     graph.add_node("merge", merge_asks)
     graph.add_node("fall_back", fall_back)
     graph.add_node("approve", approve)
-    add_io_node(graph, "execute", execute, timeout)
+    add_io_node(graph, "execute", execute, timeout, then=(after_execute, ("account_change", "compose")))
     graph.add_node("account_change", build_account_change_graph(policy=policy).compile(name="account_change"))
     graph.add_node("compose", compose)
     add_io_node(graph, "send_reply", send_reply, timeout)
@@ -72,7 +72,6 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
         else:
             graph.add_conditional_edges(name, after_specialist, ["approve", "fall_back"])
     graph.add_edge("fall_back", "escalation")
-    graph.add_conditional_edges("execute", after_execute, ["account_change", "compose"])
     graph.add_edge("account_change", "compose")
     graph.add_edge("compose", "send_reply")
     graph.add_edge("send_reply", "finish")

@@ -7,13 +7,14 @@ import functools
 import inspect
 import re
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol
 
 from langgraph.config import get_config
 from langgraph.errors import NodeTimeoutError
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
 from triage.context import Context, meter_of, services_of, thread_id_of
 from triage.errors import ScopeDeniedError
@@ -185,6 +186,28 @@ def stop_on_violation(node: SpecialistNode, *, route: str) -> SpecialistNode:
             _write_hold.reset(token)
 
     return guarded
+
+
+Router = Callable[[Any], Awaitable[str]]
+"""What a conditional edge calls: the state (with the node's writes) in, the next node's name out."""
+
+
+def routed(node: SpecialistNode, decide: Router) -> SpecialistNode:
+    """`node`, naming the node that comes next itself: `Command(update=..., goto=decide(state with the update))`.
+
+    It decides what a conditional edge after `node` with the router `decide` would, without LangGraph's branch
+    step, which copies every channel to show the router the state with the node's writes (`local_read`): about
+    0.1-0.2 ms of CPU a hop. `decide` may read only keys without a reducer: it is shown the state overlaid with the
+    update, which is what such a key becomes. The graph names the possible successors (`destinations`), so Studio
+    still draws the edges.
+    """
+
+    @functools.wraps(node)
+    async def step(state: Any, runtime: Runtime[Context]) -> Command[Any]:
+        update = await node(state, runtime)
+        return Command(update=update, goto=await decide({**state, **(update or {})}))
+
+    return step
 
 
 def attempted(node: SpecialistNode, *, seconds: float, specialist: str | None = None) -> SpecialistNode:

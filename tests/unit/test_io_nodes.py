@@ -4,8 +4,9 @@ tool error, and counted in the run's meter."""
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from langgraph.errors import NodeTimeoutError
@@ -87,3 +88,48 @@ def test_a_sync_node_is_refused_when_the_graph_is_built() -> None:
     graph: StateGraph[Any, Context, Any, Any] = StateGraph(_State, context_schema=Context)
     with pytest.raises(TypeError, match="'sync_node' does I/O and must be an async function"):
         add_io_node(graph, "work", sync_node, 1.0)
+
+
+class _Routed(TypedDict, total=False):
+    outcome: str
+    visited: Annotated[list[str], operator.add]
+
+
+def _routed_run(by_command: bool, start: str | None, written: str | None) -> tuple[Any, list[tuple[str, str]]]:
+    """A node that may write `outcome`, then a router on it: as `then=` (the node names its successor) or as a
+    conditional edge."""
+
+    async def work(state: _Routed, runtime: Runtime[Context]) -> dict[str, Any]:
+        return {"visited": ["work"], **({"outcome": written} if written else {})}
+
+    async def after(state: _Routed) -> str:
+        return END if state.get("outcome") == "refused" else "next"
+
+    async def following(state: _Routed) -> dict[str, Any]:
+        return {"visited": ["next"]}
+
+    graph: StateGraph[Any, Context, Any, Any] = StateGraph(_Routed, context_schema=Context)
+    if by_command:
+        add_io_node(graph, "work", work, 5.0, then=(after, ("next", END)))
+    else:
+        add_io_node(graph, "work", work, 5.0)
+        graph.add_conditional_edges("work", after, ["next", END])
+    graph.add_node("next", following)
+    graph.add_edge(START, "work")
+    graph.add_edge("next", END)
+    compiled = graph.compile()
+    result = asyncio.run(compiled.ainvoke({"outcome": start} if start else {}, context=Context()))
+    return result, sorted((e.source, e.target) for e in compiled.get_graph().edges)
+
+
+@pytest.mark.parametrize("start", [None, "refused", "ok"])
+@pytest.mark.parametrize("written", [None, "refused", "ok"])
+def test_a_node_that_names_its_successor_goes_where_the_conditional_edge_would(
+    start: str | None, written: str | None
+) -> None:
+    """The router sees the state with the node's own write (or the earlier value when it wrote none), the state
+    ends the same, and the graph draws the same edges."""
+    assert _routed_run(True, start, written) == _routed_run(False, start, written)
+    result, _ = _routed_run(True, start, written)
+    refused = (written or start) == "refused"
+    assert result["visited"] == (["work"] if refused else ["work", "next"])
