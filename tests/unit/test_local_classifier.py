@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from triage.evals import route_check
 from triage.models import local
@@ -383,3 +386,37 @@ def test_a_model_trained_on_another_language_accepts_it() -> None:
     prediction = model.predict("Hallo, ich wurde für meine Bestellung zweimal belastet, bitte erstatten")
     assert not prediction.evidence.foreign_language
     assert prediction.route == "billing"
+
+
+_NORMALIZE_PIECES = [
+    "Mail me at Jane.Doe+x@Example.co.uk", "a@b", "@ alone", "see https://status.example.com/x?y=1", "HTTP://A.B",
+    "www.example.org/help", "wwwexample", "http", "$19.00", "€ 5", "12,000.50 USD", "3 euros", "INV-2024-001",
+    "order #123", "ref ab-12", "1234567", "٣٤٥ ٦٧", "٣٤٥٦٧٨", "v2", "10.5", "İstanbul", "ß", "\u00a0", "\u2003",
+    "\u3000", "\x1c", "\t", "\n\n", "  ", "refund", "charged twice", "x", "", "İS DOWN",
+]  # fmt: skip
+
+
+def _normalize_every_pattern(text: str) -> str:
+    """`normalize_text` as it was, every substitution run whatever the text."""
+    lowered = text.lower()
+    for pattern, token in (
+        (local._EMAIL, " emailtok "),
+        (local._URL, " urltok "),
+        (local._AMOUNT, " amounttok "),
+        (local._REFERENCE, " reftok "),
+        (local._NUMBER, " numtok "),
+    ):
+        lowered = pattern.sub(token, lowered)
+    return re.sub(r"\s+", " ", lowered).strip()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    pieces=st.lists(st.sampled_from(_NORMALIZE_PIECES), max_size=6),
+    glue=st.sampled_from([" ", "", "\n", ", ", "\u00a0", "-"]),
+    filler=st.text(max_size=12),
+)
+def test_normalizing_skips_only_substitutions_that_cannot_match(pieces: list[str], glue: str, filler: str) -> None:
+    """A substitution is skipped when the text lacks what its matches contain; the text comes out the same."""
+    text = glue.join([*pieces, filler])
+    assert local.normalize_text(text) == _normalize_every_pattern(text)
