@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
 
 from triage.context import Context
 from triage.gateway import check_grants
@@ -52,7 +54,10 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
     graph.add_node("route", route)
     specialists = {name: build_specialist(name, policy) for name in SPECIALISTS}
     for name, specialist in specialists.items():
-        graph.add_node(name, specialist)
+        if name == "escalation":
+            graph.add_node(name, specialist)
+        else:
+            graph.add_node(name, then_approve_or_fall_back(specialist), destinations=("approve", "fall_back"))
     graph.add_node("ask", cast(Any, make_ask_node(specialists)))  # fed by `Send` payloads, not by the state
     graph.add_node("merge", merge_asks)
     graph.add_node("fall_back", fall_back)
@@ -66,17 +71,29 @@ def build_support_graph(*, policy: PolicyBundle | None = None) -> StateGraph[Sta
     graph.add_edge(START, "validate")
     graph.add_edge("ask", "merge")
     graph.add_edge("merge", "approve")
-    for name in SPECIALISTS:
-        if name == "escalation":
-            graph.add_edge(name, "compose")
-        else:
-            graph.add_conditional_edges(name, after_specialist, ["approve", "fall_back"])
+    graph.add_edge("escalation", "compose")
     graph.add_edge("fall_back", "escalation")
     graph.add_edge("account_change", "compose")
     graph.add_edge("compose", "send_reply")
     graph.add_edge("send_reply", "finish")
     graph.add_edge("finish", END)
     return graph
+
+
+def then_approve_or_fall_back(specialist: CompiledStateGraph[Any, Context, Any, Any]) -> Any:
+    """The specialist subgraph as a node that goes on to approvals, or falls back when it was refused a tool.
+
+    What a conditional edge with `after_specialist` would decide, without LangGraph's branch step over the whole
+    coordinator state (see `nodes.common.routed`). The subgraph runs as it does as a node of its own: in this
+    node's task, with its checkpoints under the node's namespace, drawn inside the node.
+    """
+
+    async def run(state: State) -> Command[Any]:
+        output = await specialist.ainvoke(state)
+        return Command(update=output, goto=await after_specialist(cast(State, {**state, **output})))
+
+    run.__name__ = specialist.get_name()
+    return run
 
 
 def node_tools() -> dict[str, tuple[str, ...]]:
