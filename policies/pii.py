@@ -19,11 +19,13 @@ model wrote, except secrets, which are never put back anywhere.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any
 
 from triage.text import fold_case
@@ -444,28 +446,67 @@ class Redaction:
 
 
 MEMO_TEXTS = 128
-"""Texts whose redaction is remembered, so a text redacted again (the ticket's message, read by the classifier and
-again when its turn is recorded; a reply's facts, such as the customer's name) costs a lookup. Enough for the tickets
-in flight at once, not a store of them: no text longer than `MEMO_CHARS` is kept."""
+"""Recent texts in which redaction found nothing, remembered so that such a text redacted again (the ticket's message,
+read by the classifier and again when its turn is recorded; a reply's facts, such as the customer's name) costs a
+lookup. Enough for the tickets in flight at once, not a store of them."""
 MEMO_CHARS = 2_000
+"""Longer texts are always redacted afresh."""
+
+
+class _CleanTexts:
+    """Digests (BLAKE2b, 32 bytes) of the last `size` texts in which redaction found nothing, oldest dropped first.
+
+    Only digests are kept: no customer's text stays in memory because it was redacted, and a text with anything to
+    replace is never remembered at all.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._digests: dict[bytes, None] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(text: str) -> bytes | None:
+        """The digest `text` is remembered by, or None when it is too long to be remembered."""
+        if len(text) > MEMO_CHARS:
+            return None
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=32).digest()
+
+    def __contains__(self, key: bytes) -> bool:
+        with self._lock:
+            if key not in self._digests:
+                return False
+            self._digests[key] = self._digests.pop(key)  # the most recently used is dropped last
+            return True
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def add(self, key: bytes) -> None:
+        with self._lock:
+            self._digests.pop(key, None)
+            self._digests[key] = None
+            while len(self._digests) > self.size:
+                del self._digests[next(iter(self._digests))]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._digests.clear()
+
+
+_CLEAN = _CleanTexts(MEMO_TEXTS)
 
 
 def redact(text: str, *, into: Redaction | None = None) -> Redaction:
     """Replace secrets and personal data in `text` with placeholders; reuse `into`'s placeholders for known values."""
-    if len(text) <= MEMO_CHARS:
-        redacted, found = _redacted_alone(text)
-        if into is None:
-            return Redaction(text=redacted, values=dict(found))
-        if not found:  # nothing in it to replace: the text stays, and so do `into`'s placeholders
-            return Redaction(text=text, values=dict(into.values))
-    return _redact(text, into)
-
-
-@lru_cache(maxsize=MEMO_TEXTS)
-def _redacted_alone(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """`redact(text)`, as values that cannot be changed: the redacted text and its (placeholder, value) pairs."""
-    result = _redact(text, None)
-    return result.text, tuple(result.values.items())
+    key = _CLEAN.key(text)
+    if key is not None and key in _CLEAN:  # nothing in it to replace: the text stays, and so do `into`'s placeholders
+        return Redaction(text=text, values=dict(into.values) if into else {})
+    result = _redact(text, into)
+    if key is not None and result.text == text:
+        # Unchanged means no placeholder went in (a value is never its own placeholder), with or without `into`.
+        _CLEAN.add(key)
+    return result
 
 
 def _redact(text: str, into: Redaction | None) -> Redaction:

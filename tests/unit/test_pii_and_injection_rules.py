@@ -244,12 +244,20 @@ def test_a_remembered_redaction_is_the_one_worked_out_again(
         added.values["[EMAIL_9]"] = "changed@example.com"
 
 
-def test_the_memo_keeps_short_texts_only() -> None:
-    pii._redacted_alone.cache_clear()
-    redact("reach me at a@example.com")
-    redact("a@example.com " * (pii.MEMO_CHARS // 10))
-    info = pii._redacted_alone.cache_info()
-    assert (info.currsize, info.maxsize) == (1, pii.MEMO_TEXTS)
+def test_the_memo_keeps_digests_of_short_texts_with_nothing_found_and_drops_the_oldest() -> None:
+    pii._CLEAN.clear()
+    redact("reach me at a@example.com")  # something found: not remembered
+    redact("nothing personal " * (pii.MEMO_CHARS // 10))  # too long
+    for number in range(pii.MEMO_TEXTS + 1):
+        redact(f"plain text number {number:x}")  # hex: no digit-only runs a pattern could take
+    redact("plain text number 1")  # found: now the most recently used
+    redact("plain text number 0")  # the oldest was dropped: not found, and remembered again (dropping 2, not 1)
+    assert len(pii._CLEAN) == pii.MEMO_TEXTS
+    kept = list(pii._CLEAN._digests)
+    assert all(isinstance(digest, bytes) and len(digest) == 32 for digest in kept), "digests only, no text"
+    assert pii._CLEAN.key("plain text number 2") not in kept
+    assert kept[-2:] == [pii._CLEAN.key("plain text number 1"), pii._CLEAN.key("plain text number 0")]
+    assert pii._CLEAN.key("reach me at a@example.com") not in kept
 
 
 def _always(clues: object) -> bool:
