@@ -24,6 +24,7 @@ from triage.nodes import validate as validate_node
 from triage.nodes.approve import approve
 from triage.nodes.ask import make_ask_node, merge_asks
 from triage.nodes.classify import classify
+from triage.nodes.common import command_after
 from triage.nodes.compose import compose
 from triage.nodes.execute import execute
 from triage.nodes.finish import finish
@@ -84,13 +85,12 @@ def then_approve_or_fall_back(specialist: CompiledStateGraph[Any, Context, Any, 
     """The specialist subgraph as a node that goes on to approvals, or falls back when it was refused a tool.
 
     What a conditional edge with `after_specialist` would decide, without LangGraph's branch step over the whole
-    coordinator state (see `nodes.common.routed`). The subgraph runs as it does as a node of its own: in this
-    node's task, with its checkpoints under the node's namespace, drawn inside the node.
+    coordinator state (`nodes.common.command_after`). The subgraph runs as it does as a node of its own: in this node's
+    task, with its checkpoints under the node's namespace, drawn inside the node.
     """
 
     async def run(state: State) -> Command[Any]:
-        output = await specialist.ainvoke(state)
-        return Command(update=output, goto=await after_specialist(cast(State, {**state, **output})))
+        return await command_after(after_specialist, state, await specialist.ainvoke(state))
 
     run.__name__ = specialist.get_name()
     return run

@@ -192,20 +192,23 @@ Router = Callable[[Any], Awaitable[str]]
 """What a conditional edge calls: the state (with the node's writes) in, the next node's name out."""
 
 
-def routed(node: SpecialistNode, decide: Router) -> SpecialistNode:
-    """`node`, naming the node that comes next itself: `Command(update=..., goto=decide(state with the update))`.
+async def command_after(decide: Router, state: Mapping[str, Any], update: Mapping[str, Any] | None) -> Command[Any]:
+    """A node's `update`, going on to the node `decide` names: what a conditional edge with `decide` would choose.
 
-    It decides what a conditional edge after `node` with the router `decide` would, without LangGraph's branch
-    step, which copies every channel to show the router the state with the node's writes (`local_read`): about
-    0.1-0.2 ms of CPU a hop. `decide` may read only keys without a reducer: it is shown the state overlaid with the
-    update, which is what such a key becomes. The graph names the possible successors (`destinations`), so Studio
-    still draws the edges.
+    Without LangGraph's branch step, which copies every channel to show the router the state with the node's
+    writes (`local_read`): about 0.1-0.2 ms of CPU a hop. `decide` may read only keys without a reducer: it is shown
+    the state overlaid with the update, which is what such a key becomes. The graph names the possible successors
+    (`destinations`), so Studio still draws the edges.
     """
+    return Command(update=update, goto=await decide({**state, **(update or {})}))
+
+
+def routed(node: SpecialistNode, decide: Router) -> SpecialistNode:
+    """`node`, naming the node that comes next itself (`command_after`)."""
 
     @functools.wraps(node)
     async def step(state: Any, runtime: Runtime[Context]) -> Command[Any]:
-        update = await node(state, runtime)
-        return Command(update=update, goto=await decide({**state, **(update or {})}))
+        return await command_after(decide, state, await node(state, runtime))
 
     return step
 
