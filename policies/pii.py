@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from triage.text import fold_case
+from triage.text import fold_case, has_digit
 
 SECRET_KINDS = frozenset({"SECRET"})
 """Kinds `restore` never puts back: a secret does not travel, not even back to the customer."""
@@ -194,9 +194,6 @@ def _always(match: re.Match[str]) -> bool:
     return True
 
 
-_ANY_DIGIT = re.compile(r"\d")
-
-
 class _Clues:
     """What one version of the text contains that some patterns cannot match without (each worked out once)."""
 
@@ -211,7 +208,7 @@ class _Clues:
     def digit(self) -> bool:
         r"""Whether the text has a digit (any script's, as `\d` in the patterns reads one)."""
         if self._digit is None:
-            self._digit = _ANY_DIGIT.search(self.text) is not None
+            self._digit = has_digit(self.text)
         return self._digit
 
     def says(self, *words: str) -> bool:

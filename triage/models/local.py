@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from triage.taxonomy import INTENTS, ROUTE_OF_INTENT, ROUTES, Route
+from triage.text import has_digit
 
 __all__ = [
     "DEFAULT_INTENT",
@@ -94,7 +95,6 @@ _AMOUNT = re.compile(
 # Order, invoice and ticket references: a token that mixes letters and digits, or a bare long number.
 _REFERENCE = re.compile(r"#?\b(?=[a-z-]*\d)(?=\d*[a-z])[a-z0-9]+(?:-[a-z0-9]+)+\b|#\d+\b|\b\d{5,}\b")
 _NUMBER = re.compile(r"\b\d+(?:[.,]\d+)?\b")
-_DIGIT = re.compile(r"\d")
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _PLACEHOLDERS = frozenset({"emailtok", "urltok", "amounttok", "reftok", "numtok"})
 
@@ -210,7 +210,7 @@ def normalize_text(text: str) -> str:
         lowered = _EMAIL.sub(" emailtok ", lowered)
     if "http" in lowered or "www." in lowered:
         lowered = _URL.sub(" urltok ", lowered)
-    if _DIGIT.search(lowered):
+    if has_digit(lowered):
         lowered = _AMOUNT.sub(" amounttok ", lowered)
         lowered = _REFERENCE.sub(" reftok ", lowered)
         lowered = _NUMBER.sub(" numtok ", lowered)
