@@ -10,7 +10,7 @@ from langchain_core.tools import InjectedToolArg
 from pydantic import BaseModel, Field
 
 from triage.errors import PermanentToolError
-from triage.tools.base import ToolContext, fetch_all, helpdesk_tool, insert_once, receipt_id, utc_now
+from triage.tools.base import ToolContext, fetch_all, helpdesk_tool, insert_row_once, receipt_id, utc_now
 
 AccountRequestKind = Literal[
     "password_reset",
@@ -40,21 +40,17 @@ async def create_account_request(
 ) -> dict[str, Any]:
     """Record an account change request (pending until confirmed or carried out); repeats return the first."""
     request_id = receipt_id("ar", ctx.idempotency_key)
-    async with ctx.helpdesk.transaction() as conn:
-        created = await insert_once(
-            conn,
-            "account_requests",
-            {
-                "id": request_id,
-                "customer_id": customer_id,
-                "kind": kind,
-                "details": json.dumps(details or {}, sort_keys=True),
-                "status": "pending",
-                "created_at": utc_now(),
-                "thread_id": ctx.thread_id,
-                "idempotency_key": ctx.idempotency_key,
-            },
-        )
+    row = {
+        "id": request_id,
+        "customer_id": customer_id,
+        "kind": kind,
+        "details": json.dumps(details or {}, sort_keys=True),
+        "status": "pending",
+        "created_at": utc_now(),
+        "thread_id": ctx.thread_id,
+        "idempotency_key": ctx.idempotency_key,
+    }
+    created = await ctx.helpdesk.write(lambda db: insert_row_once(db, "account_requests", row))
     return {"id": request_id, "created": created, "kind": kind}
 
 

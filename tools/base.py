@@ -127,10 +127,15 @@ def utc_now() -> str:
 
 
 async def insert_once(conn: aiosqlite.Connection, table: str, row: Mapping[str, Any]) -> bool:
-    """Insert `row` unless a row with its idempotency key exists; return whether it was inserted."""
+    """Insert `row` unless a row with its idempotency key exists; return whether it was inserted (one hop)."""
+    return await on_connection_thread(conn, lambda db: insert_row_once(db, table, row))
+
+
+def insert_row_once(db: sqlite3.Connection, table: str, row: Mapping[str, Any]) -> bool:
+    """`insert_once` on the connection's own thread (inside `Helpdesk.write`'s work)."""
     columns = ", ".join(row)
     marks = ", ".join("?" for _ in row)
-    cursor = await conn.execute(
+    cursor = db.execute(
         f"INSERT INTO {table} ({columns}) VALUES ({marks}) ON CONFLICT(idempotency_key) DO NOTHING",
         tuple(row.values()),
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from langchain_core.tools import InjectedToolArg
 from pydantic import BaseModel, Field
 
-from triage.tools.base import ToolContext, helpdesk_tool, insert_once, receipt_id, utc_now
+from triage.tools.base import ToolContext, helpdesk_tool, insert_row_once, receipt_id, utc_now
 
 
 class SendMessageArgs(BaseModel):
@@ -35,21 +35,17 @@ async def send_message(
 ) -> dict[str, Any]:
     """Queue a message to the customer; the same message twice in a thread is queued once."""
     message_id = receipt_id("msg", ctx.idempotency_key)
-    async with ctx.helpdesk.transaction() as conn:
-        created = await insert_once(
-            conn,
-            "outbox",
-            {
-                "id": message_id,
-                "customer_id": customer_id,
-                "to_address": to_address,
-                "subject": subject,
-                "body": body,
-                "template": template,
-                "status": "queued",
-                "created_at": utc_now(),
-                "thread_id": ctx.thread_id,
-                "idempotency_key": ctx.idempotency_key,
-            },
-        )
+    row = {
+        "id": message_id,
+        "customer_id": customer_id,
+        "to_address": to_address,
+        "subject": subject,
+        "body": body,
+        "template": template,
+        "status": "queued",
+        "created_at": utc_now(),
+        "thread_id": ctx.thread_id,
+        "idempotency_key": ctx.idempotency_key,
+    }
+    created = await ctx.helpdesk.write(lambda db: insert_row_once(db, "outbox", row))
     return {"id": message_id, "created": created, "to_address": to_address}

@@ -15,6 +15,7 @@ from triage.tools.base import (
     fetch_one,
     helpdesk_tool,
     insert_once,
+    insert_row_once,
     receipt_id,
     utc_now,
 )
@@ -49,23 +50,19 @@ async def create_ticket(
 ) -> dict[str, Any]:
     """Open a ticket in a team queue; the same request twice returns the first ticket."""
     ticket_id = receipt_id("TCK", ctx.idempotency_key)
-    async with ctx.helpdesk.transaction() as conn:
-        created = await insert_once(
-            conn,
-            "tickets",
-            {
-                "id": ticket_id,
-                "customer_id": customer_id,
-                "queue": queue,
-                "priority": priority,
-                "subject": subject,
-                "summary": summary,
-                "status": "open",
-                "created_at": utc_now(),
-                "thread_id": ctx.thread_id,
-                "idempotency_key": ctx.idempotency_key,
-            },
-        )
+    row = {
+        "id": ticket_id,
+        "customer_id": customer_id,
+        "queue": queue,
+        "priority": priority,
+        "subject": subject,
+        "summary": summary,
+        "status": "open",
+        "created_at": utc_now(),
+        "thread_id": ctx.thread_id,
+        "idempotency_key": ctx.idempotency_key,
+    }
+    created = await ctx.helpdesk.write(lambda db: insert_row_once(db, "tickets", row))
     return {"id": ticket_id, "created": created, "queue": queue, "priority": priority}
 
 

@@ -5,11 +5,13 @@ an approved refund resumed during the lock is carried out once (by retry or `rec
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,6 +68,106 @@ def test_transaction_cancelled_while_begin_waits_is_rolled_back(settings: Settin
     )
     assert other.returncode == 0, other.stderr
     assert rows(settings.helpdesk_path, "SELECT notes FROM customers WHERE id = 'cus_mid_dup'") == [
+        {"notes": "written"}
+    ]
+
+
+def _note(value: str, *, fail: bool = False) -> Callable[[sqlite3.Connection], int]:
+    """Work for `Helpdesk.write`: two statements, then (if `fail`) an error between them and the COMMIT."""
+
+    def work(db: sqlite3.Connection) -> int:
+        db.execute("UPDATE customers SET notes = ? WHERE id = 'cus_mid_dup'", (value,))
+        db.execute("UPDATE customers SET notes = ? WHERE id = 'cus_small_dup'", (value,))
+        if fail:
+            raise ValueError("the work failed")
+        return 7
+
+    return work
+
+
+def test_write_commits_all_or_nothing_in_one_hop(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both statements or neither; a failed write leaves no transaction open, and costs one hop either way."""
+    import aiosqlite.core
+
+    hops = 0
+    original = aiosqlite.core.Connection._execute
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return await original(self, fn, *args, **kwargs)
+
+    notes = "SELECT notes FROM customers WHERE id IN ('cus_mid_dup', 'cus_small_dup') ORDER BY id"
+
+    async def scenario() -> None:
+        nonlocal hops
+        helpdesk = await Helpdesk.open(settings.helpdesk_path)
+        try:
+            monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+            hops = 0
+            assert await helpdesk.write(_note("both")) == 7
+            assert hops == 1
+            hops = 0
+            with pytest.raises(ValueError, match="the work failed"):
+                await helpdesk.write(_note("neither", fail=True))
+            assert hops == 1
+            async with helpdesk.read() as conn:
+                assert not conn.in_transaction
+            assert rows(settings.helpdesk_path, notes) == [{"notes": "both"}, {"notes": "both"}]
+            assert await helpdesk.write(_note("after")) == 7
+        finally:
+            monkeypatch.undo()
+            await helpdesk.close()
+
+    asyncio.run(scenario())
+    assert rows(settings.helpdesk_path, notes) == [{"notes": "after"}, {"notes": "after"}]
+
+
+def test_write_cancelled_while_it_waits_for_a_lock_is_whole_or_absent(settings: Settings) -> None:
+    """A caller cancelled (a node time limit) while its write waits on another process's lock: the write runs
+    whole once the lock is free or not at all, the connection stays usable, and nothing is left open."""
+
+    async def scenario() -> None:
+        helpdesk = await Helpdesk.open(settings.helpdesk_path, busy_timeout=3.0)
+        try:
+            with exclusive_lock(settings.helpdesk_path, 1.0) as holder:
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        await helpdesk.write(_note("late"))
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.2):
+                        await helpdesk.write(_note("late and failed", fail=True))
+                await asyncio.to_thread(holder.wait, 30)
+            # Queued behind both cancelled writes on the connection's thread: it sees what they left.
+            seen = await helpdesk.write(
+                lambda db: db.execute("SELECT notes FROM customers WHERE id = 'cus_small_dup'").fetchone()[0]
+            )
+            assert seen == "late"
+            async with helpdesk.read() as conn:
+                assert not conn.in_transaction
+            assert await helpdesk.write(_note("written")) == 7
+        finally:
+            await helpdesk.close()
+
+    asyncio.run(scenario())
+    notes = "SELECT notes FROM customers WHERE id IN ('cus_mid_dup', 'cus_small_dup') ORDER BY id"
+    assert rows(settings.helpdesk_path, notes) == [{"notes": "written"}, {"notes": "written"}]
+
+
+def test_write_while_another_process_keeps_the_lock_fails_as_busy_with_nothing_written(settings: Settings) -> None:
+    async def scenario() -> None:
+        helpdesk = await Helpdesk.open(settings.helpdesk_path, busy_timeout=0.2)
+        try:
+            with exclusive_lock(settings.helpdesk_path, 1.5), pytest.raises(sqlite3.OperationalError, match="locked"):
+                await helpdesk.write(_note("blocked"))
+            async with helpdesk.read() as conn:
+                assert not conn.in_transaction
+            assert await helpdesk.write(_note("written")) == 7
+        finally:
+            await helpdesk.close()
+
+    asyncio.run(scenario())
+    assert rows(settings.helpdesk_path, "SELECT notes FROM customers WHERE id = 'cus_small_dup'") == [
         {"notes": "written"}
     ]
 
