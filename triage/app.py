@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph, StateGraph
     from langgraph.types import StateSnapshot
 
+    from triage.checkpoints import RunRecord
     from triage.journal import ApprovalRow, ApprovalState
     from triage.metering import Meter
     from triage.models.tier import ModelTier
@@ -399,28 +401,36 @@ class TriageApp:
         the latest. The failure is saved with its class (transient or permanent) and the run's open refund
         requests are released. When even that cannot be saved, `StoreUnavailableError` carries the thread id.
         """
+        from triage.checkpoints import RunRecorder
         from triage.context import Context
 
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         run_config: RunnableConfig = {**(from_checkpoint or config)}
         if callbacks:
             run_config["callbacks"] = callbacks
+        graph = engine.graph_for(thread_id)
+        saver = engine.services.saver
         started = time.perf_counter()
+        snapshot: StateSnapshot | None = None
+        with saver.recording(thread_id) if isinstance(saver, RunRecorder) else contextlib.nullcontext() as record:
+            try:
+                # No stream: the values LangGraph would gather after every step (what `ainvoke` returns) go
+                # unread, as the result comes from the run's last checkpoint. Leaving them out is 2-4% of a
+                # ticket's CPU.
+                async for _ in graph.astream(
+                    graph_input,
+                    run_config,
+                    context=Context(services=engine.services, meter=meter),
+                    durability="sync",
+                    stream_mode=[],
+                ):
+                    pass
+                snapshot = _finished_snapshot(graph, record)
+            except Exception as exc:
+                await self._record_failure(engine, thread_id, exc)
         try:
-            # No stream: the result is read from the thread's state below, so the values LangGraph would gather
-            # after every step (what `ainvoke` returns) go unread. Leaving them out is 2-4% of a ticket's CPU.
-            async for _ in engine.graph_for(thread_id).astream(
-                graph_input,
-                run_config,
-                context=Context(services=engine.services, meter=meter),
-                durability="sync",
-                stream_mode=[],
-            ):
-                pass
-        except Exception as exc:
-            await self._record_failure(engine, thread_id, exc)
-        try:
-            snapshot = await engine.graph_for(thread_id).aget_state(config)
+            if snapshot is None:
+                snapshot = await graph.aget_state(config)
         except Exception as exc:
             raise StoreUnavailableError(
                 f"run {thread_id} ran but its result cannot be read ({exc}); `triage show {thread_id}` once the "
@@ -1138,6 +1148,34 @@ class TriageApp:
     async def _awarm_up(self) -> None:
         engine = await self._get_engine()
         await engine.services.models.warm_up()
+
+
+def _finished_snapshot(graph: Any, record: RunRecord | None) -> StateSnapshot | None:
+    """The state a run that just returned ended in, from the checkpoint it saved last, when that is certainly it.
+
+    It is when the run saved a checkpoint, no interrupt, and was the thread's only run in the process, and the
+    graph stops before or after no node: LangGraph's loop then returned because no task was left, so the snapshot
+    has no next task and no interrupt, and its values are the state's channels in that checkpoint (LangGraph's
+    `aget_state` would read back the same ones). Otherwise None: read the state from the store.
+    """
+    if record is None or record.checkpoint is None or record.interrupted or record.shared:
+        return None
+    if graph.interrupt_before_nodes or graph.interrupt_after_nodes:
+        return None
+    from langgraph.types import StateSnapshot
+
+    saved = record.checkpoint["channel_values"]
+    keys = graph.stream_channels_asis
+    return StateSnapshot(
+        values={key: saved[key] for key in ([keys] if isinstance(keys, str) else keys) if key in saved},
+        next=(),
+        config=record.config or {},
+        metadata=record.metadata,
+        created_at=record.checkpoint["ts"],
+        parent_config=record.parent_config,
+        tasks=(),
+        interrupts=(),
+    )
 
 
 def _pending(snapshot: StateSnapshot) -> dict[str, Any] | None:

@@ -315,3 +315,103 @@ def test_the_eval_runs_throwaway_homes_unsynchronised_unless_told(monkeypatch: p
     assert eval_synchronous(Settings(sqlite_synchronous="full")) == "full"
     monkeypatch.setenv("TRIAGE_SQLITE_SYNCHRONOUS", "normal")
     assert eval_synchronous(Settings()) == "normal"
+
+
+def test_a_run_reports_the_state_the_store_holds(app: TriageApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's result is built from the checkpoint it saved last, not read back, only when that is certainly its
+    state; for every way a run ends (finished, paused, paused again, resumed, failed in a node, a follow-up,
+    recovered) the result equals the one built from the store, and the read is skipped where it should be."""
+    import triage.app as app_module
+    from triage.faults import FaultInjector, FaultPlan
+
+    from_record: list[bool] = []
+    finished_snapshot = app_module._finished_snapshot
+
+    def spy(graph: Any, record: Any) -> Any:
+        snapshot = finished_snapshot(graph, record)
+        from_record.append(snapshot is not None)
+        return snapshot
+
+    monkeypatch.setattr(app_module, "_finished_snapshot", spy)
+    engine = app._portal.call(app._get_engine())
+
+    def check(result: Any, *, skipped_read: bool) -> Any:
+        async def read() -> Any:
+            config: Any = {"configurable": {"thread_id": result.thread_id}}
+            return app_module._result(result.thread_id, await engine.graph_for(result.thread_id).aget_state(config))
+
+        stored = app._portal.call(read())
+        timing = {"duration_ms", "retries"}
+        assert result.model_dump(exclude=timing) == stored.model_dump(exclude=timing)
+        assert any(from_record) is skipped_read, result.status  # a run that raised never asks
+        from_record.clear()
+        return result
+
+    general = check(
+        app.run({"subject": "Opening hours", "body": "When is your support team available?"}), skipped_read=True
+    )
+    assert general.status == "completed"
+    invoice = check(
+        app.run({"customer_id": "cus_small_dup", "subject": "Invoice", "body": "Please send my last invoice."}),
+        skipped_read=True,
+    )
+    follow_up = check(
+        app.run({"body": "Thanks, and the one before?", "conversation_id": invoice.conversation_id}), skipped_read=True
+    )
+    assert (follow_up.turn, len(follow_up.conversation)) == (2, 1)
+    paused = check(
+        app.run({"customer_id": "cus_large_dup", "subject": "Charged twice", "body": "You charged me twice."}),
+        skipped_read=False,
+    )
+    assert paused.status == "awaiting_approval"
+    again = check(app.resume(paused.thread_id, {"approver": "alice", "decision": "approve"}), skipped_read=False)
+    assert again.status == "awaiting_approval"
+    done = check(app.resume(paused.thread_id, {"approver": "sam", "decision": "approve"}), skipped_read=True)
+    assert done.status == "completed" and [a.kind for a in done.actions] == ["refund_request", "refund", "message"]
+
+    second = check(
+        app.run({"customer_id": "cus_mid_dup", "subject": "Charged twice", "body": "You charged me twice."}),
+        skipped_read=False,
+    )
+    engine.services.gateway.faults = FaultInjector(FaultPlan.parse("transient=1.0"))
+    failed = check(app.resume(second.thread_id, {"approver": "alice", "decision": "approve"}), skipped_read=False)
+    assert (failed.status, failed.failure_class) == ("failed", "transient")
+    engine.services.gateway.faults = None
+    recovered = check(app.recover(second.thread_id), skipped_read=True)
+    assert recovered.status == "completed", recovered.status_reason
+
+
+def test_a_saver_records_only_the_top_graph_of_the_thread_it_was_asked_for(tmp_path: Path) -> None:
+    import asyncio
+
+    import aiosqlite
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    from triage.checkpoints import CheckpointSaver
+
+    def config(thread_id: str, namespace: str = "") -> Any:
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": namespace}}
+
+    async def scenario() -> None:
+        async with aiosqlite.connect(tmp_path / "checkpoints.sqlite") as conn:
+            saver = CheckpointSaver(conn)
+            await saver.setup()
+            with saver.recording("t1") as record:
+                top, inner, other = empty_checkpoint(), empty_checkpoint(), empty_checkpoint()
+                saved = await saver.aput(config("t1"), top, {"step": 1}, {})
+                await saver.aput(config("t1", "billing:abc"), inner, {"step": 1}, {})
+                await saver.aput(config("t2"), other, {"step": 1}, {})
+                assert (record.checkpoint, record.config, record.metadata) == (top, saved, {"step": 1})
+                assert not record.interrupted
+                await saver.aput_writes(saved, [("x", 1)], "task")
+                elsewhere = {"configurable": {**saved["configurable"], "thread_id": "t2"}}
+                await saver.aput_writes(elsewhere, [("__interrupt__", [])], "task")
+                assert not record.interrupted
+                inner_config = {"configurable": {**saved["configurable"], "checkpoint_ns": "billing:abc"}}
+                await saver.aput_writes(inner_config, [("__interrupt__", [])], "task")
+                assert record.interrupted and not record.shared
+                with saver.recording("t1") as second:
+                    assert record.shared and second.shared
+            assert saver._records == {}
+
+    asyncio.run(scenario())

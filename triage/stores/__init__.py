@@ -19,7 +19,7 @@ import aiosqlite
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.store.base import BaseStore
 
-from triage.checkpoints import CheckpointSaver
+from triage.checkpoints import CheckpointSaver, RunRecorder
 from triage.errors import DamagedStoreError, StoreError
 from triage.faults import FaultInjector
 from triage.helpdesk.store import helpdesk_holds_requests
@@ -74,6 +74,10 @@ async def open_postgres_store(url: str) -> CheckpointStore:
         raise StoreError(
             "TRIAGE_DATABASE_URL names PostgreSQL but its drivers are not installed: pip install 'triage[postgres]'"
         ) from None
+
+    class PostgresSaver(RunRecorder, AsyncPostgresSaver):
+        """LangGraph's PostgreSQL saver, remembering what a run saved as the SQLite `CheckpointSaver` does."""
+
     where = describe_url(url)
     saver_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         url,
@@ -95,7 +99,7 @@ async def open_postgres_store(url: str) -> CheckpointStore:
     try:
         await saver_pool.open(wait=True, timeout=10)
         await sql_pool.open(wait=True, timeout=10)
-        saver = AsyncPostgresSaver(saver_pool)
+        saver = PostgresSaver(saver_pool)
         sql = PostgresSql(sql_pool)
         memory = await open_postgres_memory(saver_pool)
         async with sql_pool.connection() as conn:
