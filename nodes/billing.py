@@ -18,7 +18,7 @@ from triage.policies.billing import (
 from triage.state import ActionRecord, Draft, ProposedAction, SpecialistState
 
 NODE = "billing"
-TOOLS = ("list_invoices", "list_payments", "list_refunds", "request_refund", "search_kb")
+TOOLS = ("billing_overview", "request_refund", "search_kb")
 
 
 async def lookup(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -26,14 +26,8 @@ async def lookup(state: SpecialistState, runtime: Runtime[Context]) -> dict[str,
     customer = state["customer"]
     if customer is None:
         return {"findings": {"needs_customer_id": True}}
-    customer_id = customer["id"]
-    return {
-        "findings": {
-            "invoices": await call_tool(runtime, NODE, "list_invoices", customer_id=customer_id, limit=12),
-            "payments": await call_tool(runtime, NODE, "list_payments", customer_id=customer_id, limit=24),
-            "refunds": await call_tool(runtime, NODE, "list_refunds", customer_id=customer_id, limit=12),
-        }
-    }
+    overview = await call_tool(runtime, NODE, "billing_overview", customer_id=customer["id"])
+    return {"findings": {key: overview[key] for key in ("invoices", "payments", "refunds")}}
 
 
 async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, Any]:

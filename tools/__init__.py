@@ -26,7 +26,7 @@ from triage.tools.base import ToolContext, tool_scope
 from triage.tools.customers import get_customer
 from triage.tools.kb import search_kb
 from triage.tools.outbox import send_message
-from triage.tools.payments import list_invoices, list_payments, list_refunds
+from triage.tools.payments import billing_overview, list_invoices, list_payments, list_refunds
 from triage.tools.refunds import issue_refund, request_refund
 from triage.tools.status import service_status
 from triage.tools.tickets import (
@@ -45,6 +45,7 @@ ALL_TOOLS: dict[str, BaseTool] = {
         list_invoices,
         list_payments,
         list_refunds,
+        billing_overview,
         request_refund,
         search_kb,
         service_status,

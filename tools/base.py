@@ -144,11 +144,34 @@ def insert_row_once(db: sqlite3.Connection, table: str, row: Mapping[str, Any]) 
 
 async def fetch_all(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     """Run a query and return its rows as plain dicts (in one hop to the connection's thread)."""
+    return await on_connection_thread(conn, lambda db: _dict_rows(db, sql, params))
 
-    def read(db: sqlite3.Connection) -> list[dict[str, Any]]:
-        return [dict(row) for row in db.execute(sql, params).fetchall()]
+
+async def fetch_together(
+    conn: aiosqlite.Connection, queries: Mapping[str, tuple[str, tuple[Any, ...]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """Run several queries (name: sql and parameters) in one read transaction and one hop: each name's rows.
+
+    The rows are one consistent view of the helpdesk (no other writer's commit lands between two queries), and
+    the queries cost one hand-off to the connection's thread instead of one each. Use it inside
+    `Helpdesk.read()`, as `fetch_all`.
+    """
+
+    def read(db: sqlite3.Connection) -> dict[str, list[dict[str, Any]]]:
+        opened = not db.in_transaction  # inside one already (left by a cancelled write): that one's view
+        if opened:
+            db.execute("BEGIN")
+        try:
+            return {name: _dict_rows(db, sql, params) for name, (sql, params) in queries.items()}
+        finally:
+            if opened:
+                db.execute("COMMIT")
 
     return await on_connection_thread(conn, read)
+
+
+def _dict_rows(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    return [dict(row) for row in db.execute(sql, params).fetchall()]
 
 
 async def fetch_one(conn: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> dict[str, Any] | None:

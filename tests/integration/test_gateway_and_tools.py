@@ -215,3 +215,61 @@ async def test_a_refund_cannot_take_what_an_unused_period_refund_already_took(ga
     # Canceled, the unused-period refund gives its 980 back to what the payment has left.
     again = await gateway.call("execute", "issue_refund", {**duplicate, "amount_cents": 980}, thread_id="thr_dup")
     assert again["created"]
+
+
+@pytest.mark.parametrize(
+    "customer_id", ["cus_small_dup", "cus_large_dup", "cus_refunded", "cus_partial_refund", "cus_new"]
+)
+async def test_billing_overview_is_the_three_list_tools_read_at_once(gateway: ToolGateway, customer_id: str) -> None:
+    overview = await gateway.call("billing", "billing_overview", {"customer_id": customer_id}, thread_id="thr_o")
+    expected = {
+        name: await gateway.call("billing", f"list_{name}", {"customer_id": customer_id, "limit": limit}, thread_id="t")
+        for name, limit in (("invoices", 12), ("payments", 24), ("refunds", 12))
+    }
+    assert overview == expected
+    assert overview["payments"] or customer_id == "cus_new"
+
+
+async def test_billing_overview_reads_one_view_in_one_hop(
+    gateway: ToolGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another writer's refund committed between the overview's queries is in none of them; one hop reads all."""
+    import sqlite3
+
+    import aiosqlite.core
+
+    import triage.tools.base as base
+
+    other = sqlite3.connect(tmp_path / "helpdesk.sqlite", isolation_level=None, check_same_thread=False)
+    [payment] = rows(
+        tmp_path / "helpdesk.sqlite", "SELECT id FROM payments WHERE customer_id = 'cus_small_dup' LIMIT 1"
+    )
+    original_rows, original_execute = base._dict_rows, aiosqlite.core.Connection._execute
+    hops = 0
+
+    def rows_then_a_refund(db: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        found = original_rows(db, sql, params)
+        if "FROM invoices" in sql:  # the first query: another connection commits a refund now
+            other.execute(
+                "INSERT INTO refunds (id, payment_id, customer_id, amount_cents, reason, status, created_at, "
+                "idempotency_key) VALUES ('ref_between', ?, 'cus_small_dup', 100, 'r', 'succeeded', "
+                "'2099-01-01T00:00:00+00:00', 'between')",
+                (payment["id"],),
+            )
+        return found
+
+    async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return await original_execute(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(base, "_dict_rows", rows_then_a_refund)
+    monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+    overview = await gateway.call("billing", "billing_overview", {"customer_id": "cus_small_dup"}, thread_id="thr_o")
+    monkeypatch.undo()
+    other.close()
+    assert hops == 1
+    assert "ref_between" not in [r["id"] for r in overview["refunds"]]
+    assert sum(p["refunded_cents"] for p in overview["payments"]) == 0
+    after = await gateway.call("billing", "list_refunds", {"customer_id": "cus_small_dup"}, thread_id="thr_o")
+    assert "ref_between" in [r["id"] for r in after]

@@ -23,6 +23,7 @@ VALID_ARGS: dict[str, dict[str, Any]] = {
     "list_invoices": {"customer_id": "cus_0001"},
     "list_payments": {"customer_id": "cus_0001"},
     "list_refunds": {"customer_id": "cus_0001"},
+    "billing_overview": {"customer_id": "cus_0001"},
     "request_refund": {"customer_id": "cus_small_dup", "payment_id": "PAYMENT", "amount_cents": 100, "reason": "test"},
     "search_kb": {"query": "reset password"},
     "create_ticket": {"queue": "human", "priority": "low", "subject": "s", "summary": "s"},

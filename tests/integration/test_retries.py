@@ -31,9 +31,9 @@ def test_a_meter_counts_retries_per_node_across_tasks() -> None:
 
 @pytest.fixture
 def invoices_fail_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first `list_invoices` call through the gateway fails as a locked database would; the rest go through."""
+    """The first `billing_overview` call through the gateway fails as a locked database would; the rest go through."""
     original = ToolGateway.call
-    failures = {"list_invoices": 1}
+    failures = {"billing_overview": 1}
 
     async def flaky(self: ToolGateway, caller: str, tool_name: str, args: Any, **kwargs: Any) -> Any:
         if failures.get(tool_name):
