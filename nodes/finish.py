@@ -9,7 +9,7 @@ from langgraph.runtime import Runtime
 from triage.context import Context, meter_of, thread_id_of
 from triage.policies.conversation import MAX_TURNS, turn_record
 from triage.state import State, Turn
-from triage.stores.memory import KEY, namespace, read_memory, updated_memory
+from triage.stores.memory import update_memory, updated_memory
 
 
 async def finish(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -57,13 +57,17 @@ async def _remember(state: State, record: Turn, runtime: Runtime[Context]) -> No
         closed.append(rejection["args"]["request_id"])
     customer_id = str(customer["id"])
     classification = state.get("classification")
-    memory = updated_memory(
-        await read_memory(runtime.store, customer_id),
-        customer_id=customer_id,
-        thread_id=thread_id_of(runtime),
-        turn=record,
-        language=classification.get("language") if classification else None,
-        filed=record["requests"],
-        closed=closed,
+    thread_id = thread_id_of(runtime)
+    await update_memory(
+        runtime.store,
+        customer_id,
+        lambda previous: updated_memory(
+            previous,
+            customer_id=customer_id,
+            thread_id=thread_id,
+            turn=record,
+            language=classification.get("language") if classification else None,
+            filed=record["requests"],
+            closed=closed,
+        ),
     )
-    await runtime.store.aput(namespace(customer_id), KEY, memory)

@@ -133,3 +133,67 @@ def test_the_one_hop_store_reads_and_writes_what_langgraphs_async_store_does(tmp
             assert await stock.aget(("customers", "a"), "memory") is None
 
     asyncio.run(scenario())
+
+
+def test_a_memory_update_is_one_hop_whose_commit_waits_for_the_next_synced_one(tmp_path: Path) -> None:
+    """`aupdate` reads and writes in one hop, commits its write with `synchronous = NORMAL` and puts the connection's
+    own setting back, whether the update succeeds or raises (the checkpoint commits after it must stay synced)."""
+    import asyncio
+
+    import aiosqlite
+    import aiosqlite.core
+    import pytest
+
+    from triage.storefiles import on_connection_thread
+    from triage.stores.sqlite_memory import OneHopSqliteStore
+
+    async def scenario() -> None:
+        async with aiosqlite.connect(tmp_path / "store.sqlite", isolation_level=None) as conn:
+            await conn.execute("PRAGMA journal_mode = WAL")
+            await conn.execute("PRAGMA synchronous = FULL")
+            store = OneHopSqliteStore(conn)
+            await store.setup()
+            statements: list[str] = []
+            await on_connection_thread(conn, lambda db: db.set_trace_callback(statements.append))
+            hops, original = 0, aiosqlite.core.Connection._execute
+
+            async def counted(self: object, fn: object, *args: object, **kwargs: object) -> object:
+                nonlocal hops
+                hops += 1
+                return await original(self, fn, *args, **kwargs)  # type: ignore[arg-type]
+
+            aiosqlite.core.Connection._execute = counted  # type: ignore[method-assign]
+            try:
+                seen: list[object] = []
+
+                def add(previous: dict[str, object] | None) -> dict[str, object]:
+                    seen.append(previous)
+                    return {"turns": [*(previous or {}).get("turns", []), len(seen)]}  # type: ignore[list-item]
+
+                assert await store.aupdate(("customers", "a"), "memory", add) == {"turns": [1]}
+                assert await store.aupdate(("customers", "a"), "memory", add) == {"turns": [1, 2]}
+                assert seen == [None, {"turns": [1]}] and hops == 2
+            finally:
+                aiosqlite.core.Connection._execute = original  # type: ignore[method-assign]
+            put_commits = [
+                i for i, s in enumerate(statements) if s.startswith("COMMIT") and "INSERT" in statements[i - 1]
+            ]
+            assert put_commits, statements
+            for i in put_commits:  # each write's commit: NORMAL before it, FULL (2) back after it
+                assert "PRAGMA synchronous = NORMAL" in statements[i - 3 : i]
+                assert statements[i + 1] == "PRAGMA synchronous = 2"
+
+            def broken(previous: dict[str, object] | None) -> dict[str, object]:
+                raise ValueError("no")
+
+            with pytest.raises(ValueError, match="no"):
+                await store.aupdate(("customers", "a"), "memory", broken)
+            with pytest.raises(TypeError):  # the write itself fails, after the setting was lowered
+                await store.aupdate(("customers", "a"), "memory", lambda previous: {"unwritable": object()})
+            await store.aupdate(("customers", "b"), "memory", lambda previous: {"bad": True} if previous else {"n": 1})
+            await on_connection_thread(conn, lambda db: db.set_trace_callback(None))
+            assert await (await conn.execute("PRAGMA synchronous")).fetchone() == (2,)
+            item = await store.aget(("customers", "a"), "memory")
+            assert item is not None and item.value == {"turns": [1, 2]}
+
+    asyncio.run(scenario())

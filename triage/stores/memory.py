@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,6 +69,23 @@ async def close_memory(store: BaseStore) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def update_memory(
+    store: BaseStore, customer_id: str, update: Callable[[dict[str, Any] | None], dict[str, Any]]
+) -> dict[str, Any]:
+    """Write a customer's memory as `update` makes it from what is remembered (None: nothing); return it.
+
+    For the end of a graph step: on SQLite, in one hop, synced to disk with the step's checkpoint
+    (`OneHopSqliteStore.aupdate`); elsewhere read, then written.
+    """
+    from triage.stores.sqlite_memory import OneHopSqliteStore
+
+    if isinstance(store, OneHopSqliteStore):
+        return await store.aupdate(namespace(customer_id), KEY, update)
+    memory = update(await read_memory(store, customer_id))
+    await store.aput(namespace(customer_id), KEY, memory)
+    return memory
 
 
 async def read_memory(store: BaseStore | None, customer_id: str | None) -> dict[str, Any] | None:

@@ -4,14 +4,18 @@
 customer's memory); here the same batch runs as LangGraph's own synchronous `SqliteStore.batch`, on the sqlite3
 connection behind the aiosqlite one, in one hop (`triage.storefiles.on_connection_thread`). The SQL and the results
 are LangGraph's in both; a store with a vector index or TTLs (triage configures neither) keeps the async path.
+
+`aupdate` reads an item and writes its new value in one hop; the write is synced to disk with the connection's next
+commit (see there).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from langgraph.store.base import Op, Result
+from langgraph.store.base import GetOp, Op, PutOp, Result
 from langgraph.store.sqlite import SqliteStore
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 
@@ -32,10 +36,55 @@ class OneHopSqliteStore(AsyncSqliteStore):
         batch = list(ops)
 
         def run(conn: sqlite3.Connection) -> list[Result]:
-            if self._sync is None:  # built on this thread: it registers a function on the connection
-                self._sync = SqliteStore(conn, deserializer=self._deserializer)
-                self._sync.is_setup = True  # the async store's setup ran the same migrations on this file
-            return self._sync.batch(batch)
+            return self._sync_store(conn).batch(batch)
 
         async with self.lock:
             return await on_connection_thread(self.conn, run)
+
+    async def aupdate(
+        self, namespace: tuple[str, ...], key: str, update: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Read an item, work out its new value with `update` (given None for no item) and write it, in one hop.
+
+        For the write at the end of a graph step (`finish` updating the customer's memory): the step's own
+        checkpoint is committed on this connection right after it, so the write is not synced to disk by itself
+        (`synchronous = NORMAL` for its commit, when the connection's setting is stricter). In WAL mode a commit
+        that is not synced survives the process being killed; on a power loss it is lost only together with the
+        step's checkpoint, whose synced commit writes the same log file after it, and the step then runs again.
+        That sync cost about 0.4-0.8 ms of CPU and 1 ms of wall time a ticket. Like `aget` then `aput`, the read
+        and the write are two transactions (another process's write between them is overwritten, as before).
+        """
+        if self.index_config or self.ttl_config:
+            item = await self.aget(namespace, key)
+            value = update(dict(item.value) if item is not None else None)
+            await self.aput(namespace, key, value)
+            return value
+        if not self.is_setup:
+            await self.setup()
+
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            store = self._sync_store(conn)
+            [item] = store.batch([GetOp(namespace, key)])
+            value = update(dict(item.value) if item is not None else None)  # type: ignore[union-attr]
+            (level,) = conn.execute("PRAGMA synchronous").fetchone()
+            if level > _NORMAL:
+                conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                store.batch([PutOp(namespace, key, value)])
+            finally:
+                if level > _NORMAL:
+                    conn.execute(f"PRAGMA synchronous = {level}")
+            return value
+
+        async with self.lock:
+            return await on_connection_thread(self.conn, run)
+
+    def _sync_store(self, conn: sqlite3.Connection) -> SqliteStore:
+        if self._sync is None:  # built on this thread: it registers a function on the connection
+            self._sync = SqliteStore(conn, deserializer=self._deserializer)
+            self._sync.is_setup = True  # the async store's setup ran the same migrations on this file
+        return self._sync
+
+
+_NORMAL = 1
+"""SQLite's `synchronous` level NORMAL (OFF 0, FULL 2, EXTRA 3)."""
