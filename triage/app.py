@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -411,7 +413,7 @@ class TriageApp:
         graph = engine.graph_for(thread_id)
         saver = engine.services.saver
         started = time.perf_counter()
-        snapshot: StateSnapshot | None = None
+        finished: RunRecord | None = None  # the record of a run that returned
         with saver.recording(thread_id) if isinstance(saver, RunRecorder) else contextlib.nullcontext() as record:
             try:
                 # No stream: the values LangGraph would gather after every step (what `ainvoke` returns) go
@@ -425,9 +427,10 @@ class TriageApp:
                     stream_mode=[],
                 ):
                     pass
-                snapshot = _finished_snapshot(graph, record)
+                finished = record
             except Exception as exc:
                 await self._record_failure(engine, thread_id, exc)
+        snapshot = _finished_snapshot(graph, finished)
         try:
             if snapshot is None:
                 snapshot = await graph.aget_state(config)
@@ -1153,21 +1156,29 @@ class TriageApp:
 def _finished_snapshot(graph: Any, record: RunRecord | None) -> StateSnapshot | None:
     """The state a run that just returned ended in, from the checkpoint it saved last, when that is certainly it.
 
-    It is when the run saved a checkpoint, no interrupt, and was the thread's only run in the process, and the
-    graph stops before or after no node: LangGraph's loop then returned because no task was left, so the snapshot
-    has no next task and no interrupt, and its values are the state's channels in that checkpoint (LangGraph's
-    `aget_state` would read back the same ones). Otherwise None: read the state from the store.
+    It is when the run saved a checkpoint, no interrupt, and was the thread's only run in the process, and neither
+    the graph nor a subgraph stops before or after a node (a pause LangGraph saves no interrupt for): LangGraph's
+    loop then returned because no task was left. The snapshot has no next task and no interrupt, and the values
+    `aget_state` reads back: each state key in that checkpoint, and a key the run never wrote at its channel's
+    empty value (a reducer's `[]`). Its metadata is the run's own (the store keeps the run's config metadata
+    too). Otherwise None: read the state from the store.
     """
     if record is None or record.checkpoint is None or record.interrupted or record.shared:
         return None
-    if graph.interrupt_before_nodes or graph.interrupt_after_nodes:
+    if _pauses_silently(graph):
         return None
     from langgraph.types import StateSnapshot
 
     saved = record.checkpoint["channel_values"]
     keys = graph.stream_channels_asis
+    values: dict[str, Any] = {}
+    for key in [keys] if isinstance(keys, str) else keys:
+        if key in saved:
+            values[key] = saved[key]
+        elif (channel := graph.channels[key]).is_available():
+            values[key] = copy.deepcopy(channel.get())  # the graph's own channel: never hand out its value
     return StateSnapshot(
-        values={key: saved[key] for key in ([keys] if isinstance(keys, str) else keys) if key in saved},
+        values=values,
         next=(),
         config=record.config or {},
         metadata=record.metadata,
@@ -1176,6 +1187,19 @@ def _finished_snapshot(graph: Any, record: RunRecord | None) -> StateSnapshot | 
         tasks=(),
         interrupts=(),
     )
+
+
+_SILENT_PAUSES: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _pauses_silently(graph: Any) -> bool:
+    """Whether the graph or any subgraph of it stops before or after a node (worked out once per graph)."""
+    found = _SILENT_PAUSES.get(graph)
+    if found is None:
+        graphs = [graph, *(sub for _, sub in graph.get_subgraphs(recurse=True))]
+        found = any(g.interrupt_before_nodes or g.interrupt_after_nodes for g in graphs)
+        _SILENT_PAUSES[graph] = found
+    return found
 
 
 def _pending(snapshot: StateSnapshot) -> dict[str, Any] | None:

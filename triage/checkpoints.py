@@ -66,9 +66,11 @@ class RunRecord:
     config: RunnableConfig | None = None
     """The newest checkpoint's config (with its id), once one was saved."""
     parent_config: RunnableConfig | None = None
+    """Its parent's (thread, namespace and checkpoint id only), or None for a thread's first."""
     checkpoint: Checkpoint | None = None
     """The newest checkpoint itself: the live values, not read back from the store."""
     metadata: CheckpointMetadata | None = None
+    """As the run's loop made it (the store adds the run's config metadata to what it keeps)."""
     interrupted: bool = False
     """A task of the thread (at any depth) saved an interrupt: the run paused."""
     shared: bool = False
@@ -87,22 +89,23 @@ class RunRecorder(BaseCheckpointSaver[Any]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._records: dict[str, RunRecord] = {}
+        self._records: dict[str, list[RunRecord]] = {}
 
     @contextmanager
     def recording(self, thread_id: str) -> Iterator[RunRecord]:
         """Record what is saved for `thread_id` until the block ends."""
         record = RunRecord()
-        other = self._records.get(thread_id)
-        if other is not None:  # two runs of one thread at once: neither record can be trusted
-            other.shared = record.shared = True
-            yield record
-            return
-        self._records[thread_id] = record
+        records = self._records.setdefault(thread_id, [])
+        if records:  # runs of one thread at once: no record can tell whose checkpoint came last
+            for other in (*records, record):
+                other.shared = True
+        records.append(record)
         try:
             yield record
         finally:
-            del self._records[thread_id]
+            records.remove(record)
+            if not records:
+                del self._records[thread_id]
 
     async def aput(
         self,
@@ -114,19 +117,23 @@ class RunRecorder(BaseCheckpointSaver[Any]):
         """Save the checkpoint; a recorded run's top-graph checkpoint is remembered once it is saved."""
         saved = await super().aput(config, checkpoint, metadata, new_versions)
         configurable = config["configurable"]
-        record = self._records.get(str(configurable["thread_id"]))
-        if record is not None and not configurable.get("checkpoint_ns"):
-            record.config, record.parent_config = saved, config
-            record.checkpoint, record.metadata = checkpoint, metadata
+        records = self._records.get(str(configurable["thread_id"]), ())
+        if records and not configurable.get("checkpoint_ns"):
+            parent_id = configurable.get("checkpoint_id")
+            parent = {**saved["configurable"], "checkpoint_id": parent_id}
+            for record in records:
+                record.config, record.parent_config = saved, {"configurable": parent} if parent_id else None
+                record.checkpoint, record.metadata = checkpoint, metadata
         return saved
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
         """Save a task's writes; a recorded run's interrupt (at any depth) is noted first."""
-        record = self._records.get(str(config["configurable"]["thread_id"]))
-        if record is not None and any(channel == INTERRUPT for channel, _ in writes):
-            record.interrupted = True
+        records = self._records.get(str(config["configurable"]["thread_id"]), ())
+        if records and any(channel == INTERRUPT for channel, _ in writes):
+            for record in records:
+                record.interrupted = True
         await super().aput_writes(config, writes, task_id, task_path)
 
 

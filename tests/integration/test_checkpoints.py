@@ -324,12 +324,12 @@ def test_a_run_reports_the_state_the_store_holds(app: TriageApp, monkeypatch: py
     import triage.app as app_module
     from triage.faults import FaultInjector, FaultPlan
 
-    from_record: list[bool] = []
+    from_record: list[Any] = []
     finished_snapshot = app_module._finished_snapshot
 
     def spy(graph: Any, record: Any) -> Any:
         snapshot = finished_snapshot(graph, record)
-        from_record.append(snapshot is not None)
+        from_record.append(snapshot)
         return snapshot
 
     monkeypatch.setattr(app_module, "_finished_snapshot", spy)
@@ -338,12 +338,19 @@ def test_a_run_reports_the_state_the_store_holds(app: TriageApp, monkeypatch: py
     def check(result: Any, *, skipped_read: bool) -> Any:
         async def read() -> Any:
             config: Any = {"configurable": {"thread_id": result.thread_id}}
-            return app_module._result(result.thread_id, await engine.graph_for(result.thread_id).aget_state(config))
+            return await engine.graph_for(result.thread_id).aget_state(config)
 
-        stored = app._portal.call(read())
+        state = app._portal.call(read())
+        stored = app_module._result(result.thread_id, state)
         timing = {"duration_ms", "retries"}
         assert result.model_dump(exclude=timing) == stored.model_dump(exclude=timing)
-        assert any(from_record) is skipped_read, result.status  # a run that raised never asks
+        recorded = [snapshot for snapshot in from_record if snapshot is not None]
+        assert bool(recorded) is skipped_read, result.status
+        for snapshot in recorded:  # the last run's: what aget_state reads back, types and all
+            assert repr(snapshot.values) == repr(state.values)
+            assert (snapshot.next, snapshot.interrupts, snapshot.tasks) == (state.next, state.interrupts, state.tasks)
+            assert (snapshot.config, snapshot.parent_config) == (state.config, state.parent_config)
+            assert snapshot.created_at == state.created_at
         from_record.clear()
         return result
 
@@ -402,6 +409,10 @@ def test_a_saver_records_only_the_top_graph_of_the_thread_it_was_asked_for(tmp_p
                 await saver.aput(config("t1", "billing:abc"), inner, {"step": 1}, {})
                 await saver.aput(config("t2"), other, {"step": 1}, {})
                 assert (record.checkpoint, record.config, record.metadata) == (top, saved, {"step": 1})
+                assert record.parent_config is None
+                following = empty_checkpoint()
+                await saver.aput({"configurable": {**saved["configurable"], "callbacks": None}}, following, {}, {})
+                assert record.parent_config == saved and record.checkpoint is following
                 assert not record.interrupted
                 await saver.aput_writes(saved, [("x", 1)], "task")
                 elsewhere = {"configurable": {**saved["configurable"], "thread_id": "t2"}}
@@ -412,6 +423,41 @@ def test_a_saver_records_only_the_top_graph_of_the_thread_it_was_asked_for(tmp_p
                 assert record.interrupted and not record.shared
                 with saver.recording("t1") as second:
                     assert record.shared and second.shared
+            first, second = saver.recording("t3"), saver.recording("t3")
+            first.__enter__()
+            assert second.__enter__().shared
+            first.__exit__(None, None, None)
+            with saver.recording("t3") as third:  # the first has ended, the second still runs
+                assert third.shared
+            second.__exit__(None, None, None)
             assert saver._records == {}
 
     asyncio.run(scenario())
+
+
+def test_a_graph_with_a_subgraph_that_stops_before_a_node_is_read_from_the_store() -> None:
+    """A subgraph compiled to stop before a node pauses without saving an interrupt: such a graph's runs are never
+    taken as finished from their last checkpoint."""
+    from langgraph.graph import END, START, StateGraph
+    from typing_extensions import TypedDict
+
+    import triage.app as app_module
+    from triage.checkpoints import RunRecord
+
+    class S(TypedDict, total=False):
+        n: int
+
+    def build(stop: bool) -> Any:
+        sub = StateGraph(S)
+        sub.add_node("x", lambda state: {"n": 1})
+        sub.add_edge(START, "x")
+        sub.add_edge("x", END)
+        graph = StateGraph(S)
+        graph.add_node("inner", sub.compile(interrupt_before=["x"] if stop else None))
+        graph.add_edge(START, "inner")
+        graph.add_edge("inner", END)
+        return graph.compile()
+
+    record = RunRecord(checkpoint={"channel_values": {"n": 1}, "ts": "2026-12-01T00:00:00+00:00"})  # type: ignore[typeddict-item]
+    assert app_module._finished_snapshot(build(stop=False), record).values == {"n": 1}
+    assert app_module._finished_snapshot(build(stop=True), record) is None
