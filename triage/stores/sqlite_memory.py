@@ -73,6 +73,8 @@ class OneHopSqliteStore(AsyncSqliteStore):
                 store.batch([PutOp(namespace, key, value)])
             finally:
                 if level > _NORMAL:
+                    if conn.in_transaction:  # a COMMIT that failed without undoing: the level cannot change in one
+                        conn.rollback()
                     conn.execute(f"PRAGMA synchronous = {level}")
             return value
 
