@@ -85,6 +85,13 @@ def _note(value: str, *, fail: bool = False) -> Callable[[sqlite3.Connection], i
     return work
 
 
+async def _usable_after(helpdesk: Helpdesk) -> None:
+    """Nothing is left open on the connection, and the next write goes through."""
+    async with helpdesk.read() as conn:
+        assert not conn.in_transaction
+    assert await helpdesk.write(_note("written")) == 7
+
+
 def test_write_commits_all_or_nothing_in_one_hop(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both statements or neither; a failed write leaves no transaction open, and costs one hop either way."""
     import aiosqlite.core
@@ -143,9 +150,7 @@ def test_write_cancelled_while_it_waits_for_a_lock_is_whole_or_absent(settings: 
                 lambda db: db.execute("SELECT notes FROM customers WHERE id = 'cus_small_dup'").fetchone()[0]
             )
             assert seen == "late"
-            async with helpdesk.read() as conn:
-                assert not conn.in_transaction
-            assert await helpdesk.write(_note("written")) == 7
+            await _usable_after(helpdesk)
         finally:
             await helpdesk.close()
 
@@ -160,9 +165,7 @@ def test_write_while_another_process_keeps_the_lock_fails_as_busy_with_nothing_w
         try:
             with exclusive_lock(settings.helpdesk_path, 1.5), pytest.raises(sqlite3.OperationalError, match="locked"):
                 await helpdesk.write(_note("blocked"))
-            async with helpdesk.read() as conn:
-                assert not conn.in_transaction
-            assert await helpdesk.write(_note("written")) == 7
+            await _usable_after(helpdesk)
         finally:
             await helpdesk.close()
 
