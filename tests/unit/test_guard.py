@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import string
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from triage.metering import BudgetExceededError, Meter
 from triage.models.agent import AgentTurn
 from triage.models.guard import INJECTION_SIGNAL, GuardedModelTier
 from triage.models.llm import ModelCall
-from triage.models.templates import render
-from triage.models.tier import LocalModelTier, UsageSink, extractive_summary
+from triage.models.templates import TEMPLATES, render
+from triage.models.tier import LocalModelTier, UsageSink, composes_locally, extractive_summary
 from triage.policies import load_policy_bundle
 from triage.state import AgentCallRecord, AgentStep, Classification, Draft, ReplyData
 
@@ -28,6 +32,9 @@ class RecordingTier(LocalModelTier):
         self.texts: list[str] = []
         self.warmed = False
 
+    def composes_locally(self) -> bool:
+        return False  # it stands for a tier with a model behind it: the guard must redact what it hands over
+
     async def warm_up(self) -> None:
         self.warmed = True
 
@@ -42,6 +49,11 @@ class RecordingTier(LocalModelTier):
     async def summarise(self, text: str, *, max_chars: int = 280, usage: UsageSink | None = None) -> str:
         self.texts.append(text)
         return await super().summarise(text, max_chars=max_chars, usage=usage)
+
+
+class LocalRecordingTier(RecordingTier):
+    def composes_locally(self) -> bool:
+        return True
 
 
 @pytest.fixture
@@ -98,6 +110,51 @@ async def test_distinct_values_in_different_facts_keep_distinct_placeholders(inn
     assert seen["facts"]["masked_email"] == "call [PHONE_1]"
     assert seen["facts"]["count"] == 3
     assert seen["template"] == "account.email_change"
+
+
+async def test_a_tier_that_composes_locally_is_given_the_facts_and_writes_the_same_reply(tmp_path: Path) -> None:
+    local = LocalRecordingTier(tmp_path / "cache")
+    reply = await GuardedModelTier(local).compose(EMAIL_CHANGE)
+    assert reply == render(EMAIL_CHANGE) and local.drafts == [EMAIL_CHANGE]
+    assert composes_locally(LocalModelTier(tmp_path / "cache")) and not composes_locally(object())
+
+
+FACT_TEXT = st.lists(
+    st.sampled_from(
+        [
+            "Maria Jensen",
+            "maria.new@example.org",
+            "+1 (415) 555-0100",
+            "4242 4242 4242 4242",
+            "DE89370400440532013000",
+            "order 12345",
+            "[EMAIL_1]",
+            "ar_1234",
+            "$24.00",
+            "2026-08-14",
+            "sk_live_abcdefghijklmnop1234",
+            "ünïcødé",
+            " ",
+        ]
+    )
+    | st.text(max_size=12),
+    max_size=5,
+).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(template=st.sampled_from(sorted(TEMPLATES)), texts=st.lists(FACT_TEXT, min_size=12, max_size=12))
+async def test_a_tier_composing_locally_writes_what_the_template_says_with_the_real_facts(
+    template: str, texts: list[str]
+) -> None:
+    """No round trip through placeholders: the reply is the template with the facts as they are, which the round
+    trip did not always give (a customer name holding a phone number was greeted with the whole number)."""
+    fields = sorted({name for _, name, _, _ in string.Formatter().parse(TEMPLATES[template]) if name})
+    facts: dict[str, Any] = dict(zip(["customer_name", "ticket_subject", *fields], texts, strict=False))
+    draft = Draft(template=template, facts=facts)
+    local = LocalRecordingTier(Path("unused-cache"))
+    assert await GuardedModelTier(local).compose(draft) == render(draft)
+    assert local.drafts == [draft]
 
 
 async def test_compose_once_over_budget_renders_without_the_model(inner: RecordingTier) -> None:

