@@ -132,8 +132,12 @@ class LocalModelTier:
         )
 
     def composes_locally(self) -> bool:
-        """Replies are the templates, rendered here: no model sees a draft's facts."""
-        return True
+        """Replies are the templates, rendered here: no model sees a draft's facts.
+
+        Only while `compose` is this class's own: a subclass that replaces it may call a model, so it is handed
+        placeholders like any other tier.
+        """
+        return type(self).compose is LocalModelTier.compose
 
     async def compose(self, draft: Draft, *, usage: UsageSink | None = None) -> ReplyData:
         """Render the draft's template."""
