@@ -147,3 +147,19 @@ class CheckpointStoreError(TriageError):
     def __init__(self, message: str, *, kind: ToolErrorKind) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class WorkerError(TriageError):
+    """The resident `triage worker` could not start, or stopped while it ran a ticket; the message says what next."""
+
+
+class ReportedError(TriageError):
+    """A `TriageError` the resident worker raised for this command, carried by its type name and message.
+
+    The command reports it as it would have reported the error raised in its own process: the same type name in
+    `--json` output, the same line on stderr, exit 2.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name

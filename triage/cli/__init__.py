@@ -212,18 +212,43 @@ def run(
             raise InvalidTicketError("no ticket: stdin was empty; pipe a JSON ticket or use --body")
         return text
 
-    def go() -> RunResult:
-        ticket = read_ticket()
-        parsed = ticket if not isinstance(ticket, str) else _parse_ticket(ticket)
-        if conversation_id is not None and body is None:
-            parsed = _parse_ticket({**parsed.model_dump(), "conversation_id": conversation_id})
+    def go() -> RunResult | dict[str, Any]:
+        request = {
+            "ticket": read_ticket(),
+            "conversation_id": conversation_id,
+            "in_reply_to": in_reply_to,
+            "references": references,
+            "budget": limits,
+        }
+        from triage.cli.worker import ask_worker
+
+        answer = ask_worker(home, request)  # None: no worker serves this home for this shell
+        if answer is not None:
+            return answer
+        parsed = parse_run_request(request)
         with open_app(home) as app:
-            if in_reply_to or references:
-                parsed = _thread_by_headers(app, _parse_ticket(parsed), in_reply_to, references)
-            return app.run(parsed, budget=limits)
+            return run_request(app, parsed, request)
 
     result = guard(go, as_json=as_json)
     _show_result(result, as_json)
+
+
+def parse_run_request(request: dict[str, Any]) -> Any:
+    """The ticket of a `triage run` request (a dict from options, or JSON text from a file or stdin), checked."""
+    ticket = request["ticket"]
+    if not isinstance(ticket, str):
+        return ticket
+    parsed = _parse_ticket(ticket)
+    if request.get("conversation_id") is not None:
+        parsed = _parse_ticket({**parsed.model_dump(), "conversation_id": request["conversation_id"]})
+    return parsed
+
+
+def run_request(app: TriageApp, parsed: Any, request: dict[str, Any]) -> RunResult:
+    """Run a `triage run` request on `app`: in the command's own process, or in the resident worker."""
+    if request.get("in_reply_to") or request.get("references"):
+        parsed = _thread_by_headers(app, _parse_ticket(parsed), request.get("in_reply_to"), request.get("references"))
+    return app.run(parsed, budget=request.get("budget") or {})
 
 
 def _thread_by_headers(app: Any, ticket: Any, in_reply_to: str | None, references: str | None) -> Any:
@@ -259,11 +284,16 @@ def _parse_ticket(text: str | dict[str, Any]) -> Any:
     return Ticket.parse(text)
 
 
-def _show_result(result: RunResult, as_json: bool) -> None:
+def _show_result(result: RunResult | dict[str, Any], as_json: bool) -> None:
+    """Print a result: a `RunResult`, or its JSON form as the resident worker answers it."""
     if as_json:
-        print_json(result.model_dump(mode="json"))
-    else:
-        _print_result(result)
+        print_json(result if isinstance(result, dict) else result.model_dump(mode="json"))
+        return
+    if isinstance(result, dict):
+        from triage.schemas import RunResult
+
+        result = RunResult.model_validate(result)
+    _print_result(result)
 
 
 def _print_result(result: RunResult) -> None:
@@ -815,6 +845,7 @@ import triage.cli.llm  # noqa: E402, F401  (registers doctor, dev-model-server)
 
 # Command groups in modules of their own register themselves on `cli` when imported.
 from triage.cli import serve as _serve  # noqa: E402, F401
+from triage.cli import worker as _worker  # noqa: E402, F401
 
 
 def main() -> None:

@@ -104,13 +104,14 @@ def guard(action: Callable[[], T], *, as_json: bool = False) -> T:
     on stdout, `{"error": {"type": ..., "message": ...}}`, so scripts parse every outcome the same way; the line on
     stderr stays for whoever reads the log.
     """
-    from triage.errors import TriageError
+    from triage.errors import ReportedError, TriageError
 
     try:
         return action()
     except TriageError as exc:
         if as_json:
-            print_json({"error": {"type": type(exc).__name__, "message": str(exc)}})
+            name = exc.type_name if isinstance(exc, ReportedError) else type(exc).__name__
+            print_json({"error": {"type": name, "message": str(exc)}})
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 

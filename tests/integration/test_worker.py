@@ -1,0 +1,325 @@
+"""`triage worker`: a resident process answers `triage run` exactly as the command would have run it itself.
+
+The worker is a real background process started by `triage worker start`; commands reach it from processes of their
+own (forked from the CLI zygote, or plain subprocesses) and, for the protocol and the races, from this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import policy_copy
+from tests.integration.zygote import ROOT, triage_cli
+from triage.cli import worker as worker_module
+from triage.settings import Settings
+
+TICKET = ["--customer-id", "cus_small_dup", "--subject", "Charged twice", "--body", "I was charged twice, refund one."]
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "TRIAGE_HOME": str(settings.home), "TRIAGE_CACHE_HOME": str(settings.cache_dir)}
+    if settings.policy_dir is not None:
+        env["TRIAGE_POLICY_DIR"] = str(settings.policy_dir)
+    return {**env, **extra}
+
+
+def triage(settings: Settings, *args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Any:
+    return triage_cli(args, env=env or cli_env(settings), input=stdin, timeout=180)
+
+
+def start_worker(settings: Settings, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    started = triage(settings, "worker", "start", "--json", *args, env=env)
+    assert started.returncode == 0, started.stderr
+    info: dict[str, Any] = json.loads(started.stdout)
+    return info
+
+
+def status(settings: Settings, env: dict[str, str] | None = None) -> dict[str, Any] | None:
+    shown = triage(settings, "worker", "status", "--json", env=env)
+    assert shown.returncode in (0, 1), shown.stderr
+    answer: dict[str, Any] = json.loads(shown.stdout)
+    return answer if answer["running"] else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (the worker's parent, the zygote child, is gone, so init reaps it soon) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(condition: Any, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def worker(settings: Settings) -> Iterator[dict[str, Any]]:
+    info = start_worker(settings)
+    yield info
+    triage(settings, "worker", "stop")
+    if alive(info["pid"]):
+        os.kill(info["pid"], signal.SIGKILL)
+
+
+def normalised(text: str) -> str:
+    """Output with what differs between two runs of one ticket (ids, keys, times, durations) masked."""
+    text = re.sub(r"\b[a-z]{2,4}_[0-9a-f]{12,}\b", "<id>", text)
+    text = re.sub(r"\b[0-9a-f]{64}\b", "<key>", text)
+    text = re.sub(r"\d{4}-\d\d-\d\d[T ][\d:.]+(\+00:00|Z)?", "<time>", text)
+    return re.sub(r'("(wall_seconds|duration_ms|latency_ms|seconds)": )[\d.]+', r"\1<n>", text)
+
+
+def test_a_run_through_the_worker_prints_what_a_run_of_its_own_prints(
+    settings: Settings, worker: dict[str, Any], tmp_path: Path, model_cache: Path
+) -> None:
+    alone = Settings(home=tmp_path / "alone", cache_home=model_cache)
+    for args in (["--json"], []):
+        served = triage(settings, "run", *TICKET, *args)
+        own = triage(alone, "run", *TICKET, *args)
+        assert (served.returncode, own.returncode) == (0, 0), served.stderr + own.stderr
+        assert normalised(served.stdout) == normalised(own.stdout)
+        assert served.stderr == own.stderr == ""
+    answer = status(settings)
+    assert answer is not None and (answer["runs"], answer["pid"]) == (2, worker["pid"])
+    assert status(alone) is None
+    threads = json.loads(triage(settings, "threads", "--json").stdout)
+    assert [t["status"] for t in threads] == ["completed", "completed"], "the worker's runs are in the home"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin"),
+    [
+        (["--customer-id", "cus_nobody", "--body", "hello there"], None),
+        ([], '{"body": "unterminated'),
+        ([*TICKET, "--budget", "max_bananas=3"], None),
+    ],
+    ids=["unknown-customer", "bad-json", "bad-budget"],
+)
+def test_user_errors_come_back_as_the_command_would_have_raised_them(
+    settings: Settings, worker: dict[str, Any], tmp_path: Path, model_cache: Path, args: list[str], stdin: str | None
+) -> None:
+    alone = Settings(home=tmp_path / "alone", cache_home=model_cache)
+    for as_json in (["--json"], []):
+        served = triage(settings, "run", *args, *as_json, stdin=stdin)
+        own = triage(alone, "run", *args, *as_json, stdin=stdin)
+        assert (served.returncode, served.stdout, served.stderr) == (2, own.stdout, own.stderr)
+        assert own.returncode == 2 and "error:" in own.stderr
+    answer = status(settings)
+    assert answer is not None and answer["runs"] == 2, "both went through the worker"
+
+
+def test_a_shell_that_differs_runs_the_ticket_itself_and_status_says_why(
+    settings: Settings, worker: dict[str, Any], tmp_path: Path
+) -> None:
+    other_env = cli_env(settings, TRIAGE_INTAKE_RETRY_SECONDS="31")
+    ran = triage(settings, "run", *TICKET, "--json", env=other_env)
+    assert ran.returncode == 0 and json.loads(ran.stdout)["status"] == "completed"
+    seen = status(settings, env=other_env)
+    assert seen is not None and seen["runs"] == 0, "the worker did not run it"
+    assert seen["differs"] == ["settings environment (TRIAGE_*, OPENAI_*, LangSmith, proxies)"]
+    human = triage(settings, "worker", "status", env=other_env)
+    assert "does not answer `triage run` from this shell" in human.stdout
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    moved = triage_cli(["worker", "status", "--json"], env=cli_env(settings), cwd=elsewhere)
+    assert json.loads(moved.stdout)["differs"] == ["working directory"]
+    assert triage_cli(["run", *TICKET], env=cli_env(settings), cwd=elsewhere).returncode == 0
+    same = status(settings)
+    assert same is not None and (same["runs"], same["differs"]) == (0, [])
+
+
+def test_a_killed_worker_leaves_nothing_that_stops_the_next_run_or_worker(settings: Settings) -> None:
+    first = start_worker(settings)
+    socket_path = worker_module.worker_socket(worker_module.home_path(settings.home))
+    os.kill(first["pid"], signal.SIGKILL)
+    wait_until(lambda: not alive(first["pid"]))
+    assert socket_path.exists(), "a SIGKILL leaves the socket file behind"
+    ran = triage(settings, "run", *TICKET, "--json")
+    assert ran.returncode == 0 and json.loads(ran.stdout)["status"] == "completed"
+    assert status(settings) is None
+    second = start_worker(settings)
+    try:
+        assert second["pid"] != first["pid"]
+        assert triage(settings, "run", *TICKET, "--json").returncode == 0
+        answer = status(settings)
+        assert answer is not None and answer["runs"] == 1
+        again = start_worker(settings)
+        assert again["pid"] == second["pid"], "a second start finds the running worker"
+    finally:
+        triage(settings, "worker", "stop")
+    assert not socket_path.exists(), "a stopped worker removes its socket"
+    wait_until(lambda: not alive(second["pid"]))
+
+
+def _request(settings: Settings) -> tuple[socket.socket, Any]:
+    path = worker_module.worker_socket(worker_module.home_path(settings.home))
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(10)
+    conn.connect(str(path))
+    ticket = {"customer_id": "cus_small_dup", "subject": "Copy", "body": "Please send my last invoice again."}
+    request = {"ticket": ticket, "conversation_id": None, "in_reply_to": None, "references": None, "budget": {}}
+    message = {"op": "run", "fingerprint": worker_module.fingerprint(), "request": request}
+    conn.sendall(json.dumps(message).encode() + b"\n")
+    reader = conn.makefile("rb")
+    assert json.loads(reader.readline()) == {"accepted": True}
+    return conn, reader
+
+
+def test_the_worker_runs_a_request_only_once_the_command_confirms_it(
+    settings: Settings, worker: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in cli_env(settings).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(ROOT)  # where the zygote's commands (the worker among them) run
+
+    conn, _ = _request(settings)
+    conn.close()  # gave up before confirming: the command runs the ticket itself
+    time.sleep(0.5)
+    answer = status(settings)
+    assert answer is not None and (answer["runs"], answer["in_flight"]) == (0, 0)
+    assert json.loads(triage(settings, "threads", "--json").stdout) == []
+
+    conn, _ = _request(settings)
+    conn.sendall(b'{"go": true}\n')
+    conn.close()  # confirmed, then interrupted: the worker finishes the run
+    wait_until(lambda: (status(settings) or {}).get("runs") == 1)
+    assert [t["status"] for t in json.loads(triage(settings, "threads", "--json").stdout)] == ["completed"]
+
+
+def test_commands_racing_into_one_worker_each_get_their_own_run(
+    settings: Settings, worker: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in cli_env(settings).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(ROOT)
+    count = 6
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def command(i: int) -> None:
+        ticket = {"customer_id": "cus_small_dup", "subject": f"Invoice {i}", "body": "Please send my last invoice."}
+        request = {"ticket": ticket, "conversation_id": None, "in_reply_to": None, "references": None, "budget": {}}
+        barrier.wait()
+        results[i] = worker_module.ask_worker(settings.home, request)
+
+    threads = [threading.Thread(target=command, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert all(result is not None and result["status"] == "completed" for result in results), results
+    assert len({result["thread_id"] for result in results}) == count
+    answer = status(settings)
+    assert answer is not None and answer["runs"] == count
+
+
+def test_the_socket_is_private_and_only_this_user_is_answered(
+    settings: Settings, worker: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = worker_module.worker_socket(worker_module.home_path(settings.home))
+    assert stat.S_ISSOCK(path.stat().st_mode) and stat.S_IMODE(path.stat().st_mode) == 0o600
+    left, right = socket.socketpair(socket.AF_UNIX)
+    with left, right:
+        assert worker_module._peer_is_us(left)
+        monkeypatch.setattr(worker_module.os, "geteuid", lambda: os.getuid() + 1)
+        assert not worker_module._peer_is_us(left), "a peer of another user is refused"
+
+
+def test_a_changed_policy_folder_is_read_afresh_before_the_next_run(tmp_path: Path, model_cache: Path) -> None:
+    policies = policy_copy(tmp_path)
+    settings = Settings(home=tmp_path / "home", cache_home=model_cache, policy_dir=policies)
+    info = start_worker(settings)
+    try:
+        first = json.loads(triage(settings, "run", *TICKET, "--json").stdout)
+        support = policies / "support.toml"
+        support.write_text(support.read_text().replace("min_confidence = 0.8", "min_confidence = 0.9999"))
+        second = json.loads(triage(settings, "run", *TICKET, "--json").stdout)
+        answer = status(settings)
+        assert answer is not None and (answer["runs"], answer["pid"]) == (2, info["pid"])
+    finally:
+        triage(settings, "worker", "stop")
+    assert first["status"] == "completed" and second["status"] == "escalated"
+    assert first["policy_version"] != second["policy_version"]
+    own = json.loads(triage(settings, "run", *TICKET, "--json").stdout)
+    assert (own["status"], own["policy_version"]) == ("escalated", second["policy_version"])
+    assert "opened the home afresh" in (settings.home / "worker.log").read_text()
+
+
+def test_a_worker_stops_when_idle_and_when_its_home_is_removed(
+    settings: Settings, tmp_path: Path, model_cache: Path
+) -> None:
+    idle = start_worker(settings, "--idle-timeout", "1")
+    wait_until(lambda: not alive(idle["pid"]))
+    assert status(settings) is None
+    assert "idle for 1 s" in (settings.home / "worker.log").read_text()
+
+    doomed = Settings(home=tmp_path / "doomed", cache_home=model_cache)
+    info = start_worker(doomed)
+    subprocess.run(["rm", "-rf", str(doomed.home)], check=True)
+    wait_until(lambda: not alive(info["pid"]))
+
+
+def test_a_home_whose_socket_path_is_too_long_uses_a_private_temporary_folder(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    deep = tmp_path / ("a-rather-long-folder-name-" * 5) / "home"
+    settings = Settings(home=deep, cache_home=model_cache)
+    info = start_worker(settings)
+    try:
+        path = worker_module.worker_socket(worker_module.home_path(deep))
+        assert path.parent != deep and path.exists()
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert triage(settings, "run", *TICKET, "--json").returncode == 0
+        answer = status(settings)
+        assert answer is not None and (answer["runs"], answer["pid"]) == (1, info["pid"])
+    finally:
+        triage(settings, "worker", "stop")
+    assert not path.exists()
+
+
+def test_a_worker_that_dies_mid_run_is_reported_not_retried(settings: Settings) -> None:
+    env = cli_env(settings, TRIAGE_FAULTS="slow=1.0,slow_seconds=3")
+    info = start_worker(settings, env=env)
+    command = subprocess.Popen(
+        [sys.executable, "-m", "triage", "run", *TICKET, "--json"],
+        cwd=Path.cwd(),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: (status(settings, env=env) or {}).get("in_flight") == 1, seconds=60)
+        wait_until(lambda: json.loads(triage(settings, "threads", "--json", env=env).stdout) != [], seconds=60)
+        os.kill(info["pid"], signal.SIGKILL)
+        stdout, stderr = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert command.returncode == 2
+    assert json.loads(stdout)["error"]["type"] == "WorkerError"
+    assert "the worker stopped while running the ticket" in stderr
+    threads = json.loads(triage(settings, "threads", "--json", env=env).stdout)
+    assert len(threads) == 1, "the ticket ran once, in the worker, and was not run again"
