@@ -411,8 +411,10 @@ def triage_command() -> list[str]:
 
 
 def start_times(home: Path, env: dict[str, str], repeats: int) -> dict[str, float]:
-    """Median wall time of `triage --help` and of `triage run` (one ticket) in a warm home: in a process of its
-    own, and answered by the home's resident worker (`triage worker start`)."""
+    """Median wall time of `triage --help` and of `triage run` (one ticket) in a warm home.
+
+    `triage run` is timed in a process of its own, and answered by the home's resident worker (`triage worker`).
+    """
     helps = [timed([*triage_command(), "--help"], env) for _ in range(repeats)]
     runs = [timed(run_args(home, f"own {i}"), env) for i in range(repeats)]
     for _, _, stdout in runs:
@@ -445,10 +447,11 @@ def start_times(home: Path, env: dict[str, str], repeats: int) -> dict[str, floa
 def run_args(home: Path, label: str) -> list[str]:
     """`triage run` of one invoice question in `home`, with JSON output."""
     args = [*triage_command(), "run", "--home", str(home), "--customer-id", "cus_small_dup"]
-    return args + ["--subject", f"Invoice copy {label}", "--body", "Could you send me my last invoice?", "--json"]
+    return [*args, "--subject", f"Invoice copy {label}", "--body", "Could you send me my last invoice?", "--json"]
 
 
 def check_run(stdout: str) -> None:
+    """Raise unless a `triage run --json` ended in a status a ticket can end in."""
     if json.loads(stdout).get("status") not in ("completed", "escalated", "awaiting_approval"):
         raise RuntimeError(f"`triage run` did not finish: {stdout[:200]}")
 

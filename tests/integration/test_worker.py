@@ -6,11 +6,13 @@ own (forked from the CLI zygote, or plain subprocesses) and, for the protocol an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -69,7 +71,7 @@ def alive(pid: int) -> bool:
 def wait_until(condition: Any, seconds: float = 20.0) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
+        assert time.monotonic() < deadline, f"timed out waiting for line {condition.__code__.co_firstlineno}"
         time.sleep(0.05)
 
 
@@ -167,6 +169,22 @@ def test_a_killed_worker_leaves_nothing_that_stops_the_next_run_or_worker(settin
         assert answer is not None and answer["runs"] == 1
         again = start_worker(settings)
         assert again["pid"] == second["pid"], "a second start finds the running worker"
+        triage(settings, "worker", "stop")
+        racing = [  # two starts at once: one worker, both report it
+            subprocess.Popen(
+                [sys.executable, "-m", "triage", "worker", "start", "--json"],
+                env=cli_env(settings),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outcomes = [process.communicate(timeout=120) for process in racing]
+        assert [process.returncode for process in racing] == [0, 0], outcomes
+        pids = {json.loads(stdout)["pid"] for stdout, _ in outcomes}
+        assert len(pids) == 1
+        second = {"pid": pids.pop()}
     finally:
         triage(settings, "worker", "stop")
     assert not socket_path.exists(), "a stopped worker removes its socket"
@@ -201,11 +219,51 @@ def test_the_worker_runs_a_request_only_once_the_command_confirms_it(
     assert answer is not None and (answer["runs"], answer["in_flight"]) == (0, 0)
     assert json.loads(triage(settings, "threads", "--json").stdout) == []
 
-    conn, _ = _request(settings)
+    conn, reader = _request(settings)
+    time.sleep(worker_module.ACCEPT_TIMEOUT_S + 0.5)
+    with conn:  # confirmed too late: the worker stopped waiting and says nothing, so the command runs it itself
+        with contextlib.suppress(BrokenPipeError):  # the worker may have closed before the line arrived
+            conn.sendall(b'{"go": true}\n')
+        assert reader.readline() == b""
+    answer = status(settings)
+    assert answer is not None and answer["runs"] == 0
+
+    conn, reader = _request(settings)
     conn.sendall(b'{"go": true}\n')
-    conn.close()  # confirmed, then interrupted: the worker finishes the run
+    assert json.loads(reader.readline()) == {"running": True}
+    conn.close()  # confirmed, told it runs, then interrupted: the worker finishes the run
     wait_until(lambda: (status(settings) or {}).get("runs") == 1)
     assert [t["status"] for t in json.loads(triage(settings, "threads", "--json").stdout)] == ["completed"]
+
+
+def test_a_socket_served_by_another_user_or_in_a_shared_folder_is_never_handed_a_ticket(
+    settings: Settings, worker: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in cli_env(settings).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(ROOT)
+    ticket = {"customer_id": "cus_small_dup", "subject": "Copy", "body": "Card 4111 1111 1111 1111, send my invoice."}
+    request = {"ticket": ticket, "conversation_id": None, "in_reply_to": None, "references": None, "budget": {}}
+    monkeypatch.setattr(worker_module.os, "geteuid", lambda: os.getuid() + 1)  # the listener now looks foreign
+    assert worker_module.ask_worker(settings.home, request) is None
+    monkeypatch.undo()
+    answer = status(settings)
+    assert answer is not None and answer["runs"] == 0, "the worker was handed nothing"
+
+    shared = tmp_path / "shared"  # a socket folder outside the home that others may enter is not used
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    monkeypatch.setattr(worker_module, "worker_socket", lambda home: shared / "x.sock")
+    with pytest.raises(PermissionError):
+        worker_module._connect(tmp_path / "long-home", 1.0)
+
+
+def test_the_home_a_command_opens_is_the_home_whose_worker_it_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value in ("", "elsewhere", "~/x"):
+        monkeypatch.setenv("TRIAGE_HOME", value)
+        assert worker_module.home_path(None) == Settings().home.expanduser().resolve()
+    monkeypatch.delenv("TRIAGE_HOME")
+    assert worker_module.home_path(None) == Settings().home.resolve()
 
 
 def test_commands_racing_into_one_worker_each_get_their_own_run(
@@ -267,6 +325,49 @@ def test_a_changed_policy_folder_is_read_afresh_before_the_next_run(tmp_path: Pa
     assert "opened the home afresh" in (settings.home / "worker.log").read_text()
 
 
+def test_a_policy_that_no_longer_loads_is_reported_as_in_a_process_of_its_own_and_leaks_nothing(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    policies = policy_copy(tmp_path)
+    settings = Settings(home=tmp_path / "home", cache_home=model_cache, policy_dir=policies)
+    info = start_worker(settings)
+    try:
+        approvals = policies / "approvals.toml"
+        good = approvals.read_text()
+        approvals.write_text(good + "\nthis is not toml [\n")
+        fds = []
+        for _ in range(4):
+            served = triage(settings, "run", *TICKET, "--json")
+            fds.append(len(os.listdir(f"/proc/{info['pid']}/fd")))
+        assert served.returncode == 2 and json.loads(served.stdout)["error"]["type"] == "PolicyFileError"
+        assert fds[-1] <= fds[0], f"file descriptors grew with each failed reopen: {fds}"
+        approvals.write_text(good)
+        assert json.loads(triage(settings, "run", *TICKET, "--json").stdout)["status"] == "completed"
+        answer = status(settings)
+        assert answer is not None and answer["pid"] == info["pid"]
+    finally:
+        triage(settings, "worker", "stop")
+    approvals.write_text(good + "\nthis is not toml [\n")
+    own = triage(settings, "run", *TICKET, "--json")
+    assert (own.returncode, json.loads(own.stdout)) == (2, json.loads(served.stdout))
+
+
+def test_seeded_faults_repeat_run_by_run_through_the_worker(tmp_path: Path, model_cache: Path) -> None:
+    served_home = Settings(home=tmp_path / "served", cache_home=model_cache)
+    own_home = Settings(home=tmp_path / "own", cache_home=model_cache)
+    faults = {"TRIAGE_FAULTS": "transient=0.4,seed=7"}
+    start_worker(served_home, env=cli_env(served_home, **faults))
+    try:
+        for _ in range(3):
+            served = triage(served_home, "run", *TICKET, "--json", env=cli_env(served_home, **faults))
+            own = triage(own_home, "run", *TICKET, "--json", env=cli_env(own_home, **faults))
+            assert normalised(served.stdout) == normalised(own.stdout)
+        answer = status(served_home, env=cli_env(served_home, **faults))
+        assert answer is not None and answer["runs"] == 3
+    finally:
+        triage(served_home, "worker", "stop", env=cli_env(served_home, **faults))
+
+
 def test_a_worker_stops_when_idle_and_when_its_home_is_removed(
     settings: Settings, tmp_path: Path, model_cache: Path
 ) -> None:
@@ -298,6 +399,10 @@ def test_a_home_whose_socket_path_is_too_long_uses_a_private_temporary_folder(
         triage(settings, "worker", "stop")
     assert not path.exists()
 
+    again = start_worker(settings)  # removing the home stops it, though its socket lives elsewhere
+    subprocess.run(["rm", "-rf", str(deep)], check=True)
+    wait_until(lambda: not alive(again["pid"]))
+
 
 def test_a_worker_that_dies_mid_run_is_reported_not_retried(settings: Settings) -> None:
     env = cli_env(settings, TRIAGE_FAULTS="slow=1.0,slow_seconds=3")
@@ -312,7 +417,7 @@ def test_a_worker_that_dies_mid_run_is_reported_not_retried(settings: Settings) 
     )
     try:
         wait_until(lambda: (status(settings, env=env) or {}).get("in_flight") == 1, seconds=60)
-        wait_until(lambda: json.loads(triage(settings, "threads", "--json", env=env).stdout) != [], seconds=60)
+        wait_until(lambda: started_threads(settings) == 1, seconds=60)
         os.kill(info["pid"], signal.SIGKILL)
         stdout, stderr = command.communicate(timeout=60)
     finally:
@@ -321,5 +426,13 @@ def test_a_worker_that_dies_mid_run_is_reported_not_retried(settings: Settings) 
     assert command.returncode == 2
     assert json.loads(stdout)["error"]["type"] == "WorkerError"
     assert "the worker stopped while running the ticket" in stderr
-    threads = json.loads(triage(settings, "threads", "--json", env=env).stdout)
-    assert len(threads) == 1, "the ticket ran once, in the worker, and was not run again"
+    assert started_threads(settings) == 1, "the ticket ran once, in the worker, and was not run again"
+
+
+def started_threads(settings: Settings) -> int:
+    """Threads with a checkpoint, read straight from the store (opening the app would take its locks)."""
+    path = settings.checkpoints_path
+    if not path.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return int(db.execute("SELECT COUNT(DISTINCT thread_id) FROM checkpoints").fetchone()[0])

@@ -7,16 +7,19 @@ and prints the answer: the same output, errors and exit codes as a run in its ow
 
 The worker answers only a command that would have run exactly as it runs: the same installed code and Python, the
 same working directory, and the same settings environment (`TRIAGE_*`, `OPENAI_*`, LangSmith/LangChain variables,
-proxies and CA bundles; `TRIAGE_HOME` aside, since the home is the socket's folder). When anything differs, or no
+proxies and CA bundles; `TRIAGE_HOME` aside: the socket already names the home). When anything differs, or no
 worker answers, the command runs in its own process as before; `triage worker status` says what differs. A change
 to the policy folder or to the active model (`triage train`) makes the worker open the app afresh before its next
 run. The socket is the home's `worker.sock` (a private folder in the temporary directory when that path is too long
-for a socket), created mode 0600, and the worker answers only its own user (`SO_PEERCRED`).
+for a socket), created mode 0600, and the worker answers only its own user.
 
-A request is committed in two steps: the worker accepts it, then runs it only once the command confirms. A command
-that gives up before confirming (the worker did not answer in time) runs the ticket itself, and the worker never
-does. Once confirmed, the ticket is the worker's: if the command is interrupted, the worker finishes the run; if the
-worker dies mid-run, the command says so (`triage threads` shows whether the run started).
+A request changes hands in three steps: the worker accepts it, the command confirms, and the worker says it runs
+it; it runs the ticket only once that last line has reached the command, which waits for it without a timer. A
+command that got no acceptance in time, or whose confirmation the worker no longer waited for, sees no such line and
+runs the ticket itself; the worker never does. After it, the ticket is the worker's: an interrupted command leaves it
+to finish, and a worker that dies mid-run makes the command say so (`triage threads` shows whether the run started).
+The command also checks that the process listening is its own user's (`SO_PEERCRED`), so another user who took the
+socket's name is handed nothing.
 """
 
 from __future__ import annotations
@@ -75,8 +78,13 @@ _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
 
 
 def home_path(home: Path | None) -> Path:
-    """The home a command names (`--home`, else `$TRIAGE_HOME` via the option, else `./.triage`), absolute."""
-    return Path(home if home is not None else ".triage").expanduser().resolve()
+    """The home a command opens, absolute: `--home`, else `$TRIAGE_HOME` as the settings read it, else `./.triage`.
+
+    The settings read an empty `TRIAGE_HOME` as the working directory, where the option takes it for unset.
+    """
+    if home is None:
+        home = Path(os.environ["TRIAGE_HOME"]) if "TRIAGE_HOME" in os.environ else Path(".triage")
+    return home.expanduser().resolve()
 
 
 def worker_socket(home: Path) -> Path:
@@ -103,7 +111,7 @@ def fingerprint() -> dict[str, str]:
     )
     return {
         "install": _digest(_install_stamp()),
-        "python": _digest([sys.executable, sys.version]),
+        "python": _digest([sys.prefix, os.path.realpath(sys.executable), sys.version]),
         "directory": _digest([os.getcwd()]),
         "environment": _digest(env),
     }
@@ -145,7 +153,7 @@ def differences(ours: dict[str, str], theirs: dict[str, Any]) -> list[str]:
     """The parts of two fingerprints that differ, in words."""
     words = {
         "install": "installed code",
-        "python": "Python interpreter",
+        "python": "Python environment",
         "directory": "working directory",
         "environment": "settings environment (TRIAGE_*, OPENAI_*, LangSmith, proxies)",
     }
@@ -163,11 +171,8 @@ def ask_worker(home: Path | None, request: dict[str, Any]) -> dict[str, Any] | N
     """
     from triage.errors import ReportedError, WorkerError
 
-    path = worker_socket(home_path(home))
-    if not path.exists():
-        return None
     try:
-        conn = _connect(path, ACCEPT_TIMEOUT_S)
+        conn = _connect(home_path(home), ACCEPT_TIMEOUT_S)
     except OSError:
         return None
     with conn:
@@ -176,17 +181,26 @@ def ask_worker(home: Path | None, request: dict[str, Any]) -> dict[str, Any] | N
             _send(conn, {"op": "run", "fingerprint": fingerprint(), "request": request})
             if not _receive(reader).get("accepted"):
                 return None
-            _send(conn, {"go": True})
         except (OSError, ValueError):  # no answer in time, refused, or gone: the worker will not run it
             return None
-        conn.settimeout(None)  # committed: the run takes as long as it takes
+        conn.settimeout(None)  # from here on the worker decides, so the command never gives up on a timer
         try:
-            answer = _receive(reader)
+            try:
+                _send(conn, {"go": True})
+                if not _receive(reader).get("running"):
+                    return None
+            except (OSError, ValueError):  # the worker closed before saying it runs the ticket: it never will
+                return None
+            try:
+                answer = _receive(reader)
+            except (OSError, ValueError):
+                answer = {}
         except KeyboardInterrupt:
-            err.print("[bold]interrupted:[/] the worker finishes the run; `triage threads` shows it", highlight=False)
+            err.print(
+                "[bold]interrupted:[/] the worker may run the ticket to its end; `triage threads` shows whether it did",
+                highlight=False,
+            )
             raise typer.Exit(130) from None
-        except (OSError, ValueError):
-            answer = {}
     if "result" in answer:
         return dict(answer["result"])
     if "error" in answer:
@@ -206,24 +220,27 @@ def ping(home: Path, timeout: float = ACCEPT_TIMEOUT_S) -> dict[str, Any] | None
 
 
 def _ask_once(home: Path, message: dict[str, Any], timeout: float) -> dict[str, Any] | None:
-    path = worker_socket(home)
-    if not path.exists():
-        return None
     try:
-        with _connect(path, timeout) as conn:
+        with _connect(home, timeout) as conn:
             _send(conn, message)
             return _receive(conn.makefile("rb"))
     except (OSError, ValueError):
         return None
 
 
-def _connect(path: Path, timeout: float) -> socket.socket:
+def _connect(home: Path, timeout: float) -> socket.socket:
+    """A connection to `home`'s worker; OSError when there is none, or the one listening is not this user's."""
     import socket
 
+    path = worker_socket(home)
+    if path.parent != home:
+        _check_private_folder(path.parent)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(timeout)
     try:
         conn.connect(str(path))
+        if not _peer_is_us(conn):  # another user's process took the socket's name: hand it nothing
+            raise PermissionError(f"{path} is served by another user")
     except OSError:
         conn.close()
         raise
@@ -269,23 +286,38 @@ class _Worker:
     def open(self) -> None:
         """Open the app and load the classifier (first start in a home trains it)."""
         self.app, self.stamp = self._fresh_app()
+        self.last_active = time.monotonic()  # the idle clock starts once the worker can serve
 
     def _fresh_app(self) -> tuple[TriageApp, list[Any]]:
         from triage.app import TriageApp
 
         app = TriageApp.open(self.home)
-        stamp = _home_stamp(app)
-        app.warm_up()
+        try:
+            stamp = _home_stamp(app)
+            app.warm_up()
+        except BaseException:
+            app.close()
+            raise
         return app, stamp
 
     def checkout(self) -> TriageApp:
-        """The app to run the next request on (opened afresh when the home's policy or model changed)."""
+        """The app to run the next request on, opened afresh when needed.
+
+        Afresh when the home's policy or model changed, and for every run while faults are injected (a seeded fault
+        plan then repeats run by run, as in a process per run).
+
+        Raises:
+            TriageError: the fresh app cannot be opened (a policy file that no longer loads); the current app stays.
+        """
         with self.lock:
             assert self.app is not None
-            if _home_stamp(self.app) != self.stamp:
+            settings = self.app.settings
+            changed = _home_stamp(self.app) != self.stamp
+            if changed or settings.faults or settings.checkpoint_faults:
                 old = self.app
                 self.app, self.stamp = self._fresh_app()
-                print(f"triage worker: policy or model changed; opened the home afresh ({_now()})", file=sys.stderr)
+                if changed:
+                    print(f"triage worker: policy or model changed; opened the home afresh ({_now()})", file=sys.stderr)
                 if not self.users.get(id(old)):
                     old.close()
             app = self.app
@@ -311,8 +343,9 @@ class _Worker:
         from triage.cli import parse_run_request, run_request
         from triage.errors import TriageError
 
-        app = self.checkout()
+        app = None
         try:
+            app = self.checkout()
             result = run_request(app, parse_run_request(request), request)
         except TriageError as exc:
             return {"error": {"type": type(exc).__name__, "message": str(exc)}}
@@ -322,7 +355,8 @@ class _Worker:
             traceback.print_exc(file=sys.stderr)
             return {"crash": f"{type(exc).__name__}: {exc}"}
         finally:
-            self.checkin(app)
+            if app is not None:
+                self.checkin(app)
         return {"result": result.model_dump(mode="json")}
 
     def idle_for(self) -> float:
@@ -413,9 +447,12 @@ def _handler_class() -> type[socketserver.StreamRequestHandler]:
                 self._reply({"accepted": False, "differs": differs})
                 return
             try:
-                self._reply({"accepted": True})
+                _send(self.connection, {"accepted": True})
                 if not _receive(self.rfile).get("go"):
                     return
+                # Run only once the command surely knows it is ours: it waits for this line without a timer, and a
+                # command that went away makes the send fail (a Unix socket refuses a write to a closed peer).
+                _send(self.connection, {"running": True})
             except (OSError, ValueError):  # the command gave up first and runs the ticket itself
                 return
             self.connection.settimeout(None)
@@ -441,7 +478,7 @@ def serve_worker(home: Path, idle_timeout: float) -> None:
     path = worker_socket(home)
     if path.parent != home:
         _private_folder(path.parent)
-    lock = open(home / LOCK_NAME, "a")  # noqa: SIM115  (held for the worker's life)
+    lock = os.fdopen(os.open(home / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a")  # held for life
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -471,7 +508,8 @@ def serve_worker(home: Path, idle_timeout: float) -> None:
         inode = path.stat().st_ino
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: server.stop("signalled"))
-        threading.Thread(target=_watch, args=(server, worker, path, inode), daemon=True).start()
+        held = os.fstat(lock.fileno()).st_ino
+        threading.Thread(target=_watch, args=(server, worker, path, inode, held), daemon=True).start()
         print(f"triage worker: pid {os.getpid()} serves {home} on {path} ({_now()})", file=sys.stderr, flush=True)
         try:
             server.serve_forever(poll_interval=0.2)
@@ -488,15 +526,18 @@ def serve_worker(home: Path, idle_timeout: float) -> None:
     print(f"triage worker: stopped after {worker.runs} runs ({_now()})", file=sys.stderr, flush=True)
 
 
-def _watch(server: Any, worker: _Worker, path: Path, inode: int) -> None:
-    """Stop the worker once it has been idle too long, or once its socket is gone (the home was removed)."""
+def _watch(server: Any, worker: _Worker, path: Path, inode: int, lock_inode: int) -> None:
+    """Stop the worker once it has been idle too long, or once its socket or its home's lock file is gone.
+
+    A gone lock file means the home was removed or replaced: runs would go to stores no one else sees.
+    """
     while not worker.stopping.wait(0.5):
         try:
-            gone = path.stat().st_ino != inode
+            gone = path.stat().st_ino != inode or (worker.home / LOCK_NAME).stat().st_ino != lock_inode
         except OSError:
             gone = True
         if gone:
-            server.stop("its socket was removed")
+            server.stop("its socket or its home was removed")
         elif worker.idle_timeout and not worker.in_flight and worker.idle_for() > worker.idle_timeout:
             server.stop(f"idle for {worker.idle_timeout:g} s")
 
@@ -506,9 +547,21 @@ def _private_folder(folder: Path) -> None:
     from triage.errors import WorkerError
 
     folder.mkdir(mode=0o700, exist_ok=True)
-    info = folder.stat()
-    if info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise WorkerError(f"{folder} is not a private folder of this user; remove it or use a shorter --home path")
+    try:
+        _check_private_folder(folder)
+    except PermissionError:
+        raise WorkerError(
+            f"{folder} is not a private folder of this user; remove it or use a shorter --home path"
+        ) from None
+
+
+def _check_private_folder(folder: Path) -> None:
+    """PermissionError unless `folder` is a real folder (not a link) of this user that no one else can enter."""
+    import stat
+
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(f"{folder} is not a private folder of this user")
 
 
 # -- commands ----------------------------------------------------------------------------------------------------
@@ -534,7 +587,7 @@ def start(home: HomeOption = None, idle_timeout: IdleOption = 1800.0, as_json: J
         where.mkdir(parents=True, exist_ok=True)
         log_path = where / LOG_NAME
         command = [sys.executable, "-P", "-m", "triage", "worker", "serve", "--home", str(where)]
-        with open(log_path, "ab") as log:
+        with os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
             process = subprocess.Popen(
                 [*command, "--idle-timeout", str(idle_timeout)],
                 stdin=subprocess.DEVNULL,
@@ -549,7 +602,7 @@ def start(home: HomeOption = None, idle_timeout: IdleOption = 1800.0, as_json: J
             answer = ping(where, timeout=1.0)
             if answer is not None:
                 return answer
-            if process.poll() is not None:
+            if process.poll() is not None and not _holds_lock(where):  # (held: it lost to another start's worker)
                 tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
                 raise WorkerError(f"the worker exited ({process.returncode}) before serving: {' | '.join(tail)}")
             if time.monotonic() - told >= 5:
@@ -608,12 +661,15 @@ def _holds_lock(home: Path) -> bool:
     import fcntl
 
     try:
-        with open(home / LOCK_NAME, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        fd = os.open(home / LOCK_NAME, os.O_RDONLY)
     except OSError:
         return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
     return False
 
 
@@ -630,7 +686,7 @@ def _report(answer: dict[str, Any], as_json: bool, *, lead: str) -> None:
     )
     if answer["differs"]:
         out.print(
-            f"it does not answer `triage run` from this shell: the {', '.join(answer['differs'])} differ; "
+            f"it does not answer `triage run` from this shell: it has another {' and '.join(answer['differs'])}; "
             "`triage worker stop` and start it from here",
             highlight=False,
         )
