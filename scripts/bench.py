@@ -462,21 +462,43 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def resume_phase(bench: Bench, home: Path, env: dict[str, str], wanted: int) -> list[dict[str, float]]:
-    """Pause tickets on an approval here; approve each from a fresh `triage approve` process."""
+async def resume_phase(bench: Bench, home: Path, env: dict[str, str], wanted: int) -> list[dict[str, Any]]:
+    """Pause tickets on an approval here; approve each with `triage approve`.
+
+    Half are answered in the command's own process and half by the home's resident worker (its CPU for the decision
+    added to the command's).
+    """
     paused = []
-    for i, ticket in enumerate(approval_tickets()):
+    for i, ticket in enumerate(approval_tickets() * 2):
         result = await bench.run_triage(ticket, f"resume-{i}-{uuid.uuid4().hex[:6]}")
         if result.status == "awaiting_approval":
             paused.append(result.thread_id)
-        if len(paused) == wanted:
+        if len(paused) == 2 * wanted:
             break
     figures = []
-    for thread_id in paused:
-        args = [*triage_command(), "approve", thread_id, "--as", "alice", "--reason", "bench"]
-        wall, cpu, stdout = timed([*args, "--home", str(home), "--json"], env)
-        result = json.loads(stdout)
-        figures.append({"wall_s": wall, "cpu_s": cpu, "graph_ms": float(result.get("duration_ms") or 0.0)})
+    worker = [*triage_command(), "worker"]
+    for served, threads in ((False, paused[:wanted]), (True, paused[wanted:])):
+        pid = None
+        if served:
+            pid = json.loads(run_subprocess([*worker, "start", "--home", str(home), "--json"], env)[1])["pid"]
+        try:
+            for thread_id in threads:
+                args = [*triage_command(), "approve", thread_id, "--as", "alice", "--reason", "bench"]
+                before = process_cpu(pid) if pid else 0.0
+                wall, cpu, stdout = timed([*args, "--home", str(home), "--json"], env)
+                result = json.loads(stdout)
+                if "error" in result:
+                    raise RuntimeError(f"`triage approve` failed: {stdout[:300]}")
+                cpu += process_cpu(pid) - before if pid else 0.0
+                graph_ms = float(result.get("duration_ms") or 0.0)
+                figures.append({"wall_s": wall, "cpu_s": cpu, "graph_ms": graph_ms, "worker": served})
+            if pid:
+                status = json.loads(run_subprocess([*worker, "status", "--home", str(home), "--json"], env)[1])
+                if status.get("runs") != len(threads):
+                    raise RuntimeError(f"the worker answered {status.get('runs')} of {len(threads)}: {status}")
+        finally:
+            if pid:
+                run_subprocess([*worker, "stop", "--home", str(home)], env)
     return figures
 
 
@@ -689,19 +711,14 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
         rows.append(("`triage run`, warm home, in its own process: wall / CPU (s)", run, "", "", ""))
         served = f"{st['run_worker_s']:.2f} / {st['run_worker_cpu_s']:.2f}"
         rows.append(("`triage run`, warm home, answered by `triage worker`: wall / CPU (s)", served, "", "", "< 1 s"))
-    if figures.get("resume"):
-        walls = [r["wall_s"] for r in figures["resume"]]
-        cpus = [r["cpu_s"] for r in figures["resume"]]
-        graphs = [r["graph_ms"] for r in figures["resume"]]
-        rows.append(
-            (
-                "resume from a fresh process: wall / CPU (s), graph (ms)",
-                f"{statistics.median(walls):.2f} / {statistics.median(cpus):.2f}, {statistics.median(graphs):.0f}",
-                "",
-                "",
-                "",
-            )
-        )
+    for served, label in ((False, "in its own process"), (True, "answered by `triage worker`")):
+        resumes = [r for r in figures.get("resume") or [] if bool(r.get("worker")) == served]
+        if resumes:
+            wall = statistics.median(r["wall_s"] for r in resumes)
+            cpu = statistics.median(r["cpu_s"] for r in resumes)
+            graph = statistics.median(r["graph_ms"] for r in resumes)
+            row = f"{wall:.2f} / {cpu:.2f}, {graph:.0f}"
+            rows.append((f"resume with `triage approve`, {label}: wall / CPU (s), graph (ms)", row, "", "", ""))
     return rows
 
 

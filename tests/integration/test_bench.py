@@ -34,8 +34,10 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
         "`triage eval`",
         "peak memory",
         "`triage --help`",
-        "`triage run`",
-        "resume from a fresh process",
+        "`triage run`, warm home, in its own process",
+        "`triage run`, warm home, answered by `triage worker`",
+        "resume with `triage approve`, in its own process",
+        "resume with `triage approve`, answered by `triage worker`",
     ):
         assert figure in done.stdout, f"{figure!r} missing from:\n{done.stdout}"
     figures = json.loads(figures_path.read_text())

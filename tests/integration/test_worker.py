@@ -44,6 +44,8 @@ def triage(settings: Settings, *args: str, env: dict[str, str] | None = None, st
 
 
 def start_worker(settings: Settings, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    if "--idle-timeout" not in args:  # a worker a failed test leaves behind goes by itself
+        args = (*args, "--idle-timeout", "300")
     started = triage(settings, "worker", "start", "--json", *args, env=env)
     assert started.returncode == 0, started.stderr
     info: dict[str, Any] = json.loads(started.stdout)
@@ -84,6 +86,18 @@ def worker(settings: Settings) -> Iterator[dict[str, Any]]:
         os.kill(info["pid"], signal.SIGKILL)
 
 
+def run_request(ticket: dict[str, Any]) -> dict[str, Any]:
+    """What `triage run` hands a worker for `ticket` given as options."""
+    return {
+        "command": "run",
+        "ticket": ticket,
+        "conversation_id": None,
+        "in_reply_to": None,
+        "references": None,
+        "budget": {},
+    }
+
+
 def normalised(text: str) -> str:
     """Output with what differs between two runs of one ticket (ids, keys, times, durations) masked."""
     text = re.sub(r"\b[a-z]{2,4}_[0-9a-f]{12,}\b", "<id>", text)
@@ -107,6 +121,40 @@ def test_a_run_through_the_worker_prints_what_a_run_of_its_own_prints(
     assert status(alone) is None
     threads = json.loads(triage(settings, "threads", "--json").stdout)
     assert [t["status"] for t in threads] == ["completed", "completed"], "the worker's runs are in the home"
+
+
+def test_approvals_through_the_worker_print_what_a_process_of_their_own_prints(
+    settings: Settings, worker: dict[str, Any], tmp_path: Path, model_cache: Path
+) -> None:
+    alone = Settings(home=tmp_path / "alone", cache_home=model_cache)
+    paused = ["--customer-id", "cus_mid_dup", "--subject", "Charged twice", "--body", "You charged me twice."]
+    decisions = [
+        ["approve", "THREAD", "--as", "alice", "--amount", "300"],  # refused: above the refund awaiting approval
+        ["approve", "THREAD", "--as", "nobody"],  # refused: not an approver
+        ["approve", "THREAD", "--as", "alice", "--amount", "200", "--reason", "partial"],
+        ["approve", "THREAD", "--as", "alice"],  # refused: nothing awaits approval any more
+        ["reject", "thr_nonexistent", "--as", "alice", "--reason", "no"],
+    ]
+    threads = {}
+    for home in (settings, alone):
+        ran = json.loads(triage(home, "run", *paused, "--json").stdout)
+        assert ran["status"] == "awaiting_approval", ran["status_reason"]
+        threads[home.home] = ran["thread_id"]
+    for decision in decisions:
+        for as_json in (["--json"], []):
+            outputs, done = [], None
+            for home in (settings, alone):
+                args = [threads[home.home] if a == "THREAD" else a for a in decision]
+                done = triage(home, *args, *as_json)
+                outputs.append((done.returncode, normalised(done.stdout), normalised(done.stderr)))
+            assert outputs[0] == outputs[1], decision
+            if decision[-1] == "partial" and as_json:
+                assert done is not None and json.loads(done.stdout)["status"] == "completed"
+    answer = status(settings)
+    assert answer is not None and answer["runs"] == 1 + 2 * len(decisions), "the decisions went through the worker"
+    ledger = json.loads(triage(settings, "show", threads[settings.home], "--json").stdout)
+    refunds = [a for a in ledger["actions"] if a["kind"] == "refund"]
+    assert [r["amount_cents"] for r in refunds] == [20000], "the edited refund, once"
 
 
 @pytest.mark.parametrize(
@@ -197,7 +245,7 @@ def _request(settings: Settings) -> tuple[socket.socket, Any]:
     conn.settimeout(10)
     conn.connect(str(path))
     ticket = {"customer_id": "cus_small_dup", "subject": "Copy", "body": "Please send my last invoice again."}
-    request = {"ticket": ticket, "conversation_id": None, "in_reply_to": None, "references": None, "budget": {}}
+    request = run_request(ticket)
     message = {"op": "run", "fingerprint": worker_module.fingerprint(), "request": request}
     conn.sendall(json.dumps(message).encode() + b"\n")
     reader = conn.makefile("rb")
@@ -243,7 +291,7 @@ def test_a_socket_served_by_another_user_or_in_a_shared_folder_is_never_handed_a
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(ROOT)
     ticket = {"customer_id": "cus_small_dup", "subject": "Copy", "body": "Card 4111 1111 1111 1111, send my invoice."}
-    request = {"ticket": ticket, "conversation_id": None, "in_reply_to": None, "references": None, "budget": {}}
+    request = run_request(ticket)
     monkeypatch.setattr(worker_module.os, "geteuid", lambda: os.getuid() + 1)  # the listener now looks foreign
     assert worker_module.ask_worker(settings.home, request) is None
     monkeypatch.undo()
@@ -278,7 +326,7 @@ def test_commands_racing_into_one_worker_each_get_their_own_run(
 
     def command(i: int) -> None:
         ticket = {"customer_id": "cus_small_dup", "subject": f"Invoice {i}", "body": "Please send my last invoice."}
-        request = {"ticket": ticket, "conversation_id": None, "in_reply_to": None, "references": None, "budget": {}}
+        request = run_request(ticket)
         barrier.wait()
         results[i] = worker_module.ask_worker(settings.home, request)
 

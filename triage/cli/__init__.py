@@ -214,23 +214,39 @@ def run(
 
     def go() -> RunResult | dict[str, Any]:
         request = {
+            "command": "run",
             "ticket": read_ticket(),
             "conversation_id": conversation_id,
             "in_reply_to": in_reply_to,
             "references": references,
             "budget": limits,
         }
-        from triage.cli.worker import ask_worker
-
-        answer = ask_worker(home, request)  # None: no worker serves this home for this shell
-        if answer is not None:
-            return answer
-        parsed = parse_run_request(request)
-        with open_app(home) as app:
-            return run_request(app, parsed, request)
+        return _answer(home, request)
 
     result = guard(go, as_json=as_json)
     _show_result(result, as_json)
+
+
+def _answer(home: Path | None, request: dict[str, Any]) -> RunResult | dict[str, Any]:
+    """A `triage run` or decision request, answered by the home's resident worker, or else in this process."""
+    from triage.cli.worker import ask_worker
+
+    answer = ask_worker(home, request)  # None: no worker serves this home for this shell
+    if answer is not None:
+        return answer
+    if request["command"] == "decide":
+        with open_app(home) as app:
+            return decide_request(app, request)
+    parsed = parse_run_request(request)  # a malformed ticket is refused before the home is opened
+    with open_app(home) as app:
+        return run_request(app, parsed, request)
+
+
+def answer_request(app: TriageApp, request: dict[str, Any]) -> RunResult:
+    """Answer a request of `triage run`, `approve` or `reject` on `app` (the resident worker's side)."""
+    if request["command"] == "decide":
+        return decide_request(app, request)
+    return run_request(app, parse_run_request(request), request)
 
 
 def parse_run_request(request: dict[str, Any]) -> Any:
@@ -480,8 +496,37 @@ def approvals(
 
 
 def _decide(home: Path | None, thread_id: str, decision: dict[str, Any], as_json: bool) -> None:
-    result = with_app(home, lambda app: app.resume(thread_id, decision), as_json=as_json)
-    _show_result(result, as_json)
+    request = {"command": "decide", "thread_id": thread_id, "decision": decision}
+    _show_result(guard(lambda: _answer(home, request), as_json=as_json), as_json)
+
+
+def decide_request(app: TriageApp, request: dict[str, Any]) -> RunResult:
+    """Apply an approver's decision (`triage approve` or `reject`) and run the thread on.
+
+    An edit refused for its amount is explained in the dollars the user typed with `--amount`.
+    """
+    from triage.errors import ApprovalRefusedError
+    from triage.policies.billing import format_money
+
+    thread_id, decision = request["thread_id"], request["decision"]
+    try:
+        return app.resume(thread_id, decision)
+    except ApprovalRefusedError:
+        if decision.get("decision") != "edit":
+            raise
+        cents = decision["args"]["amount_cents"]
+        pending = app.thread(thread_id).result.pending_approval or {}
+        action, asked = pending.get("action"), (pending.get("args") or {}).get("amount_cents")
+        if action is not None and action != "refund":
+            raise ApprovalRefusedError(
+                f"--amount applies to a refund; this approval is for {action}. The approval stays pending"
+            ) from None
+        if isinstance(asked, int) and cents > asked:
+            raise ApprovalRefusedError(
+                f"--amount {format_money(cents)} is above the refund awaiting approval ({format_money(asked)}); "
+                "an edit may only lower it. The approval stays pending"
+            ) from None
+        raise
 
 
 @cli.command()
@@ -497,34 +542,10 @@ def approve(
 ) -> None:
     """Approve the pending action of a thread (or, with --amount, approve a smaller refund) and run it on."""
     decision: dict[str, Any] = {"approver": approver, "decision": "approve", "reason": reason}
-    if amount is None:
-        _decide(home, thread_id, decision, as_json)
-        return
-    cents = round(amount * 100)
-    decision.update(decision="edit", args={"amount_cents": cents}, reason=reason or "edited amount")
-
-    def edit(app: TriageApp) -> RunResult:
-        from triage.errors import ApprovalRefusedError
-        from triage.policies.billing import format_money
-
-        try:
-            return app.resume(thread_id, decision)
-        except ApprovalRefusedError:
-            # The API speaks cents; say it again in the dollars the user typed.
-            pending = app.thread(thread_id).result.pending_approval or {}
-            action, asked = pending.get("action"), (pending.get("args") or {}).get("amount_cents")
-            if action is not None and action != "refund":
-                raise ApprovalRefusedError(
-                    f"--amount applies to a refund; this approval is for {action}. The approval stays pending"
-                ) from None
-            if isinstance(asked, int) and cents > asked:
-                raise ApprovalRefusedError(
-                    f"--amount {format_money(cents)} is above the refund awaiting approval ({format_money(asked)}); "
-                    "an edit may only lower it. The approval stays pending"
-                ) from None
-            raise
-
-    _show_result(with_app(home, edit), as_json)
+    if amount is not None:
+        cents = round(amount * 100)
+        decision.update(decision="edit", args={"amount_cents": cents}, reason=reason or "edited amount")
+    _decide(home, thread_id, decision, as_json)
 
 
 @cli.command()

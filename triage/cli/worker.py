@@ -1,9 +1,10 @@
-"""`triage worker`: a resident process that answers `triage run` with the stack imported and the app open.
+"""`triage worker`: a resident process that answers `triage run`, `approve` and `reject` with the app open.
 
 A `triage run` in a process of its own spends most of its second importing LangGraph, LangChain and LangSmith and
 opening the home (BENCHMARKS.md, "`triage run` and the resident worker"). `triage worker start` leaves one process
-per home with all of that done. A later `triage run` for that home hands the worker its request over a Unix socket
-and prints the answer: the same output, errors and exit codes as a run in its own process.
+per home with all of that done. A later `triage run`, `triage approve` or `triage reject` for that home hands the
+worker its request over a Unix socket and prints the answer: the same output, errors and exit codes as in a process
+of its own.
 
 The worker answers only a command that would have run exactly as it runs: the same installed code and Python, the
 same working directory, and the same settings environment (`TRIAGE_*`, `OPENAI_*`, LangSmith/LangChain variables,
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
     from triage.app import TriageApp
 
 worker_cli = TriageTyper(
-    help="A resident process per home that answers `triage run` without start-up cost.", no_args_is_help=True
+    help="A resident process per home that answers `triage run`, `approve` and `reject` without start-up cost.",
+    no_args_is_help=True,
 )
 cli.add_typer(worker_cli, name="worker")
 
@@ -164,12 +166,17 @@ def differences(ours: dict[str, str], theirs: dict[str, Any]) -> list[str]:
 
 
 def ask_worker(home: Path | None, request: dict[str, Any]) -> dict[str, Any] | None:
-    """Have `home`'s worker run a `triage run` request; its result as JSON, or None when no worker takes it.
+    """Have `home`'s worker answer a request of `triage run`, `approve` or `reject`; the result as JSON, or None.
 
-    None means nothing ran there: the command runs the ticket itself. A `TriageError` the worker raised comes back
-    as a `ReportedError`; a worker lost after it took the ticket is a `WorkerError`.
+    None means the worker did not take it and never will: the command answers it itself. A `TriageError` the worker
+    raised comes back as a `ReportedError`; a worker lost after it took the request is a `WorkerError`.
     """
     from triage.errors import ReportedError, WorkerError
+
+    if request["command"] == "decide":
+        doing, then = "applying the decision", f"`triage show {request['thread_id']}` shows whether it was applied"
+    else:
+        doing, then = "running the ticket", "`triage threads` shows whether the run started"
 
     try:
         conn = _connect(home_path(home), ACCEPT_TIMEOUT_S)
@@ -196,10 +203,7 @@ def ask_worker(home: Path | None, request: dict[str, Any]) -> dict[str, Any] | N
             except (OSError, ValueError):
                 answer = {}
         except KeyboardInterrupt:
-            err.print(
-                "[bold]interrupted:[/] the worker may run the ticket to its end; `triage threads` shows whether it did",
-                highlight=False,
-            )
+            err.print(f"[bold]interrupted:[/] the worker may go on {doing}; {then}", highlight=False)
             raise typer.Exit(130) from None
     if "result" in answer:
         return dict(answer["result"])
@@ -207,11 +211,8 @@ def ask_worker(home: Path | None, request: dict[str, Any]) -> dict[str, Any] | N
         raise ReportedError(str(answer["error"]["type"]), str(answer["error"]["message"]))
     log = home_path(home) / LOG_NAME
     if "crash" in answer:
-        raise WorkerError(f"the worker failed running the ticket ({answer['crash']}); its log is {log}")
-    raise WorkerError(
-        f"the worker stopped while running the ticket; `triage threads` shows whether the run started, and {log} "
-        "says why it stopped"
-    )
+        raise WorkerError(f"the worker failed {doing} ({answer['crash']}); its log is {log}")
+    raise WorkerError(f"the worker stopped while {doing}; {then}, and {log} says why it stopped")
 
 
 def ping(home: Path, timeout: float = ACCEPT_TIMEOUT_S) -> dict[str, Any] | None:
@@ -339,14 +340,14 @@ class _Worker:
             app.close()
 
     def run(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Run one `triage run` request; its answer: a result, a user error, or a crash."""
-        from triage.cli import parse_run_request, run_request
+        """Answer one request (`triage run`, `approve`, `reject`): a result, a user error, or a crash."""
+        from triage.cli import answer_request
         from triage.errors import TriageError
 
         app = None
         try:
             app = self.checkout()
-            result = run_request(app, parse_run_request(request), request)
+            result = answer_request(app, request)
         except TriageError as exc:
             return {"error": {"type": type(exc).__name__, "message": str(exc)}}
         except Exception as exc:  # a bug: logged in full, reported in a line
@@ -572,7 +573,7 @@ IdleOption = Annotated[float, typer.Option(min=0, help="Stop after this many sec
 
 @worker_cli.command("start")
 def start(home: HomeOption = None, idle_timeout: IdleOption = 1800.0, as_json: JsonOption = False) -> None:
-    """Start a worker for the home in the background; `triage run` from this shell then uses it."""
+    """Start a worker for the home in the background; `triage run`, `approve`, `reject` from this shell use it."""
     import subprocess
 
     from triage.errors import WorkerError
@@ -691,4 +692,4 @@ def _report(answer: dict[str, Any], as_json: bool, *, lead: str) -> None:
             highlight=False,
         )
     else:
-        out.print("`triage run` from this shell uses it", highlight=False)
+        out.print("`triage run`, `approve` and `reject` from this shell use it", highlight=False)
