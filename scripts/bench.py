@@ -475,9 +475,12 @@ async def resume_phase(bench: Bench, home: Path, env: dict[str, str], wanted: in
             paused.append(result.thread_id)
         if len(paused) == 2 * wanted:
             break
+    if len(paused) < 2:
+        raise RuntimeError(f"only {len(paused)} ticket(s) paused for an approval; the resume phase needs two")
+    half = (len(paused) + 1) // 2  # the home's state may leave fewer paused tickets than asked for
     figures = []
     worker = [*triage_command(), "worker"]
-    for served, threads in ((False, paused[:wanted]), (True, paused[wanted:])):
+    for served, threads in ((False, paused[:half]), (True, paused[half:])):
         pid = None
         if served:
             pid = json.loads(run_subprocess([*worker, "start", "--home", str(home), "--json"], env)[1])["pid"]
