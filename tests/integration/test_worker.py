@@ -131,6 +131,8 @@ def test_approvals_through_the_worker_print_what_a_process_of_their_own_prints(
     decisions = [
         ["approve", "THREAD", "--as", "alice", "--amount", "300"],  # refused: above the refund awaiting approval
         ["approve", "THREAD", "--as", "nobody"],  # refused: not an approver
+        ["approve", "THREAD", "--as", "mallory", "--amount", "999"],  # refused for who, not for the amount
+        ["approve", "THREAD", "--as", "alice", "--amount", "inf"],  # refused by the option, no traceback
         ["approve", "THREAD", "--as", "alice", "--amount", "200", "--reason", "partial"],
         ["approve", "THREAD", "--as", "alice"],  # refused: nothing awaits approval any more
         ["reject", "thr_nonexistent", "--as", "alice", "--reason", "no"],
@@ -148,10 +150,14 @@ def test_approvals_through_the_worker_print_what_a_process_of_their_own_prints(
                 done = triage(home, *args, *as_json)
                 outputs.append((done.returncode, normalised(done.stdout), normalised(done.stderr)))
             assert outputs[0] == outputs[1], decision
+            assert "Traceback" not in outputs[0][2]
+            if "mallory" in decision:
+                assert "'mallory' is not an approver" in outputs[0][2] and "above the refund" not in outputs[0][2]
             if decision[-1] == "partial" and as_json:
                 assert done is not None and json.loads(done.stdout)["status"] == "completed"
     answer = status(settings)
-    assert answer is not None and answer["runs"] == 1 + 2 * len(decisions), "the decisions went through the worker"
+    # Every decision but the one the option refuses before the command runs went through the worker.
+    assert answer is not None and answer["runs"] == 1 + 2 * (len(decisions) - 1)
     ledger = json.loads(triage(settings, "show", threads[settings.home], "--json").stdout)
     refunds = [a for a in ledger["actions"] if a["kind"] == "refund"]
     assert [r["amount_cents"] for r in refunds] == [20000], "the edited refund, once"
@@ -189,7 +195,7 @@ def test_a_shell_that_differs_runs_the_ticket_itself_and_status_says_why(
     assert seen is not None and seen["runs"] == 0, "the worker did not run it"
     assert seen["differs"] == ["settings environment (TRIAGE_*, OPENAI_*, LangSmith, proxies)"]
     human = triage(settings, "worker", "status", env=other_env)
-    assert "does not answer `triage run` from this shell" in human.stdout
+    assert "does not answer `triage run`, `approve` or `reject` from this shell" in " ".join(human.stdout.split())
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -511,8 +511,8 @@ def decide_request(app: TriageApp, request: dict[str, Any]) -> RunResult:
     thread_id, decision = request["thread_id"], request["decision"]
     try:
         return app.resume(thread_id, decision)
-    except ApprovalRefusedError:
-        if decision.get("decision") != "edit":
+    except ApprovalRefusedError as exc:
+        if decision.get("decision") != "edit" or "cents" not in str(exc):  # not a refusal of the edit's amount
             raise
         cents = decision["args"]["amount_cents"]
         pending = app.thread(thread_id).result.pending_approval or {}
@@ -535,7 +535,8 @@ def approve(
     approver: ApproverOption,
     reason: Annotated[str, typer.Option(help="Why (kept in the audit trail).")] = "",
     amount: Annotated[
-        float | None, typer.Option(help="Approve a smaller refund instead, in dollars (an edit).", min=0.01)
+        float | None,
+        typer.Option(help="Approve a smaller refund instead, in dollars (an edit).", min=0.01, max=1_000_000_000),
     ] = None,
     home: HomeOption = None,
     as_json: JsonOption = False,

@@ -15,10 +15,11 @@ run. The socket is the home's `worker.sock` (a private folder in the temporary d
 for a socket), created mode 0600, and the worker answers only its own user.
 
 A request changes hands in three steps: the worker accepts it, the command confirms, and the worker says it runs
-it; it runs the ticket only once that last line has reached the command, which waits for it without a timer. A
+it; it answers the request only once that last line has reached the command, which waits for it without a timer. A
 command that got no acceptance in time, or whose confirmation the worker no longer waited for, sees no such line and
-runs the ticket itself; the worker never does. After it, the ticket is the worker's: an interrupted command leaves it
-to finish, and a worker that dies mid-run makes the command say so (`triage threads` shows whether the run started).
+answers the request itself; the worker never does. After it, the request is the worker's: an interrupted command
+leaves it to finish (`triage worker status` shows it in flight), and a worker that dies mid-run makes the command say
+so (`triage threads` or `triage show` tells whether the run started or the decision was applied).
 The command also checks that the process listening is its own user's (`SO_PEERCRED`), so another user who took the
 socket's name is handed nothing.
 """
@@ -177,6 +178,7 @@ def ask_worker(home: Path | None, request: dict[str, Any]) -> dict[str, Any] | N
         doing, then = "applying the decision", f"`triage show {request['thread_id']}` shows whether it was applied"
     else:
         doing, then = "running the ticket", "`triage threads` shows whether the run started"
+    running = "`triage worker status` shows it in flight; once it is not, " + then.replace("shows", "says", 1)
 
     try:
         conn = _connect(home_path(home), ACCEPT_TIMEOUT_S)
@@ -203,7 +205,7 @@ def ask_worker(home: Path | None, request: dict[str, Any]) -> dict[str, Any] | N
             except (OSError, ValueError):
                 answer = {}
         except KeyboardInterrupt:
-            err.print(f"[bold]interrupted:[/] the worker may go on {doing}; {then}", highlight=False)
+            err.print(f"[bold]interrupted:[/] the worker may go on {doing}; {running}", highlight=False)
             raise typer.Exit(130) from None
     if "result" in answer:
         return dict(answer["result"])
@@ -212,7 +214,9 @@ def ask_worker(home: Path | None, request: dict[str, Any]) -> dict[str, Any] | N
     log = home_path(home) / LOG_NAME
     if "crash" in answer:
         raise WorkerError(f"the worker failed {doing} ({answer['crash']}); its log is {log}")
-    raise WorkerError(f"the worker stopped while {doing}; {then}, and {log} says why it stopped")
+    raise WorkerError(
+        f"the worker stopped while {doing}; {then} (recover it only then), and {log} may say why it stopped"
+    )
 
 
 def ping(home: Path, timeout: float = ACCEPT_TIMEOUT_S) -> dict[str, Any] | None:
@@ -623,7 +627,7 @@ def serve(home: HomeOption = None, idle_timeout: IdleOption = 1800.0) -> None:
 
 @worker_cli.command("status")
 def status(home: HomeOption = None, as_json: JsonOption = False) -> None:
-    """Whether a worker serves the home, and whether it answers `triage run` from this shell (exit 1 if none)."""
+    """Whether a worker serves the home, and whether it answers this shell's commands (exit 1 if none)."""
     answer = ping(home_path(home))
     if answer is None:
         if as_json:
@@ -687,7 +691,8 @@ def _report(answer: dict[str, Any], as_json: bool, *, lead: str) -> None:
     )
     if answer["differs"]:
         out.print(
-            f"it does not answer `triage run` from this shell: it has another {' and '.join(answer['differs'])}; "
+            "it does not answer `triage run`, `approve` or `reject` from this shell: it has another "
+            f"{' and '.join(answer['differs'])}; "
             "`triage worker stop` and start it from here",
             highlight=False,
         )
