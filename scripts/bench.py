@@ -538,7 +538,7 @@ async def memory_child(home: Path, cache: Path, n: int, concurrency: int) -> dic
     tickets = bench_tickets()
     bench = Bench(home, cache)
     await bench.open()
-    warm_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    warm_mib = peak_rss_mib()
     done = 0
 
     async def one(i: int) -> None:
@@ -550,7 +550,23 @@ async def memory_child(home: Path, cache: Path, n: int, concurrency: int) -> dic
 
     await throughput(one, n, concurrency)
     await bench.close()
-    return {"warm_mib": warm_mib, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"warm_mib": warm_mib, "peak_mib": peak_rss_mib()}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: Linux's `VmHWM`, else `ru_maxrss`.
+
+    Linux carries `ru_maxrss` across `fork` and `exec`, so a child started by a parent that had trained the
+    classifier (300 MiB) reported the parent's peak as its own; `VmHWM` belongs to the process's own memory map.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- report ----------------------------------------------------------------------------------------------------------
