@@ -37,7 +37,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -425,23 +426,39 @@ def start_times(home: Path, env: dict[str, str], repeats: int) -> dict[str, floa
         "run_s": statistics.median(r[0] for r in runs),
         "run_cpu_s": statistics.median(r[1] for r in runs),
     }
-    worker = [*triage_command(), "worker"]
-    started = json.loads(run_subprocess([*worker, "start", "--home", str(home), "--json"], env)[1])
-    served = []
-    try:
-        for i in range(repeats):
-            before = process_cpu(started["pid"])
-            wall, cpu, stdout = timed(run_args(home, f"served {i}"), env)
-            check_run(stdout)
-            served.append((wall, cpu + process_cpu(started["pid"]) - before))  # the command's and the worker's CPU
-        status = json.loads(run_subprocess([*worker, "status", "--home", str(home), "--json"], env)[1])
-    finally:
-        run_subprocess([*worker, "stop", "--home", str(home)], env)
-    if status.get("runs") != repeats:
-        raise RuntimeError(f"the worker answered {status.get('runs')} of {repeats} runs: {status}")
+    with resident_worker(home, env, answers=repeats) as timed_served:
+        served = [timed_served(run_args(home, f"served {i}")) for i in range(repeats)]
+    for _, _, stdout in served:
+        check_run(stdout)
     figures["run_worker_s"] = statistics.median(r[0] for r in served)
     figures["run_worker_cpu_s"] = statistics.median(r[1] for r in served)
     return figures
+
+
+@contextmanager
+def resident_worker(
+    home: Path, env: dict[str, str], *, answers: int
+) -> Iterator[Callable[[list[str]], tuple[float, float, str]]]:
+    """`home`'s `triage worker` for the block; yields `timed` for commands it answers (its CPU for each added).
+
+    On leaving, the worker must have answered `answers` requests (else the figures would be of commands that ran
+    in their own process); it is stopped either way.
+    """
+    worker = [*triage_command(), "worker"]
+    pid = json.loads(run_subprocess([*worker, "start", "--home", str(home), "--json"], env)[1])["pid"]
+
+    def timed_served(args: list[str]) -> tuple[float, float, str]:
+        before = process_cpu(pid)
+        wall, cpu, stdout = timed(args, env)
+        return wall, cpu + process_cpu(pid) - before, stdout
+
+    try:
+        yield timed_served
+        status = json.loads(run_subprocess([*worker, "status", "--home", str(home), "--json"], env)[1])
+    finally:
+        run_subprocess([*worker, "stop", "--home", str(home)], env)
+    if status.get("runs") != answers:
+        raise RuntimeError(f"the worker answered {status.get('runs')} of {answers} requests: {status}")
 
 
 def run_args(home: Path, label: str) -> list[str]:
@@ -478,28 +495,18 @@ async def resume_phase(bench: Bench, home: Path, env: dict[str, str], wanted: in
     if len(paused) < 2:
         raise RuntimeError(f"only {len(paused)} ticket(s) paused for an approval; the resume phase needs two")
     half = (len(paused) + 1) // 2  # the home's state may leave fewer paused tickets than asked for
-    figures = []
-    worker = [*triage_command(), "worker"]
-    for served, threads in ((False, paused[:half]), (True, paused[half:])):
-        pid = None
-        if served:
-            pid = json.loads(run_subprocess([*worker, "start", "--home", str(home), "--json"], env)[1])["pid"]
-        try:
-            for thread_id in threads:
-                args = [*triage_command(), "approve", thread_id, "--as", "alice", "--reason", "bench"]
-                before = process_cpu(pid) if pid else 0.0
-                wall, cpu, stdout = timed([*args, "--home", str(home), "--json"], env)
-                result = json.loads(stdout)
-                cpu += process_cpu(pid) - before if pid else 0.0
-                graph_ms = float(result.get("duration_ms") or 0.0)
-                figures.append({"wall_s": wall, "cpu_s": cpu, "graph_ms": graph_ms, "worker": served})
-            if pid:
-                status = json.loads(run_subprocess([*worker, "status", "--home", str(home), "--json"], env)[1])
-                if status.get("runs") != len(threads):
-                    raise RuntimeError(f"the worker answered {status.get('runs')} of {len(threads)}: {status}")
-        finally:
-            if pid:
-                run_subprocess([*worker, "stop", "--home", str(home)], env)
+    figures: list[dict[str, Any]] = []
+
+    def approve(time_it: Callable[[list[str]], tuple[float, float, str]], threads: list[str], served: bool) -> None:
+        for thread_id in threads:
+            args = [*triage_command(), "approve", thread_id, "--as", "alice", "--reason", "bench"]
+            wall, cpu, stdout = time_it([*args, "--home", str(home), "--json"])
+            graph_ms = float(json.loads(stdout).get("duration_ms") or 0.0)
+            figures.append({"wall_s": wall, "cpu_s": cpu, "graph_ms": graph_ms, "worker": served})
+
+    approve(lambda args: timed(args, env), paused[:half], served=False)
+    with resident_worker(home, env, answers=len(paused) - half) as timed_served:
+        approve(timed_served, paused[half:], served=True)
     return figures
 
 

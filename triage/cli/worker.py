@@ -124,18 +124,11 @@ def _install_stamp() -> list[Any]:
     """Every file of the installed triage packages, and the site-packages folders, by size and modification time."""
     import importlib.util
 
-    stamp: list[Any] = []
     roots: list[str] = []
     for name in ("triage", "triage.graphs", "triage.nodes", "triage.tools", "triage.policies", "triage.evals"):
         spec = importlib.util.find_spec(name)
         roots.extend(spec.submodule_search_locations or [] if spec is not None else [])
-    for root in roots:
-        for folder, subfolders, files in os.walk(root):
-            subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
-            for file in sorted(files):
-                if not file.endswith((".pyc", ".pyo")):
-                    info = os.stat(os.path.join(folder, file))
-                    stamp.append((folder, file, info.st_size, info.st_mtime_ns))
+    stamp = _files_stamp(roots)
     import sysconfig
 
     for entry in sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}):
@@ -143,6 +136,23 @@ def _install_stamp() -> list[Any]:
             stamp.append((entry, os.stat(entry).st_mtime_ns))  # a package installed, removed or upgraded
         except OSError:
             stamp.append((entry, None))
+    return stamp
+
+
+def _files_stamp(roots: list[Any]) -> list[Any]:
+    """Each file under `roots` (bytecode caches aside) by folder, name, size and modification time."""
+    stamp: list[Any] = []
+    for root in roots:
+        for folder, subfolders, files in os.walk(root):
+            subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+            for file in sorted(files):
+                if file.endswith((".pyc", ".pyo")):
+                    continue
+                try:
+                    info = os.stat(os.path.join(folder, file))
+                except OSError:  # removed while we looked
+                    continue
+                stamp.append((folder, file, info.st_size, info.st_mtime_ns))
     return stamp
 
 
@@ -282,8 +292,8 @@ class _Worker:
         self.app: TriageApp | None = None
         self.stamp: list[Any] = []
         self.users: dict[int, int] = {}
+        """Runs in flight on each app (by `id`): an app no longer current closes when its count reaches 0."""
         self.runs = 0
-        self.in_flight = 0
         self.started = time.time()
         self.last_active = time.monotonic()
         self.stopping = threading.Event()
@@ -327,14 +337,12 @@ class _Worker:
                     old.close()
             app = self.app
             self.users[id(app)] = self.users.get(id(app), 0) + 1
-            self.in_flight += 1
             return app
 
     def checkin(self, app: TriageApp) -> None:
         """Give back an app from `checkout`; an app no longer current closes with its last run."""
         with self.lock:
             self.users[id(app)] -= 1
-            self.in_flight -= 1
             self.runs += 1
             self.last_active = time.monotonic()
             retired = app is not self.app and not self.users[id(app)]
@@ -364,6 +372,12 @@ class _Worker:
                 self.checkin(app)
         return {"result": result.model_dump(mode="json")}
 
+    @property
+    def in_flight(self) -> int:
+        """Runs in flight, on every app."""
+        with self.lock:
+            return sum(self.users.values())
+
     def idle_for(self) -> float:
         """Seconds since the last run finished (or the worker started)."""
         return time.monotonic() - self.last_active
@@ -389,19 +403,7 @@ class _Worker:
 def _home_stamp(app: TriageApp) -> list[Any]:
     """The policy folder (when the settings name one) and the models folder's files, by size and time."""
     settings = app.settings
-    stamp: list[Any] = []
-    for root in (settings.policy_dir, settings.models_dir):
-        if root is None:
-            continue
-        for folder, subfolders, files in os.walk(root):
-            subfolders[:] = sorted(subfolders)
-            for file in sorted(files):
-                try:
-                    info = os.stat(os.path.join(folder, file))
-                except OSError:
-                    continue
-                stamp.append((folder, file, info.st_size, info.st_mtime_ns))
-    return stamp
+    return _files_stamp([root for root in (settings.policy_dir, settings.models_dir) if root is not None])
 
 
 def _now() -> str:
