@@ -405,6 +405,7 @@ class TriageApp:
         """
         from triage.checkpoints import RunRecorder
         from triage.context import Context
+        from triage.policies.pii import redactions_kept
 
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         run_config: RunnableConfig = {**(from_checkpoint or config)}
@@ -414,7 +415,8 @@ class TriageApp:
         saver = engine.services.saver
         started = time.perf_counter()
         finished: RunRecord | None = None  # the record of a run that returned
-        with saver.recording(thread_id) if isinstance(saver, RunRecorder) else contextlib.nullcontext() as record:
+        recording = saver.recording(thread_id) if isinstance(saver, RunRecorder) else contextlib.nullcontext()
+        with recording as record, redactions_kept():  # the message is redacted by `classify` and again by `finish`
             try:
                 # No stream: the values LangGraph would gather after every step (what `ainvoke` returns) go
                 # unread, as the result comes from the run's last checkpoint. Leaving them out is 2-4% of a

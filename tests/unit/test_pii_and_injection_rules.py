@@ -260,5 +260,52 @@ def test_the_memo_keeps_digests_of_short_texts_with_nothing_found_and_drops_the_
     assert pii._CLEAN.key("reach me at a@example.com") not in kept
 
 
+def test_a_run_gets_a_text_it_redacted_again_back_and_nothing_outlives_it() -> None:
+    """`redactions_kept`: the ticket's message, with personal data in it, is redacted once per run."""
+    message = "Refund me, I am jane@example.com, card 4242 4242 4242 4242. " + "The export is late. " * 150
+    calls: list[str] = []
+    real = pii._redact
+
+    def counted(text: str, into: Redaction | None) -> Redaction:
+        calls.append(text)
+        return real(text, into)
+
+    with patch.object(pii, "_redact", counted):
+        with pii.redactions_kept():
+            first = redact(message)
+            first.values["[EMAIL_1]"] = "changed@example.com"  # a caller's change does not reach the next one
+            again = redact(message)
+            other = real("mail bob@example.com", None)
+            with_into = redact(message, into=other)  # with `into`: redacted afresh, around its placeholders
+        assert again == real(message, None) and len(calls) == 2
+        assert with_into == real(message, other) and with_into.values["[EMAIL_2]"] == "jane@example.com"
+        assert redact(message) == again and len(calls) == 3, "the block ended: nothing kept"
+        with pii.redactions_kept():
+            for number in range(pii.RUN_TEXTS + 2):
+                redact(f"{message} ({number:x})")
+            redact(f"{message} ({pii.RUN_TEXTS + 1:x})")  # past the limit: not kept, redacted again
+            redact(f"{message} ({0:x})")  # within it: kept
+        assert len(calls) == 3 + pii.RUN_TEXTS + 3
+
+
+async def test_runs_at_once_keep_their_redactions_apart() -> None:
+    """Each run's block is its own: a task of one run never reads another's (or one that ended)."""
+    import asyncio
+
+    seen: dict[str, object] = {}
+
+    async def run(name: str, ready: asyncio.Barrier) -> None:
+        with pii.redactions_kept():
+            redact(f"{name}: mail {name}@example.com")
+            await ready.wait()
+            seen[name] = dict(pii._RUN_REDACTIONS.get() or {})
+
+    ready = asyncio.Barrier(2)
+    await asyncio.gather(run("ann", ready), run("bob", ready))
+    assert list(seen["ann"]) == ["ann: mail ann@example.com"]  # type: ignore[call-overload]
+    assert list(seen["bob"]) == ["bob: mail bob@example.com"]  # type: ignore[call-overload]
+    assert pii._RUN_REDACTIONS.get() is None
+
+
 def _always(clues: object) -> bool:
     return True
