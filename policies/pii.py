@@ -509,11 +509,13 @@ def redactions_kept() -> Iterator[None]:
     `MEMO_CHARS`, was redacted afresh, about 7 ms for a 15,000-character message. The redactions are held only by
     the block's context (the run's tasks share it) and dropped when it ends.
     """
-    token = _RUN_REDACTIONS.set({})
+    kept: dict[str, Redaction] = {}
+    token = _RUN_REDACTIONS.set(kept)
     try:
         yield
     finally:
         _RUN_REDACTIONS.reset(token)
+        kept.clear()  # a context copied during the run (a task, a thread) keeps the dict, not the texts
 
 
 def redact(text: str, *, into: Redaction | None = None) -> Redaction:

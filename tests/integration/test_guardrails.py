@@ -89,3 +89,28 @@ def _effect_counts(settings: Settings) -> dict[str, int]:
         table: rows(settings.helpdesk_path, f"SELECT COUNT(*) AS n FROM {table}")[0]["n"]
         for table in ("refund_requests", "refunds", "account_requests")
     }
+
+
+def test_a_run_redacts_its_message_once_and_records_the_same_redaction(app: TriageApp) -> None:
+    """`classify` and `finish` (the turn record) read one redaction of the message: worked out once in the run."""
+    from unittest.mock import patch
+
+    from triage.policies import pii
+    from triage.policies.conversation import clip
+
+    subject, body = "Change my email", "I want to change the email on my account. The old one is ana.lopez@example.com."
+    message = f"{subject}\n{body}".strip()
+    worked_out: list[str] = []
+    real = pii._redact
+
+    def counted(text: str, into: pii.Redaction | None) -> pii.Redaction:
+        worked_out.append(text)
+        return real(text, into)
+
+    with patch.object(pii, "_redact", counted):
+        first = app.run({"customer_id": "cus_new", "subject": subject, "body": body})
+    assert worked_out.count(message) == 1, "the message's redaction is worked out once per run"
+    assert first.status == "completed", first.status_reason  # its turn is recorded
+    follow_up = app.run({"subject": "Re: Change my email", "body": "Any news?", "conversation_id": first.thread_id})
+    [turn] = follow_up.conversation
+    assert turn["message"] == clip(message) and "ana.lopez@example.com" not in turn["message"]

@@ -275,11 +275,13 @@ def test_a_run_gets_a_text_it_redacted_again_back_and_nothing_outlives_it() -> N
             first = redact(message)
             first.values["[EMAIL_1]"] = "changed@example.com"  # a caller's change does not reach the next one
             again = redact(message)
+            again.values["[EMAIL_1]"] = "changed@example.com"  # nor does a change to what a hit gave
             other = real("mail bob@example.com", None)
             with_into = redact(message, into=other)  # with `into`: redacted afresh, around its placeholders
-        assert again == real(message, None) and len(calls) == 2
+            third = redact(message)  # and what `into` gave is not what the message gets back
+        assert third == real(message, None) and len(calls) == 2
         assert with_into == real(message, other) and with_into.values["[EMAIL_2]"] == "jane@example.com"
-        assert redact(message) == again and len(calls) == 3, "the block ended: nothing kept"
+        assert redact(message) == third and len(calls) == 3, "the block ended: nothing kept"
         with pii.redactions_kept():
             for number in range(pii.RUN_TEXTS + 2):
                 redact(f"{message} ({number:x})")
@@ -298,13 +300,15 @@ async def test_runs_at_once_keep_their_redactions_apart() -> None:
         with pii.redactions_kept():
             redact(f"{name}: mail {name}@example.com")
             await ready.wait()
-            seen[name] = dict(pii._RUN_REDACTIONS.get() or {})
+            seen[name] = kept = pii._RUN_REDACTIONS.get()
+            assert kept is not None
+            seen[f"{name} during"] = list(kept)
 
     ready = asyncio.Barrier(2)
     await asyncio.gather(run("ann", ready), run("bob", ready))
-    assert list(seen["ann"]) == ["ann: mail ann@example.com"]  # type: ignore[call-overload]
-    assert list(seen["bob"]) == ["bob: mail bob@example.com"]  # type: ignore[call-overload]
-    assert pii._RUN_REDACTIONS.get() is None
+    assert seen["ann during"] == ["ann: mail ann@example.com"]
+    assert seen["bob during"] == ["bob: mail bob@example.com"]
+    assert seen["ann"] == {} and seen["bob"] == {}, "emptied when the run ended, even where a context kept the dict"
 
 
 def _always(clues: object) -> bool:
