@@ -17,6 +17,11 @@ uses them gets what they would have got; only when the package's `__init__` runs
 The CLI and the eval's worker processes call it before they import LangGraph. A library does not rearrange
 another's imports behind its users' backs, so importing `triage` does not; a program embedding triage may call
 it first thing.
+
+The CLI also defers two modules that Typer's help renderer imports for one class each (`defer_module_classes`):
+`rich.markdown` (with `markdown_it`) for help written in Markdown, which triage's is not, and `rich.traceback` (with
+`rich.syntax` and pygments) for pretty tracebacks, which triage turns off. They were about 70 ms of the 0.2-0.3 s
+that `triage --help` took (BENCHMARKS.md, eleventh round).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from typing import Any
 
 DEFERRED_PACKAGES = ("langgraph_sdk", "langsmith.types")
 """Packages whose `__init__` a triage process runs only when a name from it is read."""
+DEFERRED_CLASSES: dict[str, tuple[str, ...]] = {"rich.markdown": ("Markdown",), "rich.traceback": ("Traceback",)}
+"""Modules the CLI imports only when one of these classes is used (called, or an attribute of it read)."""
 
 
 def defer_package_inits(packages: tuple[str, ...] = DEFERRED_PACKAGES) -> list[str]:
@@ -90,3 +97,78 @@ class _DeferredInit:
         self.done = True
         if self.module.__dict__.get("__getattr__") is self:  # the `__init__` did not define one of its own
             del self.module.__dict__["__getattr__"]
+
+
+def defer_module_classes(deferred: dict[str, tuple[str, ...]] = DEFERRED_CLASSES) -> list[str]:
+    """Stand in for each module not imported yet until one of its `classes` is used; returns the modules deferred.
+
+    `from module import Class` then binds a stand-in class. Calling it, reading an attribute of it or checking an
+    instance against it imports the real module (once, under a lock) and does that on the real class; so does
+    reading any other name of the module, and importing the module by name afterwards gives the real one. A module
+    already imported or not installed is left as it is.
+    """
+    done = []
+    for name, classes in deferred.items():
+        if name in sys.modules:
+            continue
+        try:
+            if importlib.util.find_spec(name) is None:
+                continue
+        except ImportError:  # its parent package is missing
+            continue
+        stand_in = ModuleType(name, f"Stands in for {name} until one of its classes is used (triage.startup).")
+        real = _RealModule(name, stand_in)
+        for class_name in classes:
+            setattr(stand_in, class_name, _Forwarded(class_name, (), {"_real_module": real}))
+        stand_in.__dict__["__getattr__"] = real.getattr
+        sys.modules[name] = stand_in
+        done.append(name)
+    return done
+
+
+class _RealModule:
+    """Imports a deferred module for real, the first time it is needed."""
+
+    def __init__(self, name: str, stand_in: ModuleType) -> None:
+        self.name = name
+        self.stand_in = stand_in
+        self.module: ModuleType | None = None
+        self.lock = threading.Lock()
+
+    def getattr(self, attr: str) -> Any:
+        """The stand-in module's `__getattr__`: another name of the module is read from the real one."""
+        if _dunder(attr):  # the import system and `typing` probe these: not a use of the module
+            raise AttributeError(attr)
+        return getattr(self.load(), attr)
+
+    def load(self) -> ModuleType:
+        with self.lock:
+            if self.module is None:
+                if sys.modules.get(self.name) is self.stand_in:
+                    del sys.modules[self.name]
+                self.module = importlib.import_module(self.name)
+            return self.module
+
+
+class _Forwarded(type):
+    """The metaclass of a stand-in class: calls, attributes and instance checks go to the real class."""
+
+    _real_module: _RealModule
+
+    def _real(cls) -> Any:
+        return getattr(cls._real_module.load(), cls.__name__)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._real()(*args, **kwargs)
+
+    def __getattr__(cls, attr: str) -> Any:
+        if _dunder(attr):  # probed by `typing` when the class is in an annotation: not a use of the class
+            raise AttributeError(attr)
+        return getattr(cls._real(), attr)
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return isinstance(instance, cls._real())
+
+
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")

@@ -35,9 +35,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def serve(run: Callable[[list[str]], None]) -> None:
     """The zygote's side: answer `fork` and `reap` lines from stdin until it closes (see the module docstring)."""
-    from triage.startup import defer_package_inits
+    from triage.startup import defer_module_classes, defer_package_inits
 
     defer_package_inits()  # as the CLI's `main` does
+    defer_module_classes()
     import triage.graphs.support
     import triage.services  # noqa: F401  (what every run opens, imported once here)
 

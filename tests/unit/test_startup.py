@@ -123,3 +123,61 @@ def test_imported_missing_and_plain_modules_are_left_alone(make_package, tmp_pat
     assert defer_package_inits((imported, f"plain_{imported}", "no_such_package_here", "no_such.child")) == []
     assert importlib.import_module(f"plain_{imported}").X == 1
     assert runs(imported) == [imported, "unbound while running"]
+
+
+CLASS_PROBE = """
+import sys, threading
+from triage.startup import defer_module_classes
+assert defer_module_classes() == ["rich.markdown", "rich.traceback"]
+assert defer_module_classes() == []  # already stood in for
+from rich.markdown import Markdown
+from rich.traceback import Traceback
+hint = Markdown | int  # as in an annotation Typer evaluates: not a use
+import typing
+stood_in = sys.modules['rich.markdown']
+hints = (typing.Optional[Markdown], getattr(Markdown, '__origin__', None), getattr(stood_in, '__path__', None))
+import typer.rich_utils  # what `triage --help` renders with
+loaded = [name for name in ("rich.markdown", "markdown_it", "rich.traceback", "rich.syntax") if name in sys.modules
+          and getattr(sys.modules[name], "__file__", None)]
+assert loaded == [], loaded
+made, barrier = [], threading.Barrier(4)
+def use():
+    barrier.wait()
+    made.append(Markdown("# Title\\n\\nSome *text*."))
+threads = [threading.Thread(target=use) for _ in range(4)]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+import rich.markdown
+assert all(type(m) is rich.markdown.Markdown for m in made) and all(isinstance(m, Markdown) for m in made)
+assert rich.markdown.__file__ and sys.modules["rich.markdown"] is rich.markdown
+from rich.console import Console
+import io
+console = Console(record=True, width=40, file=io.StringIO())
+console.print(made[0])
+shown = console.export_text()
+assert "Title" in shown and "text" in shown, shown
+try:
+    raise ValueError("boom")
+except ValueError as exc:
+    trace = Traceback.from_exception(type(exc), exc, exc.__traceback__)  # an attribute of the class: the real one
+assert type(trace).__module__ == "rich.traceback" and "rich.syntax" in sys.modules
+print("ok")
+"""
+
+
+def test_deferred_classes_load_their_module_on_first_use_and_behave_as_the_real_ones() -> None:
+    """`triage --help` imports neither rich.markdown nor rich.traceback; using either class gets the real one."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", CLASS_PROBE], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_a_module_missing_or_imported_is_not_stood_in_for() -> None:
+    from triage.startup import defer_module_classes
+
+    assert "json" in sys.modules
+    assert (
+        defer_module_classes({"json": ("JSONDecoder",), "no_such_module_here": ("X",), "no_such.child": ("Y",)}) == []
+    )
+    assert not hasattr(sys.modules["json"], "__getattr__")

@@ -876,9 +876,10 @@ def main() -> None:
     A bad `TRIAGE_*` environment variable (a setting out of range, an unknown choice) exits 2 with one line naming
     the variable, whichever command read the settings.
     """
-    from triage.startup import defer_package_inits
+    from triage.startup import defer_module_classes, defer_package_inits
 
     defer_package_inits()  # before any command imports LangGraph
+    defer_module_classes()  # before Typer's help renderer imports them
     try:
         cli()
     except Exception as exc:
