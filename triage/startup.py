@@ -102,26 +102,33 @@ class _DeferredInit:
 def defer_module_classes(deferred: dict[str, tuple[str, ...]] = DEFERRED_CLASSES) -> list[str]:
     """Stand in for each module not imported yet until one of its `classes` is used; returns the modules deferred.
 
-    `from module import Class` then binds a stand-in class. Calling it, reading an attribute of it or checking an
-    instance against it imports the real module (once, under a lock) and does that on the real class; so does
-    reading any other name of the module, and importing the module by name afterwards gives the real one. A module
-    already imported or not installed is left as it is.
+    `from module import Class` (or `import module`, bound on its package as usual) then gets a stand-in. Calling a
+    stand-in class, reading an attribute of it, or checking an instance or a class against it imports the real
+    module (once, under a lock) and does that on the real class; so does reading any other name of the module,
+    and importing the module by name afterwards gives the real one. Stand-in classes are not for subclassing. A
+    module already imported or not installed is left as it is.
     """
     done = []
     for name, classes in deferred.items():
         if name in sys.modules:
             continue
         try:
-            if importlib.util.find_spec(name) is None:
-                continue
+            spec = importlib.util.find_spec(name)
         except ImportError:  # its parent package is missing
             continue
+        if spec is None:
+            continue
         stand_in = ModuleType(name, f"Stands in for {name} until one of its classes is used (triage.startup).")
+        stand_in.__spec__ = spec  # `find_spec` and friends answer as for the real module
         real = _RealModule(name, stand_in)
         for class_name in classes:
-            setattr(stand_in, class_name, _Forwarded(class_name, (), {"_real_module": real}))
+            namespace = {"_real_module": real, "__module__": name, "__qualname__": class_name}
+            setattr(stand_in, class_name, _Forwarded(class_name, (), namespace))
         stand_in.__dict__["__getattr__"] = real.getattr
         sys.modules[name] = stand_in
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules:  # `find_spec` imported it; the real import binds the real module over this
+            setattr(sys.modules[parent], child, stand_in)
         done.append(name)
     return done
 
@@ -133,7 +140,8 @@ class _RealModule:
         self.name = name
         self.stand_in = stand_in
         self.module: ModuleType | None = None
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        self.loading = False
 
     def getattr(self, attr: str) -> Any:
         """The stand-in module's `__getattr__`: another name of the module is read from the real one."""
@@ -142,16 +150,23 @@ class _RealModule:
         return getattr(self.load(), attr)
 
     def load(self) -> ModuleType:
+        """The real module, imported now if it was not; a failed import leaves the next use to try again."""
         with self.lock:
             if self.module is None:
+                if self.loading:  # its own import, in this thread, used a stand-in: an error, not a hang
+                    raise ImportError(f"{self.name} used while it is being imported (a stand-in of triage.startup)")
                 if sys.modules.get(self.name) is self.stand_in:
                     del sys.modules[self.name]
-                self.module = importlib.import_module(self.name)
+                self.loading = True
+                try:
+                    self.module = importlib.import_module(self.name)
+                finally:
+                    self.loading = False
             return self.module
 
 
 class _Forwarded(type):
-    """The metaclass of a stand-in class: calls, attributes and instance checks go to the real class."""
+    """The metaclass of a stand-in class: calls, attributes, instance and subclass checks go to the real class."""
 
     _real_module: _RealModule
 
@@ -168,6 +183,9 @@ class _Forwarded(type):
 
     def __instancecheck__(cls, instance: Any) -> bool:
         return isinstance(instance, cls._real())
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return issubclass(subclass, cls._real())
 
 
 def _dunder(name: str) -> bool:

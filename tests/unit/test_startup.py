@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import threading
 import uuid
@@ -135,6 +136,9 @@ from rich.traceback import Traceback
 hint = Markdown | int  # as in an annotation Typer evaluates: not a use
 import typing
 stood_in = sys.modules['rich.markdown']
+import rich, importlib.util
+assert rich.markdown is stood_in and rich.traceback is sys.modules['rich.traceback']  # bound on the package
+assert importlib.util.find_spec('rich.markdown').name == 'rich.markdown'
 hints = (typing.Optional[Markdown], getattr(Markdown, '__origin__', None), getattr(stood_in, '__path__', None))
 import typer.rich_utils  # what `triage --help` renders with
 loaded = [name for name in ("rich.markdown", "markdown_it", "rich.traceback", "rich.syntax") if name in sys.modules
@@ -150,6 +154,7 @@ for thread in threads: thread.join()
 import rich.markdown
 assert all(type(m) is rich.markdown.Markdown for m in made) and all(isinstance(m, Markdown) for m in made)
 assert rich.markdown.__file__ and sys.modules["rich.markdown"] is rich.markdown
+assert issubclass(rich.markdown.Markdown, Markdown) and not issubclass(int, Markdown)
 from rich.console import Console
 import io
 console = Console(record=True, width=40, file=io.StringIO())
@@ -181,3 +186,64 @@ def test_a_module_missing_or_imported_is_not_stood_in_for() -> None:
         defer_module_classes({"json": ("JSONDecoder",), "no_such_module_here": ("X",), "no_such.child": ("Y",)}) == []
     )
     assert not hasattr(sys.modules["json"], "__getattr__")
+
+
+def test_the_cli_defers_them_before_typer_renders_its_help() -> None:
+    """`triage --help` as the console script runs it: the real modules are never imported."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "triage", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "Usage" in done.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time")}
+    assert "typer.rich_utils" in imported
+    assert imported.isdisjoint({"rich.markdown", "markdown_it", "rich.traceback", "rich.syntax"})
+
+
+def test_a_failed_import_is_tried_again_and_a_use_during_its_own_import_is_an_error(tmp_path: Path) -> None:
+    """A stand-in whose real import fails stays usable (the next use imports again); one its own module's import
+    uses, in the same thread, raises ImportError instead of waiting on itself."""
+    import subprocess
+
+    package = tmp_path / "standinprobe"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "flaky.py").write_text(
+        "import os\n"
+        "if not os.path.exists(os.environ['FLAG']):\n"
+        "    open(os.environ['FLAG'], 'w').close()\n"
+        "    raise ImportError('the first import fails')\n"
+        "class Thing:\n"
+        "    made = 'real'\n"
+    )
+    (package / "helper.py").write_text("from standinprobe.selfish import Thing\ndef use():\n    return Thing()\n")
+    (package / "selfish.py").write_text(
+        "from standinprobe import helper\nhelper.use()  # its own stand-in, during its import\nclass Thing: ...\n"
+    )
+    probe = """
+import sys
+from triage.startup import defer_module_classes
+assert defer_module_classes({"standinprobe.flaky": ("Thing",), "standinprobe.selfish": ("Thing",)}) == [
+    "standinprobe.flaky", "standinprobe.selfish"]
+from standinprobe.flaky import Thing
+try:
+    Thing.made
+except ImportError as exc:
+    assert "first import fails" in str(exc)
+else:
+    raise AssertionError("the first import should fail")
+assert Thing.made == "real" and type(Thing()).__module__ == "standinprobe.flaky"
+from standinprobe import helper
+try:
+    helper.use()
+except ImportError as exc:
+    assert "being imported" in str(exc), exc
+else:
+    raise AssertionError("a use during its own import should fail")
+print("ok")
+"""
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env["FLAG"] = str(tmp_path / "flag")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
