@@ -47,22 +47,32 @@ def defer_package_inits(packages: tuple[str, ...] = DEFERRED_PACKAGES) -> list[s
     """
     deferred = []
     for name in packages:
-        if name in sys.modules:
-            continue
-        try:
-            spec = importlib.util.find_spec(name)
-        except ImportError:  # its parent package is missing
-            continue
+        spec = _not_imported_yet(name)
         if spec is None or spec.loader is None or spec.submodule_search_locations is None:
             continue
         module = importlib.util.module_from_spec(spec)
         module.__dict__["__getattr__"] = _DeferredInit(module, spec)
-        sys.modules[name] = module
-        parent, _, child = name.rpartition(".")
-        if parent:
-            setattr(sys.modules[parent], child, module)
+        _install(name, module)
         deferred.append(name)
     return deferred
+
+
+def _not_imported_yet(name: str) -> ModuleSpec | None:
+    """The spec of module `name` when it is installed and not imported yet, else None (its package is imported)."""
+    if name in sys.modules:
+        return None
+    try:
+        return importlib.util.find_spec(name)
+    except ImportError:  # its parent package is missing
+        return None
+
+
+def _install(name: str, module: ModuleType) -> None:
+    """Put `module` in `sys.modules` as `name`, bound on its package as an import binds it."""
+    sys.modules[name] = module
+    parent, _, child = name.rpartition(".")
+    if parent:  # imported by `find_spec`; the real import binds the real module over this
+        setattr(sys.modules[parent], child, module)
 
 
 class _DeferredInit:
@@ -110,12 +120,7 @@ def defer_module_classes(deferred: dict[str, tuple[str, ...]] = DEFERRED_CLASSES
     """
     done = []
     for name, classes in deferred.items():
-        if name in sys.modules:
-            continue
-        try:
-            spec = importlib.util.find_spec(name)
-        except ImportError:  # its parent package is missing
-            continue
+        spec = _not_imported_yet(name)
         if spec is None:
             continue
         stand_in = ModuleType(name, f"Stands in for {name} until one of its classes is used (triage.startup).")
@@ -125,10 +130,7 @@ def defer_module_classes(deferred: dict[str, tuple[str, ...]] = DEFERRED_CLASSES
             namespace = {"_real_module": real, "__module__": name, "__qualname__": class_name}
             setattr(stand_in, class_name, _Forwarded(class_name, (), namespace))
         stand_in.__dict__["__getattr__"] = real.getattr
-        sys.modules[name] = stand_in
-        parent, _, child = name.rpartition(".")
-        if parent in sys.modules:  # `find_spec` imported it; the real import binds the real module over this
-            setattr(sys.modules[parent], child, stand_in)
+        _install(name, stand_in)
         done.append(name)
     return done
 
