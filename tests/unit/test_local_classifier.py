@@ -231,6 +231,56 @@ def test_the_numpy_scorer_computes_what_scikit_learn_computes(
     numpy.testing.assert_allclose([p.confidence for p in predictions[:-1]], expected[:-1], atol=1e-9)
 
 
+def test_the_scores_past_the_margins_are_the_array_formulas(
+    classifier: LocalClassifier, split: tuple[list[Example], list[Example]]
+) -> None:
+    """`raw` works on Python floats past the margins; it must give what the plain array formulas give, exactly."""
+    import numpy
+
+    from triage.taxonomy import ROUTE_OF_INTENT, ROUTES
+
+    scorer = classifier._scorer
+    assert scorer.intent is not None
+    texts = [example.text for example in split[1][:200]] + ["", "hm", "refund my account login outage please"]
+    raw = scorer.raw(texts)
+    for row, text in enumerate(texts):
+        indices, values = scorer.features(local.normalize_text(text))
+        by_route = numpy.zeros(len(ROUTES))
+        route_columns = [ROUTES.index(label) for label in scorer.route.classes]
+        by_route[route_columns] = local._softmax_rows(scorer.route.margins(indices, values)[None, :], 3.0)[0]
+        intent = local._softmax_rows(scorer.intent.margins(indices, values)[None, :], 3.0)[0]
+        from_intents = numpy.zeros(len(ROUTES))
+        for column, name in enumerate(scorer.intent.classes):
+            from_intents[ROUTES.index(ROUTE_OF_INTENT[name])] += intent[column]
+        combined = (by_route + from_intents) / 2
+        best = int(combined.argmax())
+        assert raw.combined[row].tolist() == combined.tolist()
+        assert raw.routes[row] == ROUTES[best]
+        assert raw.views_agree[row] == (by_route.argmax() == from_intents.argmax())
+        own = [c for c, name in enumerate(scorer.intent.classes) if ROUTE_OF_INTENT[name] == ROUTES[best]]
+        chosen = own[int(intent[own].argmax())]
+        assert raw.intents[row] == scorer.intent.classes[chosen]
+        assert raw.intent_confidence[row] == pytest.approx(intent[chosen] / intent[own].sum(), abs=1e-12)
+        similarity = scorer._similarities(indices, values)
+        assert raw.nearest_route[row] == min(max(float(similarity[scorer.neighbour_routes == best].max()), 0), 1)
+        assert raw.nearest_any[row] == min(max(float(similarity.max()), 0), 1)
+    ordered = numpy.sort(raw.combined, axis=1)
+    expected = numpy.column_stack(
+        [
+            raw.combined.max(axis=1),
+            ordered[:, -1] - ordered[:, -2],
+            numpy.array(raw.views_agree, dtype=float),
+            raw.familiar,
+            raw.nearest_route,
+            raw.nearest_any,
+            numpy.minimum(numpy.array(raw.content_words, dtype=float), 12.0) / 12.0,
+            numpy.array(raw.content_words) == 0,
+            numpy.array([name == local.OUT_OF_SCOPE_INTENT for name in raw.intents]),
+        ]
+    )
+    assert raw.calibration_features().tolist() == expected.tolist()
+
+
 def test_an_artifact_without_its_arrays_is_read_and_the_arrays_written(
     tmp_path: Path, classifier: LocalClassifier
 ) -> None:
