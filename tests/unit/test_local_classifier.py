@@ -211,12 +211,16 @@ def test_the_numpy_scorer_computes_what_scikit_learn_computes(
     assert classifier._fitted is not None
     core, calibrator = classifier._fitted
     scorer = core.scorer()
-    texts = [example.text for example in split[1][:150]] + ["", "hm", "Ich möchte mein Geld zurück, bitte!"]
+    # The first feature of each view must count like any other: a text with both (index 0 of each).
+    firsts = f"{next(term for term in scorer.word_terms if ' ' not in term)} {scorer.char_terms[0].strip()}x"
+    texts = [example.text for example in split[1][:150]] + [firsts, "", "hm", "Ich möchte mein Geld zurück, bitte!"]
     normalized = [local.normalize_text(text) for text in texts]
     matrix = core.features.transform(normalized).tocsr()
     margins = core.route_model.decision_function(matrix)
     words = normalize(matrix[:, : core.n_word_features], norm="l2", axis=1)
     similarities = (words @ core.neighbours.T).toarray()
+    first_features = scorer.features(local.normalize_text(firsts))[0].tolist()
+    assert 0 in first_features and scorer.n_word_features in first_features, "the first word and character n-gram"
     for row, text in enumerate(normalized):
         indices, values = scorer.features(text)
         assert indices.tolist() == matrix[row].indices.tolist()

@@ -598,26 +598,26 @@ class _Scorer:
         lowered = normalized.lower()
         tokens = _WORD_TOKEN.findall(lowered)
         words = [*tokens, *(" ".join(pair) for pair in itertools.pairwise(tokens))]
-        word_index = self._word_index
-        word_idx, word_val = _tfidf(Counter(word_index[w] for w in words if w in word_index), self.word_idf)
-        char_idx, char_val = _tfidf(self._char_counts(lowered), self.char_idf)
+        known_words = [index for index in map(self._word_index.get, words) if index is not None]
+        word_idx, word_val = _tfidf(known_words, self.word_idf)
+        char_idx, char_val = _tfidf(self._char_features(lowered), self.char_idf)
         return (
             numpy.concatenate([word_idx, char_idx + self.n_word_features]),
             numpy.concatenate([word_val, char_val]),
         )
 
-    def _char_counts(self, lowered: str) -> Counter[int]:
-        """How often each known character n-gram (2 to 5, inside word boundaries) occurs in `lowered`."""
+    def _char_features(self, lowered: str) -> list[int]:
+        """The known character n-grams (2 to 5, inside word boundaries) of `lowered`, once per occurrence."""
         found: list[int] = []
         index, known = self._char_index, self._word_chars
         for word in lowered.split():
             features = known.get(word)
             if features is None:
-                features = [index[gram] for gram in _word_char_ngrams(word, 2, 5) if gram in index]
+                features = [feature for feature in map(index.get, _word_char_ngrams(word, 2, 5)) if feature is not None]
                 if word in self._word_index:
                     known[word] = features
             found += features
-        return Counter(found)
+        return found
 
     def raw(self, texts: Sequence[str]) -> _Raw:
         # Past the linear models' margins the work is a few numbers per text: it is done on Python floats, in the
@@ -763,13 +763,12 @@ class _Scorer:
         )
 
 
-def _tfidf(counts: Counter[int], idf: Any) -> tuple[Any, Any]:
-    """Sublinear TF-IDF of known terms' counts (by feature), L2-normalised, as scikit-learn's `TfidfVectorizer`."""
+def _tfidf(found: list[int], idf: Any) -> tuple[Any, Any]:
+    """Sublinear TF-IDF of known terms (features, once per occurrence), L2-normalised, as `TfidfVectorizer`."""
     import numpy
 
-    indices = numpy.array(sorted(counts), dtype=numpy.int64)
-    values = numpy.array([counts[i] for i in indices.tolist()], dtype=numpy.float32)
-    values = numpy.log(values) + numpy.float32(1.0)
+    indices, counts = numpy.unique(numpy.array(found, dtype=numpy.int64), return_counts=True)
+    values = numpy.log(counts.astype(numpy.float32)) + numpy.float32(1.0)
     values *= idf[indices]
     norm = numpy.sqrt(numpy.dot(values, values))
     if norm > 0:
