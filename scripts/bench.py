@@ -308,13 +308,15 @@ async def latency_phase(bench: Bench, tickets: list[dict[str, Any]], n: int, pas
     reader.close()
     pass_ratios = [
         {
+            "samples": len(t),
             "ratio_p50": percentile(t, 0.5) / percentile(b, 0.5),
             "ratio_p95": percentile(t, 0.95) / percentile(b, 0.95),
             "cpu_ratio_p50": percentile(tc, 0.5) / percentile(bc, 0.5),
             "cpu_ratio_p95": percentile(tc, 0.95) / percentile(bc, 0.95),
         }
-        for t, b, tc, bc in pass_samples
         if t
+        else {"samples": 0}  # every run of the pass was left out
+        for t, b, tc, bc in pass_samples
     ]
     return {
         "triage_ms": triage_ms,
@@ -655,8 +657,12 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
         )
         if len(lat.get("pass_ratios", ())) > 1:
             each = lat["pass_ratios"]
-            wall = ", ".join(f"{r['ratio_p50']:.2f}x / {r['ratio_p95']:.2f}x" for r in each)
-            cpu = ", ".join(f"{r['cpu_ratio_p50']:.2f}x / {r['cpu_ratio_p95']:.2f}x" for r in each)
+
+            def ratios(kind: str) -> str:
+                shown = (f"{r[f'{kind}_p50']:.2f}x / {r[f'{kind}_p95']:.2f}x" if r["samples"] else "none" for r in each)
+                return ", ".join(shown)
+
+            wall, cpu = ratios("ratio"), ratios("cpu_ratio")
             rows.append((f"  each of the {len(each)} passes alone: latency p50 / p95", "", "", wall, ""))
             rows.append(("  each pass alone: CPU p50 / p95", "", "", cpu, ""))
         rows.append(
@@ -788,7 +794,7 @@ def print_report(figures: dict[str, Any]) -> None:
     print(
         f"\n{m['cores']} cores ({m['cpu']}), Python {m['python']}, langgraph {m['langgraph']}; load average "
         f"{m['load_avg_start']} at start, {m['load_avg_end']} at end; {figures['mode']} run in "
-        f"{figures['total_s']:.0f} s; latency pools {lat.get('tickets', 0)} tickets measured over "
+        f"{figures['total_s']:.0f} s; latency pools {lat.get('tickets', 0)} samples a side from "
         f"{lat.get('passes', 1)} passes; {skipped} app runs paused, failed or took a path the bare graph does not "
         "model, and were left out of latency"
     )
@@ -910,6 +916,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+def positive(text: str) -> int:
+    """An argument that counts something: a whole number, at least 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
 def main() -> int:
     """Parse options, run the benchmark (or one child phase), print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
@@ -917,11 +930,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary homes and reports")
     parser.add_argument("--only", help=f"comma-separated phases to run (latency always runs): {', '.join(PHASES)}")
-    parser.add_argument("--latency-tickets", type=int, help="tickets for latency [default: 200, 8 with --quick]")
+    parser.add_argument("--latency-tickets", type=positive, help="tickets for latency [default: 200, 8 with --quick]")
     parser.add_argument(
-        "--latency-passes", type=int, help="times the latency tickets are measured [default: 3, 1 with --quick]"
+        "--latency-passes", type=positive, help="times the latency tickets are measured [default: 3, 1 with --quick]"
     )
-    parser.add_argument("--eval-cases", type=int, help="cases for the eval phase [default: 1000, 5 with --quick]")
+    parser.add_argument("--eval-cases", type=positive, help="cases for the eval phase [default: 1000, 5 with --quick]")
     parser.add_argument("--phase", choices=["memory"], help=argparse.SUPPRESS)
     parser.add_argument("--tickets", type=int, default=1000, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)

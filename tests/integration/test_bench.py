@@ -18,7 +18,15 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     figures_path = tmp_path / "figures.json"
     env = {**os.environ, "TRIAGE_CACHE_HOME": str(model_cache)}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--quick", "--json", str(figures_path)],
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench.py"),
+            "--quick",
+            "--latency-passes",
+            "2",
+            "--json",
+            str(figures_path),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -28,6 +36,7 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     assert done.returncode == 0, done.stderr[-2000:]
     for figure in (
         "latency per ticket p50 / p95",
+        "each of the 2 passes alone",
         "throughput at 1 / 8 / 32",
         "checkpoint store per ticket",
         "bare on LangGraph's stock saver",
@@ -44,6 +53,9 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     latency = figures["latency"]
     # The bare graph has the app's shape: the same checkpoints per ticket on the same routes.
     assert latency["tickets"] > 0
+    # Two passes over the same tickets, pooled: each pass's samples add up to the pooled ones.
+    assert latency["passes"] == len(latency["pass_ratios"]) == 2
+    assert sum(p["samples"] for p in latency["pass_ratios"]) == latency["tickets"]
     assert latency["triage_checkpoints"] == latency["bare_checkpoints"] == latency["stock_checkpoints"]
     assert latency["triage_p50"] > 0 and latency["bare_p50"] > 0 and latency["stock_p50"] > 0
     # Triage's saver stores less than LangGraph's stock saver for the same bare graph (integer versions).

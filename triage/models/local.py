@@ -586,6 +586,11 @@ class _Scorer:
             [column for column, intent in enumerate(intents) if ROUTE_OF_INTENT[intent] == route] for route in ROUTES
         ]
         self._neighbours_of_route = [numpy.flatnonzero(self.neighbour_routes == k) for k in range(len(ROUTES))]
+        layers = [self.route] if self.intent is None else [self.route, self.intent]
+        numbers = [self.word_idf, self.char_idf, self.neighbour_values]
+        numbers += [array for layer in layers for array in (layer.weights, layer.bias)]
+        if not all(numpy.isfinite(array).all() for array in numbers):
+            raise ValueError("the model's arrays hold a NaN or an infinity: the artifact is damaged; train it again")
 
     @property
     def n_word_features(self) -> int:
@@ -663,12 +668,8 @@ class _Scorer:
                 intents.append(DEFAULT_INTENT[route])
                 intent_confidence.append(0.0)
                 continue
-            chosen_probability, chosen = candidates[0]
-            within = 0.0
-            for probability, column in candidates:
-                within += probability
-                if probability > chosen_probability:
-                    chosen_probability, chosen = probability, column
+            chosen_probability, chosen = max(candidates, key=lambda candidate: candidate[0])  # the first of equals
+            within = sum(probability for probability, _ in candidates)  # `sum`, as before: 3.12 compensates it
             intents.append(self.intent.classes[chosen] if self.intent is not None else DEFAULT_INTENT[route])
             intent_confidence.append(chosen_probability / within if within > 0 else 1.0 / len(candidates))
         familiar: list[float] = []
