@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -254,7 +255,7 @@ async def latency_phase(bench: Bench, tickets: list[dict[str, Any]], n: int, pas
         return checkpoint_count(reader, thread_id)
 
     pass_samples: list[tuple[list[float], list[float], list[float], list[float]]] = []
-    for turn, i in ((turn, i) for turn in range(passes) for i in range(n)):
+    for turn, i in itertools.product(range(passes), range(n)):
         if i == 0:
             pass_samples.append(([], [], [], []))
         index = i % len(distinct)

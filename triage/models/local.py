@@ -635,11 +635,13 @@ class _Scorer:
         route_rows = _softmax_rows(
             numpy.array([self.route.margins(idx, val) for idx, val in vectors]).reshape(len(texts), -1), _SCORE_SCALE
         ).tolist()
+        intent_classes = self.intent.classes if self.intent is not None else []
         intent_rows: list[list[float]] = []
         if self.intent is not None:
             intent_margins = numpy.array([self.intent.margins(idx, val) for idx, val in vectors])
             intent_rows = _softmax_rows(intent_margins.reshape(len(texts), -1), _SCORE_SCALE).tolist()
         combined_rows: list[list[float]] = []
+        bests: list[int] = []
         routes: list[Route] = []
         intents: list[str] = []
         intent_confidence: list[float] = []
@@ -662,6 +664,7 @@ class _Scorer:
             best = _argmax(combined)
             route = ROUTES[best]
             combined_rows.append(combined)
+            bests.append(best)
             routes.append(route)
             candidates = [(intent_rows[row][column], column) for column in self._intents_of_route[best]]
             if not candidates:
@@ -670,7 +673,7 @@ class _Scorer:
                 continue
             chosen_probability, chosen = max(candidates, key=lambda candidate: candidate[0])  # the first of equals
             within = sum(probability for probability, _ in candidates)  # `sum`, as before: 3.12 compensates it
-            intents.append(self.intent.classes[chosen] if self.intent is not None else DEFAULT_INTENT[route])
+            intents.append(intent_classes[chosen])
             intent_confidence.append(chosen_probability / within if within > 0 else 1.0 / len(candidates))
         familiar: list[float] = []
         counts: list[int] = []
@@ -680,9 +683,9 @@ class _Scorer:
             familiar.append(sum(word in self.vocabulary for word in words) / len(words) if words else 0.0)
         nearest_route: list[float] = []
         nearest_any: list[float] = []
-        for (idx, val), route in zip(vectors, routes, strict=True):
+        for (idx, val), best in zip(vectors, bests, strict=True):
             similarity = self._similarities(idx, val)
-            of_route = self._neighbours_of_route[ROUTES.index(route)]
+            of_route = self._neighbours_of_route[best]
             nearest_route.append(_unit(float(similarity[of_route].max()) if of_route.size else 0.0))
             nearest_any.append(_unit(float(similarity.max()) if similarity.size else 0.0))
         return _Raw(
