@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Annotated, Any
@@ -137,9 +138,19 @@ def _stem(term: str) -> str:
 
 def matched_terms(terms: list[str], article_text: str) -> int:
     """How many distinct query terms (crudely stemmed) an article's text contains."""
-    words = set(_TOKEN.findall(article_text.lower()))
-    stems = {_stem(word) for word in words}
+    words, stems = _vocabulary(article_text)
     return sum(1 for term in terms if term in words or _stem(term) in stems)
+
+
+@functools.lru_cache(maxsize=512)
+def _vocabulary(article_text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """An article text's distinct words and their crude stems, worked out once per text.
+
+    The same articles come back search after search, and tokenising and stemming their steps was most of a
+    search's CPU time.
+    """
+    words = frozenset(_TOKEN.findall(article_text.lower()))
+    return words, frozenset(_stem(word) for word in words)
 
 
 class SearchArgs(BaseModel):

@@ -7,6 +7,8 @@ import string
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import triage
 from triage.graphs.draw import support_mermaid
@@ -58,6 +60,52 @@ def test_fts_query_is_injection_safe() -> None:
     assert terms == ["error", "502", "sync", "near", "password", "drop", "table"]
     assert fts_query(terms).count('"') == 2 * len(terms)
     assert matched_terms(["syncing", "errors", "zebra"], "Sync error while uploading") == 2
+
+
+_KB_WORDS = [
+    "sync",
+    "syncing",
+    "synced",
+    "syncs",
+    "error",
+    "errors",
+    "upload",
+    "uploading",
+    "uploaded",
+    "box",
+    "boxes",
+    "red",
+    "bed",
+    "ping",
+    "pinged",
+    "2fa",
+    "502",
+    "login",
+    "logins",
+    "as",
+    "is",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    terms=st.lists(st.sampled_from(_KB_WORDS), max_size=8),
+    article=st.lists(st.sampled_from([*_KB_WORDS, "Sync", "ERRORS", "-", "2.0", "é"]), max_size=30),
+)
+def test_matched_terms_counts_each_term_found_as_a_word_or_a_stem(terms: list[str], article: list[str]) -> None:
+    text = " ".join(article)
+    for _ in range(2):  # the second call reads the article's words from the cache
+        words = set(re.findall(r"[a-z0-9]+", text.lower()))
+        stems = {_crude_stem(word) for word in words}
+        expected = sum(1 for term in terms if term in words or _crude_stem(term) in stems)
+        assert matched_terms(terms, text) == expected
+
+
+def _crude_stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
 
 
 def test_public_api_is_pinned() -> None:
