@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -37,6 +38,7 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     for figure in (
         "latency per ticket p50 / p95",
         "each of the 2 passes alone",
+        "each ticket's median of its 2 runs",
         "throughput at 1 / 8 / 32",
         "checkpoint store per ticket",
         "bare on LangGraph's stock saver",
@@ -56,6 +58,9 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     # Two passes over the same tickets, pooled: each pass's samples add up to the pooled ones.
     assert latency["passes"] == len(latency["pass_ratios"]) == 2
     assert sum(p["samples"] for p in latency["pass_ratios"]) == latency["tickets"]
+    # Each ticket ran in both passes (or was left out of one), so there are fewer tickets than samples.
+    assert 0 < latency["distinct_tickets"] < latency["tickets"]
+    assert all(latency[f"ticket_median_{kind}_p{q}"] > 0 for kind in ("ratio", "cpu_ratio") for q in (50, 95))
     assert latency["triage_checkpoints"] == latency["bare_checkpoints"] == latency["stock_checkpoints"]
     assert latency["triage_p50"] > 0 and latency["bare_p50"] > 0 and latency["stock_p50"] > 0
     # Triage's saver stores less than LangGraph's stock saver for the same bare graph (integer versions).
@@ -82,3 +87,16 @@ def test_the_instruction_count_benchmark_runs_each_side_it_counts(side: str, mod
     assert done.returncode == 0, done.stderr[-2000:]
     kept = int(done.stdout.split()[-1])
     assert 0 < kept <= 40
+
+
+def test_per_ticket_medians_take_each_tickets_median_over_its_runs() -> None:
+    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "scripts" / "bench.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # Ticket 4 ran three times (one of them stalled), ticket 1 twice, ticket 9 once: one median each, in the
+    # order the tickets first ran.
+    assert bench.per_ticket_medians([4, 1, 4, 9, 1, 4], [10.0, 3.0, 90.0, 5.0, 5.0, 12.0]) == [12.0, 4.0, 5.0]
+    assert bench.per_ticket_medians([], []) == []
+    with pytest.raises(ValueError):
+        bench.per_ticket_medians([1, 2], [1.0])
