@@ -612,16 +612,21 @@ class _Scorer:
         )
 
     def _char_features(self, lowered: str) -> list[int]:
-        """The known character n-grams (2 to 5, inside word boundaries) of `lowered`, once per occurrence."""
+        """The known character n-grams (2 to 5, inside word boundaries) of `lowered`, once per occurrence.
+
+        Each distinct word's n-grams are looked up once and repeated for its other occurrences: a long ticket (a
+        quoted thread, a pasted log) says the same words hundreds of times. The order of the list is not the
+        text's (`_tfidf` counts it).
+        """
         found: list[int] = []
         index, known = self._char_index, self._word_chars
-        for word in lowered.split():
+        for word, times in Counter(lowered.split()).items():
             features = known.get(word)
             if features is None:
                 features = [feature for feature in map(index.get, _word_char_ngrams(word, 2, 5)) if feature is not None]
                 if word in self._word_index:
                     known[word] = features
-            found += features
+            found += features if times == 1 else features * times
         return found
 
     def raw(self, texts: Sequence[str]) -> _Raw:
