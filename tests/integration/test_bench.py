@@ -38,7 +38,7 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     for figure in (
         "latency per ticket p50 / p95",
         "each of the 2 passes alone",
-        "each ticket's median of its 2 runs",
+        "each ticket's median over its runs",
         "throughput at 1 / 8 / 32",
         "checkpoint store per ticket",
         "bare on LangGraph's stock saver",
