@@ -626,7 +626,7 @@ class _Scorer:
                 features = [feature for feature in map(index.get, _word_char_ngrams(word, 2, 5)) if feature is not None]
                 if word in self._word_index:
                     known[word] = features
-            found += features if times == 1 else features * times
+            found += features * times
         return found
 
     def raw(self, texts: Sequence[str]) -> _Raw:
