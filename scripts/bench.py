@@ -9,7 +9,9 @@ Prints, in one run, the figures of BENCHMARKS.md:
   number of checkpoints per ticket. The bare graph runs twice per ticket: on triage's own saver (the same object
   the app uses) and on LangGraph's stock `AsyncSqliteSaver` over the same connection, so the ratio against bare
   LangGraph and the ratio against the same saver are both measured. The tickets are measured in three passes
-  (`--latency-passes`), pooled, and each pass's own ratios are printed too;
+  (`--latency-passes`), pooled, and each pass's own ratios are printed too. After them the bare graph runs against
+  itself declared with triage's state schemas (still no-op nodes on two keys), which shows how much of the app's
+  gap is LangGraph's work per declared channel;
 - throughput at concurrency 1, 8 and 32 (200 tickets each, 40 with --quick);
 - checkpoint store per completed ticket (file growth, and the checkpoint/write blobs alone);
 - `triage eval` wall time for 1,000 cases (the packaged cases cycled with fresh ids);
@@ -97,30 +99,37 @@ def approval_tickets() -> list[dict[str, Any]]:
 # -- the bare graph --------------------------------------------------------------------------------------------------
 
 
-def build_bare_graph(checkpointer: Any) -> Any:
-    """LangGraph alone, in the coordinator's shape: the same nodes and specialist subgraphs, each node a no-op."""
+def build_bare_graph(checkpointer: Any, *, triage_schemas: bool = False) -> Any:
+    """LangGraph alone, in the coordinator's shape: the same nodes and specialist subgraphs, each node a no-op.
+
+    Its state has the two keys it reads (`ticket`, `route`). With `triage_schemas` the coordinator and the
+    specialists are declared with triage's own state schemas (`State`, `SpecialistState`) instead, still given
+    only those two keys and writing nothing: what LangGraph's per-channel work costs for triage's schemas alone.
+    """
     from langgraph.graph import END, START, StateGraph
     from langgraph.types import Command
     from typing_extensions import TypedDict
 
     from triage.graphs.specialists import SPECIALISTS
+    from triage.state import SpecialistState, State
 
     class BareState(TypedDict, total=False):
         ticket: dict[str, Any]
         route: str
 
-    async def noop(state: BareState) -> dict[str, Any]:
+    async def noop(state: Any) -> dict[str, Any]:
         return {}
 
-    async def route(state: BareState) -> Command[Any]:
+    async def route(state: Any) -> Command[Any]:
         return Command(goto=state["route"])
 
-    graph = StateGraph(BareState)
+    coordinator, specialist = (State, SpecialistState) if triage_schemas else (BareState, BareState)
+    graph: Any = StateGraph(coordinator)
     for name in ("validate", "classify"):
         graph.add_node(name, noop)
     graph.add_node("route", route, destinations=tuple(SPECIALISTS))
     for name, (_, steps) in SPECIALISTS.items():
-        sub = StateGraph(BareState)
+        sub: Any = StateGraph(specialist)
         names = [step for step, _ in steps]
         for step in names:
             sub.add_node(step, noop)
@@ -139,7 +148,7 @@ def build_bare_graph(checkpointer: Any) -> Any:
     graph.add_edge("compose", "send_reply")
     graph.add_edge("send_reply", "finish")
     graph.add_edge("finish", END)
-    return graph.compile(checkpointer=checkpointer, name="bare")
+    return graph.compile(checkpointer=checkpointer, name="bare-schemas" if triage_schemas else "bare")
 
 
 class Bench:
@@ -150,14 +159,14 @@ class Bench:
         from triage.settings import Settings
 
         self.app = TriageApp(Settings(home=home, cache_home=cache))
-        self.bare: Any = None
-        self.stock: Any = None
+        self.graphs: dict[str, Any] = {}
+        """The bare graphs by side: `bare`, `stock` (on LangGraph's stock saver), `schemas` (triage's schemas)."""
 
     async def open(self) -> None:
         """Open the stores, load the classifier and compile the bare graph on the app's saver."""
         await self.app.arun({"subject": "warm-up", "body": "What are your opening hours?"}, thread_id="warm-up")
 
-        async def compile_bare() -> tuple[Any, Any]:
+        async def compile_bare() -> dict[str, Any]:
             # The app's one saver (one connection per process and file): the same file and pragmas by construction.
             # The stock saver shares that connection and its lock, so the two never interleave statements.
             from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -167,28 +176,32 @@ class Bench:
             stock = AsyncSqliteSaver(saver.conn)
             stock.lock = saver.lock
             await stock.setup()
-            return build_bare_graph(saver), build_bare_graph(stock)
+            return {
+                "bare": build_bare_graph(saver),
+                "stock": build_bare_graph(stock),
+                "schemas": build_bare_graph(saver, triage_schemas=True),
+            }
 
-        self.bare, self.stock = await self.app._portal.acall(compile_bare())
-        await self.run_bare({"subject": "warm-up", "body": "-"}, "general", "bare-warm-up")
-        await self.run_bare({"subject": "warm-up", "body": "-"}, "general", "stock-warm-up", stock=True)
+        self.graphs = await self.app._portal.acall(compile_bare())
+        for side in self.graphs:
+            await self.run_bare({"subject": "warm-up", "body": "-"}, "general", f"{side}-warm-up", side=side)
 
     async def run_triage(self, ticket: dict[str, Any], thread_id: str) -> Any:
         """One ticket through the app."""
         return await self.app.arun(ticket, thread_id=thread_id)
 
-    async def run_bare(self, ticket: dict[str, Any], route: str, thread_id: str, *, stock: bool = False) -> None:
-        """One ticket through the bare graph (on LangGraph's stock saver if `stock`), on the app's loop."""
+    async def run_bare(self, ticket: dict[str, Any], route: str, thread_id: str, *, side: str = "bare") -> None:
+        """One ticket through the bare graph of `side` (see `graphs`), on the app's loop."""
         config: Any = {"configurable": {"thread_id": thread_id}}
-        graph = self.stock if stock else self.bare
+        graph = self.graphs[side]
         await self.app._portal.acall(graph.ainvoke({"ticket": ticket, "route": route}, config, durability="sync"))
 
     async def run_side(self, side: str, ticket: dict[str, Any], route: str, thread_id: str) -> None:
-        """One ticket on `side`: `triage` (the app), `bare` (the bare graph on triage's saver) or `stock`."""
+        """One ticket on `side`: `triage` (the app), or a bare graph's side (`bare`, `stock`, `schemas`)."""
         if side == "triage":
             await self.run_triage(ticket, thread_id)
         else:
-            await self.run_bare(ticket, route, thread_id, stock=side == "stock")
+            await self.run_bare(ticket, route, thread_id, side=side)
 
     async def close(self) -> None:
         """Close the app's stores."""
@@ -287,7 +300,8 @@ async def latency_phase(bench: Bench, tickets: list[dict[str, Any]], n: int, pas
             ticket: dict[str, Any] = ticket, route: str = route, tid: str = tid, stock: bool = False
         ) -> tuple[float, float]:
             started, cpu = time.perf_counter(), time.process_time()
-            await bench.run_bare(ticket, route, f"{'stock' if stock else 'bare'}-{tid}", stock=stock)
+            side = "stock" if stock else "bare"
+            await bench.run_bare(ticket, route, f"{side}-{tid}", side=side)
             return (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000
 
         if (i + turn) % 2:
@@ -348,6 +362,34 @@ async def latency_phase(bench: Bench, tickets: list[dict[str, Any]], n: int, pas
         "skipped": skipped,
         "pass_ratios": pass_ratios,
     }
+
+
+async def schemas_phase(bench: Bench, routed: list[tuple[dict[str, Any], str]], passes: int) -> dict[str, float]:
+    """The bare graph against itself declared with triage's state schemas, interleaved ticket by ticket.
+
+    Both run no-op nodes on the same two keys; only the declared channels differ (triage's 28 coordinator keys and
+    its specialists' 12, against 2). The ratio is the part of the app's cost per ticket that LangGraph's work per
+    declared channel makes, whatever the nodes do. Runs whose checkpoint counts differ would not be the same shape.
+    """
+    samples: dict[str, list[float]] = {"bare_ms": [], "schemas_ms": [], "bare_cpu": [], "schemas_cpu": []}
+    reader = sqlite3.connect(bench.app.settings.checkpoints_path)
+    try:
+        for turn, (i, (ticket, route)) in itertools.product(range(passes), enumerate(routed)):
+            tids = {side: f"{side}-schemas-{turn}-{i}-{uuid.uuid4().hex[:8]}" for side in ("bare", "schemas")}
+            for side in ("bare", "schemas") if (i + turn) % 2 else ("schemas", "bare"):
+                started, cpu = time.perf_counter(), time.process_time()
+                await bench.run_bare(ticket, route, tids[side], side=side)
+                samples[f"{side}_ms"].append((time.perf_counter() - started) * 1000)
+                samples[f"{side}_cpu"].append((time.process_time() - cpu) * 1000)
+            if checkpoint_count(reader, tids["bare"]) != checkpoint_count(reader, tids["schemas"]):
+                raise AssertionError(f"the bare graph with triage's schemas took another path for ticket {i}")
+    finally:
+        reader.close()
+    figures = {
+        f"{name}_p{round(q * 100)}": percentile(values, q) for name, values in samples.items() for q in (0.5, 0.95)
+    }
+    figures["samples"] = len(samples["bare_ms"])
+    return figures
 
 
 async def throughput(run: Callable[[int], Awaitable[Any]], total: int, concurrency: int) -> float:
@@ -686,6 +728,22 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
                 f"{lat['ticket_median_cpu_ratio_p50']:.2f}x / {lat['ticket_median_cpu_ratio_p95']:.2f}x"
             )
             rows.append(("  each ticket's median over its runs: latency p50 / p95, CPU", "", "", medians, ""))
+        if "schemas" in lat:
+            sch = lat["schemas"]
+            wall = sch["schemas_ms_p50"] / sch["bare_ms_p50"], sch["schemas_ms_p95"] / sch["bare_ms_p95"]
+            cpu = sch["schemas_cpu_p50"] / sch["bare_cpu_p50"], sch["schemas_cpu_p95"] / sch["bare_cpu_p95"]
+            rows.append(
+                (
+                    "  bare with triage's state schemas, no-op nodes: latency p50 / p95 (ms), CPU",
+                    "",
+                    f"{sch['schemas_ms_p50']:.1f} / {sch['schemas_ms_p95']:.1f}",
+                    f"{wall[0]:.2f}x / {wall[1]:.2f}x, CPU {cpu[0]:.2f}x / {cpu[1]:.2f}x",
+                    "",
+                )
+            )
+            if lat["ratio_p50"] > 1:
+                share = (wall[0] - 1) / (lat["ratio_p50"] - 1)
+                rows.append(("    its share of the app's gap to bare, latency p50", "", "", f"{share:.0%}", ""))
         rows.append(
             (
                 "  bare on LangGraph's stock saver: latency p50 / p95 (ms)",
@@ -903,6 +961,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         )
         if abs(t_count - b_count) > 0.01 or abs(t_count - s_count) > 0.01:
             log(f"  WARNING: checkpoints per ticket differ (app {t_count:.2f}, bare {b_count:.2f}): shapes differ")
+        log(f"schemas: the bare graph against itself with triage's state schemas, {passes} passes")
+        figures["latency"]["schemas"] = await schemas_phase(bench, lat["routed"], passes)
 
         if "throughput" in only:
             total = 8 if quick else 200

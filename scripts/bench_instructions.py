@@ -59,7 +59,7 @@ async def child(side: str, tickets: int, cache: Path) -> int:
             if result.status not in ("completed", "escalated") or result.route is None:
                 continue  # paused on an approval: not the bare graph's shape
             await bench.run_bare(ticket, result.route, f"warm-bare-{i}")
-            await bench.run_bare(ticket, result.route, f"warm-stock-{i}", stock=True)
+            await bench.run_bare(ticket, result.route, f"warm-stock-{i}", side="stock")
             if len({checkpoint_count(reader, f"warm-{s}-{i}") for s in SIDES}) == 1:
                 kept.append((ticket, result.route))
         reader.close()

@@ -42,6 +42,7 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
         "throughput at 1 / 8 / 32",
         "checkpoint store per ticket",
         "bare on LangGraph's stock saver",
+        "bare with triage's state schemas",
         "`triage eval`",
         "peak memory",
         "`triage --help`",
@@ -62,6 +63,11 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     assert 0 < latency["distinct_tickets"] < latency["tickets"]
     assert all(latency[f"ticket_median_{kind}_p{q}"] > 0 for kind in ("ratio", "cpu_ratio") for q in (50, 95))
     assert latency["triage_checkpoints"] == latency["bare_checkpoints"] == latency["stock_checkpoints"]
+    # The bare graph declared with triage's schemas ran beside the bare one on each routed ticket, each pass.
+    schemas = latency["schemas"]
+    assert schemas["samples"] % latency["passes"] == 0
+    assert 0 < schemas["samples"] // latency["passes"] <= latency["distinct_tickets"]
+    assert schemas["bare_ms_p50"] > 0 and schemas["schemas_ms_p50"] > 0 and schemas["schemas_cpu_p95"] > 0
     assert latency["triage_p50"] > 0 and latency["bare_p50"] > 0 and latency["stock_p50"] > 0
     # Triage's saver stores less than LangGraph's stock saver for the same bare graph (integer versions).
     assert latency["bare_blob_bytes"] < latency["stock_blob_bytes"]
