@@ -367,7 +367,7 @@ async def latency_phase(bench: Bench, tickets: list[dict[str, Any]], n: int, pas
 async def schemas_phase(bench: Bench, routed: list[tuple[dict[str, Any], str]], passes: int) -> dict[str, float]:
     """The bare graph against itself declared with triage's state schemas, interleaved ticket by ticket.
 
-    Both run no-op nodes on the same two keys; only the declared channels differ (triage's 28 coordinator keys and
+    Both run no-op nodes on the same two keys; only the declared channels differ (triage's 26 coordinator keys and
     its specialists' 12, against 2). The ratio is the part of the app's cost per ticket that LangGraph's work per
     declared channel makes, whatever the nodes do. Runs whose checkpoint counts differ would not be the same shape.
     """
