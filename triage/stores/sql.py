@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from triage.errors import CheckpointStoreError, ToolErrorKind
 from triage.helpdesk.store import is_transient
+from triage.storefiles import on_connection_thread
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -96,14 +97,13 @@ class SqliteSql:
 
     async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
         """The first row of a query, or None."""
-        async with self._lock, self._conn.execute(sql, tuple(params)) as cursor:
-            row = await cursor.fetchone()
-        return None if row is None else tuple(row)
+        async with self._lock:
+            return await on_connection_thread(self._conn, _first_row(sql, params))
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """Every row of a query."""
-        async with self._lock, self._conn.execute(sql, tuple(params)) as cursor:
-            return [tuple(row) for row in await cursor.fetchall()]
+        async with self._lock:
+            return await on_connection_thread(self._conn, _all_rows(sql, params))
 
     async def atomic(self, statements: Callable[[Tx], Awaitable[T]]) -> T:
         """Statements committed together under the saver's lock; retried while another process holds the file.
@@ -147,13 +147,48 @@ class _SqliteTx:
         self._conn = conn
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        cursor = await self._conn.execute(sql, tuple(params))
-        return int(cursor.rowcount)
+        return await on_connection_thread(self._conn, _changed(sql, params))
 
     async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
-        async with self._conn.execute(sql, tuple(params)) as cursor:
-            row = await cursor.fetchone()
+        return await on_connection_thread(self._conn, _first_row(sql, params))
+
+
+# Each statement runs whole (execute, fetch, close) in one hop to the connection's thread, as aiosqlite's cursor
+# would in three: the journal reads a receipt before every effect and writes one after it.
+
+
+def _changed(sql: str, params: Params) -> Callable[[sqlite3.Connection], int]:
+    def run(conn: sqlite3.Connection) -> int:
+        cursor = conn.execute(sql, tuple(params))
+        try:
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+    return run
+
+
+def _first_row(sql: str, params: Params) -> Callable[[sqlite3.Connection], tuple[Any, ...] | None]:
+    def read(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+        cursor = conn.execute(sql, tuple(params))
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
         return None if row is None else tuple(row)
+
+    return read
+
+
+def _all_rows(sql: str, params: Params) -> Callable[[sqlite3.Connection], list[tuple[Any, ...]]]:
+    def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        cursor = conn.execute(sql, tuple(params))
+        try:
+            return [tuple(row) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+
+    return read
 
 
 _PLACEHOLDER = re.compile(r"\?")
