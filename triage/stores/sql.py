@@ -92,8 +92,8 @@ class SqliteSql:
             await self._conn.commit()
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement and commit; the number of rows it changed."""
-        return await self.atomic(lambda tx: tx.execute(sql, params))
+        """Run one statement and commit, in one hop; the number of rows it changed (retried as `atomic` is)."""
+        return await self._retried(lambda conn: on_connection_thread(conn, _committed(sql, params)))
 
     async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
         """The first row of a query, or None."""
@@ -111,13 +111,21 @@ class SqliteSql:
         Raises:
             CheckpointStoreError: the write failed for good, or the file stayed busy through every try.
         """
+
+        async def run(conn: aiosqlite.Connection) -> T:
+            result = await statements(_SqliteTx(conn))
+            await conn.commit()
+            return result
+
+        return await self._retried(run)
+
+    async def _retried(self, run: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """`run` under the saver's lock, rolled back and tried again while another process holds the file."""
         conn = self._conn
         for attempt in range(WRITE_ATTEMPTS):
             async with self._lock:
                 try:
-                    result = await statements(_SqliteTx(conn))
-                    await conn.commit()
-                    return result
+                    return await run(conn)
                 except sqlite3.OperationalError as exc:
                     if conn.in_transaction:
                         await conn.rollback()
@@ -164,6 +172,20 @@ def _changed(sql: str, params: Params) -> Callable[[sqlite3.Connection], int]:
             return int(cursor.rowcount)
         finally:
             cursor.close()
+
+    return run
+
+
+def _committed(sql: str, params: Params) -> Callable[[sqlite3.Connection], int]:
+    def run(conn: sqlite3.Connection) -> int:
+        try:
+            changed = _changed(sql, params)(conn)
+            conn.commit()
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+        return changed
 
     return run
 
