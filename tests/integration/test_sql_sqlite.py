@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from triage.errors import CheckpointStoreError
 from triage.journal import Journal
+from triage.storefiles import on_connection_thread
 from triage.stores.sql import WRITE_ATTEMPTS, SqliteSql, Tx
 
 
@@ -25,16 +27,25 @@ async def _open(path: Path) -> tuple[SqliteSql, aiosqlite.Connection]:
     return sql, conn
 
 
-def _hold_write_lock(path: Path, seconds: float) -> None:
-    """Another process's writer: it takes the file's write lock and keeps it for `seconds`."""
+def _hold_write_lock(path: Path, seconds: float, taken: threading.Event) -> None:
+    """Another process's writer: it takes the file's write lock, says so, and keeps it for `seconds`."""
     other = sqlite3.connect(path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
         other.execute("INSERT INTO items (tag) VALUES ('other')")
+        taken.set()
         time.sleep(seconds)
         other.execute("COMMIT")
     finally:
         other.close()
+
+
+async def _other_writer(path: Path, seconds: float) -> asyncio.Task[None]:
+    """Start another writer holding the file's write lock for `seconds`; return once it holds it."""
+    taken = threading.Event()
+    holder = asyncio.create_task(asyncio.to_thread(_hold_write_lock, path, seconds, taken))
+    await asyncio.to_thread(taken.wait)
+    return holder
 
 
 def _rows(path: Path, tag: str) -> int:
@@ -76,18 +87,16 @@ def test_a_write_waits_out_another_process_holding_the_file(tmp_path: Path) -> N
     async def scenario() -> None:
         sql, conn = await _open(path)
         try:
-            holder = asyncio.create_task(asyncio.to_thread(_hold_write_lock, path, 0.15))
-            await asyncio.sleep(0.03)  # the other writer has the lock
+            holder = await _other_writer(path, 0.15)
             assert await sql.execute("INSERT INTO items (tag) VALUES ('mine')") == 1
+            assert holder.done()  # it could only commit after the other writer let go
 
             async def insert(tx: Tx) -> int:
                 return await tx.execute("INSERT INTO items (tag) VALUES ('mine')")
 
-            await holder
-            holder = asyncio.create_task(asyncio.to_thread(_hold_write_lock, path, 0.15))
-            await asyncio.sleep(0.03)
+            holder = await _other_writer(path, 0.15)
             assert await sql.atomic(insert) == 1
-            await holder
+            assert holder.done()
             assert not conn.in_transaction
         finally:
             await conn.close()
@@ -103,8 +112,7 @@ def test_a_file_busy_through_every_try_is_a_transient_error_that_wrote_nothing(t
     async def scenario() -> None:
         sql, conn = await _open(path)
         try:
-            holder = asyncio.create_task(asyncio.to_thread(_hold_write_lock, path, waited + 1.0))
-            await asyncio.sleep(0.05)
+            holder = await _other_writer(path, waited + 1.0)
             with pytest.raises(CheckpointStoreError) as refused:
                 await sql.execute("INSERT INTO items (tag) VALUES ('mine')")
             assert refused.value.kind == "transient"
@@ -133,8 +141,37 @@ def test_a_statement_that_cannot_run_is_a_permanent_error_and_leaves_no_transact
                     await write
                 assert refused.value.kind == "permanent"
                 assert not conn.in_transaction
+            # Read on the same connection, which would see its own uncommitted row: the first insert was undone.
+            assert await sql.fetchone("SELECT COUNT(*) FROM items WHERE tag = 'half'") == (0,)
         finally:
             await conn.close()
 
     asyncio.run(scenario())
-    assert _rows(path, "half") == 0  # the first statement of the failed transaction was rolled back
+
+
+def test_a_transaction_cancelled_while_its_statements_wait_their_turn_is_rolled_back(tmp_path: Path) -> None:
+    """Cancelled (a node's time limit) while its first statement is still queued behind another hop on the
+    connection's thread: that statement runs later, and must not leave a transaction the next writer commits."""
+    path = tmp_path / "c.sqlite"
+
+    async def scenario() -> None:
+        sql, conn = await _open(path)
+        try:
+            busy = asyncio.ensure_future(on_connection_thread(conn, lambda _: time.sleep(0.3)))
+            await asyncio.sleep(0.02)  # the connection's thread is busy with it
+
+            async def pair(tx: Tx) -> None:
+                await tx.execute("INSERT INTO items (tag) VALUES ('first')")
+                await tx.execute("INSERT INTO items (tag) VALUES ('second')")
+
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await sql.atomic(pair)
+            await busy
+            assert await sql.execute("INSERT INTO items (tag) VALUES ('next')") == 1  # the next writer commits
+            assert not conn.in_transaction
+        finally:
+            await conn.close()
+
+    asyncio.run(scenario())
+    assert (_rows(path, "first"), _rows(path, "second"), _rows(path, "next")) == (0, 0, 1)

@@ -9,6 +9,7 @@ PostgreSQL a connection pool of its own beside the saver's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import sqlite3
@@ -92,7 +93,14 @@ class SqliteSql:
             await self._conn.commit()
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement and commit, in one hop; the number of rows it changed (retried as `atomic` is)."""
+        """Run one statement and commit, in one hop; the number of rows it changed (retried as `atomic` is).
+
+        The hop runs to its end once it has started: a caller cancelled meanwhile (a node's time limit, a shutdown)
+        may have written. So could it before, when the cancel came during the COMMIT's own hop. The writes that
+        matter twice are keyed or compare-and-set (effects and most audit lines carry a dedupe key; approval
+        decisions and leases change a row only in the state they expect); an audit line without a key may be
+        written once more if its caller repeats it.
+        """
         return await self._retried(lambda conn: on_connection_thread(conn, _committed(sql, params)))
 
     async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
@@ -120,21 +128,28 @@ class SqliteSql:
         return await self._retried(run)
 
     async def _retried(self, run: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """`run` under the saver's lock, rolled back and tried again while another process holds the file."""
+        """`run` under the saver's lock, rolled back and tried again while another process holds the file.
+
+        A failed or cancelled `run` is always followed by a ROLLBACK on the connection's thread, whether or not a
+        transaction looks open: a statement of `run` still queued behind another hop when the caller was cancelled
+        would otherwise open a transaction after the check, and the next writer's COMMIT would commit half of it.
+        The ROLLBACK is queued behind it (one thread, in order), shielded so a second cancellation cannot skip it,
+        and does nothing when no transaction is open.
+        """
         conn = self._conn
         for attempt in range(WRITE_ATTEMPTS):
             async with self._lock:
                 try:
+                    if conn.in_transaction:  # left open by someone cancelled mid-statement: never build on it
+                        await conn.rollback()
                     return await run(conn)
                 except sqlite3.OperationalError as exc:
-                    if conn.in_transaction:
-                        await conn.rollback()
+                    await asyncio.shield(_rollback(conn))
                     if not is_transient(exc) or attempt == WRITE_ATTEMPTS - 1:
                         kind: ToolErrorKind = "transient" if is_transient(exc) else "permanent"
                         raise CheckpointStoreError(f"the checkpoint store refused a write: {exc}", kind=kind) from exc
                 except BaseException:
-                    if conn.in_transaction:
-                        await conn.rollback()
+                    await asyncio.shield(_rollback(conn))
                     raise
             await asyncio.sleep(0.05 * 2**attempt * (1 + random.random()))
         raise AssertionError("unreachable")
@@ -161,6 +176,12 @@ class _SqliteTx:
         return await on_connection_thread(self._conn, _first_row(sql, params))
 
 
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    """ROLLBACK on the connection's thread, behind whatever is queued there; nothing when no transaction is open."""
+    with contextlib.suppress(sqlite3.Error):  # the failure that led here is the one to report
+        await conn.rollback()
+
+
 # Each statement runs whole (execute, fetch, close) in one hop to the connection's thread, as aiosqlite's cursor
 # would in three: the journal reads a receipt before every effect and writes one after it.
 
@@ -182,7 +203,7 @@ def _committed(sql: str, params: Params) -> Callable[[sqlite3.Connection], int]:
             changed = _changed(sql, params)(conn)
             conn.commit()
         except BaseException:
-            if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the statement's own error is the one to report
                 conn.rollback()
             raise
         return changed
