@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -18,7 +17,7 @@ from triage.nodes.common import (
     specialist_update,
     ticket_text,
 )
-from triage.policies.account import closure_args, explicitly_requested, plan_change_args
+from triage.policies.account import billing_moment, closure_args, explicitly_requested, plan_change_args
 from triage.policies.billing import format_money
 from triage.policies.routing import priority_for
 from triage.state import ActionRecord, Draft, ProposedAction, SpecialistState
@@ -147,7 +146,8 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
         }
         proposed = []
         if customer.get("subscription_id") and customer.get("subscription_status") in _ACTIVE:
-            args = plan_change_args(customer, target, receipt["id"], as_of=datetime.now(UTC))
+            as_of = billing_moment((await services_of(runtime)).settings.billing_date)
+            args = plan_change_args(customer, target, receipt["id"], as_of=as_of)
             proposed.append(
                 ProposedAction(kind="plan_change", args=args, reason=f"the customer asked for {target['name']}")
             )
@@ -166,7 +166,8 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
             reason=f"the customer asked for {kind.replace('_', ' ')}",
         )
         if kind == "account_deletion" and "payments" in findings:  # an active subscription: close it step by step
-            args = closure_args(customer, findings["payments"], receipt["id"], as_of=datetime.now(UTC))
+            as_of = billing_moment((await services_of(runtime)).settings.billing_date)
+            args = closure_args(customer, findings["payments"], receipt["id"], as_of=as_of)
             proposal = ProposedAction(
                 kind="account_closure", args=args, reason="the customer asked to close the account"
             )

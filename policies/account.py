@@ -6,7 +6,7 @@ import calendar
 import math
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 from triage.policies.billing import refundable_cents
@@ -77,6 +77,13 @@ def unused_share(renews_at: str | None, as_of: datetime) -> tuple[int, int]:
         step -= 1
     period_end, period_start = _add_months(end, step), _add_months(end, step - 1)
     return math.ceil((period_end - as_of).total_seconds() / 86400), (period_end - period_start).days
+
+
+def billing_moment(billing_date: date | None) -> datetime:
+    """The instant billing arithmetic is done as of: noon UTC of `billing_date` (`Settings.billing_date`), or now."""
+    if billing_date is None:
+        return datetime.now(UTC)
+    return datetime.combine(billing_date, time(12), tzinfo=UTC)
 
 
 def prorated_cents(monthly_cents: int, days_left: int, period_days: int) -> int:

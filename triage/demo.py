@@ -7,11 +7,12 @@ The sample tickets: one per documented scenario customer, plus anonymous ones. T
 from __future__ import annotations
 
 import shutil
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from triage.errors import TriageError
-from triage.helpdesk.seed import DEMO_CUSTOMERS
+from triage.helpdesk.seed import DEMO_CUSTOMERS, SEED_EPOCH
 from triage.settings import Settings
 
 _ANONYMOUS: list[dict[str, Any]] = [
@@ -43,14 +44,22 @@ DEMO_FOLDER = "demo"
 
 _MARKER = ".triage-demo"
 
+DEMO_BILLING_DATE = (SEED_EPOCH + timedelta(days=14)).date()
+"""The day the demo's billing arithmetic takes as today (`Settings.billing_date`): a plan change's prorated amount
+depends on the days left in the period, and the demo's table must not change with the calendar."""
+
 
 class DemoHomeError(TriageError):
     """The demo's folder exists but was not made by the demo, so it is not emptied."""
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """Settings for the demo's own home, `<home>/demo`; the trained classifier stays in the app's cache."""
-    return settings.model_copy(update={"home": settings.home / DEMO_FOLDER, "cache_home": settings.cache_dir})
+    """Settings for the demo's own home, `<home>/demo`; the trained classifier stays in the app's cache.
+
+    Billing is done as of `DEMO_BILLING_DATE`, two weeks after the seeded helpdesk's last payments.
+    """
+    update = {"home": settings.home / DEMO_FOLDER, "cache_home": settings.cache_dir, "billing_date": DEMO_BILLING_DATE}
+    return settings.model_copy(update=update)
 
 
 def reset_demo_home(home: Path) -> None:

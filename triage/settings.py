@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -102,6 +103,12 @@ class Settings(BaseSettings):
     )
     all_to_model: bool = Field(
         default=False, description="Skip the local tier: every ticket to the cheap model (for benchmarks)."
+    )
+    billing_date: date | None = Field(
+        default=None,
+        description="The day billing arithmetic takes as today, at noon UTC: the unused part of a subscription's "
+        "period, so a plan change's prorated amount and a closure's refund. Today when unset; `triage demo` sets "
+        "one so that it prints the same table on any day.",
     )
 
     @property

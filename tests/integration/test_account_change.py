@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from tests.conftest import rows
 from tests.integration.zygote import triage_cli
 from triage import TriageApp
-from triage.policies.account import saga_steps
+from triage.policies.account import prorated_cents, saga_steps, unused_share
 from triage.schemas import RunResult
 from triage.settings import Settings
 
@@ -102,6 +103,23 @@ def test_plan_change_completes_every_step(clean: TriageApp) -> None:
     assert result.reply is not None and "Your plan is now Business" in result.reply.body
     events = [line["event"] for line in clean.thread(result.thread_id).audit]
     assert "change_completed" in events and "change_rolled_back" not in events
+
+
+@pytest.mark.parametrize("day", [date(2026, 9, 15), date(2026, 10, 30)])
+def test_a_billing_date_prices_a_plan_change_as_of_that_day(tmp_path: Path, model_cache: Path, day: date) -> None:
+    """`Settings.billing_date` (what `triage demo` sets) fixes the days left in the period, whatever the clock says:
+    the prorated amount is the one for noon UTC of that day."""
+    app = TriageApp(Settings(home=tmp_path / "home", cache_home=model_cache, billing_date=day))
+    try:
+        app.warm_up()
+        [sub] = helpdesk(app, "SELECT renews_at FROM subscriptions WHERE customer_id = 'cus_plan_team'")
+        prices = {p["id"]: p["monthly_price_cents"] for p in helpdesk(app, "SELECT * FROM plans")}
+        result = app.run(PLAN_CHANGE)
+        change = next(p for p in result.proposed_actions if p["kind"] == "plan_change")["args"]
+        days_left, period = unused_share(sub["renews_at"], datetime.combine(day, time(12), tzinfo=UTC))
+        assert change["proration_cents"] == prorated_cents(prices["business"] - prices["team"], days_left, period)
+    finally:
+        app.close()
 
 
 def test_account_closure_needs_two_approvals_then_completes(clean: TriageApp) -> None:

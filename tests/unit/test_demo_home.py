@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
-from triage.demo import DemoHomeError, demo_settings, reset_demo_home
+from triage.demo import DEMO_BILLING_DATE, DemoHomeError, demo_settings, reset_demo_home
 from triage.errors import TriageError
+from triage.policies.account import billing_moment
 from triage.settings import Settings
 
 
@@ -15,6 +17,15 @@ def test_the_demo_runs_in_home_slash_demo_and_shares_the_classifier_cache(tmp_pa
     settings = demo_settings(Settings(home=tmp_path / "home"))
     assert settings.home == tmp_path / "home" / "demo"
     assert settings.cache_dir == tmp_path / "home" / "cache", "the trained classifier is not trained again"
+
+
+def test_the_demo_bills_as_of_a_fixed_day_and_the_app_as_of_today(tmp_path: Path) -> None:
+    """A plan change's prorated amount depends on the day: the demo's table must be the same on any day."""
+    assert demo_settings(Settings(home=tmp_path / "home")).billing_date == DEMO_BILLING_DATE
+    assert Settings(home=tmp_path / "home").billing_date is None
+    assert billing_moment(date(2026, 9, 15)) == datetime(2026, 9, 15, 12, tzinfo=UTC)
+    before = datetime.now(UTC)
+    assert before <= billing_moment(None) <= datetime.now(UTC)
 
 
 def test_each_run_starts_from_an_empty_demo_home(tmp_path: Path) -> None:
