@@ -7,7 +7,6 @@ The sample tickets: one per documented scenario customer, plus anonymous ones. T
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +43,10 @@ DEMO_FOLDER = "demo"
 
 _MARKER = ".triage-demo"
 
-DEMO_BILLING_DATE = (SEED_EPOCH + timedelta(days=14)).date()
-"""The day the demo's billing arithmetic takes as today (`Settings.billing_date`): a plan change's prorated amount
-depends on the days left in the period, and the demo's table must not change with the calendar."""
+DEMO_BILLING_DATE = SEED_EPOCH.date()
+"""The day the demo's billing arithmetic takes as today (`Settings.billing_date`): the day the seeded helpdesk's
+history ends. A plan change's prorated amount depends on the days left in the period, and the demo's table must
+not change with the calendar."""
 
 
 class DemoHomeError(TriageError):
@@ -56,7 +56,7 @@ class DemoHomeError(TriageError):
 def demo_settings(settings: Settings) -> Settings:
     """Settings for the demo's own home, `<home>/demo`; the trained classifier stays in the app's cache.
 
-    Billing is done as of `DEMO_BILLING_DATE`, two weeks after the seeded helpdesk's last payments.
+    Billing is done as of `DEMO_BILLING_DATE`, the seeded helpdesk's last day.
     """
     update = {"home": settings.home / DEMO_FOLDER, "cache_home": settings.cache_dir, "billing_date": DEMO_BILLING_DATE}
     return settings.model_copy(update=update)
