@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -146,8 +147,7 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
         }
         proposed = []
         if customer.get("subscription_id") and customer.get("subscription_status") in _ACTIVE:
-            as_of = billing_moment((await services_of(runtime)).settings.billing_date)
-            args = plan_change_args(customer, target, receipt["id"], as_of=as_of)
+            args = plan_change_args(customer, target, receipt["id"], as_of=await _billing_as_of(runtime))
             proposed.append(
                 ProposedAction(kind="plan_change", args=args, reason=f"the customer asked for {target['name']}")
             )
@@ -166,8 +166,7 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
             reason=f"the customer asked for {kind.replace('_', ' ')}",
         )
         if kind == "account_deletion" and "payments" in findings:  # an active subscription: close it step by step
-            as_of = billing_moment((await services_of(runtime)).settings.billing_date)
-            args = closure_args(customer, findings["payments"], receipt["id"], as_of=as_of)
+            args = closure_args(customer, findings["payments"], receipt["id"], as_of=await _billing_as_of(runtime))
             proposal = ProposedAction(
                 kind="account_closure", args=args, reason="the customer asked to close the account"
             )
@@ -200,3 +199,8 @@ def _mentioned_plan(text: str, plans: list[dict[str, Any]], *, exclude: Any) -> 
             if best is None or match.start() > best[0]:
                 best = (match.start(), plan)
     return best[1] if best else None
+
+
+async def _billing_as_of(runtime: Runtime[Context]) -> datetime:
+    """The instant the run's billing arithmetic is done as of: `Settings.billing_date` at noon UTC, or now."""
+    return billing_moment((await services_of(runtime)).settings.billing_date)
