@@ -223,11 +223,13 @@ def test_the_numpy_scorer_computes_what_scikit_learn_computes(
     first_features = scorer.features(local.normalize_text(firsts))[0].tolist()
     assert 0 in first_features and scorer.n_word_features in first_features, "the first word and character n-gram"
     for row, text in enumerate(normalized):
-        indices, values = scorer.features(text)
+        indices, values, words = scorer.features(text)
         assert indices.tolist() == matrix[row].indices.tolist()
+        assert words == int((matrix[row].indices < core.n_word_features).sum())
         numpy.testing.assert_allclose(values, matrix[row].data, atol=1e-6)
         numpy.testing.assert_allclose(scorer.route.margins(indices, values), margins[row], atol=1e-5)
-        numpy.testing.assert_allclose(scorer._similarities(indices, values), similarities[row], atol=1e-5)
+        similarity = scorer._similarities(indices[:words], values[:words])
+        numpy.testing.assert_allclose(similarity, similarities[row], atol=1e-5)
     raw = scorer.raw(texts)
     expected = calibrator.predict_proba(raw.calibration_features())[:, 1]
     predictions = classifier.predict_many(texts)
@@ -277,7 +279,7 @@ def test_the_scores_past_the_margins_are_the_array_formulas(
     texts += ["What are your opening hours?", "thanks, all good now"]
     raw = scorer.raw(texts)
     for row, text in enumerate(texts):
-        indices, values = scorer.features(local.normalize_text(text))
+        indices, values, words = scorer.features(local.normalize_text(text))
         by_route = numpy.zeros(len(ROUTES))
         route_columns = [ROUTES.index(label) for label in scorer.route.classes]
         by_route[route_columns] = local._softmax_rows(scorer.route.margins(indices, values)[None, :], 3.0)[0]
@@ -303,7 +305,7 @@ def test_the_scores_past_the_margins_are_the_array_formulas(
             assert raw.intents[row] == names[chosen]
             # Python floats summed in column order with `sum`, as the array version summed them (3.12 compensates).
             assert raw.intent_confidence[row] == float(intent[chosen]) / sum(float(intent[c]) for c in own)
-        similarity = scorer._similarities(indices, values)
+        similarity = scorer._similarities(indices[:words], values[:words])
         assert raw.nearest_route[row] == min(max(float(similarity[scorer.neighbour_routes == best].max()), 0), 1)
         assert raw.nearest_any[row] == min(max(float(similarity.max()), 0), 1)
     ordered = numpy.sort(raw.combined, axis=1)
@@ -350,9 +352,10 @@ def test_the_features_are_the_tfidf_formula_exactly(
         grams = [g for w in text.lower().split() for g in local._word_char_ngrams(w, 2, 5)]
         char = Counter(scorer._char_index[g] for g in grams if g in scorer._char_index)
         (word_idx, word_val), (char_idx, char_val) = tfidf(word, scorer.word_idf), tfidf(char, scorer.char_idf)
-        indices, values = scorer.features(text)
+        indices, values, words = scorer.features(text)
         assert indices.tolist() == word_idx + [i + scorer.n_word_features for i in char_idx]
         assert values.tobytes() == word_val + char_val
+        assert words == len(word_idx)
 
 
 def test_a_model_with_a_nan_or_an_infinity_is_refused(classifier: LocalClassifier) -> None:

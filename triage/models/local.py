@@ -558,6 +558,8 @@ class _Scorer:
     vocabulary: frozenset[str]
     stop_words: frozenset[str]
     _word_index: dict[str, int] = field(init=False, repr=False)
+    _idf: Any = field(init=False, repr=False)
+    """The word features' IDF, then the character n-grams' (numbered as `features` numbers them)."""
     _char_index: dict[str, int] = field(init=False, repr=False)
     _word_chars: dict[str, list[int]] = field(init=False, repr=False)
     """The known character n-grams of each training word met so far (never a word of the training vocabulary's
@@ -576,6 +578,7 @@ class _Scorer:
 
         self._word_index = {term: index for index, term in enumerate(self.word_terms)}
         self._char_index = {term: index for index, term in enumerate(self.char_terms)}
+        self._idf = numpy.concatenate([self.word_idf, self.char_idf])
         self._word_chars = {}
         order = numpy.argsort(self.neighbour_columns, kind="stable")
         starts = numpy.searchsorted(self.neighbour_columns[order], numpy.arange(self.n_word_features + 1))
@@ -596,27 +599,41 @@ class _Scorer:
     def n_word_features(self) -> int:
         return len(self.word_terms)
 
-    def features(self, normalized: str) -> tuple[Any, Any]:
-        """The TF-IDF vector of a normalised text: sorted feature indices and their float32 values."""
+    def features(self, normalized: str) -> tuple[Any, Any, int]:
+        """The TF-IDF vector of a normalised text: feature indices, their float32 values, how many are word features.
+
+        The word features come first, in order; the character n-grams' indices follow, offset by `n_word_features`.
+        Sublinear TF-IDF, each part L2-normalised on its own, as the word and `char_wb` `TfidfVectorizer`s of
+        `_build_features` compute it. Both parts go through one set of array operations: a ticket's arrays are
+        small, and each numpy call costs more than its arithmetic, most of all in a run whose caches the rest of the
+        graph has just filled.
+        """
         import numpy
 
         lowered = normalized.lower()
         tokens = _WORD_TOKEN.findall(lowered)
         words = [*tokens, *(" ".join(pair) for pair in itertools.pairwise(tokens))]
-        known_words = [index for index in map(self._word_index.get, words) if index is not None]
-        word_idx, word_val = _tfidf(known_words, self.word_idf)
-        char_idx, char_val = _tfidf(self._char_features(lowered), self.char_idf)
-        return (
-            numpy.concatenate([word_idx, char_idx + self.n_word_features]),
-            numpy.concatenate([word_val, char_val]),
-        )
+        word_counts = Counter(index for index in map(self._word_index.get, words) if index is not None)
+        char_counts = Counter(self._char_features(lowered))
+        word_keys, char_keys = sorted(word_counts), sorted(char_counts)
+        offset = self.n_word_features
+        indices = numpy.array([*word_keys, *(key + offset for key in char_keys)], dtype=numpy.int64)
+        counts = [*(word_counts[key] for key in word_keys), *(char_counts[key] for key in char_keys)]
+        values = numpy.log(numpy.array(counts, dtype=numpy.float32)) + numpy.float32(1.0)
+        values *= self._idf[indices]
+        split = len(word_keys)
+        for part in (values[:split], values[split:]):
+            norm = numpy.sqrt(numpy.dot(part, part))
+            if norm > 0:
+                part /= norm
+        return indices, values, split
 
     def _char_features(self, lowered: str) -> list[int]:
         """The known character n-grams (2 to 5, inside word boundaries) of `lowered`, once per occurrence.
 
         Each distinct word's n-grams are looked up once and repeated for its other occurrences: a long ticket (a
         quoted thread, a pasted log) says the same words hundreds of times. The order of the list is not the
-        text's (`_tfidf` counts it).
+        text's (`features` counts it).
         """
         found: list[int] = []
         index, known = self._char_index, self._word_chars
@@ -638,12 +655,12 @@ class _Scorer:
         vectors = [self.features(text) for text in normalized]
         n_routes = len(ROUTES)
         route_rows = _softmax_rows(
-            numpy.array([self.route.margins(idx, val) for idx, val in vectors]).reshape(len(texts), -1), _SCORE_SCALE
+            numpy.array([self.route.margins(idx, val) for idx, val, _ in vectors]).reshape(len(texts), -1), _SCORE_SCALE
         ).tolist()
         intent_classes = self.intent.classes if self.intent is not None else []
         intent_rows: list[list[float]] = []
         if self.intent is not None:
-            intent_margins = numpy.array([self.intent.margins(idx, val) for idx, val in vectors])
+            intent_margins = numpy.array([self.intent.margins(idx, val) for idx, val, _ in vectors])
             intent_rows = _softmax_rows(intent_margins.reshape(len(texts), -1), _SCORE_SCALE).tolist()
         combined_rows: list[list[float]] = []
         bests: list[int] = []
@@ -688,8 +705,8 @@ class _Scorer:
             familiar.append(sum(word in self.vocabulary for word in words) / len(words) if words else 0.0)
         nearest_route: list[float] = []
         nearest_any: list[float] = []
-        for (idx, val), best in zip(vectors, bests, strict=True):
-            similarity = self._similarities(idx, val)
+        for (idx, val, n_words), best in zip(vectors, bests, strict=True):
+            similarity = self._similarities(idx[:n_words], val[:n_words])
             of_route = self._neighbours_of_route[best]
             nearest_route.append(_unit(float(similarity[of_route].max()) if of_route.size else 0.0))
             nearest_any.append(_unit(float(similarity.max()) if similarity.size else 0.0))
@@ -705,13 +722,10 @@ class _Scorer:
             nearest_any=nearest_any,
         )
 
-    def _similarities(self, indices: Any, values: Any) -> Any:
-        """Cosine similarity of a text's word n-grams to every training example."""
+    def _similarities(self, columns: Any, word_values: Any) -> Any:
+        """Cosine similarity of a text's word n-grams (their features and TF-IDF values) to every training example."""
         import numpy
 
-        is_word = indices < self.n_word_features
-        columns = indices[is_word]
-        word_values = values[is_word]
         norm = numpy.sqrt(numpy.dot(word_values, word_values))
         if not norm > 0:
             return numpy.zeros(len(self.neighbour_routes))
@@ -770,19 +784,6 @@ class _Scorer:
             vocabulary=frozenset(_decode_lines(arrays["vocabulary"])),
             stop_words=frozenset(_decode_lines(arrays["stop_words"])),
         )
-
-
-def _tfidf(found: list[int], idf: Any) -> tuple[Any, Any]:
-    """Sublinear TF-IDF of known terms (features, once per occurrence), L2-normalised, as `TfidfVectorizer`."""
-    import numpy
-
-    indices, counts = numpy.unique(numpy.array(found, dtype=numpy.int64), return_counts=True)
-    values = numpy.log(counts.astype(numpy.float32)) + numpy.float32(1.0)
-    values *= idf[indices]
-    norm = numpy.sqrt(numpy.dot(values, values))
-    if norm > 0:
-        values /= norm
-    return indices, values
 
 
 def _word_char_ngrams(word: str, min_n: int, max_n: int) -> list[str]:
