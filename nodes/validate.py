@@ -19,14 +19,18 @@ NODE = "validate"
 TOOLS = ("get_customer",)
 
 
-async def check_ticket(data: Any, gateway: ToolGateway, *, thread_id: str) -> tuple[Ticket, dict[str, Any] | None]:
+async def check_ticket(
+    data: Ticket | Any, gateway: ToolGateway, *, thread_id: str
+) -> tuple[Ticket, dict[str, Any] | None]:
     """Validate a ticket and return it with its customer's profile (None when anonymous).
+
+    A `Ticket` is taken as it is (validated when it was made); anything else is validated here.
 
     Raises:
         InvalidTicketError: the ticket is malformed.
         UnknownCustomerError: it names a customer the helpdesk does not know.
     """
-    ticket = Ticket.parse(data)
+    ticket = data if isinstance(data, Ticket) else Ticket.parse(data)
     if ticket.customer_id is None:
         return ticket, None
     customer = await gateway.call(NODE, "get_customer", {"customer_id": ticket.customer_id}, thread_id=thread_id)

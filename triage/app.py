@@ -286,9 +286,10 @@ class TriageApp:
         engine = await self._get_engine()
         meter = Meter(budget=engine.services.policy.support.budget.override(budget))
         data: Any = ticket.model_dump() if isinstance(ticket, Ticket) else ticket
-        conversation_id = Ticket.parse(data).conversation_id
+        parsed = Ticket.parse(data)
+        conversation_id = parsed.conversation_id
         if conversation_id is None:
-            return await self._start(engine, data, thread_id or f"thr_{uuid.uuid4().hex}", meter, callbacks)
+            return await self._start(engine, parsed, thread_id or f"thr_{uuid.uuid4().hex}", meter, callbacks)
         if thread_id is not None and thread_id != conversation_id:
             raise InvalidTicketError(
                 f"the ticket continues conversation {conversation_id} but the run names thread {thread_id}: give one"
@@ -367,9 +368,9 @@ class TriageApp:
         ]
 
     async def _start(
-        self, engine: _Engine, data: Any, thread_id: str, meter: Meter, callbacks: list[Any] | None
+        self, engine: _Engine, data: Ticket | Any, thread_id: str, meter: Meter, callbacks: list[Any] | None
     ) -> RunResult:
-        """Check the ticket and run it on `thread_id` (a new thread, or a conversation's next turn)."""
+        """Check the ticket (a `Ticket`, or data) and run it on `thread_id` (a new thread, or a conversation's turn)."""
         from triage.nodes.validate import check_ticket
 
         # Refuse bad input before anything is written: no thread, no helpdesk row.
