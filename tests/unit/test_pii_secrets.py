@@ -4,8 +4,10 @@ and the text around a secret kept exactly as it was."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from triage.policies.pii import _high_entropy, redact
+from triage.policies.pii import _DETECTOR_CLUES, _Clues, _high_entropy, _secret_detectors, redact
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"  # the shape of an AWS access key id (detect-secrets' AWS detector)
 RANDOM_24 = "aB3dE5gH7jK9mN1pQ2rS4tU6"  # 24 different characters: entropy log2(24) = 4.58 bits
@@ -98,3 +100,47 @@ def test_redacting_into_numbers_on_from_kinds_whose_names_hold_an_underscore() -
     second = redact("then 10.0.0.2, ssn 987-65-4321", into=first)
     assert second.text == "then [IP_ADDRESS_2], ssn [NATIONAL_ID_2]"
     assert second.values == {**first.values, "[IP_ADDRESS_2]": "10.0.0.2", "[NATIONAL_ID_2]": "987-65-4321"}
+
+
+HEX_48 = "0123456789abcdef" * 3
+TOKEN_35 = "aB3dE5gH7jK9mN1pQ2rS4tU6vW8xY0zA1b2"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "key AKCabcdefghij1 here",
+        'x="APFabcdefgh1" y',
+        f"secret_key = {HEX_48}",
+        f"IBM_COS_HMAC_SECRET_ACCESS_KEY: '{HEX_48}'",
+        f"\u017fecret-key={HEX_48}",  # a long s: re.IGNORECASE reads it as "s"
+        f"{'a1' * 16}-us12",
+        f"bot 123456789:{TOKEN_35} now",
+        f"bot \u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668:{TOKEN_35} now",  # Arabic-Indic digits are \\d
+    ],
+)
+def test_a_detector_with_a_clue_still_finds_its_secret(text: str) -> None:
+    assert "[SECRET_1]" in redact(text).text
+
+
+def test_the_clues_belong_to_the_installed_detectors() -> None:
+    """Every clue names an installed detect-secrets pattern (a changed pattern loses its clue, never a match)."""
+    installed = {(pattern.pattern, pattern.flags) for pattern, _ in _secret_detectors()}
+    assert set(_DETECTOR_CLUES) <= installed, "detect-secrets changed a pattern: look again at `_DETECTOR_CLUES`"
+
+
+CLUE_PIECES = [*"0123456789abcdefAPKCSECRETusk:-_='\" \n", "\u017f", "\u0131", "\u0130", "\u212a", "\u0663"]
+CLUE_PIECES += ["AKC", "AP", "-us", "secret", "SECRET", "key", "access", "cos", "hmac", "ibm", "123456789:", "a1" * 16]
+CLUE_PIECES += [HEX_48, TOKEN_35, "\u017fecret", "SECRE", "_key", "ecret"]
+CLUE_TEXT = st.lists(st.sampled_from(CLUE_PIECES), max_size=16).map("".join)
+"""Texts built of what the clued patterns match: each clue's literal, the characters around it, look-alike letters."""
+
+
+@settings(max_examples=400, deadline=None)
+@given(CLUE_TEXT)
+@example(f"\u017fecret_key={HEX_48}")  # a long s: in the text case-folded as re.IGNORECASE compares it
+@example("\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669:" + "aBcDe" * 7)  # another script's digits only
+def test_a_pattern_never_matches_a_text_without_its_clue(text: str) -> None:
+    for pattern, needs in _secret_detectors():
+        if not needs(_Clues(text)):
+            assert pattern.search(text) is None, (pattern.pattern, text)
