@@ -22,3 +22,8 @@ def fold_case(text: str) -> str:
 def has_digit(text: str) -> bool:
     r"""Whether `text` has a digit of any script, as `\d` in a pattern reads one."""
     return _DIGIT.search(text) is not None
+
+
+def digit_count(text: str) -> int:
+    r"""How many digits of any script `text` has, as `\d` in a pattern reads them."""
+    return len(_DIGIT.findall(text))
