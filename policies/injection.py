@@ -20,11 +20,12 @@ def _says(*words: str) -> Callable[[str], bool]:
     return lambda folded: any(word in folded for word in words)
 
 
+_TOOL_WORDS = _says("<!--", "tool", "function", "action", "amount_cents")
+
+
 def _tool_markup_words(folded: str) -> bool:
     """Markup, a tool's name, or a call with a keyword argument (`f(a=1)`: a parenthesis and an equals sign)."""
-    return any(word in folded for word in ("<!--", "tool", "function", "action", "amount_cents")) or (
-        "(" in folded and "=" in folded
-    )
+    return _TOOL_WORDS(folded) or ("(" in folded and "=" in folded)
 
 
 _RULES: tuple[tuple[str, re.Pattern[str], Callable[[str], bool]], ...] = tuple(

@@ -302,20 +302,19 @@ async def latency_phase(bench: Bench, tickets: list[dict[str, Any]], n: int, pas
             return (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000, result
 
         async def bare_side(
-            ticket: dict[str, Any] = ticket, route: str = route, tid: str = tid, stock: bool = False
+            ticket: dict[str, Any] = ticket, route: str = route, tid: str = tid, side: str = "bare"
         ) -> tuple[float, float]:
             started, cpu = time.perf_counter(), time.process_time()
-            side = "stock" if stock else "bare"
             await bench.run_bare(ticket, route, f"{side}-{tid}", side=side)
             return (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000
 
         if (i + turn) % 2:
             elapsed_bare, cpu_bare = await bare_side()
-            elapsed_stock, cpu_stock = await bare_side(stock=True)
+            elapsed_stock, cpu_stock = await bare_side(side="stock")
             elapsed_triage, cpu_triage, result = await app_side()
         else:
             elapsed_triage, cpu_triage, result = await app_side()
-            elapsed_stock, cpu_stock = await bare_side(stock=True)
+            elapsed_stock, cpu_stock = await bare_side(side="stock")
             elapsed_bare, cpu_bare = await bare_side()
         if result.status not in ("completed", "escalated") or result.route != route:
             skipped += 1  # paused on an approval (or routed differently this time): not the same shape
