@@ -14,7 +14,7 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
-from triage.context import Context, approver_of, services_of, thread_id_of
+from triage.context import Context, approver_of, once_per_step, services_of, thread_id_of
 from triage.errors import InvalidDecisionError
 from triage.journal import ApprovalState
 from triage.policies.approvals import REQUIRED_APPROVALS, Tier, approval_tier, decision_refusal, reply_needs_approval
@@ -186,6 +186,7 @@ async def _take(
             approval_id=approval_id,
             details=details,
             policy_version=services.policy.version,
+            dedupe_key=once_per_step(runtime, f"{event}:{approval_id}"),
         )
 
     refusal = decision_refusal(
@@ -267,6 +268,7 @@ async def _refuse(
         approval_id=record["approval_id"],
         details={"decision": decision, "reason": reason},
         policy_version=services.policy.version,
+        dedupe_key=once_per_step(runtime, f"refused:{record['approval_id']}"),
     )
     approvals = dict(state.get("approvals", {}))
     approvals[record["approval_id"]] = ApprovalRecord(**{**record, "refusal": f"{reason}; the approval stays pending"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from triage import TriageApp
+from triage.errors import CheckpointStoreError
 from triage.policies.bundle import POLICY_FILES
 from triage.settings import Settings
 
@@ -83,3 +84,32 @@ def rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any
         return [dict(row) for row in conn.execute(sql, params)]
     finally:
         conn.close()
+
+
+def store_fails_from_the_save_of(app: TriageApp, channel: str) -> Callable[[], list[str]]:
+    """From the save of a task's writes to `channel` on, fail every save (busy, for good), as a crash right after
+    the task would: the task ran and did its I/O, but neither its writes nor any later checkpoint is saved, so the
+    thread goes on from the checkpoint before the task's step, running it again. Call the returned function to end
+    the fault; it returns the ids of the tasks whose writes were refused."""
+    saver = app._portal.call(app._get_engine()).services.saver
+    save_writes, save = saver.aput_writes, saver.aput
+    refused: list[str] = []
+
+    async def failing_writes(config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+        if refused or any(name == channel for name, _ in writes):
+            refused.append(task_id)
+            raise CheckpointStoreError("injected: the checkpoint store stayed busy", kind="transient")
+        await save_writes(config, writes, task_id, task_path)
+
+    async def failing(config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        if refused:
+            raise CheckpointStoreError("injected: the checkpoint store stayed busy", kind="transient")
+        return await save(config, checkpoint, metadata, new_versions)
+
+    saver.aput_writes, saver.aput = failing_writes, failing  # type: ignore[method-assign]
+
+    def stop() -> list[str]:
+        del saver.aput_writes, saver.aput
+        return refused
+
+    return stop

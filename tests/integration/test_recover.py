@@ -8,13 +8,14 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import rows
+from tests.conftest import rows, store_fails_from_the_save_of
 from tests.integration.zygote import triage_cli
 from triage import TriageApp
-from triage.errors import StoreUnavailableError
+from triage.errors import CheckpointStoreError, StoreUnavailableError
 from triage.faults import FaultInjector, FaultPlan
 from triage.settings import Settings
 
@@ -105,3 +106,47 @@ def test_threads_status_filter_from_the_cli(settings: Settings) -> None:
     assert bad.returncode == 2 and "lost" in bad.stderr
     table = threads()
     assert paused.thread_id in table.stdout, "thread ids are printed whole"
+
+
+def test_a_decision_whose_step_runs_again_is_in_the_audit_trail_once(app: TriageApp, settings: Settings) -> None:
+    """The approval's step records the decision, then its save fails: `recover` runs the step again from the same
+    checkpoint with the same decision, and the trail still says once who approved (a second line would read as a
+    second approval)."""
+    paused = app.run(DUPLICATE)
+    stop = store_fails_from_the_save_of(app, "approvals")
+    with pytest.raises(StoreUnavailableError, match="recover"):
+        app.resume(paused.thread_id, ALICE)
+    assert stop(), "the approval's step was not saved"
+    assert [line["event"] for line in app.thread(paused.thread_id).audit] == ["approval_requested", "approved"]
+    done = app.recover(paused.thread_id)
+    assert done.status == "completed", done.status_reason
+    events = [(line["event"], line["actor"]) for line in app.thread(paused.thread_id).audit]
+    assert events.count(("approved", "alice")) == 1, events
+    refunds = rows(settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (paused.thread_id,))
+    assert refunds == [{"amount_cents": 24000}]
+
+
+def test_a_refusal_whose_step_runs_again_is_in_the_audit_trail_once(app: TriageApp) -> None:
+    """A value the node refuses (sent past the app's checks), its step replayed: one `refused` line, not two. A
+    second refused answer, in a later step, is a line of its own."""
+    from langgraph.types import Command
+
+    from triage.context import Context
+
+    paused = app.run(DUPLICATE)
+    engine = app._portal.call(app._get_engine())
+    config: Any = {"configurable": {"thread_id": paused.thread_id}}
+    bad = Command(resume={"approver": "alice", "decision": "maybe"})
+    stop = store_fails_from_the_save_of(app, "approvals")
+    with pytest.raises(CheckpointStoreError):
+        app._portal.call(engine.graph.ainvoke(bad, config, context=Context(services=engine.services)))
+    assert stop(), "the refusal's step was not saved"
+    again = app._portal.call(engine.graph.ainvoke(None, config, context=Context(services=engine.services)))
+    assert "stays pending" in again["__interrupt__"][0].value["refusal"]
+    assert [line["event"] for line in app.thread(paused.thread_id).audit] == ["approval_requested", "refused"]
+    app._portal.call(engine.graph.ainvoke(bad, config, context=Context(services=engine.services)))
+    assert [line["event"] for line in app.thread(paused.thread_id).audit] == [
+        "approval_requested",
+        "refused",
+        "refused",
+    ]

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import policy_copy, rows
+from tests.conftest import policy_copy, rows, store_fails_from_the_save_of
 from tests.integration.zygote import triage_cli
 from triage import TriageApp
-from triage.errors import InvalidReleaseError
+from triage.errors import InvalidReleaseError, StoreUnavailableError
 from triage.models.dev_server import DevModelServer
 from triage.settings import Settings
 
@@ -245,6 +245,25 @@ def test_a_mass_notification_waits_for_approval_then_runs(mass_app: TriageApp, m
     events = [(line["event"], line["actor"]) for line in mass_app.thread(paused.thread_id).audit]
     assert events[:2] == [("approval_requested", "approve_mass"), ("approved", "alice")]
     assert [e for e, _ in events[2:]] == ["effect"] * 6
+
+
+def test_an_approval_whose_step_runs_again_is_in_the_audit_trail_once(
+    mass_app: TriageApp, mass_settings: Settings
+) -> None:
+    """The approval's step is lost after it recorded the decision (its save fails): `recover` runs it again, and
+    the trail still shows one approval and each effect once."""
+    reported = [engineering_ticket(mass_app, c, *GANTT) for c in ("cus_0001", "cus_0002")]
+    paused = mass_app.release("2.4.1", reported, NOTES)
+    stop = store_fails_from_the_save_of(mass_app, "approvals")
+    with pytest.raises(StoreUnavailableError, match="recover"):
+        mass_app.resume(paused.thread_id, {"approver": "alice", "decision": "approve", "reason": "notes ok"})
+    assert stop(), "the approval's step was not saved"
+    done = mass_app.recover(paused.thread_id)
+    assert done.status == "completed", done.status_reason
+    events = [(line["event"], line["actor"]) for line in mass_app.thread(paused.thread_id).audit]
+    assert events[:2] == [("approval_requested", "approve_mass"), ("approved", "alice")], events
+    assert [e for e, _ in events[2:]] == ["effect"] * 4
+    assert len(outbox(mass_settings)) == 2
 
 
 def test_a_rejected_mass_notification_closes_and_sends_nothing(mass_app: TriageApp, mass_settings: Settings) -> None:
