@@ -197,6 +197,7 @@ def build_report(run: EvalRun, cases: Sequence[EvalCase], *, source: str) -> dic
     }
     if talks is not None:
         report["conversations"] = talks
+    report["logged"] = redact_tree(list(run.logged))  # what triage logged at WARNING and above while cases ran
     return report
 
 
@@ -398,6 +399,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines += ["", f"## Failing cases ({len(failing)})", ""]
     for case in failing:
         lines.append(f"- `{case['id']}` ({', '.join(case['tags'])}): {'; '.join(case['failures'])}")
+    logged = report.get("logged", [])
+    if logged:
+        lines += ["", f"## Logged while the cases ran ({len(logged)})", ""]
+        lines += [f"- {line}" for line in logged]
     return "\n".join(lines) + "\n"
 
 

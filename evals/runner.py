@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import multiprocessing
 import multiprocessing.util
 import os
@@ -31,9 +32,10 @@ import sqlite3
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -128,6 +130,9 @@ class EvalRun:
     measured: dict[str, Any] = field(default_factory=dict)
     """How the latency figures were taken: `workers` (processes), `concurrency` (cases at once in each) and
     `sqlite_synchronous` (whether commits waited for the disk)."""
+    logged: list[str] = field(default_factory=list)
+    """What triage logged at WARNING and above while the cases ran, in every process (`_LoggedLines`): a case that
+    plants a fault makes the alarm an operator would get, which belongs in the report, not among the progress."""
 
     def __repr__(self) -> str:
         # A summary, not every run's result: `asyncio.run` formats the repr of its task, result included, as it
@@ -170,7 +175,8 @@ async def run_cases(
 
     base = settings or Settings()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="triage-eval-") as tmp:
+    logged: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="triage-eval-") as tmp, _keeping_logs() as here_logged:
         root = workdir or Path(tmp)
         cache = base.cache_dir if base.cache_home or base.home.exists() else root / "cache"
         # Every case decides with the home's active model (a trained one, or the packaged one). The homes are thrown
@@ -193,12 +199,15 @@ async def run_cases(
                 # This process is one of the workers: it has the models and the graph already, and its share
                 # starts as soon as the template is seeded, while the other processes are still starting.
                 here = _Worker(base, place, models, graphs, asyncio.get_running_loop())
-                runs, talks = await _in_workers(pool, cases, conversations, on_done, here=here, processes=workers - 1)
+                runs, talks = await _in_workers(
+                    pool, cases, conversations, on_done, here=here, processes=workers - 1, logged=logged
+                )
             else:
                 runs, talks = await _in_process(cases, conversations, base, place, models, graphs, concurrency, on_done)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
+        logged[:0] = here_logged.take()
     measured = {
         "workers": workers if pool is not None else 1,
         "concurrency": 1 if pool is not None else max(1, concurrency),
@@ -218,7 +227,39 @@ async def run_cases(
         evaluations=[run.evaluation for run in runs],
         conversations=talks,
         measured=measured,
+        logged=logged,
     )
+
+
+class _LoggedLines(logging.Handler):
+    """Keeps the lines triage logs at WARNING and above (with the exception's last line, if any)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = f"{record.levelname}: {record.getMessage()}"
+        if record.exc_info and record.exc_info[1] is not None:
+            line += f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})"
+        self.lines.append(line)
+
+    def take(self) -> list[str]:
+        """The lines kept so far, which are then forgotten."""
+        lines, self.lines = self.lines, []
+        return lines
+
+
+@contextmanager
+def _keeping_logs() -> Iterator[_LoggedLines]:
+    """Keep what triage logs while the block runs, instead of Python printing it (no handler is configured)."""
+    logger = logging.getLogger("triage")
+    handler = _LoggedLines()
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
 
 
 CHUNK = 8
@@ -322,11 +363,13 @@ async def _in_workers(
     *,
     here: _Worker | None = None,
     processes: int = 1,
+    logged: list[str] | None = None,
 ) -> tuple[list[CaseRun], list[ConversationRun]]:
     """Run the cases `CHUNK` at a time in the pool's `processes` and, with `here`, in this process too.
 
     Each takes the next chunk when it is done with one, and runs one case at a time. Conversations go first, as
-    the longest tasks. A process of the pool that dies ends the run with `EvalWorkerError`.
+    the longest tasks. A process of the pool that dies ends the run with `EvalWorkerError`. What the pool's
+    processes log goes to `logged`.
     """
     loop = asyncio.get_running_loop()
     runs: list[CaseRun | None] = [None] * len(cases)
@@ -350,13 +393,15 @@ async def _in_workers(
         while tasks:
             kind, chunk = tasks.popleft()
             try:
-                _, finished = await loop.run_in_executor(pool, _run_chunk, kind, chunk)
+                _, finished, lines = await loop.run_in_executor(pool, _run_chunk, kind, chunk)
             except BrokenProcessPool:
                 raise EvalWorkerError(
                     "a worker process of the eval stopped before its cases finished (killed, or out of memory); "
                     "run the eval again, or with --workers 1 to keep it in one process"
                 ) from None
             record(kind, finished)
+            if logged is not None:
+                logged.extend(lines)
 
     async def in_this_process(worker: _Worker) -> None:
         try:
@@ -440,12 +485,13 @@ def _stop_worker() -> None:
         gc.freeze()
 
 
-def _run_chunk(kind: str, chunk: list[tuple[int, Any]]) -> tuple[str, list[tuple[int, Any]]]:
-    """Run a chunk of cases (or one conversation) in this worker process, one at a time."""
+def _run_chunk(kind: str, chunk: list[tuple[int, Any]]) -> tuple[str, list[tuple[int, Any]], list[str]]:
+    """Run a chunk of cases (or one conversation) in this worker process, one at a time; with what it logged."""
     if _start_error is not None:
         raise _start_error
     assert _worker is not None, "_start_worker runs first"
-    return kind, _worker.loop.run_until_complete(_chunk_on(_worker, kind, chunk))
+    with _keeping_logs() as logged:
+        return kind, _worker.loop.run_until_complete(_chunk_on(_worker, kind, chunk)), logged.take()
 
 
 async def _chunk_on(worker: _Worker, kind: str, chunk: list[tuple[int, Any]]) -> list[tuple[int, Any]]:

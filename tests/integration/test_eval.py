@@ -520,3 +520,24 @@ def test_ctrl_c_stops_an_eval_with_workers_promptly_and_leaves_nothing(tmp_path:
     running = [line for line in group.splitlines() if line.strip() and not line.strip().startswith("Z")]
     assert running == [], f"processes of the eval still running: {running}"  # an exited one waits to be reaped
     assert list(scratch.iterdir()) == []
+
+
+def test_what_a_case_makes_triage_log_goes_to_the_report_not_the_terminal(
+    tmp_path: Path, settings: Settings, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The case that plants a failed undo makes the saga log its ROLLBACK INCOMPLETE alarm: the eval keeps the line
+    for its report (from this process, and from a worker process) instead of printing it among the progress."""
+    import triage.evals.runner as runner
+
+    cases = load_cases(eval_subset(tmp_path, (*SUBSET, "saga-plan-undo-fails-001")))
+    here = asyncio.run(run_cases(cases, settings=settings))
+    # This process runs no chunk of its own: the spawned worker (which imports the module afresh) runs them all.
+    monkeypatch.setattr(runner, "_Worker", lambda *args: None)
+    monkeypatch.setattr(runner, "_in_process", None)
+    there = asyncio.run(run_cases(cases, settings=settings, workers=2))  # nine cases: more than a chunk
+    for run in (here, there):
+        [line] = run.logged
+        assert line.startswith("ERROR: ROLLBACK INCOMPLETE in thread eval-saga-plan-undo-fails-001"), line
+        assert build_report(run, cases, source="subset")["logged"] == [line]
+    assert there.measured["workers"] == 2
+    assert "ROLLBACK INCOMPLETE" not in "".join(capfd.readouterr())

@@ -111,6 +111,8 @@ def demo(home: HomeOption = None, as_json: JsonOption = False) -> None:
 
 DEMO_APPROVAL_CUSTOMER = "cus_mid_dup"
 DEMO_APPROVER = "alice"
+LOGGED_SHOWN = 5
+"""Lines of what triage logged during `triage eval` printed with its summary (the JSON report has them all)."""
 
 
 def _approve_in_another_process(settings: Settings, thread_id: str, approver: str) -> RunResult:
@@ -852,6 +854,14 @@ def eval_(
                 f"{0.0 if talk['follow_up_success_rate'] is None else talk['follow_up_success_rate']:.1%}",
                 highlight=False,
             )
+        if report["logged"]:
+            shown = report["logged"][:LOGGED_SHOWN]
+            more = len(report["logged"]) - len(shown)
+            out.print(f"logged while the cases ran ({len(report['logged'])}, cases that plant faults expect some):")
+            for line in shown:
+                out.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+            if more:
+                out.print(f"  ... {more} more in {json_path}", highlight=False)
         gate_section = report["gate"]
         out.print(
             f"gate: {gate_section['status']}" + (f" ({gate_section['reason']})" if "reason" in gate_section else "")
