@@ -19,7 +19,7 @@ mutation:
 	.venv/bin/python scripts/mutation.py --min-score 90
 
 bench:
-	python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/python scripts/bench.py $(BENCH_ARGS)
+	python3 -m venv .venv && .venv/bin/pip install -q -e ".[postgres]" && .venv/bin/python scripts/bench.py $(BENCH_ARGS)
 
 bench-instructions:
 	.venv/bin/python scripts/bench_instructions.py $(BENCH_ARGS)

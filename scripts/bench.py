@@ -13,6 +13,9 @@ Prints, in one run, the figures of BENCHMARKS.md:
   itself declared with triage's state schemas (still no-op nodes on two keys), which shows how much of the app's
   gap is LangGraph's work per declared channel;
 - throughput at concurrency 1, 8 and 32 (200 tickets each, 40 with --quick);
+- throughput with one and two worker processes on one store (concurrency 8 each, 200 tickets in all): on the
+  home's SQLite files, and on a PostgreSQL server the script starts on loopback (fsync on), installing Debian's
+  `postgresql` package when it is missing;
 - checkpoint store per completed ticket (file growth, and the checkpoint/write blobs alone);
 - `triage eval` wall time for 1,000 cases (the packaged cases cycled with fresh ids);
 - peak memory (max RSS) of one process that runs 1,000 tickets;
@@ -433,6 +436,106 @@ async def throughput_phase(
     return figures
 
 
+PROCESS_COUNTS = (1, 2)
+"""Worker processes the processes phase compares: the machine has two cores."""
+PROCESS_CONCURRENCY = 8
+"""Tickets in flight in each worker process of the processes phase."""
+
+
+def processes_child(
+    home: str, cache: str, database_url: str | None, tickets: list[dict[str, Any]], barrier: Any, out: Any
+) -> None:
+    """(In a spawned process.) Open the home, run a warm-up ticket, wait for the others, run `tickets`; report."""
+    from triage.app import TriageApp
+    from triage.settings import Settings
+
+    settings = Settings(home=Path(home), cache_home=Path(cache), database_url=database_url)
+    with TriageApp(settings) as app:
+        app.run({"subject": "warm-up", "body": "What are your opening hours?"}, thread_id=f"warm-{os.getpid()}")
+        barrier.wait()
+        started, cpu = time.perf_counter(), time.process_time()
+
+        async def one(i: int) -> Any:
+            return await app.arun(tickets[i], thread_id=f"proc-{os.getpid()}-{i}")
+
+        asyncio.run(throughput(one, len(tickets), PROCESS_CONCURRENCY))
+        out.put((time.perf_counter() - started, time.process_time() - cpu, len(tickets)))
+
+
+def processes_run(
+    home: Path, cache: Path, database_url: str | None, tickets: list[dict[str, Any]], count: int
+) -> dict[str, float]:
+    """Throughput of `count` spawned worker processes sharing `tickets` on one store, timed from a barrier."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # this process runs threads: no fork
+    barrier, out = context.Barrier(count + 1), context.Queue()
+    shares = [tickets[k::count] for k in range(count)]
+    children = [
+        context.Process(target=processes_child, args=(str(home), str(cache), database_url, share, barrier, out))
+        for share in shares
+    ]
+    for child in children:
+        child.start()
+    try:
+        barrier.wait(timeout=600)  # every child has opened the store and run its warm-up ticket
+        started = time.perf_counter()
+        results = [out.get(timeout=1800) for _ in children]
+        wall = time.perf_counter() - started
+    finally:
+        for child in children:
+            child.join(timeout=60)
+            if child.is_alive():
+                child.kill()
+    if any(child.exitcode for child in children):
+        raise RuntimeError(f"a worker process failed (exit codes {[child.exitcode for child in children]})")
+    return {"tickets_per_s": len(tickets) / wall, "cpu_s": sum(cpu for _, cpu, _ in results), "wall_s": wall}
+
+
+def processes_phase(root: Path, cache: Path, tickets: list[dict[str, Any]], total: int) -> dict[str, Any]:
+    """Throughput with 1 and 2 worker processes on one store: the home's SQLite files, then PostgreSQL.
+
+    Each count gets a fresh home (and, on PostgreSQL, a fresh database): the first app to open it seeds it, here,
+    before the workers start. PostgreSQL is a server this script starts on loopback with fsync on (every commit
+    waits for the disk, as SQLite's do); when it cannot be installed or started, the figure says why instead.
+    """
+    from triage.app import TriageApp
+    from triage.settings import Settings
+
+    work = [tickets[i % len(tickets)] for i in range(total)]
+    figures: dict[str, Any] = {}
+
+    def measure(backend: str, database_url: Callable[[], str | None]) -> dict[int, dict[str, float]]:
+        found: dict[int, dict[str, float]] = {}
+        for count in PROCESS_COUNTS:
+            home, url = root / f"processes-{backend}-{count}", database_url()
+            with TriageApp(Settings(home=home, cache_home=cache, database_url=url)) as app:
+                app.run({"subject": "seed", "body": "What are your opening hours?"}, thread_id="seed")
+            found[count] = processes_run(home, cache, url, work, count)
+            log(f"  {backend}, {count} process(es): {found[count]['tickets_per_s']:.1f} tickets/s")
+        return found
+
+    figures["sqlite"] = measure("sqlite", lambda: None)
+    try:
+        sys.path.insert(0, str(ROOT))
+        from tests.postgres_server import postgres_server
+
+        with postgres_server(fsync=True) as server:
+            import psycopg
+
+            def fresh_database() -> str:
+                name = f"bench_{uuid.uuid4().hex[:12]}"
+                with psycopg.connect(server, autocommit=True) as conn:
+                    conn.execute(f"CREATE DATABASE {name}")
+                return server.rsplit("/", 1)[0] + f"/{name}"
+
+            figures["postgres"] = measure("postgres", fresh_database)
+    except Exception as exc:  # no package, no server: the other figures stand, this one says why
+        figures["postgres"] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:200]}
+        log(f"  postgres: not measured ({figures['postgres']['error']})")
+    return figures
+
+
 def file_size(home: Path) -> int:
     """Bytes of the checkpoint store (the WAL is folded in when the last connection closes)."""
     return sum(f.stat().st_size for f in home.glob("checkpoints.sqlite*"))
@@ -811,6 +914,27 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
                 "grows with concurrency",
             )
         )
+    if "processes" in figures:
+        procs = figures["processes"]
+        for backend, label in (("sqlite", "the home's SQLite files"), ("postgres", "PostgreSQL, fsync on")):
+            found = procs.get(backend, {})
+            counts = sorted(c for c in found if c != "error")
+            rates = [found[c]["tickets_per_s"] for c in counts]
+            # The workers' CPU over the run's wall time: how many of the machine's cores they kept busy.
+            cores = " / ".join(f"{found[c]['cpu_s'] / found[c]['wall_s']:.1f}" for c in counts)
+            value = " / ".join(f"{rate:.1f}" for rate in rates) + (
+                f" ({rates[-1] / rates[0]:.2f}x), cores busy {cores}" if len(rates) > 1 else ""
+            )
+            rows.append(
+                (
+                    f"throughput with {' / '.join(map(str, PROCESS_COUNTS))} worker processes on {label} "
+                    f"(tickets/s, {figures['processes_tickets']} in all, {PROCESS_CONCURRENCY} at once in each)",
+                    value if rates else f"not measured: {found.get('error')}",
+                    "",
+                    "",
+                    "grows where the work allows it",
+                )
+            )
     if "store" in figures:
         store = figures["store"]
         rows.append(
@@ -888,7 +1012,7 @@ def print_report(figures: dict[str, Any]) -> None:
     )
 
 
-PHASES = ("latency", "throughput", "resume", "start", "store", "eval", "memory")
+PHASES = ("latency", "throughput", "processes", "resume", "start", "store", "eval", "memory")
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -979,6 +1103,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             log(f"throughput: {total} tickets at concurrency {levels}")
             figures["throughput_tickets"] = total
             figures["throughput"] = await throughput_phase(bench, lat["routed"], total, levels)
+
+        if "processes" in only:
+            total = 16 if quick else 200
+            log(f"processes: {total} tickets shared by {' and '.join(map(str, PROCESS_COUNTS))} worker processes")
+            figures["processes_tickets"] = total
+            figures["processes"] = processes_phase(root, cache, [ticket for ticket, _ in lat["routed"]], total)
 
         if "resume" in only:
             log("resume: pausing tickets on an approval, approving each with `triage approve` (own process, worker)")

@@ -42,8 +42,11 @@ def _as_server_user(args: list[str], **kwargs: object) -> subprocess.CompletedPr
 
 
 @contextmanager
-def postgres_server() -> Iterator[str]:
+def postgres_server(*, fsync: bool = False) -> Iterator[str]:
     """Start a throwaway server with its data in a new temporary folder; yield a URL to its `triage` database.
+
+    `fsync` makes every commit wait for the disk (off by default: the tests check behaviour, not durability
+    against a power cut, and run faster without it).
 
     The folder is made directly under the system's temporary directory: pytest's own are private to root, and the
     server runs as its own user.
@@ -64,7 +67,9 @@ def postgres_server() -> Iterator[str]:
     if os.geteuid() == 0:
         log.touch()
         os.chown(log, pwd.getpwnam(RUN_AS).pw_uid, pwd.getpwnam(RUN_AS).pw_gid)
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    if not fsync:
+        options += " -c fsync=off"
     _as_server_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start"])
     try:
         deadline = time.monotonic() + 30

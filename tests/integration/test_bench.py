@@ -40,6 +40,8 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
         "each of the 2 passes alone",
         "each ticket's median over its runs",
         "throughput at 1 / 8 / 32",
+        "throughput with 1 / 2 worker processes on the home's SQLite files",
+        "throughput with 1 / 2 worker processes on PostgreSQL, fsync on",
         "checkpoint store per ticket",
         "bare on LangGraph's stock saver",
         "bare with triage's state schemas",
@@ -72,6 +74,10 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     # Triage's saver stores less than LangGraph's stock saver for the same bare graph (integer versions).
     assert latency["bare_blob_bytes"] < latency["stock_blob_bytes"]
     assert set(figures["throughput"]["triage"]) == {"1", "8", "32"}
+    # Both stores measured (the suite's PostgreSQL server is installed), each with one and two worker processes.
+    for store in ("sqlite", "postgres"):
+        assert set(figures["processes"][store]) == {"1", "2"}, figures["processes"][store]
+        assert all(run["tickets_per_s"] > 0 and run["cpu_s"] > 0 for run in figures["processes"][store].values())
     assert figures["store"]["triage"] > 0 and figures["store"]["bare"] > 0
     assert figures["eval"]["task_success_rate"] > 0.5
     assert figures["memory"]["peak_mib"] > 0
