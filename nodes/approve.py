@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
-from triage.context import Context, approver_of, once_per_step, services_of, thread_id_of
+from triage.context import Context, approver_of, services_of, thread_id_of
 from triage.errors import InvalidDecisionError
 from triage.journal import ApprovalState
 from triage.policies.approvals import REQUIRED_APPROVALS, Tier, approval_tier, decision_refusal, reply_needs_approval
@@ -30,6 +31,19 @@ def approval_id_for(thread_id: str, action: ProposedAction) -> str:
     """Stable id of one action's approval: the same action in the same thread always gets the same id."""
     canonical = json.dumps({"kind": action["kind"], "args": action["args"]}, sort_keys=True, default=str)
     return "apr_" + hashlib.sha256(f"{thread_id}|{canonical}".encode()).hexdigest()[:16]
+
+
+def answer_key(event: str, record: ApprovalRecord, answer: Mapping[str, Any]) -> str:
+    """The dedupe key of the audit line that records `event` for an `answer` to the approval of `record`.
+
+    The same whenever that answer is taken in again in the same state: a step run again after its save was lost,
+    whether from the same checkpoint (a crash, then a resume) or from its parent (`triage recover` after a
+    transient failure, where LangGraph forks the thread and the task gets a new id). Another answer, a later round
+    (the next approver) or a later refusal (`refusals` counts them) gets a key of its own.
+    """
+    canonical = json.dumps(answer, sort_keys=True, default=str)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return f"{event}:{record['approval_id']}:{len(record['approvers'])}:{record.get('refusals', 0)}:{digest}"
 
 
 def origin_of(record: ApprovalRecord) -> str:
@@ -186,7 +200,7 @@ async def _take(
             approval_id=approval_id,
             details=details,
             policy_version=services.policy.version,
-            dedupe_key=once_per_step(runtime, f"{event}:{approval_id}"),
+            dedupe_key=answer_key(event, record, decision.model_dump(mode="json")),
         )
 
     refusal = decision_refusal(
@@ -250,6 +264,12 @@ async def _take(
     return Command(goto="approve", update={"approvals": approvals})
 
 
+def refused_record(record: ApprovalRecord, reason: str) -> ApprovalRecord:
+    """`record` after a refused answer: the reason for the next interrupt, and one more refusal counted."""
+    refusal = f"{reason}; the approval stays pending"
+    return ApprovalRecord(**{**record, "refusal": refusal, "refusals": record.get("refusals", 0) + 1})
+
+
 async def _refuse(
     reason: str,
     actor: str,
@@ -268,10 +288,10 @@ async def _refuse(
         approval_id=record["approval_id"],
         details={"decision": decision, "reason": reason},
         policy_version=services.policy.version,
-        dedupe_key=once_per_step(runtime, f"refused:{record['approval_id']}"),
+        dedupe_key=answer_key("refused", record, {"actor": actor, "decision": decision, "reason": reason}),
     )
     approvals = dict(state.get("approvals", {}))
-    approvals[record["approval_id"]] = ApprovalRecord(**{**record, "refusal": f"{reason}; the approval stays pending"})
+    approvals[record["approval_id"]] = refused_record(record, reason)
     return Command(goto="approve", update={"approvals": approvals})
 
 

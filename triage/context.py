@@ -55,17 +55,6 @@ def thread_id_of(runtime: Runtime[Context]) -> str:
     return thread_id
 
 
-def once_per_step(runtime: Runtime[Context], key: str) -> str | None:
-    """`key`, made unique to this run of the node's step: a dedupe key for what the node records once.
-
-    A step that runs again from the same checkpoint (its save was lost to a crash or a failed write, and the thread
-    goes on with `triage recover` or a resume) gets the same task id, so its record is not written twice; a later
-    step (the node asked again) gets a new one. None outside a LangGraph run that gives task ids: no dedupe.
-    """
-    info = runtime.execution_info
-    return f"{key}:{info.task_id}" if info is not None and info.task_id else None
-
-
 def approver_of(runtime: Runtime[Context]) -> str | None:
     """Who answers approvals in this run when the resume value does not say: the context's `approver`."""
     return runtime.context.approver if runtime.context is not None else None

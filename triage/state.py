@@ -134,6 +134,8 @@ class ApprovalRecord(TypedDict):
     expires_at: str
     refusal: NotRequired[str]
     """Why the last answer was refused (shown in the next interrupt); cleared once an approval is taken."""
+    refusals: NotRequired[int]
+    """How many answers were refused so far (absent: none); keys each refusal's audit line apart."""
     origin_id: NotRequired[str]
     """The approval this one replaced by an edit (absent when never edited); the effect is keyed by the origin, so
     one approval yields one effect whatever edits it went through."""

@@ -12,10 +12,10 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import Command, interrupt
 
-from triage.context import Context, approver_of, once_per_step, services_of, thread_id_of
+from triage.context import Context, approver_of, services_of, thread_id_of
 from triage.errors import InvalidDecisionError
 from triage.journal import ApprovalState
-from triage.nodes.approve import approval_id_for
+from triage.nodes.approve import answer_key, approval_id_for, refused_record
 from triage.policies.approvals import REQUIRED_APPROVALS, Tier, decision_refusal, mass_notification_tier
 from triage.schemas import ApprovalRequest, Decision, decision_from_resume
 from triage.state import ApprovalRecord, ProposedAction, ReleaseState
@@ -170,7 +170,7 @@ async def _take(
         approval_id=approval_id,
         details={"reason": decision.reason},
         policy_version=services.policy.version,
-        dedupe_key=once_per_step(runtime, f"{event}:{approval_id}"),
+        dedupe_key=answer_key(event, record, decision.model_dump(mode="json")),
     )
     version = state["release"]["version"]
     if decision.decision == "timeout":
@@ -206,8 +206,8 @@ async def _refuse(
         approval_id=record["approval_id"],
         details={"decision": decision, "reason": reason},
         policy_version=services.policy.version,
-        dedupe_key=once_per_step(runtime, f"refused:{record['approval_id']}"),
+        dedupe_key=answer_key("refused", record, {"actor": actor, "decision": decision, "reason": reason}),
     )
     approvals = dict(state.get("approvals", {}))
-    approvals[record["approval_id"]] = ApprovalRecord(**{**record, "refusal": f"{reason}; the approval stays pending"})
+    approvals[record["approval_id"]] = refused_record(record, reason)
     return Command(goto="approve_mass", update={"approvals": approvals})

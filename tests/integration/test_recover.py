@@ -126,6 +126,32 @@ def test_a_decision_whose_step_runs_again_is_in_the_audit_trail_once(app: Triage
     assert refunds == [{"amount_cents": 24000}]
 
 
+def test_a_decision_retried_from_its_parent_checkpoint_is_in_the_audit_trail_once(
+    app: TriageApp, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is busy only for a moment: the step that recorded the decision is not saved, but the failure is,
+    so the thread is `failed` (transient) and `recover` retries the step from its parent checkpoint. LangGraph
+    forks the thread there (the retried task has a new id); the decision is taken in again, and written once."""
+    paused = app.run(DUPLICATE)
+    stop = store_fails_from_the_save_of(app, "approvals")
+    refused: list[str] = []
+    record_failure = app._record_failure
+
+    async def healed_then_recorded(engine: Any, thread_id: str, exc: Exception) -> None:
+        refused.extend(stop())
+        await record_failure(engine, thread_id, exc)
+
+    monkeypatch.setattr(app, "_record_failure", healed_then_recorded)
+    failed = app.resume(paused.thread_id, ALICE)
+    assert refused and (failed.status, failed.failure_class) == ("failed", "transient"), failed.status_reason
+    done = app.recover(paused.thread_id)
+    assert done.status == "completed", done.status_reason
+    events = [(line["event"], line["actor"]) for line in app.thread(paused.thread_id).audit]
+    assert events.count(("approved", "alice")) == 1, events
+    refunds = rows(settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (paused.thread_id,))
+    assert refunds == [{"amount_cents": 24000}]
+
+
 def test_a_refusal_whose_step_runs_again_is_in_the_audit_trail_once(app: TriageApp) -> None:
     """A value the node refuses (sent past the app's checks), its step replayed: one `refused` line, not two. A
     second refused answer, in a later step, is a line of its own."""
