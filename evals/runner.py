@@ -29,6 +29,7 @@ import multiprocessing.util
 import os
 import shutil
 import sqlite3
+import sys
 import tempfile
 import time
 from collections import Counter, deque
@@ -175,8 +176,7 @@ async def run_cases(
 
     base = settings or Settings()
     started = time.perf_counter()
-    logged: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="triage-eval-") as tmp, _keeping_logs() as here_logged:
+    with tempfile.TemporaryDirectory(prefix="triage-eval-") as tmp, _keeping_logs() as logged:
         root = workdir or Path(tmp)
         cache = base.cache_dir if base.cache_home or base.home.exists() else root / "cache"
         # Every case decides with the home's active model (a trained one, or the packaged one). The homes are thrown
@@ -200,14 +200,14 @@ async def run_cases(
                 # starts as soon as the template is seeded, while the other processes are still starting.
                 here = _Worker(base, place, models, graphs, asyncio.get_running_loop())
                 runs, talks = await _in_workers(
-                    pool, cases, conversations, on_done, here=here, processes=workers - 1, logged=logged
+                    pool, cases, conversations, on_done, here=here, processes=workers - 1, logged=logged.lines
                 )
             else:
                 runs, talks = await _in_process(cases, conversations, base, place, models, graphs, concurrency, on_done)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
-        logged[:0] = here_logged.take()
+        lines = logged.take()
     measured = {
         "workers": workers if pool is not None else 1,
         "concurrency": 1 if pool is not None else max(1, concurrency),
@@ -227,7 +227,7 @@ async def run_cases(
         evaluations=[run.evaluation for run in runs],
         conversations=talks,
         measured=measured,
-        logged=logged,
+        logged=lines,
     )
 
 
@@ -252,12 +252,20 @@ class _LoggedLines(logging.Handler):
 
 @contextmanager
 def _keeping_logs() -> Iterator[_LoggedLines]:
-    """Keep what triage logs while the block runs, instead of Python printing it (no handler is configured)."""
+    """Keep what triage logs while the block runs, instead of Python printing it (no handler is configured).
+
+    A block that raises leaves no report to carry the lines: they are printed to stderr then, as they would have
+    been without the handler.
+    """
     logger = logging.getLogger("triage")
     handler = _LoggedLines()
     logger.addHandler(handler)
     try:
         yield handler
+    except BaseException:
+        for line in handler.take():
+            print(line, file=sys.stderr)
+        raise
     finally:
         logger.removeHandler(handler)
 

@@ -541,3 +541,22 @@ def test_what_a_case_makes_triage_log_goes_to_the_report_not_the_terminal(
         assert build_report(run, cases, source="subset")["logged"] == [line]
     assert there.measured["workers"] == 2
     assert "ROLLBACK INCOMPLETE" not in "".join(capfd.readouterr())
+
+
+def test_an_eval_that_stops_on_an_error_still_prints_what_triage_logged(
+    tmp_path: Path, settings: Settings, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No report is written for an eval that raises: the lines kept for it are printed instead of lost."""
+    import logging
+
+    import triage.evals.runner as runner
+
+    async def logs_then_fails(*args: object, **kwargs: object) -> None:
+        logging.getLogger("triage.nodes.saga").error("ROLLBACK INCOMPLETE in thread t1: a person must undo it")
+        raise RuntimeError("the eval stopped")
+
+    monkeypatch.setattr(runner, "_in_process", logs_then_fails)
+    cases = load_cases(eval_subset(tmp_path, ("saga-plan-undo-fails-001",)))
+    with pytest.raises(RuntimeError, match="the eval stopped"):
+        asyncio.run(run_cases(cases, settings=settings))
+    assert "ERROR: ROLLBACK INCOMPLETE in thread t1" in capfd.readouterr().err
