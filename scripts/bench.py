@@ -440,19 +440,22 @@ PROCESS_COUNTS = (1, 2)
 """Worker processes the processes phase compares: the machine has two cores."""
 PROCESS_CONCURRENCY = 8
 """Tickets in flight in each worker process of the processes phase."""
+PROCESS_TIMEOUT_S = 600
+"""How long the processes phase waits for a worker's next message before it gives up on the run."""
 
 
 def processes_child(
-    home: str, cache: str, database_url: str | None, tickets: list[dict[str, Any]], barrier: Any, out: Any
+    home: str, cache: str, database_url: str | None, tickets: list[dict[str, Any]], start: Any, out: Any
 ) -> None:
-    """(In a spawned process.) Open the home, run a warm-up ticket, wait for the others, run `tickets`; report."""
+    """(In a spawned process.) Open the home, run a warm-up ticket, say so, wait for the start, run `tickets`."""
     from triage.app import TriageApp
     from triage.settings import Settings
 
     settings = Settings(home=Path(home), cache_home=Path(cache), database_url=database_url)
     with TriageApp(settings) as app:
         app.run({"subject": "warm-up", "body": "What are your opening hours?"}, thread_id=f"warm-{os.getpid()}")
-        barrier.wait()
+        out.put("ready")
+        start.wait()
         started, cpu = time.perf_counter(), time.process_time()
 
         async def one(i: int) -> Any:
@@ -465,30 +468,52 @@ def processes_child(
 def processes_run(
     home: Path, cache: Path, database_url: str | None, tickets: list[dict[str, Any]], count: int
 ) -> dict[str, float]:
-    """Throughput of `count` spawned worker processes sharing `tickets` on one store, timed from a barrier."""
+    """Throughput of `count` spawned worker processes sharing `tickets` on one store, timed from their start.
+
+    Raises:
+        RuntimeError: a worker process died (its traceback is on stderr) or stalled for `PROCESS_TIMEOUT_S`.
+    """
     import multiprocessing
+    import queue
 
     context = multiprocessing.get_context("spawn")  # this process runs threads: no fork
-    barrier, out = context.Barrier(count + 1), context.Queue()
+    start, out = context.Event(), context.Queue()
     shares = [tickets[k::count] for k in range(count)]
     children = [
-        context.Process(target=processes_child, args=(str(home), str(cache), database_url, share, barrier, out))
+        context.Process(target=processes_child, args=(str(home), str(cache), database_url, share, start, out))
         for share in shares
     ]
+
+    def collect(n: int) -> list[Any]:
+        """The next `n` messages of the workers; fails as soon as one of them died, instead of waiting on."""
+        got: list[Any] = []
+        deadline = time.monotonic() + PROCESS_TIMEOUT_S
+        while len(got) < n:
+            try:
+                got.append(out.get(timeout=0.2))
+            except queue.Empty:
+                died = [child.exitcode for child in children if child.exitcode]
+                if died or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"a worker process of the processes phase {'died' if died else 'stalled'} "
+                        f"(exit codes {[child.exitcode for child in children]}); see its traceback above"
+                    ) from None
+        return got
+
     for child in children:
         child.start()
     try:
-        barrier.wait(timeout=600)  # every child has opened the store and run its warm-up ticket
+        collect(count)  # every worker has opened the store and run its warm-up ticket
         started = time.perf_counter()
-        results = [out.get(timeout=1800) for _ in children]
+        start.set()
+        results = collect(count)
         wall = time.perf_counter() - started
     finally:
         for child in children:
             child.join(timeout=60)
             if child.is_alive():
                 child.kill()
-    if any(child.exitcode for child in children):
-        raise RuntimeError(f"a worker process failed (exit codes {[child.exitcode for child in children]})")
+                child.join()
     return {"tickets_per_s": len(tickets) / wall, "cpu_s": sum(cpu for _, cpu, _ in results), "wall_s": wall}
 
 
