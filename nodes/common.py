@@ -43,19 +43,28 @@ _write_hold: ContextVar[str | None] = ContextVar("triage_write_hold", default=No
 """Set by `stop_on_violation` around a specialist step: why that step may not write, if it may not."""
 
 
-async def call_tool(runtime: Runtime[Context], node: str, tool: str, **args: Any) -> Any:
+async def call_tool(
+    runtime: Runtime[Context], node: str, tool: str, *, key_from: Mapping[str, Any] | None = None, **args: Any
+) -> Any:
     """Call a tool as `node` through the gateway, which checks the node's grant first.
+
+    The effect is keyed by its arguments (the same node asking for the same effect in the same thread gets it
+    once), or by `key_from` when some arguments may differ if the step runs again after a crash (a summary a model
+    writes, the customer's memory as it is by then): `key_from` then holds what names the effect.
 
     Raises:
         WriteHeldError: the tool writes and the current specialist step may not (nothing was called).
     """
     from triage.tools import ALL_TOOLS, tool_scope
+    from triage.tools.base import idempotency_key
 
     held = _write_hold.get()
     if held is not None and not tool_scope(ALL_TOOLS[tool]).endswith(":read"):
         raise WriteHeldError(held)
     services = await services_of(runtime)
-    return await services.gateway.call(node, tool, args, thread_id=thread_id_of(runtime))
+    thread_id = thread_id_of(runtime)
+    key = idempotency_key(thread_id, node, tool, key_from) if key_from is not None else None
+    return await services.gateway.call(node, tool, args, thread_id=thread_id, idempotency_key=key)
 
 
 def action_record(

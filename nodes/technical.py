@@ -240,6 +240,9 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
         runtime,
         NODE,
         "create_ticket",
+        # The summary holds the customer's memory and, with a model tier, a model's words: a step run again after
+        # a crash may write another one, so the ticket is keyed by the message it is about.
+        key_from={"queue": "engineering", "priority": priority, "message": ticket},
         queue="engineering",
         priority=priority,
         subject=ticket["subject"]

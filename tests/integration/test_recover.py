@@ -176,3 +176,33 @@ def test_a_refusal_whose_step_runs_again_is_in_the_audit_trail_once(app: TriageA
         "refused",
         "refused",
     ]
+
+
+LAWYER = {"customer_id": "cus_locked", "subject": "Lawyer", "body": "I will contact my lawyer about this account."}
+
+
+@pytest.mark.parametrize("other_turn_between", [False, True])
+def test_a_hand_off_whose_step_runs_again_opens_one_human_ticket(
+    app: TriageApp, settings: Settings, other_turn_between: bool
+) -> None:
+    """The hand-off opens the human queue's ticket, then its step's save is lost and `recover` runs it again. The
+    ticket's summary quotes the customer's memory, which another conversation of theirs may have changed by then:
+    the ticket is keyed by the message, not by the summary, so it is opened once either way."""
+    stop = store_fails_from_the_save_of(app, "outcome")
+    with pytest.raises(StoreUnavailableError) as raised:
+        app.run(LAWYER)
+    assert stop(), "the hand-off's step was not saved"
+    thread_id = raised.value.thread_id
+    assert thread_id is not None
+
+    def human_tickets() -> list[dict[str, Any]]:
+        query = "SELECT id FROM tickets WHERE thread_id = ? AND queue = 'human'"
+        return rows(settings.helpdesk_path, query, (thread_id,))
+
+    assert len(human_tickets()) == 1
+    if other_turn_between:
+        app.run({"customer_id": "cus_locked", "subject": "Invoices", "body": "Can you send me my invoices?"})
+    done = app.recover(thread_id)
+    assert done.status == "escalated", done.status_reason
+    assert len(human_tickets()) == 1, human_tickets()
+    assert [a.receipt_id for a in done.actions if a.kind == "ticket"] == [human_tickets()[0]["id"]]
