@@ -17,7 +17,7 @@ from triage.helpdesk.store import is_transient
 from triage.policies.bundle import Permissions
 from triage.tools import ALL_TOOLS, ToolContext, tool_scope
 from triage.tools.base import idempotency_key as derive_key
-from triage.tools.base import invoke_tool, utc_now
+from triage.tools.base import insert_row_once, invoke_tool, utc_now
 
 
 class GrantError(PolicyFileError):
@@ -103,15 +103,11 @@ class ToolGateway:
         if made is None:
             raise PermanentToolError(tool_name, "no such tool")
         scope = tool_scope(made)
+        key = idempotency_key or derive_key(thread_id, caller, tool_name, args)
         if not self.permissions.allows(caller, scope) or (offered is not None and tool_name not in offered):
-            await self._record_violation(thread_id, caller, tool_name, scope)
+            await self._record_violation(thread_id, caller, tool_name, scope, key)
             raise ScopeDeniedError(tool_name, caller, scope)
-        ctx = ToolContext(
-            helpdesk=self.helpdesk,
-            thread_id=thread_id,
-            caller=caller,
-            idempotency_key=idempotency_key or derive_key(thread_id, caller, tool_name, args),
-        )
+        ctx = ToolContext(helpdesk=self.helpdesk, thread_id=thread_id, caller=caller, idempotency_key=key)
         try:
             if self.faults is not None:
                 return await self.faults.around_tool(tool_name, lambda: invoke_tool(made, args, ctx))
@@ -125,10 +121,7 @@ class ToolGateway:
         except sqlite3.IntegrityError as exc:
             raise PermanentToolError(tool_name, str(exc)) from exc
 
-    async def _record_violation(self, thread_id: str, node: str, tool: str, scope: str) -> None:
-        """Write the refused call to the audit table; the refused tool itself did no I/O."""
-        async with self.helpdesk.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO policy_violations (thread_id, node, tool, scope, created_at) VALUES (?, ?, ?, ?, ?)",
-                (thread_id, node, tool, scope, utc_now()),
-            )
+    async def _record_violation(self, thread_id: str, node: str, tool: str, scope: str, key: str) -> None:
+        """Write the refused call to the audit table, once per call's key; the refused tool itself did no I/O."""
+        row = {"thread_id": thread_id, "node": node, "tool": tool, "scope": scope, "created_at": utc_now()}
+        await self.helpdesk.write(lambda db: insert_row_once(db, "policy_violations", {**row, "idempotency_key": key}))

@@ -56,3 +56,53 @@ def test_node_over_its_time_limit_fails_the_run(settings: Settings, tmp_path: Pa
         app.close()
     assert result.status == "failed"
     assert result.status_reason is not None and "Timeout" in result.status_reason
+
+
+def test_a_refused_call_whose_step_runs_again_is_recorded_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refusal is written, then the step's save is lost and `recover` runs it again: one row, keyed by the call."""
+    from tests.conftest import store_fails_from_the_save_of
+    from triage.errors import StoreUnavailableError
+
+    monkeypatch.setitem(specialists.SPECIALISTS, "billing", (billing, (("lookup", rogue_lookup), ("act", billing.act))))
+    app = TriageApp(settings)
+    try:
+        stop = store_fails_from_the_save_of(app, "violations")
+        with pytest.raises(StoreUnavailableError) as raised:
+            app.run(Ticket(customer_id="cus_small_dup", subject="Charged twice", body="I was billed twice."))
+        assert stop(), "the refusal's step was not saved"
+        assert len(rows(settings.helpdesk_path, "SELECT id FROM policy_violations")) == 1
+        assert raised.value.thread_id is not None
+        done = app.recover(raised.value.thread_id)
+    finally:
+        app.close()
+    assert (done.route, done.status) == ("escalation", "escalated"), done.status_reason
+    assert done.violations == [{"node": "billing", "tool": "create_ticket", "scope": "tickets:write"}]
+    assert len(rows(settings.helpdesk_path, "SELECT id FROM policy_violations")) == 1
+
+
+def test_a_helpdesk_from_before_the_violation_key_gets_the_column_and_keeps_its_rows(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helpdesk made before refused calls were keyed is brought up to date when opened: its rows stay, with no
+    key, and the next refusal is recorded with one."""
+    import sqlite3
+
+    monkeypatch.setitem(specialists.SPECIALISTS, "billing", (billing, (("lookup", rogue_lookup), ("act", billing.act))))
+    with TriageApp(settings) as app:
+        app.run(Ticket(customer_id="cus_0001", subject="Hours", body="What are your opening hours?"))
+    db = sqlite3.connect(settings.helpdesk_path)
+    with db:
+        db.execute("DROP INDEX one_violation_per_call")
+        db.execute("ALTER TABLE policy_violations DROP COLUMN idempotency_key")
+        db.execute(
+            "INSERT INTO policy_violations (thread_id, node, tool, scope, created_at) "
+            "VALUES ('thr_old', 'billing', 'create_ticket', 'tickets:write', '2026-01-01T00:00:00+00:00')"
+        )
+    db.close()
+    with TriageApp(settings) as app:
+        result = app.run(Ticket(customer_id="cus_small_dup", subject="Charged twice", body="I was billed twice."))
+    recorded = rows(settings.helpdesk_path, "SELECT thread_id, idempotency_key FROM policy_violations ORDER BY id")
+    assert [r["thread_id"] for r in recorded] == ["thr_old", result.thread_id]
+    assert recorded[0]["idempotency_key"] is None and recorded[1]["idempotency_key"]

@@ -164,13 +164,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_open_refund_request_per_payment
 
 -- Every tool call refused by the permission policy: which node asked for what, in which run.
 CREATE TABLE IF NOT EXISTS policy_violations (
-    id         INTEGER PRIMARY KEY,
-    thread_id  TEXT NOT NULL,
-    node       TEXT NOT NULL,
-    tool       TEXT NOT NULL,
-    scope      TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    id              INTEGER PRIMARY KEY,
+    thread_id       TEXT NOT NULL,
+    node            TEXT NOT NULL,
+    tool            TEXT NOT NULL,
+    scope           TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    idempotency_key TEXT  -- the refused call's: a step run again after a crash records it once (NULL before)
 );
+CREATE UNIQUE INDEX IF NOT EXISTS one_violation_per_call ON policy_violations(idempotency_key);
 
 -- Account changes carried out step by step (a plan change, an account closure). Each row is one step's effect,
 -- written once per idempotency key; its compensation marks it `reversed` and puts back what it changed.

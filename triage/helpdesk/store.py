@@ -70,7 +70,8 @@ class Helpdesk:
             await conn.execute("PRAGMA journal_mode = WAL")
             await conn.execute("PRAGMA foreign_keys = ON")
             await conn.execute(synchronous_pragma(synchronous))
-            # Brings an older helpdesk up to date: every statement is IF NOT EXISTS.
+            # Brings an older helpdesk up to date: every statement is IF NOT EXISTS, after the columns added since.
+            await _add_columns(conn)
             try:
                 await conn.executescript(await asyncio.to_thread(_schema))
             except sqlite3.IntegrityError:
@@ -144,6 +145,19 @@ class Helpdesk:
         # An error here means no transaction was open: BEGIN itself failed (busy), so there is nothing to undo.
         with contextlib.suppress(sqlite3.OperationalError):
             await self._conn.execute("ROLLBACK")
+
+
+_ADDED_COLUMNS = (("policy_violations", "idempotency_key", "TEXT"),)
+"""Columns added to a table after helpdesks were created without them (the schema's indexes may use them)."""
+
+
+async def _add_columns(conn: aiosqlite.Connection) -> None:
+    """Add `_ADDED_COLUMNS` that an older helpdesk lacks (ALTER TABLE has no IF NOT EXISTS)."""
+    for table, column, kind in _ADDED_COLUMNS:
+        async with conn.execute(f"PRAGMA table_info({table})") as cursor:
+            columns = {row[1] for row in await cursor.fetchall()}
+        if columns and column not in columns:
+            await conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def _schema() -> str:
