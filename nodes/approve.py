@@ -33,17 +33,18 @@ def approval_id_for(thread_id: str, action: ProposedAction) -> str:
     return "apr_" + hashlib.sha256(f"{thread_id}|{canonical}".encode()).hexdigest()[:16]
 
 
-def answer_key(event: str, record: ApprovalRecord, answer: Mapping[str, Any]) -> str:
+def answer_key(event: str, record: ApprovalRecord, answer: Mapping[str, Any], turn: int) -> str:
     """The dedupe key of the audit line that records `event` for an `answer` to the approval of `record`.
 
     The same whenever that answer is taken in again in the same state: a step run again after its save was lost,
     whether from the same checkpoint (a crash, then a resume) or from its parent (`triage recover` after a
     transient failure, where LangGraph forks the thread and the task gets a new id). Another answer, a later round
-    (the next approver) or a later refusal (`refusals` counts them) gets a key of its own.
+    (the next approver), a later refusal (`refusals` counts them) or a later turn of the conversation (which may ask
+    for the same approval again) gets a key of its own.
     """
     canonical = json.dumps(answer, sort_keys=True, default=str)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
-    return f"{event}:{record['approval_id']}:{len(record['approvers'])}:{record.get('refusals', 0)}:{digest}"
+    return f"{event}:{record['approval_id']}:{turn}:{len(record['approvers'])}:{record.get('refusals', 0)}:{digest}"
 
 
 def origin_of(record: ApprovalRecord) -> str:
@@ -200,7 +201,7 @@ async def _take(
             approval_id=approval_id,
             details=details,
             policy_version=services.policy.version,
-            dedupe_key=answer_key(event, record, decision.model_dump(mode="json")),
+            dedupe_key=answer_key(event, record, decision.model_dump(mode="json"), state.get("turn", 1)),
         )
 
     refusal = decision_refusal(
@@ -288,7 +289,9 @@ async def _refuse(
         approval_id=record["approval_id"],
         details={"decision": decision, "reason": reason},
         policy_version=services.policy.version,
-        dedupe_key=answer_key("refused", record, {"actor": actor, "decision": decision, "reason": reason}),
+        dedupe_key=answer_key(
+            "refused", record, {"actor": actor, "decision": decision, "reason": reason}, state.get("turn", 1)
+        ),
     )
     approvals = dict(state.get("approvals", {}))
     approvals[record["approval_id"]] = refused_record(record, reason)

@@ -69,6 +69,7 @@ async def plan_asks(state: State, classification: Classification, runtime: Runti
                 "ticket": {**ticket, "subject": "", "body": text},
                 "customer": state.get("customer"),
                 "classification": read,
+                "turn": state.get("turn", 1),
                 "capped": index > cap,
                 "max_asks": cap,
             },
@@ -86,7 +87,12 @@ def make_ask_node(specialists: Mapping[str, CompiledStateGraph[Any, Context, Any
     async def ask(task: Mapping[str, Any], runtime: Runtime[Context]) -> dict[str, Any]:
         classification: Classification = task["classification"]
         route = classification["route"]
-        given = {"ticket": task["ticket"], "customer": task["customer"], "classification": classification}
+        given = {
+            "ticket": task["ticket"],
+            "customer": task["customer"],
+            "classification": classification,
+            "turn": task.get("turn", 1),
+        }
         reason = None
         if task["capped"]:
             reason = f"more asks than one ticket may carry ({task['max_asks']}, the policy's planning.max_asks)"

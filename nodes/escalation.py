@@ -51,8 +51,8 @@ async def hand_off(state: SpecialistState, runtime: Runtime[Context]) -> dict[st
         NODE,
         "create_ticket",
         # The summary holds the customer's memory and, with a model tier, a model's words: a step run again after
-        # a crash may write another one, so the ticket is keyed by the message it is about.
-        key_from={"queue": "human", "priority": priority, "message": ticket},
+        # a crash may write another one, so the ticket is keyed by the message it is about, in this turn.
+        key_from={"queue": "human", "priority": priority, "message": ticket, "turn": state.get("turn", 1)},
         queue="human",
         priority=priority,
         subject=ticket["subject"]

@@ -20,15 +20,18 @@ async def send_reply(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if not customer:
         return {}
     reply = state["reply"]
+    args = {
+        "to_address": customer["email"],
+        "subject": reply["subject"],
+        "body": reply["body"],
+        "template": reply["template"],
+        "customer_id": customer["id"],
+    }
+    # One message a turn: a later turn that says the same as an earlier one is sent again (a first turn keeps the
+    # key of its arguments alone, as before turns were counted).
+    turn = state.get("turn", 1)
     receipt = await call_tool(
-        runtime,
-        NODE,
-        "send_message",
-        to_address=customer["email"],
-        subject=reply["subject"],
-        body=reply["body"],
-        template=reply["template"],
-        customer_id=customer["id"],
+        runtime, NODE, "send_message", key_from={**args, "turn": turn} if turn > 1 else None, **args
     )
     record = action_record("message", "send_message", NODE, receipt, template=reply["template"])
     return {"actions": [*state.get("actions", []), record]}

@@ -320,6 +320,8 @@ class SpecialistState(TypedDict):
     """The agent loop of the technical specialist, when it ran (checkpointed in the subgraph, turn by turn)."""
     conversation: NotRequired[list[Turn]]
     """Read only: the conversation's earlier turns (see `State.conversation`)."""
+    turn: NotRequired[int]
+    """Read only: which turn of the conversation this run is (absent on the first; see `State.turn`)."""
 
 
 class SpecialistOutput(TypedDict):

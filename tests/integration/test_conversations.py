@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -184,3 +185,50 @@ def test_an_email_answering_our_reply_continues_its_conversation(app: TriageApp,
     )
     assert unknown.returncode == 0, unknown.stderr
     assert json.loads(unknown.stdout)["turn"] == 1, "an email answering none of our replies starts a conversation"
+
+
+def test_each_turn_gets_its_reply_and_its_queue_ticket_even_when_it_says_the_same(
+    app: TriageApp, settings: Settings
+) -> None:
+    """A customer who asks the same thing again gets the same answer again, sent; one who asks for a person again
+    gets another queue ticket. The effects are keyed per turn, not per conversation."""
+    hours = {"customer_id": "cus_0001", "subject": "Hours", "body": "What are your opening hours?"}
+    first = app.run(hours)
+    turns = [first, *(app.run({**hours, "conversation_id": first.conversation_id}) for _ in range(2))]
+    messages = [[(a.receipt_id, a.details["created"]) for a in turn.actions if a.kind == "message"] for turn in turns]
+    assert [len(m) for m in messages] == [1, 1, 1] and all(created for m in messages for _, created in m), messages
+    assert len({m[0][0] for m in messages}) == 3
+    query = "SELECT COUNT(*) AS n FROM outbox WHERE thread_id = ?"
+    assert rows(settings.helpdesk_path, query, (first.thread_id,)) == [{"n": 3}]
+
+    lawyer = {"customer_id": "cus_locked", "subject": "Lawyer", "body": "I will contact my lawyer about this account."}
+    handed = app.run(lawyer)
+    again = [handed, *(app.run({**lawyer, "conversation_id": handed.conversation_id}) for _ in range(2))]
+    assert [turn.status for turn in again] == ["escalated"] * 3
+    query = "SELECT COUNT(*) AS n FROM tickets WHERE thread_id = ? AND queue = 'human'"
+    assert rows(settings.helpdesk_path, query, (handed.thread_id,)) == [{"n": 3}]
+
+
+def test_a_later_turn_rejected_again_has_its_own_line_in_the_audit_trail(app: TriageApp) -> None:
+    """The same refund asked for in two turns, rejected in each (answered through the graph, as Studio does): two
+    `rejected` lines, one a turn."""
+    from langgraph.types import Command
+
+    from triage.context import Context
+
+    duplicate = {"customer_id": "cus_mid_dup", "subject": "Charged twice", "body": "You charged me twice for my order."}
+    reject = {"approver": "alice", "decision": "reject", "reason": "not a duplicate"}
+    engine = app._portal.call(app._get_engine())
+
+    def answer(thread_id: str) -> None:
+        config: Any = {"configurable": {"thread_id": thread_id}}
+        command = Command(resume=reject)
+        app._portal.call(engine.graph.ainvoke(command, config, context=Context(services=engine.services)))
+
+    first = app.run(duplicate)
+    answer(first.thread_id)
+    second = app.run({**duplicate, "conversation_id": first.conversation_id})
+    assert second.status == "awaiting_approval", second.status_reason
+    answer(first.thread_id)
+    trail = [(line["event"], line["actor"]) for line in app.thread(first.thread_id).audit]
+    assert trail.count(("rejected", "alice")) == 2, trail

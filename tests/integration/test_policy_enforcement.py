@@ -106,3 +106,49 @@ def test_a_helpdesk_from_before_the_violation_key_gets_the_column_and_keeps_its_
     recorded = rows(settings.helpdesk_path, "SELECT thread_id, idempotency_key FROM policy_violations ORDER BY id")
     assert [r["thread_id"] for r in recorded] == ["thr_old", result.thread_id]
     assert recorded[0]["idempotency_key"] is None and recorded[1]["idempotency_key"]
+
+
+def test_two_openers_bringing_an_old_helpdesk_up_to_date_at_once_both_open(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both find the column missing before either adds it (as two processes started together would): the second
+    ALTER finds it there, and neither open fails."""
+    import asyncio
+    import sqlite3
+
+    import aiosqlite
+
+    from triage.helpdesk.store import Helpdesk
+
+    with TriageApp(settings) as app:
+        app.run(Ticket(customer_id="cus_0001", subject="Hours", body="What are your opening hours?"))
+    db = sqlite3.connect(settings.helpdesk_path)
+    with db:
+        db.execute("DROP INDEX one_violation_per_call")
+        db.execute("ALTER TABLE policy_violations DROP COLUMN idempotency_key")
+    db.close()
+    execute = aiosqlite.Connection.execute
+
+    async def both() -> list[Any]:
+        checked = asyncio.Barrier(2)
+
+        def racing(self: aiosqlite.Connection, sql: str, *args: Any) -> Any:
+            if not sql.startswith("ALTER TABLE"):
+                return execute(self, sql, *args)
+
+            async def after_both_checked() -> Any:
+                await checked.wait()
+                return await execute(self, sql, *args)
+
+            return after_both_checked()
+
+        monkeypatch.setattr(aiosqlite.Connection, "execute", racing)
+        opening = (Helpdesk.open(settings.helpdesk_path) for _ in range(2))
+        opened = await asyncio.gather(*opening, return_exceptions=True)
+        for helpdesk in opened:
+            if isinstance(helpdesk, Helpdesk):
+                await helpdesk.close()
+        return opened
+
+    opened = asyncio.run(both())
+    assert all(isinstance(helpdesk, Helpdesk) for helpdesk in opened), opened

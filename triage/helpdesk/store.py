@@ -157,7 +157,11 @@ async def _add_columns(conn: aiosqlite.Connection) -> None:
         async with conn.execute(f"PRAGMA table_info({table})") as cursor:
             columns = {row[1] for row in await cursor.fetchall()}
         if columns and column not in columns:
-            await conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            try:
+                await conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            except sqlite3.OperationalError as exc:  # another process opening the file added it in between
+                if "duplicate column name" not in str(exc):
+                    raise
 
 
 def _schema() -> str:
