@@ -471,7 +471,8 @@ def processes_run(
     """Throughput of `count` spawned worker processes sharing `tickets` on one store, timed from their start.
 
     Raises:
-        RuntimeError: a worker process died (its traceback is on stderr) or stalled for `PROCESS_TIMEOUT_S`.
+        RuntimeError: a worker process died (its traceback is on stderr), or sent nothing for `PROCESS_TIMEOUT_S`
+            while the others were awaited.
     """
     import multiprocessing
     import queue
@@ -508,12 +509,18 @@ def processes_run(
         start.set()
         results = collect(count)
         wall = time.perf_counter() - started
+    except BaseException:
+        for child in children:  # the others wait for a start that will not come, or run on for nothing
+            child.kill()
+        raise
     finally:
         for child in children:
             child.join(timeout=60)
             if child.is_alive():
                 child.kill()
                 child.join()
+    if any(child.exitcode for child in children):
+        raise RuntimeError(f"a worker process failed as it closed (exit codes {[c.exitcode for c in children]})")
     return {"tickets_per_s": len(tickets) / wall, "cpu_s": sum(cpu for _, cpu, _ in results), "wall_s": wall}
 
 
