@@ -3,6 +3,7 @@ a node that runs over its time limit fails the run with the reason."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -82,20 +83,25 @@ def test_a_refused_call_whose_step_runs_again_is_recorded_once(
     assert len(rows(settings.helpdesk_path, "SELECT id FROM policy_violations")) == 1
 
 
-def test_a_helpdesk_from_before_the_violation_key_gets_the_column_and_keeps_its_rows(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A helpdesk made before refused calls were keyed is brought up to date when opened: its rows stay, with no
-    key, and the next refusal is recorded with one."""
-    import sqlite3
-
-    monkeypatch.setitem(specialists.SPECIALISTS, "billing", (billing, (("lookup", rogue_lookup), ("act", billing.act))))
+def helpdesk_from_before_the_violation_key(settings: Settings) -> sqlite3.Connection:
+    """A used home whose helpdesk has `policy_violations` as it was before refused calls were keyed; a connection."""
     with TriageApp(settings) as app:
         app.run(Ticket(customer_id="cus_0001", subject="Hours", body="What are your opening hours?"))
     db = sqlite3.connect(settings.helpdesk_path)
     with db:
         db.execute("DROP INDEX one_violation_per_call")
         db.execute("ALTER TABLE policy_violations DROP COLUMN idempotency_key")
+    return db
+
+
+def test_a_helpdesk_from_before_the_violation_key_gets_the_column_and_keeps_its_rows(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helpdesk made before refused calls were keyed is brought up to date when opened: its rows stay, with no
+    key, and the next refusal is recorded with one."""
+    monkeypatch.setitem(specialists.SPECIALISTS, "billing", (billing, (("lookup", rogue_lookup), ("act", billing.act))))
+    db = helpdesk_from_before_the_violation_key(settings)
+    with db:
         db.execute(
             "INSERT INTO policy_violations (thread_id, node, tool, scope, created_at) "
             "VALUES ('thr_old', 'billing', 'create_ticket', 'tickets:write', '2026-01-01T00:00:00+00:00')"
@@ -114,19 +120,12 @@ def test_two_openers_bringing_an_old_helpdesk_up_to_date_at_once_both_open(
     """Both find the column missing before either adds it (as two processes started together would): the second
     ALTER finds it there, and neither open fails."""
     import asyncio
-    import sqlite3
 
     import aiosqlite
 
     from triage.helpdesk.store import Helpdesk
 
-    with TriageApp(settings) as app:
-        app.run(Ticket(customer_id="cus_0001", subject="Hours", body="What are your opening hours?"))
-    db = sqlite3.connect(settings.helpdesk_path)
-    with db:
-        db.execute("DROP INDEX one_violation_per_call")
-        db.execute("ALTER TABLE policy_violations DROP COLUMN idempotency_key")
-    db.close()
+    helpdesk_from_before_the_violation_key(settings).close()
     execute = aiosqlite.Connection.execute
 
     async def both() -> list[Any]:
