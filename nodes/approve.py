@@ -27,10 +27,15 @@ NODE = "approve"
 Next = Literal["approve", "execute", "escalation"]
 
 
-def approval_id_for(thread_id: str, action: ProposedAction) -> str:
-    """Stable id of one action's approval: the same action in the same thread always gets the same id."""
+def approval_id_for(thread_id: str, action: ProposedAction, turn: int = 1) -> str:
+    """Stable id of one action's approval: the same action in the same turn of a thread always gets the same id.
+
+    A later turn of a conversation that asks for the same action gets an approval of its own (the first turn's
+    was decided); a first turn keeps the id it had before turns were counted.
+    """
     canonical = json.dumps({"kind": action["kind"], "args": action["args"]}, sort_keys=True, default=str)
-    return "apr_" + hashlib.sha256(f"{thread_id}|{canonical}".encode()).hexdigest()[:16]
+    asked = f"{thread_id}|{canonical}" if turn == 1 else f"{thread_id}|turn {turn}|{canonical}"
+    return "apr_" + hashlib.sha256(asked.encode()).hexdigest()[:16]
 
 
 def answer_key(event: str, record: ApprovalRecord, answer: Mapping[str, Any], turn: int) -> str:
@@ -82,7 +87,7 @@ async def approve(state: State, runtime: Runtime[Context]) -> Command[Next]:
         tier = approval_tier(action["kind"], action["args"], policy)
         if tier == "none":
             continue
-        approval_id = approval_id_for(thread_id, action)
+        approval_id = approval_id_for(thread_id, action, state.get("turn", 1))
         record = approvals.get(approval_id)
         if record is None:
             now = datetime.now(UTC)
@@ -246,7 +251,7 @@ async def _take(
         if "ask" in action:
             edited["ask"] = action["ask"]
         proposed = [edited if a == action else a for a in state.get("proposed_actions", [])]
-        new_id = approval_id_for(thread_id, edited)
+        new_id = approval_id_for(thread_id, edited, state.get("turn", 1))
         await audit("edited", args=edited["args"], new_approval_id=new_id, reason=decision.reason)
         approvals[new_id] = ApprovalRecord(
             approval_id=new_id,

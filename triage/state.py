@@ -349,6 +349,8 @@ class AccountChangeState(TypedDict):
     saga: NotRequired[SagaOutcome]
     status: NotRequired[Status]
     status_reason: NotRequired[str]
+    turn: NotRequired[int]
+    """Read only: which turn of the conversation this run is (absent on the first; see `State.turn`)."""
 
 
 class AccountChangeOutput(TypedDict):

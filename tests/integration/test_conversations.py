@@ -232,3 +232,24 @@ def test_a_later_turn_rejected_again_has_its_own_line_in_the_audit_trail(app: Tr
     answer(first.thread_id)
     trail = [(line["event"], line["actor"]) for line in app.thread(first.thread_id).audit]
     assert trail.count(("rejected", "alice")) == 2, trail
+
+
+def test_a_later_turn_that_asks_for_a_decided_refund_again_gets_an_approval_of_its_own(
+    app: TriageApp, settings: Settings
+) -> None:
+    """Turn 1's refund is rejected; turn 2 asks again. Its approval is a new one, not turn 1's decided one: recover
+    leaves it waiting (it used to apply turn 1's rejection), and approving it refunds once."""
+    duplicate = {"customer_id": "cus_mid_dup", "subject": "Charged twice", "body": "You charged me twice for my order."}
+    first = app.run(duplicate)
+    assert first.pending_approval is not None
+    app.resume(first.thread_id, {"approver": "alice", "decision": "reject", "reason": "not a duplicate"})
+    second = app.run({**duplicate, "conversation_id": first.conversation_id})
+    assert second.status == "awaiting_approval" and second.pending_approval is not None, second.status_reason
+    assert second.pending_approval["approval_id"] != first.pending_approval["approval_id"]
+    assert app.recover(first.thread_id).status == "awaiting_approval", "nobody decided turn 2's approval yet"
+    done = app.resume(first.thread_id, {"approver": "alice", "decision": "approve", "reason": "checked again"})
+    assert done.status == "completed", done.status_reason
+    query = "SELECT amount_cents FROM refunds WHERE thread_id = ?"
+    assert rows(settings.helpdesk_path, query, (first.thread_id,)) == [{"amount_cents": 24000}]
+    trail = [(line["event"], line["actor"]) for line in app.thread(first.thread_id).audit]
+    assert trail.count(("rejected", "alice")) == 1 and trail.count(("approved", "alice")) == 1, trail
