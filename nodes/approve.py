@@ -27,29 +27,32 @@ NODE = "approve"
 Next = Literal["approve", "execute", "escalation"]
 
 
-def approval_id_for(thread_id: str, action: ProposedAction, turn: int = 1) -> str:
+def approval_id_for(thread_id: str, action: ProposedAction, turn_step: int = 0) -> str:
     """Stable id of one action's approval: the same action in the same turn of a thread always gets the same id.
 
-    A later turn of a conversation that asks for the same action gets an approval of its own (the first turn's
-    was decided); a first turn keeps the id it had before turns were counted.
+    A turn is known by the coordinator step it began at (`State.turn_step`; a turn's number can repeat). A later
+    turn of a conversation that asks for the same action gets an approval of its own (an earlier turn's was
+    decided); a first turn (step 0) keeps the id it had before turns were told apart.
     """
     canonical = json.dumps({"kind": action["kind"], "args": action["args"]}, sort_keys=True, default=str)
-    asked = f"{thread_id}|{canonical}" if turn == 1 else f"{thread_id}|turn {turn}|{canonical}"
+    asked = f"{thread_id}|step {turn_step}|{canonical}" if turn_step else f"{thread_id}|{canonical}"
     return "apr_" + hashlib.sha256(asked.encode()).hexdigest()[:16]
 
 
-def answer_key(event: str, record: ApprovalRecord, answer: Mapping[str, Any], turn: int) -> str:
+def answer_key(event: str, record: ApprovalRecord, answer: Mapping[str, Any], turn_step: int) -> str:
     """The dedupe key of the audit line that records `event` for an `answer` to the approval of `record`.
 
     The same whenever that answer is taken in again in the same state: a step run again after its save was lost,
     whether from the same checkpoint (a crash, then a resume) or from its parent (`triage recover` after a
     transient failure, where LangGraph forks the thread and the task gets a new id). Another answer, a later round
-    (the next approver), a later refusal (`refusals` counts them) or a later turn of the conversation (which may ask
-    for the same approval again) gets a key of its own.
+    (the next approver), a later refusal (`refusals` counts them) or a later turn of the conversation (known by the
+    step it began at, `turn_step`) gets a key of its own.
     """
     canonical = json.dumps(answer, sort_keys=True, default=str)
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:16]
-    return f"{event}:{record['approval_id']}:{turn}:{len(record['approvers'])}:{record.get('refusals', 0)}:{digest}"
+    return (
+        f"{event}:{record['approval_id']}:{turn_step}:{len(record['approvers'])}:{record.get('refusals', 0)}:{digest}"
+    )
 
 
 def origin_of(record: ApprovalRecord) -> str:
@@ -87,7 +90,7 @@ async def approve(state: State, runtime: Runtime[Context]) -> Command[Next]:
         tier = approval_tier(action["kind"], action["args"], policy)
         if tier == "none":
             continue
-        approval_id = approval_id_for(thread_id, action, state.get("turn", 1))
+        approval_id = approval_id_for(thread_id, action, state.get("turn_step", 0))
         record = approvals.get(approval_id)
         if record is None:
             now = datetime.now(UTC)
@@ -206,7 +209,7 @@ async def _take(
             approval_id=approval_id,
             details=details,
             policy_version=services.policy.version,
-            dedupe_key=answer_key(event, record, decision.model_dump(mode="json"), state.get("turn", 1)),
+            dedupe_key=answer_key(event, record, decision.model_dump(mode="json"), state.get("turn_step", 0)),
         )
 
     refusal = decision_refusal(
@@ -251,7 +254,7 @@ async def _take(
         if "ask" in action:
             edited["ask"] = action["ask"]
         proposed = [edited if a == action else a for a in state.get("proposed_actions", [])]
-        new_id = approval_id_for(thread_id, edited, state.get("turn", 1))
+        new_id = approval_id_for(thread_id, edited, state.get("turn_step", 0))
         await audit("edited", args=edited["args"], new_approval_id=new_id, reason=decision.reason)
         approvals[new_id] = ApprovalRecord(
             approval_id=new_id,
@@ -295,7 +298,7 @@ async def _refuse(
         details={"decision": decision, "reason": reason},
         policy_version=services.policy.version,
         dedupe_key=answer_key(
-            "refused", record, {"actor": actor, "decision": decision, "reason": reason}, state.get("turn", 1)
+            "refused", record, {"actor": actor, "decision": decision, "reason": reason}, state.get("turn_step", 0)
         ),
     )
     approvals = dict(state.get("approvals", {}))

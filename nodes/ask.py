@@ -69,7 +69,7 @@ async def plan_asks(state: State, classification: Classification, runtime: Runti
                 "ticket": {**ticket, "subject": "", "body": text},
                 "customer": state.get("customer"),
                 "classification": read,
-                "turn": state.get("turn", 1),
+                "turn_step": state.get("turn_step", 0),
                 "capped": index > cap,
                 "max_asks": cap,
             },
@@ -91,7 +91,7 @@ def make_ask_node(specialists: Mapping[str, CompiledStateGraph[Any, Context, Any
             "ticket": task["ticket"],
             "customer": task["customer"],
             "classification": classification,
-            "turn": task.get("turn", 1),
+            "turn_step": task.get("turn_step", 0),
         }
         reason = None
         if task["capped"]:

@@ -46,13 +46,15 @@ async def hand_off(state: SpecialistState, runtime: Runtime[Context]) -> dict[st
         summary_lines.append(f"{HISTORY_LABEL}{history}")
     if state.get("conversation"):
         summary_lines += ["", "Conversation so far:", *history_lines(state.get("conversation", [])[-6:])]
+    began = state.get("turn_step", 0)
     receipt = await call_tool(
         runtime,
         NODE,
         "create_ticket",
         # The summary holds the customer's memory and, with a model tier, a model's words: a step run again after
-        # a crash may write another one, so the ticket is keyed by the message it is about, in this turn.
-        key_from={"queue": "human", "priority": priority, "message": ticket, "turn": state.get("turn", 1)},
+        # a crash may write another one, so the ticket is keyed by the message it is about, in this turn (known by
+        # the step it began at).
+        key_from={"queue": "human", "priority": priority, "message": ticket, "turn_step": began},
         queue="human",
         priority=priority,
         subject=ticket["subject"]

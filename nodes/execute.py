@@ -108,7 +108,7 @@ async def execute(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 
 def effect_key(state: State, thread_id: str, action: ProposedAction, tool: str, args: dict[str, Any]) -> str:
     """The effect's idempotency key: from its original approval when it had one, else from its arguments."""
-    record = state.get("approvals", {}).get(approval_id_for(thread_id, action, state.get("turn", 1)))
+    record = state.get("approvals", {}).get(approval_id_for(thread_id, action, state.get("turn_step", 0)))
     if record is not None:
         return idempotency_key(thread_id, NODE, tool, {"approval": origin_of(record)})
     return idempotency_key(thread_id, NODE, tool, args)

@@ -87,7 +87,7 @@ async def prepare(state: AccountChangeState, runtime: Runtime[Context]) -> dict[
     if state.get("rejection") is not None:
         return {"steps": [], "saga": _outcome(change["kind"], "not_run", error="the change was rejected")}
     tier = approval_tier(change["kind"], change["args"], services.policy.approvals)
-    record = state.get("approvals", {}).get(approval_id_for(thread_id_of(runtime), change, state.get("turn", 1)))
+    record = state.get("approvals", {}).get(approval_id_for(thread_id_of(runtime), change, state.get("turn_step", 0)))
     if len(record["approvers"] if record is not None else []) < REQUIRED_APPROVALS[tier]:
         reason = f"the change needs {tier} approval, which it has not had; run it through the support graph"
         return {"steps": [], "saga": _outcome(change["kind"], "not_run", error=reason)}
@@ -110,10 +110,10 @@ async def _call_with_retries(services: Services, tool: str, args: dict[str, Any]
     raise AssertionError("unreachable")
 
 
-def step_key(thread_id: str, change: ProposedAction, step: SagaStep, turn: int = 1) -> str:
-    """The idempotency key of one step of one change in one turn of a thread."""
+def step_key(thread_id: str, change: ProposedAction, step: SagaStep, turn_step: int = 0) -> str:
+    """The idempotency key of one step of one change in one turn of a thread (known by the step it began at)."""
     return idempotency_key(
-        thread_id, NODE, step["tool"], {"change": approval_id_for(thread_id, change, turn), "step": step["name"]}
+        thread_id, NODE, step["tool"], {"change": approval_id_for(thread_id, change, turn_step), "step": step["name"]}
     )
 
 
@@ -128,12 +128,12 @@ async def run_steps(state: AccountChangeState, runtime: Runtime[Context]) -> dic
     journal, version = services.journal, services.policy.version
     steps = state.get("steps", [])
     actions: list[ActionRecord] = list(state.get("actions", []))
-    change_id = approval_id_for(thread_id, change, state.get("turn", 1))
+    change_id = approval_id_for(thread_id, change, state.get("turn_step", 0))
     failure_key = idempotency_key(thread_id, NODE, "rollback", {"change": change_id})
     failure = await journal.receipt(failure_key)
     completed: list[tuple[SagaStep, str, dict[str, Any]]] = []
     for step in steps:
-        key = step_key(thread_id, change, step, state.get("turn", 1))
+        key = step_key(thread_id, change, step, state.get("turn_step", 0))
         receipt = await journal.receipt(key)
         if receipt is None and failure is not None:
             break  # decided to roll back earlier (before a crash): nothing more goes forward

@@ -27,11 +27,11 @@ async def send_reply(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "template": reply["template"],
         "customer_id": customer["id"],
     }
-    # One message a turn: a later turn that says the same as an earlier one is sent again (a first turn keeps the
-    # key of its arguments alone, as before turns were counted).
-    turn = state.get("turn", 1)
-    receipt = await call_tool(
-        runtime, NODE, "send_message", key_from={**args, "turn": turn} if turn > 1 else None, **args
-    )
+    # One message a turn: a later turn that says the same as an earlier one is sent again. A turn is known by the
+    # step it began at (its number repeats: a conversation keeps its last turns only); a first turn keeps the key
+    # of its arguments alone, as before turns were told apart.
+    began = state.get("turn_step", 0)
+    key_from = {**args, "turn_step": began} if began else None
+    receipt = await call_tool(runtime, NODE, "send_message", key_from=key_from, **args)
     record = action_record("message", "send_message", NODE, receipt, template=reply["template"])
     return {"actions": [*state.get("actions", []), record]}

@@ -236,13 +236,15 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
     history = await remembered(runtime, ticket["customer_id"])
     if history:
         summary += f"\n\n{HISTORY_LABEL}{history}"
+    began = state.get("turn_step", 0)
     receipt = await call_tool(
         runtime,
         NODE,
         "create_ticket",
         # The summary holds the customer's memory and, with a model tier, a model's words: a step run again after
-        # a crash may write another one, so the ticket is keyed by the message it is about, in this turn.
-        key_from={"queue": "engineering", "priority": priority, "message": ticket, "turn": state.get("turn", 1)},
+        # a crash may write another one, so the ticket is keyed by the message it is about, in this turn (known by
+        # the step it began at).
+        key_from={"queue": "engineering", "priority": priority, "message": ticket, "turn_step": began},
         queue="engineering",
         priority=priority,
         subject=ticket["subject"]

@@ -320,8 +320,8 @@ class SpecialistState(TypedDict):
     """The agent loop of the technical specialist, when it ran (checkpointed in the subgraph, turn by turn)."""
     conversation: NotRequired[list[Turn]]
     """Read only: the conversation's earlier turns (see `State.conversation`)."""
-    turn: NotRequired[int]
-    """Read only: which turn of the conversation this run is (absent on the first; see `State.turn`)."""
+    turn_step: NotRequired[int]
+    """Read only: the coordinator step this turn began at (absent on a first turn; see `State.turn_step`)."""
 
 
 class SpecialistOutput(TypedDict):
@@ -349,8 +349,8 @@ class AccountChangeState(TypedDict):
     saga: NotRequired[SagaOutcome]
     status: NotRequired[Status]
     status_reason: NotRequired[str]
-    turn: NotRequired[int]
-    """Read only: which turn of the conversation this run is (absent on the first; see `State.turn`)."""
+    turn_step: NotRequired[int]
+    """Read only: the coordinator step this turn began at (absent on a first turn; see `State.turn_step`)."""
 
 
 class AccountChangeOutput(TypedDict):

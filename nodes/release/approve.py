@@ -170,7 +170,7 @@ async def _take(
         approval_id=approval_id,
         details={"reason": decision.reason},
         policy_version=services.policy.version,
-        dedupe_key=answer_key(event, record, decision.model_dump(mode="json"), 1),  # a release is one run
+        dedupe_key=answer_key(event, record, decision.model_dump(mode="json"), 0),  # a release is one run
     )
     version = state["release"]["version"]
     if decision.decision == "timeout":
@@ -206,7 +206,7 @@ async def _refuse(
         approval_id=record["approval_id"],
         details={"decision": decision, "reason": reason},
         policy_version=services.policy.version,
-        dedupe_key=answer_key("refused", record, {"actor": actor, "decision": decision, "reason": reason}, 1),
+        dedupe_key=answer_key("refused", record, {"actor": actor, "decision": decision, "reason": reason}, 0),
     )
     approvals = dict(state.get("approvals", {}))
     approvals[record["approval_id"]] = refused_record(record, reason)

@@ -192,14 +192,19 @@ def test_each_turn_gets_its_reply_and_its_queue_ticket_even_when_it_says_the_sam
 ) -> None:
     """A customer who asks the same thing again gets the same answer again, sent; one who asks for a person again
     gets another queue ticket. The effects are keyed per turn, not per conversation."""
+    from triage.policies.conversation import MAX_TURNS
+
     hours = {"customer_id": "cus_0001", "subject": "Hours", "body": "What are your opening hours?"}
     first = app.run(hours)
-    turns = [first, *(app.run({**hours, "conversation_id": first.conversation_id}) for _ in range(2))]
+    # Past MAX_TURNS a conversation keeps its last turns only, and turn numbers repeat: each still gets its reply.
+    count = MAX_TURNS + 3
+    turns = [first, *(app.run({**hours, "conversation_id": first.conversation_id}) for _ in range(count - 1))]
+    assert turns[-1].turn == turns[-2].turn, "the numbers repeat past MAX_TURNS (else this checks less than it says)"
     messages = [[(a.receipt_id, a.details["created"]) for a in turn.actions if a.kind == "message"] for turn in turns]
-    assert [len(m) for m in messages] == [1, 1, 1] and all(created for m in messages for _, created in m), messages
-    assert len({m[0][0] for m in messages}) == 3
+    assert all(len(m) == 1 and m[0][1] for m in messages), messages
+    assert len({m[0][0] for m in messages}) == count
     query = "SELECT COUNT(*) AS n FROM outbox WHERE thread_id = ?"
-    assert rows(settings.helpdesk_path, query, (first.thread_id,)) == [{"n": 3}]
+    assert rows(settings.helpdesk_path, query, (first.thread_id,)) == [{"n": count}]
 
     lawyer = {"customer_id": "cus_locked", "subject": "Lawyer", "body": "I will contact my lawyer about this account."}
     handed = app.run(lawyer)
