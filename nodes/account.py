@@ -89,6 +89,13 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
                 runtime,
                 NODE,
                 "create_ticket",
+                # Keyed by the message in this turn: the summary is a model's words with a model tier.
+                key_from={
+                    "queue": "account",
+                    "priority": priority,
+                    "message": state["ticket"],
+                    "turn_step": state.get("turn_step", 0),
+                },
                 queue="account",
                 priority=priority,
                 subject=f"Suspended account {customer['id']} asks for access",

@@ -287,19 +287,17 @@ async def hand_off(state: AccountChangeState, runtime: Runtime[Context]) -> dict
     if failed:
         lines.append(f"ROLLBACK INCOMPLETE: still in effect, undo by hand: {', '.join(saga['not_undone'])}.")
     lines.append(f"Thread {thread_id}; the audit trail has every step and compensation.")
-    receipt = await services.gateway.call(
-        NODE,
-        "create_ticket",
-        {
-            "queue": "account",
-            "priority": "urgent" if failed else "high",
-            "subject": ("ROLLBACK INCOMPLETE: " if failed else "Rolled back: ")
-            + f"{saga['kind'].replace('_', ' ')} for {change['args']['customer_id'] if change else 'a customer'}",
-            "summary": "\n".join(lines),
-            "customer_id": change["args"]["customer_id"] if change else None,
-        },
-        thread_id=thread_id,
-    )
+    args = {
+        "queue": "account",
+        "priority": "urgent" if failed else "high",
+        "subject": ("ROLLBACK INCOMPLETE: " if failed else "Rolled back: ")
+        + f"{saga['kind'].replace('_', ' ')} for {change['args']['customer_id'] if change else 'a customer'}",
+        "summary": "\n".join(lines),
+        "customer_id": change["args"]["customer_id"] if change else None,
+    }
+    began = state.get("turn_step", 0)  # a later turn's hand-off is a ticket of its own (a first keeps its key)
+    key = idempotency_key(thread_id, NODE, "create_ticket", {**args, "turn_step": began}) if began else None
+    receipt = await services.gateway.call(NODE, "create_ticket", args, thread_id=thread_id, idempotency_key=key)
     reason = f"{saga['kind'].replace('_', ' ')} rolled back at {saga['failed_step']}; handed to a person"
     if failed:
         reason = f"ROLLBACK INCOMPLETE ({', '.join(saga['not_undone'])} still in effect); handed to a person as urgent"

@@ -213,6 +213,12 @@ def test_each_turn_gets_its_reply_and_its_queue_ticket_even_when_it_says_the_sam
     query = "SELECT COUNT(*) AS n FROM tickets WHERE thread_id = ? AND queue = 'human'"
     assert rows(settings.helpdesk_path, query, (handed.thread_id,)) == [{"n": 3}]
 
+    suspended = {"customer_id": "cus_suspended", "subject": "Suspended", "body": "Why is my account suspended?"}
+    asked = app.run(suspended)
+    again = [asked, *(app.run({**suspended, "conversation_id": asked.conversation_id}) for _ in range(2))]
+    query = "SELECT COUNT(*) AS n FROM tickets WHERE thread_id = ? AND queue = 'account'"
+    assert rows(settings.helpdesk_path, query, (asked.thread_id,)) == [{"n": 3}], [t.actions for t in again]
+
 
 def test_a_later_turn_rejected_again_has_its_own_line_in_the_audit_trail(app: TriageApp) -> None:
     """The same refund asked for in two turns, rejected in each (answered through the graph, as Studio does): two
