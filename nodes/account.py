@@ -14,6 +14,7 @@ from triage.nodes.common import (
     article_facts,
     call_tool,
     find_emails,
+    in_this_turn,
     mask_email,
     specialist_update,
     ticket_text,
@@ -90,12 +91,7 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
                 NODE,
                 "create_ticket",
                 # Keyed by the message in this turn: the summary is a model's words with a model tier.
-                key_from={
-                    "queue": "account",
-                    "priority": priority,
-                    "message": state["ticket"],
-                    "turn_step": state.get("turn_step", 0),
-                },
+                key_from=in_this_turn(state, {"queue": "account", "priority": priority, "message": state["ticket"]}),
                 queue="account",
                 priority=priority,
                 subject=f"Suspended account {customer['id']} asks for access",

@@ -67,6 +67,17 @@ async def call_tool(
     return await services.gateway.call(node, tool, args, thread_id=thread_id, idempotency_key=key)
 
 
+def in_this_turn(state: Mapping[str, Any], identity: Mapping[str, Any]) -> dict[str, Any]:
+    """What names an effect of this turn of the conversation (for `call_tool`'s `key_from`).
+
+    `identity` and the step the turn began at, so a later turn that asks for the same again gets it again. A turn
+    is known by its step, not its number (numbers repeat: a conversation keeps its last turns only). A first turn
+    (step 0) adds nothing, so its keys stay what they were before turns were told apart.
+    """
+    began = state.get("turn_step", 0)
+    return {**identity, "turn_step": began} if began else dict(identity)
+
+
 def action_record(
     kind: str,
     tool: str,

@@ -7,7 +7,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from triage.context import Context, meter_of, services_of
-from triage.nodes.common import RESPONSE_TIMES, action_record, call_tool, remembered, specialist_update
+from triage.nodes.common import RESPONSE_TIMES, action_record, call_tool, in_this_turn, remembered, specialist_update
 from triage.policies.conversation import history_lines
 from triage.policies.routing import priority_for
 from triage.state import Draft, SpecialistState
@@ -46,15 +46,13 @@ async def hand_off(state: SpecialistState, runtime: Runtime[Context]) -> dict[st
         summary_lines.append(f"{HISTORY_LABEL}{history}")
     if state.get("conversation"):
         summary_lines += ["", "Conversation so far:", *history_lines(state.get("conversation", [])[-6:])]
-    began = state.get("turn_step", 0)
     receipt = await call_tool(
         runtime,
         NODE,
         "create_ticket",
         # The summary holds the customer's memory and, with a model tier, a model's words: a step run again after
-        # a crash may write another one, so the ticket is keyed by the message it is about, in this turn (known by
-        # the step it began at).
-        key_from={"queue": "human", "priority": priority, "message": ticket, "turn_step": began},
+        # a crash may write another one, so the ticket is keyed by the message it is about, in this turn.
+        key_from=in_this_turn(state, {"queue": "human", "priority": priority, "message": ticket}),
         queue="human",
         priority=priority,
         subject=ticket["subject"]

@@ -22,6 +22,7 @@ from langgraph.runtime import Runtime
 from triage.context import Context, services_of, thread_id_of
 from triage.errors import ToolError
 from triage.nodes.approve import approval_id_for
+from triage.nodes.common import in_this_turn
 from triage.policies.account import SAGA_KINDS, saga_steps
 from triage.policies.approvals import REQUIRED_APPROVALS, approval_tier
 from triage.policies.billing import format_money
@@ -295,8 +296,7 @@ async def hand_off(state: AccountChangeState, runtime: Runtime[Context]) -> dict
         "summary": "\n".join(lines),
         "customer_id": change["args"]["customer_id"] if change else None,
     }
-    began = state.get("turn_step", 0)  # a later turn's hand-off is a ticket of its own (a first keeps its key)
-    key = idempotency_key(thread_id, NODE, "create_ticket", {**args, "turn_step": began}) if began else None
+    key = idempotency_key(thread_id, NODE, "create_ticket", in_this_turn(state, args))  # a later turn's is its own
     receipt = await services.gateway.call(NODE, "create_ticket", args, thread_id=thread_id, idempotency_key=key)
     reason = f"{saga['kind'].replace('_', ' ')} rolled back at {saga['failed_step']}; handed to a person"
     if failed:

@@ -7,7 +7,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from triage.context import Context
-from triage.nodes.common import action_record, call_tool
+from triage.nodes.common import action_record, call_tool, in_this_turn
 from triage.state import State
 
 NODE = "send_reply"
@@ -27,11 +27,7 @@ async def send_reply(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "template": reply["template"],
         "customer_id": customer["id"],
     }
-    # One message a turn: a later turn that says the same as an earlier one is sent again. A turn is known by the
-    # step it began at (its number repeats: a conversation keeps its last turns only); a first turn keeps the key
-    # of its arguments alone, as before turns were told apart.
-    began = state.get("turn_step", 0)
-    key_from = {**args, "turn_step": began} if began else None
-    receipt = await call_tool(runtime, NODE, "send_message", key_from=key_from, **args)
+    # One message a turn: a later turn that says the same as an earlier one is sent again.
+    receipt = await call_tool(runtime, NODE, "send_message", key_from=in_this_turn(state, args), **args)
     record = action_record("message", "send_message", NODE, receipt, template=reply["template"])
     return {"actions": [*state.get("actions", []), record]}

@@ -23,6 +23,7 @@ from triage.nodes.common import (
     action_record,
     article_facts,
     call_tool,
+    in_this_turn,
     remembered,
     specialist_update,
     ticket_text,
@@ -236,15 +237,13 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
     history = await remembered(runtime, ticket["customer_id"])
     if history:
         summary += f"\n\n{HISTORY_LABEL}{history}"
-    began = state.get("turn_step", 0)
     receipt = await call_tool(
         runtime,
         NODE,
         "create_ticket",
         # The summary holds the customer's memory and, with a model tier, a model's words: a step run again after
-        # a crash may write another one, so the ticket is keyed by the message it is about, in this turn (known by
-        # the step it began at).
-        key_from={"queue": "engineering", "priority": priority, "message": ticket, "turn_step": began},
+        # a crash may write another one, so the ticket is keyed by the message it is about, in this turn.
+        key_from=in_this_turn(state, {"queue": "engineering", "priority": priority, "message": ticket}),
         queue="engineering",
         priority=priority,
         subject=ticket["subject"]
