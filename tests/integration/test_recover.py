@@ -108,6 +108,16 @@ def test_threads_status_filter_from_the_cli(settings: Settings) -> None:
     assert paused.thread_id in table.stdout, "thread ids are printed whole"
 
 
+def recovered_with_one_approval(app: TriageApp, settings: Settings, thread_id: str) -> None:
+    """`recover` completes the thread: alice's approval is in its trail once, and the refund was paid once."""
+    done = app.recover(thread_id)
+    assert done.status == "completed", done.status_reason
+    events = [(line["event"], line["actor"]) for line in app.thread(thread_id).audit]
+    assert events.count(("approved", "alice")) == 1, events
+    refunds = rows(settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (thread_id,))
+    assert refunds == [{"amount_cents": 24000}]
+
+
 def test_a_decision_whose_step_runs_again_is_in_the_audit_trail_once(app: TriageApp, settings: Settings) -> None:
     """The approval's step records the decision, then its save fails: `recover` runs the step again from the same
     checkpoint with the same decision, and the trail still says once who approved (a second line would read as a
@@ -118,12 +128,7 @@ def test_a_decision_whose_step_runs_again_is_in_the_audit_trail_once(app: Triage
         app.resume(paused.thread_id, ALICE)
     assert stop(), "the approval's step was not saved"
     assert [line["event"] for line in app.thread(paused.thread_id).audit] == ["approval_requested", "approved"]
-    done = app.recover(paused.thread_id)
-    assert done.status == "completed", done.status_reason
-    events = [(line["event"], line["actor"]) for line in app.thread(paused.thread_id).audit]
-    assert events.count(("approved", "alice")) == 1, events
-    refunds = rows(settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (paused.thread_id,))
-    assert refunds == [{"amount_cents": 24000}]
+    recovered_with_one_approval(app, settings, paused.thread_id)
 
 
 def test_a_decision_retried_from_its_parent_checkpoint_is_in_the_audit_trail_once(
@@ -144,12 +149,7 @@ def test_a_decision_retried_from_its_parent_checkpoint_is_in_the_audit_trail_onc
     monkeypatch.setattr(app, "_record_failure", healed_then_recorded)
     failed = app.resume(paused.thread_id, ALICE)
     assert refused and (failed.status, failed.failure_class) == ("failed", "transient"), failed.status_reason
-    done = app.recover(paused.thread_id)
-    assert done.status == "completed", done.status_reason
-    events = [(line["event"], line["actor"]) for line in app.thread(paused.thread_id).audit]
-    assert events.count(("approved", "alice")) == 1, events
-    refunds = rows(settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (paused.thread_id,))
-    assert refunds == [{"amount_cents": 24000}]
+    recovered_with_one_approval(app, settings, paused.thread_id)
 
 
 def test_a_refusal_whose_step_runs_again_is_in_the_audit_trail_once(app: TriageApp) -> None:
