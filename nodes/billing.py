@@ -7,7 +7,14 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from triage.context import Context, services_of
-from triage.nodes.common import action_record, article_facts, call_tool, specialist_update, ticket_text
+from triage.nodes.common import (
+    action_record,
+    article_facts,
+    call_tool,
+    in_this_turn,
+    specialist_update,
+    ticket_text,
+)
 from triage.policies.billing import (
     find_duplicate_charges,
     format_money,
@@ -63,13 +70,8 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
             },
             reason=f"duplicate of {duplicate.original_id}",
         )
-        receipt = await call_tool(
-            runtime,
-            NODE,
-            "request_refund",
-            **proposal["args"],
-            reason=f"Duplicate charge: {proposal['reason']}",
-        )
+        request = {**proposal["args"], "reason": f"Duplicate charge: {proposal['reason']}"}
+        receipt = await call_tool(runtime, NODE, "request_refund", key_from=in_this_turn(state, request), **request)
         if receipt.get("already_requested"):
             return _already_requested(receipt["payment_id"], receipt["amount_cents"], receipt["requested_at"], actions)
         proposal["args"]["request_id"] = receipt["id"]
@@ -156,13 +158,8 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
                 args={"customer_id": customer_id, "payment_id": payment["id"], "amount_cents": amount},
                 reason="customer asked for a refund of their latest payment",
             )
-            receipt = await call_tool(
-                runtime,
-                NODE,
-                "request_refund",
-                **proposal["args"],
-                reason="Customer requested a refund",
-            )
+            request = {**proposal["args"], "reason": "Customer requested a refund"}
+            receipt = await call_tool(runtime, NODE, "request_refund", key_from=in_this_turn(state, request), **request)
             if receipt.get("already_requested"):
                 return _already_requested(
                     receipt["payment_id"], receipt["amount_cents"], receipt["requested_at"], actions

@@ -264,3 +264,26 @@ def test_a_later_turn_that_asks_for_a_decided_refund_again_gets_an_approval_of_i
     assert rows(settings.helpdesk_path, query, (first.thread_id,)) == [{"amount_cents": 24000}]
     trail = [(line["event"], line["actor"]) for line in app.thread(first.thread_id).audit]
     assert trail.count(("rejected", "alice")) == 1 and trail.count(("approved", "alice")) == 1, trail
+
+
+def test_a_later_turn_that_asks_for_a_rejected_refund_again_files_a_request_of_its_own(
+    app: TriageApp, settings: Settings
+) -> None:
+    """Turn 1's refund request is rejected; turn 2 files a new, open one (it used to take turn 1's back, still
+    `rejected` while turn 2 waited), so another thread's request for the same payment is told it is already asked."""
+    duplicate = {"customer_id": "cus_mid_dup", "subject": "Charged twice", "body": "You charged me twice for my order."}
+    first = app.run(duplicate)
+    assert first.pending_approval is not None
+    app.resume(first.thread_id, {"approver": "alice", "decision": "reject", "reason": "not a duplicate"})
+    second = app.run({**duplicate, "conversation_id": first.conversation_id})
+    assert second.status == "awaiting_approval", second.status_reason
+    query = "SELECT id, status FROM refund_requests WHERE thread_id = ? ORDER BY created_at"
+    requests = rows(settings.helpdesk_path, query, (first.thread_id,))
+    assert [r["status"] for r in requests] == ["rejected", "requested"], requests
+    other = app.run(duplicate)  # a new thread while turn 2 waits
+    assert other.pending_approval is None, "the payment already has an open request"
+    assert len(rows(settings.helpdesk_path, "SELECT 1 FROM refund_requests WHERE status = 'requested'")) == 1
+    done = app.resume(first.thread_id, {"approver": "alice", "decision": "approve", "reason": "checked again"})
+    assert done.status == "completed", done.status_reason
+    assert [r["status"] for r in rows(settings.helpdesk_path, query, (first.thread_id,))] == ["rejected", "executed"]
+
