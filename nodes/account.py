@@ -67,13 +67,11 @@ async def act(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, An
         return specialist_update("needs_info", Draft(template="account.needs_customer", facts={}), actions)
 
     async def file_request(kind: str, **details: str) -> dict[str, Any]:
+        request = {"customer_id": customer["id"], "kind": kind, "details": details}
+        # A later turn that asks again files again (a second reset link, a deletion asked for after a rejected
+        # one): turn 1's request may be withdrawn or done by then.
         receipt: dict[str, Any] = await call_tool(
-            runtime,
-            NODE,
-            "create_account_request",
-            customer_id=customer["id"],
-            kind=kind,
-            details=details,
+            runtime, NODE, "create_account_request", key_from=in_this_turn(state, request), **request
         )
         record = action_record("account_request", "create_account_request", NODE, receipt, request=kind)
         record["details"].update(details)

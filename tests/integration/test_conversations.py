@@ -287,3 +287,22 @@ def test_a_later_turn_that_asks_for_a_rejected_refund_again_files_a_request_of_i
     assert done.status == "completed", done.status_reason
     assert [r["status"] for r in rows(settings.helpdesk_path, query, (first.thread_id,))] == ["rejected", "executed"]
 
+
+def test_a_later_turn_that_asks_again_for_a_rejected_account_deletion_files_a_request_of_its_own(
+    app: TriageApp, settings: Settings
+) -> None:
+    """Turn 1's deletion is rejected (its request withdrawn); turn 2 asks again: a new pending request, and approved
+    twice, it completes (it used to carry turn 1's withdrawn request, which cannot be carried out)."""
+    ticket = {"customer_id": "cus_0002", "subject": "Delete my account", "body": "Please delete my account and data."}
+    first = app.run(ticket)
+    assert first.pending_approval is not None and first.pending_approval["action"] == "account_deletion"
+    app.resume(first.thread_id, {"approver": "bob", "decision": "reject", "reason": "they have an open invoice"})
+    second = app.run({**ticket, "conversation_id": first.conversation_id})
+    assert second.pending_approval is not None, second.status_reason
+    query = "SELECT status FROM account_requests WHERE thread_id = ? ORDER BY created_at"
+    assert [r["status"] for r in rows(settings.helpdesk_path, query, (first.thread_id,))] == ["rejected", "pending"]
+    app.resume(first.thread_id, {"approver": "bob", "decision": "approve"})
+    done = app.resume(first.thread_id, {"approver": "sam", "decision": "approve"})
+    assert done.status == "completed", done.status_reason
+    assert done.reply is not None and done.reply.template == "account.deleted", done.reply
+    assert [r["status"] for r in rows(settings.helpdesk_path, query, (first.thread_id,))] == ["rejected", "completed"]
