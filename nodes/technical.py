@@ -69,6 +69,7 @@ async def agent(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, 
     from triage.metering import BudgetExceededError
     from triage.models.llm import ModelCallError
     from triage.tools import ALL_TOOLS
+    from triage.tools.base import idempotency_key
 
     services = await services_of(runtime)
     rules = services.policy.support.agent
@@ -107,8 +108,11 @@ async def agent(state: SpecialistState, runtime: Runtime[Context]) -> dict[str, 
         )
         calls.append(record)
         try:
+            thread_id = thread_id_of(runtime)
+            # Keyed per turn: the same call refused in a later turn is an attempt of its own in the audit table.
+            key = idempotency_key(thread_id, NODE, request.name, in_this_turn(state, args))
             record["result"] = await services.gateway.call(
-                NODE, request.name, args, thread_id=thread_id_of(runtime), offered=offered
+                NODE, request.name, args, thread_id=thread_id, idempotency_key=key, offered=offered
             )
         except ScopeDeniedError as refused:
             record["outcome"], record["detail"] = "refused", str(refused)

@@ -169,6 +169,21 @@ def test_a_tool_it_was_not_offered_is_refused_recorded_and_the_run_falls_back(
     assert filed == [{"queue": "human"}], "only the fall-back's ticket for a person, nothing the model asked for"
 
 
+def test_the_same_refused_call_in_a_later_turn_is_recorded_again(settings: Settings, server: DevModelServer) -> None:
+    """Each turn in which the model reaches for a tool it was not offered is a refusal of its own in the audit table
+    (the key used to name the call alone, so turn 2's attempt was taken for turn 1's)."""
+    refused = ("issue_refund", {"customer_id": "cus_0001", "payment_id": "pay_0001", "amount_cents": 5000})
+    script_classification(server)  # asked once: turn 2 says the same, and the cascade answers it from its cache
+    server.script(calls(refused), times=2)
+    with TriageApp(agent_settings(settings, server)) as app:
+        first = app.run(GARBLED)
+        second = app.run({**GARBLED, "conversation_id": first.conversation_id})
+    reason = "policy violation: technical called issue_refund without scope refunds:write"
+    assert (first.route_reason, second.route_reason) == (reason, reason)
+    recorded = rows(settings.helpdesk_path, "SELECT thread_id, tool FROM policy_violations")
+    assert recorded == [{"thread_id": first.thread_id, "tool": "issue_refund"}] * 2
+
+
 def test_a_model_that_loops_is_stopped_at_the_step_cap(settings: Settings, server: DevModelServer) -> None:
     script_classification(server)
     server.script(calls(("search_kb", {"query": "spreadsheet symbols"})), times=50)
