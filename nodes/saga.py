@@ -120,7 +120,7 @@ def step_key(thread_id: str, change: ProposedAction, step: SagaStep, turn_step: 
 
 async def run_steps(state: AccountChangeState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Run the steps in order; when one fails for good, undo the completed ones in reverse order, once each."""
-    if "saga" in state:  # prepare decided not to run it
+    if state.get("saga") is not None:  # prepare decided not to run it (an earlier turn's is cleared to None)
         return {}
     change = change_of(state)
     assert change is not None

@@ -88,6 +88,7 @@ TURN_KEYS = (
     "budget_exceeded",
     "asks",
     "ask_results",
+    "saga",
 )
 """What one turn decides that the next must not inherit (cleared to None; the next turn writes its own)."""
 

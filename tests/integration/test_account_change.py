@@ -105,6 +105,26 @@ def test_plan_change_completes_every_step(clean: TriageApp) -> None:
     assert "change_completed" in events and "change_rolled_back" not in events
 
 
+def test_a_plan_change_approved_in_a_later_turn_is_carried_out(clean: TriageApp) -> None:
+    """Turn 1 moves Team to Business; turn 2 asks to go back. Its approved change runs (it used to be skipped as
+    already done, the turn reporting turn 1's saga and telling the customer their plan was changed)."""
+    first = run_change(clean, PLAN_CHANGE)
+    assert first.status == "completed" and subscription(clean, "cus_plan_team")["plan_id"] == "business"
+    back = {
+        **PLAN_CHANGE,
+        "subject": "Back to Team",
+        "body": "Business is too much for us, please move us back to the Team plan.",
+        "conversation_id": first.conversation_id,
+    }
+    second = run_change(clean, back)
+    assert second.status == "completed", second.status_reason
+    assert subscription(clean, "cus_plan_team")["plan_id"] == "team"
+    assert next(a.kind for a in second.actions if a.node == "account_change") == "change_plan"
+    assert second.reply is not None and "Your plan is now Team" in second.reply.body, second.reply
+    requests = helpdesk(clean, "SELECT status FROM account_requests WHERE kind = 'plan_change'")
+    assert requests == [{"status": "completed"}] * 2
+
+
 @pytest.mark.parametrize("day", [date(2026, 9, 15), date(2026, 10, 30)])
 def test_a_billing_date_prices_a_plan_change_as_of_that_day(tmp_path: Path, model_cache: Path, day: date) -> None:
     """`Settings.billing_date` (what `triage demo` sets) fixes the days left in the period, whatever the clock says:
