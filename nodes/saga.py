@@ -111,6 +111,17 @@ async def _call_with_retries(services: Services, tool: str, args: dict[str, Any]
     raise AssertionError("unreachable")
 
 
+def _with_receipts(step: SagaStep, completed: list[tuple[SagaStep, str, dict[str, Any]]]) -> dict[str, Any]:
+    """A step's arguments, with what earlier steps made that it needs.
+
+    A closure's confirmation settles the period refunds of this change alone, whose ids are known once made.
+    """
+    if step["tool"] != "confirm_account_change" or not step["args"].get("close_account"):
+        return step["args"]
+    made = [str(receipt["id"]) for done, _, receipt in completed if done["tool"] == "refund_unused_period"]
+    return {**step["args"], "period_refunds": made}
+
+
 def step_key(thread_id: str, change: ProposedAction, step: SagaStep, turn_step: int = 0) -> str:
     """The idempotency key of one step of one change in one turn of a thread (known by the step it began at)."""
     return idempotency_key(
@@ -140,7 +151,8 @@ async def run_steps(state: AccountChangeState, runtime: Runtime[Context]) -> dic
             break  # decided to roll back earlier (before a crash): nothing more goes forward
         if receipt is None:
             try:
-                receipt = await _call_with_retries(services, step["tool"], step["args"], thread_id, key)
+                args = _with_receipts(step, completed)
+                receipt = await _call_with_retries(services, step["tool"], args, thread_id, key)
             except ToolError as exc:
                 failure = await journal.record_effect(
                     failure_key,

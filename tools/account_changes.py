@@ -361,6 +361,11 @@ class ConfirmArgs(BaseModel):
     customer_id: str
     request_id: str = Field(description="The account request ('ar_...') the change carries out.")
     close_account: bool = False
+    period_refunds: list[str] = Field(
+        default_factory=list,
+        description="The pending refunds of the unused period ('pr_...') this change made: a closure settles these "
+        "and no other (one an earlier, incompletely undone change left is a person's to settle or cancel).",
+    )
 
 
 @helpdesk_tool(
@@ -370,9 +375,13 @@ class ConfirmArgs(BaseModel):
     "confirmed change is reversed by a new change",
 )
 async def confirm_account_change(
-    customer_id: str, request_id: str, ctx: Annotated[ToolContext, InjectedToolArg], close_account: bool = False
+    customer_id: str,
+    request_id: str,
+    ctx: Annotated[ToolContext, InjectedToolArg],
+    close_account: bool = False,
+    period_refunds: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Complete the account request; a closure also closes the account and settles its pending period refunds.
+    """Complete the account request; a closure also closes the account and settles the change's period refunds.
 
     The last step of a change, so it declares no compensation: nothing after it can fail.
     """
@@ -387,9 +396,10 @@ async def confirm_account_change(
         await conn.execute("UPDATE account_requests SET status = 'completed' WHERE id = ?", (request_id,))
         if close_account:
             await conn.execute("UPDATE customers SET status = 'closed' WHERE id = ?", (customer_id,))
+            refunds = list(period_refunds or [])
             await conn.execute(
-                "UPDATE period_refunds SET status = 'settled' WHERE customer_id = ? AND thread_id = ? "
-                "AND status = 'pending'",
-                (customer_id, ctx.thread_id),
+                "UPDATE period_refunds SET status = 'settled' WHERE customer_id = ? AND status = 'pending' "
+                f"AND id IN ({', '.join('?' * len(refunds))})",
+                (customer_id, *refunds),
             )
     return {"id": request_id, "created": True}

@@ -266,6 +266,31 @@ def test_a_failing_compensation_is_escalated_loudly(
         app.close()
 
 
+def test_a_closure_confirmed_in_a_later_turn_settles_its_own_refund_only(tmp_path: Path, model_cache: Path) -> None:
+    """Turn 1's closure fails at confirm and its refund cannot be cancelled (left pending, for a person); turn 2
+    closes the account. Its confirmation settles turn 2's refund, not turn 1's, which the customer would get too."""
+    app = open_app(tmp_path, model_cache, faults="fail=confirm_account_change,fail=cancel_period_refund")
+    try:
+        first = run_change(app, CLOSURE)
+    finally:
+        app.close()
+    assert first.status == "escalated" and "ROLLBACK INCOMPLETE" in str(first.status_reason), first.status_reason
+    app = open_app(tmp_path, model_cache)
+    try:
+        [left] = helpdesk(app, "SELECT id FROM period_refunds WHERE status = 'pending'")
+        second = run_change(app, {**CLOSURE, "conversation_id": first.conversation_id})
+        assert second.status == "completed", second.status_reason
+        assert helpdesk(app, "SELECT status FROM customers WHERE id = 'cus_small_dup'") == [{"status": "closed"}]
+        refunds = helpdesk(app, "SELECT id, status FROM period_refunds ORDER BY created_at, id")
+        assert {r["id"]: r["status"] for r in refunds} == {
+            left["id"]: "pending",
+            **{r["id"]: "settled" for r in refunds if r["id"] != left["id"]},
+        }
+        assert len(refunds) == 2
+    finally:
+        app.close()
+
+
 def test_the_steps_match_the_proposal(clean: TriageApp) -> None:
     result = run_change(clean, PLAN_CHANGE)
     change = next(p for p in result.proposed_actions if p["kind"] == "plan_change")
