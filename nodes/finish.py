@@ -13,30 +13,34 @@ from triage.stores.memory import update_memory, updated_memory
 
 
 async def finish(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Keep a status set earlier (a failed validation); otherwise escalated or completed by the route taken.
+    """Keep a status set earlier (a failed validation, a rolled-back change); else escalated or completed by the route.
 
     Also records what the run spent on models, and the turn's record in the conversation (what the next turn
-    reads: the message, what was filed, how it was answered).
+    reads: the message, what was filed, how it was answered), whatever the status: a turn that ended escalated by
+    a rollback or an expired approval is a turn the next one follows.
     """
     meter = meter_of(runtime)
     update: dict[str, Any] = {"usage": meter.spent()} if meter else {}
-    if state.get("status"):
-        return update
-    if state.get("route") == "escalation":
-        update.update(status="escalated", status_reason=state.get("route_reason", "handed to a person"))
-    else:
-        outcome = state.get("outcome") or "resolved"
-        reasons = {
-            "resolved": "answered and acted on",
-            "needs_info": "asked the customer for what is missing",
-            "handed_off": "answered and handed to a team queue",
-        }
-        update.update(status="completed", status_reason=reasons.get(outcome, outcome))
+    if not state.get("status"):
+        update.update(_ending(state))
     conversation = list(state.get("conversation", []))
     record = turn_record(state.get("turn", 1), {**state, **update})
     conversation.append(record)
     await _remember(state, record, runtime)
     return {**update, "conversation": conversation[-MAX_TURNS:]}
+
+
+def _ending(state: State) -> dict[str, str]:
+    """The status a turn that set none ends with: escalated when a person takes it, else completed."""
+    if state.get("route") == "escalation":
+        return {"status": "escalated", "status_reason": state.get("route_reason", "handed to a person")}
+    outcome = state.get("outcome") or "resolved"
+    reasons = {
+        "resolved": "answered and acted on",
+        "needs_info": "asked the customer for what is missing",
+        "handed_off": "answered and handed to a team queue",
+    }
+    return {"status": "completed", "status_reason": reasons.get(outcome, outcome)}
 
 
 async def _remember(state: State, record: Turn, runtime: Runtime[Context]) -> None:
@@ -51,6 +55,8 @@ async def _remember(state: State, record: Turn, runtime: Runtime[Context]) -> No
     if saga is not None and saga["kind"] == "account_closure" and saga["status"] == "completed":
         return
     done = {a["kind"] for a in actions if a["node"] == "execute"}
+    if saga is not None and saga["status"] == "completed":  # a plan change the saga carried out
+        done.add(saga["kind"])
     closed = [p["args"]["request_id"] for p in state.get("proposed_actions", []) if p["kind"] in done]
     rejection = state.get("rejection")
     if rejection and "request_id" in rejection["args"]:

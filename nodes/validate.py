@@ -89,6 +89,7 @@ TURN_KEYS = (
     "asks",
     "ask_results",
     "saga",
+    "usage",
 )
 """What one turn decides that the next must not inherit (cleared to None; the next turn writes its own)."""
 
@@ -103,10 +104,16 @@ async def _new_turn(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     services = await services_of(runtime)
     conversation = list(state.get("conversation", []))
     previous = state.get("turn", 1)
+    # Numbers go on from the last one used, past the `MAX_TURNS` records kept: a number names one turn for good
+    # (the messages attached to it, the customer's memory of it).
+    number = max([previous, *(turn["turn"] for turn in conversation)])
+    folded = {turn.get("follow_up_id") for turn in conversation}
     for line in await services.journal.trail(thread_id_of(runtime)):
         details = line["details"]
-        if line["event"] == FOLLOW_UP_EVENT and details.get("turn") == previous:
-            conversation.append(attached_turn(len(conversation) + 1, details["follow_up_id"], details["message"]))
+        attached = line["event"] == FOLLOW_UP_EVENT and details.get("turn") == previous
+        if attached and details["follow_up_id"] not in folded:
+            number += 1
+            conversation.append(attached_turn(number, details["follow_up_id"], details["message"]))
     step = int(get_config().get("metadata", {}).get("langgraph_step", 0))
     return {
         **dict.fromkeys(TURN_KEYS),
@@ -114,7 +121,7 @@ async def _new_turn(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "violations": [],
         "proposed_actions": [],
         "conversation": conversation[-MAX_TURNS:],
-        "turn": len(conversation) + 1,
+        "turn": number + 1,
         "turn_step": step,
     }
 

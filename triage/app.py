@@ -451,16 +451,19 @@ class TriageApp:
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         failure = failure_class(exc)
         reason = f"{type(exc).__name__}: {exc}"
+        earlier: set[str] = set()  # what earlier turns of the conversation filed: not this run's to withdraw
         try:
-            if not _exists(await engine.graph_for(thread_id).aget_state(config)):
+            snapshot = await engine.graph_for(thread_id).aget_state(config)
+            if not _exists(snapshot):
                 raise StoreUnavailableError(
                     f"the run could not start: {reason}; nothing was saved, try again once the store is available"
                 ) from exc
-            await engine.graph_for(thread_id).aupdate_state(
-                config,
-                {"status": "failed", "status_reason": reason, "failure_class": failure},
-                as_node=engine.last_node_for(thread_id),
-            )
+            values = snapshot.values
+            update: dict[str, Any] = {"status": "failed", "status_reason": reason, "failure_class": failure}
+            earlier = {request for turn in values.get("conversation", []) for request in turn.get("requests", [])}
+            if engine.last_node_for(thread_id) == "finish" and not values.get("status"):
+                update["conversation"] = _with_failed_turn(values, update)
+            await engine.graph_for(thread_id).aupdate_state(config, update, as_node=engine.last_node_for(thread_id))
         except StoreUnavailableError:
             raise
         except Exception as mark:
@@ -470,7 +473,7 @@ class TriageApp:
                 thread_id=thread_id,
             ) from exc
         try:
-            released = await release_refund_requests(engine.services.helpdesk, thread_id)
+            released = await release_refund_requests(engine.services.helpdesk, thread_id, keep=earlier)
             if released:
                 await engine.services.journal.audit(
                     thread_id,
@@ -1217,6 +1220,19 @@ THREAD_STATUSES = ("running", "awaiting_approval", "completed", "escalated", "fa
 """What `triage threads --status` filters on; `running` is a run that neither finished nor paused."""
 
 
+def _with_failed_turn(values: Mapping[str, Any], failure: Mapping[str, Any]) -> list[Any]:
+    """The conversation with the record of a turn that failed: what it filed, and that it failed.
+
+    `finish` adds the record of a turn that ends; a failed turn gets one here, so the next turn follows it and does
+    not take its number.
+    """
+    from triage.policies.conversation import MAX_TURNS, turn_record
+
+    conversation = list(values.get("conversation", []))
+    conversation.append(turn_record(values.get("turn", 1), {**values, **failure}))
+    return conversation[-MAX_TURNS:]
+
+
 def _turn_of(snapshot: StateSnapshot) -> int:
     """The conversation turn a thread is on (or ended last)."""
     return int(snapshot.values.get("turn", 1))
@@ -1308,7 +1324,7 @@ def _result(
         evidence=classification.get("evidence", []),
         violations=[dict(v) for v in values.get("violations", [])],
         budget_exceeded=values.get("budget_exceeded"),
-        usage=values.get("usage", {}),
+        usage=values.get("usage") or {},
         reply=Reply(
             subject=reply["subject"], body=reply["body"], template=reply["template"], verdict=reply.get("verdict")
         )
@@ -1357,7 +1373,7 @@ def _release_result(
         summary=dict(summary) if summary else None,
         model_calls=list((summary or {}).get("model_calls", [])),
         policy_version=values.get("policy_version"),
-        usage=values.get("usage", {}),
+        usage=values.get("usage") or {},
         actions=[Action(**action) for action in values.get("actions", [])],
         pending_approval=pending,
         rejection=values.get("rejection"),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import rows
+from tests.integration.test_account_change import PLAN_CHANGE, open_app, run_change
 from tests.integration.test_cli import triage
 from triage import TriageApp
 from triage.errors import UnknownConversationError
@@ -196,10 +198,11 @@ def test_each_turn_gets_its_reply_and_its_queue_ticket_even_when_it_says_the_sam
 
     hours = {"customer_id": "cus_0001", "subject": "Hours", "body": "What are your opening hours?"}
     first = app.run(hours)
-    # Past MAX_TURNS a conversation keeps its last turns only, and turn numbers repeat: each still gets its reply.
+    # Past MAX_TURNS a conversation keeps the records of its last turns only: each turn still gets its reply, and
+    # its own number.
     count = MAX_TURNS + 3
     turns = [first, *(app.run({**hours, "conversation_id": first.conversation_id}) for _ in range(count - 1))]
-    assert turns[-1].turn == turns[-2].turn, "the numbers repeat past MAX_TURNS (else this checks less than it says)"
+    assert [turn.turn for turn in turns] == list(range(1, count + 1))
     messages = [[(a.receipt_id, a.details["created"]) for a in turn.actions if a.kind == "message"] for turn in turns]
     assert all(len(m) == 1 and m[0][1] for m in messages), messages
     assert len({m[0][0] for m in messages}) == count
@@ -306,3 +309,207 @@ def test_a_later_turn_that_asks_again_for_a_rejected_account_deletion_files_a_re
     assert done.status == "completed", done.status_reason
     assert done.reply is not None and done.reply.template == "account.deleted", done.reply
     assert [r["status"] for r in rows(settings.helpdesk_path, query, (first.thread_id,))] == ["rejected", "completed"]
+
+
+HOURS = {"subject": "Hours", "body": "What are your opening hours?"}
+
+
+def _state(app: TriageApp, thread_id: str) -> dict[str, Any]:
+    engine = app._portal.call(app._get_engine())
+    snapshot = app._portal.call(engine.graph.aget_state({"configurable": {"thread_id": thread_id}}))
+    return dict(snapshot.values)
+
+
+# -- Every turn leaves its record, whatever ended it: a rolled-back change, a failure ----------------------------------
+
+
+def test_a_turn_whose_change_rolled_back_is_recorded_in_the_conversation(tmp_path: Path, model_cache: Path) -> None:
+    """Turn 1's plan change rolls back (the saga's hand_off sets status `escalated` before `finish`). Its record is
+    kept all the same: `finish` used to skip it for a status set earlier, so turn 2 was numbered 1 again and turn 1
+    was missing from the conversation and from the customer's memory."""
+    app = open_app(tmp_path, model_cache, faults="fail=adjust_seats")
+    try:
+        first = run_change(app, PLAN_CHANGE)
+        assert first.status == "escalated", first.status_reason
+        memory = app.customer_memory("cus_plan_team")
+    finally:
+        app.close()
+    app = open_app(tmp_path, model_cache)
+    try:
+        second = app.run({**HOURS, "customer_id": "cus_plan_team", "conversation_id": first.conversation_id})
+    finally:
+        app.close()
+    assert second.status == "completed", second.status_reason
+    assert (second.turn, [t["turn"] for t in second.conversation]) == (2, [1]), (second.turn, second.conversation)
+    assert memory is not None, "turn 1 left nothing in the customer's memory"
+
+
+# -- Turn numbers go on past MAX_TURNS: attached messages are folded in once -------------------------------------------
+
+
+def test_a_message_attached_past_max_turns_is_folded_in_once(app: TriageApp) -> None:
+    from triage.policies.conversation import MAX_TURNS
+
+    customer = {"customer_id": "cus_mid_dup"}
+    first = app.run({**HOURS, **customer})
+    cid = first.conversation_id
+    for _ in range(MAX_TURNS - 1):
+        app.run({**HOURS, **customer, "conversation_id": cid})
+    paused = app.run(
+        {
+            **customer,
+            "subject": "Charged twice",
+            "body": "I was charged twice for my order this month, please refund the extra duplicate charge.",
+            "conversation_id": cid,
+        }
+    )
+    assert paused.status == "awaiting_approval", (paused.status, paused.status_reason)
+    attached = app.run({**customer, "body": "Any news on my refund? It is urgent.", "conversation_id": cid})
+    (follow_up,) = attached.follow_ups
+    app.resume(cid, {"approver": "alice", "decision": "approve"})
+    for _ in range(3):
+        last = app.run({**HOURS, **customer, "conversation_id": cid})
+        assert last.status == "completed", last.status_reason
+    folded = [t for t in _state(app, cid)["conversation"] if t.get("follow_up_id") == follow_up.follow_up_id]
+    assert len(folded) == 1, [(t["turn"], t["message"]) for t in _state(app, cid)["conversation"]]
+
+
+# -- Past MAX_TURNS the result lists the turn before, and memory keeps each turn ---------------------------------------
+
+
+def test_past_max_turns_the_result_lists_the_turn_before(app: TriageApp) -> None:
+    from triage.policies.conversation import MAX_TURNS
+
+    customer = {"customer_id": "cus_0001"}
+    first = app.run({**HOURS, **customer})
+    cid = first.conversation_id
+    for _ in range(MAX_TURNS):
+        app.run({**HOURS, **customer, "conversation_id": cid})
+    lawyer = app.run(
+        {**customer, "subject": "Lawyer", "body": "I will contact my lawyer about this.", "conversation_id": cid}
+    )
+    assert lawyer.status == "escalated", lawyer.status_reason
+    after = app.run({**HOURS, **customer, "conversation_id": cid})
+    # The turn just before is part of "the conversation so far" the result reports.
+    assert after.conversation and after.conversation[-1]["route"] == "escalation", [
+        (t["turn"], t["route"]) for t in after.conversation[-3:]
+    ]
+
+
+def test_past_max_turns_the_customer_memory_keeps_each_latest_turn(app: TriageApp) -> None:
+    from triage.policies.conversation import MAX_TURNS
+
+    customer = {"customer_id": "cus_0001"}
+    first = app.run({**HOURS, **customer})
+    cid = first.conversation_id
+    for _ in range(MAX_TURNS):
+        app.run({**HOURS, **customer, "conversation_id": cid})
+    lawyer = app.run(
+        {**customer, "subject": "Lawyer", "body": "I will contact my lawyer about this.", "conversation_id": cid}
+    )
+    assert lawyer.status == "escalated", lawyer.status_reason
+    app.run({**customer, "subject": "Invoice", "body": "Please send me my latest invoice.", "conversation_id": cid})
+    memory = app.customer_memory("cus_0001")
+    assert memory is not None
+    # The lawyer turn and the invoice turn were both numbered 21: the second replaced the first in `recent`.
+    intents = [o["intent"] for o in memory["recent"]]
+    assert lawyer.intent in intents[-2:], [(o["turn"], o["status"], o["intent"]) for o in memory["recent"]][-4:]
+
+
+# -- A failed turn withdraws its own refund requests, not an earlier turn's --------------------------------------------
+
+
+def test_a_failed_later_turn_leaves_an_earlier_turns_open_refund_request_alone(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    """Turn 1's refund approval expires (sweep): the run escalates and the request stays open for a person. Turn 2
+    fails (its reply cannot be sent). The app withdraws the failed turn's open refund requests; it used to withdraw
+    every open request of the thread, turn 1's too, which turn 2 never filed."""
+    from triage.policies.approvals import SWEEP_ACTOR
+    from triage.schemas import Decision
+
+    duplicate = {"customer_id": "cus_mid_dup", "subject": "Charged twice", "body": "You charged me twice for my order."}
+    app = open_app(tmp_path, model_cache)
+    try:
+        first = app.run(duplicate)
+        assert first.pending_approval is not None
+        timeout = Decision(approver=SWEEP_ACTOR, decision="timeout", reason="approval expired")
+        expired = app._portal.call(app._aresume(first.thread_id, timeout, sweep=True))
+        assert expired.status == "escalated", expired.status_reason
+    finally:
+        app.close()
+    query = "SELECT id, status FROM refund_requests WHERE thread_id = ?"
+    [request] = rows(tmp_path / "home" / "helpdesk.sqlite", query, (first.thread_id,))
+    assert request["status"] == "requested"
+    app = open_app(tmp_path, model_cache, faults="fail=send_message")
+    try:
+        second = app.run({**HOURS, "customer_id": "cus_mid_dup", "conversation_id": first.conversation_id})
+    finally:
+        app.close()
+    assert second.status == "failed", second.status_reason
+    after = rows(tmp_path / "home" / "helpdesk.sqlite", query, (first.thread_id,))
+    assert after == [request], "turn 2 failed, but turn 1's open request was withdrawn"
+
+
+# -- A turn reports its own usage --------------------------------------------------------------------------------------
+
+
+def test_a_later_turn_awaiting_approval_does_not_report_the_last_turns_usage(app: TriageApp) -> None:
+    customer = {"customer_id": "cus_mid_dup"}
+    first = app.run({**HOURS, **customer})
+    assert first.status == "completed" and first.usage
+    second = app.run(
+        {
+            **customer,
+            "subject": "Charged twice",
+            "body": "I was charged twice for my order this month, please refund the extra duplicate charge.",
+            "conversation_id": first.conversation_id,
+        }
+    )
+    assert second.status == "awaiting_approval", second.status_reason
+    assert second.usage != first.usage, f"turn 2 reports turn 1's usage: {second.usage}"
+
+
+# -- A change the saga carried out closes its request in the customer's memory -----------------------------------------
+
+
+def test_a_completed_plan_change_is_not_remembered_as_an_open_request(tmp_path: Path, model_cache: Path) -> None:
+    app = open_app(tmp_path, model_cache)
+    try:
+        done = run_change(app, PLAN_CHANGE)
+        assert done.status == "completed", done.status_reason
+        [request] = [a.receipt_id for a in done.actions if a.kind == "account_request"]
+        [row] = rows(app.settings.helpdesk_path, "SELECT status FROM account_requests WHERE id = ?", (request,))
+        assert row["status"] == "completed"
+        memory = app.customer_memory("cus_plan_team")
+    finally:
+        app.close()
+    assert memory is not None
+    assert request not in [r["id"] for r in memory["open_requests"]], memory["summary"]
+
+
+def test_a_failed_turn_is_recorded_with_what_it_filed(tmp_path: Path, model_cache: Path) -> None:
+    app = open_app(tmp_path, model_cache)
+    try:
+        first = app.run({**HOURS, "customer_id": "cus_new"})
+    finally:
+        app.close()
+    app = open_app(tmp_path, model_cache, faults="fail=send_message")
+    try:
+        change = "Please change the email on my account to new.me@example.org"
+        second = app.run(
+            {"customer_id": "cus_new", "subject": "Email", "body": change, "conversation_id": first.thread_id}
+        )
+    finally:
+        app.close()
+    assert second.status == "failed", second.status_reason
+    [filed] = rows(
+        tmp_path / "home" / "helpdesk.sqlite", "SELECT id FROM account_requests WHERE thread_id = ?", (first.thread_id,)
+    )
+    app = open_app(tmp_path, model_cache)
+    try:
+        third = app.run({**HOURS, "customer_id": "cus_new", "conversation_id": first.thread_id})
+    finally:
+        app.close()
+    assert third.turn == 3, [(t["turn"], t["status"], t["requests"]) for t in third.conversation]
+    assert filed["id"] in [r for t in third.conversation for r in t["requests"]]
