@@ -11,7 +11,14 @@ from triage.context import Context, meter_of, services_of
 from triage.metering import BudgetExceededError
 from triage.models.signals import detect_signals
 from triage.nodes.ask import plan_asks
-from triage.policies.conversation import answer_worked, history_text, needs_history, prefer_history, thanked
+from triage.policies.conversation import (
+    answer_worked,
+    history_text,
+    needs_history,
+    prefer_history,
+    read_with_history,
+    thanked,
+)
 from triage.state import Classification, State
 
 BUDGET_SIGNAL = "budget_exceeded"
@@ -42,8 +49,7 @@ async def classify(state: State, runtime: Runtime[Context]) -> Command[Literal["
             earlier = history_text(conversation)
             with_history = await services.models.classify(f"{text}\n\n{earlier}", meter=meter)
             if prefer_history(classification, with_history, reply_alone):
-                with_history["evidence"] = [*with_history["evidence"], "read with the conversation's earlier turns"]
-                classification = with_history
+                classification = read_with_history(classification, with_history)
         asks = await plan_asks(state, classification, runtime)
     except BudgetExceededError as exceeded:
         update = {"classification": unclassified(text), "budget_exceeded": str(exceeded)}

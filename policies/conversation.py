@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from triage.policies.injection import INJECTION_SIGNAL
 from triage.policies.pii import redact
 from triage.state import Classification, Turn
 
@@ -154,8 +155,30 @@ def prefer_history(own: Classification, with_history: Classification, clear: flo
     """
     if with_history["confidence"] <= own["confidence"]:
         return False
+    if INJECTION_SIGNAL in with_history["signals"] and INJECTION_SIGNAL not in own["signals"]:
+        return False  # an earlier turn's injected instructions were in what the model read: not a reading to trust
+    if with_history["route"] == "escalation" and own["route"] != "escalation":
+        return False  # what an earlier turn said to reach a person (a threat, say) was acted on in that turn
     same = (with_history["route"], with_history["intent"]) == (own["route"], own["intent"])
     return own["confidence"] < clear or same
+
+
+def read_with_history(own: Classification, with_history: Classification) -> Classification:
+    """The follow-up's reading when `prefer_history` takes the history's: its route, intent and confidence.
+
+    The urgency, sentiment and signals stay the follow-up's own, as in `thanked`: they describe this message, and an
+    earlier turn's (a legal threat, say) was acted on in its turn. Taken with the history's words, "and on
+    weekends?" after a threat would go to a person again, and every short message after it.
+    """
+    return Classification(
+        **{
+            **with_history,
+            "urgency": own["urgency"],
+            "sentiment": own["sentiment"],
+            "signals": own["signals"],
+            "evidence": [*with_history["evidence"], "read with the conversation's earlier turns"],
+        }
+    )
 
 
 def did_not_help(text: str) -> str | None:

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from triage.text import fold_case
 
+INJECTION_SIGNAL = "prompt_injection"
+"""The classification signal of a ticket whose text holds an injection attempt (set by the model tier's guard)."""
+
 
 def _says(*words: str) -> Callable[[str], bool]:
     """A test that a case-folded text contains one of `words` (lower-case ASCII)."""

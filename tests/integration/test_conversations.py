@@ -513,3 +513,24 @@ def test_a_failed_turn_is_recorded_with_what_it_filed(tmp_path: Path, model_cach
         app.close()
     assert third.turn == 3, [(t["turn"], t["status"], t["requests"]) for t in third.conversation]
     assert filed["id"] in [r for t in third.conversation for r in t["requests"]]
+
+
+# -- An earlier turn's threat does not escalate the short follow-ups after it ------------------------------------------
+
+
+def test_a_short_follow_up_is_not_escalated_for_an_earlier_turns_legal_threat(app: TriageApp) -> None:
+    """An earlier turn's threat was handed to a person in its turn. A short follow-up read with the conversation
+    takes the history's topic, not its threat: no `legal_threat` of its own, and not routed to a person for it (it
+    used to be, every short message after the threat). Unsure on its own, it may still go to a person as unsure."""
+    customer = {"customer_id": "cus_0001"}
+    first = app.run({**customer, "subject": "Lawyer", "body": "I will contact my lawyer about this."})
+    assert first.status == "escalated"
+    hours = app.run(
+        {**customer, "subject": "", "body": "What are your opening hours?", "conversation_id": first.thread_id}
+    )
+    assert hours.status == "completed", hours.status_reason
+    for short in ("And on weekends?", "ok", "Thanks, what about public holidays?"):
+        later = app.run({**customer, "subject": "", "body": short, "conversation_id": first.thread_id})
+        assert "legal_threat" not in later.signals, (short, later.signals)
+        assert later.route_reason is not None and not later.route_reason.startswith("escalation signal"), short
+        assert not later.route_reason.startswith("classified as escalation"), (short, later.route_reason)

@@ -15,11 +15,10 @@ from triage.metering import BudgetExceededError, Meter
 from triage.models.agent import AgentTurn, describe_result
 from triage.models.templates import render
 from triage.models.tier import ModelTier, composes_locally, extractive_summary
-from triage.policies.injection import detect_injection
+from triage.policies.injection import INJECTION_SIGNAL, detect_injection
 from triage.policies.pii import Redaction, redact, restore
 from triage.state import AgentCallRecord, AgentStep, Classification, Draft, ReplyData
 
-INJECTION_SIGNAL = "prompt_injection"
 RELEASE_SUMMARY_CHARS = 400
 """Longest customer-facing summary of release notes."""
 
