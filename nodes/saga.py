@@ -96,7 +96,9 @@ async def prepare(state: AccountChangeState, runtime: Runtime[Context]) -> dict[
         SagaStep(name=s["name"], tool=s["tool"], args=s["args"]) for s in saga_steps(change["kind"], change["args"])
     ]
     check_compensations(steps)
-    return {"steps": steps}
+    # No outcome yet: a thread paused in a later turn by a version that did not clear the last turn's `saga` at a
+    # new turn would otherwise skip this change as decided.
+    return {"steps": steps, "saga": None}
 
 
 async def _call_with_retries(services: Services, tool: str, args: dict[str, Any], thread_id: str, key: str) -> Any:

@@ -125,6 +125,34 @@ def test_a_plan_change_approved_in_a_later_turn_is_carried_out(clean: TriageApp)
     assert requests == [{"status": "completed"}] * 2
 
 
+def test_a_plan_change_paused_in_a_later_turn_before_the_upgrade_is_carried_out(
+    clean: TriageApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread paused in turn 2 by a version that did not clear `saga` at a new turn holds turn 1's outcome; once
+    approved under this version, its change is carried out all the same."""
+    import triage.nodes.validate as validate
+
+    first = run_change(clean, PLAN_CHANGE)
+    assert first.status == "completed" and subscription(clean, "cus_plan_team")["plan_id"] == "business"
+    back = {
+        **PLAN_CHANGE,
+        "subject": "Back to Team",
+        "body": "Business is too much for us, please move us back to the Team plan.",
+        "conversation_id": first.conversation_id,
+    }
+    new_keys = validate.TURN_KEYS
+    monkeypatch.setattr(validate, "TURN_KEYS", tuple(k for k in new_keys if k not in ("saga", "usage")))  # before
+    paused = clean.run(back)
+    assert paused.status == "awaiting_approval", paused.status_reason
+    monkeypatch.setattr(validate, "TURN_KEYS", new_keys)  # the upgrade
+    second = paused
+    for approver in ("alice", "sam"):  # as many as its tier needs
+        if second.status == "awaiting_approval":
+            second = clean.resume(second.thread_id, {"approver": approver, "decision": "approve", "reason": "ok"})
+    assert second.status == "completed", second.status_reason
+    assert subscription(clean, "cus_plan_team")["plan_id"] == "team", second.reply
+
+
 @pytest.mark.parametrize("day", [date(2026, 9, 15), date(2026, 10, 30)])
 def test_a_billing_date_prices_a_plan_change_as_of_that_day(tmp_path: Path, model_cache: Path, day: date) -> None:
     """`Settings.billing_date` (what `triage demo` sets) fixes the days left in the period, whatever the clock says:
