@@ -165,17 +165,21 @@ async def issue_refund(
     return {"id": refund_id, "created": True, "payment_id": payment_id, "amount_cents": amount_cents}
 
 
-async def release_refund_requests(helpdesk: Helpdesk, thread_id: str, *, keep: Collection[str] = ()) -> list[str]:
+async def release_refund_requests(
+    helpdesk: Helpdesk, thread_id: str, *, keep: Collection[str] = (), only: Collection[str] | None = None
+) -> list[str]:
     """Withdraw the open refund requests of a run that failed, so they stop blocking the customer's next ticket.
 
     Not a tool: the app calls it when a run ends `failed`. A request the run retries later is carried out all the
     same (executing a refund marks its request executed). `keep` names requests that are not the failed run's
     own: an earlier turn of the conversation filed them (one left open for a person, say), and they stay open.
+    `only`, when given, limits the withdrawal to these requests.
     """
     open_requests = "thread_id = ? AND status IN ('requested', 'approved')"
     async with helpdesk.transaction() as conn:
         rows = await fetch_all(conn, f"SELECT id FROM refund_requests WHERE {open_requests}", (thread_id,))
-        released = [str(row["id"]) for row in rows if row["id"] not in keep]
+        ids = [str(row["id"]) for row in rows]
+        released = [request for request in ids if request not in keep and (only is None or request in only)]
         await conn.executemany(
             f"UPDATE refund_requests SET status = 'rejected' WHERE id = ? AND {open_requests}",
             [(request, thread_id) for request in released],

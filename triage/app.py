@@ -451,7 +451,7 @@ class TriageApp:
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         failure = failure_class(exc)
         reason = f"{type(exc).__name__}: {exc}"
-        earlier: set[str] = set()  # what earlier turns of the conversation filed: not this run's to withdraw
+        withdraw: tuple[set[str], set[str] | None] = (set(), None)  # see `_failed_turns_requests`
         try:
             snapshot = await engine.graph_for(thread_id).aget_state(config)
             if not _exists(snapshot):
@@ -460,9 +460,10 @@ class TriageApp:
                 ) from exc
             values = snapshot.values
             update: dict[str, Any] = {"status": "failed", "status_reason": reason, "failure_class": failure}
-            earlier = {request for turn in values.get("conversation", []) for request in turn.get("requests", [])}
-            if engine.last_node_for(thread_id) == "finish" and not values.get("status"):
-                update["conversation"] = _with_failed_turn(values, update)
+            if engine.last_node_for(thread_id) == "finish":
+                withdraw = _failed_turns_requests(values)
+                if not _recorded(values):
+                    update["conversation"] = _with_failed_turn(values, update)
             await engine.graph_for(thread_id).aupdate_state(config, update, as_node=engine.last_node_for(thread_id))
         except StoreUnavailableError:
             raise
@@ -473,7 +474,8 @@ class TriageApp:
                 thread_id=thread_id,
             ) from exc
         try:
-            released = await release_refund_requests(engine.services.helpdesk, thread_id, keep=earlier)
+            keep, only = withdraw
+            released = await release_refund_requests(engine.services.helpdesk, thread_id, keep=keep, only=only)
             if released:
                 await engine.services.journal.audit(
                     thread_id,
@@ -1218,6 +1220,31 @@ def _pending(snapshot: StateSnapshot) -> dict[str, Any] | None:
 
 THREAD_STATUSES = ("running", "awaiting_approval", "completed", "escalated", "failed")
 """What `triage threads --status` filters on; `running` is a run that neither finished nor paused."""
+
+
+def _recorded(values: Mapping[str, Any]) -> bool:
+    """Whether the thread's current turn has its record in the conversation, so a failure now adds none.
+
+    It has when the turn ended: a follow-up that fails before `validate` has not begun a turn of its own.
+    """
+    number = values.get("turn", 1)
+    return any(turn["turn"] == number for turn in values.get("conversation", []))
+
+
+def _failed_turns_requests(values: Mapping[str, Any]) -> tuple[set[str], set[str] | None]:
+    """Which open refund requests of the thread a failed turn may withdraw: (those to keep, those only, or None).
+
+    Those an earlier turn recorded are kept (one left open for a person, say). While the conversation keeps every
+    turn's record, any other open request is the failed turn's, even one its step filed before raising. Once
+    early records have been dropped (`MAX_TURNS`), an unrecorded request may be an early turn's: only those the
+    failed turn's own actions hold are withdrawn then.
+    """
+    conversation = values.get("conversation", [])
+    keep = {request for turn in conversation for request in turn.get("requests", [])}
+    if not conversation or conversation[0]["turn"] == 1:
+        return keep, None
+    own = [] if _recorded(values) else values.get("actions") or []
+    return keep, {action["receipt_id"] for action in own if action.get("kind") == "refund_request"}
 
 
 def _with_failed_turn(values: Mapping[str, Any], failure: Mapping[str, Any]) -> list[Any]:

@@ -344,6 +344,24 @@ def test_a_turn_whose_change_rolled_back_is_recorded_in_the_conversation(tmp_pat
     assert memory is not None, "turn 1 left nothing in the customer's memory"
 
 
+def test_a_turn_that_rolled_back_then_failed_is_recorded(tmp_path: Path, model_cache: Path) -> None:
+    """The saga's rollback sets the turn's status (escalated) before its reply fails: a status set in the turn, not
+    one left by the last, so the failure still records the turn."""
+    app = open_app(tmp_path, model_cache, faults="fail=adjust_seats,fail=send_message")
+    try:
+        first = run_change(app, PLAN_CHANGE)
+    finally:
+        app.close()
+    assert first.status == "failed", first.status_reason
+    app = open_app(tmp_path, model_cache)
+    try:
+        second = app.run({**HOURS, "customer_id": "cus_plan_team", "conversation_id": first.conversation_id})
+    finally:
+        app.close()
+    assert second.status == "completed", second.status_reason
+    assert [(t["turn"], t["status"]) for t in second.conversation] == [(1, "failed")], second.conversation
+
+
 # -- Turn numbers go on past MAX_TURNS: attached messages are folded in once -------------------------------------------
 
 
@@ -449,6 +467,40 @@ def test_a_failed_later_turn_leaves_an_earlier_turns_open_refund_request_alone(
     assert second.status == "failed", second.status_reason
     after = rows(tmp_path / "home" / "helpdesk.sqlite", query, (first.thread_id,))
     assert after == [request], "turn 2 failed, but turn 1's open request was withdrawn"
+
+
+def test_a_failed_turn_past_max_turns_leaves_an_earlier_turns_open_refund_request_alone(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    """Once turn 1's record has left the conversation (`MAX_TURNS`), its open request is still not the failed
+    turn's to withdraw: only the failed turn's own requests are then."""
+    from triage.policies.approvals import SWEEP_ACTOR
+    from triage.policies.conversation import MAX_TURNS
+    from triage.schemas import Decision
+
+    duplicate = {"customer_id": "cus_mid_dup", "subject": "Charged twice", "body": "You charged me twice for my order."}
+    app = open_app(tmp_path, model_cache)
+    try:
+        first = app.run(duplicate)
+        assert first.pending_approval is not None
+        timeout = Decision(approver=SWEEP_ACTOR, decision="timeout", reason="approval expired")
+        expired = app._portal.call(app._aresume(first.thread_id, timeout, sweep=True))
+        assert expired.status == "escalated", expired.status_reason
+        for _ in range(MAX_TURNS):
+            done = app.run({**HOURS, "customer_id": "cus_mid_dup", "conversation_id": first.conversation_id})
+            assert done.status == "completed", done.status_reason
+    finally:
+        app.close()
+    query = "SELECT id, status FROM refund_requests WHERE thread_id = ?"
+    [request] = rows(tmp_path / "home" / "helpdesk.sqlite", query, (first.thread_id,))
+    assert request["status"] == "requested"
+    app = open_app(tmp_path, model_cache, faults="fail=send_message")
+    try:
+        failed = app.run({**HOURS, "customer_id": "cus_mid_dup", "conversation_id": first.conversation_id})
+    finally:
+        app.close()
+    assert failed.status == "failed", failed.status_reason
+    assert rows(tmp_path / "home" / "helpdesk.sqlite", query, (first.thread_id,)) == [request]
 
 
 # -- A turn reports its own usage --------------------------------------------------------------------------------------

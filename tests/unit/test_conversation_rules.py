@@ -15,6 +15,7 @@ from triage.policies.conversation import (
     did_not_help,
     history_text,
     prefer_history,
+    read_with_history,
     reopen_reason,
     thanked,
     turn_record,
@@ -185,6 +186,27 @@ def test_when_the_history_reading_replaces_the_own(
     own: tuple[Any, ...], with_history: tuple[Any, ...], preferred: bool
 ) -> None:
     assert prefer_history(_reading(*own), _reading(*with_history), 0.6) is preferred
+
+
+def test_a_history_reading_that_saw_an_injection_or_routes_to_a_person_does_not_replace_the_own() -> None:
+    own = _reading("general", 0.30)
+    assert prefer_history(own, _reading("technical", 0.90), 0.6)
+    tampered = {**_reading("technical", 0.90), "signals": ["prompt_injection"]}
+    assert not prefer_history(own, Classification(**tampered), 0.6)  # type: ignore[typeddict-item]
+    flagged_too = Classification(**{**own, "signals": ["prompt_injection"]})  # type: ignore[typeddict-item]
+    assert prefer_history(flagged_too, Classification(**tampered), 0.6)  # type: ignore[typeddict-item]
+    assert not prefer_history(own, _reading("escalation", 0.95), 0.6)
+    assert prefer_history(_reading("escalation", 0.30), _reading("escalation", 0.95), 0.6)
+
+
+def test_a_reading_with_the_history_takes_its_topic_and_keeps_the_messages_own_signals() -> None:
+    own = Classification(
+        **{**_reading("general", 0.30, "opening_hours"), "urgency": "low", "sentiment": "neutral", "signals": []}
+    )  # type: ignore[typeddict-item]
+    reading = read_with_history(own, _reading("technical", 0.90, "login_issue"))
+    assert (reading["route"], reading["intent"], reading["confidence"]) == ("technical", "login_issue", 0.90)
+    assert (reading["urgency"], reading["sentiment"], reading["signals"]) == ("low", "neutral", [])
+    assert reading["evidence"] == ["lawyer", "read with the conversation's earlier turns"]
 
 
 def test_a_short_or_unclear_follow_up_is_read_with_the_conversation() -> None:
