@@ -285,7 +285,7 @@ class SqliteSaver(AsyncSqliteSaver):
             conn.commit()
 
         async with self.lock:
-            await on_connection_thread(self.conn, put)
+            await on_connection_thread(self.conn, put, writes=True)
         return {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint["id"]}
         }
@@ -320,7 +320,7 @@ class SqliteSaver(AsyncSqliteSaver):
             conn.commit()
 
         async with self.lock:
-            await on_connection_thread(self.conn, put)
+            await on_connection_thread(self.conn, put, writes=True)
 
     async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(WRITE_ATTEMPTS):

@@ -19,6 +19,7 @@ from triage.storefiles import (
     check_sqlite_file,
     create_atomically,
     describe_open_error,
+    hold_writes_in_turn,
     on_connection_thread,
     prepare_home,
     synchronous_pragma,
@@ -63,6 +64,7 @@ class Helpdesk:
             conn = await aiosqlite.connect(path, isolation_level=None)
         except sqlite3.Error as exc:
             raise describe_open_error(path, "helpdesk", exc) from None
+        hold_writes_in_turn(conn, path, wait=busy_timeout)
         try:
             conn.row_factory = aiosqlite.Row
             await conn.execute(f"PRAGMA busy_timeout = {max(1, round(busy_timeout * 1000))}")
@@ -139,7 +141,7 @@ class Helpdesk:
         async with self._lock:
             if self._conn.in_transaction:  # left open by a cancelled statement: never build on it
                 await self._rollback()
-            return await on_connection_thread(self._conn, run)
+            return await on_connection_thread(self._conn, run, writes=True)
 
     async def _rollback(self) -> None:
         # An error here means no transaction was open: BEGIN itself failed (busy), so there is nothing to undo.

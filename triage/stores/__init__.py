@@ -24,7 +24,13 @@ from triage.errors import DamagedStoreError, StoreError
 from triage.faults import FaultInjector
 from triage.helpdesk.store import helpdesk_holds_requests
 from triage.journal import Journal
-from triage.storefiles import check_sqlite_file, create_atomically, describe_open_error, synchronous_pragma
+from triage.storefiles import (
+    check_sqlite_file,
+    create_atomically,
+    describe_open_error,
+    hold_writes_in_turn,
+    synchronous_pragma,
+)
 from triage.stores.memory import close_memory, open_postgres_memory, open_sqlite_memory
 from triage.stores.sql import PostgresSql, Sql, SqliteSql
 
@@ -174,6 +180,7 @@ async def open_checkpoint_file(
         conn = await aiosqlite.connect(path)
     except sqlite3.Error as exc:
         raise describe_open_error(path, "checkpoint store", exc) from None
+    hold_writes_in_turn(conn, path)
     try:
         await conn.execute("PRAGMA busy_timeout = 10000")
         await conn.execute(synchronous_pragma(synchronous))

@@ -101,7 +101,7 @@ class SqliteSql:
         decisions and leases change a row only in the state they expect); an audit line without a key may be
         written once more if its caller repeats it.
         """
-        return await self._retried(lambda conn: on_connection_thread(conn, _committed(sql, params)))
+        return await self._retried(lambda conn: on_connection_thread(conn, _committed(sql, params), writes=True))
 
     async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
         """The first row of a query, or None."""

@@ -39,7 +39,7 @@ class OneHopSqliteStore(AsyncSqliteStore):
             return self._sync_store(conn).batch(batch)
 
         async with self.lock:
-            return await on_connection_thread(self.conn, run)
+            return await on_connection_thread(self.conn, run, writes=any(isinstance(op, PutOp) for op in batch))
 
     async def aupdate(
         self, namespace: tuple[str, ...], key: str, update: Callable[[dict[str, Any] | None], dict[str, Any]]
@@ -79,7 +79,7 @@ class OneHopSqliteStore(AsyncSqliteStore):
             return value
 
         async with self.lock:
-            return await on_connection_thread(self.conn, run)
+            return await on_connection_thread(self.conn, run, writes=True)
 
     def _sync_store(self, conn: sqlite3.Connection) -> SqliteStore:
         if self._sync is None:  # built on this thread: it registers a function on the connection
