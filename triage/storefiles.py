@@ -143,51 +143,71 @@ class WriterLock:
     then spent their time asleep and together did what one did alone. Taken around a write transaction (`flock`),
     this lock queues the writers at a finer grain: a writer that finds it held tries again after 50 us, doubling up
     to `MAX_NAP`. SQLite's own locking still decides: a writer that does not take this lock (another version, a
-    tool, a transaction of several hops) is waited for as before, and a writer that has waited `wait` seconds
-    (a holder stopped mid-transaction, say) goes on without it, to SQLite's busy timeout. The kernel drops the lock
-    of a process that dies. A file system without `flock` leaves writes to SQLite's locking alone.
+    tool, a transaction of several hops) is waited for as before.
+
+    `wait` is the connection's busy timeout, and a write waits no longer in all: what it spent waiting for this
+    lock is taken off SQLite's wait, and a writer that waited all of it (a holder stopped, say) tries SQLite once
+    and fails as busy if SQLite's lock is held too. After giving up, a writer tries the lock once without waiting
+    until it gets it again, so a stopped holder costs one wait, not one each write. The kernel drops the lock of a
+    process that dies. A lock file that cannot be opened, or a file system without `flock`, leaves writes to
+    SQLite's locking alone.
     """
 
     MAX_NAP = 0.001
     """Longest sleep between two tries while another process holds the lock (seconds)."""
+    WAITED = 0.05
+    """A wait for the lock this long (seconds) is taken off SQLite's busy timeout for the write; shorter ones are not
+    worth the two statements."""
 
     def __init__(self, path: Path, *, wait: float = 10.0) -> None:
         self.path = Path(f"{path}-writer")
         self.wait = wait
         self._fd: int | None = None
-        self._broken = False
+        self._gave_up = False
 
     def run(self, work: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> T:
         """`work(db)` holding the lock, on the connection's thread (it waits there while another process holds it)."""
         fd = self._open()
-        if fd is None or db.in_transaction or not self._take(fd):
-            return work(db)  # no lock, a transaction open (it holds SQLite's already), or waited long enough
-        try:
+        if fd is None or db.in_transaction:  # no lock file, or a transaction open (it holds SQLite's lock already)
             return work(db)
+        started = time.monotonic()
+        taken = self._take(fd)
+        waited = time.monotonic() - started
+        try:
+            if waited < self.WAITED:
+                return work(db)
+            left = max(0.0, self.wait - waited)
+            db.execute(f"PRAGMA busy_timeout = {round(left * 1000)}")
+            try:
+                return work(db)
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {round(self.wait * 1000)}")
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if taken:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _take(self, fd: int) -> bool:
-        nap, deadline = 0.00005, time.monotonic() + self.wait
+        nap, deadline = 0.00005, time.monotonic() + (0.0 if self._gave_up else self.wait)
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._gave_up = False
                 return True
             except BlockingIOError:
-                if time.monotonic() > deadline:
+                if time.monotonic() >= deadline:
+                    self._gave_up = True
                     return False
                 time.sleep(nap)
                 nap = min(nap * 2, self.MAX_NAP)
-            except OSError:
-                self._broken = True
+            except OSError:  # no flock here: SQLite's locking alone
                 return False
 
     def _open(self) -> int | None:
-        if self._fd is None and not self._broken:
-            try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError:
-                self._broken = True
+        if self._fd is None:
+            try:  # read-only is enough for flock: a lock file another user created serves as well
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError:  # tried again at the next write: a full table of open files passes
+                return None
         return self._fd
 
     def close(self) -> None:
