@@ -164,27 +164,44 @@ class WriterLock:
         self.wait = wait
         self._fd: int | None = None
         self._gave_up = False
+        self._held = False
+        self._shortened = False
 
     def run(self, work: Callable[[sqlite3.Connection], T], db: sqlite3.Connection) -> T:
         """`work(db)` holding the lock, on the connection's thread (it waits there while another process holds it)."""
-        fd = self._open()
-        if fd is None or db.in_transaction:  # no lock file, or a transaction open (it holds SQLite's lock already)
-            return work(db)
-        started = time.monotonic()
-        taken = self._take(fd)
-        waited = time.monotonic() - started
+        entered = self.enter(db)
         try:
-            if waited < self.WAITED:
-                return work(db)
-            left = max(0.0, self.wait - waited)
-            db.execute(f"PRAGMA busy_timeout = {round(left * 1000)}")
-            try:
-                return work(db)
-            finally:
+            return work(db)
+        finally:
+            if entered:
+                self.leave(db)
+
+    def enter(self, db: sqlite3.Connection) -> bool:
+        """Take the lock before a write transaction on `db`'s thread; whether there is anything for `leave` to end.
+
+        `leave` ends it after the transaction's COMMIT or ROLLBACK (`run` does both around one hop's work).
+        """
+        fd = self._open()
+        if fd is None or db.in_transaction or self._held:  # no lock file, or in a transaction: SQLite's lock holds
+            return False
+        started = time.monotonic()
+        self._held = self._take(fd)
+        waited = time.monotonic() - started
+        if waited >= self.WAITED:
+            db.execute(f"PRAGMA busy_timeout = {round(max(0.0, self.wait - waited) * 1000)}")
+            self._shortened = True
+        return self._held or self._shortened
+
+    def leave(self, db: sqlite3.Connection) -> None:
+        """Release what `enter` took, after the transaction's COMMIT or ROLLBACK; nothing when it took nothing."""
+        try:
+            if self._shortened:
+                self._shortened = False
                 db.execute(f"PRAGMA busy_timeout = {round(self.wait * 1000)}")
         finally:
-            if taken:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            if self._held and self._fd is not None:
+                self._held = False
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _take(self, fd: int) -> bool:
         nap, deadline = 0.00005, time.monotonic() + (0.0 if self._gave_up else self.wait)
@@ -218,6 +235,11 @@ class WriterLock:
 
 
 _writer_locks: weakref.WeakKeyDictionary[aiosqlite.Connection, WriterLock] = weakref.WeakKeyDictionary()
+
+
+def writer_lock_of(conn: aiosqlite.Connection) -> WriterLock | None:
+    """The `WriterLock` the write transactions on `conn` take (`hold_writes_in_turn`), if any."""
+    return _writer_locks.get(conn)
 
 
 def hold_writes_in_turn(conn: aiosqlite.Connection, path: Path, *, wait: float = 10.0) -> None:

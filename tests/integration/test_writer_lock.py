@@ -4,6 +4,7 @@ on without it when it cannot be had (a holder that stopped, a file system withou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import multiprocessing
 import os
@@ -144,3 +145,69 @@ def test_a_lock_file_that_cannot_be_opened_leaves_writes_to_sqlite(tmp_path: Pat
     lock = WriterLock(path)
     assert lock.run(lambda conn: conn.execute("SELECT 1").fetchone(), db) == (1,)
     assert lock.run(lambda conn: conn.execute("SELECT 2").fetchone(), db) == (2,)
+
+
+def test_a_helpdesk_transaction_of_several_hops_holds_the_lock_from_begin_to_commit(tmp_path: Path) -> None:
+    path = tmp_path / "home" / "helpdesk.sqlite"
+
+    async def scenario() -> None:
+        helpdesk = await Helpdesk.open(path)
+        began, proceed = asyncio.Event(), asyncio.Event()
+
+        async def transaction() -> None:
+            async with helpdesk.transaction() as conn:
+                began.set()
+                await proceed.wait()
+                await conn.execute("UPDATE meta SET value = value WHERE key = 'seed_version'")
+
+        task = asyncio.create_task(transaction())
+        try:
+            with held(path), pytest.raises(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(began.wait()), 1.0)  # BEGIN waits for the lock
+            await asyncio.wait_for(began.wait(), 10)
+            other = os.open(f"{path}-writer", os.O_RDONLY)
+            try:
+                with pytest.raises(BlockingIOError):  # held between the transaction's hops
+                    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                proceed.set()
+                await asyncio.wait_for(task, 10)
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # and released with the COMMIT
+            finally:
+                os.close(other)
+        finally:
+            task.cancel()  # a failed check must not leave it holding the helpdesk
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await helpdesk.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_helpdesk_transaction_cancelled_while_it_holds_the_lock_releases_it(tmp_path: Path) -> None:
+    path = tmp_path / "home" / "helpdesk.sqlite"
+
+    async def scenario() -> None:
+        helpdesk = await Helpdesk.open(path)
+        began = asyncio.Event()
+
+        async def transaction() -> None:
+            async with helpdesk.transaction():
+                began.set()
+                await asyncio.sleep(60)
+
+        try:
+            task = asyncio.create_task(transaction())
+            await asyncio.wait_for(began.wait(), 10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            other = os.open(f"{path}-writer", os.O_RDONLY)
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the ROLLBACK released it
+            finally:
+                os.close(other)
+            await helpdesk.write(lambda db: db.execute("UPDATE meta SET value = value WHERE key = 'seed_version'"))
+        finally:
+            await helpdesk.close()
+
+    asyncio.run(scenario())

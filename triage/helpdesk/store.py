@@ -23,6 +23,7 @@ from triage.storefiles import (
     on_connection_thread,
     prepare_home,
     synchronous_pragma,
+    writer_lock_of,
 )
 
 SCHEMA_VERSION = 1
@@ -106,13 +107,31 @@ class Helpdesk:
         lock does not stop aiosqlite from running it on the connection's thread, so the ROLLBACK queued behind it
         closes the transaction nobody would own otherwise. A BEGIN that fails as busy leaves nothing to undo.
         """
+        lock = writer_lock_of(self._conn)
+
+        def begin(db: sqlite3.Connection) -> None:
+            entered = lock is not None and lock.enter(db)  # the writer lock, held until COMMIT or ROLLBACK
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                if entered and lock is not None:
+                    lock.leave(db)
+                raise
+
+        def commit(db: sqlite3.Connection) -> None:
+            try:
+                db.execute("COMMIT")
+            finally:
+                if lock is not None:
+                    lock.leave(db)
+
         async with self._lock:
             try:
                 if self._conn.in_transaction:  # left open by a cancelled statement: never build on it
                     await self._rollback()
-                await self._conn.execute("BEGIN IMMEDIATE")
+                await on_connection_thread(self._conn, begin)
                 yield self._conn
-                await self._conn.execute("COMMIT")
+                await on_connection_thread(self._conn, commit)
             except BaseException:
                 # Shielded: a second cancellation must not skip the rollback (it stays queued behind the BEGIN).
                 await asyncio.shield(self._rollback())
@@ -144,9 +163,18 @@ class Helpdesk:
             return await on_connection_thread(self._conn, run, writes=True)
 
     async def _rollback(self) -> None:
-        # An error here means no transaction was open: BEGIN itself failed (busy), so there is nothing to undo.
-        with contextlib.suppress(sqlite3.OperationalError):
-            await self._conn.execute("ROLLBACK")
+        lock = writer_lock_of(self._conn)
+
+        def rollback(db: sqlite3.Connection) -> None:
+            try:
+                # An error here means no transaction was open: BEGIN itself failed (busy), so nothing to undo.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    db.execute("ROLLBACK")
+            finally:
+                if lock is not None:
+                    lock.leave(db)  # what a BEGIN took, if its transaction was left open (nothing otherwise)
+
+        await on_connection_thread(self._conn, rollback)
 
 
 _ADDED_COLUMNS = (("policy_violations", "idempotency_key", "TEXT"),)
