@@ -750,7 +750,7 @@ class TriageApp:
                 if not unapplied or row is None:
                     break
                 result = await self._drive(engine, Command(resume=row.decision), thread_id, meter)
-            elif values.get("status") and not snapshot.next:
+            elif values.get("status") and not snapshot.next and not await _left_mid_step(engine, config, snapshot):
                 retry = values["status"] == "failed" and values.get("failure_class") == "transient"
                 if not retry or snapshot.parent_config is None:
                     break
@@ -1220,6 +1220,25 @@ def _pending(snapshot: StateSnapshot) -> dict[str, Any] | None:
 
 THREAD_STATUSES = ("running", "awaiting_approval", "completed", "escalated", "failed")
 """What `triage threads --status` filters on; `running` is a run that neither finished nor paused."""
+
+
+INPUT_WRITES_TASK = "00000000-0000-0000-0000-000000000000"
+"""The task id under which LangGraph saves writes that no task made, a run's input among them (its private
+`NULL_TASK_ID`; `tests/unit` checks that the two agree)."""
+
+
+async def _left_mid_step(engine: _Engine, config: RunnableConfig, snapshot: StateSnapshot) -> bool:
+    """Whether a thread that shows a status stopped between two checkpoints, so its run has not ended.
+
+    A process that dies after a step's writes are saved and before the next checkpoint leaves `next` empty (the
+    step's tasks are done) while the rest of the graph has not run: a rolled-back change's status is set before its
+    reply is sent. One that dies once a follow-up's input is saved, before `validate` starts the turn, leaves the
+    last turn's status beside input that no step has read. Either way `recover` runs on from there.
+    """
+    if snapshot.tasks:
+        return True
+    saved = await engine.services.saver.aget_tuple(config)
+    return saved is not None and any(write[0] == INPUT_WRITES_TASK for write in saved.pending_writes or [])
 
 
 def _recorded(values: Mapping[str, Any]) -> bool:
