@@ -7,7 +7,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from triage.context import Context, meter_of, thread_id_of
-from triage.policies.conversation import MAX_TURNS, turn_record
+from triage.policies.conversation import turn_record, with_turn
 from triage.state import State, Turn
 from triage.stores.memory import update_memory, updated_memory
 
@@ -23,11 +23,9 @@ async def finish(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     update: dict[str, Any] = {"usage": meter.spent()} if meter else {}
     if not state.get("status"):
         update.update(_ending(state))
-    conversation = list(state.get("conversation", []))
     record = turn_record(state.get("turn", 1), {**state, **update})
-    conversation.append(record)
     await _remember(state, record, runtime)
-    return {**update, "conversation": conversation[-MAX_TURNS:]}
+    return {**update, "conversation": with_turn(state.get("conversation", []), record)}
 
 
 def _ending(state: State) -> dict[str, str]:

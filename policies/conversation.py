@@ -67,6 +67,11 @@ def turn_record(number: int, values: Mapping[str, Any]) -> Turn:
     )
 
 
+def with_turn(conversation: Sequence[Turn], record: Turn) -> list[Turn]:
+    """The conversation with an ended turn's record added, keeping the last `MAX_TURNS` records."""
+    return [*conversation, record][-MAX_TURNS:]
+
+
 def attached_turn(number: int, follow_up_id: str, message: str) -> Turn:
     """The record of a message that arrived while the thread awaited a decision (it was not run on its own).
 

@@ -396,10 +396,8 @@ async def confirm_account_change(
         await conn.execute("UPDATE account_requests SET status = 'completed' WHERE id = ?", (request_id,))
         if close_account:
             await conn.execute("UPDATE customers SET status = 'closed' WHERE id = ?", (customer_id,))
-            refunds = list(period_refunds or [])
-            await conn.execute(
-                "UPDATE period_refunds SET status = 'settled' WHERE customer_id = ? AND status = 'pending' "
-                f"AND id IN ({', '.join('?' * len(refunds))})",
-                (customer_id, *refunds),
+            await conn.executemany(
+                "UPDATE period_refunds SET status = 'settled' WHERE id = ? AND customer_id = ? AND status = 'pending'",
+                [(refund, customer_id) for refund in period_refunds or []],
             )
     return {"id": request_id, "created": True}

@@ -446,6 +446,7 @@ class TriageApp:
         return _result(thread_id, snapshot, duration_ms=(time.perf_counter() - started) * 1000, retries=meter.retries())
 
     async def _record_failure(self, engine: _Engine, thread_id: str, exc: Exception) -> None:
+        from triage.policies.conversation import turn_record, with_turn
         from triage.tools.refunds import release_refund_requests
 
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
@@ -462,8 +463,9 @@ class TriageApp:
             update: dict[str, Any] = {"status": "failed", "status_reason": reason, "failure_class": failure}
             if engine.last_node_for(thread_id) == "finish":
                 withdraw = _failed_turns_requests(values)
-                if not _recorded(values):
-                    update["conversation"] = _with_failed_turn(values, update)
+                if not _recorded(values):  # as `finish` records a turn that ends: the next one follows it
+                    record = turn_record(values.get("turn", 1), {**values, **update})
+                    update["conversation"] = with_turn(values.get("conversation", []), record)
             await engine.graph_for(thread_id).aupdate_state(config, update, as_node=engine.last_node_for(thread_id))
         except StoreUnavailableError:
             raise
@@ -1224,7 +1226,7 @@ THREAD_STATUSES = ("running", "awaiting_approval", "completed", "escalated", "fa
 
 INPUT_WRITES_TASK = "00000000-0000-0000-0000-000000000000"
 """The task id under which LangGraph saves writes that no task made, a run's input among them (its private
-`NULL_TASK_ID`; `tests/unit` checks that the two agree)."""
+`NULL_TASK_ID`; `tests/integration/test_later_turn_crashes.py` checks that the two agree)."""
 
 
 async def _left_mid_step(engine: _Engine, config: RunnableConfig, snapshot: StateSnapshot) -> bool:
@@ -1264,19 +1266,6 @@ def _failed_turns_requests(values: Mapping[str, Any]) -> tuple[set[str], set[str
         return keep, None
     own = [] if _recorded(values) else values.get("actions") or []
     return keep, {action["receipt_id"] for action in own if action.get("kind") == "refund_request"}
-
-
-def _with_failed_turn(values: Mapping[str, Any], failure: Mapping[str, Any]) -> list[Any]:
-    """The conversation with the record of a turn that failed: what it filed, and that it failed.
-
-    `finish` adds the record of a turn that ends; a failed turn gets one here, so the next turn follows it and does
-    not take its number.
-    """
-    from triage.policies.conversation import MAX_TURNS, turn_record
-
-    conversation = list(values.get("conversation", []))
-    conversation.append(turn_record(values.get("turn", 1), {**values, **failure}))
-    return conversation[-MAX_TURNS:]
 
 
 def _turn_of(snapshot: StateSnapshot) -> int:

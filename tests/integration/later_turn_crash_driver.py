@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.integration.crash_worker import approve_all
 from triage import TriageApp
 from triage.checkpoints import CheckpointSaver
 from triage.settings import Settings
@@ -53,16 +54,6 @@ def arm(point: str) -> None:
         return result
 
     CheckpointSaver.aput_writes = patched  # type: ignore[method-assign]
-
-
-def approve_all(app: TriageApp, result: Any) -> Any:
-    """Give the thread the approvals it asks for (alice, then sam)."""
-    for _ in range(4):
-        if result.status != "awaiting_approval" or result.pending_approval is None:
-            break
-        approver = "sam" if result.pending_approval["approvals_received"] else "alice"
-        result = app.resume(result.thread_id, {"approver": approver, "decision": "approve", "reason": "checked"})
-    return result
 
 
 def turn1(app: TriageApp, thread_id: str, scenario: str) -> None:

@@ -105,17 +105,22 @@ def test_plan_change_completes_every_step(clean: TriageApp) -> None:
     assert "change_completed" in events and "change_rolled_back" not in events
 
 
-def test_a_plan_change_approved_in_a_later_turn_is_carried_out(clean: TriageApp) -> None:
-    """Turn 1 moves Team to Business; turn 2 asks to go back. Its approved change runs (it used to be skipped as
-    already done, the turn reporting turn 1's saga and telling the customer their plan was changed)."""
-    first = run_change(clean, PLAN_CHANGE)
-    assert first.status == "completed" and subscription(clean, "cus_plan_team")["plan_id"] == "business"
-    back = {
+def _back_to_team_after_moving_to_business(app: TriageApp) -> dict[str, Any]:
+    """Turn 1 moves cus_plan_team from Team to Business; the follow-up that asks to go back."""
+    first = run_change(app, PLAN_CHANGE)
+    assert first.status == "completed" and subscription(app, "cus_plan_team")["plan_id"] == "business"
+    return {
         **PLAN_CHANGE,
         "subject": "Back to Team",
         "body": "Business is too much for us, please move us back to the Team plan.",
         "conversation_id": first.conversation_id,
     }
+
+
+def test_a_plan_change_approved_in_a_later_turn_is_carried_out(clean: TriageApp) -> None:
+    """Turn 1 moves Team to Business; turn 2 asks to go back. Its approved change runs (it used to be skipped as
+    already done, the turn reporting turn 1's saga and telling the customer their plan was changed)."""
+    back = _back_to_team_after_moving_to_business(clean)
     second = run_change(clean, back)
     assert second.status == "completed", second.status_reason
     assert subscription(clean, "cus_plan_team")["plan_id"] == "team"
@@ -132,14 +137,7 @@ def test_a_plan_change_paused_in_a_later_turn_before_the_upgrade_is_carried_out(
     approved under this version, its change is carried out all the same."""
     import triage.nodes.validate as validate
 
-    first = run_change(clean, PLAN_CHANGE)
-    assert first.status == "completed" and subscription(clean, "cus_plan_team")["plan_id"] == "business"
-    back = {
-        **PLAN_CHANGE,
-        "subject": "Back to Team",
-        "body": "Business is too much for us, please move us back to the Team plan.",
-        "conversation_id": first.conversation_id,
-    }
+    back = _back_to_team_after_moving_to_business(clean)
     new_keys = validate.TURN_KEYS
     monkeypatch.setattr(validate, "TURN_KEYS", tuple(k for k in new_keys if k not in ("saga", "usage")))  # before
     paused = clean.run(back)

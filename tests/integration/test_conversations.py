@@ -395,18 +395,23 @@ def test_a_message_attached_past_max_turns_is_folded_in_once(app: TriageApp) -> 
 # -- Past MAX_TURNS the result lists the turn before, and memory keeps each turn ---------------------------------------
 
 
-def test_past_max_turns_the_result_lists_the_turn_before(app: TriageApp) -> None:
+def _a_threat_past_max_turns(app: TriageApp, customer: dict[str, str]) -> tuple[str, Any]:
+    """A conversation of `MAX_TURNS` + 1 questions, then a threat (escalated): its id and the threat's result."""
     from triage.policies.conversation import MAX_TURNS
 
-    customer = {"customer_id": "cus_0001"}
-    first = app.run({**HOURS, **customer})
-    cid = first.conversation_id
+    cid = app.run({**HOURS, **customer}).conversation_id
     for _ in range(MAX_TURNS):
         app.run({**HOURS, **customer, "conversation_id": cid})
     lawyer = app.run(
         {**customer, "subject": "Lawyer", "body": "I will contact my lawyer about this.", "conversation_id": cid}
     )
     assert lawyer.status == "escalated", lawyer.status_reason
+    return cid, lawyer
+
+
+def test_past_max_turns_the_result_lists_the_turn_before(app: TriageApp) -> None:
+    customer = {"customer_id": "cus_0001"}
+    cid, _ = _a_threat_past_max_turns(app, customer)
     after = app.run({**HOURS, **customer, "conversation_id": cid})
     # The turn just before is part of "the conversation so far" the result reports.
     assert after.conversation and after.conversation[-1]["route"] == "escalation", [
@@ -415,17 +420,8 @@ def test_past_max_turns_the_result_lists_the_turn_before(app: TriageApp) -> None
 
 
 def test_past_max_turns_the_customer_memory_keeps_each_latest_turn(app: TriageApp) -> None:
-    from triage.policies.conversation import MAX_TURNS
-
     customer = {"customer_id": "cus_0001"}
-    first = app.run({**HOURS, **customer})
-    cid = first.conversation_id
-    for _ in range(MAX_TURNS):
-        app.run({**HOURS, **customer, "conversation_id": cid})
-    lawyer = app.run(
-        {**customer, "subject": "Lawyer", "body": "I will contact my lawyer about this.", "conversation_id": cid}
-    )
-    assert lawyer.status == "escalated", lawyer.status_reason
+    cid, lawyer = _a_threat_past_max_turns(app, customer)
     app.run({**customer, "subject": "Invoice", "body": "Please send me my latest invoice.", "conversation_id": cid})
     memory = app.customer_memory("cus_0001")
     assert memory is not None
