@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,22 @@ def store_fails_from_the_save_of(app: TriageApp, channel: str) -> Callable[[], l
         return refused
 
     return stop
+
+
+def race_in_processes(target: Callable[..., None], arguments: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Run `target(*args, barrier, results)` in a spawned process for each `args`; return what they put in `results`.
+
+    Each racer readies itself (opens the app, warms it up) and then waits at the barrier, so the race starts when
+    every process is ready and process start-up does not hide the window. Every racer must exit cleanly.
+    """
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(len(arguments))
+    results = context.Queue()
+    workers = [context.Process(target=target, args=(*args, barrier, results)) for args in arguments]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=180) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    return outcomes

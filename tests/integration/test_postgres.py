@@ -4,7 +4,6 @@ ledger, audit trail and approval index. A real server (Debian's package, started
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import rows
+from tests.conftest import race_in_processes, rows
 from tests.integration.race_driver import decide
 from tests.integration.zygote import triage_cli
 from tests.postgres_server import postgres_server
@@ -110,26 +109,13 @@ def test_two_workers_racing_on_one_approval_make_one_effect_and_one_refusal(
     with TriageApp(settings) as app:
         paused = app.run({**TICKET, "customer_id": "cus_mid_dup"})
     assert paused.status == "awaiting_approval"
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(2)
-    results = context.Queue()
     decisions = [
         {"approver": "alice", "decision": "edit", "args": {"amount_cents": 12000}, "reason": "partial"},
         {"approver": "bob", "decision": "approve", "reason": "ok"},
     ]
-    workers = [
-        context.Process(
-            target=decide,
-            args=(str(settings.home), str(model_cache), paused.thread_id, decision, barrier, results),
-        )
-        for decision in decisions
-    ]
-    for worker in workers:
-        worker.start()
-    outcomes = [results.get(timeout=180) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    outcomes = race_in_processes(
+        decide, [(str(settings.home), str(model_cache), paused.thread_id, decision) for decision in decisions]
+    )
     won = [o for o in outcomes if "status" in o]
     lost = [o for o in outcomes if "error" in o]
     assert len(won) == 1 and len(lost) == 1, outcomes

@@ -5,14 +5,13 @@ before a barrier) and from one event loop."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import rows
+from tests.conftest import race_in_processes, rows
 from tests.integration.race_driver import decide
 from triage import TriageApp
 from triage.errors import ApprovalConflictError, ApprovalRefusedError, TriageError
@@ -109,21 +108,9 @@ def test_race_from_separate_processes(
     seeded: Path, tmp_path: Path, model_cache: Path, scenario: str, customer: str, decisions: list[dict[str, Any]]
 ) -> None:
     settings, thread_id = paused_thread(seeded, tmp_path, model_cache, customer)
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(len(decisions))
-    results = context.Queue()
-    workers = [
-        context.Process(
-            target=decide, args=(str(settings.home), str(model_cache), thread_id, decision, barrier, results)
-        )
-        for decision in decisions
-    ]
-    for worker in workers:
-        worker.start()
-    outcomes = [results.get(timeout=180) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    outcomes = race_in_processes(
+        decide, [(str(settings.home), str(model_cache), thread_id, decision) for decision in decisions]
+    )
     check_outcome(settings, thread_id, outcomes, scenario)
     finish(settings, thread_id)
 

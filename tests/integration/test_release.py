@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import policy_copy, rows, store_fails_from_the_save_of
+from tests.conftest import policy_copy, race_in_processes, rows, store_fails_from_the_save_of
 from tests.integration.zygote import triage_cli
 from triage import TriageApp
 from triage.errors import InvalidReleaseError, StoreUnavailableError
@@ -406,25 +406,11 @@ def test_the_same_release_run_three_times_at_once_in_one_loop(
 def test_the_same_release_run_at_once_from_separate_processes(
     app: TriageApp, settings: Settings, reported: dict[str, str], model_cache: Path
 ) -> None:
-    import multiprocessing
-
     from tests.integration.release_race_driver import follow_up
 
     app.close()
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(2)
-    results = context.Queue()
     fixes = [reported["gantt"], "ENG-77"]
-    workers = [
-        context.Process(target=follow_up, args=(str(settings.home), str(model_cache), fixes, NOTES, barrier, results))
-        for _ in range(2)
-    ]
-    for worker in workers:
-        worker.start()
-    outcomes = [results.get(timeout=180) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    outcomes = race_in_processes(follow_up, [(str(settings.home), str(model_cache), fixes, NOTES)] * 2)
     assert {o["status"] for o in outcomes} == {"completed"}
     check_once(settings, reported)
 
