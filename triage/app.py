@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -294,19 +294,32 @@ class TriageApp:
             raise InvalidTicketError(
                 f"the ticket continues conversation {conversation_id} but the run names thread {thread_id}: give one"
             )
+        async with self._turn_of(engine, conversation_id):
+            return await self._follow_up(engine, data, conversation_id, meter, callbacks)
+
+    @contextlib.asynccontextmanager
+    async def _turn_of(self, engine: _Engine, thread_id: str, *, busy: str | None = None) -> AsyncIterator[None]:
+        """Hold the thread for the body: follow-ups, recoveries and resumed approvals of one thread take turns.
+
+        In this process they queue on a lock without polling; across processes, on the lease in the checkpoint
+        store (`triage.leases`). `busy` is what a refusal after `conversation_wait_seconds` says.
+
+        Raises:
+            ConversationBusyError: another process held the thread all that time.
+        """
         from triage.leases import hold_conversation
 
-        lock = self._conversation_locks.setdefault(conversation_id, asyncio.Lock())
         async with (
-            lock,  # follow-ups to one conversation take turns: in this process without polling,
-            hold_conversation(  # and across processes by the lease in the checkpoint store
+            self._conversation_locks.setdefault(thread_id, asyncio.Lock()),
+            hold_conversation(
                 engine.services.journal,
-                conversation_id,
+                thread_id,
                 lease_seconds=self.settings.conversation_lease_seconds,
                 wait_seconds=self.settings.conversation_wait_seconds,
+                busy=busy,
             ),
         ):
-            return await self._follow_up(engine, data, conversation_id, meter, callbacks)
+            yield
 
     async def _follow_up(
         self, engine: _Engine, data: Any, conversation_id: str, meter: Meter, callbacks: list[Any] | None
@@ -575,6 +588,8 @@ class TriageApp:
             StaleApprovalError: the decision names an approval that is no longer pending.
             ApprovalRefusedError: the approver may not give this approval.
             ApprovalConflictError: another decision on the same approval won; it names the winner.
+            ConversationBusyError: the decision won and is recorded, but another process held the thread for all of
+                `conversation_wait_seconds`; `recover` applies it.
         """
         return await self._portal.acall(self._aresume(thread_id, decision, callbacks=callbacks))
 
@@ -663,8 +678,21 @@ class TriageApp:
         )
         if not won:
             raise self._lost(decision, row.approval_id, await journal.approval(row.approval_id), request=request)
-        meter = Meter(budget=engine.services.policy.support.budget)
-        return await self._drive(engine, Command(resume=answer), thread_id, meter, callbacks)
+        busy = (
+            f"{decision.approver}'s {decision.decision} of approval {row.approval_id} is recorded, but another process "
+            f"is running thread {thread_id}: `triage recover {thread_id}` applies the decision once that is done"
+        )
+        async with self._turn_of(engine, thread_id, busy=busy):
+            # A recover that held the thread meanwhile may have applied the recorded decision already.
+            snapshot = await engine.graph_for(thread_id).aget_state(config)
+            paused = _pending(snapshot)
+            if paused is None or (paused["approval_id"], len(paused["approvals_received"])) != (
+                row.approval_id,
+                row.round,
+            ):
+                return _result(thread_id, snapshot)
+            meter = Meter(budget=engine.services.policy.support.budget)
+            return await self._drive(engine, Command(resume=answer), thread_id, meter, callbacks)
 
     @staticmethod
     def _lost(
@@ -716,19 +744,32 @@ class TriageApp:
         - `failed` on a transient fault (a busy store, a timeout): the failed step is retried;
         - completed, escalated, failed for good, or waiting for a decision: returned as it is.
 
-        Effects already performed are not repeated (the executor's ledger remembers them).
+        Effects already performed are not repeated (the executor's ledger remembers them). The thread is held
+        while it is recovered, as a follow-up holds its conversation: a recover waits for a follow-up, a decision
+        or another recover running the same thread, here or in another process, and then finds it as that left it.
 
         Raises:
             ThreadNotFoundError: no such thread.
+            ConversationBusyError: another process held the thread for all of `conversation_wait_seconds`.
         """
         return await self._portal.acall(self._arecover(thread_id))
 
     async def _arecover(self, thread_id: str) -> RunResult:
+        engine = await self._get_engine()
+        busy = (
+            f"thread {thread_id} is being run by another process (a follow-up, a decision or another recover): "
+            f"`triage recover {thread_id}` again once that is done (a process that died holding it lets go within "
+            f"{self.settings.conversation_lease_seconds:g} s)"
+        )
+        async with self._turn_of(engine, thread_id, busy=busy):
+            return await self._recover_held(engine, thread_id)
+
+    async def _recover_held(self, engine: _Engine, thread_id: str) -> RunResult:
+        """`arecover`'s work, while the thread is held (`_turn_of`)."""
         from langgraph.types import Command
 
         from triage.metering import Meter
 
-        engine = await self._get_engine()
         journal = engine.services.journal
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         meter = Meter(budget=engine.services.policy.support.budget)

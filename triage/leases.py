@@ -33,11 +33,17 @@ def lease_holder() -> str:
 
 @contextlib.asynccontextmanager
 async def hold_conversation(
-    journal: Journal, conversation_id: str, *, lease_seconds: float, wait_seconds: float
+    journal: Journal,
+    conversation_id: str,
+    *,
+    lease_seconds: float,
+    wait_seconds: float,
+    busy: str | None = None,
 ) -> AsyncIterator[str]:
     """Hold the conversation's lease for the body of the `async with`; yields the holder id.
 
-    Waits up to `wait_seconds` while another process holds it, trying again with a growing pause.
+    Waits up to `wait_seconds` while another process holds it, trying again with a growing pause. `busy` is what
+    the refusal says (by default: send the follow-up again later).
 
     Raises:
         ConversationBusyError: another process still held it after `wait_seconds`.
@@ -49,7 +55,8 @@ async def hold_conversation(
         left = deadline - time.monotonic()
         if left <= 0:
             raise ConversationBusyError(
-                f"conversation {conversation_id} is taking another follow-up in another process: send this one "
+                busy
+                or f"conversation {conversation_id} is taking another follow-up in another process: send this one "
                 "again once that one is answered"
             )
         await asyncio.sleep(min(pause, left))

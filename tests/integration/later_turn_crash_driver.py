@@ -67,7 +67,9 @@ def turn1(app: TriageApp, thread_id: str, scenario: str) -> None:
 def main(argv: list[str]) -> None:
     mode, home, cache, thread_id, scenario = argv[:5]
     faults = None if mode in ("turn1", "prepare") else FAULTS.get(scenario)
-    app = TriageApp(Settings(home=Path(home), cache_home=Path(cache), faults=faults))
+    # A killed turn's hold on the conversation runs out after 2 s: `recover` waits that out, not the default 30.
+    settings = Settings(home=Path(home), cache_home=Path(cache), faults=faults, conversation_lease_seconds=2.0)
+    app = TriageApp(settings)
     second = {**SECOND[scenario], "conversation_id": thread_id}
     if mode == "turn1":
         turn1(app, thread_id, scenario)

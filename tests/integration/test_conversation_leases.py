@@ -4,19 +4,20 @@ atomically, renewed while the turn runs, and expiring when its holder dies."""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import rows
+from tests.conftest import race_in_processes, rows
 from tests.integration.conversation_race_driver import follow_up
 from triage import TriageApp
 from triage.errors import ConversationBusyError
@@ -89,23 +90,9 @@ def test_prune_drops_expired_leases_and_keeps_running_ones(settings: Settings) -
 
 
 def _race(settings: Settings, model_cache: Path, conversation_id: str, wait_seconds: float) -> list[dict[str, Any]]:
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(len(BODIES))
-    results = context.Queue()
-    workers = [
-        context.Process(
-            target=follow_up,
-            args=(str(settings.home), str(model_cache), conversation_id, body, wait_seconds, barrier, results),
-        )
-        for body in BODIES
-    ]
-    for worker in workers:
-        worker.start()
-    outcomes = [results.get(timeout=180) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
-    return outcomes
+    return race_in_processes(
+        follow_up, [(str(settings.home), str(model_cache), conversation_id, body, wait_seconds) for body in BODIES]
+    )
 
 
 @pytest.mark.slow
@@ -150,13 +137,13 @@ def test_a_follow_up_that_will_not_wait_is_refused_while_another_process_holds_t
         assert "taking another follow-up in another process" in loser["message"]
 
 
-@pytest.mark.slow
-def test_a_holder_killed_with_the_lease_blocks_the_conversation_only_until_it_expires(settings: Settings) -> None:
-    conversation_id = _conversation(settings)
+@contextlib.contextmanager
+def held_elsewhere(settings: Settings, conversation_id: str, lease_seconds: float) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the conversation's lease (taken when this yields) until the test kills it."""
     driver = Path(__file__).with_name("conversation_race_driver.py")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     holder = subprocess.Popen(
-        [sys.executable, str(driver), str(settings.home), conversation_id, "2"],
+        [sys.executable, str(driver), str(settings.home), conversation_id, str(lease_seconds)],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -164,6 +151,19 @@ def test_a_holder_killed_with_the_lease_blocks_the_conversation_only_until_it_ex
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().startswith("held ")
+        yield holder
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+@pytest.mark.slow
+def test_a_holder_killed_with_the_lease_blocks_the_conversation_only_until_it_expires(settings: Settings) -> None:
+    conversation_id = _conversation(settings)
+    with held_elsewhere(settings, conversation_id, lease_seconds=2) as holder:
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
         killed_at = time.monotonic()
@@ -175,9 +175,3 @@ def test_a_holder_killed_with_the_lease_blocks_the_conversation_only_until_it_ex
             result = app.run({"body": BODIES[0], "conversation_id": conversation_id})
         assert result.turn == 2 and result.status == "completed"
         assert time.monotonic() - killed_at < 8, "the dead holder's lease ran out after its period"
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait(timeout=10)
-        if holder.stdout is not None:
-            holder.stdout.close()

@@ -1,0 +1,124 @@
+"""`recover` holds the thread as a follow-up holds its conversation: recoveries raced on one thread (in one event
+loop, or from two processes released by a barrier) run it once, and a recover waits for, or is refused by, another
+process that holds the thread (found by review: recover took no lock, so two of them each retried the failed step,
+forking the thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import race_in_processes, rows
+from tests.integration.test_conversation_leases import held_elsewhere
+from tests.integration.test_recover import ALICE, DUPLICATE, inject, requests
+from triage import TriageApp
+from triage.errors import ConversationBusyError, TriageError
+from triage.settings import Settings
+
+
+def _failed_thread(app: TriageApp) -> tuple[str, str]:
+    """A thread whose approved refund failed on a transient fault, and the checkpoint its retry starts from."""
+    paused = app.run(DUPLICATE)
+    inject(app, "transient=1.0")
+    failed = app.resume(paused.thread_id, ALICE)
+    inject(app, None)
+    assert (failed.status, failed.failure_class) == ("failed", "transient")
+    return paused.thread_id, _latest(app.settings, paused.thread_id)["parent_checkpoint_id"]
+
+
+def _latest(settings: Settings, thread_id: str) -> dict[str, Any]:
+    [row] = rows(
+        settings.checkpoints_path,
+        "SELECT checkpoint_id, parent_checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' "
+        "ORDER BY checkpoint_id DESC LIMIT 1",
+        (thread_id,),
+    )
+    return row
+
+
+def _children(settings: Settings, thread_id: str, parent: str) -> int:
+    """The checkpoints that follow `parent` directly: the failed step's, and one for each run that retried it."""
+    found = rows(
+        settings.checkpoints_path,
+        "SELECT checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' AND parent_checkpoint_id = ?",
+        (thread_id, parent),
+    )
+    return len(found)
+
+
+def _effects_once(settings: Settings, thread_id: str) -> None:
+    refunds = rows(settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (thread_id,))
+    assert refunds == [{"amount_cents": 24000}]
+    assert requests(settings, thread_id) == ["executed"]
+    assert len(rows(settings.helpdesk_path, "SELECT id FROM outbox WHERE thread_id = ?", (thread_id,))) == 1
+    assert rows(settings.checkpoints_path, "SELECT * FROM conversation_leases") == [], "the thread was given back"
+
+
+def test_recovers_raced_in_one_event_loop_retry_the_failed_step_once(app: TriageApp, settings: Settings) -> None:
+    thread_id, retried_from = _failed_thread(app)
+
+    async def race() -> list[Any]:
+        return list(await asyncio.gather(app.arecover(thread_id), app.arecover(thread_id)))
+
+    first, second = asyncio.run(race())
+
+    assert first.status == second.status == "completed", (first.status_reason, second.status_reason)
+    assert _children(settings, thread_id, retried_from) == 2, "the failed step, and one retry of it"
+    _effects_once(settings, thread_id)
+
+
+def _recover(home: str, cache: str, thread_id: str, barrier: Any, results: Any) -> None:
+    """Recover `thread_id` the moment every racer is ready (the app warm and its stores open); report the result."""
+    app = TriageApp(Settings(home=Path(home), cache_home=Path(cache)))
+    try:
+        app.warm_up()
+        app.thread(thread_id)
+        barrier.wait(timeout=120)
+        try:
+            result = app.recover(thread_id)
+        except TriageError as exc:
+            results.put({"error": type(exc).__name__, "message": str(exc)})
+        else:
+            results.put({"status": result.status})
+    finally:
+        app.close()
+
+
+@pytest.mark.slow
+def test_recovers_raced_from_two_processes_retry_the_failed_step_once(settings: Settings, model_cache: Path) -> None:
+    with TriageApp(settings) as app:
+        thread_id, retried_from = _failed_thread(app)
+    outcomes = race_in_processes(_recover, [(str(settings.home), str(model_cache), thread_id)] * 2)
+
+    assert outcomes == [{"status": "completed"}] * 2, outcomes
+    assert _children(settings, thread_id, retried_from) == 2, "the failed step, and one retry of it"
+    _effects_once(settings, thread_id)
+
+
+@pytest.mark.slow
+def test_a_recover_is_refused_while_another_process_holds_the_thread_and_runs_once_it_lets_go(
+    settings: Settings, model_cache: Path
+) -> None:
+    with TriageApp(settings) as app:
+        thread_id, retried_from = _failed_thread(app)
+    with held_elsewhere(settings, thread_id, lease_seconds=2) as holder:
+        impatient = settings.model_copy(update={"conversation_wait_seconds": 0.0})
+        with TriageApp(impatient) as app, pytest.raises(ConversationBusyError) as refused:
+            app.recover(thread_id)
+        assert f"`triage recover {thread_id}` again once that is done" in str(refused.value)
+        assert _children(settings, thread_id, retried_from) == 1, "nothing ran"
+
+        holder.send_signal(signal.SIGKILL)  # it dies holding the thread: its lease runs out after 2 s
+        holder.wait(timeout=10)
+        killed_at = time.monotonic()
+        with TriageApp(settings.model_copy(update={"conversation_wait_seconds": 10.0})) as app:
+            done = app.recover(thread_id)
+        assert done.status == "completed", done.status_reason
+        assert time.monotonic() - killed_at < 8
+    assert _children(settings, thread_id, retried_from) == 2
+    _effects_once(settings, thread_id)
