@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -20,6 +21,8 @@ from triage.errors import ConversationBusyError
 from triage.journal import Journal
 
 __all__ = ["hold_conversation", "lease_holder"]
+
+_log = logging.getLogger(__name__)
 
 FIRST_POLL_SECONDS = 0.02
 """The first wait before trying again for a lease another process holds (it doubles, up to `MAX_POLL_SECONDS`)."""
@@ -51,8 +54,12 @@ async def hold_conversation(
     holder = lease_holder()
     deadline = time.monotonic() + wait_seconds
     pause = FIRST_POLL_SECONDS
+    told = False
     while not await journal.take_lease(conversation_id, holder, seconds=lease_seconds):
         left = deadline - time.monotonic()
+        if left > 0 and not told:  # a wait of up to `wait_seconds` says what it waits for
+            _log.warning("%s is held by another process: waiting up to %.0f s for it", conversation_id, left)
+            told = True
         if left <= 0:
             raise ConversationBusyError(
                 busy

@@ -102,7 +102,7 @@ def test_recovers_raced_from_two_processes_retry_the_failed_step_once(settings: 
 
 @pytest.mark.slow
 def test_a_recover_is_refused_while_another_process_holds_the_thread_and_runs_once_it_lets_go(
-    settings: Settings, model_cache: Path
+    settings: Settings, model_cache: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with TriageApp(settings) as app:
         thread_id, retried_from = _failed_thread(app)
@@ -118,6 +118,8 @@ def test_a_recover_is_refused_while_another_process_holds_the_thread_and_runs_on
         killed_at = time.monotonic()
         with TriageApp(settings.model_copy(update={"conversation_wait_seconds": 10.0})) as app:
             done = app.recover(thread_id)
+        waits = [r.getMessage() for r in caplog.records if r.name == "triage.leases"]
+        assert waits == [f"{thread_id} is held by another process: waiting up to 10 s for it"], "it says why it waits"
         assert done.status == "completed", done.status_reason
         assert time.monotonic() - killed_at < 8
     assert _children(settings, thread_id, retried_from) == 2
