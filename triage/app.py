@@ -415,7 +415,9 @@ class TriageApp:
 
         `from_checkpoint` runs on from an earlier checkpoint of the thread (retrying a failed step) instead of
         the latest. The failure is saved with its class (transient or permanent) and the run's open refund
-        requests are released. When even that cannot be saved, `StoreUnavailableError` carries the thread id.
+        requests are released. When even that cannot be saved, `StoreUnavailableError` carries the thread id. A
+        new turn that saved nothing, not even its input, raises `StoreUnavailableError` without a thread id and
+        leaves the thread as it was.
         """
         from triage.checkpoints import RunRecorder
         from triage.context import Context
@@ -445,6 +447,13 @@ class TriageApp:
                     pass
                 finished = record
             except Exception as exc:
+                if _saved_nothing(record) and _starts_a_turn(graph_input):
+                    # Not even its input was saved: the thread is as it was (a follow-up's conversation stays with
+                    # its last turn's status), and there is nothing for `recover` to run.
+                    raise StoreUnavailableError(
+                        f"the run could not start on thread {thread_id}: {type(exc).__name__}: {exc}; nothing was "
+                        "saved, send the ticket again once the store is available"
+                    ) from exc
                 await self._record_failure(engine, thread_id, exc)
         snapshot = _finished_snapshot(graph, finished)
         try:
@@ -1312,6 +1321,21 @@ def _failed_turns_requests(values: Mapping[str, Any]) -> tuple[set[str], set[str
 def _turn_of(snapshot: StateSnapshot) -> int:
     """The conversation turn a thread is on (or ended last)."""
     return int(snapshot.values.get("turn", 1))
+
+
+def _saved_nothing(record: RunRecord | None) -> bool:
+    """Whether a recorded run saved no checkpoint, not even its input's.
+
+    A new turn's input goes into its input checkpoint (triage has no `DeltaChannel`, whose input LangGraph would
+    save as writes on the thread's last checkpoint instead); writes a task saved after that checkpoint failed name
+    a checkpoint that does not exist, and are never read.
+    """
+    return record is not None and not record.shared and record.config is None
+
+
+def _starts_a_turn(graph_input: Any) -> bool:
+    """Whether a run's input is a ticket: a new thread or a conversation's next turn (not a resume or a recover)."""
+    return isinstance(graph_input, Mapping) and "ticket" in graph_input
 
 
 def _exists(snapshot: StateSnapshot) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,41 @@ def test_a_hand_off_whose_step_runs_again_opens_one_human_ticket(
     assert done.status == "escalated", done.status_reason
     assert len(human_tickets()) == 1, human_tickets()
     assert [a.receipt_id for a in done.actions if a.kind == "ticket"] == [human_tickets()[0]["id"]]
+
+
+class _FailWrites:
+    """Fail checkpoint write attempts `first` to `last` (counted from 1) with `error`, as SQLite would."""
+
+    def __init__(self, first: int, last: int, error: str) -> None:
+        self.first, self.last, self.error, self.attempts = first, last, error, 0
+
+    async def before_checkpoint_write(self) -> None:
+        self.attempts += 1
+        if self.first <= self.attempts <= self.last:
+            raise sqlite3.OperationalError(f"{self.error} (injected fault)")
+
+
+HOURS = {"customer_id": "cus_small_dup", "body": "What are your opening hours?"}
+SUNDAYS = "And are you open on Sundays?"
+
+
+def _saver(app: TriageApp) -> Any:
+    return app._portal.call(app._get_engine()).services.saver
+
+
+def test_a_follow_up_that_saved_nothing_leaves_the_conversation_as_it_was(app: TriageApp, settings: Settings) -> None:
+    """Its input checkpoint, the first thing it saves, fails: the run raises instead of marking the conversation's
+    last turn `failed` (which `recover` could never clear: there was nothing to run), and the follow-up sent again
+    becomes the next turn."""
+    first = app.run(HOURS)
+    _saver(app).faults = _FailWrites(1, 1, "disk I/O error")
+    with pytest.raises(StoreUnavailableError, match=r"could not start on thread .*nothing was saved") as raised:
+        app.run({"body": SUNDAYS, "conversation_id": first.thread_id})
+    _saver(app).faults = None
+    assert raised.value.thread_id is None
+    assert (app.thread(first.thread_id).result.status, app.thread(first.thread_id).result.turn) == ("completed", 1)
+    assert app.recover(first.thread_id).turn == 1, "nothing to run"
+    again = app.run({"body": SUNDAYS, "conversation_id": first.thread_id})
+    assert (again.status, again.turn) == ("completed", 2), again.status_reason
+    outbox = rows(settings.helpdesk_path, "SELECT id FROM outbox WHERE thread_id = ?", (first.thread_id,))
+    assert len(outbox) == 2
