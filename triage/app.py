@@ -294,11 +294,11 @@ class TriageApp:
             raise InvalidTicketError(
                 f"the ticket continues conversation {conversation_id} but the run names thread {thread_id}: give one"
             )
-        async with self._turn_of(engine, conversation_id):
+        async with self._hold_thread(engine, conversation_id):
             return await self._follow_up(engine, data, conversation_id, meter, callbacks)
 
     @contextlib.asynccontextmanager
-    async def _turn_of(self, engine: _Engine, thread_id: str, *, busy: str | None = None) -> AsyncIterator[None]:
+    async def _hold_thread(self, engine: _Engine, thread_id: str, *, busy: str | None = None) -> AsyncIterator[None]:
         """Hold the thread for the body: follow-ups, recoveries and resumed approvals of one thread take turns.
 
         In this process they queue on a lock without polling; across processes, on the lease in the checkpoint
@@ -450,9 +450,11 @@ class TriageApp:
                 if _saved_nothing(record) and _starts_a_turn(graph_input):
                     # Not even its input was saved: the thread is as it was (a follow-up's conversation stays with
                     # its last turn's status), and there is nothing for `recover` to run.
+                    cause = exc.__cause__ or exc  # the store's own error, without the saver's advice to recover
                     raise StoreUnavailableError(
-                        f"the run could not start on thread {thread_id}: {type(exc).__name__}: {exc}; nothing was "
-                        "saved, send the ticket again once the store is available"
+                        f"the run could not start on thread {thread_id}: its first checkpoint was not saved "
+                        f"({type(cause).__name__}: {cause}); nothing was saved, send the ticket again once the store "
+                        "is available"
                     ) from exc
                 await self._record_failure(engine, thread_id, exc)
         snapshot = _finished_snapshot(graph, finished)
@@ -586,9 +588,10 @@ class TriageApp:
         """Answer the approval a thread is paused on and run it on to its next pause or its end.
 
         Works from any process that opens the same home. The decision is checked against the approval's current
-        state in the approval index and recorded there by a compare-and-set before the thread is touched: of
-        decisions racing on one approval (in this process or others) exactly one is applied. A refused decision
-        is recorded in the audit trail and changes nothing else.
+        state in the approval index and recorded there by a compare-and-set before the thread is touched, while
+        the thread is held: of decisions racing on one approval (in this process or others) one is applied per
+        round, and a later one meets the approval as the earlier left it. A refused decision is recorded in the
+        audit trail and changes nothing else.
 
         Raises:
             InvalidDecisionError: the decision is malformed.
@@ -597,8 +600,8 @@ class TriageApp:
             StaleApprovalError: the decision names an approval that is no longer pending.
             ApprovalRefusedError: the approver may not give this approval.
             ApprovalConflictError: another decision on the same approval won; it names the winner.
-            ConversationBusyError: the decision won and is recorded, but another process held the thread for all of
-                `conversation_wait_seconds`; `recover` applies it.
+            ConversationBusyError: another process held the thread (a follow-up, a recover, a decision) for all of
+                `conversation_wait_seconds`; the decision was not recorded.
         """
         return await self._portal.acall(self._aresume(thread_id, decision, callbacks=callbacks))
 
@@ -610,16 +613,35 @@ class TriageApp:
         sweep: bool = False,
         callbacks: list[Any] | None = None,
     ) -> RunResult:
-        from langgraph.types import Command
-
-        from triage.metering import Meter
-
         engine = await self._get_engine()
-        journal = engine.services.journal
         try:
             decision = decision if isinstance(decision, Decision) else Decision.model_validate(decision)
         except ValidationError as exc:
             raise InvalidDecisionError(describe_validation_error(exc, what="decision")) from None
+        busy = (
+            f"{decision.approver}'s {decision.decision} was not recorded: another process is running thread "
+            f"{thread_id}; send it again once that is done"
+        )
+        # Held from before the claim to the end of the run: a decision that wins its claim is applied by this call,
+        # never left recorded but untaken because the thread was busy (and a recover or follow-up waits for it).
+        async with self._hold_thread(engine, thread_id, busy=busy):
+            return await self._resume_held(engine, thread_id, decision, sweep=sweep, callbacks=callbacks)
+
+    async def _resume_held(
+        self,
+        engine: _Engine,
+        thread_id: str,
+        decision: Decision,
+        *,
+        sweep: bool,
+        callbacks: list[Any] | None,
+    ) -> RunResult:
+        """`aresume`'s work, while the thread is held (`_hold_thread`)."""
+        from langgraph.types import Command
+
+        from triage.metering import Meter
+
+        journal = engine.services.journal
         config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         # The index first, then the thread: a thread seen paused on the round the index offers stays paused there
         # until a decision claims that round's version.
@@ -687,21 +709,8 @@ class TriageApp:
         )
         if not won:
             raise self._lost(decision, row.approval_id, await journal.approval(row.approval_id), request=request)
-        busy = (
-            f"{decision.approver}'s {decision.decision} of approval {row.approval_id} is recorded, but another process "
-            f"is running thread {thread_id}: `triage recover {thread_id}` applies the decision once that is done"
-        )
-        async with self._turn_of(engine, thread_id, busy=busy):
-            # A recover that held the thread meanwhile may have applied the recorded decision already.
-            snapshot = await engine.graph_for(thread_id).aget_state(config)
-            paused = _pending(snapshot)
-            if paused is None or (paused["approval_id"], len(paused["approvals_received"])) != (
-                row.approval_id,
-                row.round,
-            ):
-                return _result(thread_id, snapshot)
-            meter = Meter(budget=engine.services.policy.support.budget)
-            return await self._drive(engine, Command(resume=answer), thread_id, meter, callbacks)
+        meter = Meter(budget=engine.services.policy.support.budget)
+        return await self._drive(engine, Command(resume=answer), thread_id, meter, callbacks)
 
     @staticmethod
     def _lost(
@@ -770,11 +779,11 @@ class TriageApp:
             f"`triage recover {thread_id}` again once that is done (a process that died holding it lets go within "
             f"{self.settings.conversation_lease_seconds:g} s)"
         )
-        async with self._turn_of(engine, thread_id, busy=busy):
+        async with self._hold_thread(engine, thread_id, busy=busy):
             return await self._recover_held(engine, thread_id)
 
     async def _recover_held(self, engine: _Engine, thread_id: str) -> RunResult:
-        """`arecover`'s work, while the thread is held (`_turn_of`)."""
+        """`arecover`'s work, while the thread is held (`_hold_thread`)."""
         from langgraph.types import Command
 
         from triage.metering import Meter
@@ -891,6 +900,11 @@ class TriageApp:
                 results.append(await self._aresume(pending.thread_id, timeout, sweep=True))
             except ApprovalConflictError:
                 continue  # decided by a person meanwhile
+            except ConversationBusyError:
+                _log.warning(
+                    "sweep: thread %s is busy in another process; its expiry is applied by a later sweep",
+                    pending.thread_id,
+                )
         return results
 
     # -- reading threads -------------------------------------------------------------------------------------

@@ -75,12 +75,28 @@ async def hold_conversation(
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
-        await journal.release_lease(conversation_id, holder)
+        try:
+            await journal.release_lease(conversation_id, holder)
+        except Exception:  # the work is done (or failed on its own): the lease runs out by itself
+            _log.warning(
+                "could not give back the hold on %s; it runs out within %.0f s",
+                conversation_id,
+                lease_seconds,
+                exc_info=True,
+            )
 
 
 async def _renew(journal: Journal, conversation_id: str, holder: str, lease_seconds: float) -> None:
-    """Renew the lease every third of its period while the turn runs; stop if it was lost."""
+    """Renew the lease every third of its period while the turn runs; stop if it was lost.
+
+    A renewal that fails (the store busy for a moment) is tried again at the next third: it never ends the hold
+    early, nor turns the work it guards into a failure.
+    """
     while True:
         await asyncio.sleep(lease_seconds / 3)
-        if not await journal.renew_lease(conversation_id, holder, seconds=lease_seconds):
-            return
+        try:
+            if not await journal.renew_lease(conversation_id, holder, seconds=lease_seconds):
+                _log.warning("the hold on %s ran out before it was renewed", conversation_id)
+                return
+        except Exception:
+            _log.warning("could not renew the hold on %s; trying again", conversation_id, exc_info=True)

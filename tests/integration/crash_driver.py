@@ -83,7 +83,8 @@ def arm(crash_at: str) -> None:
 
 def main(argv: list[str]) -> None:
     mode, home, cache, thread_id = argv[:4]
-    app = TriageApp(Settings(home=Path(home), cache_home=Path(cache)))
+    # A process killed while it holds a thread (a resume, a recover) lets go after 2 s, not the default 30.
+    app = TriageApp(Settings(home=Path(home), cache_home=Path(cache), conversation_lease_seconds=2.0))
     if mode == "count":
         original, writes = CheckpointSaver.aput, []
 

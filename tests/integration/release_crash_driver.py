@@ -90,7 +90,8 @@ def arm(point: str) -> None:
 
 def main() -> None:
     home, cache, thread_id, version, fixes, notes, point = sys.argv[1:8]
-    app = TriageApp(Settings(home=Path(home), cache_home=Path(cache)))
+    # A process killed while it holds a thread (a resume, a recover) lets go after 2 s, not the default 30.
+    app = TriageApp(Settings(home=Path(home), cache_home=Path(cache), conversation_lease_seconds=2.0))
     app.warm_up()
     if point != "none":
         arm(point)

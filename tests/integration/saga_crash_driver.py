@@ -76,7 +76,8 @@ def arm(point: str) -> None:
 
 def main() -> None:
     mode, home, cache, thread_id, change = sys.argv[1:6]
-    app = TriageApp(Settings(home=Path(home), cache_home=Path(cache)))
+    # A process killed while it holds a thread (a resume, a recover) lets go after 2 s, not the default 30.
+    app = TriageApp(Settings(home=Path(home), cache_home=Path(cache), conversation_lease_seconds=2.0))
     if mode == "crash":
         arm(sys.argv[6])
         result = app.run(TICKETS[change], thread_id=thread_id)

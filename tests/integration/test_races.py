@@ -1,11 +1,13 @@
-"""Concurrent decisions on one approval: exactly one is applied, the loser gets a typed refusal naming the winner,
-and one approval yields at most one effect. Raced from separate processes (each with the app open and warmed
-before a barrier) and from one event loop."""
+"""Concurrent decisions on one approval: one is applied per round, a loser gets a typed refusal naming the winner
+(or, for a dual approval, gives the second approval), and one approval yields at most one effect. Raced from
+separate processes (each with the app open and warmed before a barrier) and from one event loop."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from tests.conftest import race_in_processes, rows
 from tests.integration.race_driver import decide
 from triage import TriageApp
 from triage.errors import ApprovalConflictError, ApprovalRefusedError, TriageError
-from triage.journal import ApprovalRow, Journal
+from triage.journal import Journal
 from triage.settings import Settings
 
 TICKET = {"subject": "Charged twice", "body": "You charged me twice for the same order."}
@@ -141,8 +143,11 @@ def test_race_in_one_event_loop(
     finally:
         app.close()
     check_outcome(settings, thread_id, outcomes, scenario)
-    # In one loop both decisions read the same version before either claims it: the loser is a conflict.
-    assert [o["error"] for o in outcomes if "error" in o] == ["ApprovalConflictError"], outcomes
+    # In one loop the decisions take turns on the thread (its hold), so the later one finds the first applied: a
+    # single approval's loser is a conflict naming the winner, a dual approval's second approver gives the second
+    # approval, and one person's second approval is refused.
+    expected = {"dual_approvals": [], "same_approver_twice": ["ApprovalRefusedError"]}
+    assert [o["error"] for o in outcomes if "error" in o] == expected.get(scenario, ["ApprovalConflictError"]), outcomes
     finish(settings, thread_id)
 
 
@@ -151,26 +156,29 @@ def test_conflict_error_names_the_winner() -> None:
     assert (error.approval_id, error.winner) == ("apr_1", "alice (approve)")
 
 
-def test_a_decision_that_loses_while_it_waits_for_the_pause_names_the_winner(
+def test_a_decision_that_loses_while_it_waits_for_the_thread_names_the_winner(
     seeded: Path, tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Bob reads the pending approval; before he looks at the thread, Alice (another app on the same home, as another
-    # process would be) decides it and runs the thread to its end. Bob then never sees the thread paused: he lost to
+    # Bob's decision waits for the thread; before he holds it, Alice (another app on the same home, as another
+    # process would be) decides it and runs the thread to its end. Bob then finds the approval decided: he lost to
     # Alice and must be told so, not that the thread needs `recover`.
+    import triage.leases
+
     settings, thread_id = paused_thread(seeded, tmp_path, model_cache, "cus_mid_dup")
-    original = Journal.current_approval
+    original = triage.leases.hold_conversation
     interleaved: list[str] = []
 
-    async def read_then_alice_decides(self: Journal, thread: str) -> ApprovalRow | None:
-        row = await original(self, thread)
+    @contextlib.asynccontextmanager
+    async def alice_decides_first(journal: Journal, thread: str, **kwargs: Any) -> AsyncIterator[str]:
         if not interleaved:
             interleaved.append(thread)
             with TriageApp(settings) as alice:
                 done = await asyncio.to_thread(alice.resume, thread, ALICE_EDIT)
             assert done.status == "completed"
-        return row
+        async with original(journal, thread, **kwargs) as holder:
+            yield holder
 
-    monkeypatch.setattr(Journal, "current_approval", read_then_alice_decides)
+    monkeypatch.setattr(triage.leases, "hold_conversation", alice_decides_first)
     with TriageApp(settings) as bob, pytest.raises(ApprovalConflictError, match="alice") as caught:
         bob.resume(thread_id, BOB_EDIT)
     assert interleaved == [thread_id] and caught.value.winner and "alice" in caught.value.winner

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import race_in_processes, rows
+from tests.conftest import policy_copy, race_in_processes, rows
 from tests.integration.test_conversation_leases import held_elsewhere
 from tests.integration.test_recover import ALICE, DUPLICATE, inject, requests
 from triage import TriageApp
 from triage.errors import ConversationBusyError, TriageError
+from triage.faults import FaultInjector, FaultPlan
+from triage.journal import Journal
 from triage.settings import Settings
 
 
@@ -124,3 +127,48 @@ def test_a_recover_is_refused_while_another_process_holds_the_thread_and_runs_on
         assert time.monotonic() - killed_at < 8
     assert _children(settings, thread_id, retried_from) == 2
     _effects_once(settings, thread_id)
+
+
+def test_a_sweep_passes_over_a_thread_another_process_holds_and_expires_it_once_free(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The held thread's expiry is neither recorded nor lost: a later sweep applies it (found by review: the sweep
+    stopped at the held thread, whose timeout it had recorded but not applied, and no later sweep listed it)."""
+    folder = policy_copy(tmp_path, "approvals.toml", "expiry_hours = 24", "expiry_hours = 0.0000001")
+    expiring = settings.model_copy(update={"policy_dir": folder, "conversation_wait_seconds": 0.0})
+    with TriageApp(expiring) as app:
+        held, free = (app.run({**DUPLICATE, "customer_id": c}).thread_id for c in ("cus_mid_dup", "cus_large_dup"))
+    with held_elsewhere(settings, held, lease_seconds=2) as holder:
+        with TriageApp(expiring) as app:
+            assert [r.thread_id for r in app.sweep()] == [free]
+            assert app.thread(held).result.status == "awaiting_approval"
+            assert [p.thread_id for p in app.pending_approvals()] == [held], "still pending, still listed"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+    time.sleep(2.5)  # the dead holder's lease has run out
+    with TriageApp(expiring) as app:
+        assert [(r.thread_id, r.status) for r in app.sweep()] == [(held, "escalated")]
+
+
+def test_a_renewal_that_fails_neither_fails_the_work_nor_leaves_the_hold(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A renewal that fails once (the store busy for a moment) is tried again (found by review: its error came out
+    of the resume after the refund was made, and the hold was never given back)."""
+    quick = settings.model_copy(update={"conversation_lease_seconds": 0.3})  # renewed every 0.1 s
+    renew, failed = Journal.renew_lease, []
+
+    async def busy_once(self: Journal, *args: Any, **kwargs: Any) -> bool:
+        if not failed:
+            failed.append("renewal")
+            raise sqlite3.OperationalError("database is locked (injected fault)")
+        return await renew(self, *args, **kwargs)
+
+    slow_faults = FaultInjector(FaultPlan.parse("slow=1.0,slow_seconds=0.05"))  # a resume that outlasts a renewal
+    with TriageApp(quick) as app:
+        paused = app.run(DUPLICATE)
+        monkeypatch.setattr(Journal, "renew_lease", busy_once)
+        app._portal.call(app._get_engine()).services.gateway.faults = slow_faults
+        done = app.resume(paused.thread_id, ALICE)
+    assert failed and done.status == "completed", done.status_reason
+    assert rows(settings.checkpoints_path, "SELECT * FROM conversation_leases") == []

@@ -17,6 +17,7 @@ from tests.integration.zygote import triage_cli
 from triage import TriageApp
 from triage.settings import Settings
 from triage.web import WebSettings
+from triage.web.app import web_store_path
 from triage.web.auth import SESSION_COOKIE
 from triage.web.intake import restart_unstarted
 from triage.web.store import WebStore
@@ -420,3 +421,38 @@ async def test_intake_threads_an_email_reply_into_its_conversation(web: Web, set
         fresh = await mail.post("/api/tickets", json={**first, "in_reply_to": "<CAF+9@mail.example>"}, headers={**AUTH})
         assert fresh.status_code == 202 and fresh.json()["thread_id"] != thread_id
         await asyncio.gather(*web.api.state.web.runs)
+
+
+async def test_an_intake_follow_up_that_saved_nothing_is_given_up_with_its_reason(web: Web, settings: Settings) -> None:
+    """Its conversation's thread exists, so the restart sweep would take the intake for started: the intake is
+    given up with the store's error instead (found by review: the log said it would be tried again, and it was
+    dropped)."""
+
+    class FailFirstWrite:
+        attempts = 0
+
+        async def before_checkpoint_write(self) -> None:
+            self.attempts += 1
+            if self.attempts == 1:
+                raise sqlite3.OperationalError("disk I/O error (injected fault)")
+
+    first = {"customer_id": "cus_small_dup", "body": "What are your opening hours?"}
+    async with web.client() as mail:
+        thread_id = (await mail.post("/api/tickets", json=first, headers=AUTH)).json()["thread_id"]
+        await asyncio.gather(*web.api.state.web.runs)
+        saver = (await web.triage._portal.acall(web.triage._get_engine())).services.saver
+        saver.faults = FailFirstWrite()
+        follow_up = {"body": "And are you open on Sundays?", "conversation_id": thread_id}
+        answered = await mail.post("/api/tickets", json=follow_up, headers={**AUTH, "Idempotency-Key": "fu-1"})
+        assert answered.status_code == 202, answered.text
+        await asyncio.gather(*web.api.state.web.runs)
+        saver.faults = None
+        result = (await mail.get(f"/api/threads/{thread_id}", headers=AUTH)).json()
+    assert (result["turn"], result["status"]) == (1, "completed"), "the conversation is as it was"
+    failures = rows(
+        web_store_path(settings),
+        "SELECT failure FROM intake_keys WHERE thread_id = ? AND failure IS NOT NULL",
+        (thread_id,),
+    )
+    assert len(failures) == 1 and "nothing was saved, send the ticket again" in failures[0]["failure"], failures
+    assert "disk I/O error" in failures[0]["failure"] and "triage recover" not in failures[0]["failure"]
