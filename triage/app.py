@@ -901,10 +901,9 @@ class TriageApp:
             except ApprovalConflictError:
                 continue  # decided by a person meanwhile
             except ConversationBusyError:
-                _log.warning(
-                    "sweep: thread %s is busy in another process; its expiry is applied by a later sweep",
-                    pending.thread_id,
-                )
+                _log.warning("sweep: thread %s is busy in another process; a later sweep expires it", pending.thread_id)
+            except (StaleApprovalError, NotAwaitingApprovalError) as moved:  # decided or edited since it was listed
+                _log.warning("sweep: passed over thread %s: %s", pending.thread_id, moved)
         return results
 
     # -- reading threads -------------------------------------------------------------------------------------

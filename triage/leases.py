@@ -55,19 +55,26 @@ async def hold_conversation(
     deadline = time.monotonic() + wait_seconds
     pause = FIRST_POLL_SECONDS
     told = False
-    while not await journal.take_lease(conversation_id, holder, seconds=lease_seconds):
-        left = deadline - time.monotonic()
-        if left > 0 and not told:  # a wait of up to `wait_seconds` says what it waits for
-            _log.warning("%s is held by another process: waiting up to %.0f s for it", conversation_id, left)
-            told = True
-        if left <= 0:
-            raise ConversationBusyError(
-                busy
-                or f"conversation {conversation_id} is taking another follow-up in another process: send this one "
-                "again once that one is answered"
-            )
-        await asyncio.sleep(min(pause, left))
-        pause = min(pause * 2, MAX_POLL_SECONDS)
+    try:
+        while not await journal.take_lease(conversation_id, holder, seconds=lease_seconds):
+            left = deadline - time.monotonic()
+            if left > 0 and not told:  # a wait of up to `wait_seconds` says what it waits for
+                _log.warning("%s is held by another process: waiting up to %.0f s for it", conversation_id, left)
+                told = True
+            if left <= 0:
+                raise ConversationBusyError(
+                    busy
+                    or f"conversation {conversation_id} is taking another follow-up in another process: send this "
+                    "one again once that one is answered"
+                )
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, MAX_POLL_SECONDS)
+    except asyncio.CancelledError:
+        # A take cancelled on its way may still be written (the store finishes a statement it began): give it back,
+        # or the thread would stay held by nobody for a lease period. Only this holder's row is removed.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(journal.release_lease(conversation_id, holder))
+        raise
     renewing = asyncio.create_task(_renew(journal, conversation_id, holder, lease_seconds))
     try:
         yield holder

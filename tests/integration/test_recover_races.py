@@ -172,3 +172,62 @@ def test_a_renewal_that_fails_neither_fails_the_work_nor_leaves_the_hold(
         done = app.resume(paused.thread_id, ALICE)
     assert failed and done.status == "completed", done.status_reason
     assert rows(settings.checkpoints_path, "SELECT * FROM conversation_leases") == []
+
+
+def test_a_decision_cancelled_while_it_takes_the_hold_gives_the_hold_back(
+    app: TriageApp, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store finishes a statement it began, so a take cancelled on its way can still be written: it is given
+    back (found by review: the thread stayed held by nobody, and the next decision was refused as busy)."""
+    import triage.stores.sql as sql_module
+
+    paused = app.run(DUPLICATE)
+    committed = sql_module._committed
+
+    def slow_lease_take(sql: str, params: Any) -> Any:
+        run = committed(sql, params)
+        if "INSERT INTO conversation_leases" not in sql:
+            return run
+
+        def slow(conn: Any) -> int:
+            changed = run(conn)
+            time.sleep(0.5)  # the disk is slow: the caller gives up before the take returns
+            return int(changed)
+
+        return slow
+
+    monkeypatch.setattr(sql_module, "_committed", slow_lease_take)
+    with pytest.raises(TimeoutError):
+        app._portal.call(asyncio.wait_for(app.aresume(paused.thread_id, ALICE), 0.2))
+    monkeypatch.undo()
+    time.sleep(0.6)
+    assert rows(settings.checkpoints_path, "SELECT * FROM conversation_leases") == []
+    assert app.resume(paused.thread_id, ALICE).status == "completed"
+
+
+def test_a_sweep_passes_over_an_approval_edited_since_it_was_listed(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit elsewhere makes the listed approval stale; the sweep goes on to the next overdue one (found by
+    review: the sweep stopped there, leaving the rest pending)."""
+    folder = policy_copy(tmp_path, "approvals.toml", "expiry_hours = 24", "expiry_hours = 0.0000001")
+    expiring = settings.model_copy(update={"policy_dir": folder})
+    with TriageApp(expiring) as app:
+        edited = app.run({**DUPLICATE, "customer_id": "cus_large_dup"}).thread_id
+        time.sleep(1.1)  # requested_at has whole seconds: the edited one is listed first
+        swept = app.run(DUPLICATE).thread_id
+    listing = TriageApp._apending
+
+    async def listed_then_edited(self: TriageApp, *args: Any) -> Any:
+        pending = await listing(self, *args)
+        if args[0] and pending and pending[0].thread_id == edited:  # the sweep's list; then an edit elsewhere
+            edit = {"approver": "alice", "decision": "edit", "args": {"amount_cents": 100000}, "reason": "less"}
+            with TriageApp(expiring) as alice:
+                await asyncio.to_thread(alice.resume, edited, edit)
+        return pending
+
+    monkeypatch.setattr(TriageApp, "_apending", listed_then_edited)
+    with TriageApp(expiring) as app:
+        assert [(r.thread_id, r.status) for r in app.sweep()] == [(swept, "escalated")]
+        monkeypatch.undo()
+        assert app.thread(edited).result.status == "awaiting_approval", "the edit's own approval stays pending"

@@ -273,10 +273,10 @@ async def _run(context: WebContext, job: Ticket | Release, thread_id: str, *, la
         return
     except StoreUnavailableError as exc:
         if exc.thread_id is None and isinstance(job, Ticket) and job.conversation_id is not None:
-            # A follow-up that saved nothing: its conversation's thread exists, so a later sweep would take the
-            # intake for started. Say so on its page instead of dropping it in silence.
-            _log.warning("intake follow-up %s could not start (%s); it must be sent again", thread_id, exc)
-            await asyncio.to_thread(context.store.intake_given_up, thread_id, str(exc))
+            # A follow-up that saved nothing: its conversation's thread exists, so the restart sweep takes the
+            # intake for started and does not run it again (its intake row shares the thread with the conversation's
+            # other intakes: none of them is marked for it).
+            _log.warning("intake follow-up to %s could not start (%s); it must be sent again", thread_id, exc)
             return
         if exc.thread_id is None:  # nothing written: a later sweep tries again, up to the allowed attempts
             _log.warning("intake run %s could not start (%s); it will be tried again", thread_id, exc)
