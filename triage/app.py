@@ -170,7 +170,8 @@ class TriageApp:
         self._portal = Portal()
         self._engine: _Engine | None = None
         self._opening: asyncio.Lock | None = None
-        self._conversation_locks: dict[str, asyncio.Lock] = {}
+        self._conversation_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        """Per thread held or awaited in this process: its lock, and how many calls hold or await it."""
 
     @classmethod
     def open(
@@ -309,17 +310,26 @@ class TriageApp:
         """
         from triage.leases import hold_conversation
 
-        async with (
-            self._conversation_locks.setdefault(thread_id, asyncio.Lock()),
-            hold_conversation(
-                engine.services.journal,
-                thread_id,
-                lease_seconds=self.settings.conversation_lease_seconds,
-                wait_seconds=self.settings.conversation_wait_seconds,
-                busy=busy,
-            ),
-        ):
-            yield
+        lock, users = self._conversation_locks.get(thread_id) or (asyncio.Lock(), 0)
+        self._conversation_locks[thread_id] = (lock, users + 1)
+        try:
+            async with (
+                lock,
+                hold_conversation(
+                    engine.services.journal,
+                    thread_id,
+                    lease_seconds=self.settings.conversation_lease_seconds,
+                    wait_seconds=self.settings.conversation_wait_seconds,
+                    busy=busy,
+                ),
+            ):
+                yield
+        finally:  # the last one out drops the lock: a long-lived process does not keep one per thread it ever held
+            lock, users = self._conversation_locks[thread_id]
+            if users == 1:
+                del self._conversation_locks[thread_id]
+            else:
+                self._conversation_locks[thread_id] = (lock, users - 1)
 
     async def _follow_up(
         self, engine: _Engine, data: Any, conversation_id: str, meter: Meter, callbacks: list[Any] | None

@@ -73,6 +73,7 @@ def test_recovers_raced_in_one_event_loop_retry_the_failed_step_once(app: Triage
     assert first.status == second.status == "completed", (first.status_reason, second.status_reason)
     assert _children(settings, thread_id, retried_from) == 2, "the failed step, and one retry of it"
     _effects_once(settings, thread_id)
+    assert app._conversation_locks == {}, "no lock is kept for a thread that no call holds or awaits"
 
 
 def _recover(home: str, cache: str, thread_id: str, barrier: Any, results: Any) -> None:
