@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import shutil
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -133,3 +135,22 @@ def race_in_processes(target: Callable[..., None], arguments: Sequence[tuple[Any
         worker.join(timeout=60)
         assert worker.exitcode == 0
     return outcomes
+
+
+class HoldCheckpointWrite:
+    """Saver faults that stop a run at its `at`-th checkpoint write until `release` is set (a real thread waits).
+
+    Odd writes are checkpoints, which the run waits for (`durability="sync"`); even ones are a task's writes.
+    """
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.writes = 0
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    async def before_checkpoint_write(self) -> None:
+        self.writes += 1
+        if self.writes == self.at:
+            self.reached.set()
+            assert await asyncio.to_thread(self.release.wait, 30), "the test never let the run go on"

@@ -290,7 +290,11 @@ class TriageApp:
         parsed = Ticket.parse(data)
         conversation_id = parsed.conversation_id
         if conversation_id is None:
-            return await self._start(engine, parsed, thread_id or f"thr_{uuid.uuid4().hex}", meter, callbacks)
+            thread_id = thread_id or f"thr_{uuid.uuid4().hex}"
+            # Held in this process only: a follow-up sent here while this turn runs waits for it, not refused as
+            # busy. No lease (two more synced writes a ticket): another process's follow-up is refused as busy.
+            async with self._hold_thread(engine, thread_id, lease=False):
+                return await self._start(engine, parsed, thread_id, meter, callbacks)
         if thread_id is not None and thread_id != conversation_id:
             raise InvalidTicketError(
                 f"the ticket continues conversation {conversation_id} but the run names thread {thread_id}: give one"
@@ -299,11 +303,14 @@ class TriageApp:
             return await self._follow_up(engine, data, conversation_id, meter, callbacks)
 
     @contextlib.asynccontextmanager
-    async def _hold_thread(self, engine: _Engine, thread_id: str, *, busy: str | None = None) -> AsyncIterator[None]:
-        """Hold the thread for the body: follow-ups, recoveries and resumed approvals of one thread take turns.
+    async def _hold_thread(
+        self, engine: _Engine, thread_id: str, *, busy: str | None = None, lease: bool = True
+    ) -> AsyncIterator[None]:
+        """Hold the thread for the body: turns, recoveries and resumed approvals of one thread take turns.
 
         In this process they queue on a lock without polling; across processes, on the lease in the checkpoint
-        store (`triage.leases`). `busy` is what a refusal after `conversation_wait_seconds` says.
+        store (`triage.leases`), unless `lease` is False. `busy` is what a refusal after `conversation_wait_seconds`
+        says.
 
         Raises:
             ConversationBusyError: another process held the thread all that time.
@@ -321,7 +328,9 @@ class TriageApp:
                     lease_seconds=self.settings.conversation_lease_seconds,
                     wait_seconds=self.settings.conversation_wait_seconds,
                     busy=busy,
-                ),
+                )
+                if lease
+                else contextlib.nullcontext(),
             ):
                 yield
         finally:  # the last one out drops the lock: a long-lived process does not keep one per thread it ever held
@@ -355,7 +364,8 @@ class TriageApp:
                 "conversation_id out to start a new conversation"
             )
         paused = _pending(snapshot)
-        if paused is None and snapshot.next:
+        # A step's writes are saved before the checkpoint after it: in between, `next` is empty while the turn runs.
+        if paused is None and (snapshot.next or await _left_mid_step(engine, config, snapshot)):
             raise ConversationBusyError(
                 f"conversation {conversation_id} is still running its last turn: wait for it (or `triage recover "
                 f"{conversation_id}` if its process died), then send the follow-up again"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import race_in_processes, rows
+from tests.conftest import HoldCheckpointWrite, race_in_processes, rows
 from tests.integration.conversation_race_driver import follow_up
 from triage import TriageApp
 from triage.errors import ConversationBusyError
@@ -175,3 +175,34 @@ def test_a_holder_killed_with_the_lease_blocks_the_conversation_only_until_it_ex
             result = app.run({"body": BODIES[0], "conversation_id": conversation_id})
         assert result.turn == 2 and result.status == "completed"
         assert time.monotonic() - killed_at < 8, "the dead holder's lease ran out after its period"
+
+
+async def test_a_follow_up_between_a_steps_writes_and_its_checkpoint_in_another_app_is_refused_as_busy(
+    settings: Settings,
+) -> None:
+    """A first turn holds no lease. Stopped after `validate`'s writes are saved and before the checkpoint after it,
+    the thread shows no next node: the follow-up took it for ended and ran a turn of its own beside the running one
+    (found by review). It is refused as busy, and the running turn ends as it would have."""
+    running, impatient = TriageApp(settings), TriageApp(settings.model_copy(update={"conversation_wait_seconds": 0.0}))
+    hold = HoldCheckpointWrite(at=5)  # the third checkpoint: `validate`'s writes (the fourth write) are saved
+    try:
+        (await running._portal.acall(running._get_engine())).services.saver.faults = hold
+        first = asyncio.create_task(running.arun(FIRST))
+        assert await asyncio.to_thread(hold.reached.wait, 30)
+        (thread,) = rows(settings.checkpoints_path, "SELECT DISTINCT thread_id FROM checkpoints")
+        with pytest.raises(ConversationBusyError, match="still running its last turn"):
+            await impatient.arun({"body": BODIES[0], "conversation_id": thread["thread_id"]})
+        hold.release.set()
+        ended = await first
+    finally:
+        hold.release.set()
+        await running.aclose()
+        await impatient.aclose()
+    assert (ended.status, ended.turn) == ("completed", 1), ended
+    forks = rows(
+        settings.checkpoints_path,
+        "SELECT parent_checkpoint_id FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' "
+        "GROUP BY parent_checkpoint_id HAVING COUNT(*) > 1",
+        (ended.thread_id,),
+    )
+    assert forks == [], "one line of checkpoints: no turn ran beside the first"

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,7 +20,13 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from triage.errors import InvalidReleaseError, InvalidTicketError, StoreUnavailableError, ThreadNotFoundError
+from triage.errors import (
+    ConversationBusyError,
+    InvalidReleaseError,
+    InvalidTicketError,
+    StoreUnavailableError,
+    ThreadNotFoundError,
+)
 from triage.schemas import Release, RunResult, Ticket
 from triage.web.auth import web
 
@@ -161,7 +168,7 @@ async def submit_ticket(
     except ValueError:
         return _problem(409, "this Idempotency-Key was already used for a different ticket; use a new key")
     if created:
-        start_run(context, ticket, thread_id)
+        start_run(context, ticket, thread_id, key)
     accepted = Accepted(thread_id=thread_id, status_url=f"/api/threads/{thread_id}", created=created)
     return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": accepted.status_url})
 
@@ -212,7 +219,7 @@ async def submit_release(
     except ValueError:
         return _problem(409, "this Idempotency-Key was already used for a different release; use a new key")
     if created:
-        start_run(context, release, thread_id)
+        start_run(context, release, thread_id, key)
     accepted = Accepted(thread_id=thread_id, status_url=f"/api/threads/{thread_id}", created=created)
     return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": accepted.status_url})
 
@@ -255,41 +262,70 @@ async def _thread_by_headers(context: WebContext, body: bytes) -> bytes | dict[s
     return data
 
 
-def start_run(context: WebContext, job: Ticket | Release, thread_id: str, *, last_try: bool = False) -> None:
-    """Run an accepted ticket (or release follow-up) in the background on this server."""
-    task = asyncio.create_task(_run(context, job, thread_id, last_try=last_try))
+def start_run(context: WebContext, job: Ticket | Release, thread_id: str, key: str, *, last_try: bool = False) -> None:
+    """Run a ticket (or release follow-up) accepted under the intake key `key` in the background on this server."""
+    task = asyncio.create_task(_run(context, job, thread_id, key, last_try=last_try))
     context.runs.add(task)
     task.add_done_callback(context.runs.discard)
 
 
-async def _run(context: WebContext, job: Ticket | Release, thread_id: str, *, last_try: bool = False) -> None:
+async def _run(context: WebContext, job: Ticket | Release, thread_id: str, key: str, *, last_try: bool = False) -> None:
+    store = context.store
     try:
         if isinstance(job, Release):
             await context.triage.arelease(job.version, job.fixes, job.notes, thread_id=thread_id)
         else:
-            await context.triage.arun(job, thread_id=thread_id)
+            await _run_ticket(context, job, thread_id)
+    except ConversationBusyError as exc:
+        # Its conversation's thread exists, so the restart sweep would take this intake for started.
+        _log.warning("intake follow-up to %s could not start (%s); it must be sent again", thread_id, exc)
+        await asyncio.to_thread(store.intake_given_up, key, f"{exc}; this follow-up was not run")
+        return
     except (InvalidTicketError, InvalidReleaseError) as exc:  # e.g. the customer was deleted after acceptance
-        await asyncio.to_thread(context.store.intake_given_up, thread_id, str(exc))
+        await asyncio.to_thread(store.intake_given_up, key, str(exc))
         return
     except StoreUnavailableError as exc:
         if exc.thread_id is None and isinstance(job, Ticket) and job.conversation_id is not None:
-            # A follow-up that saved nothing: its conversation's thread exists, so the restart sweep takes the
-            # intake for started and does not run it again (its intake row shares the thread with the conversation's
-            # other intakes: none of them is marked for it).
+            # A follow-up that saved nothing: its conversation's thread exists, so the restart sweep would take the
+            # intake for started and not run it again.
             _log.warning("intake follow-up to %s could not start (%s); it must be sent again", thread_id, exc)
+            await asyncio.to_thread(store.intake_given_up, key, f"{exc}; this follow-up was not run")
             return
         if exc.thread_id is None:  # nothing written: a later sweep tries again, up to the allowed attempts
             _log.warning("intake run %s could not start (%s); it will be tried again", thread_id, exc)
             if last_try:
-                await asyncio.to_thread(context.store.intake_given_up, thread_id, str(exc))
+                await asyncio.to_thread(store.intake_given_up, key, str(exc))
             return
         _log.warning("intake run %s stopped (%s); `triage recover` retries it", thread_id, exc)
     except Exception:  # the run records its own failure; this is only what could not even start
         _log.exception("intake run %s could not start", thread_id)
         if last_try:
-            await asyncio.to_thread(context.store.intake_given_up, thread_id, "the run could not start")
+            await asyncio.to_thread(store.intake_given_up, key, "the run could not start")
         return
-    await asyncio.to_thread(context.store.intake_started, thread_id)
+    await asyncio.to_thread(store.intake_started, key)
+
+
+async def _run_ticket(context: WebContext, ticket: Ticket, thread_id: str) -> None:
+    """Run the ticket; a follow-up whose conversation's last turn still runs in another process is tried again.
+
+    In this process a follow-up waits for the turn before it (`TriageApp` holds a thread while a turn runs); another
+    process's first turn holds no lease, so the follow-up is refused as busy until that turn ends. It is sent
+    again, less and less often, for up to `conversation_wait_seconds`.
+
+    Raises:
+        ConversationBusyError: the last turn still ran when the time was up.
+    """
+    deadline = time.monotonic() + context.triage.settings.conversation_wait_seconds
+    pause = 0.05
+    while True:
+        try:
+            await context.triage.arun(ticket, thread_id=thread_id)
+            return
+        except ConversationBusyError:
+            if ticket.conversation_id is None or time.monotonic() + pause > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 async def restart_unstarted(context: WebContext) -> list[str]:
@@ -307,11 +343,11 @@ async def restart_unstarted(context: WebContext) -> list[str]:
         except ThreadNotFoundError:
             pass
         else:
-            await asyncio.to_thread(context.store.intake_started, intake.thread_id)
+            await asyncio.to_thread(context.store.intake_started, intake.key)
             continue
         if intake.attempts >= settings.intake_attempts:
             reason = f"the run could not be started in {intake.attempts} tries; submit the ticket again"
-            await asyncio.to_thread(context.store.intake_given_up, intake.thread_id, reason)
+            await asyncio.to_thread(context.store.intake_given_up, intake.key, reason)
             continue
         if not await asyncio.to_thread(context.store.take_on_intake, intake):
             continue  # another server took it on
@@ -322,9 +358,9 @@ async def restart_unstarted(context: WebContext) -> list[str]:
                 else await context.triage.acheck_ticket(intake.body)
             )
         except (InvalidTicketError, InvalidReleaseError) as exc:
-            await asyncio.to_thread(context.store.intake_given_up, intake.thread_id, str(exc))
+            await asyncio.to_thread(context.store.intake_given_up, intake.key, str(exc))
             continue
-        start_run(context, job, intake.thread_id, last_try=intake.attempts + 1 >= settings.intake_attempts)
+        start_run(context, job, intake.thread_id, intake.key, last_try=intake.attempts + 1 >= settings.intake_attempts)
         started.append(intake.thread_id)
     return started
 

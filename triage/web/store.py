@@ -319,30 +319,35 @@ class WebStore:
             raise ValueError(key)
         return str(first), False
 
-    def intake_started(self, thread_id: str) -> None:
-        """The run of an accepted ticket wrote its thread: no server needs to start it again."""
+    def intake_started(self, key: str) -> None:
+        """The run of the ticket accepted under `key` returned (or its thread exists): no server starts it again."""
         with self._connect() as conn:
             conn.execute(
-                "UPDATE intake_keys SET started_at = ? WHERE thread_id = ? AND started_at IS NULL",
-                (_now().isoformat(), thread_id),
+                "UPDATE intake_keys SET started_at = ? WHERE key = ? AND started_at IS NULL", (_now().isoformat(), key)
             )
 
-    def intake_given_up(self, thread_id: str, reason: str) -> None:
-        """The accepted ticket cannot be run (e.g. its customer is gone): stop trying, and say why."""
+    def intake_given_up(self, key: str, reason: str) -> None:
+        """The ticket accepted under `key` cannot be run (e.g. its customer is gone): stop trying, and say why.
+
+        Only that submission: a conversation's other follow-ups (they share its thread) are left as they are.
+        """
         with self._connect() as conn:
             conn.execute(
-                "UPDATE intake_keys SET started_at = ?, failure = ? WHERE thread_id = ? AND started_at IS NULL",
-                (_now().isoformat(), reason, thread_id),
+                "UPDATE intake_keys SET started_at = ?, failure = ? WHERE key = ? AND started_at IS NULL",
+                (_now().isoformat(), reason, key),
             )
 
     def intake_state(self, thread_id: str) -> tuple[bool, str | None] | None:
-        """For a thread intake accepted: whether its run has returned (or was given up), and why it was given up.
+        """For a thread intake accepted: whether its latest submission's run returned (or was given up), and why not.
 
+        A conversation's follow-ups share its thread: the latest one is what the thread's status URL answers for.
         None for a thread intake did not accept.
         """
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT started_at, failure FROM intake_keys WHERE thread_id = ?", (thread_id,)
+                "SELECT started_at, failure FROM intake_keys WHERE thread_id = ? ORDER BY created_at DESC, rowid DESC "
+                "LIMIT 1",
+                (thread_id,),
             ).fetchone()
         return None if row is None else (row[0] is not None, None if row[1] is None else str(row[1]))
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import policy_copy, rows
+from tests.conftest import HoldCheckpointWrite, policy_copy, rows
 from tests.integration.web.conftest import DUPLICATE_CHARGE, INTAKE_TOKEN, Web, csrf_of
 from tests.integration.zygote import triage_cli
 from triage import TriageApp
@@ -450,7 +451,116 @@ async def test_an_intake_follow_up_that_saved_nothing_says_it_must_be_sent_again
         assert answered.status_code == 202, answered.text
         await asyncio.gather(*web.api.state.web.runs)
         saver.faults = None
-        result = (await mail.get(f"/api/threads/{thread_id}", headers=AUTH)).json()
-    assert (result["turn"], result["status"]) == (1, "completed"), "the conversation is as it was"
+        given_up = await mail.get(f"/api/threads/{thread_id}", headers=AUTH)
+        assert given_up.status_code == 410 and "this follow-up was not run" in given_up.json()["detail"], given_up.text
+        view = await web.triage.athread(thread_id)
+    assert (view.result.turn, view.result.status) == (1, "completed"), "the conversation is as it was"
     said = [r.getMessage() for r in caplog.records if r.name == "triage.web.intake"]
     assert len(said) == 1 and "it must be sent again" in said[0] and "disk I/O error" in said[0], said
+
+
+async def _saver(triage: TriageApp) -> Any:
+    return (await triage._portal.acall(triage._get_engine())).services.saver
+
+
+async def _only_thread(settings: Settings) -> str:
+    (row,) = rows(settings.checkpoints_path, "SELECT DISTINCT thread_id FROM checkpoints")
+    return str(row["thread_id"])
+
+
+@contextlib.asynccontextmanager
+async def _first_turn_held_in_another_app(
+    settings: Settings,
+) -> AsyncIterator[tuple[str, HoldCheckpointWrite, asyncio.Task[Any]]]:
+    """Another app on the home runs `FIRST`, stopped at its third checkpoint: (its thread, the hold, the run)."""
+    other = TriageApp(settings)
+    hold = HoldCheckpointWrite(at=5)
+    try:
+        (await _saver(other)).faults = hold
+        first = asyncio.create_task(other.arun(FIRST))
+        assert await asyncio.to_thread(hold.reached.wait, 30)
+        yield await _only_thread(settings), hold, first
+    finally:
+        hold.release.set()
+        await other.aclose()
+
+
+FIRST = {"customer_id": "cus_small_dup", "body": "What are your opening hours?"}
+FOLLOW_UP = "And are you open on Sundays?"
+
+
+async def test_an_intake_follow_up_sent_while_the_first_turn_runs_here_waits_for_it(
+    make_web: Callable[[Settings], Web], settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The mail gateway posts a reply seconds after the first message: it became the second turn, not a refusal
+    as busy that the restart sweep then took for started (found by review: the follow-up was lost). No retry is
+    allowed here (`conversation_wait_seconds` 0): the first turn holds its thread in this process."""
+    web = make_web(settings.model_copy(update={"conversation_wait_seconds": 0.0}))
+    try:
+        hold = HoldCheckpointWrite(at=5)
+        (await _saver(web.triage)).faults = hold
+        async with web.client() as mail:
+            thread_id = (await mail.post("/api/tickets", json=FIRST, headers=AUTH)).json()["thread_id"]
+            assert await asyncio.to_thread(hold.reached.wait, 30)
+            follow_up = {"body": FOLLOW_UP, "conversation_id": thread_id}
+            answered = await mail.post("/api/tickets", json=follow_up, headers={**AUTH, "Idempotency-Key": "fu-1"})
+            assert answered.status_code == 202 and answered.json()["thread_id"] == thread_id, answered.text
+            for _ in range(200):  # until the follow-up waits for the thread (bounded: 10 s)
+                if web.triage._conversation_locks.get(thread_id, (None, 0))[1] == 2:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the follow-up never waited for the first turn")
+            hold.release.set()
+            await asyncio.gather(*web.api.state.web.runs)
+            result = (await mail.get(f"/api/threads/{thread_id}", headers=AUTH)).json()
+    finally:
+        await web.triage.aclose()
+    assert (result["turn"], result["status"]) == (2, "completed"), result
+    assert [turn["turn"] for turn in result["conversation"]] == [1], result["conversation"]
+    assert not [r for r in caplog.records if r.name == "triage.web.intake"], caplog.text
+
+
+async def test_an_intake_follow_up_to_a_turn_running_in_another_app_is_sent_again_until_it_ends(
+    web: Web, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another app on the home runs the first turn (a first turn holds no lease): the follow-up is refused as busy
+    and sent again until that turn ends; then it is the second turn."""
+    async with _first_turn_held_in_another_app(settings) as (thread_id, hold, first), web.client() as mail:
+        follow_up = {"body": FOLLOW_UP, "conversation_id": thread_id}
+        answered = await mail.post("/api/tickets", json=follow_up, headers=AUTH)
+        assert answered.status_code == 202, answered.text
+        await asyncio.sleep(0.5)  # refused as busy, and sent again, a few times
+        assert not first.done() and web.api.state.web.runs
+        hold.release.set()
+        assert (await first).status == "completed"
+        await asyncio.gather(*web.api.state.web.runs)
+        result = (await mail.get(f"/api/threads/{thread_id}", headers=AUTH)).json()
+    assert (result["turn"], result["status"]) == (2, "completed"), result
+    assert not [r for r in caplog.records if r.name == "triage.web.intake"], caplog.text
+
+
+async def test_an_intake_follow_up_still_refused_as_busy_when_its_time_is_up_says_it_must_be_sent_again(
+    make_web: Callable[[Settings], Web], settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    web = make_web(settings.model_copy(update={"conversation_wait_seconds": 0.4}))
+    try:
+        async with _first_turn_held_in_another_app(settings) as (thread_id, hold, first), web.client() as mail:
+            follow_up = {"body": FOLLOW_UP, "conversation_id": thread_id}
+            assert (await mail.post("/api/tickets", json=follow_up, headers=AUTH)).status_code == 202
+            await asyncio.wait_for(asyncio.gather(*web.api.state.web.runs), 10)
+            given_up = await mail.get(f"/api/threads/{thread_id}", headers=AUTH)
+            hold.release.set()
+            assert (await first).status == "completed"
+            # A later follow-up is what the thread's status URL answers for from then on.
+            again = await mail.post("/api/tickets", json=follow_up, headers={**AUTH, "Idempotency-Key": "again"})
+            assert again.status_code == 202, again.text
+            await asyncio.gather(*web.api.state.web.runs)
+            result = (await mail.get(f"/api/threads/{thread_id}", headers=AUTH)).json()
+    finally:
+        await web.triage.aclose()
+    assert given_up.status_code == 410, given_up.text
+    assert "still running its last turn" in given_up.json()["detail"], given_up.text
+    assert (result["turn"], result["status"]) == (2, "completed"), result
+    said = [r.getMessage() for r in caplog.records if r.name == "triage.web.intake"]
+    assert len(said) == 1 and "it must be sent again" in said[0] and "still running its last turn" in said[0], said
