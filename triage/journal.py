@@ -389,6 +389,7 @@ class Journal:
                 "ON CONFLICT (conversation_id) DO UPDATE SET holder = excluded.holder, "
                 "expires_at = excluded.expires_at WHERE conversation_leases.expires_at <= ?",
                 (conversation_id, holder, _at(now + timedelta(seconds=seconds)), _at(now)),
+                synced=False,
             )
             == 1
         )
@@ -399,13 +400,16 @@ class Journal:
         changed = await self._sql.execute(
             "UPDATE conversation_leases SET expires_at = ? WHERE conversation_id = ? AND holder = ?",
             (expires, conversation_id, holder),
+            synced=False,
         )
         return changed == 1
 
     async def release_lease(self, conversation_id: str, holder: str) -> None:
         """Give the lease back (a lease another holder took after this one expired is left alone)."""
         await self._sql.execute(
-            "DELETE FROM conversation_leases WHERE conversation_id = ? AND holder = ?", (conversation_id, holder)
+            "DELETE FROM conversation_leases WHERE conversation_id = ? AND holder = ?",
+            (conversation_id, holder),
+            synced=False,
         )
 
     async def drop_expired_leases(self) -> int:

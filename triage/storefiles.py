@@ -257,6 +257,30 @@ SYNCHRONOUS_MODES = ("full", "normal", "off")
 """SQLite `synchronous` settings a store may run with (`Settings.sqlite_synchronous` says what each risks)."""
 
 
+def commit_unsynced(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
+    """Run `work` (statements and their COMMIT) with `synchronous = NORMAL`, when the connection's level is stricter.
+
+    In WAL mode a commit that is not synced survives the process being killed (it is in the log file); on a power
+    loss it is lost with whatever was written after the last synced commit on the file. For writes that nothing
+    needs after a power loss (a lease: its holder died with the machine), or that the next synced commit on the same
+    connection covers, this spares the disk a sync (0.1-0.2 ms here).
+    """
+    (level,) = conn.execute("PRAGMA synchronous").fetchone()
+    if level <= _NORMAL:
+        return work()
+    conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        return work()
+    finally:
+        if conn.in_transaction:  # a COMMIT that failed without undoing: the level cannot change in one
+            conn.rollback()
+        conn.execute(f"PRAGMA synchronous = {level}")
+
+
+_NORMAL = 1
+"""SQLite's `synchronous` level NORMAL (OFF 0, FULL 2, EXTRA 3)."""
+
+
 def synchronous_pragma(mode: str) -> str:
     """The statement that sets SQLite's `synchronous` for a connection: `mode` is full, normal or off."""
     if mode not in SYNCHRONOUS_MODES:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import re
 import sqlite3
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from triage.errors import CheckpointStoreError, ToolErrorKind
 from triage.helpdesk.store import is_transient
-from triage.storefiles import on_connection_thread
+from triage.storefiles import commit_unsynced, on_connection_thread
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -53,8 +54,11 @@ class Sql(Protocol):
         """Run several `;`-separated statements (schemas) and commit."""
         ...
 
-    async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement in its own transaction; the number of rows it changed."""
+    async def execute(self, sql: str, params: Params = (), *, synced: bool = True) -> int:
+        """Run one statement in its own transaction; the number of rows it changed.
+
+        `synced=False`: the commit need not wait for the disk (a lease: nothing needs it after a power loss).
+        """
         ...
 
     async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
@@ -92,8 +96,10 @@ class SqliteSql:
             await self._conn.executescript(sql)
             await self._conn.commit()
 
-    async def execute(self, sql: str, params: Params = ()) -> int:
+    async def execute(self, sql: str, params: Params = (), *, synced: bool = True) -> int:
         """Run one statement and commit, in one hop; the number of rows it changed (retried as `atomic` is).
+
+        `synced=False` commits with `synchronous = NORMAL` (`commit_unsynced`).
 
         The hop runs to its end once it has started: a caller cancelled meanwhile (a node's time limit, a shutdown)
         may have written. So could it before, when the cancel came during the COMMIT's own hop. The writes that
@@ -101,7 +107,10 @@ class SqliteSql:
         decisions and leases change a row only in the state they expect); an audit line without a key may be
         written once more if its caller repeats it.
         """
-        return await self._retried(lambda conn: on_connection_thread(conn, _committed(sql, params), writes=True))
+        work = _committed(sql, params)
+        if not synced:
+            work = functools.partial(_unsynced, work)
+        return await self._retried(lambda conn: on_connection_thread(conn, work, writes=True))
 
     async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
         """The first row of a query, or None."""
@@ -211,6 +220,10 @@ def _committed(sql: str, params: Params) -> Callable[[sqlite3.Connection], int]:
     return run
 
 
+def _unsynced(work: Callable[[sqlite3.Connection], T], conn: sqlite3.Connection) -> T:
+    return commit_unsynced(conn, lambda: work(conn))
+
+
 def _first_row(sql: str, params: Params) -> Callable[[sqlite3.Connection], tuple[Any, ...] | None]:
     def read(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
         cursor = conn.execute(sql, tuple(params))
@@ -255,11 +268,19 @@ class PostgresSql:
         async with self._pool.connection() as conn:
             await conn.execute(sql)
 
-    async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement and commit; the number of rows it changed."""
+    async def execute(self, sql: str, params: Params = (), *, synced: bool = True) -> int:
+        """Run one statement and commit; the number of rows it changed.
+
+        `synced=False` commits without waiting for the server's disk (`synchronous_commit = off` for it alone).
+        """
         async with self._pool.connection() as conn:
-            cursor = await conn.execute(to_postgres(sql), tuple(params))
-            return int(cursor.rowcount)
+            if synced:
+                cursor = await conn.execute(to_postgres(sql), tuple(params))
+                return int(cursor.rowcount)
+            async with conn.transaction():
+                await conn.execute("SET LOCAL synchronous_commit = off")
+                cursor = await conn.execute(to_postgres(sql), tuple(params))
+                return int(cursor.rowcount)
 
     async def fetchone(self, sql: str, params: Params = ()) -> tuple[Any, ...] | None:
         """The first row of a query, or None."""

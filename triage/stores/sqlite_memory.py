@@ -19,7 +19,7 @@ from langgraph.store.base import GetOp, Op, PutOp, Result
 from langgraph.store.sqlite import SqliteStore
 from langgraph.store.sqlite.aio import AsyncSqliteStore
 
-from triage.storefiles import on_connection_thread
+from triage.storefiles import commit_unsynced, on_connection_thread
 
 
 class OneHopSqliteStore(AsyncSqliteStore):
@@ -66,16 +66,7 @@ class OneHopSqliteStore(AsyncSqliteStore):
             store = self._sync_store(conn)
             [item] = store.batch([GetOp(namespace, key)])
             value = update(dict(item.value) if item is not None else None)  # type: ignore[union-attr]
-            (level,) = conn.execute("PRAGMA synchronous").fetchone()
-            if level > _NORMAL:
-                conn.execute("PRAGMA synchronous = NORMAL")
-            try:
-                store.batch([PutOp(namespace, key, value)])
-            finally:
-                if level > _NORMAL:
-                    if conn.in_transaction:  # a COMMIT that failed without undoing: the level cannot change in one
-                        conn.rollback()
-                    conn.execute(f"PRAGMA synchronous = {level}")
+            commit_unsynced(conn, lambda: store.batch([PutOp(namespace, key, value)]))
             return value
 
         async with self.lock:
@@ -86,7 +77,3 @@ class OneHopSqliteStore(AsyncSqliteStore):
             self._sync = SqliteStore(conn, deserializer=self._deserializer)
             self._sync.is_setup = True  # the async store's setup ran the same migrations on this file
         return self._sync
-
-
-_NORMAL = 1
-"""SQLite's `synchronous` level NORMAL (OFF 0, FULL 2, EXTRA 3)."""
