@@ -786,6 +786,8 @@ class TriageApp:
         Effects already performed are not repeated (the executor's ledger remembers them). The thread is held
         while it is recovered, as a follow-up holds its conversation: a recover waits for a follow-up, a decision
         or another recover running the same thread, here or in another process, and then finds it as that left it.
+        A conversation's first turn holds its thread in its own process only: recover a thread whose first turn
+        another process may still be running only once that process is gone.
 
         Raises:
             ThreadNotFoundError: no such thread.
@@ -1410,6 +1412,14 @@ def failure_class(exc: BaseException) -> ToolErrorKind:
     return "permanent"
 
 
+def _unfinished(thread_id: str) -> str:
+    """Why a thread that stopped between two steps is not terminal, and what to do."""
+    return (
+        f"the run did not finish: it is still running, or its process stopped; once no process runs it, `triage "
+        f"recover {thread_id}` continues it"
+    )
+
+
 def _result(
     thread_id: str,
     snapshot: StateSnapshot,
@@ -1424,9 +1434,9 @@ def _result(
     reply = values.get("reply")
     pending = _pending(snapshot)
     status = "awaiting_approval" if pending else values.get("status") or "failed"
-    reason = values.get("status_reason") if values.get("status") else "the run did not finish"
+    reason = values.get("status_reason") if values.get("status") else _unfinished(thread_id)
     if not pending and snapshot.next:
-        status, reason = "failed", f"the run did not finish; `triage recover {thread_id}` continues it"
+        status, reason = "failed", _unfinished(thread_id)
     if pending:
         reason = pending["description"]
     turn = _turn_of(snapshot)
@@ -1487,9 +1497,9 @@ def _release_result(
     release = values.get("release") or {}
     pending = _pending(snapshot)
     status = "awaiting_approval" if pending else values.get("status", "failed")
-    reason = values.get("status_reason", None if "status" in values else "the run did not finish")
+    reason = values.get("status_reason", None if "status" in values else _unfinished(thread_id))
     if not pending and snapshot.next:
-        status, reason = "failed", f"the run did not finish; `triage recover {thread_id}` continues it"
+        status, reason = "failed", _unfinished(thread_id)
     if pending:
         reason = pending["description"]
     summary = values.get("summary")

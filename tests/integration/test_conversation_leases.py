@@ -192,6 +192,8 @@ async def test_a_follow_up_between_a_steps_writes_and_its_checkpoint_in_another_
         (thread,) = rows(settings.checkpoints_path, "SELECT DISTINCT thread_id FROM checkpoints")
         with pytest.raises(ConversationBusyError, match="still running its last turn"):
             await impatient.arun({"body": BODIES[0], "conversation_id": thread["thread_id"]})
+        shown = (await impatient.athread(thread["thread_id"])).result
+        assert shown.status_reason is not None and "still running, or its process stopped" in shown.status_reason
         hold.release.set()
         ended = await first
     finally:
