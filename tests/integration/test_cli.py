@@ -201,3 +201,30 @@ def test_an_edit_refusal_speaks_dollars_like_the_flag(settings: Settings) -> Non
     assert "cents" not in refused.stderr and "Traceback" not in refused.stderr
     still = json.loads(triage(settings, "approvals", "--json").stdout)
     assert [p["thread_id"] for p in still] == [thread], "the approval stays pending"
+
+
+def test_a_decision_naming_an_approval_decides_only_that_one(settings: Settings) -> None:
+    """`--approval-id` (as `triage approvals` lists it): after an edit replaced the approval an approver looked at,
+    their decision on the old one is refused and changes nothing; on the current one it goes through."""
+    body = "You charged me twice for the same order."
+    ran = triage(
+        settings, "run", "--customer-id", "cus_large_dup", "--subject", "Charged twice", "--body", body, "--json"
+    )
+    thread = json.loads(ran.stdout)["thread_id"]
+    (listed,) = json.loads(triage(settings, "approvals", "--json").stdout)
+    assert listed["tier"] == "dual", listed
+    edited = triage(
+        settings, "approve", thread, "--as", "alice", "--amount", "1000", "--approval-id", listed["approval_id"]
+    )
+    assert edited.returncode == 0, edited.stderr
+    (current,) = json.loads(triage(settings, "approvals", "--json").stdout)
+    assert current["approval_id"] != listed["approval_id"], "the edit asks for a new approval"
+    for command in ("approve", "reject"):
+        stale = triage(
+            settings, command, thread, "--as", "sam", "--reason", "seen", "--approval-id", listed["approval_id"]
+        )
+        assert stale.returncode == 2 and f"approval {listed['approval_id']} is no longer pending" in stale.stderr
+        assert current["approval_id"] in stale.stderr and "Traceback" not in stale.stderr
+    assert json.loads(triage(settings, "approvals", "--json").stdout) == [current], "nothing was decided"
+    done = triage(settings, "approve", thread, "--as", "sam", "--approval-id", current["approval_id"], "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["status"] == "completed", done.stderr

@@ -470,6 +470,14 @@ def customers(home: HomeOption = None, as_json: JsonOption = False) -> None:
 
 
 ApproverOption = Annotated[str, typer.Option("--as", help="Your approver id from the approval policy.")]
+ApprovalIdOption = Annotated[
+    str | None,
+    typer.Option(
+        "--approval-id",
+        help="The approval you decide, as `triage approvals` lists it: refused if an edit or a new turn replaced it "
+        "meanwhile, so you never decide an action you have not seen.",
+    ),
+]
 
 
 @cli.command()
@@ -497,7 +505,11 @@ def approvals(
     out.print(table)
 
 
-def _decide(home: Path | None, thread_id: str, decision: dict[str, Any], as_json: bool) -> None:
+def _decide(
+    home: Path | None, thread_id: str, decision: dict[str, Any], approval_id: str | None, as_json: bool
+) -> None:
+    if approval_id is not None:
+        decision = {**decision, "approval_id": approval_id}
     request = {"command": "decide", "thread_id": thread_id, "decision": decision}
     _show_result(guard(lambda: _answer(home, request), as_json=as_json), as_json)
 
@@ -540,6 +552,7 @@ def approve(
         float | None,
         typer.Option(help="Approve a smaller refund instead, in dollars (an edit).", min=0.01, max=1_000_000_000),
     ] = None,
+    approval_id: ApprovalIdOption = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -548,7 +561,7 @@ def approve(
     if amount is not None:
         cents = round(amount * 100)
         decision.update(decision="edit", args={"amount_cents": cents}, reason=reason or "edited amount")
-    _decide(home, thread_id, decision, as_json)
+    _decide(home, thread_id, decision, approval_id, as_json)
 
 
 @cli.command()
@@ -556,11 +569,13 @@ def reject(
     thread_id: Annotated[str, typer.Argument(metavar="THREAD", help="The thread awaiting approval.")],
     approver: ApproverOption,
     reason: Annotated[str, typer.Option(help="Why (kept in the audit trail).")],
+    approval_id: ApprovalIdOption = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Reject the pending action of a thread: nothing is executed and the customer is told."""
-    _decide(home, thread_id, {"approver": approver, "decision": "reject", "reason": reason}, as_json)
+    decision = {"approver": approver, "decision": "reject", "reason": reason}
+    _decide(home, thread_id, decision, approval_id, as_json)
 
 
 @cli.command()
