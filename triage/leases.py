@@ -2,8 +2,10 @@
 
 A conversation's next turn runs only while its process holds the conversation's lease (`Journal.take_lease`). The
 lease is renewed while the turn runs and given back when it ends; a process that dies holding it stops renewing,
-so the lease runs out and the conversation is free again after one lease period. Within one process, follow-ups to
-one conversation also queue on an `asyncio.Lock` (the app's), so they do not poll the store for each other.
+so the lease runs out and the conversation is free again after one lease period. A holder that stalls past its
+lease (the store or its event loop stuck) and finds it taken stops its work at the next wait. Within one process,
+follow-ups to one conversation also queue on an `asyncio.Lock` (the app's), so they do not poll the store for each
+other.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
-from triage.errors import ConversationBusyError
+from triage.errors import ConversationBusyError, StoreUnavailableError
 from triage.journal import Journal
 
 __all__ = ["hold_conversation", "lease_holder"]
@@ -50,6 +52,8 @@ async def hold_conversation(
 
     Raises:
         ConversationBusyError: another process still held it after `wait_seconds`.
+        StoreUnavailableError: the lease ran out before it was renewed and another process took it: the body was
+            stopped (cancelled at its next wait), as that process now runs the thread.
     """
     holder = lease_holder()
     deadline = time.monotonic() + wait_seconds
@@ -75,13 +79,26 @@ async def hold_conversation(
         with contextlib.suppress(Exception):
             await asyncio.shield(journal.release_lease(conversation_id, holder))
         raise
-    renewing = asyncio.create_task(_renew(journal, conversation_id, holder, lease_seconds))
+    work = asyncio.current_task()
+    renewing = asyncio.create_task(_renew(journal, conversation_id, holder, lease_seconds, work))
     try:
         yield holder
+    except asyncio.CancelledError:
+        if not _lost(renewing) or work is None:
+            raise
+        work.uncancel()
+        raise StoreUnavailableError(
+            f"stopped: the hold on {conversation_id} ran out before it was renewed (the store or this process "
+            f"stalled for {lease_seconds:g} s) and another process took it; that one runs the thread now, and "
+            f"`triage show {conversation_id}` says how it ends",
+            thread_id=conversation_id,
+        ) from None
     finally:
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
+        if _lost(renewing) and work is not None and work.cancelling():  # the work ended before it was stopped
+            work.uncancel()
         try:
             await journal.release_lease(conversation_id, holder)
         except Exception:  # the work is done (or failed on its own): the lease runs out by itself
@@ -93,17 +110,30 @@ async def hold_conversation(
             )
 
 
-async def _renew(journal: Journal, conversation_id: str, holder: str, lease_seconds: float) -> None:
-    """Renew the lease every third of its period while the turn runs; stop if it was lost.
+async def _renew(
+    journal: Journal, conversation_id: str, holder: str, lease_seconds: float, work: asyncio.Task[object] | None
+) -> bool:
+    """Renew the lease every third of its period while the turn runs; returns True once it was lost.
 
     A renewal that fails (the store busy for a moment) is tried again at the next third: it never ends the hold
-    early, nor turns the work it guards into a failure.
+    early, nor turns the work it guards into a failure. A lease that ran out meanwhile may have been taken by
+    another process, which then runs the thread: the work that held it is stopped (cancelled) at its next wait, so
+    two processes do not go on running one thread.
     """
     while True:
         await asyncio.sleep(lease_seconds / 3)
         try:
             if not await journal.renew_lease(conversation_id, holder, seconds=lease_seconds):
-                _log.warning("the hold on %s ran out before it was renewed", conversation_id)
-                return
+                _log.error(
+                    "the hold on %s ran out before it was renewed: stopping the work that held it", conversation_id
+                )
+                if work is not None:
+                    work.cancel()
+                return True
         except Exception:
             _log.warning("could not renew the hold on %s; trying again", conversation_id, exc_info=True)
+
+
+def _lost(renewing: asyncio.Task[bool]) -> bool:
+    """Whether the renewal task found the lease taken (and stopped the work)."""
+    return renewing.done() and not renewing.cancelled() and renewing.exception() is None and renewing.result()
