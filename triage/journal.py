@@ -389,7 +389,7 @@ class Journal:
                 "ON CONFLICT (conversation_id) DO UPDATE SET holder = excluded.holder, "
                 "expires_at = excluded.expires_at WHERE conversation_leases.expires_at <= ?",
                 (conversation_id, holder, _at(now + timedelta(seconds=seconds)), _at(now)),
-                synced=False,
+                synced=self._leases_synced,
             )
             == 1
         )
@@ -400,9 +400,20 @@ class Journal:
         changed = await self._sql.execute(
             "UPDATE conversation_leases SET expires_at = ? WHERE conversation_id = ? AND holder = ?",
             (expires, conversation_id, holder),
-            synced=False,
+            synced=self._leases_synced,
         )
         return changed == 1
+
+    @property
+    def _leases_synced(self) -> bool:
+        """Whether taking and renewing a lease wait for the disk.
+
+        Not on SQLite: the file is on the machine its holders run on, so a power loss that loses the lease stops
+        them too. A PostgreSQL server is elsewhere: one that crashes and loses a lease it acknowledged would let a
+        second process take a conversation its holder still runs. Giving a lease back never waits (lost, the lease
+        runs out as a crashed holder's does).
+        """
+        return self._sql.dialect != "sqlite"
 
     async def release_lease(self, conversation_id: str, holder: str) -> None:
         """Give the lease back (a lease another holder took after this one expired is left alone)."""

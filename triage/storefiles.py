@@ -272,9 +272,11 @@ def commit_unsynced(conn: sqlite3.Connection, work: Callable[[], T]) -> T:
     try:
         return work()
     finally:
-        if conn.in_transaction:  # a COMMIT that failed without undoing: the level cannot change in one
-            conn.rollback()
-        conn.execute(f"PRAGMA synchronous = {level}")
+        try:
+            if conn.in_transaction:  # a COMMIT that failed without undoing: the level cannot change in one
+                conn.rollback()
+        finally:
+            conn.execute(f"PRAGMA synchronous = {level}")
 
 
 _NORMAL = 1

@@ -179,7 +179,7 @@ def test_a_transaction_cancelled_while_its_statements_wait_their_turn_is_rolled_
 
 def test_lease_writes_commit_without_a_sync_and_every_other_write_with_one(tmp_path: Path) -> None:
     """A lease is worth nothing after a power loss (its holder died with the machine), so taking, renewing and
-    giving it back commit with `synchronous = NORMAL`: 0.77 -> 0.27 ms a hold here. The connection's own level is
+    giving it back commit with `synchronous = NORMAL` on SQLite: 0.77 -> 0.27 ms a hold here. The connection's own level is
     put back after each, also after a statement that fails; an audit line's commit stays synced."""
 
     async def scenario() -> None:
@@ -210,3 +210,29 @@ def test_lease_writes_commit_without_a_sync_and_every_other_write_with_one(tmp_p
             await conn.close()
 
     asyncio.run(scenario())
+
+
+def test_on_postgresql_a_lease_is_taken_and_renewed_synced_and_only_given_back_unsynced() -> None:
+    """The server may crash while its clients run on: a lease it acknowledged and then lost would let a second
+    process take a conversation its holder still runs (found by review, with a server stopped `-m immediate`)."""
+
+    class Recording:
+        dialect = "postgres"
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, bool]] = []
+
+        async def execute(self, sql: str, params: object = (), *, synced: bool = True) -> int:
+            self.calls.append((sql.split()[0], synced))
+            return 1
+
+    recording = Recording()
+    journal = Journal(recording)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        await journal.take_lease("thr_a", "me", seconds=30)
+        await journal.renew_lease("thr_a", "me", seconds=30)
+        await journal.release_lease("thr_a", "me")
+
+    asyncio.run(scenario())
+    assert recording.calls == [("INSERT", True), ("UPDATE", True), ("DELETE", False)]
