@@ -6,7 +6,9 @@ A conversation is one thread that grows turn by turn. When a turn ends, the next
 
 from __future__ import annotations
 
+import hashlib
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,7 +56,7 @@ def turn_record(number: int, values: Mapping[str, Any]) -> Turn:
     reply = values.get("reply") or {}
     findings = values.get("findings") or {}
     answered_with = findings.get("answered_with") or findings.get("article")
-    return Turn(
+    record = Turn(
         turn=number,
         message=clip(f"{ticket.get('subject', '')}\n{ticket.get('body', '')}"),
         route=values.get("route"),
@@ -64,6 +66,35 @@ def turn_record(number: int, values: Mapping[str, Any]) -> Turn:
         reply_template=reply.get("template"),
         answered_with=answered_with if isinstance(answered_with, str) else None,
         requests=[a["receipt_id"] for a in values.get("actions") or [] if a.get("kind") in _REQUEST_KINDS],
+    )
+    if ticket.get("message_id"):
+        record["message_id"] = ticket["message_id"]
+    return record
+
+
+def attached_id(conversation_id: str, message_id: str | None) -> str:
+    """The `follow_up_id` of a message attached while the thread awaits a decision.
+
+    Derived from the sender's message id when there is one, so the same message attached twice is one line.
+    """
+    if message_id is None:
+        return f"fu_{uuid.uuid4().hex[:16]}"
+    key = f"{conversation_id}\n{message_id}".encode()
+    return f"fu_{hashlib.sha256(key).hexdigest()[:16]}"
+
+
+def taken_in(values: Mapping[str, Any], conversation_id: str, message_id: str) -> bool:
+    """Whether the conversation has taken in the message `message_id` already.
+
+    As its current turn, an ended one, or a message attached while it awaited a decision. Beyond the `MAX_TURNS`
+    records kept, it is not known.
+    """
+    if (values.get("ticket") or {}).get("message_id") == message_id:
+        return True
+    attached = attached_id(conversation_id, message_id)
+    return any(
+        turn.get("message_id") == message_id or turn.get("follow_up_id") == attached
+        for turn in values.get("conversation") or []
     )
 
 

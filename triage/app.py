@@ -346,7 +346,7 @@ class TriageApp:
     ) -> RunResult:
         """Run a follow-up as the conversation's next turn, or attach it to the turn that awaits approval."""
         from triage.nodes.validate import check_ticket
-        from triage.policies.conversation import FOLLOW_UP_EVENT, clip
+        from triage.policies.conversation import FOLLOW_UP_EVENT, attached_id, clip, taken_in
 
         config: RunnableConfig = {"configurable": {"thread_id": conversation_id}}
         snapshot = await engine.graph.aget_state(config)
@@ -365,6 +365,15 @@ class TriageApp:
                 "conversation_id out to start a new conversation"
             )
         paused = _pending(snapshot)
+        if ticket.message_id is not None:
+            # The same message again (a webhook retried, a restarted server's sweep) is taken in once: as a turn, or
+            # attached while the thread awaited a decision (and not yet folded into a turn).
+            attached = await self._follow_ups(engine, conversation_id)
+            known = attached_id(conversation_id, ticket.message_id)
+            if taken_in(snapshot.values, conversation_id, ticket.message_id) or any(
+                line.follow_up_id == known for line in attached
+            ):
+                return _result(conversation_id, snapshot).model_copy(update={"follow_ups": attached})
         # A step's writes are saved before the checkpoint after it: in between, `next` is empty while the turn runs.
         if paused is None and (snapshot.next or await _left_mid_step(engine, config, snapshot)):
             raise ConversationBusyError(
@@ -376,7 +385,7 @@ class TriageApp:
         # Awaiting a decision: the message is attached for the approver and joins the next turn; the pending
         # decision and the paused run are left as they are.
         parsed, _ = await check_ticket(data, engine.services.gateway, thread_id=conversation_id)
-        follow_up_id = f"fu_{uuid.uuid4().hex[:16]}"
+        follow_up_id = attached_id(conversation_id, parsed.message_id)  # one line however often it is sent
         await engine.services.journal.audit(
             conversation_id,
             FOLLOW_UP_EVENT,

@@ -24,6 +24,8 @@ MAX_BODY_CHARS = 20_000
 """Longest ticket body accepted, in characters (about eight pages of text)."""
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
 CONVERSATION_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
+MESSAGE_ID_PATTERN = r"^[!-~]{1,256}$"
+"""A message id: 1-256 printable ASCII characters without spaces (an email's Message-ID fits)."""
 
 
 class Ticket(BaseModel):
@@ -44,6 +46,12 @@ class Ticket(BaseModel):
         default=None,
         pattern=CONVERSATION_ID_PATTERN,
         description="The conversation this message continues (a result's conversation_id); omit for a new one.",
+    )
+    message_id: str | None = Field(
+        default=None,
+        pattern=MESSAGE_ID_PATTERN,
+        description="The sender's id for this message (an email's Message-ID, a webhook's event id): a follow-up "
+        "whose message_id its conversation has taken in already is not run again.",
     )
 
     @field_validator("body")

@@ -22,6 +22,8 @@ class TicketData(TypedDict):
     channel: str
     conversation_id: NotRequired[str | None]
     """The conversation (thread) this message continues, when it is a follow-up."""
+    message_id: NotRequired[str | None]
+    """The sender's id for the message, when it gave one (a follow-up with a known one is not run again)."""
 
 
 class Turn(TypedDict):
@@ -46,6 +48,8 @@ class Turn(TypedDict):
     """Receipt ids of what the turn filed (refund and account requests, tickets): open until someone acts."""
     follow_up_id: NotRequired[str]
     """For an attached message: its id in the audit trail's `follow_up` line (so it is folded in once)."""
+    message_id: NotRequired[str]
+    """The sender's id for the message, when it gave one: the same message sent again is not run again."""
 
 
 class Classification(TypedDict):

@@ -582,3 +582,44 @@ def test_a_short_follow_up_is_not_escalated_for_an_earlier_turns_legal_threat(ap
         assert "legal_threat" not in later.signals, (short, later.signals)
         assert later.route_reason is not None and not later.route_reason.startswith("escalation signal"), short
         assert not later.route_reason.startswith("classified as escalation"), (short, later.route_reason)
+
+
+_EMAIL_CHANGE = {
+    "customer_id": "cus_new",
+    "subject": "Change my email",
+    "body": "I want to change the email on my account.",
+}
+DUPLICATE_BODY = "I was charged twice, refund the extra one."
+
+
+def test_a_follow_up_sent_again_with_its_message_id_is_taken_in_once(app: TriageApp) -> None:
+    """A webhook retried with another key, a restarted server's sweep: the same message (its `message_id`) is one
+    turn, whether it is the conversation's first message, a later turn, or attached while a refund awaits a
+    decision; a message without an id is run each time it is sent."""
+    first = app.run({**_EMAIL_CHANGE, "message_id": "<m1@mail.example>"})
+    conversation = first.conversation_id
+    again = app.run({"body": _EMAIL_CHANGE["body"], "conversation_id": conversation, "message_id": "<m1@mail.example>"})
+    assert (again.turn, again.status) == (1, "completed"), "the first message is not run as a follow-up"
+    follow_up = {"body": "Use new.me@example.org", "conversation_id": conversation, "message_id": "<m2@mail.example>"}
+    second = app.run(follow_up)
+    assert second.turn == 2 and second.conversation[0]["message_id"] == "<m1@mail.example>"
+    for _ in range(2):
+        repeated = app.run(follow_up)
+        assert (repeated.turn, repeated.status, repeated.reply) == (2, "completed", second.reply)
+    third = app.run({**follow_up, "message_id": "<m3@mail.example>"})
+    assert third.turn == 3 and third.conversation[-1]["message_id"] == "<m2@mail.example>"
+    assert app.run({**follow_up, "message_id": "<m2@mail.example>"}).turn == 3, "an ended turn's message too"
+    assert app.run({k: v for k, v in follow_up.items() if k != "message_id"}).turn == 4
+    sent = rows(app.settings.helpdesk_path, "SELECT id FROM outbox WHERE thread_id = ?", (conversation,))
+    assert len(sent) == 4, "one reply a turn"
+
+    paused = app.run({"customer_id": "cus_mid_dup", "subject": "Charged twice", "body": DUPLICATE_BODY})
+    attach = {"body": "Any news on this?", "conversation_id": paused.thread_id, "message_id": "evt-77"}
+    for _ in range(2):
+        attached = app.run(attach)
+        assert attached.status == "awaiting_approval" and len(attached.follow_ups) == 1, attached.follow_ups
+    done = app.resume(paused.thread_id, {"approver": "alice", "decision": "approve"})
+    assert app.run(attach).turn == done.turn, "attached, not yet folded into a turn: known"
+    later = app.run({"body": "Thanks, that was all.", "conversation_id": paused.thread_id})
+    assert [t["status"] for t in later.conversation][-1] == "attached", later.conversation
+    assert app.run(attach).turn == later.turn, "folded into a turn: known"

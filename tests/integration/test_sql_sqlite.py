@@ -178,9 +178,9 @@ def test_a_transaction_cancelled_while_its_statements_wait_their_turn_is_rolled_
 
 
 def test_lease_writes_commit_without_a_sync_and_every_other_write_with_one(tmp_path: Path) -> None:
-    """A lease is worth nothing after a power loss (its holder died with the machine), so taking, renewing and
-    giving it back commit with `synchronous = NORMAL` on SQLite: 0.77 -> 0.27 ms a hold here. The connection's own level is
-    put back after each, also after a statement that fails; an audit line's commit stays synced."""
+    """A lease on SQLite is worth nothing after a power loss (its holder died with the machine), so taking, renewing
+    and giving it back commit with `synchronous = NORMAL`: 0.77 -> 0.27 ms a hold here. The connection's own level
+    is put back after each, also after a statement that fails; an audit line's commit stays synced."""
 
     async def scenario() -> None:
         sql, conn = await _open(tmp_path / "c.sqlite")

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
 from datetime import timedelta
@@ -27,7 +28,7 @@ from triage.errors import (
     StoreUnavailableError,
     ThreadNotFoundError,
 )
-from triage.schemas import Release, RunResult, Ticket
+from triage.schemas import MESSAGE_ID_PATTERN, Release, RunResult, Ticket
 from triage.web.auth import web
 
 if TYPE_CHECKING:
@@ -156,13 +157,13 @@ async def submit_ticket(
     body = await _read_limited(request, limit)
     if body is None:
         return _problem(413, f"request body over {limit} bytes; a ticket body has at most 20,000 characters")
+    key = idempotency_key or f"auto:{uuid.uuid4().hex}"
     try:
-        ticket = await context.triage.acheck_ticket(await _thread_by_headers(context, body))
+        ticket = await _intake_ticket(context, body, key)
     except InvalidTicketError as exc:
         return _problem(422, str(exc))
     # A follow-up runs as its conversation's next turn, on the conversation's thread.
     thread_id = ticket.conversation_id or f"thr_{uuid.uuid4().hex}"
-    key = idempotency_key or f"auto:{uuid.uuid4().hex}"
     try:
         thread_id, created = await asyncio.to_thread(context.store.claim_intake_key, key, thread_id, body)
     except ValueError:
@@ -224,6 +225,25 @@ async def submit_release(
     return JSONResponse(accepted.model_dump(), status_code=202, headers={"Location": accepted.status_url})
 
 
+async def _intake_ticket(context: WebContext, body: bytes, key: str) -> Ticket:
+    """The ticket an intake body holds, as its run takes it.
+
+    A follow-up where its email headers say so, and with the intake key as its message id unless it names one (so
+    a follow-up run again is taken in once).
+
+    Raises:
+        InvalidTicketError: the body is not a valid ticket (the same messages as `triage run`).
+    """
+    ticket = await context.triage.acheck_ticket(await _thread_by_headers(context, body))
+    if ticket.message_id is None and MESSAGE_ID.match(key):
+        ticket = ticket.model_copy(update={"message_id": key})
+    return ticket
+
+
+MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
+NOT_RUN = "this follow-up was not run: send it again with a new Idempotency-Key"
+"""The end of a 410's detail for a follow-up that was given up."""
+
 EMAIL_THREADING_FIELDS = ("in_reply_to", "references")
 """Fields an email intake may add to a ticket: its In-Reply-To and References headers (a string, or a list)."""
 
@@ -279,7 +299,7 @@ async def _run(context: WebContext, job: Ticket | Release, thread_id: str, key: 
     except ConversationBusyError as exc:
         # Its conversation's thread exists, so the restart sweep would take this intake for started.
         _log.warning("intake follow-up to %s could not start (%s); it must be sent again", thread_id, exc)
-        await asyncio.to_thread(store.intake_given_up, key, f"{exc}; this follow-up was not run")
+        await asyncio.to_thread(store.intake_given_up, key, f"{exc}; {NOT_RUN}")
         return
     except (InvalidTicketError, InvalidReleaseError) as exc:  # e.g. the customer was deleted after acceptance
         await asyncio.to_thread(store.intake_given_up, key, str(exc))
@@ -289,7 +309,7 @@ async def _run(context: WebContext, job: Ticket | Release, thread_id: str, key: 
             # A follow-up that saved nothing: its conversation's thread exists, so the restart sweep would take the
             # intake for started and not run it again.
             _log.warning("intake follow-up to %s could not start (%s); it must be sent again", thread_id, exc)
-            await asyncio.to_thread(store.intake_given_up, key, f"{exc}; this follow-up was not run")
+            await asyncio.to_thread(store.intake_given_up, key, f"{exc}; {NOT_RUN}")
             return
         if exc.thread_id is None:  # nothing written: a later sweep tries again, up to the allowed attempts
             _log.warning("intake run %s could not start (%s); it will be tried again", thread_id, exc)
@@ -331,35 +351,39 @@ async def _run_ticket(context: WebContext, ticket: Ticket, thread_id: str) -> No
 async def restart_unstarted(context: WebContext) -> list[str]:
     """Start the accepted tickets whose runs never started (a server stopped in between); returns their threads.
 
-    A ticket whose thread exists already started (an interrupted run is `triage recover`'s); the others are taken
-    on by compare-and-set, so of several servers looking at once, one runs each.
+    A new ticket whose thread exists already started (an interrupted run is `triage recover`'s); the others are taken
+    on by compare-and-set, so of several servers looking at once, one runs each. A follow-up is run again: its
+    message id (the intake key, unless it names one) makes a conversation take it in once.
     """
     settings = context.web_settings
     lease = timedelta(seconds=settings.intake_retry_seconds)
     started: list[str] = []
     for intake in await asyncio.to_thread(context.store.unstarted_intakes, lease):
         try:
-            await context.triage.athread(intake.thread_id)
-        except ThreadNotFoundError:
-            pass
-        else:
-            await asyncio.to_thread(context.store.intake_started, intake.key)
+            job: Ticket | Release = (
+                Release.model_validate_json(intake.body)
+                if intake.key.startswith(RELEASE_KEY)
+                else await _intake_ticket(context, intake.body, intake.key)
+            )
+        except (InvalidTicketError, InvalidReleaseError) as exc:
+            await asyncio.to_thread(context.store.intake_given_up, intake.key, str(exc))
             continue
+        # A new thread that exists has started (an interrupted run is `triage recover`'s). A follow-up's thread is
+        # its conversation's and existed before it: it is run again, and taken in once (its message id).
+        if not (isinstance(job, Ticket) and job.conversation_id is not None):
+            try:
+                await context.triage.athread(intake.thread_id)
+            except ThreadNotFoundError:
+                pass
+            else:
+                await asyncio.to_thread(context.store.intake_started, intake.key)
+                continue
         if intake.attempts >= settings.intake_attempts:
             reason = f"the run could not be started in {intake.attempts} tries; submit the ticket again"
             await asyncio.to_thread(context.store.intake_given_up, intake.key, reason)
             continue
         if not await asyncio.to_thread(context.store.take_on_intake, intake):
             continue  # another server took it on
-        try:
-            job: Ticket | Release = (
-                Release.model_validate_json(intake.body)
-                if intake.key.startswith(RELEASE_KEY)
-                else await context.triage.acheck_ticket(intake.body)
-            )
-        except (InvalidTicketError, InvalidReleaseError) as exc:
-            await asyncio.to_thread(context.store.intake_given_up, intake.key, str(exc))
-            continue
         start_run(context, job, intake.thread_id, intake.key, last_try=intake.attempts + 1 >= settings.intake_attempts)
         started.append(intake.thread_id)
     return started

@@ -295,6 +295,7 @@ async def test_openapi_schema_describes_intake(web: Web) -> None:
         "body",
         "channel",
         "conversation_id",
+        "message_id",
         "in_reply_to",
         "references",
     }
@@ -564,3 +565,50 @@ async def test_an_intake_follow_up_still_refused_as_busy_when_its_time_is_up_say
     assert (result["turn"], result["status"]) == (2, "completed"), result
     said = [r.getMessage() for r in caplog.records if r.name == "triage.web.intake"]
     assert len(said) == 1 and "it must be sent again" in said[0] and "still running its last turn" in said[0], said
+
+
+async def test_follow_ups_a_stopped_server_left_are_run_by_the_sweep_and_taken_in_once(
+    settings: Settings, web_settings: WebSettings
+) -> None:
+    """A follow-up's thread is its conversation's, so "the thread exists" does not say it ran (found by review: the
+    sweep took such a follow-up for started and it was never run). The sweep runs it again; its message id (the
+    intake key) makes the conversation take it in once, also when it had run before its server stopped. An email
+    reply (threaded by its headers) is run as a follow-up too, not refused as an unknown field."""
+    quick = web_settings.model_copy(update={"intake_retry_seconds": 1.0})
+    web = Web(TriageApp(settings), quick)
+    try:
+        async with web.client() as mail:
+            first = {
+                "customer_id": "cus_new",
+                "subject": "Change my email",
+                "body": "I want to change my account email.",
+            }
+            thread = (await mail.post("/api/tickets", json=first, headers=AUTH)).json()["thread_id"]
+            await asyncio.gather(*web.api.state.web.runs)
+        ran_before_the_stop = {"body": "Please use ran.before@example.org", "conversation_id": thread}
+        web.store.claim_intake_key("fu-ran", thread, json.dumps(ran_before_the_stop).encode())
+        assert (await web.triage.arun({**ran_before_the_stop, "message_id": "fu-ran"})).turn == 2
+        never_ran = {"body": "Actually, use never.ran@example.org", "conversation_id": thread}
+        web.store.claim_intake_key("fu-never", thread, json.dumps(never_ran).encode())
+        await asyncio.sleep(1.1)  # past the claim: the server that accepted them is taken for stopped
+        assert await restart_unstarted(web.api.state.web) == [thread, thread]
+        await asyncio.gather(*web.api.state.web.runs)
+        (sent, *_) = rows(settings.helpdesk_path, "SELECT id FROM outbox WHERE thread_id = ? ORDER BY rowid", (thread,))
+        emailed = {"body": "One more thing: keep my old email too.", "in_reply_to": f"<{sent['id']}@support.example>"}
+        web.store.claim_intake_key("fu-mail", thread, json.dumps(emailed).encode())
+        await asyncio.sleep(1.1)
+        assert await restart_unstarted(web.api.state.web) == [thread]
+        await asyncio.gather(*web.api.state.web.runs)
+        await asyncio.sleep(1.1)
+        assert await restart_unstarted(web.api.state.web) == [], "each was marked started once it ran"
+        view = await web.triage.athread(thread)
+        latest = web.store.intake_state(thread)
+    finally:
+        await web.triage.aclose()
+    messages = [turn["message"] for turn in view.result.conversation]
+    assert view.result.turn == 4 and len(messages) == 3, messages
+    assert "Please use" in messages[1] and "Actually, use" in messages[2], messages  # each once, in order
+    assert latest == (True, None), "the email reply (the latest intake) ran, and was not refused"
+    assert rows(settings.helpdesk_path, "SELECT COUNT(*) AS n FROM outbox WHERE thread_id = ?", (thread,)) == [
+        {"n": 4}
+    ], "one reply a turn: the follow-up that had run was not run again"
