@@ -100,6 +100,8 @@ def describe_validation_error(exc: ValidationError, *, what: str) -> str:
             problems.append(f"{field}: too long ({limit} characters at most)")
         elif err["type"] == "string_pattern_mismatch" and field == "customer_id":
             problems.append(f"{field}: must be 1-64 letters, digits, '_' or '-'")
+        elif err["type"] == "string_pattern_mismatch" and field == "message_id":
+            problems.append(f"{field}: must be 1-256 printable ASCII characters without spaces (an email's Message-ID)")
         elif err["type"] == "string_pattern_mismatch" and field == "conversation_id":
             problems.append(f"{field}: must be 1-128 letters, digits, '_', '-', '.' or ':' (a conversation_id)")
         else:

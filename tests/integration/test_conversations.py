@@ -135,12 +135,23 @@ def test_cli_continues_a_conversation_and_refuses_an_unknown_one(settings: Setti
     ran = triage(settings, "run", "--customer-id", "cus_new", "--body", "I want to change my email address.", "--json")
     assert ran.returncode == 0, ran.stderr
     conversation_id = json.loads(ran.stdout)["conversation_id"]
-    follow: subprocess.CompletedProcess[str] = triage(
-        settings, "run", "--conversation-id", conversation_id, "--body", "It should be me2@example.org", "--json"
-    )
-    assert follow.returncode == 0, follow.stderr
-    result = json.loads(follow.stdout)
-    assert (result["conversation_id"], result["turn"], result["intent"]) == (conversation_id, 2, "email_change")
+    for _ in range(2):  # sent twice with its message id (a mail filter run again): one turn
+        follow: subprocess.CompletedProcess[str] = triage(
+            settings,
+            "run",
+            "--conversation-id",
+            conversation_id,
+            "--body",
+            "It should be me2@example.org",
+            "--message-id",
+            "<CAF+2@mail.example>",
+            "--json",
+        )
+        assert follow.returncode == 0, follow.stderr
+        result = json.loads(follow.stdout)
+        assert (result["conversation_id"], result["turn"], result["intent"]) == (conversation_id, 2, "email_change")
+    bad = triage(settings, "run", "--conversation-id", conversation_id, "--body", "x", "--message-id", "has space")
+    assert bad.returncode == 2 and "message_id: must be 1-256 printable ASCII" in bad.stderr, bad.stderr
 
     unknown = triage(settings, "run", "--conversation-id", "thr_missing", "--body", "hello?")
     assert unknown.returncode == 2

@@ -186,6 +186,10 @@ def run(
     references: Annotated[
         str | None, typer.Option(help="An email's References header (message ids), read like --in-reply-to.")
     ] = None,
+    message_id: Annotated[
+        str | None,
+        typer.Option(help="The message's own id (an email's Message-ID): a follow-up sent again with it runs once."),
+    ] = None,
     budget: Annotated[
         list[str] | None,
         typer.Option(help="Override a budget limit for this run, e.g. max_model_tokens=2000 (repeatable)."),
@@ -201,7 +205,8 @@ def run(
         if body is not None:
             if file is not None:
                 raise InvalidTicketError("give the ticket either as options or with --file, not both")
-            return {"customer_id": customer_id, "subject": subject, "body": body, "conversation_id": conversation_id}
+            ticket = {"customer_id": customer_id, "subject": subject, "body": body, "conversation_id": conversation_id}
+            return ticket if message_id is None else {**ticket, "message_id": message_id}
         if file is not None and str(file) != "-":
             try:
                 return file.read_text()
@@ -219,6 +224,7 @@ def run(
             "command": "run",
             "ticket": read_ticket(),
             "conversation_id": conversation_id,
+            "message_id": message_id,
             "in_reply_to": in_reply_to,
             "references": references,
             "budget": limits,
@@ -257,8 +263,9 @@ def parse_run_request(request: dict[str, Any]) -> Any:
     if not isinstance(ticket, str):
         return ticket
     parsed = _parse_ticket(ticket)
-    if request.get("conversation_id") is not None:
-        parsed = _parse_ticket({**parsed.model_dump(), "conversation_id": request["conversation_id"]})
+    given = {key: request[key] for key in ("conversation_id", "message_id") if request.get(key) is not None}
+    if given:  # the options name them for a ticket read from a file or stdin
+        parsed = _parse_ticket({**parsed.model_dump(), **given})
     return parsed
 
 
