@@ -81,24 +81,26 @@ async def hold_conversation(
         raise
     work = asyncio.current_task()
     renewing = asyncio.create_task(_renew(journal, conversation_id, holder, lease_seconds, work))
+    stopped = False
     try:
         yield holder
     except asyncio.CancelledError:
         if not _lost(renewing) or work is None:
             raise
-        work.uncancel()
+        stopped = True
+        work.uncancel()  # this stop's own cancel; one from outside, come meanwhile, still counts
         raise StoreUnavailableError(
             f"stopped: the hold on {conversation_id} ran out before it was renewed (the store or this process "
-            f"stalled for {lease_seconds:g} s) and another process took it; that one runs the thread now, and "
-            f"`triage show {conversation_id}` says how it ends",
+            f"stalled for {lease_seconds:g} s) and another process holds it now (a `triage recover`, most likely); "
+            f"`triage show {conversation_id}` says how the thread goes on",
             thread_id=conversation_id,
         ) from None
     finally:
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing
-        if _lost(renewing) and work is not None and work.cancelling():  # the work ended before it was stopped
-            work.uncancel()
+        if _lost(renewing) and not stopped and work is not None and work.cancelling():
+            work.uncancel()  # the work ended before the stop reached it: its result stands
         try:
             await journal.release_lease(conversation_id, holder)
         except Exception:  # the work is done (or failed on its own): the lease runs out by itself
@@ -116,20 +118,27 @@ async def _renew(
     """Renew the lease every third of its period while the turn runs; returns True once it was lost.
 
     A renewal that fails (the store busy for a moment) is tried again at the next third: it never ends the hold
-    early, nor turns the work it guards into a failure. A lease that ran out meanwhile may have been taken by
-    another process, which then runs the thread: the work that held it is stopped (cancelled) at its next wait, so
-    two processes do not go on running one thread.
+    early, nor turns the work it guards into a failure. A lease that ran out meanwhile is taken again when nobody
+    holds it (its row was given back by a process that took it and found the thread busy, or dropped by `triage
+    prune`). Only when another holder's lease is running is the work stopped (cancelled at its next wait), so two
+    processes do not go on running one thread.
     """
     while True:
         await asyncio.sleep(lease_seconds / 3)
         try:
-            if not await journal.renew_lease(conversation_id, holder, seconds=lease_seconds):
-                _log.error(
-                    "the hold on %s ran out before it was renewed: stopping the work that held it", conversation_id
+            if await journal.renew_lease(conversation_id, holder, seconds=lease_seconds):
+                continue
+            if await journal.take_lease(conversation_id, holder, seconds=lease_seconds):
+                _log.warning(
+                    "the hold on %s ran out before it was renewed; nobody held it, taken again", conversation_id
                 )
-                if work is not None:
-                    work.cancel()
-                return True
+                continue
+            _log.error(
+                "the hold on %s ran out and another process holds it: stopping the work that held it", conversation_id
+            )
+            if work is not None:
+                work.cancel()
+            return True
         except Exception:
             _log.warning("could not renew the hold on %s; trying again", conversation_id, exc_info=True)
 

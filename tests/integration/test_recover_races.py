@@ -234,38 +234,44 @@ def test_a_sweep_passes_over_an_approval_edited_since_it_was_listed(
         assert app.thread(edited).result.status == "awaiting_approval", "the edit's own approval stays pending"
 
 
-def test_a_decision_whose_hold_another_process_took_stops_and_the_thread_is_recovered_once(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A holder stalled past its lease (here: the refund call takes 0.5 s with a 0.3 s lease) finds at its next
-    renewal that another process took the thread. It stops at its next wait instead of running on beside that
-    process (found by review: it ran on to the end), says so, and leaves the thread to the new holder; a recover
-    then makes the refund once."""
+def _stall_the_refund(monkeypatch: pytest.MonkeyPatch, settings: Settings, meanwhile: str) -> list[str]:
+    """The refund call stalls 0.5 s (a 0.3 s lease runs out); at its start `meanwhile` runs on the lease's row, as
+    another process would. Returns the threads it stalled."""
     from triage.gateway import ToolGateway
 
-    quick = settings.model_copy(update={"conversation_lease_seconds": 0.3})  # renewed every 0.1 s
-    call, stolen = ToolGateway.call, []
+    call, stalled = ToolGateway.call, []
 
     async def stalled_refund(self: ToolGateway, caller: str, tool: str, *args: Any, **kwargs: Any) -> Any:
-        if tool == "issue_refund" and not stolen:
-            thread_id = kwargs["thread_id"]
-            stolen.append(thread_id)
-            with sqlite3.connect(quick.checkpoints_path) as thief:  # another process takes the lease
-                thief.execute(
-                    "UPDATE conversation_leases SET holder = 'thief', expires_at = '2999-01-01T00:00:00+00:00' "
-                    "WHERE conversation_id = ?",
-                    (thread_id,),
-                )
+        if tool == "issue_refund" and not stalled:
+            stalled.append(kwargs["thread_id"])
+            with sqlite3.connect(settings.checkpoints_path) as other:
+                other.execute(meanwhile, (kwargs["thread_id"],))
             await asyncio.sleep(0.5)
         return await call(self, caller, tool, *args, **kwargs)
 
+    monkeypatch.setattr(ToolGateway, "call", stalled_refund)
+    return stalled
+
+
+def test_a_decision_whose_hold_another_process_took_stops_and_the_thread_is_recovered_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder stalled past its lease finds at its next renewal that another process holds the thread (a recover,
+    say). It stops at its next wait instead of running on beside that process (found by review: it ran on to the
+    end), says so, and leaves the thread to the new holder; a recover then makes the refund once."""
+    quick = settings.model_copy(update={"conversation_lease_seconds": 0.3})  # renewed every 0.1 s
     with TriageApp(quick) as app:
         paused = app.run(DUPLICATE)
-        monkeypatch.setattr(ToolGateway, "call", stalled_refund)
-        with pytest.raises(TriageError, match="another process took it") as stopped:
+        stalled = _stall_the_refund(
+            monkeypatch,
+            quick,
+            "UPDATE conversation_leases SET holder = 'thief', expires_at = '2999-01-01T00:00:00+00:00' "
+            "WHERE conversation_id = ?",
+        )
+        with pytest.raises(TriageError, match="another process holds it now") as stopped:
             app.resume(paused.thread_id, ALICE)
         assert getattr(stopped.value, "thread_id", None) == paused.thread_id
-        assert stolen == [paused.thread_id]
+        assert stalled == [paused.thread_id]
         assert rows(quick.checkpoints_path, "SELECT holder FROM conversation_leases") == [{"holder": "thief"}]
         assert rows(quick.helpdesk_path, "SELECT * FROM refunds WHERE thread_id = ?", (paused.thread_id,)) == []
         with sqlite3.connect(quick.checkpoints_path) as thief:  # the other process is done with it
@@ -274,3 +280,21 @@ def test_a_decision_whose_hold_another_process_took_stops_and_the_thread_is_reco
     assert done.status == "completed", done.status_reason
     refunded = rows(quick.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (paused.thread_id,))
     assert refunded == [{"amount_cents": 24000}]
+
+
+def test_a_holder_whose_lapsed_lease_nobody_holds_takes_it_again_and_finishes(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its row given back by a process that took the lapsed lease and found the thread busy, or dropped by `triage
+    prune`: nobody else runs the thread, so the holder takes the lease again and goes on (found by review: it was
+    stopped, and the thread stayed mid-turn until someone recovered it by hand)."""
+    quick = settings.model_copy(update={"conversation_lease_seconds": 0.3})
+    with TriageApp(quick) as app:
+        paused = app.run(DUPLICATE)
+        _stall_the_refund(monkeypatch, quick, "DELETE FROM conversation_leases WHERE conversation_id = ?")
+        done = app.resume(paused.thread_id, ALICE)
+    assert done.status == "completed", done.status_reason
+    refunded = rows(quick.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (paused.thread_id,))
+    assert refunded == [{"amount_cents": 24000}]
+    assert rows(quick.checkpoints_path, "SELECT * FROM conversation_leases") == [], "given back at the end"
+    assert any("nobody held it, taken again" in r.getMessage() for r in caplog.records), caplog.text
