@@ -241,8 +241,8 @@ async def _intake_ticket(context: WebContext, body: bytes, key: str) -> Ticket:
 
 
 MESSAGE_ID = re.compile(MESSAGE_ID_PATTERN)
-NOT_RUN = "this follow-up was not run: send it again with a new Idempotency-Key"
-"""The end of a 410's detail for a follow-up that was given up."""
+NOT_RUN = "it was not run: send it again with a new Idempotency-Key"
+"""The end of a 410's detail for a ticket given up after it could not run."""
 
 EMAIL_THREADING_FIELDS = ("in_reply_to", "references")
 """Fields an email intake may add to a ticket: its In-Reply-To and References headers (a string, or a list)."""
@@ -291,30 +291,24 @@ def start_run(context: WebContext, job: Ticket | Release, thread_id: str, key: s
 
 async def _run(context: WebContext, job: Ticket | Release, thread_id: str, key: str, *, last_try: bool = False) -> None:
     store = context.store
+    follow_up = isinstance(job, Ticket) and job.conversation_id is not None
+    claimed = asyncio.create_task(_keep_claimed(context, key))
     try:
         if isinstance(job, Release):
             await context.triage.arelease(job.version, job.fixes, job.notes, thread_id=thread_id)
         else:
             await _run_ticket(context, job, thread_id)
-    except ConversationBusyError as exc:
-        # Its conversation's thread exists, so the restart sweep would take this intake for started.
-        _log.warning("intake follow-up to %s could not start (%s); it must be sent again", thread_id, exc)
-        await asyncio.to_thread(store.intake_given_up, key, f"{exc}; {NOT_RUN}")
+    except ConversationBusyError as exc:  # a follow-up whose conversation stayed busy through its retries
+        await _not_now(context, key, thread_id, exc, last_try=last_try)
         return
     except (InvalidTicketError, InvalidReleaseError) as exc:  # e.g. the customer was deleted after acceptance
         await asyncio.to_thread(store.intake_given_up, key, str(exc))
         return
     except StoreUnavailableError as exc:
-        if exc.thread_id is None and isinstance(job, Ticket) and job.conversation_id is not None:
-            # A follow-up that saved nothing: its conversation's thread exists, so the restart sweep would take the
-            # intake for started and not run it again.
-            _log.warning("intake follow-up to %s could not start (%s); it must be sent again", thread_id, exc)
-            await asyncio.to_thread(store.intake_given_up, key, f"{exc}; {NOT_RUN}")
-            return
-        if exc.thread_id is None:  # nothing written: a later sweep tries again, up to the allowed attempts
-            _log.warning("intake run %s could not start (%s); it will be tried again", thread_id, exc)
-            if last_try:
-                await asyncio.to_thread(store.intake_given_up, key, str(exc))
+        if exc.thread_id is None or follow_up:
+            # Nothing written; or a follow-up, which a later run takes in once (its message id) whether or not this
+            # one saved its turn: the restart sweep tries again, up to the allowed attempts.
+            await _not_now(context, key, thread_id, exc, last_try=last_try)
             return
         _log.warning("intake run %s stopped (%s); `triage recover` retries it", thread_id, exc)
     except Exception:  # the run records its own failure; this is only what could not even start
@@ -322,7 +316,29 @@ async def _run(context: WebContext, job: Ticket | Release, thread_id: str, key: 
         if last_try:
             await asyncio.to_thread(store.intake_given_up, key, "the run could not start")
         return
+    finally:
+        claimed.cancel()
     await asyncio.to_thread(store.intake_started, key)
+
+
+async def _not_now(context: WebContext, key: str, thread_id: str, exc: Exception, *, last_try: bool) -> None:
+    """A run that could not go through now: the restart sweep tries it again, or, at its last try, it is given up."""
+    if last_try:
+        _log.warning("intake run %s could not run (%s), at its last try: given up", thread_id, exc)
+        await asyncio.to_thread(context.store.intake_given_up, key, f"{exc}; {NOT_RUN}")
+        return
+    _log.warning("intake run %s could not run now (%s); it will be tried again", thread_id, exc)
+
+
+async def _keep_claimed(context: WebContext, key: str) -> None:
+    """While the run goes on, keep the intake claimed, so that no restart sweep takes it for abandoned."""
+    every = context.web_settings.intake_retry_seconds / 3
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(context.store.keep_intake_claimed, key)
+        except Exception:  # the store busy for a moment: the next beat, or the sweep at worst, sees to it
+            _log.warning("could not renew the claim on intake %s", key, exc_info=True)
 
 
 async def _run_ticket(context: WebContext, ticket: Ticket, thread_id: str) -> None:

@@ -362,6 +362,13 @@ class WebStore:
             ).fetchall()
         return [UnstartedIntake(str(k), str(t), bytes(b), str(c or ""), int(a)) for k, t, b, c, a in rows]
 
+    def keep_intake_claimed(self, key: str) -> None:
+        """The run of the intake under `key` goes on here: push its claim on, so no server takes it for abandoned."""
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE intake_keys SET claimed_at = ? WHERE key = ? AND started_at IS NULL", (_now().isoformat(), key)
+            )
+
     def take_on_intake(self, intake: UnstartedIntake) -> bool:
         """Claim an unstarted intake for this server (compare-and-set: of several servers, one wins)."""
         with self._connect() as conn:

@@ -426,12 +426,12 @@ async def test_intake_threads_an_email_reply_into_its_conversation(web: Web, set
         await asyncio.gather(*web.api.state.web.runs)
 
 
-async def test_an_intake_follow_up_that_saved_nothing_says_it_must_be_sent_again(
-    web: Web, settings: Settings, caplog: pytest.LogCaptureFixture
+async def test_an_intake_follow_up_that_saved_nothing_is_run_again_by_the_sweep(
+    settings: Settings, web_settings: WebSettings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Its conversation's thread exists, so the restart sweep takes the intake for started: the log says the
-    follow-up must be sent again, not that it will be tried again (found by review), and the conversation is as it
-    was."""
+    """Its conversation's thread exists, so "the thread exists" does not say it ran (found by review: it was taken
+    for started, then given up as "send it again"). It stays accepted; the restart sweep runs it again, and its
+    message id makes the conversation take it in once."""
 
     class FailFirstWrite:
         attempts = 0
@@ -441,23 +441,30 @@ async def test_an_intake_follow_up_that_saved_nothing_says_it_must_be_sent_again
             if self.attempts == 1:
                 raise sqlite3.OperationalError("disk I/O error (injected fault)")
 
+    web = Web(TriageApp(settings), web_settings.model_copy(update={"intake_retry_seconds": 1.0}))
     first = {"customer_id": "cus_small_dup", "body": "What are your opening hours?"}
-    async with web.client() as mail:
-        thread_id = (await mail.post("/api/tickets", json=first, headers=AUTH)).json()["thread_id"]
-        await asyncio.gather(*web.api.state.web.runs)
-        saver = (await web.triage._portal.acall(web.triage._get_engine())).services.saver
-        saver.faults = FailFirstWrite()
-        follow_up = {"body": "And are you open on Sundays?", "conversation_id": thread_id}
-        answered = await mail.post("/api/tickets", json=follow_up, headers={**AUTH, "Idempotency-Key": "fu-1"})
-        assert answered.status_code == 202, answered.text
-        await asyncio.gather(*web.api.state.web.runs)
-        saver.faults = None
-        given_up = await mail.get(f"/api/threads/{thread_id}", headers=AUTH)
-        assert given_up.status_code == 410 and "this follow-up was not run" in given_up.json()["detail"], given_up.text
-        view = await web.triage.athread(thread_id)
-    assert (view.result.turn, view.result.status) == (1, "completed"), "the conversation is as it was"
+    try:
+        async with web.client() as mail:
+            thread_id = (await mail.post("/api/tickets", json=first, headers=AUTH)).json()["thread_id"]
+            await asyncio.gather(*web.api.state.web.runs)
+            (await _saver(web.triage)).faults = FailFirstWrite()
+            follow_up = {"body": "And are you open on Sundays?", "conversation_id": thread_id}
+            answered = await mail.post("/api/tickets", json=follow_up, headers={**AUTH, "Idempotency-Key": "fu-1"})
+            assert answered.status_code == 202, answered.text
+            await asyncio.gather(*web.api.state.web.runs)
+            (await _saver(web.triage)).faults = None
+            pending = await mail.get(f"/api/threads/{thread_id}", headers=AUTH)
+            assert pending.status_code == 202 and pending.json()["status"] == "running", pending.text
+            assert (await web.triage.athread(thread_id)).result.turn == 1, "the conversation is as it was"
+            await asyncio.sleep(1.1)
+            assert await restart_unstarted(web.api.state.web) == [thread_id]
+            await asyncio.gather(*web.api.state.web.runs)
+            result = (await mail.get(f"/api/threads/{thread_id}", headers=AUTH)).json()
+    finally:
+        await web.triage.aclose()
+    assert (result["turn"], result["status"]) == (2, "completed"), result
     said = [r.getMessage() for r in caplog.records if r.name == "triage.web.intake"]
-    assert len(said) == 1 and "it must be sent again" in said[0] and "disk I/O error" in said[0], said
+    assert len(said) == 1 and "it will be tried again" in said[0] and "disk I/O error" in said[0], said
 
 
 async def _saver(triage: TriageApp) -> Any:
@@ -541,30 +548,42 @@ async def test_an_intake_follow_up_to_a_turn_running_in_another_app_is_sent_agai
     assert not [r for r in caplog.records if r.name == "triage.web.intake"], caplog.text
 
 
-async def test_an_intake_follow_up_still_refused_as_busy_when_its_time_is_up_says_it_must_be_sent_again(
+async def test_an_intake_follow_up_still_refused_as_busy_when_its_time_is_up_is_tried_again_then_given_up(
     make_web: Callable[[Settings], Web], settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    web = make_web(settings.model_copy(update={"conversation_wait_seconds": 0.4}))
+    """Refused as busy through its retries, it stays accepted and the restart sweep tries it again; at its last
+    allowed try it is given up (410: send it again with a new key). A later follow-up is what the conversation's
+    status URL answers for from then on."""
+    quick = WebSettings(
+        intake_token=INTAKE_TOKEN, intake_max_bytes=64 * 1024, intake_retry_seconds=1.0, intake_attempts=2
+    )
+    web = Web(TriageApp(settings.model_copy(update={"conversation_wait_seconds": 0.3})), quick)
     try:
         async with _first_turn_held_in_another_app(settings) as (thread_id, hold, first), web.client() as mail:
             follow_up = {"body": FOLLOW_UP, "conversation_id": thread_id}
             assert (await mail.post("/api/tickets", json=follow_up, headers=AUTH)).status_code == 202
             await asyncio.wait_for(asyncio.gather(*web.api.state.web.runs), 10)
+            waiting = await mail.get(f"/api/threads/{thread_id}", headers=AUTH)
+            for _ in range(2):  # the sweep's tries: the second is the last allowed
+                await asyncio.sleep(1.1)
+                assert await restart_unstarted(web.api.state.web) == [thread_id]
+                await asyncio.wait_for(asyncio.gather(*web.api.state.web.runs), 10)
             given_up = await mail.get(f"/api/threads/{thread_id}", headers=AUTH)
             hold.release.set()
             assert (await first).status == "completed"
-            # A later follow-up is what the thread's status URL answers for from then on.
             again = await mail.post("/api/tickets", json=follow_up, headers={**AUTH, "Idempotency-Key": "again"})
             assert again.status_code == 202, again.text
             await asyncio.gather(*web.api.state.web.runs)
             result = (await mail.get(f"/api/threads/{thread_id}", headers=AUTH)).json()
     finally:
         await web.triage.aclose()
+    assert waiting.status_code == 202 and waiting.json()["status"] == "running", waiting.text
     assert given_up.status_code == 410, given_up.text
     assert "still running its last turn" in given_up.json()["detail"], given_up.text
+    assert "send it again with a new Idempotency-Key" in given_up.json()["detail"], given_up.text
     assert (result["turn"], result["status"]) == (2, "completed"), result
     said = [r.getMessage() for r in caplog.records if r.name == "triage.web.intake"]
-    assert len(said) == 1 and "it must be sent again" in said[0] and "still running its last turn" in said[0], said
+    assert [("tried again" in m, "given up" in m) for m in said] == [(True, False)] * 2 + [(False, True)], said
 
 
 async def test_follow_ups_a_stopped_server_left_are_run_by_the_sweep_and_taken_in_once(
@@ -612,3 +631,34 @@ async def test_follow_ups_a_stopped_server_left_are_run_by_the_sweep_and_taken_i
     assert rows(settings.helpdesk_path, "SELECT COUNT(*) AS n FROM outbox WHERE thread_id = ?", (thread,)) == [
         {"n": 4}
     ], "one reply a turn: the follow-up that had run was not run again"
+
+
+async def test_a_run_that_outlasts_the_retry_period_keeps_its_claim_and_is_not_run_again(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A follow-up whose turn takes longer than `intake_retry_seconds` (a slow model or helpdesk): its claim is
+    renewed while it runs, so no sweep runs it beside itself or gives it up (found by review: it ended with a 410
+    telling the client to send again a turn that had completed)."""
+    quick = WebSettings(
+        intake_token=INTAKE_TOKEN, intake_max_bytes=64 * 1024, intake_retry_seconds=0.6, intake_attempts=1
+    )
+    web = Web(TriageApp(settings), quick)
+    try:
+        async with web.client() as mail:
+            thread_id = (await mail.post("/api/tickets", json=FIRST, headers=AUTH)).json()["thread_id"]
+            await asyncio.gather(*web.api.state.web.runs)
+            hold = HoldCheckpointWrite(at=5)
+            (await _saver(web.triage)).faults = hold
+            follow_up = {"body": FOLLOW_UP, "conversation_id": thread_id}
+            assert (await mail.post("/api/tickets", json=follow_up, headers=AUTH)).status_code == 202
+            assert await asyncio.to_thread(hold.reached.wait, 30)
+            for _ in range(2):  # two retry periods and more pass while the turn is stalled
+                await asyncio.sleep(0.7)
+                assert await restart_unstarted(web.api.state.web) == []
+            hold.release.set()
+            await asyncio.gather(*web.api.state.web.runs)
+            result = await mail.get(f"/api/threads/{thread_id}", headers=AUTH)
+    finally:
+        await web.triage.aclose()
+    assert result.status_code == 200 and (result.json()["turn"], result.json()["status"]) == (2, "completed")
+    assert not [r for r in caplog.records if r.name == "triage.web.intake"], caplog.text
