@@ -53,7 +53,7 @@ async def hold_conversation(
     Raises:
         ConversationBusyError: another process still held it after `wait_seconds`.
         StoreUnavailableError: the lease ran out before it was renewed and another process took it: the body was
-            stopped (cancelled at its next wait), as that process now runs the thread.
+            stopped (cancelled at its next wait), as that process may have run the thread.
     """
     holder = lease_holder()
     deadline = time.monotonic() + wait_seconds
@@ -91,8 +91,8 @@ async def hold_conversation(
         work.uncancel()  # this stop's own cancel; one from outside, come meanwhile, still counts
         raise StoreUnavailableError(
             f"stopped: the hold on {conversation_id} ran out before it was renewed (the store or this process "
-            f"stalled for {lease_seconds:g} s) and another process holds it now (a `triage recover`, most likely); "
-            f"`triage show {conversation_id}` says how the thread goes on",
+            f"stalled for {lease_seconds:g} s) and another process took it meanwhile; if none runs the thread now, "
+            f"`triage recover {conversation_id}` continues it",
             thread_id=conversation_id,
         ) from None
     finally:
@@ -118,24 +118,17 @@ async def _renew(
     """Renew the lease every third of its period while the turn runs; returns True once it was lost.
 
     A renewal that fails (the store busy for a moment) is tried again at the next third: it never ends the hold
-    early, nor turns the work it guards into a failure. A lease that ran out meanwhile is taken again when nobody
-    holds it (its row was given back by a process that took it and found the thread busy, or dropped by `triage
-    prune`). Only when another holder's lease is running is the work stopped (cancelled at its next wait), so two
-    processes do not go on running one thread.
+    early, nor turns the work it guards into a failure. A lease that ran out and is no longer this holder's was
+    taken by another process meanwhile, which may have run the thread (a `triage recover`) and given it back: the
+    work is stopped (cancelled at its next wait), so two processes do not run one thread. (Taking a missing lease
+    again cannot tell that apart from a taker that ran nothing; review found it forked a thread a recover had run.)
     """
     while True:
         await asyncio.sleep(lease_seconds / 3)
         try:
             if await journal.renew_lease(conversation_id, holder, seconds=lease_seconds):
                 continue
-            if await journal.take_lease(conversation_id, holder, seconds=lease_seconds):
-                _log.warning(
-                    "the hold on %s ran out before it was renewed; nobody held it, taken again", conversation_id
-                )
-                continue
-            _log.error(
-                "the hold on %s ran out and another process holds it: stopping the work that held it", conversation_id
-            )
+            _log.error("the hold on %s ran out before it was renewed: stopping the work that held it", conversation_id)
             if work is not None:
                 work.cancel()
             return True
