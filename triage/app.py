@@ -370,10 +370,18 @@ class TriageApp:
             # attached while the thread awaited a decision (and not yet folded into a turn).
             attached = await self._follow_ups(engine, conversation_id)
             known = attached_id(conversation_id, ticket.message_id)
-            if taken_in(snapshot.values, conversation_id, ticket.message_id) or any(
-                line.follow_up_id == known for line in attached
+            if (
+                taken_in(snapshot.values, conversation_id, ticket.message_id)
+                or any(line.follow_up_id == known for line in attached)
+                or await _input_saved_with(engine, config, ticket.message_id)
             ):
-                return _result(conversation_id, snapshot).model_copy(update={"follow_ups": attached})
+                result = _result(conversation_id, snapshot).model_copy(update={"follow_ups": attached})
+                if paused is None and (snapshot.next or await _left_mid_step(engine, config, snapshot)):
+                    # Its turn is still running, or stopped part-way (`recover` ends it): not the last turn's result.
+                    result = result.model_copy(
+                        update={"status": "failed", "status_reason": _unfinished(conversation_id)}
+                    )
+                return result
         # A step's writes are saved before the checkpoint after it: in between, `next` is empty while the turn runs.
         if paused is None and (snapshot.next or await _left_mid_step(engine, config, snapshot)):
             raise ConversationBusyError(
@@ -1336,6 +1344,28 @@ async def _left_mid_step(engine: _Engine, config: RunnableConfig, snapshot: Stat
         return True
     saved = await engine.services.saver.aget_tuple(config)
     return saved is not None and any(write[0] == INPUT_WRITES_TASK for write in saved.pending_writes or [])
+
+
+async def _input_saved_with(engine: _Engine, config: RunnableConfig, message_id: str) -> bool:
+    """Whether a follow-up with `message_id` had its input saved and its turn then stopped before `validate` read it.
+
+    Its ticket is then the input of the thread's last checkpoint (LangGraph's `__start__` channel), or a pending
+    write of it, not yet in the thread's values: `recover` runs it (review found it refused as busy at each try,
+    then given up by the intake as "not run").
+    """
+    from langgraph.constants import START
+
+    saved = await engine.services.saver.aget_tuple(config)
+    if saved is None:
+        return False
+    inputs = [saved.checkpoint["channel_values"].get(START)]
+    inputs += [{channel: value} for task, channel, value in saved.pending_writes or [] if task == INPUT_WRITES_TASK]
+    return any(
+        isinstance(given, dict)
+        and isinstance(given.get("ticket"), dict)
+        and given["ticket"].get("message_id") == message_id
+        for given in inputs
+    )
 
 
 def _recorded(values: Mapping[str, Any]) -> bool:

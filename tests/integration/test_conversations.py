@@ -634,3 +634,38 @@ def test_a_follow_up_sent_again_with_its_message_id_is_taken_in_once(app: Triage
     later = app.run({"body": "Thanks, that was all.", "conversation_id": paused.thread_id})
     assert [t["status"] for t in later.conversation][-1] == "attached", later.conversation
     assert app.run(attach).turn == later.turn, "folded into a turn: known"
+
+
+def test_a_follow_up_whose_input_was_saved_before_its_store_failed_is_known_by_its_message_id(
+    app: TriageApp,
+) -> None:
+    """Sent again after the store failed mid-way, it is neither refused as busy at every try (and then given up by
+    the intake as "not run") nor run a second time: it is the thread's unfinished turn, which `recover` ends."""
+    import sqlite3
+
+    from triage.errors import StoreUnavailableError
+
+    class FailFrom:
+        def __init__(self, first_failing: int) -> None:
+            self.first_failing, self.writes = first_failing, 0
+
+        async def before_checkpoint_write(self) -> None:
+            self.writes += 1
+            if self.writes >= self.first_failing:
+                raise sqlite3.OperationalError("disk I/O error (injected fault)")
+
+    saver = app._portal.call(app._get_engine()).services.saver
+    for first_failing in (2, 3):  # the input saved; and its first step's writes saved too
+        first = app.run(_EMAIL_CHANGE)
+        follow_up = {"body": "Use new.me@example.org", "conversation_id": first.conversation_id, "message_id": "e9"}
+        saver.faults = FailFrom(first_failing)
+        with pytest.raises(StoreUnavailableError):
+            app.run(follow_up)
+        saver.faults = None
+        again = app.run(follow_up)
+        assert again.status == "failed" and "triage recover" in (again.status_reason or ""), again.status_reason
+        done = app.recover(first.conversation_id)
+        assert (done.turn, done.status) == (2, "completed"), done.status_reason
+        assert app.run(follow_up).turn == 2, "taken in once"
+        sent = rows(app.settings.helpdesk_path, "SELECT id FROM outbox WHERE thread_id = ?", (first.conversation_id,))
+        assert len(sent) == 2
