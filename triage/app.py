@@ -508,6 +508,8 @@ class TriageApp:
         return _result(thread_id, snapshot, duration_ms=(time.perf_counter() - started) * 1000, retries=meter.retries())
 
     async def _record_failure(self, engine: _Engine, thread_id: str, exc: Exception) -> None:
+        from langgraph.constants import START
+
         from triage.policies.conversation import turn_record, with_turn
         from triage.tools.refunds import release_refund_requests
 
@@ -520,6 +522,14 @@ class TriageApp:
             if not _exists(snapshot):
                 raise StoreUnavailableError(
                     f"the run could not start: {reason}; nothing was saved, try again once the store is available"
+                ) from exc
+            if any(task.name == START for task in snapshot.tasks):
+                # Its input is saved and no step has read it: a failed status written over it would drop the message
+                # (review: a follow-up was lost so, and `recover` then had nothing to run). `recover` runs it.
+                raise StoreUnavailableError(
+                    f"run {thread_id} stopped before its first step ({reason}); its input is saved: `triage recover "
+                    f"{thread_id}` runs it once the store is back",
+                    thread_id=thread_id,
                 ) from exc
             values = snapshot.values
             update: dict[str, Any] = {"status": "failed", "status_reason": reason, "failure_class": failure}
@@ -1349,9 +1359,10 @@ async def _left_mid_step(engine: _Engine, config: RunnableConfig, snapshot: Stat
 async def _input_saved_with(engine: _Engine, config: RunnableConfig, message_id: str) -> bool:
     """Whether a follow-up with `message_id` had its input saved and its turn then stopped before `validate` read it.
 
-    Its ticket is then the input of the thread's last checkpoint (LangGraph's `__start__` channel), or a pending
-    write of it, not yet in the thread's values: `recover` runs it (review found it refused as busy at each try,
-    then given up by the intake as "not run").
+    Its ticket is then the input of the thread's last checkpoint (LangGraph's `__start__` channel; langgraph 1.2
+    keeps no input as pending writes, which are checked in case a later version does), not yet in the thread's
+    values: `recover` runs it (review found it refused as busy at each try, then given up by the intake as "not
+    run").
     """
     from langgraph.constants import START
 

@@ -645,20 +645,23 @@ def test_a_follow_up_whose_input_was_saved_before_its_store_failed_is_known_by_i
 
     from triage.errors import StoreUnavailableError
 
-    class FailFrom:
-        def __init__(self, first_failing: int) -> None:
-            self.first_failing, self.writes = first_failing, 0
+    class Fail:
+        def __init__(self, failing: range) -> None:
+            self.failing, self.writes = failing, 0
 
         async def before_checkpoint_write(self) -> None:
             self.writes += 1
-            if self.writes >= self.first_failing:
+            if self.writes in self.failing:
                 raise sqlite3.OperationalError("disk I/O error (injected fault)")
 
     saver = app._portal.call(app._get_engine()).services.saver
-    for first_failing in (2, 3):  # the input saved; and its first step's writes saved too
+    # From the second write on: the input saved, nothing after. From the third: its first step's writes saved too.
+    # The third alone: the store back at once (review: the failure was then written over the unread input, and the
+    # message was lost for good).
+    for failing in (range(2, 999), range(3, 999), range(3, 4)):
         first = app.run(_EMAIL_CHANGE)
         follow_up = {"body": "Use new.me@example.org", "conversation_id": first.conversation_id, "message_id": "e9"}
-        saver.faults = FailFrom(first_failing)
+        saver.faults = Fail(failing)
         with pytest.raises(StoreUnavailableError):
             app.run(follow_up)
         saver.faults = None

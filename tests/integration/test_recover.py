@@ -245,3 +245,27 @@ def test_a_follow_up_that_saved_nothing_leaves_the_conversation_as_it_was(app: T
     assert (again.status, again.turn) == ("completed", 2), again.status_reason
     outbox = rows(settings.helpdesk_path, "SELECT id FROM outbox WHERE thread_id = ?", (first.thread_id,))
     assert len(outbox) == 2
+
+
+def test_a_run_stopped_before_its_first_step_is_not_marked_failed_over_its_input(app: TriageApp) -> None:
+    """The store fails once, right after the ticket's input was saved (the checkpoint that would follow its first
+    step): writing a failed status over the unread input would drop the ticket and leave `recover` nothing to run
+    (found by review, for a follow-up). The run names its thread, and `recover` runs the ticket."""
+
+    class FailTheThirdWrite:
+        writes = 0
+
+        async def before_checkpoint_write(self) -> None:
+            self.writes += 1
+            if self.writes == 3:
+                raise sqlite3.OperationalError("disk I/O error (injected fault)")
+
+    saver = app._portal.call(app._get_engine()).services.saver
+    saver.faults = FailTheThirdWrite()
+    with pytest.raises(StoreUnavailableError, match="stopped before its first step") as stopped:
+        app.run(DUPLICATE)
+    saver.faults = None
+    thread_id = stopped.value.thread_id
+    assert thread_id is not None and f"triage recover {thread_id}" in str(stopped.value)
+    done = app.recover(thread_id)
+    assert done.status == "awaiting_approval" and done.route == "billing", done.status_reason
