@@ -154,3 +154,18 @@ class HoldCheckpointWrite:
         if self.writes == self.at:
             self.reached.set()
             assert await asyncio.to_thread(self.release.wait, 30), "the test never let the run go on"
+
+
+class FailCheckpointWrites:
+    """Saver faults: checkpoint write attempts `first` to `last` (counted from 1) fail with `error`, as SQLite would.
+
+    Odd writes are checkpoints, even ones a task's writes (see `HoldCheckpointWrite`).
+    """
+
+    def __init__(self, first: int, last: int, error: str = "disk I/O error") -> None:
+        self.first, self.last, self.error, self.attempts = first, last, error, 0
+
+    async def before_checkpoint_write(self) -> None:
+        self.attempts += 1
+        if self.first <= self.attempts <= self.last:
+            raise sqlite3.OperationalError(f"{self.error} (injected fault)")

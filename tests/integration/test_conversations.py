@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import rows
+from tests.conftest import FailCheckpointWrites, rows
 from tests.integration.test_account_change import PLAN_CHANGE, open_app, run_change
 from tests.integration.test_cli import triage
 from triage import TriageApp
@@ -641,27 +641,17 @@ def test_a_follow_up_whose_input_was_saved_before_its_store_failed_is_known_by_i
 ) -> None:
     """Sent again after the store failed mid-way, it is neither refused as busy at every try (and then given up by
     the intake as "not run") nor run a second time: it is the thread's unfinished turn, which `recover` ends."""
-    import sqlite3
 
     from triage.errors import StoreUnavailableError
-
-    class Fail:
-        def __init__(self, failing: range) -> None:
-            self.failing, self.writes = failing, 0
-
-        async def before_checkpoint_write(self) -> None:
-            self.writes += 1
-            if self.writes in self.failing:
-                raise sqlite3.OperationalError("disk I/O error (injected fault)")
 
     saver = app._portal.call(app._get_engine()).services.saver
     # From the second write on: the input saved, nothing after. From the third: its first step's writes saved too.
     # The third alone: the store back at once (review: the failure was then written over the unread input, and the
     # message was lost for good).
-    for failing in (range(2, 999), range(3, 999), range(3, 4)):
+    for first_failing, last_failing in ((2, 999), (3, 999), (3, 3)):
         first = app.run(_EMAIL_CHANGE)
         follow_up = {"body": "Use new.me@example.org", "conversation_id": first.conversation_id, "message_id": "e9"}
-        saver.faults = Fail(failing)
+        saver.faults = FailCheckpointWrites(first_failing, last_failing)
         with pytest.raises(StoreUnavailableError):
             app.run(follow_up)
         saver.faults = None

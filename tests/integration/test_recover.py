@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import rows, store_fails_from_the_save_of
+from tests.conftest import FailCheckpointWrites, rows, store_fails_from_the_save_of
 from tests.integration.zygote import triage_cli
 from triage import TriageApp
 from triage.errors import CheckpointStoreError, StoreUnavailableError
@@ -209,18 +208,6 @@ def test_a_hand_off_whose_step_runs_again_opens_one_human_ticket(
     assert [a.receipt_id for a in done.actions if a.kind == "ticket"] == [human_tickets()[0]["id"]]
 
 
-class _FailWrites:
-    """Fail checkpoint write attempts `first` to `last` (counted from 1) with `error`, as SQLite would."""
-
-    def __init__(self, first: int, last: int, error: str) -> None:
-        self.first, self.last, self.error, self.attempts = first, last, error, 0
-
-    async def before_checkpoint_write(self) -> None:
-        self.attempts += 1
-        if self.first <= self.attempts <= self.last:
-            raise sqlite3.OperationalError(f"{self.error} (injected fault)")
-
-
 HOURS = {"customer_id": "cus_small_dup", "body": "What are your opening hours?"}
 SUNDAYS = "And are you open on Sundays?"
 
@@ -234,7 +221,7 @@ def test_a_follow_up_that_saved_nothing_leaves_the_conversation_as_it_was(app: T
     last turn `failed` (which `recover` could never clear: there was nothing to run), and the follow-up sent again
     becomes the next turn."""
     first = app.run(HOURS)
-    _saver(app).faults = _FailWrites(1, 1, "disk I/O error")
+    _saver(app).faults = FailCheckpointWrites(1, 1, "disk I/O error")
     with pytest.raises(StoreUnavailableError, match=r"could not start on thread .*nothing was saved") as raised:
         app.run({"body": SUNDAYS, "conversation_id": first.thread_id})
     _saver(app).faults = None
@@ -252,16 +239,8 @@ def test_a_run_stopped_before_its_first_step_is_not_marked_failed_over_its_input
     step): writing a failed status over the unread input would drop the ticket and leave `recover` nothing to run
     (found by review, for a follow-up). The run names its thread, and `recover` runs the ticket."""
 
-    class FailTheThirdWrite:
-        writes = 0
-
-        async def before_checkpoint_write(self) -> None:
-            self.writes += 1
-            if self.writes == 3:
-                raise sqlite3.OperationalError("disk I/O error (injected fault)")
-
     saver = app._portal.call(app._get_engine()).services.saver
-    saver.faults = FailTheThirdWrite()
+    saver.faults = FailCheckpointWrites(3, 3)
     with pytest.raises(StoreUnavailableError, match="stopped before its first step") as stopped:
         app.run(DUPLICATE)
     saver.faults = None

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import HoldCheckpointWrite, policy_copy, rows
+from tests.conftest import FailCheckpointWrites, HoldCheckpointWrite, policy_copy, rows
 from tests.integration.web.conftest import DUPLICATE_CHARGE, INTAKE_TOKEN, Web, csrf_of
 from tests.integration.zygote import triage_cli
 from triage import TriageApp
@@ -433,21 +433,13 @@ async def test_an_intake_follow_up_that_saved_nothing_is_run_again_by_the_sweep(
     for started, then given up as "send it again"). It stays accepted; the restart sweep runs it again, and its
     message id makes the conversation take it in once."""
 
-    class FailFirstWrite:
-        attempts = 0
-
-        async def before_checkpoint_write(self) -> None:
-            self.attempts += 1
-            if self.attempts == 1:
-                raise sqlite3.OperationalError("disk I/O error (injected fault)")
-
     web = Web(TriageApp(settings), web_settings.model_copy(update={"intake_retry_seconds": 1.0}))
     first = {"customer_id": "cus_small_dup", "body": "What are your opening hours?"}
     try:
         async with web.client() as mail:
             thread_id = (await mail.post("/api/tickets", json=first, headers=AUTH)).json()["thread_id"]
             await asyncio.gather(*web.api.state.web.runs)
-            (await _saver(web.triage)).faults = FailFirstWrite()
+            (await _saver(web.triage)).faults = FailCheckpointWrites(1, 1)
             follow_up = {"body": "And are you open on Sundays?", "conversation_id": thread_id}
             answered = await mail.post("/api/tickets", json=follow_up, headers={**AUTH, "Idempotency-Key": "fu-1"})
             assert answered.status_code == 202, answered.text
