@@ -365,6 +365,8 @@ class TriageApp:
                 "conversation_id out to start a new conversation"
             )
         paused = _pending(snapshot)
+        # A step's writes are saved before the checkpoint after it: in between, `next` is empty while the turn runs.
+        running = paused is None and bool(snapshot.next or await _left_mid_step(engine, config, snapshot))
         if ticket.message_id is not None:
             # The same message again (a webhook retried, a restarted server's sweep) is taken in once: as a turn, or
             # attached while the thread awaited a decision (and not yet folded into a turn).
@@ -376,14 +378,12 @@ class TriageApp:
                 or await _input_saved_with(engine, config, ticket.message_id)
             ):
                 result = _result(conversation_id, snapshot).model_copy(update={"follow_ups": attached})
-                if paused is None and (snapshot.next or await _left_mid_step(engine, config, snapshot)):
-                    # Its turn is still running, or stopped part-way (`recover` ends it): not the last turn's result.
+                if running:  # its turn is still running, or stopped part-way (`recover` ends it): not the last one's
                     result = result.model_copy(
                         update={"status": "failed", "status_reason": _unfinished(conversation_id)}
                     )
                 return result
-        # A step's writes are saved before the checkpoint after it: in between, `next` is empty while the turn runs.
-        if paused is None and (snapshot.next or await _left_mid_step(engine, config, snapshot)):
+        if running:
             raise ConversationBusyError(
                 f"conversation {conversation_id} is still running its last turn: wait for it (or `triage recover "
                 f"{conversation_id}` if its process died), then send the follow-up again"
