@@ -52,6 +52,14 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 INTERRUPT = "__interrupt__"
 """The reserved channel LangGraph saves a paused task's interrupt to (its own constant is private since 1.0)."""
+ERROR = "__error__"
+"""The reserved channel LangGraph saves a failed task's error to."""
+_TASK_KEYS = ("__pregel_checkpointer", "__pregel_durability", "__pregel_task_id", "checkpoint_ns", "checkpoint_map")
+"""The keys of a running task's `configurable` that name its loop's saver, the run's durability, the task, its
+namespace and the checkpoint its step began from (private in LangGraph, like `INTERRUPT`;
+`tests/integration/test_customer_memory.py` checks that work still joins the step's checkpoint)."""
+Work = Callable[[sqlite3.Connection], None]
+"""Work on the connection, in a transaction of its own (`SqliteSaver.with_step_checkpoint`)."""
 _COLUMNS = "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata FROM checkpoints"
 LIST_PAGE = 50
 """Checkpoints `alist` reads (with their pending writes) in each hop to the connection's thread."""
@@ -146,6 +154,38 @@ class SqliteSaver(AsyncSqliteSaver):
     def __init__(self, conn: aiosqlite.Connection, *, faults: FaultInjector | None = None) -> None:
         super().__init__(conn)
         self.faults = faults
+        self._with_checkpoint: dict[tuple[str, str, str], dict[str, Work]] = {}
+        """Work kept by `with_step_checkpoint`: by thread, namespace and the checkpoint the step began from, then by
+        task."""
+
+    def with_step_checkpoint(self, work: Work) -> bool:
+        """Have `work` run in the hop that saves the checkpoint ending the running graph task's step, just before it.
+
+        For a write a node makes last and needs no answer from (`finish` updating the customer's memory): the node
+        returns without a hop of its own (0.1-0.2 ms of a ticket). `work` makes its own transaction, and the step's
+        checkpoint is saved after it: if either fails the step is not saved and runs again (`triage recover`), as
+        after a node's own write. It runs once, and not for a task that failed or paused (its writes are then its
+        error or its interrupt).
+
+        False, and nothing kept, when this saver will not save the step's checkpoint: no graph task is running, the
+        graph runs on another saver, or with durability "exit".
+        """
+        from langgraph.config import get_config
+
+        try:
+            configurable = get_config()["configurable"]
+        except RuntimeError:  # not inside a graph's task
+            return False
+        saver, durability, task_id, namespace, began = (configurable.get(key) for key in _TASK_KEYS)
+        if saver is not self or durability == "exit" or not task_id or not isinstance(namespace, str):
+            return False
+        step_namespace = namespace.rpartition("|")[0] if "|" in namespace else ""
+        checkpoint_id = (began or {}).get(step_namespace)
+        if not checkpoint_id:
+            return False
+        key = (str(configurable["thread_id"]), step_namespace, str(checkpoint_id))
+        self._with_checkpoint.setdefault(key, {})[str(task_id)] = work
+        return True
 
     async def aput(
         self,
@@ -154,13 +194,36 @@ class SqliteSaver(AsyncSqliteSaver):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        """Save a checkpoint and drop its parent's absorbed writes (one transaction), retrying while busy."""
-        return await self._write(lambda: self._put(config, checkpoint, metadata))
+        """Save a checkpoint and drop its parent's absorbed writes (one transaction), retrying while busy.
+
+        The work `with_step_checkpoint` kept for the step that ends with it runs first, once (a retry after the
+        checkpoint found the file busy does not run it again).
+        """
+        before: list[Work] = []
+        if self._with_checkpoint:
+            configurable = config["configurable"]
+            thread_id, namespace = str(configurable["thread_id"]), str(configurable.get("checkpoint_ns", ""))
+            step = (thread_id, namespace, str(configurable.get("checkpoint_id")))
+            before = list(self._with_checkpoint.pop(step, {}).values())
+            for stale in [key for key in self._with_checkpoint if key[:2] == step[:2]]:
+                del self._with_checkpoint[stale]  # kept by tasks of an earlier step that was never saved
+        return await self._write(lambda: self._put(config, checkpoint, metadata, before=before))
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
-        """Save a task's writes, retrying while the database is busy."""
+        """Save a task's writes, retrying while the database is busy; a failed or paused task's work is dropped."""
+        if self._with_checkpoint and any(channel in (ERROR, INTERRUPT) for channel, _ in writes):
+            configurable = config["configurable"]
+            step = (
+                str(configurable["thread_id"]),
+                str(configurable["checkpoint_ns"]),
+                str(configurable["checkpoint_id"]),
+            )
+            kept = self._with_checkpoint.get(step, {})
+            kept.pop(task_id, None)
+            if not kept:
+                self._with_checkpoint.pop(step, None)
         await self._write(lambda: self._put_writes(config, writes, task_id, task_path))
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -255,10 +318,11 @@ class SqliteSaver(AsyncSqliteSaver):
         return 1 if current is None else current + 1
 
     async def _put(
-        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, *, before: list[Work]
     ) -> RunnableConfig:
         # AsyncSqliteSaver.aput's statement, plus the delete, committed together: a crash leaves either the parent
-        # with its writes or the successor that absorbed them, never the parent without them.
+        # with its writes or the successor that absorbed them, never the parent without them. The work in `before`
+        # runs first; each is taken out once it has run.
         await self.setup()
         configurable = config["configurable"]
         thread_id = configurable["thread_id"]
@@ -271,6 +335,9 @@ class SqliteSaver(AsyncSqliteSaver):
         row = (str(thread_id), checkpoint_ns, checkpoint["id"], parent_id, type_, serialized, serialized_metadata)
 
         def put(conn: sqlite3.Connection) -> None:
+            while before:
+                before[0](conn)
+                del before[0]
             conn.execute(
                 "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, "
                 "type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",

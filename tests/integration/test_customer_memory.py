@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.conftest import rows
 from triage import TriageApp
@@ -196,4 +200,126 @@ def test_a_memory_update_is_one_hop_whose_commit_waits_for_the_next_synced_one(t
             item = await store.aget(("customers", "a"), "memory")
             assert item is not None and item.value == {"turns": [1, 2]}
 
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("fails", ["before the memory", "after the memory"])
+def test_the_memory_is_written_in_the_hop_that_saves_finishs_step(app: TriageApp, fails: str) -> None:
+    """`finish` does not wait for the memory update: it runs in the hop that saves the checkpoint ending the step,
+    just before it. When that hop keeps failing, the run fails with `finish` to run again (the memory written or not,
+    by where the hop failed), and `recover` leaves one record of the turn."""
+    saver = app._portal.call(app._get_engine()).services.saver
+    original = saver._put
+    carried: list[int] = []
+
+    async def failing(config: Any, checkpoint: Any, metadata: Any, *, before: Any) -> Any:
+        carried.append(len(before))
+        if not before:
+            return await original(config, checkpoint, metadata, before=before)
+        assert checkpoint["channel_values"].get("status") == "completed", "the step that ends with `finish`"
+        if fails == "before the memory":
+            raise sqlite3.OperationalError("database is locked (injected fault)")
+
+        def then_fail(conn: sqlite3.Connection) -> None:
+            before[0](conn)
+            raise sqlite3.OperationalError("database is locked (injected fault)")
+
+        return await original(config, checkpoint, metadata, before=[then_fail])
+
+    saver._put = failing
+    try:
+        failed = app.run({"customer_id": "cus_new", "subject": "Hours", "body": "When is your support team open?"})
+    finally:
+        del saver._put
+    assert failed.status == "failed" and "stayed busy" in str(failed.status_reason), failed.status_reason
+    assert carried.count(1) == 4 and set(carried) == {0, 1}, carried  # one step's work, through the four tries
+    assert (app.customer_memory("cus_new") is not None) is (fails == "after the memory")
+
+    done = app.recover(failed.thread_id)
+    assert done.status == "completed", done.status_reason
+    memory = app.customer_memory("cus_new")
+    assert memory is not None
+    assert [(o["thread_id"], o["turn"]) for o in memory["recent"]] == [(done.thread_id, 1)]
+
+
+def test_work_kept_for_a_step_runs_once_just_before_its_checkpoint_and_only_then(tmp_path: Path) -> None:
+    """`SqliteSaver.with_step_checkpoint` keeps work only inside a task of a graph on that saver that saves each
+    step; the work runs once, in the hop that saves the step's checkpoint, before it (a retry after the checkpoint
+    found the file busy does not run it again), and never for a task that failed."""
+    import asyncio
+
+    import aiosqlite
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import END, START, StateGraph
+    from typing_extensions import TypedDict
+
+    from triage.checkpoints import CheckpointSaver
+
+    class S(TypedDict, total=False):
+        n: int
+
+    kept: list[bool] = []
+    ran: list[tuple[str, int]] = []
+
+    def build(saver: Any, name: str = "", *, fail: bool = False) -> Any:
+        def work(conn: sqlite3.Connection) -> None:
+            (saved,) = conn.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (name,)).fetchone()
+            ran.append((name, saved))
+
+        async def step(state: S) -> S:
+            kept.append(ours.with_step_checkpoint(work))
+            if fail:
+                raise ValueError("the node failed after keeping its work")
+            return {"n": 1}
+
+        graph: Any = StateGraph(S)
+        graph.add_node("step", step)
+        graph.add_edge(START, "step")
+        graph.add_edge("step", END)
+        return graph.compile(checkpointer=saver)
+
+    async def scenario() -> None:
+        nonlocal ours
+        async with aiosqlite.connect(tmp_path / "c.sqlite", isolation_level=None) as conn:
+            ours = CheckpointSaver(conn)
+            await ours.setup()
+            assert ours.with_step_checkpoint(lambda conn: None) is False  # no task is running
+
+            def thread(name: str) -> Any:
+                return {"configurable": {"thread_id": name}}
+
+            await build(ours, "t").ainvoke({"n": 0}, thread("t"), durability="sync")
+            assert (kept, ran) == ([True], [("t", 2)])  # after the input's two checkpoints, before the step's
+
+            await build(ours, "x").ainvoke({"n": 0}, thread("x"), durability="exit")
+            await build(InMemorySaver(), "m").ainvoke({"n": 0}, thread("m"))
+            with pytest.raises(ValueError, match="failed after keeping"):
+                await build(ours, "f", fail=True).ainvoke({"n": 0}, thread("f"), durability="sync")
+            assert (kept[1:], ran) == ([False, False, True], [("t", 2)]) and not ours._with_checkpoint
+
+            # The step's checkpoint finds the file busy once, after the work ran: the retry saves it alone.
+            real = conn._connection
+
+            class BusyOnce:
+                busy = True
+
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(real, name)
+
+                def execute(self, sql: str, *args: Any) -> Any:
+                    if BusyOnce.busy and sql.startswith("INSERT OR REPLACE INTO checkpoints") and ran[-1][0] == "b":
+                        BusyOnce.busy = False
+                        raise sqlite3.OperationalError("database is locked")
+                    return real.execute(sql, *args)
+
+            conn._connection = BusyOnce()  # type: ignore[assignment]
+            try:
+                await build(ours, "b").ainvoke({"n": 0}, thread("b"), durability="sync")
+            finally:
+                conn._connection = real
+            assert (kept[4:], ran[1:], BusyOnce.busy) == ([True], [("b", 2)], False)
+            state = await build(ours).aget_state(thread("b"))
+            assert state.values == {"n": 1}
+
+    ours: Any = None
     asyncio.run(scenario())

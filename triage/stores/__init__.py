@@ -138,7 +138,7 @@ async def open_sqlite_store(
     """Open the SQLite checkpoint store at `path` (see `open_checkpoint_file`)."""
     saver = await open_checkpoint_file(path, helpdesk_path=helpdesk_path, faults=faults, synchronous=synchronous)
     try:
-        memory = await open_sqlite_memory(saver.conn, saver.lock)
+        memory = await open_sqlite_memory(saver)
     except BaseException as exc:
         await saver.conn.close()
         if isinstance(exc, sqlite3.Error):
@@ -206,4 +206,4 @@ async def _create_checkpoint_tables(conn: aiosqlite.Connection) -> None:
     await saver.setup()
     await Journal(SqliteSql(saver.conn, saver.lock)).setup()
     # The memory store's tables too, so processes opening the new file find its migrations done.
-    await close_memory(await open_sqlite_memory(saver.conn, saver.lock))
+    await close_memory(await open_sqlite_memory(saver))

@@ -17,10 +17,12 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiosqlite
 from langgraph.store.base import BaseStore
+
+if TYPE_CHECKING:
+    from triage.checkpoints import SqliteSaver
 
 SETUP_ATTEMPTS = 5
 """Tries of the memory store's setup when processes opening one new home at once race on its migrations."""
@@ -37,12 +39,13 @@ def namespace(customer_id: str) -> tuple[str, str]:
     return (NAMESPACE, customer_id)
 
 
-async def open_sqlite_memory(conn: aiosqlite.Connection, lock: Any) -> BaseStore:
+async def open_sqlite_memory(saver: SqliteSaver) -> BaseStore:
     """LangGraph's SQLite store on the checkpoint saver's connection, serialised by the saver's lock."""
     from triage.stores.sqlite_memory import OneHopSqliteStore
 
-    store = OneHopSqliteStore(conn)
-    store.lock = lock  # one connection, one lock: store transactions never interleave with the saver's
+    store = OneHopSqliteStore(saver.conn)
+    store.lock = saver.lock  # one connection, one lock: store transactions never interleave with the saver's
+    store.saver = saver
     for attempt in range(SETUP_ATTEMPTS - 1):
         try:
             await store.setup()
@@ -73,19 +76,21 @@ async def close_memory(store: BaseStore) -> None:
 
 async def update_memory(
     store: BaseStore, customer_id: str, update: Callable[[dict[str, Any] | None], dict[str, Any]]
-) -> dict[str, Any]:
-    """Write a customer's memory as `update` makes it from what is remembered (None: nothing); return it.
+) -> None:
+    """Write a customer's memory as `update` makes it from what is remembered (None: nothing).
 
-    For the end of a graph step: on SQLite, in one hop, synced to disk with the step's checkpoint
-    (`OneHopSqliteStore.aupdate`); elsewhere read, then written.
+    For the end of a graph step. On SQLite, inside a task of a graph on the store's saver, it is written in the hop
+    that saves the step's checkpoint, just before it (`OneHopSqliteStore.update_with_step`): the node does not wait
+    for it. Otherwise on SQLite in one hop, synced to disk with the step's checkpoint (`OneHopSqliteStore.aupdate`);
+    elsewhere read, then written.
     """
     from triage.stores.sqlite_memory import OneHopSqliteStore
 
     if isinstance(store, OneHopSqliteStore):
-        return await store.aupdate(namespace(customer_id), KEY, update)
-    memory = update(await read_memory(store, customer_id))
-    await store.aput(namespace(customer_id), KEY, memory)
-    return memory
+        if not store.update_with_step(namespace(customer_id), KEY, update):
+            await store.aupdate(namespace(customer_id), KEY, update)
+        return
+    await store.aput(namespace(customer_id), KEY, update(await read_memory(store, customer_id)))
 
 
 async def read_memory(store: BaseStore | None, customer_id: str | None) -> dict[str, Any] | None:

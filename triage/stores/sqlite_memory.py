@@ -6,14 +6,15 @@ connection behind the aiosqlite one, in one hop (`triage.storefiles.on_connectio
 are LangGraph's in both; a store with a vector index or TTLs (triage configures neither) keeps the async path.
 
 `aupdate` reads an item and writes its new value in one hop; the write is synced to disk with the connection's next
-commit (see there).
+commit (see there). `update_with_step` does the same in the hop that saves the checkpoint ending the running graph
+task's step.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.store.base import GetOp, Op, PutOp, Result
 from langgraph.store.sqlite import SqliteStore
@@ -21,11 +22,16 @@ from langgraph.store.sqlite.aio import AsyncSqliteStore
 
 from triage.storefiles import commit_unsynced, on_connection_thread
 
+if TYPE_CHECKING:
+    from triage.checkpoints import SqliteSaver
+
 
 class OneHopSqliteStore(AsyncSqliteStore):
     """`AsyncSqliteStore` whose batches run as `SqliteStore.batch` on the connection's own thread, in one hop."""
 
     _sync: SqliteStore | None = None
+    saver: SqliteSaver | None = None
+    """The checkpoint saver on the same connection, if any (`update_with_step`)."""
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """Run the operations in one transaction, as `SqliteStore.batch` does, on the connection's thread."""
@@ -61,16 +67,40 @@ class OneHopSqliteStore(AsyncSqliteStore):
             return value
         if not self.is_setup:
             await self.setup()
-
-        def run(conn: sqlite3.Connection) -> dict[str, Any]:
-            store = self._sync_store(conn)
-            [item] = store.batch([GetOp(namespace, key)])
-            value = update(dict(item.value) if item is not None else None)  # type: ignore[union-attr]
-            commit_unsynced(conn, lambda: store.batch([PutOp(namespace, key, value)]))
-            return value
-
         async with self.lock:
-            return await on_connection_thread(self.conn, run, writes=True)
+            return await on_connection_thread(
+                self.conn, lambda conn: self._update(conn, namespace, key, update), writes=True
+            )
+
+    def update_with_step(
+        self, namespace: tuple[str, ...], key: str, update: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> bool:
+        """`aupdate`, run in the hop that saves the checkpoint ending the running graph task's step, just before it.
+
+        The node does not wait for it (`SqliteSaver.with_step_checkpoint`). False, and nothing done, when that cannot
+        be (no saver on this connection, not in a task of a graph on it, an index or TTLs, or the store not set up
+        yet): call `aupdate`.
+        """
+        if self.saver is None or self.index_config or self.ttl_config or not self.is_setup:
+            return False
+
+        def run(conn: sqlite3.Connection) -> None:
+            self._update(conn, namespace, key, update)
+
+        return self.saver.with_step_checkpoint(run)
+
+    def _update(
+        self,
+        conn: sqlite3.Connection,
+        namespace: tuple[str, ...],
+        key: str,
+        update: Callable[[dict[str, Any] | None], dict[str, Any]],
+    ) -> dict[str, Any]:
+        store = self._sync_store(conn)
+        [item] = store.batch([GetOp(namespace, key)])
+        value = update(dict(item.value) if item is not None else None)  # type: ignore[union-attr]
+        commit_unsynced(conn, lambda: store.batch([PutOp(namespace, key, value)]))
+        return value
 
     def _sync_store(self, conn: sqlite3.Connection) -> SqliteStore:
         if self._sync is None:  # built on this thread: it registers a function on the connection
