@@ -57,10 +57,14 @@ async def validate(state: State, runtime: Runtime[Context]) -> Command[Literal["
         previous = (state.get("customer") or {}).get("id")
         if isinstance(data, dict) and data.get("customer_id") is None and previous:
             data = {**data, "customer_id": previous}
+    in_process = _looked_up(state) and _run_by_the_app(runtime)
+    if in_process and not turn:
+        # `TriageApp` checked the ticket and looked the customer up before the run began, and its input holds both
+        # as they are kept: nothing to check or write again. A profile in the input of a run from elsewhere
+        # (Studio, the server's API) is never trusted: it is looked up again.
+        return Command(goto="classify", update={"policy_version": services.policy.version})
     try:
-        if _looked_up(state) and _run_by_the_app(runtime):
-            # `TriageApp` looked the customer up while checking the ticket, before the run began. A profile in the
-            # input of a run from elsewhere (Studio, the server's API) is never trusted: it is looked up again.
+        if in_process:
             ticket, customer = Ticket.parse(data), state.get("customer")
         else:
             ticket, customer = await check_ticket(data, services.gateway, thread_id=thread_id_of(runtime))
