@@ -85,8 +85,10 @@ async def execute(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         facts.update(done)
         if "ask" in action:
             by_ask.setdefault(action["ask"], {}).update(done)
+    if not ran:
+        return {}  # nothing was due: the actions are the state's already
     draft = state.get("draft")
-    if not ran or draft is None:
+    if draft is None:
         return {"actions": actions}
     if draft["template"] == PLAN_TEMPLATE:
         parts = [
