@@ -57,9 +57,9 @@ ERROR = "__error__"
 _TASK_KEYS = ("__pregel_checkpointer", "__pregel_durability", "__pregel_task_id", "checkpoint_ns", "checkpoint_map")
 """The keys of a running task's `configurable` that name its loop's saver, the run's durability, the task, its
 namespace and the checkpoint its step began from (private in LangGraph, like `INTERRUPT`;
-`tests/integration/test_customer_memory.py` checks that work still joins the step's checkpoint)."""
+`tests/integration/test_customer_memory.py` checks that kept work still runs)."""
 Work = Callable[[sqlite3.Connection], None]
-"""Work on the connection, in a transaction of its own (`SqliteSaver.with_step_checkpoint`)."""
+"""Work on the connection, in a transaction of its own (`SqliteSaver.before_task_saved`)."""
 _COLUMNS = "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata FROM checkpoints"
 LIST_PAGE = 50
 """Checkpoints `alist` reads (with their pending writes) in each hop to the connection's thread."""
@@ -145,6 +145,23 @@ class RunRecorder(BaseCheckpointSaver[Any]):
         await super().aput_writes(config, writes, task_id, task_path)
 
 
+@dataclass
+class _Kept:
+    """Work `SqliteSaver.before_task_saved` keeps for a task, and whether it is done.
+
+    `done` is set on the connection's thread, where the hops that may do the work run one after the other.
+    """
+
+    work: Work
+    done: bool = False
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        """Do the work unless it is done; it counts as done only once it returned."""
+        if not self.done:
+            self.work(conn)
+            self.done = True
+
+
 class SqliteSaver(AsyncSqliteSaver):
     """The SQLite saver's statements, each in one hop and retried while busy.
 
@@ -154,21 +171,25 @@ class SqliteSaver(AsyncSqliteSaver):
     def __init__(self, conn: aiosqlite.Connection, *, faults: FaultInjector | None = None) -> None:
         super().__init__(conn)
         self.faults = faults
-        self._with_checkpoint: dict[tuple[str, str, str], dict[str, Work]] = {}
-        """Work kept by `with_step_checkpoint`: by thread, namespace and the checkpoint the step began from, then by
-        task."""
+        self._kept: dict[tuple[str, str, str], dict[str, _Kept]] = {}
+        """Work kept by `before_task_saved`: by thread, namespace and the checkpoint the task's step began from, then
+        by task."""
 
-    def with_step_checkpoint(self, work: Work) -> bool:
-        """Have `work` run in the hop that saves the checkpoint ending the running graph task's step, just before it.
+    def before_task_saved(self, work: Work) -> bool:
+        """Have `work` run before the running graph task's result is saved, on the connection's thread, once.
 
         For a write a node makes last and needs no answer from (`finish` updating the customer's memory): the node
-        returns without a hop of its own (0.1-0.2 ms of a ticket). `work` makes its own transaction, and the step's
-        checkpoint is saved after it: if either fails the step is not saved and runs again (`triage recover`), as
-        after a node's own write. It runs once, and not for a task that failed or paused (its writes are then its
-        error or its interrupt).
+        returns without waiting for a hop of its own, and the work runs while LangGraph goes on with the step
+        (0.2-0.3 ms of a ticket). It runs in the hop that saves the task's writes, before them; or, when that hop
+        failed first, in the hop that saves the checkpoint ending the step, before it. LangGraph saves that
+        checkpoint without waiting for the writes, and a run recovered after a crash takes the saved writes without
+        running the task again: either way, the task's result is never saved without the work done. `work` makes
+        its own transaction; if it fails, the task's result is not saved and the step runs again (`triage
+        recover`), as after a failed write of the node's own. Work of a task that failed or paused is dropped (its
+        writes are then its error or its interrupt), and so is work whose step was never saved once the run ends.
 
-        False, and nothing kept, when this saver will not save the step's checkpoint: no graph task is running, the
-        graph runs on another saver, or with durability "exit".
+        False, and nothing kept, when it cannot be so: no graph task is running, the graph runs on another saver, or
+        with a durability other than "sync" (with "async" the previous step's checkpoint may still be on its way).
         """
         from langgraph.config import get_config
 
@@ -177,15 +198,20 @@ class SqliteSaver(AsyncSqliteSaver):
         except RuntimeError:  # not inside a graph's task
             return False
         saver, durability, task_id, namespace, began = (configurable.get(key) for key in _TASK_KEYS)
-        if saver is not self or durability == "exit" or not task_id or not isinstance(namespace, str):
+        if saver is not self or durability != "sync" or not task_id or not isinstance(namespace, str):
             return False
         step_namespace = namespace.rpartition("|")[0] if "|" in namespace else ""
         checkpoint_id = (began or {}).get(step_namespace)
         if not checkpoint_id:
             return False
         key = (str(configurable["thread_id"]), step_namespace, str(checkpoint_id))
-        self._with_checkpoint.setdefault(key, {})[str(task_id)] = work
+        self._kept.setdefault(key, {})[str(task_id)] = _Kept(work)
         return True
+
+    def drop_kept(self, thread_id: str) -> None:
+        """Forget the work kept for the thread's tasks (a run ended: what is left belongs to steps never saved)."""
+        for key in [key for key in self._kept if key[0] == thread_id]:
+            del self._kept[key]
 
     async def aput(
         self,
@@ -196,35 +222,38 @@ class SqliteSaver(AsyncSqliteSaver):
     ) -> RunnableConfig:
         """Save a checkpoint and drop its parent's absorbed writes (one transaction), retrying while busy.
 
-        The work `with_step_checkpoint` kept for the step that ends with it runs first, once (a retry after the
-        checkpoint found the file busy does not run it again).
+        Work `before_task_saved` kept for a task of the step that ends with it, and not yet done with the task's
+        writes, is done first (for the checkpoint of a step: not for a run's input or a state update).
         """
-        before: list[Work] = []
-        if self._with_checkpoint:
+        before: list[_Kept] = []
+        if self._kept and metadata.get("source") == "loop":  # a step's checkpoint (not an input, not an update)
             configurable = config["configurable"]
             thread_id, namespace = str(configurable["thread_id"]), str(configurable.get("checkpoint_ns", ""))
             step = (thread_id, namespace, str(configurable.get("checkpoint_id")))
-            before = list(self._with_checkpoint.pop(step, {}).values())
-            for stale in [key for key in self._with_checkpoint if key[:2] == step[:2]]:
-                del self._with_checkpoint[stale]  # kept by tasks of an earlier step that was never saved
+            before = list(self._kept.pop(step, {}).values())
+            for stale in [key for key in self._kept if key[:2] == step[:2]]:
+                del self._kept[stale]  # kept by tasks of an earlier step that was never saved
         return await self._write(lambda: self._put(config, checkpoint, metadata, before=before))
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
-        """Save a task's writes, retrying while the database is busy; a failed or paused task's work is dropped."""
-        if self._with_checkpoint and any(channel in (ERROR, INTERRUPT) for channel, _ in writes):
+        """Save a task's writes, after the work `before_task_saved` kept for the task, retrying while busy."""
+        kept = None
+        if self._kept:
             configurable = config["configurable"]
             step = (
                 str(configurable["thread_id"]),
                 str(configurable["checkpoint_ns"]),
                 str(configurable["checkpoint_id"]),
             )
-            kept = self._with_checkpoint.get(step, {})
-            kept.pop(task_id, None)
-            if not kept:
-                self._with_checkpoint.pop(step, None)
-        await self._write(lambda: self._put_writes(config, writes, task_id, task_path))
+            by_task = self._kept.get(step, {})
+            if any(channel in (ERROR, INTERRUPT) for channel, _ in writes):
+                by_task.pop(task_id, None)  # the task failed or paused: its result is not saved
+                if not by_task:
+                    self._kept.pop(step, None)
+            kept = by_task.get(task_id)
+        await self._write(lambda: self._put_writes(config, writes, task_id, task_path, before=kept))
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """A thread's checkpoint (the newest, or the one `config` names) with its pending writes, in one hop.
@@ -318,11 +347,11 @@ class SqliteSaver(AsyncSqliteSaver):
         return 1 if current is None else current + 1
 
     async def _put(
-        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, *, before: list[Work]
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, *, before: list[_Kept]
     ) -> RunnableConfig:
         # AsyncSqliteSaver.aput's statement, plus the delete, committed together: a crash leaves either the parent
-        # with its writes or the successor that absorbed them, never the parent without them. The work in `before`
-        # runs first; each is taken out once it has run.
+        # with its writes or the successor that absorbed them, never the parent without them. The kept work not done
+        # yet is done first.
         await self.setup()
         configurable = config["configurable"]
         thread_id = configurable["thread_id"]
@@ -335,9 +364,8 @@ class SqliteSaver(AsyncSqliteSaver):
         row = (str(thread_id), checkpoint_ns, checkpoint["id"], parent_id, type_, serialized, serialized_metadata)
 
         def put(conn: sqlite3.Connection) -> None:
-            while before:
-                before[0](conn)
-                del before[0]
+            for kept in before:
+                kept.run(conn)
             conn.execute(
                 "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, "
                 "type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -358,9 +386,16 @@ class SqliteSaver(AsyncSqliteSaver):
         }
 
     async def _put_writes(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+        *,
+        before: _Kept | None = None,
     ) -> None:
-        # AsyncSqliteSaver.aput_writes's statement, in one hop to the connection's thread instead of four.
+        # AsyncSqliteSaver.aput_writes's statement, in one hop to the connection's thread instead of four. The kept
+        # work, if not done yet, is done first.
         await self.setup()
         configurable = config["configurable"]
         verb = "REPLACE" if all(channel in WRITES_IDX_MAP for channel, _ in writes) else "IGNORE"
@@ -379,6 +414,8 @@ class SqliteSaver(AsyncSqliteSaver):
         ]
 
         def put(conn: sqlite3.Connection) -> None:
+            if before is not None:
+                before.run(conn)
             conn.executemany(
                 f"INSERT OR {verb} INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
                 "channel, type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -420,3 +457,13 @@ class SqliteSaver(AsyncSqliteSaver):
 
 class CheckpointSaver(RunRecorder, SqliteSaver):
     """The process's one checkpoint saver on SQLite: `SqliteSaver`, remembering what a run saved (`RunRecorder`)."""
+
+    @contextmanager
+    def recording(self, thread_id: str) -> Iterator[RunRecord]:
+        """`RunRecorder.recording`; when the thread's last recorded run ends, its kept work left is dropped."""
+        try:
+            with super().recording(thread_id) as record:
+                yield record
+        finally:
+            if thread_id not in self._records:
+                self.drop_kept(thread_id)

@@ -203,37 +203,65 @@ def test_a_memory_update_is_one_hop_whose_commit_waits_for_the_next_synced_one(t
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("fails", ["before the memory", "after the memory"])
-def test_the_memory_is_written_in_the_hop_that_saves_finishs_step(app: TriageApp, fails: str) -> None:
-    """`finish` does not wait for the memory update: it runs in the hop that saves the checkpoint ending the step,
-    just before it. When that hop keeps failing, the run fails with `finish` to run again (the memory written or not,
-    by where the hop failed), and `recover` leaves one record of the turn."""
+HOURS = {"customer_id": "cus_new", "subject": "Hours", "body": "When is your support team open?"}
+
+
+@pytest.mark.parametrize("fails", ["writes, before the memory", "writes, after the memory", "checkpoint"])
+def test_finishs_result_is_never_saved_without_the_memory_update(app: TriageApp, fails: str) -> None:
+    """`finish` does not wait for the memory update: it is done in the hop that saves the node's writes, before
+    them, or, when that hop failed first, in the one that saves the step's checkpoint (LangGraph saves it without
+    waiting for the writes). Whichever hop keeps failing, the memory is written once the node's result is saved, and
+    after `recover` it holds one record of the turn."""
     saver = app._portal.call(app._get_engine()).services.saver
-    original = saver._put
-    carried: list[int] = []
+    put_writes, put = saver._put_writes, saver._put
+    carried: list[str] = []
+    busy = sqlite3.OperationalError("database is locked (injected fault)")
 
-    async def failing(config: Any, checkpoint: Any, metadata: Any, *, before: Any) -> Any:
-        carried.append(len(before))
+    async def failing_writes(config: Any, writes: Any, task_id: str, task_path: str, *, before: Any = None) -> Any:
+        if before is None or config["configurable"]["checkpoint_ns"]:
+            return await put_writes(config, writes, task_id, task_path, before=before)
+        carried.append("writes")
+        assert "conversation" in [channel for channel, _ in writes], "finish's writes carry the update"
+        if fails == "writes, before the memory":
+            raise busy
+        if fails == "writes, after the memory":
+
+            def then_fail(conn: sqlite3.Connection) -> None:
+                before.run(conn)
+                raise busy
+
+            return await put_writes(config, writes, task_id, task_path, before=Kept(then_fail))
+        return await put_writes(config, writes, task_id, task_path, before=before)
+
+    async def failing_put(config: Any, checkpoint: Any, metadata: Any, *, before: Any) -> Any:
         if not before:
-            return await original(config, checkpoint, metadata, before=before)
-        assert checkpoint["channel_values"].get("status") == "completed", "the step that ends with `finish`"
-        if fails == "before the memory":
-            raise sqlite3.OperationalError("database is locked (injected fault)")
+            return await put(config, checkpoint, metadata, before=before)
 
-        def then_fail(conn: sqlite3.Connection) -> None:
-            before[0](conn)
-            raise sqlite3.OperationalError("database is locked (injected fault)")
+        def seen(conn: sqlite3.Connection) -> None:  # in the checkpoint's hop, on the connection's thread
+            carried.append("checkpoint, done" if before[0].done else "checkpoint")
+            before[0].run(conn)
+            if fails == "checkpoint":
+                raise busy
 
-        return await original(config, checkpoint, metadata, before=[then_fail])
+        return await put(config, checkpoint, metadata, before=[Kept(seen)])
 
-    saver._put = failing
+    saver._put_writes, saver._put = failing_writes, failing_put
     try:
-        failed = app.run({"customer_id": "cus_new", "subject": "Hours", "body": "When is your support team open?"})
+        failed = app.run(HOURS)
     finally:
-        del saver._put
+        del saver._put_writes, saver._put
     assert failed.status == "failed" and "stayed busy" in str(failed.status_reason), failed.status_reason
-    assert carried.count(1) == 4 and set(carried) == {0, 1}, carried  # one step's work, through the four tries
-    assert (app.customer_memory("cus_new") is not None) is (fails == "after the memory")
+    # The checkpoint's hop may come between two tries of the writes' (LangGraph does not wait for them).
+    assert (
+        sorted(carried)
+        == {
+            "writes, before the memory": ["checkpoint"] + ["writes"] * 4,
+            "writes, after the memory": ["checkpoint, done"] + ["writes"] * 4,
+            "checkpoint": ["checkpoint, done"] * 4 + ["writes"],
+        }[fails]
+    ), carried
+    assert app.customer_memory("cus_new") is not None
+    assert not saver._kept
 
     done = app.recover(failed.thread_id)
     assert done.status == "completed", done.status_reason
@@ -242,9 +270,58 @@ def test_the_memory_is_written_in_the_hop_that_saves_finishs_step(app: TriageApp
     assert [(o["thread_id"], o["turn"]) for o in memory["recent"]] == [(done.thread_id, 1)]
 
 
-def test_work_kept_for_a_step_runs_once_just_before_its_checkpoint_and_only_then(tmp_path: Path) -> None:
-    """`SqliteSaver.with_step_checkpoint` keeps work only inside a task of a graph on that saver that saves each
-    step; the work runs once, in the hop that saves the step's checkpoint, before it (a retry after the checkpoint
+class Kept:
+    """Work handed to the saver's hop in place of what it kept (the test above fails the hop after the work)."""
+
+    def __init__(self, work: Any) -> None:
+        self.work, self.done = work, False
+
+    def run(self, conn: sqlite3.Connection) -> None:
+        self.work(conn)
+        self.done = True
+
+
+def test_the_memory_survives_a_crash_between_finishs_writes_and_its_checkpoint(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    """A process killed right after `finish`'s writes were saved, before its step's checkpoint: `recover` takes the
+    saved writes without running `finish` again, so the update must already be in (found by review)."""
+    import json
+    import subprocess
+    import sys
+
+    home, thread = tmp_path / "home", "thr_crash_finish"
+    run = [sys.executable, "-m", "tests.integration.memory_crash_driver"]
+    crashed = subprocess.run([*run, "crash", str(home), str(model_cache), thread], capture_output=True, text=True)
+    assert crashed.returncode == -9, (crashed.returncode, crashed.stdout, crashed.stderr[-2000:])
+    done = subprocess.run([*run, "recover", str(home), str(model_cache), thread], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["status"] == "completed", result
+    assert result["recent"] == [[thread, 1]], "the turn's memory update was lost or made twice"
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_the_memory_is_written_whatever_the_graphs_durability(app: TriageApp, durability: str) -> None:
+    """The app's own graph run directly (as Studio's server or a test may), with each of LangGraph's durabilities:
+    with "async" the previous step's checkpoint may still be on its way while `finish` runs (found by review)."""
+    from triage.context import Context
+
+    engine = app._portal.call(app._get_engine())
+    config: Any = {"configurable": {"thread_id": f"thr_{durability}"}}
+    graph_input = {"ticket": HOURS}
+    app._portal.call(
+        engine.graph.ainvoke(graph_input, config, context=Context(services=engine.services), durability=durability)
+    )
+    assert app._portal.call(engine.graph.aget_state(config)).values["status"] == "completed"
+    memory = app.customer_memory("cus_new")
+    assert memory is not None and [o["thread_id"] for o in memory["recent"]] == [f"thr_{durability}"]
+    assert not engine.services.saver._kept
+
+
+def test_kept_work_runs_once_before_the_tasks_result_is_saved_and_only_then(tmp_path: Path) -> None:
+    """`SqliteSaver.before_task_saved` keeps work only inside a task of a graph on that saver run with durability
+    "sync"; the work runs once, in the hop that saves the task's writes, before them (a retry after the writes
     found the file busy does not run it again), and never for a task that failed."""
     import asyncio
 
@@ -259,15 +336,18 @@ def test_work_kept_for_a_step_runs_once_just_before_its_checkpoint_and_only_then
         n: int
 
     kept: list[bool] = []
-    ran: list[tuple[str, int]] = []
+    ran: list[tuple[str, int, int]] = []
 
     def build(saver: Any, name: str = "", *, fail: bool = False) -> Any:
         def work(conn: sqlite3.Connection) -> None:
             (saved,) = conn.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (name,)).fetchone()
-            ran.append((name, saved))
+            (written,) = conn.execute(
+                "SELECT COUNT(*) FROM writes WHERE thread_id = ? AND channel = 'n'", (name,)
+            ).fetchone()
+            ran.append((name, saved, written))
 
         async def step(state: S) -> S:
-            kept.append(ours.with_step_checkpoint(work))
+            kept.append(ours.before_task_saved(work))
             if fail:
                 raise ValueError("the node failed after keeping its work")
             return {"n": 1}
@@ -283,21 +363,22 @@ def test_work_kept_for_a_step_runs_once_just_before_its_checkpoint_and_only_then
         async with aiosqlite.connect(tmp_path / "c.sqlite", isolation_level=None) as conn:
             ours = CheckpointSaver(conn)
             await ours.setup()
-            assert ours.with_step_checkpoint(lambda conn: None) is False  # no task is running
+            assert ours.before_task_saved(lambda conn: None) is False  # no task is running
 
             def thread(name: str) -> Any:
                 return {"configurable": {"thread_id": name}}
 
             await build(ours, "t").ainvoke({"n": 0}, thread("t"), durability="sync")
-            assert (kept, ran) == ([True], [("t", 2)])  # after the input's two checkpoints, before the step's
+            assert (kept, ran) == ([True], [("t", 2, 0)])  # after the input's two checkpoints, before any write
 
-            await build(ours, "x").ainvoke({"n": 0}, thread("x"), durability="exit")
+            for durability in ("async", "exit"):
+                await build(ours, durability).ainvoke({"n": 0}, thread(durability), durability=durability)
             await build(InMemorySaver(), "m").ainvoke({"n": 0}, thread("m"))
             with pytest.raises(ValueError, match="failed after keeping"):
                 await build(ours, "f", fail=True).ainvoke({"n": 0}, thread("f"), durability="sync")
-            assert (kept[1:], ran) == ([False, False, True], [("t", 2)]) and not ours._with_checkpoint
+            assert (kept[1:], ran[1:]) == ([False, False, False, True], []) and not ours._kept
 
-            # The step's checkpoint finds the file busy once, after the work ran: the retry saves it alone.
+            # The task's writes find the file busy once, after the work ran: the retry saves them alone.
             real = conn._connection
 
             class BusyOnce:
@@ -306,20 +387,20 @@ def test_work_kept_for_a_step_runs_once_just_before_its_checkpoint_and_only_then
                 def __getattr__(self, name: str) -> Any:
                     return getattr(real, name)
 
-                def execute(self, sql: str, *args: Any) -> Any:
-                    if BusyOnce.busy and sql.startswith("INSERT OR REPLACE INTO checkpoints") and ran[-1][0] == "b":
+                def executemany(self, sql: str, rows: Any) -> Any:
+                    if BusyOnce.busy and "INTO writes" in sql and ran[-1][0] == "b":
                         BusyOnce.busy = False
                         raise sqlite3.OperationalError("database is locked")
-                    return real.execute(sql, *args)
+                    return real.executemany(sql, rows)
 
             conn._connection = BusyOnce()  # type: ignore[assignment]
             try:
                 await build(ours, "b").ainvoke({"n": 0}, thread("b"), durability="sync")
             finally:
                 conn._connection = real
-            assert (kept[4:], ran[1:], BusyOnce.busy) == ([True], [("b", 2)], False)
+            assert (kept[5:], ran[1:], BusyOnce.busy) == ([True], [("b", 2, 0)], False)
             state = await build(ours).aget_state(thread("b"))
-            assert state.values == {"n": 1}
+            assert state.values == {"n": 1} and not ours._kept
 
     ours: Any = None
     asyncio.run(scenario())

@@ -6,8 +6,8 @@ connection behind the aiosqlite one, in one hop (`triage.storefiles.on_connectio
 are LangGraph's in both; a store with a vector index or TTLs (triage configures neither) keeps the async path.
 
 `aupdate` reads an item and writes its new value in one hop; the write is synced to disk with the connection's next
-commit (see there). `update_with_step` does the same in the hop that saves the checkpoint ending the running graph
-task's step.
+commit (see there). `update_with_step` has it done before the running graph task's result is saved, without waiting
+for it.
 """
 
 from __future__ import annotations
@@ -75,11 +75,11 @@ class OneHopSqliteStore(AsyncSqliteStore):
     def update_with_step(
         self, namespace: tuple[str, ...], key: str, update: Callable[[dict[str, Any] | None], dict[str, Any]]
     ) -> bool:
-        """`aupdate`, run in the hop that saves the checkpoint ending the running graph task's step, just before it.
+        """`aupdate`'s work, done before the running graph task's result is saved; the node does not wait for it.
 
-        The node does not wait for it (`SqliteSaver.with_step_checkpoint`). False, and nothing done, when that cannot
-        be (no saver on this connection, not in a task of a graph on it, an index or TTLs, or the store not set up
-        yet): call `aupdate`.
+        See `SqliteSaver.before_task_saved`. False, and nothing done, when that cannot be (no saver on this
+        connection, not in a task of a graph on it run with durability "sync", an index or TTLs, or the store not set
+        up yet): call `aupdate`.
         """
         if self.saver is None or self.index_config or self.ttl_config or not self.is_setup:
             return False
@@ -87,7 +87,7 @@ class OneHopSqliteStore(AsyncSqliteStore):
         def run(conn: sqlite3.Connection) -> None:
             self._update(conn, namespace, key, update)
 
-        return self.saver.with_step_checkpoint(run)
+        return self.saver.before_task_saved(run)
 
     def _update(
         self,
