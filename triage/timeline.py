@@ -87,10 +87,20 @@ def _entries_for_step(namespace: str, previous: CheckpointTuple, current: Checkp
             checkpoint_id=current.checkpoint["id"],
             started_at=started,
             duration_ms=round(duration_ms, 2),
-            outcome=describe_update(updated, values),
+            outcome=describe_update(_shown(node, updated), values),
         )
         for node in _scheduled(previous)
     ]
+
+
+def _shown(node: str, updated: list[str]) -> list[str]:
+    """The channels a node's entry describes: what it updated, and for `validate` the customer it checked too.
+
+    The app looks the customer up before the run and passes the profile in, so `validate` often writes nothing.
+    """
+    if node == "validate" and "customer" not in updated and "status" not in updated:
+        return ["customer", *updated]
+    return updated
 
 
 def _failed_entries(namespace: str, last: CheckpointTuple) -> list[TimelineEntry]:

@@ -41,6 +41,8 @@ def test_every_node_writes_a_checkpoint(app: TriageApp, settings: Settings) -> N
     assert len({e.checkpoint_id for e in timeline}) == len(timeline)
     assert all(e.duration_ms >= 0 for e in timeline)
     assert "refund_request" in next(e.outcome for e in timeline if e.node == "act")
+    # The app looked the customer up before the run; `validate` wrote nothing, yet its entry names the customer.
+    assert next(e.outcome for e in timeline if e.node == "validate") == "customer cus_small_dup"
 
 
 def test_thread_reads_back_from_a_new_app(settings: Settings) -> None:
