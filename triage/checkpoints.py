@@ -59,7 +59,8 @@ _TASK_KEYS = ("__pregel_checkpointer", "__pregel_durability", "__pregel_task_id"
 namespace and the checkpoint its step began from (private in LangGraph, like `INTERRUPT`;
 `tests/integration/test_customer_memory.py` checks that kept work still runs)."""
 Work = Callable[[sqlite3.Connection], None]
-"""Work on the connection, in a transaction of its own (`SqliteSaver.before_task_saved`)."""
+"""Statements on the connection, inside the transaction that saves a task's result: they must not commit or roll
+back (`SqliteSaver.before_task_saved`)."""
 _COLUMNS = "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata FROM checkpoints"
 LIST_PAGE = 50
 """Checkpoints `alist` reads (with their pending writes) in each hop to the connection's thread."""
@@ -149,17 +150,20 @@ class RunRecorder(BaseCheckpointSaver[Any]):
 class _Kept:
     """Work `SqliteSaver.before_task_saved` keeps for a task, and whether it is done.
 
-    `done` is set on the connection's thread, where the hops that may do the work run one after the other.
+    `done` is set on the connection's thread, where the hops that may do the work run one after the other, once the
+    transaction that did it has committed.
     """
 
     work: Work
     done: bool = False
 
-    def run(self, conn: sqlite3.Connection) -> None:
-        """Do the work unless it is done; it counts as done only once it returned."""
-        if not self.done:
-            self.work(conn)
-            self.done = True
+
+def _committing(kept: Sequence[_Kept], conn: sqlite3.Connection) -> list[_Kept]:
+    """Do the kept work not done yet, in the transaction the caller commits; the work to mark done once it has."""
+    due = [item for item in kept if not item.done]
+    for item in due:
+        item.work(conn)
+    return due
 
 
 class SqliteSaver(AsyncSqliteSaver):
@@ -176,17 +180,17 @@ class SqliteSaver(AsyncSqliteSaver):
         by task."""
 
     def before_task_saved(self, work: Work) -> bool:
-        """Have `work` run before the running graph task's result is saved, on the connection's thread, once.
+        """Have `work` done in the transaction that saves the running graph task's result, before it, once.
 
         For a write a node makes last and needs no answer from (`finish` updating the customer's memory): the node
         returns without waiting for a hop of its own, and the work runs while LangGraph goes on with the step
-        (0.2-0.3 ms of a ticket). It runs in the hop that saves the task's writes, before them; or, when that hop
-        failed first, in the hop that saves the checkpoint ending the step, before it. LangGraph saves that
-        checkpoint without waiting for the writes, and a run recovered after a crash takes the saved writes without
-        running the task again: either way, the task's result is never saved without the work done. `work` makes
-        its own transaction; if it fails, the task's result is not saved and the step runs again (`triage
-        recover`), as after a failed write of the node's own. Work of a task that failed or paused is dropped (its
-        writes are then its error or its interrupt), and so is work whose step was never saved once the run ends.
+        (0.1-0.2 ms of a ticket). It runs in the transaction that saves the task's writes; or, when that one failed
+        first, in the one that saves the checkpoint ending the step (LangGraph saves that checkpoint without waiting
+        for the writes, and a run recovered after a crash takes saved writes without running their task again). So
+        the work is committed with the task's result and with nothing else: both are saved, or neither is and the
+        step runs again (`triage recover`). `work` must not commit or roll back. Work of a task that failed or
+        paused is dropped (its writes are then its error or its interrupt), and so is work whose step was never
+        saved once the run ends.
 
         False, and nothing kept, when it cannot be so: no graph task is running, the graph runs on another saver, or
         with a durability other than "sync" (with "async" the previous step's checkpoint may still be on its way).
@@ -364,8 +368,7 @@ class SqliteSaver(AsyncSqliteSaver):
         row = (str(thread_id), checkpoint_ns, checkpoint["id"], parent_id, type_, serialized, serialized_metadata)
 
         def put(conn: sqlite3.Connection) -> None:
-            for kept in before:
-                kept.run(conn)
+            due = _committing(before, conn)
             conn.execute(
                 "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, "
                 "type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -378,6 +381,8 @@ class SqliteSaver(AsyncSqliteSaver):
                     (str(thread_id), checkpoint_ns, parent_id),
                 )
             conn.commit()
+            for item in due:
+                item.done = True
 
         async with self.lock:
             await on_connection_thread(self.conn, put, writes=True)
@@ -414,14 +419,15 @@ class SqliteSaver(AsyncSqliteSaver):
         ]
 
         def put(conn: sqlite3.Connection) -> None:
-            if before is not None:
-                before.run(conn)
+            due = _committing([before] if before is not None else [], conn)
             conn.executemany(
                 f"INSERT OR {verb} INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
                 "channel, type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             conn.commit()
+            for item in due:
+                item.done = True
 
         async with self.lock:
             await on_connection_thread(self.conn, put, writes=True)

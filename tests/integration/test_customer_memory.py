@@ -206,12 +206,13 @@ def test_a_memory_update_is_one_hop_whose_commit_waits_for_the_next_synced_one(t
 HOURS = {"customer_id": "cus_new", "subject": "Hours", "body": "When is your support team open?"}
 
 
-@pytest.mark.parametrize("fails", ["writes, before the memory", "writes, after the memory", "checkpoint"])
-def test_finishs_result_is_never_saved_without_the_memory_update(app: TriageApp, fails: str) -> None:
-    """`finish` does not wait for the memory update: it is done in the hop that saves the node's writes, before
-    them, or, when that hop failed first, in the one that saves the step's checkpoint (LangGraph saves it without
-    waiting for the writes). Whichever hop keeps failing, the memory is written once the node's result is saved, and
-    after `recover` it holds one record of the turn."""
+@pytest.mark.parametrize("fails", ["writes, before the memory", "writes, after the memory", "checkpoint", "both"])
+def test_finishs_result_and_the_memory_update_are_saved_together(app: TriageApp, fails: str) -> None:
+    """`finish` does not wait for the memory update: it is made in the transaction that saves the node's writes,
+    or, when that one failed first, in the one that saves the step's checkpoint (LangGraph saves it without waiting
+    for the writes). Whichever hop keeps failing, the memory is written exactly when the node's result is (review
+    found it written for a turn whose result was never saved), and after `recover` it holds one record of the
+    turn."""
     saver = app._portal.call(app._get_engine()).services.saver
     put_writes, put = saver._put_writes, saver._put
     carried: list[str] = []
@@ -224,10 +225,10 @@ def test_finishs_result_is_never_saved_without_the_memory_update(app: TriageApp,
         assert "conversation" in [channel for channel, _ in writes], "finish's writes carry the update"
         if fails == "writes, before the memory":
             raise busy
-        if fails == "writes, after the memory":
+        if fails in ("writes, after the memory", "both"):
 
             def then_fail(conn: sqlite3.Connection) -> None:
-                before.run(conn)
+                before.work(conn)
                 raise busy
 
             return await put_writes(config, writes, task_id, task_path, before=Kept(then_fail))
@@ -239,8 +240,9 @@ def test_finishs_result_is_never_saved_without_the_memory_update(app: TriageApp,
 
         def seen(conn: sqlite3.Connection) -> None:  # in the checkpoint's hop, on the connection's thread
             carried.append("checkpoint, done" if before[0].done else "checkpoint")
-            before[0].run(conn)
-            if fails == "checkpoint":
+            if not before[0].done:
+                before[0].work(conn)
+            if fails in ("checkpoint", "both"):
                 raise busy
 
         return await put(config, checkpoint, metadata, before=[Kept(seen)])
@@ -256,11 +258,12 @@ def test_finishs_result_is_never_saved_without_the_memory_update(app: TriageApp,
         sorted(carried)
         == {
             "writes, before the memory": ["checkpoint"] + ["writes"] * 4,
-            "writes, after the memory": ["checkpoint, done"] + ["writes"] * 4,
+            "writes, after the memory": ["checkpoint"] + ["writes"] * 4,
             "checkpoint": ["checkpoint, done"] * 4 + ["writes"],
+            "both": ["checkpoint"] * 4 + ["writes"] * 4,
         }[fails]
     ), carried
-    assert app.customer_memory("cus_new") is not None
+    assert (app.customer_memory("cus_new") is None) is (fails == "both"), "saved exactly with finish's result"
     assert not saver._kept
 
     done = app.recover(failed.thread_id)
@@ -275,10 +278,6 @@ class Kept:
 
     def __init__(self, work: Any) -> None:
         self.work, self.done = work, False
-
-    def run(self, conn: sqlite3.Connection) -> None:
-        self.work(conn)
-        self.done = True
 
 
 def test_the_memory_survives_a_crash_between_finishs_writes_and_its_checkpoint(
@@ -319,10 +318,11 @@ def test_the_memory_is_written_whatever_the_graphs_durability(app: TriageApp, du
     assert not engine.services.saver._kept
 
 
-def test_kept_work_runs_once_before_the_tasks_result_is_saved_and_only_then(tmp_path: Path) -> None:
+def test_kept_work_is_committed_once_with_the_tasks_result_and_only_then(tmp_path: Path) -> None:
     """`SqliteSaver.before_task_saved` keeps work only inside a task of a graph on that saver run with durability
-    "sync"; the work runs once, in the hop that saves the task's writes, before them (a retry after the writes
-    found the file busy does not run it again), and never for a task that failed."""
+    "sync"; the work is done in the transaction that saves the task's writes, before them, committed once with them
+    (rolled back with them when they find the file busy, and done again by the retry), and never for a task that
+    failed."""
     import asyncio
 
     import aiosqlite
@@ -340,6 +340,7 @@ def test_kept_work_runs_once_before_the_tasks_result_is_saved_and_only_then(tmp_
 
     def build(saver: Any, name: str = "", *, fail: bool = False) -> Any:
         def work(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO done_work VALUES (?)", (name,))  # committed with the task's writes, or not
             (saved,) = conn.execute("SELECT COUNT(*) FROM checkpoints WHERE thread_id = ?", (name,)).fetchone()
             (written,) = conn.execute(
                 "SELECT COUNT(*) FROM writes WHERE thread_id = ? AND channel = 'n'", (name,)
@@ -360,9 +361,11 @@ def test_kept_work_runs_once_before_the_tasks_result_is_saved_and_only_then(tmp_
 
     async def scenario() -> None:
         nonlocal ours
-        async with aiosqlite.connect(tmp_path / "c.sqlite", isolation_level=None) as conn:
+        async with aiosqlite.connect(tmp_path / "c.sqlite") as conn:  # as the app opens it: implicit transactions
             ours = CheckpointSaver(conn)
             await ours.setup()
+            await conn.execute("CREATE TABLE done_work (thread_id TEXT)")
+            await conn.commit()
             assert ours.before_task_saved(lambda conn: None) is False  # no task is running
 
             def thread(name: str) -> Any:
@@ -378,7 +381,8 @@ def test_kept_work_runs_once_before_the_tasks_result_is_saved_and_only_then(tmp_
                 await build(ours, "f", fail=True).ainvoke({"n": 0}, thread("f"), durability="sync")
             assert (kept[1:], ran[1:]) == ([False, False, False, True], []) and not ours._kept
 
-            # The task's writes find the file busy once, after the work ran: the retry saves them alone.
+            # The task's writes find the file busy once, after the work ran: it is rolled back with them, and done
+            # again, once, by the retry.
             real = conn._connection
 
             class BusyOnce:
@@ -398,9 +402,11 @@ def test_kept_work_runs_once_before_the_tasks_result_is_saved_and_only_then(tmp_
                 await build(ours, "b").ainvoke({"n": 0}, thread("b"), durability="sync")
             finally:
                 conn._connection = real
-            assert (kept[5:], ran[1:], BusyOnce.busy) == ([True], [("b", 2, 0)], False)
+            assert (kept[5:], ran[1:], BusyOnce.busy) == ([True], [("b", 2, 0), ("b", 2, 0)], False)
             state = await build(ours).aget_state(thread("b"))
             assert state.values == {"n": 1} and not ours._kept
+            async with conn.execute("SELECT thread_id FROM done_work ORDER BY rowid") as cursor:
+                assert [row[0] for row in await cursor.fetchall()] == ["t", "b"]
 
     ours: Any = None
     asyncio.run(scenario())

@@ -79,9 +79,10 @@ async def update_memory(
 ) -> None:
     """Write a customer's memory as `update` makes it from what is remembered (None: nothing).
 
-    For the end of a graph step. On SQLite in one hop, synced to disk with the step's checkpoint; inside a task of a
-    graph on the store's saver the node does not wait for it: it is done before the task's result is saved
-    (`OneHopSqliteStore.update_with_step`). Elsewhere read, then written.
+    For the end of a graph step. On SQLite, inside a task of a graph on the store's saver, it is written in the
+    transaction that saves the task's result, and the node does not wait for it (`OneHopSqliteStore.update_with_step`);
+    otherwise in one hop, synced to disk with the step's checkpoint (`OneHopSqliteStore.aupdate`). Elsewhere read,
+    then written.
     """
     from triage.stores.sqlite_memory import OneHopSqliteStore
 

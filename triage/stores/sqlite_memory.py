@@ -6,8 +6,8 @@ connection behind the aiosqlite one, in one hop (`triage.storefiles.on_connectio
 are LangGraph's in both; a store with a vector index or TTLs (triage configures neither) keeps the async path.
 
 `aupdate` reads an item and writes its new value in one hop; the write is synced to disk with the connection's next
-commit (see there). `update_with_step` has it done before the running graph task's result is saved, without waiting
-for it.
+commit (see there). `update_with_step` has the same read and write done in the transaction that saves the running
+graph task's result, without waiting for it.
 """
 
 from __future__ import annotations
@@ -75,17 +75,27 @@ class OneHopSqliteStore(AsyncSqliteStore):
     def update_with_step(
         self, namespace: tuple[str, ...], key: str, update: Callable[[dict[str, Any] | None], dict[str, Any]]
     ) -> bool:
-        """`aupdate`'s work, done before the running graph task's result is saved; the node does not wait for it.
+        """`aupdate`'s read and write, done in the transaction that saves the running graph task's result.
 
-        See `SqliteSaver.before_task_saved`. False, and nothing done, when that cannot be (no saver on this
-        connection, not in a task of a graph on it run with durability "sync", an index or TTLs, or the store not set
-        up yet): call `aupdate`.
+        The node does not wait for them, and they are committed with the task's result (see
+        `SqliteSaver.before_task_saved`). They are LangGraph's own statements, run without `SqliteStore.batch`'s
+        BEGIN and COMMIT. False, and nothing done, when that cannot be (no saver on this connection, not in a task
+        of a graph on it run with durability "sync", an index or TTLs, or the store not set up yet): call `aupdate`.
         """
         if self.saver is None or self.index_config or self.ttl_config or not self.is_setup:
             return False
 
         def run(conn: sqlite3.Connection) -> None:
-            self._update(conn, namespace, key, update)
+            store = self._sync_store(conn)
+            cursor = conn.cursor()
+            try:
+                found: list[Result] = [None]
+                store._batch_get_ops([(0, GetOp(namespace, key))], found, cursor)
+                item = found[0]
+                value = update(dict(item.value) if item is not None else None)  # type: ignore[union-attr]
+                store._batch_put_ops([(0, PutOp(namespace, key, value))], cursor)
+            finally:
+                cursor.close()
 
         return self.saver.before_task_saved(run)
 
