@@ -159,11 +159,23 @@ class _Kept:
 
 
 def _committing(kept: Sequence[_Kept], conn: sqlite3.Connection) -> list[_Kept]:
-    """Do the kept work not done yet, in the transaction the caller commits; the work to mark done once it has."""
+    """Do the kept work not done yet, in the transaction the caller commits; the work to mark done once it has.
+
+    The transaction begins here, holding the write lock, when there is work: its reads are then in it too, with no
+    other writer's commit between them and the caller's.
+    """
     due = [item for item in kept if not item.done]
+    if due and not conn.in_transaction:
+        conn.execute("BEGIN IMMEDIATE")
     for item in due:
         item.work(conn)
     return due
+
+
+def _rolled_back_on_failure(conn: sqlite3.Connection) -> None:
+    """Undo the hop's transaction before the hop ends, so no later use of the connection can commit any of it."""
+    if conn.in_transaction:
+        conn.rollback()
 
 
 class SqliteSaver(AsyncSqliteSaver):
@@ -368,19 +380,23 @@ class SqliteSaver(AsyncSqliteSaver):
         row = (str(thread_id), checkpoint_ns, checkpoint["id"], parent_id, type_, serialized, serialized_metadata)
 
         def put(conn: sqlite3.Connection) -> None:
-            due = _committing(before, conn)
-            conn.execute(
-                "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, "
-                "type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-            if parent_id is not None:
+            try:
+                due = _committing(before, conn)
                 conn.execute(
-                    "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? "
-                    "AND substr(channel, 1, 2) != '__'",
-                    (str(thread_id), checkpoint_ns, parent_id),
+                    "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
+                    "parent_checkpoint_id, type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    row,
                 )
-            conn.commit()
+                if parent_id is not None:
+                    conn.execute(
+                        "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? "
+                        "AND substr(channel, 1, 2) != '__'",
+                        (str(thread_id), checkpoint_ns, parent_id),
+                    )
+                conn.commit()
+            except BaseException:
+                _rolled_back_on_failure(conn)
+                raise
             for item in due:
                 item.done = True
 
@@ -419,13 +435,17 @@ class SqliteSaver(AsyncSqliteSaver):
         ]
 
         def put(conn: sqlite3.Connection) -> None:
-            due = _committing([before] if before is not None else [], conn)
-            conn.executemany(
-                f"INSERT OR {verb} INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
-                "channel, type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            conn.commit()
+            try:
+                due = _committing([before] if before is not None else [], conn)
+                conn.executemany(
+                    f"INSERT OR {verb} INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
+                    "channel, type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                conn.commit()
+            except BaseException:
+                _rolled_back_on_failure(conn)
+                raise
             for item in due:
                 item.done = True
 

@@ -408,5 +408,30 @@ def test_kept_work_is_committed_once_with_the_tasks_result_and_only_then(tmp_pat
             async with conn.execute("SELECT thread_id FROM done_work ORDER BY rowid") as cursor:
                 assert [row[0] for row in await cursor.fetchall()] == ["t", "b"]
 
+            # Any error after the work undoes it within the hop, so nothing later on the connection can commit it
+            # (found by review: the rollback used to wait for the lock in a hop of its own, and only for
+            # `OperationalError`). The step's checkpoint, which LangGraph saves without waiting for the writes, then
+            # does the work, once, with itself.
+            class Broken:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(real, name)
+
+                def executemany(self, sql: str, rows: Any) -> Any:
+                    if "INTO writes" in sql and ran[-1][0] == "c":
+                        raise sqlite3.DatabaseError("database disk image is malformed")
+                    return real.executemany(sql, rows)
+
+            conn._connection = Broken()  # type: ignore[assignment]
+            try:
+                with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+                    await build(ours, "c").ainvoke({"n": 0}, thread("c"), durability="sync")
+            finally:
+                conn._connection = real
+            assert not conn.in_transaction and ran[-2:] == [("c", 2, 0), ("c", 2, 0)]
+            assert (await build(ours).aget_state(thread("c"))).values == {"n": 1}
+            await build(ours, "d").ainvoke({"n": 0}, thread("d"), durability="sync")
+            async with conn.execute("SELECT thread_id FROM done_work ORDER BY rowid") as cursor:
+                assert [row[0] for row in await cursor.fetchall()] == ["t", "b", "c", "d"]
+
     ours: Any = None
     asyncio.run(scenario())
