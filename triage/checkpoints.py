@@ -158,24 +158,37 @@ class _Kept:
     done: bool = False
 
 
-def _committing(kept: Sequence[_Kept], conn: sqlite3.Connection) -> list[_Kept]:
-    """Do the kept work not done yet, in the transaction the caller commits; the work to mark done once it has.
+def _saved_with(conn: sqlite3.Connection, kept: Sequence[_Kept], save: Callable[[sqlite3.Connection], None]) -> None:
+    """One transaction: the kept work not done yet, then `save`'s statements, then COMMIT (the work then done).
 
-    The transaction begins here, holding the write lock, when there is work: its reads are then in it too, with no
-    other writer's commit between them and the caller's.
+    With work to do, the transaction begins before it, holding the write lock: the work's reads are in it too, with
+    no other writer's commit between them and the COMMIT. On any error it is rolled back before the hop ends, so no
+    later use of the connection can commit any of it.
     """
     due = [item for item in kept if not item.done]
-    if due and not conn.in_transaction:
-        conn.execute("BEGIN IMMEDIATE")
+    try:
+        if due and not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+        for item in due:
+            item.work(conn)
+        save(conn)
+        conn.commit()
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
     for item in due:
-        item.work(conn)
-    return due
+        item.done = True
 
 
-def _rolled_back_on_failure(conn: sqlite3.Connection) -> None:
-    """Undo the hop's transaction before the hop ends, so no later use of the connection can commit any of it."""
-    if conn.in_transaction:
-        conn.rollback()
+def _step_of(config: RunnableConfig) -> tuple[str, str, str]:
+    """The step whose writes or ending checkpoint `config` saves: thread, namespace, the checkpoint it began from."""
+    configurable = config["configurable"]
+    return (
+        str(configurable["thread_id"]),
+        str(configurable.get("checkpoint_ns", "")),
+        str(configurable.get("checkpoint_id")),
+    )
 
 
 class SqliteSaver(AsyncSqliteSaver):
@@ -243,9 +256,7 @@ class SqliteSaver(AsyncSqliteSaver):
         """
         before: list[_Kept] = []
         if self._kept and metadata.get("source") == "loop":  # a step's checkpoint (not an input, not an update)
-            configurable = config["configurable"]
-            thread_id, namespace = str(configurable["thread_id"]), str(configurable.get("checkpoint_ns", ""))
-            step = (thread_id, namespace, str(configurable.get("checkpoint_id")))
+            step = _step_of(config)
             before = list(self._kept.pop(step, {}).values())
             for stale in [key for key in self._kept if key[:2] == step[:2]]:
                 del self._kept[stale]  # kept by tasks of an earlier step that was never saved
@@ -255,21 +266,16 @@ class SqliteSaver(AsyncSqliteSaver):
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
         """Save a task's writes, after the work `before_task_saved` kept for the task, retrying while busy."""
-        kept = None
+        before: list[_Kept] = []
         if self._kept:
-            configurable = config["configurable"]
-            step = (
-                str(configurable["thread_id"]),
-                str(configurable["checkpoint_ns"]),
-                str(configurable["checkpoint_id"]),
-            )
+            step = _step_of(config)
             by_task = self._kept.get(step, {})
             if any(channel in (ERROR, INTERRUPT) for channel, _ in writes):
                 by_task.pop(task_id, None)  # the task failed or paused: its result is not saved
                 if not by_task:
                     self._kept.pop(step, None)
-            kept = by_task.get(task_id)
-        await self._write(lambda: self._put_writes(config, writes, task_id, task_path, before=kept))
+            before = [by_task[task_id]] if task_id in by_task else []
+        await self._write(lambda: self._put_writes(config, writes, task_id, task_path, before=before))
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """A thread's checkpoint (the newest, or the one `config` names) with its pending writes, in one hop.
@@ -363,11 +369,11 @@ class SqliteSaver(AsyncSqliteSaver):
         return 1 if current is None else current + 1
 
     async def _put(
-        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, *, before: list[_Kept]
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, *, before: Sequence[_Kept]
     ) -> RunnableConfig:
         # AsyncSqliteSaver.aput's statement, plus the delete, committed together: a crash leaves either the parent
         # with its writes or the successor that absorbed them, never the parent without them. The kept work not done
-        # yet is done first.
+        # yet is done first (`_saved_with`).
         await self.setup()
         configurable = config["configurable"]
         thread_id = configurable["thread_id"]
@@ -380,28 +386,20 @@ class SqliteSaver(AsyncSqliteSaver):
         row = (str(thread_id), checkpoint_ns, checkpoint["id"], parent_id, type_, serialized, serialized_metadata)
 
         def put(conn: sqlite3.Connection) -> None:
-            try:
-                due = _committing(before, conn)
+            conn.execute(
+                "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, "
+                "type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            if parent_id is not None:
                 conn.execute(
-                    "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
-                    "parent_checkpoint_id, type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    row,
+                    "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? "
+                    "AND substr(channel, 1, 2) != '__'",
+                    (str(thread_id), checkpoint_ns, parent_id),
                 )
-                if parent_id is not None:
-                    conn.execute(
-                        "DELETE FROM writes WHERE thread_id = ? AND checkpoint_ns = ? AND checkpoint_id = ? "
-                        "AND substr(channel, 1, 2) != '__'",
-                        (str(thread_id), checkpoint_ns, parent_id),
-                    )
-                conn.commit()
-            except BaseException:
-                _rolled_back_on_failure(conn)
-                raise
-            for item in due:
-                item.done = True
 
         async with self.lock:
-            await on_connection_thread(self.conn, put, writes=True)
+            await on_connection_thread(self.conn, lambda conn: _saved_with(conn, before, put), writes=True)
         return {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint["id"]}
         }
@@ -413,10 +411,10 @@ class SqliteSaver(AsyncSqliteSaver):
         task_id: str,
         task_path: str,
         *,
-        before: _Kept | None = None,
+        before: Sequence[_Kept] = (),
     ) -> None:
-        # AsyncSqliteSaver.aput_writes's statement, in one hop to the connection's thread instead of four. The kept
-        # work, if not done yet, is done first.
+        # AsyncSqliteSaver.aput_writes's statement, in one hop to the connection's thread instead of four, after the
+        # kept work not done yet (`_saved_with`).
         await self.setup()
         configurable = config["configurable"]
         verb = "REPLACE" if all(channel in WRITES_IDX_MAP for channel, _ in writes) else "IGNORE"
@@ -435,22 +433,14 @@ class SqliteSaver(AsyncSqliteSaver):
         ]
 
         def put(conn: sqlite3.Connection) -> None:
-            try:
-                due = _committing([before] if before is not None else [], conn)
-                conn.executemany(
-                    f"INSERT OR {verb} INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
-                    "channel, type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                conn.commit()
-            except BaseException:
-                _rolled_back_on_failure(conn)
-                raise
-            for item in due:
-                item.done = True
+            conn.executemany(
+                f"INSERT OR {verb} INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, "
+                "channel, type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
 
         async with self.lock:
-            await on_connection_thread(self.conn, put, writes=True)
+            await on_connection_thread(self.conn, lambda conn: _saved_with(conn, before, put), writes=True)
 
     async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(WRITE_ATTEMPTS):

@@ -218,8 +218,8 @@ def test_finishs_result_and_the_memory_update_are_saved_together(app: TriageApp,
     carried: list[str] = []
     busy = sqlite3.OperationalError("database is locked (injected fault)")
 
-    async def failing_writes(config: Any, writes: Any, task_id: str, task_path: str, *, before: Any = None) -> Any:
-        if before is None or config["configurable"]["checkpoint_ns"]:
+    async def failing_writes(config: Any, writes: Any, task_id: str, task_path: str, *, before: Any = ()) -> Any:
+        if not before or config["configurable"]["checkpoint_ns"]:
             return await put_writes(config, writes, task_id, task_path, before=before)
         carried.append("writes")
         assert "conversation" in [channel for channel, _ in writes], "finish's writes carry the update"
@@ -228,10 +228,10 @@ def test_finishs_result_and_the_memory_update_are_saved_together(app: TriageApp,
         if fails in ("writes, after the memory", "both"):
 
             def then_fail(conn: sqlite3.Connection) -> None:
-                before.work(conn)
+                before[0].work(conn)
                 raise busy
 
-            return await put_writes(config, writes, task_id, task_path, before=Kept(then_fail))
+            return await put_writes(config, writes, task_id, task_path, before=[Kept(then_fail)])
         return await put_writes(config, writes, task_id, task_path, before=before)
 
     async def failing_put(config: Any, checkpoint: Any, metadata: Any, *, before: Any) -> Any:

@@ -67,10 +67,16 @@ class OneHopSqliteStore(AsyncSqliteStore):
             return value
         if not self.is_setup:
             await self.setup()
+
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            store = self._sync_store(conn)
+            [item] = store.batch([GetOp(namespace, key)])
+            value = update(dict(item.value) if item is not None else None)  # type: ignore[union-attr]
+            commit_unsynced(conn, lambda: store.batch([PutOp(namespace, key, value)]))
+            return value
+
         async with self.lock:
-            return await on_connection_thread(
-                self.conn, lambda conn: self._update(conn, namespace, key, update), writes=True
-            )
+            return await on_connection_thread(self.conn, run, writes=True)
 
     def update_with_step(
         self, namespace: tuple[str, ...], key: str, update: Callable[[dict[str, Any] | None], dict[str, Any]]
@@ -98,19 +104,6 @@ class OneHopSqliteStore(AsyncSqliteStore):
                 cursor.close()
 
         return self.saver.before_task_saved(run)
-
-    def _update(
-        self,
-        conn: sqlite3.Connection,
-        namespace: tuple[str, ...],
-        key: str,
-        update: Callable[[dict[str, Any] | None], dict[str, Any]],
-    ) -> dict[str, Any]:
-        store = self._sync_store(conn)
-        [item] = store.batch([GetOp(namespace, key)])
-        value = update(dict(item.value) if item is not None else None)  # type: ignore[union-attr]
-        commit_unsynced(conn, lambda: store.batch([PutOp(namespace, key, value)]))
-        return value
 
     def _sync_store(self, conn: sqlite3.Connection) -> SqliteStore:
         if self._sync is None:  # built on this thread: it registers a function on the connection
