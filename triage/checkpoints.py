@@ -15,6 +15,13 @@ Two things keep the store small (BENCHMARKS.md has the figures):
   own checkpoint; LangGraph replays every task of that step then, saved writes or not, so nothing changes there.
   (LangGraph's `DeltaChannel` rebuilds a value from earlier writes; no triage state uses it, and it must not while
   this holds.)
+
+A task's writes to several state channels are saved as one row (`BATCH_TYPE`), not a row each: a row costs about as
+much to insert and delete again as a small checkpoint's bytes, and a node that returns four keys wrote four. Such a
+row is read back as the writes it holds, in their order (`_expanded`); writes to reserved channels, and the
+accumulated writes of LangGraph's null task (saved again with each addition), keep a row each. Rows saved one by one
+(by earlier versions) are read as before. An earlier version reading a store this one wrote would not know a batch
+row: it would take it for a write to an unknown channel.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import ormsgpack
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
     BaseCheckpointSaver,
@@ -62,6 +70,13 @@ Work = Callable[[sqlite3.Connection], None]
 """Statements on the connection, inside the transaction that saves a task's result: they must not commit or roll
 back (`SqliteSaver.before_task_saved`)."""
 _COLUMNS = "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata FROM checkpoints"
+BATCH_TYPE = "triage-writes"
+"""The `type` of a writes row that holds a task's writes together: a msgpack list of [channel, type, value]."""
+BATCH_CHANNEL = "triage:writes"
+"""The `channel` of such a row: not reserved (`__...`), so it goes with the other writes its checkpoint absorbed."""
+NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
+"""LangGraph's task id for writes no task made (a state update, a resume); it saves them again, with each new one
+appended, expecting the earlier rows to stay as they are (its own constant is private)."""
 LIST_PAGE = 50
 """Checkpoints `alist` reads (with their pending writes) in each hop to the connection's thread."""
 WRITE_ATTEMPTS = 4
@@ -179,6 +194,25 @@ def _saved_with(conn: sqlite3.Connection, kept: Sequence[_Kept], save: Callable[
         raise
     for item in due:
         item.done = True
+
+
+def _batched(writes: Sequence[tuple[str, Any]], task_id: str) -> bool:
+    """Whether a task's writes are saved as one row: several, all to state channels, from a task of the graph."""
+    return len(writes) > 1 and task_id != NULL_TASK_ID and not any(channel.startswith("__") for channel, _ in writes)
+
+
+def _expanded(rows: Sequence[Any]) -> list[Any]:
+    """`pending_writes_sql` rows with each batch row replaced by the writes it holds, each at its own index."""
+    if not any(row[2] == BATCH_TYPE for row in rows):
+        return list(rows)
+    expanded: list[Any] = []
+    for task_id, channel, type_, value, task_path, idx in rows:
+        if type_ != BATCH_TYPE:
+            expanded.append((task_id, channel, type_, value, task_path, idx))
+            continue
+        for index, (held_channel, held_type, held_value) in enumerate(ormsgpack.unpackb(value)):
+            expanded.append((task_id, held_channel, held_type, held_value, task_path, index))
+    return expanded
 
 
 def _step_of(config: RunnableConfig) -> tuple[str, str, str]:
@@ -359,7 +393,7 @@ class SqliteSaver(AsyncSqliteSaver):
             self.serde.loads_typed((type_, checkpoint)),
             json.loads(metadata) if metadata is not None else {},
             {"configurable": {**here, "checkpoint_id": parent_id}} if parent_id else None,
-            load_pending_writes(writes, self.serde),
+            load_pending_writes(_expanded(writes), self.serde),
         )
 
     def get_next_version(self, current: str | int | None, channel: None) -> Any:
@@ -418,19 +452,15 @@ class SqliteSaver(AsyncSqliteSaver):
         await self.setup()
         configurable = config["configurable"]
         verb = "REPLACE" if all(channel in WRITES_IDX_MAP for channel, _ in writes) else "IGNORE"
-        rows = [
-            (
-                str(configurable["thread_id"]),
-                str(configurable["checkpoint_ns"]),
-                str(configurable["checkpoint_id"]),
-                task_id,
-                task_path,
-                WRITES_IDX_MAP.get(channel, idx),
-                channel,
-                *self.serde.dumps_typed(value),
-            )
-            for idx, (channel, value) in enumerate(writes)
-        ]
+        where = (str(configurable["thread_id"]), str(configurable["checkpoint_ns"]), str(configurable["checkpoint_id"]))
+        if _batched(writes, task_id):
+            packed = ormsgpack.packb([[channel, *self.serde.dumps_typed(value)] for channel, value in writes])
+            rows = [(*where, task_id, task_path, 0, BATCH_CHANNEL, BATCH_TYPE, packed)]
+        else:
+            rows = [
+                (*where, task_id, task_path, WRITES_IDX_MAP.get(channel, idx), channel, *self.serde.dumps_typed(value))
+                for idx, (channel, value) in enumerate(writes)
+            ]
 
         def put(conn: sqlite3.Connection) -> None:
             conn.executemany(

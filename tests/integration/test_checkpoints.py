@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
+from hypothesis import HealthCheck, assume, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from tests.conftest import rows
 from triage import Ticket, TriageApp
@@ -463,3 +466,133 @@ def test_a_graph_with_a_subgraph_that_stops_before_a_node_is_read_from_the_store
     record = RunRecord(checkpoint={"channel_values": {"n": 1}, "ts": "2026-12-01T00:00:00+00:00"})  # type: ignore[typeddict-item]
     assert app_module._finished_snapshot(build(stop=False), record).values == {"n": 1}
     assert app_module._finished_snapshot(build(stop=True), record) is None
+
+
+_CHANNELS = ["a", "b", "branch:to:x", "__interrupt__", "__error__", "__resume__", "__pregel_tasks"]
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+_WRITES = st.lists(st.tuples(st.sampled_from(_CHANNELS), _VALUES), min_size=1, max_size=5)
+
+
+@given(
+    tasks=st.lists(st.tuples(st.sampled_from(["task-1", "task-2"]), _WRITES), max_size=4),
+    updates=st.lists(_WRITES, max_size=3),
+)
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_a_tasks_writes_saved_as_one_row_read_back_as_langgraphs_saver_reads_them(
+    tasks: list[tuple[str, list[tuple[str, Any]]]], updates: list[list[tuple[str, Any]]]
+) -> None:
+    """Writes saved on `CheckpointSaver` (a task's writes to state channels in one row) and on the stock saver, each
+    in its own file, read back the same: pending writes in order, with their task ids, by `aget_tuple` and `alist`.
+
+    A task of the graph saves its regular writes once (LangGraph keeps a finished task's writes, it does not save
+    them again); its reserved writes (an error, an interrupt) may come later. The null task's writes are saved again
+    with each addition, the reserved ones last, as LangGraph's loop saves them."""
+    import asyncio
+    import tempfile
+
+    import aiosqlite
+    from langgraph.checkpoint.base import WRITES_IDX_MAP, empty_checkpoint
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from triage.checkpoints import BATCH_TYPE, NULL_TASK_ID, CheckpointSaver
+
+    def regular(writes: list[tuple[str, Any]]) -> bool:
+        return any(channel not in WRITES_IDX_MAP for channel, _ in writes)
+
+    for task in ("task-1", "task-2"):  # as LangGraph saves them: a task's regular writes once
+        assume(sum(regular(writes) for name, writes in tasks if name == task) <= 1)
+    puts: list[tuple[str, list[tuple[str, Any]]]] = list(tasks)
+    accumulated: list[tuple[str, Any]] = []
+    for writes in updates:
+        accumulated = [w for w in accumulated if w[0] not in WRITES_IDX_MAP] + sorted(
+            writes, key=lambda w: w[0] in WRITES_IDX_MAP
+        )
+        puts.append((NULL_TASK_ID, list(accumulated)))
+
+    async def saved(make: Any, path: Path) -> tuple[Any, list[Any], int]:
+        async with aiosqlite.connect(path) as conn:
+            saver = make(conn)
+            config: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+            config = await saver.aput(config, empty_checkpoint(), {"source": "loop", "step": 0}, {})
+            for task_id, writes in puts:
+                await saver.aput_writes(config, writes, task_id, "path")
+            batches = await (await conn.execute("SELECT COUNT(*) FROM writes WHERE type = ?", (BATCH_TYPE,))).fetchone()
+            listed = [t.pending_writes async for t in saver.alist({"configurable": {"thread_id": "t"}})]
+            found = await saver.aget_tuple(config)
+            return found.pending_writes if found else None, listed, batches[0] if batches else 0
+
+    with tempfile.TemporaryDirectory() as folder:
+        ours = asyncio.run(saved(CheckpointSaver, Path(folder) / "ours.sqlite"))
+        stock = asyncio.run(saved(AsyncSqliteSaver, Path(folder) / "stock.sqlite"))
+    assert ours[:2] == stock[:2]
+    one_row = [
+        writes
+        for task, writes in tasks
+        if len(writes) > 1 and not any(channel.startswith("__") for channel, _ in writes)
+    ]
+    assert ours[2] == len(one_row)
+
+
+@pytest.mark.parametrize("saver", ["stock", "triage"])
+def test_a_step_resumed_after_a_failure_keeps_the_finished_tasks_writes(tmp_path: Path, saver: str) -> None:
+    """A step of two tasks where one returned several keys (saved as one row) and the other failed: resuming the
+    thread runs only the failed one, and the finished one's keys are in the state, as on LangGraph's own saver."""
+    import asyncio
+
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.graph import END, START, StateGraph
+    from typing_extensions import TypedDict
+
+    from triage.checkpoints import BATCH_TYPE, CheckpointSaver
+
+    class Parts(TypedDict, total=False):
+        left: str
+        middle: list[int]
+        right: str
+
+    runs: list[str] = []
+    flaky = {"fail": True}
+    steady_ran = threading.Event()
+
+    def steady(state: Parts) -> Parts:
+        runs.append("steady")
+        steady_ran.set()
+        return {"left": "done", "middle": [1, 2]}
+
+    def shaky(state: Parts) -> Parts:
+        runs.append("shaky")
+        if flaky["fail"]:
+            assert steady_ran.wait(30), "the steady branch never ran"
+            raise TimeoutError("the store was busy")
+        return {"right": "done"}
+
+    builder = StateGraph(Parts)
+    builder.add_node("steady", steady)
+    builder.add_node("shaky", shaky)
+    builder.add_edge(START, "steady")
+    builder.add_edge(START, "shaky")
+    builder.add_edge(["steady", "shaky"], END)
+    config: Any = {"configurable": {"thread_id": "t"}}
+
+    async def scenario() -> tuple[dict[str, Any], int]:
+        async with aiosqlite.connect(tmp_path / "checkpoints.sqlite") as conn:
+            checkpointer = CheckpointSaver(conn) if saver == "triage" else AsyncSqliteSaver(conn)
+            graph = builder.compile(checkpointer=checkpointer)
+            with pytest.raises(TimeoutError):
+                await graph.ainvoke({}, config, durability="sync")
+            cursor = await conn.execute("SELECT COUNT(*) FROM writes WHERE type = ?", (BATCH_TYPE,))
+            (batches,) = await cursor.fetchone() or (0,)
+            flaky["fail"] = False
+            await graph.ainvoke(None, config, durability="sync")
+            return dict((await graph.aget_state(config)).values), batches
+
+    values, batches = asyncio.run(scenario())
+    assert values == {"left": "done", "middle": [1, 2], "right": "done"}
+    assert runs == ["steady", "shaky", "shaky"] or sorted(runs) == ["shaky", "shaky", "steady"]
+    assert runs.count("steady") == 1
+    assert batches == (1 if saver == "triage" else 0)
