@@ -139,6 +139,76 @@ def test_the_one_hop_store_reads_and_writes_what_langgraphs_async_store_does(tmp
     asyncio.run(scenario())
 
 
+def test_a_memory_update_with_the_step_is_read_back_as_langgraphs_store_reads_its_own(tmp_path: Path) -> None:
+    """`update_with_step`'s own statements (an insert, then updates in place) leave items that LangGraph's store
+    reads, gets by search and lists as it does the ones it wrote itself; an update keeps the item's `created_at`."""
+    import asyncio
+
+    import aiosqlite
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.store.base import ListNamespacesOp, SearchOp
+    from langgraph.store.sqlite.aio import AsyncSqliteStore
+    from typing_extensions import TypedDict
+
+    from triage.checkpoints import CheckpointSaver
+    from triage.stores.sqlite_memory import OneHopSqliteStore
+
+    class S(TypedDict, total=False):
+        n: int
+
+    seen: list[dict[str, Any] | None] = []
+    TEXT = 'Ça va? \u2603 "quoted"'
+
+    def bump(previous: dict[str, Any] | None) -> dict[str, Any]:
+        seen.append(previous)
+        return {"language": "fr", "n": (previous or {}).get("n", 0) + 1, "text": TEXT}
+
+    async def scenario() -> None:
+        async with aiosqlite.connect(tmp_path / "store.sqlite") as conn:
+            saver = CheckpointSaver(conn)
+            await saver.setup()
+            stock, ours = AsyncSqliteStore(conn), OneHopSqliteStore(conn)
+            await stock.setup()
+            await ours.setup()
+            await conn.commit()
+            ours.saver = saver
+
+            async def step(state: S) -> S:
+                assert ours.update_with_step(("customers", "a"), "memory", bump)
+                return {"n": 1}
+
+            graph: Any = StateGraph(S)
+            graph.add_node("step", step)
+            graph.add_edge(START, "step")
+            graph.add_edge("step", END)
+            compiled = graph.compile(checkpointer=saver)
+            await compiled.ainvoke({}, {"configurable": {"thread_id": "one"}}, durability="sync")
+            await conn.execute("UPDATE store SET created_at = '2026-01-02 03:04:05' WHERE prefix = 'customers.a'")
+            await conn.commit()
+            first = await stock.aget(("customers", "a"), "memory")
+            await compiled.ainvoke({}, {"configurable": {"thread_id": "two"}}, durability="sync")
+            await stock.aput(("customers", "b"), "memory", {"language": "fr", "n": 2, "text": TEXT})
+            mine = await stock.aget(("customers", "a"), "memory")
+            theirs = await stock.aget(("customers", "b"), "memory")
+            assert first is not None and mine is not None and theirs is not None
+            assert mine.value == theirs.value and mine.created_at == first.created_at
+            assert first.created_at.year == 2026 and first.created_at.month == 1 and mine.updated_at > mine.created_at
+            found = await stock.abatch(
+                [
+                    SearchOp(("customers",), filter={"n": 2}, limit=10),
+                    ListNamespacesOp(match_conditions=None, max_depth=None, limit=10, offset=0),
+                ]
+            )
+            assert sorted(item.namespace for item in found[0]) == [("customers", "a"), ("customers", "b")]
+            assert sorted(found[1]) == [("customers", "a"), ("customers", "b")]
+            assert await ours.aget(("customers", "a"), "memory") == mine
+            rows = await (await conn.execute("SELECT COUNT(*) FROM store WHERE prefix = 'customers.a'")).fetchone()
+            assert rows == (1,)
+
+    asyncio.run(scenario())
+    assert seen[0] is None and seen[1] is not None and seen[1]["n"] == 1 and len(seen) == 2
+
+
 def test_a_memory_update_is_one_hop_whose_commit_waits_for_the_next_synced_one(tmp_path: Path) -> None:
     """`aupdate` reads and writes in one hop, commits its write with `synchronous = NORMAL` and puts the connection's
     own setting back, whether the update succeeds or raises (the checkpoint commits after it must stay synced)."""
