@@ -205,6 +205,28 @@ def test_a_memory_update_with_the_step_is_read_back_as_langgraphs_store_reads_it
             rows = await (await conn.execute("SELECT COUNT(*) FROM store WHERE prefix = 'customers.a'")).fetchone()
             assert rows == (1,)
 
+            # A new customer whose item another writer puts between the read and the write: updated, not refused.
+            def racing(previous: dict[str, Any] | None) -> dict[str, Any]:
+                assert previous is None
+                conn._conn.execute(
+                    "INSERT INTO store (prefix, key, value) VALUES ('customers.c', 'memory', ?)", (b'{"n": 7}',)
+                )
+                return {"n": 1}
+
+            async def first_turn(state: S) -> S:
+                assert ours.update_with_step(("customers", "c"), "memory", racing)
+                return {"n": 1}
+
+            other: Any = StateGraph(S)
+            other.add_node("step", first_turn)
+            other.add_edge(START, "step")
+            other.add_edge("step", END)
+            await other.compile(checkpointer=saver).ainvoke(
+                {}, {"configurable": {"thread_id": "three"}}, durability="sync"
+            )
+            raced = await stock.aget(("customers", "c"), "memory")
+            assert raced is not None and raced.value == {"n": 1}
+
     asyncio.run(scenario())
     assert seen[0] is None and seen[1] is not None and seen[1]["n"] == 1 and len(seen) == 2
 
