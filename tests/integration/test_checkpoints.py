@@ -149,7 +149,6 @@ def test_a_retry_from_a_failed_step_runs_as_on_langgraphs_own_saver(tmp_path: Pa
 
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-    from langgraph.graph import END, START, StateGraph
     from typing_extensions import TypedDict
 
     from triage.checkpoints import CheckpointSaver
@@ -158,30 +157,7 @@ def test_a_retry_from_a_failed_step_runs_as_on_langgraphs_own_saver(tmp_path: Pa
         done: Annotated[list[str], operator.add]
         status: str
 
-    runs: list[str] = []
-    flaky = {"fail": True}
-    steady_ran = threading.Event()
-
-    def steady(state: Branches) -> Branches:
-        runs.append("steady")
-        steady_ran.set()
-        return {"done": ["steady"]}
-
-    def shaky(state: Branches) -> Branches:
-        runs.append("shaky")
-        if flaky["fail"]:
-            # Fail only once the other branch has run: otherwise, on a loaded machine, the failure can cancel it
-            # before it starts, and the step's first try would hold one task, not two.
-            assert steady_ran.wait(30), "the steady branch never ran"
-            raise TimeoutError("the store was busy")
-        return {"done": ["shaky"]}
-
-    builder = StateGraph(Branches)
-    builder.add_node("steady", steady)
-    builder.add_node("shaky", shaky)
-    builder.add_edge(START, "steady")
-    builder.add_edge(START, "shaky")
-    builder.add_edge(["steady", "shaky"], END)
+    builder, runs, flaky = _steady_and_shaky(Branches, {"done": ["steady"]}, {"done": ["shaky"]})
     config: Any = {"configurable": {"thread_id": "t"}}
 
     async def scenario() -> list[str]:
@@ -320,6 +296,28 @@ def test_the_eval_runs_throwaway_homes_unsynchronised_unless_told(monkeypatch: p
     assert eval_synchronous(Settings(sqlite_synchronous="full")) == "full"
     monkeypatch.setenv("TRIAGE_SQLITE_SYNCHRONOUS", "normal")
     assert eval_synchronous(Settings()) == "normal"
+
+
+def scenario() -> None:
+        conn = await connect(tmp_path / "loop.sqlite", on_loop=True, isolation_level=None)
+        threads: set[int] = set()
+        await conn.execute("CREATE TABLE t (n INTEGER)")
+        await conn.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(200)])
+
+        def total(db: sqlite3.Connection) -> int:
+            threads.add(threading.get_ident())
+            return int(db.execute("SELECT SUM(n) FROM t").fetchone()[0])
+
+        assert await on_connection_thread(conn, total) == sum(range(200))
+        async with conn.execute("SELECT n FROM t ORDER BY n") as cursor:
+            assert [row[0] async for row in cursor] == list(range(200))  # fetched in chunks, on this thread
+        assert threads == {threading.get_ident()}
+        await conn.close()
+        await conn.close()
+        with pytest.raises(ValueError, match="no active connection|closed"):
+            await conn.execute("SELECT 1")
+
+    asyncio.run(scenario())
 
 
 def test_a_run_reports_the_state_the_store_holds(app: TriageApp, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -545,7 +543,6 @@ def test_a_step_resumed_after_a_failure_keeps_the_finished_tasks_writes(tmp_path
 
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-    from langgraph.graph import END, START, StateGraph
     from typing_extensions import TypedDict
 
     from triage.checkpoints import BATCH_TYPE, CheckpointSaver
@@ -555,28 +552,7 @@ def test_a_step_resumed_after_a_failure_keeps_the_finished_tasks_writes(tmp_path
         middle: list[int]
         right: str
 
-    runs: list[str] = []
-    flaky = {"fail": True}
-    steady_ran = threading.Event()
-
-    def steady(state: Parts) -> Parts:
-        runs.append("steady")
-        steady_ran.set()
-        return {"left": "done", "middle": [1, 2]}
-
-    def shaky(state: Parts) -> Parts:
-        runs.append("shaky")
-        if flaky["fail"]:
-            assert steady_ran.wait(30), "the steady branch never ran"
-            raise TimeoutError("the store was busy")
-        return {"right": "done"}
-
-    builder = StateGraph(Parts)
-    builder.add_node("steady", steady)
-    builder.add_node("shaky", shaky)
-    builder.add_edge(START, "steady")
-    builder.add_edge(START, "shaky")
-    builder.add_edge(["steady", "shaky"], END)
+    builder, runs, flaky = _steady_and_shaky(Parts, {"left": "done", "middle": [1, 2]}, {"right": "done"})
     config: Any = {"configurable": {"thread_id": "t"}}
 
     async def scenario() -> tuple[dict[str, Any], int]:
@@ -596,3 +572,37 @@ def test_a_step_resumed_after_a_failure_keeps_the_finished_tasks_writes(tmp_path
     assert runs == ["steady", "shaky", "shaky"] or sorted(runs) == ["shaky", "shaky", "steady"]
     assert runs.count("steady") == 1
     assert batches == (1 if saver == "triage" else 0)
+
+
+def _steady_and_shaky(
+    schema: Any, steady_update: dict[str, Any], shaky_update: dict[str, Any]
+) -> tuple[Any, list[str], dict[str, bool]]:
+    """A graph whose first step runs two tasks: `steady` returns `steady_update`; `shaky` raises a TimeoutError
+    while `flaky["fail"]` is set, else returns `shaky_update`. `runs` lists the tasks as they ran."""
+    from langgraph.graph import END, START, StateGraph
+
+    runs: list[str] = []
+    flaky = {"fail": True}
+    steady_ran = threading.Event()
+
+    def steady(state: Any) -> Any:
+        runs.append("steady")
+        steady_ran.set()
+        return steady_update
+
+    def shaky(state: Any) -> Any:
+        runs.append("shaky")
+        if flaky["fail"]:
+            # Fail only once the other branch has run: otherwise, on a loaded machine, the failure can cancel it
+            # before it starts, and the step's first try would hold one task, not two.
+            assert steady_ran.wait(30), "the steady branch never ran"
+            raise TimeoutError("the store was busy")
+        return shaky_update
+
+    builder = StateGraph(schema)
+    builder.add_node("steady", steady)
+    builder.add_node("shaky", shaky)
+    builder.add_edge(START, "steady")
+    builder.add_edge(START, "shaky")
+    builder.add_edge(["steady", "shaky"], END)
+    return builder, runs, flaky

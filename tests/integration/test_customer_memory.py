@@ -173,15 +173,20 @@ def test_a_memory_update_with_the_step_is_read_back_as_langgraphs_store_reads_it
             await conn.commit()
             ours.saver = saver
 
-            async def step(state: S) -> S:
-                assert ours.update_with_step(("customers", "a"), "memory", bump)
-                return {"n": 1}
+            def one_step(namespace: tuple[str, ...], update: Any) -> Any:
+                """A one-node graph on `saver` whose node updates the item `memory` in `namespace` with the step."""
 
-            graph: Any = StateGraph(S)
-            graph.add_node("step", step)
-            graph.add_edge(START, "step")
-            graph.add_edge("step", END)
-            compiled = graph.compile(checkpointer=saver)
+                async def step(state: S) -> S:
+                    assert ours.update_with_step(namespace, "memory", update)
+                    return {"n": 1}
+
+                graph: Any = StateGraph(S)
+                graph.add_node("step", step)
+                graph.add_edge(START, "step")
+                graph.add_edge("step", END)
+                return graph.compile(checkpointer=saver)
+
+            compiled = one_step(("customers", "a"), bump)
             await compiled.ainvoke({}, {"configurable": {"thread_id": "one"}}, durability="sync")
             await conn.execute("UPDATE store SET created_at = '2026-01-02 03:04:05' WHERE prefix = 'customers.a'")
             await conn.commit()
@@ -213,15 +218,7 @@ def test_a_memory_update_with_the_step_is_read_back_as_langgraphs_store_reads_it
                 )
                 return {"n": 1}
 
-            async def first_turn(state: S) -> S:
-                assert ours.update_with_step(("customers", "c"), "memory", racing)
-                return {"n": 1}
-
-            other: Any = StateGraph(S)
-            other.add_node("step", first_turn)
-            other.add_edge(START, "step")
-            other.add_edge("step", END)
-            await other.compile(checkpointer=saver).ainvoke(
+            await one_step(("customers", "c"), racing).ainvoke(
                 {}, {"configurable": {"thread_id": "three"}}, durability="sync"
             )
             raced = await stock.aget(("customers", "c"), "memory")
