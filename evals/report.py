@@ -83,6 +83,11 @@ def latency_note(measured: Mapping[str, Any]) -> str:
         note += "With one case in flight per process and no more processes than cores it measures the graph. "
     else:
         note += "With more cases in flight than free cores it also measures cases waiting for each other's CPU. "
+    if measured.get("sqlite_on_loop"):
+        note += (
+            "SQLite statements ran on the event loop's thread, not on a thread per connection (TRIAGE_SQLITE_ON_LOOP): "
+            "a real home's runs add a hop to that thread and back for each. "
+        )
     if synchronous == "full":
         return note + "Commits waited for the disk (SQLite `synchronous=full`), as in a real home."
     return note + (

@@ -76,6 +76,7 @@ class Services:
                 helpdesk_path=settings.helpdesk_path,
                 faults=checkpoint_faults,
                 synchronous=settings.sqlite_synchronous,
+                on_loop=settings.sqlite_on_loop,
             )
         try:
             journal = Journal(store.sql)
@@ -87,7 +88,10 @@ class Services:
                     "helpdesk would make refunded payments refundable again",
                 )
             helpdesk = await Helpdesk.open(
-                settings.helpdesk_path, busy_timeout=busy_timeout(policy), synchronous=settings.sqlite_synchronous
+                settings.helpdesk_path,
+                busy_timeout=busy_timeout(policy),
+                synchronous=settings.sqlite_synchronous,
+                on_loop=settings.sqlite_on_loop,
             )
         except BaseException as exc:
             await store.close()

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         "and a refund whose ledger entry is lost could run again on recovery. 'off': not even the WAL checkpoint "
         "waits; for throwaway homes only (the eval's). See BENCHMARKS.md, 'Durability and synchronous'.",
     )
+    sqlite_on_loop: bool = Field(
+        default=False,
+        description="Run the helpdesk's and the checkpoint file's statements on the event loop's thread instead of "
+        "a thread per connection. For a home one process uses alone with sqlite_synchronous 'off' (the eval's), "
+        "where the hop to a connection's thread costs more than the statement. A statement that waits (for the "
+        "disk, or for another process's lock, up to the busy timeout) stalls every run in the process meanwhile.",
+    )
     faults: str | None = Field(
         default=None,
         description="Inject faults into tool calls, e.g. 'transient=0.3,slow=0.1,seed=7' (tests and demos).",

@@ -290,15 +290,70 @@ def test_an_unknown_synchronous_mode_is_refused_with_the_choices(monkeypatch: py
 
 
 def test_the_eval_runs_throwaway_homes_unsynchronised_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
-    from triage.evals.runner import eval_synchronous
+    from triage.evals.runner import eval_on_loop, eval_synchronous
 
     assert eval_synchronous(Settings()) == "off"
     assert eval_synchronous(Settings(sqlite_synchronous="full")) == "full"
+    assert eval_on_loop(Settings(), "off") is True
+    assert eval_on_loop(Settings(), "full") is False  # a commit that waits for the disk would stall the loop
+    assert eval_on_loop(Settings(sqlite_on_loop=False), "off") is False
     monkeypatch.setenv("TRIAGE_SQLITE_SYNCHRONOUS", "normal")
     assert eval_synchronous(Settings()) == "normal"
+    monkeypatch.setenv("TRIAGE_SQLITE_ON_LOOP", "true")
+    assert eval_on_loop(Settings(), "normal") is True
 
 
-def scenario() -> None:
+def test_an_app_with_statements_on_the_loop_runs_tickets_as_one_with_connection_threads(settings: Settings) -> None:
+    """`sqlite_on_loop`: both files' statements run on the loop's own thread (no connection thread is started),
+    and the tickets end as they do on connection threads, with the same timeline and the same rows written."""
+    import threading
+
+    from triage.storefiles import LoopConnection
+
+    tickets = [
+        Ticket(customer_id="cus_small_dup", subject="Charged twice", body="I was charged twice for my plan."),
+        Ticket(customer_id="cus_small_dup", subject="Hours", body="When are you open?"),
+        Ticket(customer_id="cus_small_dup", subject="Login", body="The app crashes when I log in on Android."),
+    ]
+
+    def run(on_loop: bool, home: Path) -> tuple[list[Any], list[Any], set[str]]:
+        app = TriageApp(
+            Settings(home=home, cache_home=settings.cache_home, sqlite_synchronous="off", sqlite_on_loop=on_loop)
+        )
+        try:
+            before = {thread.name for thread in threading.enumerate()}
+            results = [app.run(ticket, thread_id=f"t-{i}") for i, ticket in enumerate(tickets)]
+            started = {thread.name for thread in threading.enumerate()} - before
+            engine = app._engine
+            assert engine is not None
+            conns = [engine.services.saver.conn, engine.services.helpdesk._conn]  # type: ignore[attr-defined]
+            assert all(isinstance(conn, LoopConnection) == on_loop for conn in conns)
+            timelines = [
+                [(e.node, e.namespace.split(":")[0], e.outcome) for e in app.thread(f"t-{i}").timeline]
+                for i in range(len(tickets))
+            ]
+            views = [(r.status, r.route, r.intent, r.actions, r.reply, r.findings) for r in results]
+            return views, timelines, started
+        finally:
+            app.close()
+
+    threaded = run(False, settings.home / "threaded")
+    on_loop = run(True, settings.home / "on-loop")
+    assert on_loop[:2] == threaded[:2]
+    assert {r[0] for r in on_loop[0]} <= {"completed", "escalated"}
+    assert not any("_connection_worker_thread" in name for name in on_loop[2])
+
+
+def test_a_loop_connection_runs_each_call_at_once_on_the_loops_thread(tmp_path: Path) -> None:
+    """Statements, cursors and `on_connection_thread` all run on the calling thread, in order; a closed
+    connection refuses work, and closing twice is harmless."""
+    import asyncio
+    import sqlite3
+    import threading
+
+    from triage.storefiles import connect, on_connection_thread
+
+    async def scenario() -> None:
         conn = await connect(tmp_path / "loop.sqlite", on_loop=True, isolation_level=None)
         threads: set[int] = set()
         await conn.execute("CREATE TABLE t (n INTEGER)")
@@ -314,7 +369,7 @@ def scenario() -> None:
         assert threads == {threading.get_ident()}
         await conn.close()
         await conn.close()
-        with pytest.raises(ValueError, match="no active connection|closed"):
+        with pytest.raises(ValueError, match=r"no active connection|closed"):
             await conn.execute("SELECT 1")
 
     asyncio.run(scenario())

@@ -274,21 +274,24 @@ def test_worker_processes_give_the_same_results_in_dataset_order(
     assert two["quality"] == one["quality"]
     assert [c["passed"] for c in two["cases"]] == [c["passed"] for c in one["cases"]]
     assert two["conversations"]["successes"] == one["conversations"]["successes"] == 2
-    assert one["measured"] == {"workers": 1, "concurrency": 1, "sqlite_synchronous": "off"}
-    assert two["measured"] == {"workers": 2, "concurrency": 1, "sqlite_synchronous": "off"}
+    unsynced = {"sqlite_synchronous": "off", "sqlite_on_loop": True}
+    assert one["measured"] == {"workers": 1, "concurrency": 1, **unsynced}
+    assert two["measured"] == {"workers": 2, "concurrency": 1, **unsynced}
 
 
 def test_the_report_says_how_its_latency_was_measured() -> None:
     from triage.evals.report import latency_note
 
-    shared = latency_note({"workers": 2, "concurrency": 1, "sqlite_synchronous": "off"})
+    shared = latency_note({"workers": 2, "concurrency": 1, "sqlite_synchronous": "off", "sqlite_on_loop": True})
     assert "(2 worker processes, one case at a time in each)" in shared
     assert "it measures the graph" in shared
     assert "`synchronous=off`: commits did not wait for the disk" in shared
+    assert "statements ran on the event loop's thread" in shared
     crowded = latency_note({"workers": 1, "concurrency": 8, "sqlite_synchronous": "full"})
     assert "(one process, 8 cases at once)" in crowded
     assert "waiting for each other's CPU" in crowded
     assert crowded.endswith("Commits waited for the disk (SQLite `synchronous=full`), as in a real home.")
+    assert "event loop" not in crowded
 
 
 def _rows_of(path: Path) -> dict[str, list[tuple[object, ...]]]:

@@ -17,6 +17,7 @@ import aiosqlite
 from triage.errors import DamagedStoreError, StoreError
 from triage.storefiles import (
     check_sqlite_file,
+    connect,
     create_atomically,
     describe_open_error,
     hold_writes_in_turn,
@@ -44,12 +45,15 @@ class Helpdesk:
         self.path = path
 
     @classmethod
-    async def open(cls, path: Path, *, busy_timeout: float = 10.0, synchronous: str = "full") -> Helpdesk:
+    async def open(
+        cls, path: Path, *, busy_timeout: float = 10.0, synchronous: str = "full", on_loop: bool = False
+    ) -> Helpdesk:
         """Open the helpdesk at `path`; a missing one is created and seeded, a damaged one is refused.
 
         `busy_timeout` is how many seconds a statement waits for another process's lock before it fails as busy
         (a transient error); keep it shorter than the node time limit. `synchronous` is SQLite's setting for the
-        connection (`Settings.sqlite_synchronous`: full, normal or off).
+        connection (`Settings.sqlite_synchronous`: full, normal or off); `on_loop` runs its statements on the
+        event loop's thread (`Settings.sqlite_on_loop`, `LoopConnection`).
 
         Raises:
             DamagedStoreError: the file exists but is empty, truncated, not SQLite or not a seeded helpdesk; it is
@@ -62,7 +66,7 @@ class Helpdesk:
             await create_atomically(path, _create_and_seed)
         await asyncio.to_thread(check_sqlite_file, path, what="helpdesk")
         try:
-            conn = await aiosqlite.connect(path, isolation_level=None)
+            conn = await connect(path, on_loop=on_loop, isolation_level=None)
         except sqlite3.Error as exc:
             raise describe_open_error(path, "helpdesk", exc) from None
         hold_writes_in_turn(conn, path, wait=busy_timeout)

@@ -26,6 +26,7 @@ from triage.helpdesk.store import helpdesk_holds_requests
 from triage.journal import Journal
 from triage.storefiles import (
     check_sqlite_file,
+    connect,
     create_atomically,
     describe_open_error,
     hold_writes_in_turn,
@@ -133,10 +134,17 @@ async def open_postgres_store(url: str) -> CheckpointStore:
 
 
 async def open_sqlite_store(
-    path: Path, *, helpdesk_path: Path, faults: FaultInjector | None = None, synchronous: str = "full"
+    path: Path,
+    *,
+    helpdesk_path: Path,
+    faults: FaultInjector | None = None,
+    synchronous: str = "full",
+    on_loop: bool = False,
 ) -> CheckpointStore:
     """Open the SQLite checkpoint store at `path` (see `open_checkpoint_file`)."""
-    saver = await open_checkpoint_file(path, helpdesk_path=helpdesk_path, faults=faults, synchronous=synchronous)
+    saver = await open_checkpoint_file(
+        path, helpdesk_path=helpdesk_path, faults=faults, synchronous=synchronous, on_loop=on_loop
+    )
     try:
         memory = await open_sqlite_memory(saver)
     except BaseException as exc:
@@ -154,11 +162,17 @@ async def open_sqlite_store(
 
 
 async def open_checkpoint_file(
-    path: Path, *, helpdesk_path: Path, faults: FaultInjector | None = None, synchronous: str = "full"
+    path: Path,
+    *,
+    helpdesk_path: Path,
+    faults: FaultInjector | None = None,
+    synchronous: str = "full",
+    on_loop: bool = False,
 ) -> CheckpointSaver:
     """Open the checkpoint store at `path`; a missing one is created only in a new home, a damaged one is refused.
 
-    `synchronous` is SQLite's setting for this connection (`Settings.sqlite_synchronous`: full, normal or off).
+    `synchronous` is SQLite's setting for this connection (`Settings.sqlite_synchronous`: full, normal or off);
+    `on_loop` runs its statements on the event loop's thread (`Settings.sqlite_on_loop`, `LoopConnection`).
 
     Raises:
         DamagedStoreError: the file is empty, truncated, not SQLite or not a checkpoint store, or it is missing
@@ -177,7 +191,7 @@ async def open_checkpoint_file(
         await create_atomically(path, _create_checkpoint_tables)
     await asyncio.to_thread(check_sqlite_file, path, what="checkpoint store")
     try:
-        conn = await aiosqlite.connect(path)
+        conn = await connect(path, on_loop=on_loop)
     except sqlite3.Error as exc:
         raise describe_open_error(path, "checkpoint store", exc) from None
     hold_writes_in_turn(conn, path)
