@@ -590,8 +590,9 @@ async def _close_worker_home(worker: _Worker) -> None:
 
 def _row_restorers(sources: Path, home: Path) -> list[RowRestorer]:
     """Restorers that put the rows of the helpdesk and checkpoint store in `sources` back into `home`'s files."""
-    helpdesk = RowRestorer(sources / "helpdesk.sqlite", home / "helpdesk.sqlite", keep=KB_TABLES)
+    helpdesk = RowRestorer(sources / "helpdesk.sqlite", home / "helpdesk.sqlite", keep=KB_TABLES, track=True)
     try:
+        # Every case writes most of the checkpoint store's few rows: noting its writes would only add to them.
         return [helpdesk, RowRestorer(sources / "checkpoints.sqlite", home / "checkpoints.sqlite")]
     except BaseException:
         helpdesk.close()
@@ -625,23 +626,35 @@ class RowRestorer:
     """`restore_rows` again and again on one connection, kept open with `source` attached (a worker's chunk).
 
     Opening the connection, attaching the source and reading its tables cost more than copying the rows back: 2.0
-    ms a case for both files, against 4.7-5.2 ms with a connection each time. Copying back only the tables a case
-    wrote was tried, with triggers noting each write: SQLite's triggers fire for every row, the copying's own
-    included, and made a restore twice as slow (4.9-5.3 ms against 2.4 ms).
+    ms a case for both files, against 4.7-5.2 ms with a connection each time.
+
+    With `track`, only the tables written since the last restore are copied back. Triggers in `target` (created
+    here, before any case runs on it) note each table that any connection inserts into, updates or deletes from, in
+    the writing transaction itself, so a rolled-back write notes nothing and a committed one cannot go unnoted. The
+    big tables a case rarely writes (invoices, payments, customers: about 800 rows) were most of the copying. The
+    first restore copies every table (what happened before the triggers is not known), and so does any restore for
+    a table without its triggers (created, or dropped and created again, since). An earlier try copied back the
+    written tables of a log that held a row per write: its triggers, firing for the copying's own rows too, made a
+    restore twice as slow; here a table's note is one row, and only tables a case wrote are copied.
     """
 
-    def __init__(self, source: Path, target: Path, *, keep: str | None = None) -> None:
+    def __init__(self, source: Path, target: Path, *, keep: str | None = None, track: bool = False) -> None:
         # SQLite's ATTACH creates a file that is not there: "restoring" from it would empty every table.
         for path in (source, target):
             if not path.is_file():
                 raise FileNotFoundError(f"cannot restore rows: {path} is not there (was the eval's folder removed?)")
         self._target = target
         self._keep = keep
+        self._track = track
+        self._primed = False
+        """A restore has run since the triggers were created: from then on, their notes say what was written."""
         self._conn = sqlite3.connect(target, isolation_level=None, timeout=10, check_same_thread=False)
         try:
             self._conn.execute("PRAGMA synchronous = OFF")  # the eval's homes are thrown away (`eval_synchronous`)
             self._conn.execute("ATTACH DATABASE ? AS source", (str(source),))
             self._in_source = set(self._tables("source"))
+            if track:
+                self._create_triggers()
         except BaseException:
             self._conn.close()
             raise
@@ -649,7 +662,50 @@ class RowRestorer:
     def _tables(self, schema: str) -> dict[str, str]:
         """Name -> CREATE statement of each table of `schema` that is restored (its name does not start with keep)."""
         rows = self._conn.execute(f"SELECT name, sql FROM {schema}.sqlite_master WHERE type = 'table' ORDER BY name")
-        return {name: str(sql) for name, sql in rows if not (self._keep and name.startswith(self._keep))}
+        return {
+            name: str(sql)
+            for name, sql in rows
+            if not (self._keep and name.startswith(self._keep)) and name != _WRITTEN
+        }
+
+    def _create_triggers(self) -> None:
+        """The table of notes, and on each plain table a trigger per kind of write that notes the table there.
+
+        The note is inserted only where none is (no conflict): a trigger's statements take the conflict clause of
+        the statement that fired them (`INSERT OR ROLLBACK ...`), so a conflicting note would fail the app's write.
+        """
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute(f"CREATE TABLE IF NOT EXISTS main.{_WRITTEN} (name TEXT PRIMARY KEY) WITHOUT ROWID")
+            for name, sql in self._tables("main").items():
+                if name.startswith("sqlite_") or sql.upper().startswith("CREATE VIRTUAL"):
+                    continue  # SQLite's own tables and virtual tables take no triggers: restored every time
+                table = _literal(name)
+                for write in ("INSERT", "UPDATE", "DELETE"):
+                    self._conn.execute(
+                        f"CREATE TRIGGER IF NOT EXISTS main.{_quoted(_trigger_name(name, write))} "
+                        f"AFTER {write} ON {_quoted(name)} BEGIN INSERT INTO {_WRITTEN} (name) SELECT "
+                        f"{table} WHERE NOT EXISTS (SELECT 1 FROM {_WRITTEN} WHERE name = {table}); END"
+                    )
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def _written(self, tables: Sequence[str]) -> list[str]:
+        """Of `tables`, those to copy back: every one on the first restore, else the noted ones and the untracked."""
+        if not (self._track and self._primed):
+            return list(tables)
+        noted = {name for (name,) in self._conn.execute(f"SELECT name FROM main.{_WRITTEN}")}
+        triggers = {
+            name for (name,) in self._conn.execute("SELECT name FROM main.sqlite_master WHERE type = 'trigger'")
+        }
+        return [
+            name
+            for name in tables
+            if name in noted
+            or not all(_trigger_name(name, write) in triggers for write in ("INSERT", "UPDATE", "DELETE"))
+        ]
 
     def restore(self) -> None:
         """Put `source`'s rows back into every table of `target` (see `restore_rows`), in one transaction."""
@@ -659,17 +715,32 @@ class RowRestorer:
             raise ValueError(f"cannot restore the rows of virtual tables {virtual} in {self._target}; keep them")
         self._conn.execute("BEGIN IMMEDIATE")
         try:
-            for name in tables:
+            for name in self._written(list(tables)):
                 self._conn.execute(f"DELETE FROM main.{_quoted(name)}")
                 if name in self._in_source:
                     self._conn.execute(f"INSERT INTO main.{_quoted(name)} SELECT * FROM source.{_quoted(name)}")
+            if self._track:
+                self._conn.execute(f"DELETE FROM main.{_WRITTEN}")  # the copying's own notes included
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
+        self._primed = True
 
     def close(self) -> None:
         self._conn.close()
+
+
+_WRITTEN = "_eval_written_tables"
+"""The table in which a tracking `RowRestorer`'s triggers note the tables written since its last restore."""
+
+
+def _trigger_name(table: str, write: str) -> str:
+    return f"_eval_written_{write.lower()}_{table}"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _quoted(name: str) -> str:

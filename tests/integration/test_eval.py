@@ -337,13 +337,15 @@ def test_restoring_rows_gives_a_used_home_the_state_of_its_template(settings: Se
         app.close()
 
 
-def test_a_restorer_kept_open_puts_the_rows_back_after_every_kind_of_write(tmp_path: Path) -> None:
+@pytest.mark.parametrize("track", [False, True])
+def test_a_restorer_kept_open_puts_the_rows_back_after_every_kind_of_write(tmp_path: Path, track: bool) -> None:
     """A worker's `RowRestorer` restores again and again on one connection: after an insert, an update, a delete
-    that cascades, statements with their own conflict clauses and a table created since, the file holds the
-    source's rows each time, and AUTOINCREMENT ids start where the source's do."""
+    that cascades, statements with their own conflict clauses, an upsert, a write rolled back, a table dropped and
+    made again and a table created since, the file holds the source's rows each time, and AUTOINCREMENT ids start
+    where the source's do. Tracking (the eval's) copies back only what was written, and leaves the same rows."""
     import sqlite3
 
-    from triage.evals.runner import RowRestorer
+    from triage.evals.runner import _WRITTEN, RowRestorer
 
     schema = (
         "CREATE TABLE parents (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT);"
@@ -356,23 +358,33 @@ def test_a_restorer_kept_open_puts_the_rows_back_after_every_kind_of_write(tmp_p
         conn.close()
 
     expected = _rows_of(tmp_path / "source.sqlite")
-    restorer = RowRestorer(tmp_path / "source.sqlite", tmp_path / "target.sqlite")
     writer = sqlite3.connect(tmp_path / "target.sqlite", isolation_level=None)
+    writer.execute("UPDATE children SET parent = 2 WHERE id = 1")  # before the restorer: the first restore copies all
+    restorer = RowRestorer(tmp_path / "source.sqlite", tmp_path / "target.sqlite", track=track)
     try:
         writer.execute("PRAGMA foreign_keys = ON")
         for write in (
+            "SELECT 1",
             "INSERT INTO parents (name) VALUES ('c')",
             "INSERT OR FAIL INTO parents (name) VALUES ('d'); INSERT OR ROLLBACK INTO parents (name) VALUES ('e')",
             "UPDATE parents SET name = 'z' WHERE id = 1",
+            "BEGIN; UPDATE parents SET name = 'y' WHERE id = 2; ROLLBACK; UPDATE children SET parent = 2 WHERE id = 1",
             "DELETE FROM parents WHERE id = 2",  # cascades into children
             "INSERT INTO children VALUES (3, 1)",
+            "INSERT INTO children VALUES (1, 2) ON CONFLICT (id) DO UPDATE SET parent = excluded.parent",
+            "REPLACE INTO children VALUES (2, 1)",
+            "DROP TABLE children; CREATE TABLE children (id INTEGER PRIMARY KEY, parent INTEGER); "
+            "INSERT INTO children VALUES (9, 9)",
+            "INSERT INTO children VALUES (8, 8)",  # the table made again: still restored
             "CREATE TABLE later (v TEXT); INSERT INTO later VALUES ('new')",
         ):
             writer.executescript(write)
-            assert _rows_of(tmp_path / "target.sqlite") != expected, write
+            if write != "SELECT 1":
+                assert _rows_of(tmp_path / "target.sqlite") != expected, write
             restorer.restore()
             now = _rows_of(tmp_path / "target.sqlite")
             assert now.pop("later", []) == [], write  # not in the source: emptied
+            assert now.pop(_WRITTEN, []) == [], write  # the notes are cleared with each restore
             assert now == expected, write
         (seq,) = writer.execute("SELECT seq FROM sqlite_sequence WHERE name = 'parents'").fetchone()
         assert seq == 2, "AUTOINCREMENT ids start where the source's do"
