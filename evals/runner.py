@@ -539,7 +539,10 @@ async def _cases_in_one_home(chunk: list[tuple[int, EvalCase]], worker: _Worker)
     try:
         for index, case in plain:
             if home.used:
-                await asyncio.to_thread(_restore_all, home.restorers)
+                # On this thread, not another: a Ctrl-C cancels this task, and closing the restorers while a thread
+                # still restored on their connections crashed the process (SIGSEGV, its workers left running).
+                # A restore is 1-3 ms, and the loop waits for nothing else meanwhile.
+                _restore_all(home.restorers)
             home.used = True
             done.append((index, await _case_on(home.app, case)))
     except BaseException:

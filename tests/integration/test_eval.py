@@ -6,8 +6,10 @@ import asyncio
 import json
 import re
 import shutil
+import threading
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -263,6 +265,16 @@ def test_worker_processes_give_the_same_results_in_dataset_order(
         raise AssertionError("the cases ran in this process")
 
     monkeypatch.setattr(runner, "_in_process", not_here)  # the workers import the module afresh, unpatched
+    # This process's share restores its files on the loop's own thread: restoring on another thread raced the
+    # restorers' closing when Ctrl-C cancelled the share, and crashed the process (SIGSEGV).
+    restored_on: list[int] = []
+    restore_all = runner._restore_all
+
+    def restore_here(restorers: Any) -> None:
+        restored_on.append(threading.get_ident())
+        restore_all(restorers)
+
+    monkeypatch.setattr(runner, "_restore_all", restore_here)
     done: list[str] = []
     shared = asyncio.run(
         run_cases(cases, conversations=talks, settings=settings, workers=2, on_done=lambda r: done.append(r.case.id))
@@ -274,6 +286,7 @@ def test_worker_processes_give_the_same_results_in_dataset_order(
     assert two["quality"] == one["quality"]
     assert [c["passed"] for c in two["cases"]] == [c["passed"] for c in one["cases"]]
     assert two["conversations"]["successes"] == one["conversations"]["successes"] == 2
+    assert restored_on and set(restored_on) == {threading.get_ident()}, "this process restored on another thread"
     unsynced = {"sqlite_synchronous": "off", "sqlite_on_loop": True}
     assert one["measured"] == {"workers": 1, "concurrency": 1, **unsynced}
     assert two["measured"] == {"workers": 2, "concurrency": 1, **unsynced}
