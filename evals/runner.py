@@ -684,7 +684,7 @@ class RowRestorer:
                 if name.startswith("sqlite_") or sql.upper().startswith("CREATE VIRTUAL"):
                     continue  # SQLite's own tables and virtual tables take no triggers: restored every time
                 table = _literal(name)
-                for write in ("INSERT", "UPDATE", "DELETE"):
+                for write in _WRITES:
                     self._conn.execute(
                         f"CREATE TRIGGER IF NOT EXISTS main.{_quoted(_trigger_name(name, write))} "
                         f"AFTER {write} ON {_quoted(name)} BEGIN INSERT INTO {_WRITTEN} (name) SELECT "
@@ -706,8 +706,7 @@ class RowRestorer:
         return [
             name
             for name in tables
-            if name in noted
-            or not all(_trigger_name(name, write) in triggers for write in ("INSERT", "UPDATE", "DELETE"))
+            if name in noted or not all(_trigger_name(name, write) in triggers for write in _WRITES)
         ]
 
     def restore(self) -> None:
@@ -736,6 +735,10 @@ class RowRestorer:
 
 _WRITTEN = "_eval_written_tables"
 """The table in which a tracking `RowRestorer`'s triggers note the tables written since its last restore."""
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE")
+"""The kinds of write a tracked table has a trigger for."""
 
 
 def _trigger_name(table: str, write: str) -> str:

@@ -145,7 +145,6 @@ def test_a_memory_update_with_the_step_is_read_back_as_langgraphs_store_reads_it
     import asyncio
 
     import aiosqlite
-    from langgraph.graph import END, START, StateGraph
     from langgraph.store.base import ListNamespacesOp, SearchOp
     from langgraph.store.sqlite.aio import AsyncSqliteStore
     from typing_extensions import TypedDict
@@ -180,11 +179,7 @@ def test_a_memory_update_with_the_step_is_read_back_as_langgraphs_store_reads_it
                     assert ours.update_with_step(namespace, "memory", update)
                     return {"n": 1}
 
-                graph: Any = StateGraph(S)
-                graph.add_node("step", step)
-                graph.add_edge(START, "step")
-                graph.add_edge("step", END)
-                return graph.compile(checkpointer=saver)
+                return _one_node_graph(S, step, saver)
 
             compiled = one_step(("customers", "a"), bump)
             await compiled.ainvoke({}, {"configurable": {"thread_id": "one"}}, durability="sync")
@@ -416,7 +411,6 @@ def test_kept_work_is_committed_once_with_the_tasks_result_and_only_then(tmp_pat
 
     import aiosqlite
     from langgraph.checkpoint.memory import InMemorySaver
-    from langgraph.graph import END, START, StateGraph
     from typing_extensions import TypedDict
 
     from triage.checkpoints import CheckpointSaver
@@ -442,11 +436,7 @@ def test_kept_work_is_committed_once_with_the_tasks_result_and_only_then(tmp_pat
                 raise ValueError("the node failed after keeping its work")
             return {"n": 1}
 
-        graph: Any = StateGraph(S)
-        graph.add_node("step", step)
-        graph.add_edge(START, "step")
-        graph.add_edge("step", END)
-        return graph.compile(checkpointer=saver)
+        return _one_node_graph(S, step, saver)
 
     async def scenario() -> None:
         nonlocal ours
@@ -524,3 +514,14 @@ def test_kept_work_is_committed_once_with_the_tasks_result_and_only_then(tmp_pat
 
     ours: Any = None
     asyncio.run(scenario())
+
+
+def _one_node_graph(schema: Any, step: Any, saver: Any) -> Any:
+    """`step` as the only node of a graph compiled on `saver`."""
+    from langgraph.graph import END, START, StateGraph
+
+    graph: Any = StateGraph(schema)
+    graph.add_node("step", step)
+    graph.add_edge(START, "step")
+    graph.add_edge("step", END)
+    return graph.compile(checkpointer=saver)
