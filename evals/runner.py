@@ -573,7 +573,10 @@ async def _open_worker_home(worker: _Worker) -> _WorkerHome:
     await asyncio.to_thread(_copy_stores, place.root / "template", place.root / "blank", path)
     restorers = await asyncio.to_thread(_row_restorers, sources, path)
     app = TriageApp(
-        worker.base.model_copy(update={"home": path, **place.shared}), models=worker.models, graphs=worker.graphs
+        worker.base.model_copy(update={"home": path, **place.shared}),
+        models=worker.models,
+        graphs=worker.graphs,
+        loop=asyncio.get_running_loop(),  # one case at a time: each call runs at once, with no hop to a thread
     )
     worker.home = _WorkerHome(path, app, restorers)
     return worker.home
@@ -893,7 +896,7 @@ async def answer_approvals(app: TriageApp, result: RunResult, case: EvalCase) ->
 
 
 async def _run_case(case: EvalCase, settings: Settings, models: ModelTier, graphs: CompiledGraphs) -> CaseRun:
-    app = TriageApp(settings, models=models, graphs=graphs)
+    app = TriageApp(settings, models=models, graphs=graphs, loop=asyncio.get_running_loop())
     try:
         return await _case_on(app, case)
     finally:
@@ -942,7 +945,7 @@ async def _run_conversation(
     case: ConversationCase, settings: Settings, models: ModelTier, graphs: CompiledGraphs
 ) -> ConversationRun:
     """Send the case's turns in order to one conversation and judge each turn on what it did."""
-    app = TriageApp(settings, models=models, graphs=graphs)
+    app = TriageApp(settings, models=models, graphs=graphs, loop=asyncio.get_running_loop())
     conversation_id = f"eval-{case.id}"
     turns: list[TurnRun] = []
     held: RunResult | None = None

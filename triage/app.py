@@ -162,12 +162,29 @@ class TriageApp:
     """
 
     def __init__(
-        self, settings: Settings, *, models: ModelTier | None = None, graphs: CompiledGraphs | None = None
+        self,
+        settings: Settings,
+        *,
+        models: ModelTier | None = None,
+        graphs: CompiledGraphs | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        """An app on `settings`; nothing opens before its first call.
+
+        Args:
+            settings: Its home, stores and policies.
+            models: The model tier (default: the embedded local tier, with the model if one is configured).
+            graphs: Compiled graphs to share with other apps in this process.
+            loop: Run the app on this event loop, which the caller runs, instead of a thread of the app's own. For a
+                program that calls only the async methods, and from that loop (an eval worker does): each call
+                then runs at once, without a hop to the app's thread and back. The app's own work (a
+                classification, say) then runs on that loop too, and the sync methods work only from another
+                thread while it runs. `close` leaves the loop running.
+        """
         self.settings = settings
         self._models = models
         self._graphs = graphs or CompiledGraphs()
-        self._portal = Portal()
+        self._portal = Portal(loop)
         self._engine: _Engine | None = None
         self._opening: asyncio.Lock | None = None
         self._conversation_locks: dict[str, tuple[asyncio.Lock, int]] = {}

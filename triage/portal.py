@@ -11,10 +11,17 @@ T = TypeVar("T")
 
 
 class Portal:
-    """Runs coroutines on one background loop; aiosqlite connections and savers live there and nowhere else."""
+    """Runs coroutines on one loop; aiosqlite connections and savers live there and nowhere else.
 
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
+    By default the loop is the portal's own, on a daemon thread started at the first call. Given `loop`, the portal
+    uses that loop, which its owner runs: a coroutine on it that calls `acall` then awaits the work directly, with
+    no hop to another thread and back (two wake-ups of a sleeping loop, 0.1-1 ms each here). `call` then works only
+    from another thread while that loop runs, and `stop` leaves the loop to its owner.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = loop
+        self._adopted = loop is not None
         self._thread: threading.Thread | None = None
         self._started = threading.Lock()
 
@@ -28,17 +35,25 @@ class Portal:
             return self._loop
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run `coro` on the portal loop and wait for it (from a thread that is not running that loop)."""
-        return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop()).result()
+        """Run `coro` on the portal loop and wait for it (from a thread that is not running that loop).
+
+        Raises:
+            RuntimeError: the portal runs on its owner's loop, and that loop is not running or this thread runs
+                it (waiting here would wait for ever); `coro` is closed unrun.
+        """
+        loop = self._ensure_loop()
+        if self._adopted and (not loop.is_running() or _running_loop() is loop):
+            coro.close()
+            raise RuntimeError(
+                "this app runs on its caller's event loop: call its async methods from that loop, not the sync ones"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     async def acall(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the portal loop and await it from any other loop."""
         loop = self._ensure_loop()
-        try:
-            if asyncio.get_running_loop() is loop:
-                return await coro
-        except RuntimeError:
-            pass
+        if _running_loop() is loop:
+            return await coro
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
     def stop(self) -> None:
@@ -46,8 +61,11 @@ class Portal:
 
         Whatever still runs on the loop (a call whose caller was interrupted, a call that arrived as the loop was
         stopping) is cancelled before the loop closes, so every waiting `call` returns (CancelledError) instead of
-        waiting forever for a loop that no longer runs.
+        waiting forever for a loop that no longer runs. A loop given to the portal is its owner's: it is left as
+        it is.
         """
+        if self._adopted:
+            return
         with self._started:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
@@ -62,6 +80,13 @@ class Portal:
             cleaner.join(timeout=10)
             if not cleaner.is_alive():
                 loop.close()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:

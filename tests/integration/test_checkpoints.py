@@ -303,6 +303,13 @@ def test_the_eval_runs_throwaway_homes_unsynchronised_unless_told(monkeypatch: p
     assert eval_on_loop(Settings(), "normal") is True
 
 
+_THREE_ROUTES = [
+    Ticket(customer_id="cus_small_dup", subject="Charged twice", body="I was charged twice for my plan."),
+    Ticket(customer_id="cus_small_dup", subject="Hours", body="When are you open?"),
+    Ticket(customer_id="cus_small_dup", subject="Login", body="The app crashes when I log in on Android."),
+]
+
+
 def test_an_app_with_statements_on_the_loop_runs_tickets_as_one_with_connection_threads(settings: Settings) -> None:
     """`sqlite_on_loop`: both files' statements run on the loop's own thread (no connection thread is started),
     and the tickets end as they do on connection threads, with the same timeline and the same rows written."""
@@ -310,11 +317,7 @@ def test_an_app_with_statements_on_the_loop_runs_tickets_as_one_with_connection_
 
     from triage.storefiles import LoopConnection
 
-    tickets = [
-        Ticket(customer_id="cus_small_dup", subject="Charged twice", body="I was charged twice for my plan."),
-        Ticket(customer_id="cus_small_dup", subject="Hours", body="When are you open?"),
-        Ticket(customer_id="cus_small_dup", subject="Login", body="The app crashes when I log in on Android."),
-    ]
+    tickets = _THREE_ROUTES
 
     def run(on_loop: bool, home: Path) -> tuple[list[Any], list[Any], set[str]]:
         app = TriageApp(
@@ -342,6 +345,45 @@ def test_an_app_with_statements_on_the_loop_runs_tickets_as_one_with_connection_
     assert on_loop[:2] == threaded[:2]
     assert {r[0] for r in on_loop[0]} <= {"completed", "escalated"}
     assert not any("_connection_worker_thread" in name for name in on_loop[2])
+
+
+def test_an_app_on_its_callers_loop_runs_tickets_as_one_on_a_thread_of_its_own(settings: Settings) -> None:
+    """`TriageApp(loop=...)`: the async methods run on the caller's loop (no `triage-portal` thread starts) and end
+    as an app on its own thread does, timeline included; a sync method called from that loop says what to use
+    instead; closing the app leaves the loop to its owner."""
+    import asyncio
+
+    def views(results: list[Any], timelines: list[Any]) -> tuple[list[Any], list[Any]]:
+        shown = [(r.status, r.route, r.intent, r.actions, r.reply, r.findings) for r in results]
+        steps = [[(e.node, e.namespace.split(":")[0], e.outcome) for e in timeline] for timeline in timelines]
+        return shown, steps
+
+    with TriageApp(settings.model_copy(update={"home": settings.home / "own-thread"})) as own:
+        results = [own.run(ticket, thread_id=f"t-{i}") for i, ticket in enumerate(_THREE_ROUTES)]
+        expected = views(results, [own.thread(f"t-{i}").timeline for i in range(len(_THREE_ROUTES))])
+
+    async def on_callers_loop() -> tuple[tuple[list[Any], list[Any]], set[str]]:
+        app = TriageApp(
+            settings.model_copy(update={"home": settings.home / "callers"}), loop=asyncio.get_running_loop()
+        )
+        try:
+            results = [await app.arun(ticket, thread_id=f"t-{i}") for i, ticket in enumerate(_THREE_ROUTES)]
+            timelines = [await app.atimeline(f"t-{i}") for i in range(len(_THREE_ROUTES))]
+            with pytest.raises(RuntimeError, match="call its async methods from that loop"):
+                app.run(_THREE_ROUTES[1])
+            threads = {thread.name for thread in threading.enumerate()}
+        finally:
+            await app.aclose()
+        return views(results, timelines), threads
+
+    loop = asyncio.new_event_loop()
+    try:
+        seen, threads = loop.run_until_complete(on_callers_loop())
+        assert not loop.is_closed() and not loop.is_running()
+    finally:
+        loop.close()
+    assert seen == expected
+    assert "triage-portal" not in threads
 
 
 def test_a_loop_connection_runs_each_call_at_once_on_the_loops_thread(tmp_path: Path) -> None:

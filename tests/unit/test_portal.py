@@ -71,3 +71,57 @@ def test_a_stopped_portal_starts_again_for_the_next_call() -> None:
 
 async def _fails() -> None:
     raise ZeroDivisionError
+
+
+def test_a_portal_on_its_callers_loop_runs_calls_there_and_leaves_the_loop_running() -> None:
+    """Given a loop, `acall` from it awaits the coroutine in the caller's own task: no thread, no hop."""
+    outer = asyncio.new_event_loop()
+    portal = Portal(outer)
+    seen: dict[str, object] = {}
+
+    async def where() -> tuple[int, asyncio.AbstractEventLoop]:
+        return threading.get_ident(), asyncio.get_running_loop()
+
+    async def caller() -> None:
+        seen["caller"] = threading.get_ident()
+        seen["task"] = asyncio.current_task()
+        seen["ran"] = await portal.acall(where())
+        seen["task_after"] = asyncio.current_task()
+        seen["threads"] = [t.name for t in threading.enumerate()]
+
+    try:
+        outer.run_until_complete(caller())
+        assert seen["ran"] == (seen["caller"], outer)
+        assert seen["task"] is seen["task_after"]
+        assert "triage-portal" not in seen["threads"], "the portal started a loop thread of its own"
+        portal.stop()
+        assert not outer.is_closed(), "the owner's loop is the owner's to close"
+        assert outer.run_until_complete(portal.acall(_answer())) == 42, "still usable after stop"
+    finally:
+        outer.close()
+
+
+def test_a_portal_on_its_callers_loop_refuses_a_sync_call_that_would_wait_for_ever() -> None:
+    """A sync call from the loop's own thread (running or not) would never be answered: it raises, and the
+    coroutine is closed unrun; from another thread while the loop runs, it is answered."""
+    outer = asyncio.new_event_loop()
+    portal = Portal(outer)
+    try:
+        idle = _answer()
+        with pytest.raises(RuntimeError, match="async methods"):
+            portal.call(idle)  # the loop is not running
+        assert idle.cr_frame is None, "the coroutine was closed"
+
+        async def from_the_loop() -> None:
+            with pytest.raises(RuntimeError, match="async methods"):
+                portal.call(_answer())
+            answered = await asyncio.to_thread(portal.call, _answer())  # another thread, the loop running
+            assert answered == 42
+
+        outer.run_until_complete(from_the_loop())
+    finally:
+        outer.close()
+
+
+async def _answer() -> int:
+    return 42
