@@ -308,13 +308,20 @@ def test_the_report_says_how_its_latency_was_measured() -> None:
 
 
 def _rows_of(path: Path) -> dict[str, list[tuple[object, ...]]]:
-    """Every table of a SQLite file and its rows, in a stable order."""
+    """Every table of a SQLite file and its rows (with their rowids, where they have one), in a stable order."""
     import sqlite3
 
     conn = sqlite3.connect(path)
+
+    def rows(name: str) -> list[tuple[object, ...]]:
+        try:
+            return sorted(conn.execute(f'SELECT rowid, * FROM "{name}"'), key=repr)
+        except sqlite3.OperationalError:  # WITHOUT ROWID
+            return sorted(conn.execute(f'SELECT * FROM "{name}"'), key=repr)
+
     try:
         names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return {n: sorted(conn.execute(f'SELECT * FROM "{n}"'), key=repr) for n in names}
+        return {n: rows(n) for n in names}
     finally:
         conn.close()
 
@@ -353,17 +360,24 @@ def test_restoring_rows_gives_a_used_home_the_state_of_its_template(settings: Se
 @pytest.mark.parametrize("track", [False, True])
 def test_a_restorer_kept_open_puts_the_rows_back_after_every_kind_of_write(tmp_path: Path, track: bool) -> None:
     """A worker's `RowRestorer` restores again and again on one connection: after an insert, an update, a delete
-    that cascades, statements with their own conflict clauses, an upsert, a write rolled back, a table dropped and
-    made again and a table created since, the file holds the source's rows each time, and AUTOINCREMENT ids start
-    where the source's do. Tracking (the eval's) copies back only what was written, and leaves the same rows."""
+    that cascades, statements with their own conflict clauses, an upsert, a `REPLACE` of the same row and one that
+    deletes another row, writes to a table whose rowid is its own and to one without rowid, a write rolled back, a
+    table dropped and made again and a table created since, the file holds the source's rows each time, and
+    AUTOINCREMENT ids start where the source's do. Tracking (the eval's) puts back only what was written, and
+    leaves the same rows."""
     import sqlite3
 
-    from triage.evals.runner import _WRITTEN, RowRestorer
+    from triage.evals.runner import _WRITTEN, _WRITTEN_ROWS, RowRestorer
 
     schema = (
         "CREATE TABLE parents (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT);"
         "CREATE TABLE children (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parents(id) ON DELETE CASCADE);"
+        "CREATE TABLE tags (id INTEGER PRIMARY KEY, label TEXT UNIQUE);"
+        "CREATE TABLE notes (body TEXT);"  # a rowid of its own, not a column's
+        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;"
         "INSERT INTO parents (name) VALUES ('a'), ('b'); INSERT INTO children VALUES (1, 1), (2, 2);"
+        "INSERT INTO tags VALUES (1, 'x'), (2, 'y'); INSERT INTO notes VALUES ('n1'), ('n2'), ('n3');"
+        "INSERT INTO settings VALUES ('mode', 'on');"
     )
     for name in ("source.sqlite", "target.sqlite"):
         conn = sqlite3.connect(tmp_path / name)
@@ -376,20 +390,36 @@ def test_a_restorer_kept_open_puts_the_rows_back_after_every_kind_of_write(tmp_p
     restorer = RowRestorer(tmp_path / "source.sqlite", tmp_path / "target.sqlite", track=track)
     try:
         writer.execute("PRAGMA foreign_keys = ON")
-        for write in (
-            "SELECT 1",
-            "INSERT INTO parents (name) VALUES ('c')",
-            "INSERT OR FAIL INTO parents (name) VALUES ('d'); INSERT OR ROLLBACK INTO parents (name) VALUES ('e')",
-            "UPDATE parents SET name = 'z' WHERE id = 1",
-            "BEGIN; UPDATE parents SET name = 'y' WHERE id = 2; ROLLBACK; UPDATE children SET parent = 2 WHERE id = 1",
-            "DELETE FROM parents WHERE id = 2",  # cascades into children
-            "INSERT INTO children VALUES (3, 1)",
-            "INSERT INTO children VALUES (1, 2) ON CONFLICT (id) DO UPDATE SET parent = excluded.parent",
-            "REPLACE INTO children VALUES (2, 1)",
-            "DROP TABLE children; CREATE TABLE children (id INTEGER PRIMARY KEY, parent INTEGER); "
-            "INSERT INTO children VALUES (9, 9)",
-            "INSERT INTO children VALUES (8, 8)",  # the table made again: still restored
-            "CREATE TABLE later (v TEXT); INSERT INTO later VALUES ('new')",
+        # Each write, and the tables a tracking restore copies whole after it (besides SQLite's own, always copied).
+        for write, whole in (
+            ("SELECT 1", None),  # the first restore copies every table
+            ("INSERT INTO parents (name) VALUES ('c')", ()),
+            (
+                "INSERT OR FAIL INTO parents (name) VALUES ('d'); INSERT OR ROLLBACK INTO parents (name) VALUES ('e')",
+                (),
+            ),
+            ("UPDATE parents SET name = 'z' WHERE id = 1", ()),
+            (
+                "BEGIN; UPDATE parents SET name = 'y' WHERE id = 2; ROLLBACK; "
+                "UPDATE children SET parent = 2 WHERE id = 1",
+                (),
+            ),
+            ("DELETE FROM parents WHERE id = 2", ()),  # cascades into children
+            ("INSERT INTO children VALUES (3, 1)", ()),
+            ("INSERT INTO children VALUES (1, 2) ON CONFLICT (id) DO UPDATE SET parent = excluded.parent", ()),
+            ("REPLACE INTO children VALUES (2, 1)", ()),
+            ("REPLACE INTO tags VALUES (3, 'x')", ("tags",)),  # deletes row 1 to make room, and no trigger says so
+            ("UPDATE tags SET id = 7 WHERE id = 2", ()),  # a row moved to another rowid
+            ("DELETE FROM notes WHERE body = 'n2'; UPDATE notes SET body = 'm' WHERE body = 'n3'", ()),
+            ("INSERT INTO notes VALUES ('n4'); DELETE FROM notes WHERE body = 'n1'", ()),
+            ("UPDATE settings SET value = 'off'; INSERT INTO settings VALUES ('other', '1')", ("settings",)),
+            (
+                "DROP TABLE children; CREATE TABLE children (id INTEGER PRIMARY KEY, parent INTEGER); "
+                "INSERT INTO children VALUES (9, 9)",
+                ("children",),
+            ),
+            ("INSERT INTO children VALUES (8, 8)", ("children",)),  # the table made again: still restored
+            ("CREATE TABLE later (v TEXT); INSERT INTO later VALUES ('new')", ("children", "later")),
         ):
             writer.executescript(write)
             if write != "SELECT 1":
@@ -398,7 +428,10 @@ def test_a_restorer_kept_open_puts_the_rows_back_after_every_kind_of_write(tmp_p
             now = _rows_of(tmp_path / "target.sqlite")
             assert now.pop("later", []) == [], write  # not in the source: emptied
             assert now.pop(_WRITTEN, []) == [], write  # the notes are cleared with each restore
+            assert now.pop(_WRITTEN_ROWS, []) == [], write
             assert now == expected, write
+            if track and whole is not None:
+                assert [t for t in restorer.copied_whole if not t.startswith("sqlite_")] == list(whole), write
         (seq,) = writer.execute("SELECT seq FROM sqlite_sequence WHERE name = 'parents'").fetchone()
         assert seq == 2, "AUTOINCREMENT ids start where the source's do"
     finally:
