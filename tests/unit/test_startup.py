@@ -247,3 +247,50 @@ print("ok")
     env["FLAG"] = str(tmp_path / "flag")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+COLLECTOR_PROBE = """
+import gc, sys
+sys.argv = ["triage", *sys.argv[1:]]
+from triage.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+sys.stderr.write(f"collector enabled: {gc.isenabled()}\\n")
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "enabled"),
+    [
+        ((), False),  # help
+        (("--help",), False),
+        (("eval", "--help"), False),
+        (("show", "--no-such-option"), False),
+        (("eval", "--no-such-option"), True),  # a command that lasts
+        (("worker", "serve", "--no-such-option"), True),
+        (("serve", "--no-such-option"), True),
+        (("train", "--no-such-option"), True),
+    ],
+)
+def test_one_shot_commands_run_without_the_cyclic_collector_and_lasting_ones_keep_it(
+    args: tuple[str, ...], enabled: bool
+) -> None:
+    """The CLI turns the collector off for a command that does one thing and exits (or help), and only then."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", COLLECTOR_PROBE, *args], capture_output=True, text=True, timeout=120)
+    assert f"collector enabled: {enabled}" in done.stderr, done.stderr
+
+
+def test_the_one_shot_commands_are_commands_of_the_cli() -> None:
+    """A command renamed or removed cannot linger in the list (and a new one-shot command is added on purpose)."""
+    import typer
+
+    from triage.cli import cli
+    from triage.startup import ONE_SHOT_COMMANDS
+
+    names = set(typer.main.get_command(cli).commands)  # type: ignore[attr-defined]
+    assert names >= ONE_SHOT_COMMANDS
+    assert ONE_SHOT_COMMANDS.isdisjoint({"eval", "serve", "worker", "train", "dev-model-server", "demo", "release"})

@@ -908,8 +908,9 @@ def main() -> None:
     A bad `TRIAGE_*` environment variable (a setting out of range, an unknown choice) exits 2 with one line naming
     the variable, whichever command read the settings.
     """
-    from triage.startup import defer_module_classes, defer_package_inits
+    from triage.startup import defer_module_classes, defer_package_inits, pause_collector
 
+    pause_collector(sys.argv[1:])  # a command that does one thing and exits: no collector going through start-up
     defer_package_inits()  # before any command imports LangGraph
     defer_module_classes()  # before Typer's help renderer imports them
     try:
