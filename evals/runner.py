@@ -178,7 +178,11 @@ async def run_cases(
 
     base = settings or Settings()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="triage-eval-") as tmp, _keeping_logs() as logged:
+    with (
+        tempfile.TemporaryDirectory(prefix="triage-eval-") as tmp,
+        _keeping_logs() as logged,
+        _collector_around_set_up() as set_up_done,
+    ):
         root = workdir or Path(tmp)
         cache = base.cache_dir if base.cache_home or base.home.exists() else root / "cache"
         # Every case decides with the home's active model (a trained one, or the packaged one). The homes are thrown
@@ -203,6 +207,7 @@ async def run_cases(
             models = _shared_models(base, cache, policy)
             graphs = CompiledGraphs()  # compiled once here, for every case's app: not per case
             await _seed_template(base.model_copy(update={"home": template, **shared}), models, graphs, root / "blank")
+            set_up_done()
             if pool is not None:
                 # This process is one of the workers: it has the models and the graph already, and its share
                 # starts as soon as the template is seeded, while the other processes are still starting.
@@ -238,6 +243,37 @@ async def run_cases(
         measured=measured,
         logged=lines,
     )
+
+
+@contextmanager
+def _collector_around_set_up() -> Iterator[Callable[[], None]]:
+    """The cyclic garbage collector off while the eval sets up, then back as it was, what the set-up made frozen.
+
+    The set-up (the policy, the model tier, the graph, the seeded template) makes objects that live as long as the
+    eval, and the collector went through them as they came and in every full collection after: 0.39 s of this
+    process's first 2.9 s, and 0.94 s of a 1,000-case eval, 0.15 s a full collection. Call the function yielded
+    once the set-up is done: what exists then is frozen (`gc.freeze`: full collections skip it) until the block
+    ends. A caller that froze objects of its own keeps its freeze, and nothing is frozen here.
+    """
+    enabled, freezing = gc.isenabled(), gc.get_freeze_count() == 0
+    gc.disable()
+    done = False
+
+    def set_up_done() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            if freezing:
+                gc.freeze()
+            if enabled:
+                gc.enable()
+
+    try:
+        yield set_up_done
+    finally:
+        set_up_done()
+        if freezing:
+            gc.unfreeze()
 
 
 class _LoggedLines(logging.Handler):
@@ -472,6 +508,7 @@ def _start_worker(base: Settings, place: _Place) -> None:
     # Ctrl-C reaches the whole process group: the eval process handles it (its pool lets a running chunk finish,
     # then stops the workers), so a worker does not print a traceback of its own or die mid-case.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.disable()  # what the set-up makes lives as long as the process: see `_collector_around_set_up`
     try:
         policy = load_policy_bundle(base.policy_dir)
         graphs = CompiledGraphs()
@@ -481,6 +518,9 @@ def _start_worker(base: Settings, place: _Place) -> None:
         global _start_error
         _start_error = exc
         return
+    finally:
+        gc.freeze()
+        gc.enable()
     _worker = _Worker(base, place, models, graphs, asyncio.new_event_loop())
     # Run as the worker process exits, before Python waits for its threads (the app's connections each have one).
     multiprocessing.util.Finalize(None, _stop_worker, exitpriority=10)

@@ -621,3 +621,50 @@ def test_an_eval_that_stops_on_an_error_still_prints_what_triage_logged(
     with pytest.raises(RuntimeError, match="the eval stopped"):
         asyncio.run(run_cases(cases, settings=settings))
     assert "ERROR: ROLLBACK INCOMPLETE in thread t1" in capfd.readouterr().err
+
+
+def test_the_eval_set_up_runs_without_the_collector_and_leaves_it_as_it_found_it() -> None:
+    """The set-up's objects are made with the collector off and then frozen; afterwards (or after an error) the
+    collector is as the caller had it, and a caller's own freeze or pause is kept."""
+    import gc
+
+    from triage.evals.runner import _collector_around_set_up
+
+    assert gc.isenabled() and gc.get_freeze_count() == 0, "the test starts from Python's defaults"
+    with _collector_around_set_up() as set_up_done:
+        assert not gc.isenabled()
+        kept = [object() for _ in range(100)]  # tracked only if containers; lists are
+        kept.append([kept])
+        set_up_done()
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+        set_up_done()  # twice is once
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+    with pytest.raises(ZeroDivisionError), _collector_around_set_up():
+        assert not gc.isenabled()
+        raise ZeroDivisionError
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+
+    gc.disable()
+    try:
+        with _collector_around_set_up() as set_up_done:
+            set_up_done()
+            assert not gc.isenabled(), "a caller's pause is kept"
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        with _collector_around_set_up() as set_up_done:
+            made = [[] for _ in range(1000)]  # frozen by a freeze now, which would raise the count by 1,000
+            set_up_done()
+            # Frozen objects can still be freed (the count falls), so it is not compared for equality.
+            assert 0 < gc.get_freeze_count() <= frozen, "nothing more is frozen under a caller's freeze"
+            del made
+        assert gc.get_freeze_count() > 0, "and the caller's freeze is not undone"
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
