@@ -49,19 +49,20 @@ ONE_SHOT_COMMANDS = frozenset(
     [
         "run",
         "show",
-        "threads",
         "customers",
         "approvals",
         "approve",
         "reject",
         "recover",
-        "sweep",
         "relabel",
         "doctor",
         "policy",
     ]
 )
-"""CLI commands that do one thing and exit: they run without the cyclic garbage collector (`pause_collector`)."""
+"""CLI commands that do one thing and exit: they run without the cyclic garbage collector (`pause_collector`).
+
+Each works on one ticket or thread, or reads a bounded list. `threads --status` and `sweep` go through every
+thread or overdue approval of a home, however many: they keep the collector."""
 
 
 def pause_collector(args: list[str]) -> bool:

@@ -293,4 +293,5 @@ def test_the_one_shot_commands_are_commands_of_the_cli() -> None:
 
     names = set(typer.main.get_command(cli).commands)  # type: ignore[attr-defined]
     assert names >= ONE_SHOT_COMMANDS
-    assert ONE_SHOT_COMMANDS.isdisjoint({"eval", "serve", "worker", "train", "dev-model-server", "demo", "release"})
+    lasting = {"eval", "serve", "worker", "train", "dev-model-server", "demo", "release", "threads", "sweep", "prune"}
+    assert ONE_SHOT_COMMANDS.isdisjoint(lasting)
