@@ -44,16 +44,22 @@ class Portal:
         loop = self._ensure_loop()
         if self._adopted and (not loop.is_running() or _running_loop() is loop):
             coro.close()
-            raise RuntimeError(
-                "this app runs on its caller's event loop: call its async methods from that loop, not the sync ones"
-            )
+            raise RuntimeError(_ON_ITS_OWNERS_LOOP)
         return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     async def acall(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run `coro` on the portal loop and await it from any other loop."""
+        """Run `coro` on the portal loop and await it, from that loop or any other.
+
+        Raises:
+            RuntimeError: the portal runs on its owner's loop, called from another loop while that one is not
+                running (it would wait for ever); `coro` is closed unrun.
+        """
         loop = self._ensure_loop()
         if _running_loop() is loop:
             return await coro
+        if self._adopted and not loop.is_running():
+            coro.close()
+            raise RuntimeError(_ON_ITS_OWNERS_LOOP)
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
 
     def stop(self) -> None:
@@ -80,6 +86,11 @@ class Portal:
             cleaner.join(timeout=10)
             if not cleaner.is_alive():
                 loop.close()
+
+
+_ON_ITS_OWNERS_LOOP = (
+    "this app runs on its caller's event loop: call its async methods from that loop, not the sync ones"
+)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

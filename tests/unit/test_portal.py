@@ -119,6 +119,12 @@ def test_a_portal_on_its_callers_loop_refuses_a_sync_call_that_would_wait_for_ev
             assert answered == 42
 
         outer.run_until_complete(from_the_loop())
+
+        async def from_another_loop() -> None:
+            with pytest.raises(RuntimeError, match="async methods"):
+                await portal.acall(_answer())  # the owner's loop is not running: no one would answer
+
+        asyncio.run(from_another_loop())
     finally:
         outer.close()
 
