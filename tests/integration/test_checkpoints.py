@@ -350,7 +350,7 @@ def test_an_app_with_statements_on_the_loop_runs_tickets_as_one_with_connection_
 def test_an_app_on_its_callers_loop_runs_tickets_as_one_on_a_thread_of_its_own(settings: Settings) -> None:
     """`TriageApp(loop=...)`: the async methods run on the caller's loop (no `triage-portal` thread starts) and end
     as an app on its own thread does, timeline included; a sync method called from that loop says what to use
-    instead; closing the app leaves the loop to its owner."""
+    instead; closing the app leaves the loop to its owner. Tickets started together on that loop end the same."""
     import asyncio
 
     def views(results: list[Any], timelines: list[Any]) -> tuple[list[Any], list[Any]]:
@@ -362,10 +362,12 @@ def test_an_app_on_its_callers_loop_runs_tickets_as_one_on_a_thread_of_its_own(s
         results = [own.run(ticket, thread_id=f"t-{i}") for i, ticket in enumerate(_THREE_ROUTES)]
         expected = views(results, [own.thread(f"t-{i}").timeline for i in range(len(_THREE_ROUTES))])
 
+    def here(folder: str) -> TriageApp:
+        """An app in a folder of its own, on the loop running now."""
+        return TriageApp(settings.model_copy(update={"home": settings.home / folder}), loop=asyncio.get_running_loop())
+
     async def on_callers_loop() -> tuple[tuple[list[Any], list[Any]], set[str]]:
-        app = TriageApp(
-            settings.model_copy(update={"home": settings.home / "callers"}), loop=asyncio.get_running_loop()
-        )
+        app = here("callers")
         try:
             results = [await app.arun(ticket, thread_id=f"t-{i}") for i, ticket in enumerate(_THREE_ROUTES)]
             timelines = [await app.atimeline(f"t-{i}") for i in range(len(_THREE_ROUTES))]
@@ -376,14 +378,26 @@ def test_an_app_on_its_callers_loop_runs_tickets_as_one_on_a_thread_of_its_own(s
             await app.aclose()
         return views(results, timelines), threads
 
+    async def at_once() -> tuple[list[Any], list[Any]]:
+        """The same tickets started together on the caller's loop, their steps interleaved."""
+        app = here("at-once")
+        try:
+            runs = [app.arun(ticket, thread_id=f"t-{i}") for i, ticket in enumerate(_THREE_ROUTES)]
+            results = await asyncio.gather(*runs)
+            return views(list(results), [await app.atimeline(f"t-{i}") for i in range(len(_THREE_ROUTES))])
+        finally:
+            await app.aclose()
+
     loop = asyncio.new_event_loop()
     try:
         seen, threads = loop.run_until_complete(on_callers_loop())
         assert not loop.is_closed() and not loop.is_running()
+        together = loop.run_until_complete(at_once())
     finally:
         loop.close()
     assert seen == expected
     assert "triage-portal" not in threads
+    assert together == expected, "started together, each ticket ends as it does alone, step for step"
 
 
 def test_a_loop_connection_runs_each_call_at_once_on_the_loops_thread(tmp_path: Path) -> None:

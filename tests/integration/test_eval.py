@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tests.conftest import eval_subset
@@ -668,3 +671,63 @@ def test_the_eval_set_up_runs_without_the_collector_and_leaves_it_as_it_found_it
         assert gc.isenabled()
     finally:
         gc.unfreeze()
+
+
+_RESTORE_SCHEMA = (
+    "CREATE TABLE items (id INTEGER PRIMARY KEY, label TEXT UNIQUE, n INTEGER);"
+    "CREATE TABLE lines (body TEXT, n INTEGER);"  # a rowid of its own
+    "CREATE TABLE kv (k TEXT PRIMARY KEY, v INTEGER) WITHOUT ROWID;"
+    "INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3);"
+    "INSERT INTO lines VALUES ('x', 1), ('y', 2), ('z', 3);"
+    "INSERT INTO kv VALUES ('p', 1), ('q', 2);"
+)
+_LABELS = st.sampled_from(["a", "b", "c", "d", "e"])
+_IDS = st.integers(min_value=1, max_value=6)
+_RESTORE_WRITES = st.one_of(
+    st.tuples(_IDS, _LABELS).map(lambda w: f"INSERT OR IGNORE INTO items VALUES ({w[0]}, '{w[1]}', 9)"),
+    st.tuples(_IDS, _LABELS).map(lambda w: f"REPLACE INTO items VALUES ({w[0]}, '{w[1]}', 8)"),
+    st.tuples(_IDS, _IDS).map(lambda w: f"UPDATE OR IGNORE items SET id = {w[1]} WHERE id = {w[0]}"),
+    st.tuples(_IDS, _LABELS).map(lambda w: f"UPDATE OR REPLACE items SET label = '{w[1]}' WHERE id = {w[0]}"),
+    _IDS.map(lambda i: f"DELETE FROM items WHERE id = {i}"),
+    st.tuples(_IDS, _LABELS).map(
+        lambda w: f"INSERT INTO items VALUES ({w[0]}, '{w[1]}', 7) ON CONFLICT DO UPDATE SET n = n + 1"
+    ),
+    _LABELS.map(lambda b: f"INSERT INTO lines VALUES ('{b}', 5)"),
+    _IDS.map(lambda n: f"UPDATE lines SET n = n + 10 WHERE rowid = {n}"),
+    _IDS.map(lambda n: f"DELETE FROM lines WHERE rowid = {n}"),
+    _LABELS.map(lambda k: f"REPLACE INTO kv VALUES ('{k}', 4)"),
+    _LABELS.map(lambda k: f"DELETE FROM kv WHERE k = '{k}'"),
+)
+
+
+@given(rounds=st.lists(st.lists(_RESTORE_WRITES, max_size=8), min_size=1, max_size=4))
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_tracking_restorer_puts_back_the_source_after_any_writes(tmp_path: Path, rounds: list[list[str]]) -> None:
+    """Random inserts, updates (moving rows to other rowids too), deletes, upserts and REPLACEs that delete other
+    rows, in rounds with a restore after each: the file holds the source's rows, rowids included, every time."""
+    import sqlite3
+    import uuid
+
+    from triage.evals.runner import _WRITTEN, _WRITTEN_ROWS, RowRestorer
+
+    folder = tmp_path / uuid.uuid4().hex  # one per example: the fixture's folder is shared by all of them
+    folder.mkdir()
+    for name in ("source.sqlite", "target.sqlite"):
+        conn = sqlite3.connect(folder / name)
+        conn.executescript(_RESTORE_SCHEMA)
+        conn.close()
+    expected = _rows_of(folder / "source.sqlite")
+    restorer = RowRestorer(folder / "source.sqlite", folder / "target.sqlite", track=True)
+    writer = sqlite3.connect(folder / "target.sqlite", isolation_level=None)
+    try:
+        restorer.restore()  # the first restore: every table whole
+        for writes in [[], *rounds]:
+            for write in writes:
+                writer.execute(write)
+            restorer.restore()
+            now = _rows_of(folder / "target.sqlite")
+            assert now.pop(_WRITTEN, []) == [] and now.pop(_WRITTEN_ROWS, []) == []
+            assert now == expected, writes
+    finally:
+        writer.close()
+        restorer.close()
