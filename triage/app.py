@@ -248,7 +248,8 @@ class TriageApp:
     async def _open_engine(self) -> _Engine:
         from triage.services import Services
 
-        services = await Services.open(self.settings, models=self._models)
+        # The helpdesk's reads run on the app's loop (`LoopReader`): a hop to a thread cost more than the read.
+        services = await Services.open(self.settings, models=self._models, reads_on_loop=True)
         return _Engine(services, self._graphs)
 
     # -- running tickets -------------------------------------------------------------------------------------

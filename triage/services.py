@@ -51,12 +51,18 @@ class Services:
 
     @classmethod
     async def open(
-        cls, settings: Settings, *, policy: PolicyBundle | None = None, models: ModelTier | None = None
+        cls,
+        settings: Settings,
+        *,
+        policy: PolicyBundle | None = None,
+        models: ModelTier | None = None,
+        reads_on_loop: bool = False,
     ) -> Services:
         """Open the stores (creating and seeding them in a new home) and wire the gateway and model tier.
 
         `models` replaces the cascade the settings describe (`triage.models.cascade`); whatever tier is used, it sits
-        behind `GuardedModelTier`.
+        behind `GuardedModelTier`. `reads_on_loop` reads the helpdesk on the event loop's thread (`LoopReader`):
+        for a `TriageApp`, not for a server that refuses blocking calls on its loop (`shared_services`).
 
         Raises:
             ModelConfigError: the model settings are inconsistent.
@@ -92,6 +98,7 @@ class Services:
                 busy_timeout=busy_timeout(policy),
                 synchronous=settings.sqlite_synchronous,
                 on_loop=settings.sqlite_on_loop,
+                reads_on_loop=reads_on_loop,
             )
         except BaseException as exc:
             await store.close()

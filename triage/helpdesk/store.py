@@ -6,16 +6,19 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from triage.errors import DamagedStoreError, StoreError
 from triage.storefiles import (
+    LoopConnection,
     check_sqlite_file,
     connect,
     create_atomically,
@@ -32,28 +35,38 @@ T = TypeVar("T")
 
 
 class Helpdesk:
-    """One aiosqlite connection to the helpdesk, serialised by a lock.
+    """One aiosqlite connection to the helpdesk, serialised by a lock; and, if opened with one, a `LoopReader`.
 
     Concurrent runs in one process share the connection; the lock keeps one run's transaction from interleaving
     with another's statements. Other processes coordinate through SQLite's own locking (WAL mode, busy timeout).
+    `read` uses the reader when there is one: reads then take no turn at the lock and no hop to a thread.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path, *, reader: LoopReader | None = None) -> None:
         self._conn = conn
+        self._reader = reader
         self._lock = asyncio.Lock()
         self._closed = False
         self.path = path
 
     @classmethod
     async def open(
-        cls, path: Path, *, busy_timeout: float = 10.0, synchronous: str = "full", on_loop: bool = False
+        cls,
+        path: Path,
+        *,
+        busy_timeout: float = 10.0,
+        synchronous: str = "full",
+        on_loop: bool = False,
+        reads_on_loop: bool = False,
     ) -> Helpdesk:
         """Open the helpdesk at `path`; a missing one is created and seeded, a damaged one is refused.
 
         `busy_timeout` is how many seconds a statement waits for another process's lock before it fails as busy
         (a transient error); keep it shorter than the node time limit. `synchronous` is SQLite's setting for the
         connection (`Settings.sqlite_synchronous`: full, normal or off); `on_loop` runs its statements on the
-        event loop's thread (`Settings.sqlite_on_loop`, `LoopConnection`).
+        event loop's thread (`Settings.sqlite_on_loop`, `LoopConnection`). `reads_on_loop` opens a `LoopReader`
+        for `read` (with `on_loop` there is no need: every statement runs there already). A server that refuses
+        blocking calls on its loop (`langgraph dev`) must not ask for it.
 
         Raises:
             DamagedStoreError: the file exists but is empty, truncated, not SQLite or not a seeded helpdesk; it is
@@ -83,23 +96,33 @@ class Helpdesk:
                 await conn.executescript(await asyncio.to_thread(_schema))
             except sqlite3.IntegrityError:
                 raise await _describe_duplicate_requests(conn, path) from None
+            reader = await LoopReader.open(path, wait=busy_timeout) if reads_on_loop and not on_loop else None
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, sqlite3.Error):
                 raise describe_open_error(path, "helpdesk", exc) from None
             raise
-        return cls(conn, path)
+        return cls(conn, path, reader=reader)
 
     async def close(self) -> None:
-        """Close the connection; safe to call twice."""
+        """Close the connections; safe to call twice."""
         async with self._lock:
             if not self._closed:
                 self._closed = True
+                if self._reader is not None:
+                    await self._reader.close()
                 await self._conn.close()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Use the connection for reads (no transaction is opened)."""
+        """A connection for reads (no transaction is opened): the `LoopReader`, else the one connection.
+
+        Either way a read sees what is committed and nothing of a transaction still open in this process: the
+        reader is a connection of its own, and the one connection is held until such a transaction ends.
+        """
+        if self._reader is not None:
+            yield self._reader
+            return
         async with self._lock:
             yield self._conn
 
@@ -179,6 +202,60 @@ class Helpdesk:
                     lock.leave(db)  # what a BEGIN took, if its transaction was left open (nothing otherwise)
 
         await on_connection_thread(self._conn, rollback)
+
+
+class LoopReader(LoopConnection):
+    """A read-only connection to the helpdesk whose statements run on the event loop's thread (`LoopConnection`).
+
+    A ticket reads the helpdesk two or three times (the customer, their payments, an article), 20-60 us of SQLite
+    each, and the hop to a connection's thread and the loop's wake-up on the way back cost more than that. In WAL
+    mode a read waits for no writer, so it runs at once; a page not in the OS's cache is read from the disk on
+    the loop's thread meanwhile (the helpdesk is small, and hot).
+
+    The rare read that finds the file locked (another process holding it exclusively, or recovering its log after
+    a crash) is not waited out in SQLite's busy handler, which would stall every task of the loop: the
+    connection's busy timeout is 0, and the read is tried again after a sleep on the loop (1 ms, doubling up to
+    `MAX_NAP`) until `wait` seconds have passed; then it raises SQLite's busy error (transient, `is_transient`).
+    The connection is `query_only`: a write through it fails before it touches the file.
+    """
+
+    MAX_NAP = 0.05
+    """Longest sleep between two tries of a read that found the file locked (seconds)."""
+
+    def __init__(self, connector: Callable[[], sqlite3.Connection], *, wait: float) -> None:
+        super().__init__(connector, iter_chunk_size=64)
+        self.wait = wait
+
+    @classmethod
+    async def open(cls, path: Path, *, wait: float) -> LoopReader:
+        """A reader of the SQLite file at `path` (opened, not yet read: the file is first touched by a read)."""
+        reader = cls(partial(sqlite3.connect, str(path), isolation_level=None), wait=wait)
+        await reader
+        try:
+            reader.row_factory = aiosqlite.Row
+            await reader.execute("PRAGMA busy_timeout = 0")
+            await reader.execute("PRAGMA query_only = ON")
+        except BaseException:
+            await reader.close()
+            raise
+        return reader
+
+    async def _execute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        started: float | None = None
+        nap = 0.001
+        while True:
+            try:
+                return await super()._execute(fn, *args, **kwargs)
+            except sqlite3.OperationalError as exc:
+                if not is_transient(exc):
+                    raise
+                now = time.monotonic()
+                started = now if started is None else started
+                left = started + self.wait - now
+                if left <= 0:
+                    raise
+                await asyncio.sleep(min(nap, left))
+                nap = min(nap * 2, self.MAX_NAP)
 
 
 _ADDED_COLUMNS = (("policy_violations", "idempotency_key", "TEXT"),)
