@@ -249,7 +249,9 @@ class TriageApp:
         from triage.services import Services
 
         # The helpdesk's reads run on the app's loop (`LoopReader`): a hop to a thread cost more than the read.
-        services = await Services.open(self.settings, models=self._models, reads_on_loop=True)
+        services = await Services.open(
+            self.settings, models=self._models, reads_on_loop=self.settings.helpdesk_reads_on_loop
+        )
         return _Engine(services, self._graphs)
 
     # -- running tickets -------------------------------------------------------------------------------------

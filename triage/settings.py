@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         "where the hop to a connection's thread costs more than the statement. A statement that waits (for the "
         "disk, or for another process's lock, up to the busy timeout) stalls every run in the process meanwhile.",
     )
+    helpdesk_reads_on_loop: bool = Field(
+        default=True,
+        description="A TriageApp reads the helpdesk through a read-only connection on its event loop's thread, not "
+        "through the connection's thread (the hop cost more than the read; a read that finds the file locked waits "
+        "on the loop, never in SQLite). Turn it off where a server refuses blocking calls on its event loops: "
+        "langgraph.json does, for `langgraph dev`. See BENCHMARKS.md, twenty-fourth round.",
+    )
     faults: str | None = Field(
         default=None,
         description="Inject faults into tool calls, e.g. 'transient=0.3,slow=0.1,seed=7' (tests and demos).",

@@ -4,6 +4,7 @@ and a file locked by another process waited out on the loop (or failed as busy),
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import subprocess
 import sys
@@ -130,8 +131,13 @@ def test_without_a_reader_reads_take_the_connection_thread(settings: Settings) -
     asyncio.run(scenario())
 
 
-def test_an_apps_tool_reads_run_on_its_loop_thread(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A ticket's tool reads (the customer, their invoices and payments) on the app's loop; its writes do not."""
+@pytest.mark.parametrize("on_loop", [True, False])
+def test_an_apps_tool_reads_run_on_its_loop_thread_unless_told(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, on_loop: bool
+) -> None:
+    """A ticket's tool reads (its invoices and payments) run on the app's loop; with `helpdesk_reads_on_loop` off
+    (what langgraph.json sets for `langgraph dev`, which refuses blocking calls on its loops), on the connection's
+    thread."""
     import triage.tools.base as tools_base
 
     threads: list[str] = []
@@ -142,14 +148,26 @@ def test_an_apps_tool_reads_run_on_its_loop_thread(settings: Settings, monkeypat
         return original(db, sql, params)
 
     monkeypatch.setattr(tools_base, "_dict_rows", recorded)
-    app = TriageApp(settings)
+    app = TriageApp(settings.model_copy(update={"helpdesk_reads_on_loop": on_loop}))
     try:
         result = app.run({"customer_id": "cus_small_dup", "subject": "Invoice", "body": "Can I get my last invoice?"})
         assert result.status in ("completed", "escalated"), result.status_reason
     finally:
         app.close()
     assert threads, "the billing specialist read the helpdesk"
-    assert set(threads) == {"triage-portal"}, threads
+    if on_loop:
+        assert set(threads) == {"triage-portal"}, threads
+    else:
+        assert "triage-portal" not in threads, threads
+
+
+def test_langgraph_dev_reads_on_the_connection_thread() -> None:
+    """`langgraph dev` raises on a blocking call in an event loop (the inbox and intake it mounts run a TriageApp)."""
+    config = json.loads((Path(__file__).resolve().parents[2] / "langgraph.json").read_text())
+    assert config["env"]["TRIAGE_HELPDESK_READS_ON_LOOP"] == "false"
+    assert (
+        Settings(helpdesk_reads_on_loop=config["env"]["TRIAGE_HELPDESK_READS_ON_LOOP"]).helpdesk_reads_on_loop is False
+    )
 
 
 @pytest.mark.parametrize("released_after", [0.4, None])
