@@ -7,8 +7,11 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -169,3 +172,42 @@ class FailCheckpointWrites:
         self.attempts += 1
         if self.first <= self.attempts <= self.last:
             raise sqlite3.OperationalError(f"{self.error} (injected fault)")
+
+
+LOCK_HOLDER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+if sys.argv[3] == "file":
+    conn.execute("PRAGMA locking_mode = EXCLUSIVE")  # in WAL mode, no other connection may even read until it closes
+    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+else:
+    conn.execute("BEGIN EXCLUSIVE")  # in WAL mode, other connections still read
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+if conn.in_transaction:
+    conn.execute("ROLLBACK")
+conn.close()
+print("released", flush=True)
+"""
+"""Another process's hold on an SQLite file: `python -c LOCK_HOLDER <file> <seconds> <transaction|file>`."""
+
+
+@contextmanager
+def exclusive_lock(db: Path, seconds: float, *, whole_file: bool = False) -> Iterator[subprocess.Popen[str]]:
+    """Hold `db` from another process for `seconds` (yields once it is held, waits for the holder at the end).
+
+    By default the holder keeps a `BEGIN EXCLUSIVE` transaction open: writers wait, readers do not (WAL). With
+    `whole_file` it holds the file in exclusive locking mode, so no other connection may read it either; the file
+    must then have no other connection that has read it (each holds its own lock on it).
+    """
+    mode = "file" if whole_file else "transaction"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(db), str(seconds), mode], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.wait(timeout=seconds + 30)
+        if holder.stdout is not None:
+            holder.stdout.close()

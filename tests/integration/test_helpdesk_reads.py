@@ -6,17 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import exclusive_lock
 from triage import TriageApp
 from triage.helpdesk import Helpdesk
 from triage.helpdesk.store import LoopReader, is_transient
@@ -24,33 +21,6 @@ from triage.settings import Settings
 from triage.storefiles import on_connection_thread
 
 NOTES = "SELECT notes FROM customers WHERE id = 'cus_mid_dup'"
-
-EXCLUSIVE_HOLDER = """
-import sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("PRAGMA locking_mode = EXCLUSIVE")  # in WAL mode: no other connection may read until it closes
-conn.execute("SELECT COUNT(*) FROM customers").fetchone()
-print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
-conn.close()
-print("released", flush=True)
-"""
-
-
-@contextmanager
-def held_exclusively(db: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
-    """Another process holds `db` in exclusive locking mode for `seconds` (yields once it holds it)."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", EXCLUSIVE_HOLDER, str(db), str(seconds)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        yield holder
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
-        if holder.stdout is not None:
-            holder.stdout.close()
 
 
 async def _notes(conn: Any) -> str:
@@ -191,7 +161,7 @@ def test_a_read_of_a_locked_file_waits_on_the_loop_then_reads_or_fails_as_busy(
                 ticks += 1
 
         try:
-            with held_exclusively(path, released_after if released_after is not None else 30) as holder:
+            with exclusive_lock(path, released_after or 1.5, whole_file=True) as holder:
                 beat = asyncio.create_task(ticker())
                 started = time.monotonic()
                 try:

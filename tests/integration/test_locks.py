@@ -8,39 +8,16 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import policy_copy, rows
+from tests.conftest import LOCK_HOLDER, exclusive_lock, policy_copy, rows
 from triage import TriageApp
 from triage.helpdesk import Helpdesk
 from triage.settings import Settings
-
-HOLDER = """
-import sqlite3, sys, time
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
-conn.execute("ROLLBACK")
-"""
-
-
-@contextmanager
-def exclusive_lock(db: Path, seconds: float) -> Iterator[subprocess.Popen[str]]:
-    """Hold BEGIN EXCLUSIVE on `db` from another process for `seconds` (yields once the lock is held)."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db), str(seconds)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        yield holder
-    finally:
-        holder.wait(timeout=seconds + 30)
-        if holder.stdout is not None:
-            holder.stdout.close()
 
 
 def test_transaction_cancelled_while_begin_waits_is_rolled_back(settings: Settings) -> None:
@@ -64,7 +41,10 @@ def test_transaction_cancelled_while_begin_waits_is_rolled_back(settings: Settin
     asyncio.run(scenario())
     # Another process can write (nothing is left holding the file) and sees the later write only.
     other = subprocess.run(
-        [sys.executable, "-c", HOLDER, str(settings.helpdesk_path), "0"], capture_output=True, text=True, timeout=30
+        [sys.executable, "-c", LOCK_HOLDER, str(settings.helpdesk_path), "0", "transaction"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert other.returncode == 0, other.stderr
     assert rows(settings.helpdesk_path, "SELECT notes FROM customers WHERE id = 'cus_mid_dup'") == [
