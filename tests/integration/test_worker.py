@@ -379,6 +379,37 @@ def test_a_changed_policy_folder_is_read_afresh_before_the_next_run(tmp_path: Pa
     assert "opened the home afresh" in (settings.home / "worker.log").read_text()
 
 
+def test_the_worker_freezes_what_it_set_up_and_thaws_it_when_it_opens_the_home_afresh(
+    tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full collections skip the app the worker opened first; once a fresh app replaces it, it can be freed."""
+    import gc
+
+    def collectable(item: object) -> bool:
+        return any(held is item for generation in range(3) for held in gc.get_objects(generation=generation))
+
+    policies = policy_copy(tmp_path)
+    monkeypatch.setenv("TRIAGE_CACHE_HOME", str(model_cache))
+    monkeypatch.setenv("TRIAGE_POLICY_DIR", str(policies))
+    assert gc.get_freeze_count() == 0
+    worker = worker_module._Worker(tmp_path / "home", 0)
+    enabled = gc.isenabled()
+    try:
+        worker.open()
+        first = worker.app
+        assert gc.isenabled() == enabled and gc.get_freeze_count() > 0
+        assert first is not None and gc.is_tracked(first) and not collectable(first), "the first app is frozen"
+        worker.checkin(app := worker.checkout())
+        assert app is first and not collectable(first), "the same policy: the same app, still frozen"
+        support = policies / "support.toml"
+        support.write_text(support.read_text().replace("min_confidence = 0.8", "min_confidence = 0.9999"))
+        worker.checkin(fresh := worker.checkout())
+        assert fresh is not first and gc.get_freeze_count() == 0 and collectable(first)
+    finally:
+        worker.close()
+        gc.unfreeze()
+
+
 def test_a_policy_that_no_longer_loads_is_reported_as_in_a_process_of_its_own_and_leaks_nothing(
     tmp_path: Path, model_cache: Path
 ) -> None:

@@ -295,3 +295,63 @@ def test_the_one_shot_commands_are_commands_of_the_cli() -> None:
     assert names >= ONE_SHOT_COMMANDS
     lasting = {"eval", "serve", "worker", "train", "dev-model-server", "demo", "release", "threads", "sweep", "prune"}
     assert ONE_SHOT_COMMANDS.isdisjoint(lasting)
+
+
+def _collectable(item: object) -> bool:
+    """Whether the cyclic collector's generations hold `item` itself (not frozen)."""
+    import gc
+
+    return any(held is item for generation in range(3) for held in gc.get_objects(generation=generation))
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """The collector's state as the test found it, whatever the test froze or turned off."""
+    import gc
+
+    enabled = gc.isenabled()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        (gc.enable if enabled else gc.disable)()
+
+
+def test_a_set_up_runs_without_the_collector_and_what_it_made_is_frozen(collector: None) -> None:
+    import gc
+
+    from triage.startup import set_up_frozen
+
+    gc.enable()
+    seen: list[bool] = []
+
+    def set_up() -> list[object]:
+        seen.append(gc.isenabled())
+        return [[] for _ in range(100)]
+
+    made = set_up_frozen(set_up)
+    assert seen == [False], "the collector is off while the set-up runs"
+    assert gc.isenabled() and gc.get_freeze_count() > 0
+    assert gc.is_tracked(made[0]) and not _collectable(made[0]), "frozen: full collections skip it"
+    gc.unfreeze()
+    assert _collectable(made[0]), "unfrozen, what the set-up made is collectable again"
+
+
+def test_a_failed_set_up_freezes_nothing_and_a_freeze_of_the_callers_own_is_left_alone(collector: None) -> None:
+    import gc
+
+    from triage.startup import set_up_frozen
+
+    gc.disable()
+
+    def failing() -> None:
+        raise RuntimeError("no policy")
+
+    with pytest.raises(RuntimeError, match="no policy"):
+        set_up_frozen(failing)
+    assert gc.get_freeze_count() == 0 and not gc.isenabled(), "nothing frozen, the collector left off as it was"
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    extra = set_up_frozen(lambda: [[] for _ in range(100)])
+    assert gc.get_freeze_count() == frozen, "the caller froze first: its freeze stays as it was, nothing added"
+    assert _collectable(extra[0])

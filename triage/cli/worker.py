@@ -27,6 +27,7 @@ socket's name is handed nothing.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import sys
@@ -299,8 +300,13 @@ class _Worker:
         self.stopping = threading.Event()
 
     def open(self) -> None:
-        """Open the app and load the classifier (first start in a home trains it)."""
-        self.app, self.stamp = self._fresh_app()
+        """Open the app and load the classifier (first start in a home trains it); what that made is frozen.
+
+        It lives as long as the worker, and full collections skip it from then on (`set_up_frozen`).
+        """
+        from triage.startup import set_up_frozen
+
+        self.app, self.stamp = set_up_frozen(self._fresh_app)
         self.last_active = time.monotonic()  # the idle clock starts once the worker can serve
 
     def _fresh_app(self) -> tuple[TriageApp, list[Any]]:
@@ -331,6 +337,7 @@ class _Worker:
             if changed or settings.faults or settings.checkpoint_faults:
                 old = self.app
                 self.app, self.stamp = self._fresh_app()
+                gc.unfreeze()  # the app opened first was frozen (`open`): its cycles are freed once it is dropped
                 if changed:
                     print(f"triage worker: policy or model changed; opened the home afresh ({_now()})", file=sys.stderr)
                 if not self.users.get(id(old)):
