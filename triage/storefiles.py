@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import sqlite3
+import threading
 import time
 import uuid
 import weakref
@@ -128,9 +129,13 @@ class LoopConnection(aiosqlite.Connection):
     def __await__(self) -> Generator[Any, None, aiosqlite.Connection]:
         return self._connect().__await__()
 
+    _opened_on: int | None = None
+    """The thread that opened the sqlite3 connection (the loop's): the only one its `close` may be called on."""
+
     async def _connect(self) -> aiosqlite.Connection:
         if self._connection is None:
             self._connection = self._connector()
+            self._opened_on = threading.get_ident()
         return self
 
     async def _execute(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -139,11 +144,16 @@ class LoopConnection(aiosqlite.Connection):
         return fn(*args, **kwargs)
 
     def stop(self) -> None:
-        """Close the sqlite3 connection now (there is no thread to stop)."""
+        """Close the sqlite3 connection now (there is no thread to stop).
+
+        On another thread than the loop's, it is only let go: that is aiosqlite's `__del__` for a connection never
+        closed (an app a script did not close), run where the object was collected, often as the process exits. The
+        sqlite3 connection refuses `close` off its own thread, and closes itself once it is garbage.
+        """
         self._running = False
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
+        connection, self._connection = self._connection, None
+        if connection is not None and threading.get_ident() == self._opened_on:
+            connection.close()
 
 
 def connect(path: Path, *, on_loop: bool = False, **kwargs: Any) -> aiosqlite.Connection:

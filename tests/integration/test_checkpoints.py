@@ -433,6 +433,37 @@ def test_a_loop_connection_runs_each_call_at_once_on_the_loops_thread(tmp_path: 
     asyncio.run(scenario())
 
 
+def test_a_loop_connection_stopped_on_another_thread_is_let_go_and_closes_itself(tmp_path: Path) -> None:
+    """aiosqlite's finaliser calls `stop` on whatever thread collects a connection never closed: there it must not
+    raise (sqlite3 refuses `close` off its thread), and the file is closed once the object is garbage (the last
+    connection to a WAL file removes the log as it closes)."""
+    import asyncio
+    import gc
+    import threading
+
+    from triage.storefiles import connect
+
+    path = tmp_path / "loop.sqlite"
+
+    async def opened() -> Any:
+        conn = await connect(path, on_loop=True, isolation_level=None)
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("CREATE TABLE t (n INTEGER)")
+        return conn
+
+    box: list[Any] = []
+    opener = threading.Thread(target=lambda: box.append(asyncio.run(opened())))
+    opener.start()
+    opener.join()
+    conn = box.pop()
+    assert path.with_name("loop.sqlite-wal").exists()
+    conn.stop()  # on this thread, not the one that opened it: no error
+    assert not conn._running
+    del conn
+    gc.collect()
+    assert not path.with_name("loop.sqlite-wal").exists(), "the sqlite3 connection closed itself once let go"
+
+
 def test_a_run_reports_the_state_the_store_holds(app: TriageApp, monkeypatch: pytest.MonkeyPatch) -> None:
     """A run's result is built from the checkpoint it saved last, not read back, only when that is certainly its
     state; for every way a run ends (finished, paused, paused again, resumed, failed in a node, a follow-up,

@@ -185,3 +185,35 @@ def test_a_read_of_a_locked_file_waits_on_the_loop_then_reads_or_fails_as_busy(
             await reader.close()
 
     asyncio.run(scenario())
+
+
+UNCLOSED = """
+import sys
+from pathlib import Path
+from triage import TriageApp
+from triage.settings import Settings
+app = TriageApp(Settings(home=Path(sys.argv[1]), cache_home=Path(sys.argv[2])))
+result = app.run({"subject": "Opening hours", "body": "What are your opening hours?"}, thread_id=sys.argv[3])
+print(result.status)
+"""
+
+
+def test_an_app_a_script_never_closes_exits_quietly_and_its_home_opens_again(settings: Settings) -> None:
+    """aiosqlite's finaliser stops a connection never closed on whatever thread collects it, often as the process
+    exits; the reader on the loop must not raise there (it used to print SQLite's thread error on every exit)."""
+    import subprocess
+    import sys
+
+    ran = subprocess.run(
+        [sys.executable, "-c", UNCLOSED, str(settings.home), str(settings.cache_dir), "thr_unclosed"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "completed"
+    assert "Exception ignored" not in ran.stderr and "ProgrammingError" not in ran.stderr, ran.stderr
+    with TriageApp(settings) as app:
+        assert app.thread("thr_unclosed").result.status == "completed"
+        with sqlite3.connect(settings.helpdesk_path) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
