@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -322,14 +323,21 @@ def test_a_set_up_runs_without_the_collector_and_what_it_made_is_frozen(collecto
 
     from triage.startup import set_up_frozen
 
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
     gc.enable()
     seen: list[bool] = []
+    dropped: list[weakref.ref[Cycle]] = []
 
     def set_up() -> list[object]:
         seen.append(gc.isenabled())
+        dropped.append(weakref.ref(Cycle()))  # garbage the set-up leaves behind: freed, not frozen
         return [[] for _ in range(100)]
 
     made = set_up_frozen(set_up)
+    assert dropped[0]() is None, "the set-up's own cycles were collected before the freeze"
     assert seen == [False], "the collector is off while the set-up runs"
     assert gc.isenabled() and gc.get_freeze_count() > 0
     assert gc.is_tracked(made[0]) and not _collectable(made[0]), "frozen: full collections skip it"
