@@ -499,7 +499,7 @@ traceback and break the whole pool)."""
 def _start_worker(base: Settings, place: _Place) -> None:
     import signal
 
-    from triage.startup import defer_package_inits
+    from triage.startup import defer_package_inits, set_up_frozen
 
     defer_package_inits()  # before the policy and the graph import LangChain and LangGraph
     from triage.policies import load_policy_bundle
@@ -508,19 +508,20 @@ def _start_worker(base: Settings, place: _Place) -> None:
     # Ctrl-C reaches the whole process group: the eval process handles it (its pool lets a running chunk finish,
     # then stops the workers), so a worker does not print a traceback of its own or die mid-case.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    gc.disable()  # what the set-up makes lives as long as the process: see `_collector_around_set_up`
-    try:
+
+    def set_up() -> tuple[CompiledGraphs, ModelTier]:
         policy = load_policy_bundle(base.policy_dir)
         graphs = CompiledGraphs()
         graphs.support(policy)
-        models = _shared_models(base, place.shared["cache_home"], policy)
+        return graphs, _shared_models(base, place.shared["cache_home"], policy)
+
+    try:
+        # What the set-up makes lives as long as the process: see `_collector_around_set_up`.
+        graphs, models = set_up_frozen(set_up, collect=False)
     except Exception as exc:  # e.g. an invalid policy: the eval process reports it (it reads the same files)
         global _start_error
         _start_error = exc
         return
-    finally:
-        gc.freeze()
-        gc.enable()
     _worker = _Worker(base, place, models, graphs, asyncio.new_event_loop())
     # Run as the worker process exits, before Python waits for its threads (the app's connections each have one).
     multiprocessing.util.Finalize(None, _stop_worker, exitpriority=10)

@@ -82,6 +82,13 @@ def eval_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_cache: Path)
     monkeypatch.delenv("TRIAGE_POLICY_DIR", raising=False)
 
 
+def collectable(item: object) -> bool:
+    """Whether the cyclic collector's generations hold `item` itself: tracked and not frozen (`gc.freeze`)."""
+    import gc
+
+    return any(held is item for generation in range(3) for held in gc.get_objects(generation=generation))
+
+
 def rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
     """Read rows from one of the app's SQLite files, the way an operator would."""
     conn = sqlite3.connect(db)

@@ -81,14 +81,15 @@ def pause_collector(args: list[str]) -> bool:
     return one_shot
 
 
-def set_up_frozen(set_up: Callable[[], T]) -> T:
+def set_up_frozen(set_up: Callable[[], T], *, collect: bool = True) -> T:
     """`set_up()` with the cyclic collector off, then what exists frozen (`gc.freeze`) and the collector as it was.
 
-    For a process that sets up once and then serves for long (the worker). What the set-up makes lives as long as
-    the process; once frozen, full collections skip it. A full collection in a worker that had run 200 tickets took
-    68-95 ms, every run in flight waiting; 2.5-3.6 ms with the set-up frozen (BENCHMARKS.md, twenty-fifth round).
-    One full collection comes first (about 0.1 s, once), so that the cycles the set-up left behind (about 1,000
-    after an app's warm-up) are freed rather than frozen for the life of the process. Nothing is frozen when
+    For a process that sets up once and then serves for long (the worker, the eval's worker processes). What the
+    set-up makes lives as long as the process; once frozen, full collections skip it. A full collection in a worker
+    that had run 200 tickets took 68-95 ms, every run in flight waiting; 2.5-3.6 ms with the set-up frozen
+    (BENCHMARKS.md, twenty-fifth round). With `collect`, one full collection comes first (about 0.1 s, once), so
+    that the cycles the set-up left behind (about 1,000 after an app's warm-up) are freed rather than frozen for the
+    life of the process; an eval's worker process, gone when the eval ends, skips it. Nothing is frozen when
     `set_up` raises (what it made is garbage then), nor when something is frozen already: a caller's own freeze is
     left as it is. Call `gc.unfreeze()` before dropping what was set up (a worker's app replaced by a fresh one), or
     its cycles are never freed.
@@ -102,7 +103,8 @@ def set_up_frozen(set_up: Callable[[], T]) -> T:
             gc.enable()
         raise
     if freezing:
-        gc.collect()
+        if collect:
+            gc.collect()
         gc.freeze()
     if enabled:
         gc.enable()

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import policy_copy
+from tests.conftest import collectable, policy_copy
 from tests.integration.zygote import ROOT, triage_cli
 from triage.cli import worker as worker_module
 from triage.settings import Settings
@@ -384,9 +384,6 @@ def test_the_worker_freezes_what_it_set_up_and_thaws_it_when_it_opens_the_home_a
 ) -> None:
     """Full collections skip the app the worker opened first; once a fresh app replaces it, it can be freed."""
     import gc
-
-    def collectable(item: object) -> bool:
-        return any(held is item for generation in range(3) for held in gc.get_objects(generation=generation))
 
     policies = policy_copy(tmp_path)
     monkeypatch.setenv("TRIAGE_CACHE_HOME", str(model_cache))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import collectable
 from triage.startup import defer_package_inits
 
 INIT = """
@@ -298,13 +299,6 @@ def test_the_one_shot_commands_are_commands_of_the_cli() -> None:
     assert ONE_SHOT_COMMANDS.isdisjoint(lasting)
 
 
-def _collectable(item: object) -> bool:
-    """Whether the cyclic collector's generations hold `item` itself (not frozen)."""
-    import gc
-
-    return any(held is item for generation in range(3) for held in gc.get_objects(generation=generation))
-
-
 @pytest.fixture
 def collector() -> Iterator[None]:
     """The collector's state as the test found it, whatever the test froze or turned off."""
@@ -340,9 +334,9 @@ def test_a_set_up_runs_without_the_collector_and_what_it_made_is_frozen(collecto
     assert dropped[0]() is None, "the set-up's own cycles were collected before the freeze"
     assert seen == [False], "the collector is off while the set-up runs"
     assert gc.isenabled() and gc.get_freeze_count() > 0
-    assert gc.is_tracked(made[0]) and not _collectable(made[0]), "frozen: full collections skip it"
+    assert gc.is_tracked(made[0]) and not collectable(made[0]), "frozen: full collections skip it"
     gc.unfreeze()
-    assert _collectable(made[0]), "unfrozen, what the set-up made is collectable again"
+    assert collectable(made[0]), "unfrozen, what the set-up made is collectable again"
 
 
 def test_a_failed_set_up_freezes_nothing_and_a_freeze_of_the_callers_own_is_left_alone(collector: None) -> None:
@@ -362,4 +356,4 @@ def test_a_failed_set_up_freezes_nothing_and_a_freeze_of_the_callers_own_is_left
     frozen = gc.get_freeze_count()
     extra = set_up_frozen(lambda: [[] for _ in range(100)])
     assert gc.get_freeze_count() == frozen, "the caller froze first: its freeze stays as it was, nothing added"
-    assert _collectable(extra[0])
+    assert collectable(extra[0])
