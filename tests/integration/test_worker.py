@@ -407,6 +407,49 @@ def test_the_worker_freezes_what_it_set_up_and_thaws_it_when_it_opens_the_home_a
         gc.unfreeze()
 
 
+def test_checkouts_racing_a_policy_change_open_the_home_afresh_once_and_the_frozen_app_finishes_its_run(
+    tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run in flight on the worker's first (frozen) app while the policy changes and eight requests check out at
+    once behind a barrier: one fresh app for all eight, the collector thawed once, the run in flight finishes on
+    the app it began on, and that app is closed with its last run, not before."""
+    import gc
+
+    policies = policy_copy(tmp_path)
+    monkeypatch.setenv("TRIAGE_CACHE_HOME", str(model_cache))
+    monkeypatch.setenv("TRIAGE_POLICY_DIR", str(policies))
+    worker = worker_module._Worker(tmp_path / "home", 0)
+    try:
+        worker.open()
+        first = worker.checkout()  # a run in flight on the frozen app
+        support = policies / "support.toml"
+        support.write_text(support.read_text().replace("min_confidence = 0.8", "min_confidence = 0.9999"))
+        barrier = threading.Barrier(8)
+        got: list[Any] = []
+
+        def request() -> None:
+            barrier.wait()
+            got.append(worker.checkout())
+
+        threads = [threading.Thread(target=request) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert len(got) == 8 and len({id(app) for app in got}) == 1 and got[0] is not first
+        assert gc.get_freeze_count() == 0 and collectable(first)
+        ran = first.run({"subject": "Opening hours", "body": "What are your opening hours?"})
+        assert ran.status == "completed", "the run in flight finishes on the app it began on"
+        for app in got:
+            worker.checkin(app)
+        assert first._engine is not None, "not closed while its run is in flight"
+        worker.checkin(first)
+        assert first._engine is None, "closed with its last run"
+    finally:
+        worker.close()
+        gc.unfreeze()
+
+
 def test_a_policy_that_no_longer_loads_is_reported_as_in_a_process_of_its_own_and_leaks_nothing(
     tmp_path: Path, model_cache: Path
 ) -> None:
