@@ -11,7 +11,8 @@ Prints, in one run, the figures of BENCHMARKS.md:
   LangGraph and the ratio against the same saver are both measured. The tickets are measured in three passes
   (`--latency-passes`), pooled, and each pass's own ratios are printed too. After them the bare graph runs against
   itself declared with triage's state schemas (still no-op nodes on two keys), which shows how much of the app's
-  gap is LangGraph's work per declared channel;
+  gap is LangGraph's work per declared channel. The packaged long tickets (over 1,000 characters: a quoted thread,
+  a pasted log) are measured apart the same way, and shown in a row of their own;
 - throughput at concurrency 1, 8 and 32 (200 tickets each, 40 with --quick);
 - throughput with one and two worker processes on one store (concurrency 8 each, 200 tickets in all): on the
   home's SQLite files, and on a PostgreSQL server the script starts on loopback (fsync on), installing Debian's
@@ -369,6 +370,59 @@ async def latency_phase(bench: Bench, tickets: list[dict[str, Any]], n: int, pas
         "skipped": skipped,
         "pass_ratios": pass_ratios,
     }
+
+
+LONG_CHARS = 1_000
+"""A ticket whose subject and body are longer than this counts as long: a quoted thread or a pasted log."""
+
+
+async def long_phase(bench: Bench, tickets: list[dict[str, Any]], passes: int) -> dict[str, Any]:
+    """The packaged long tickets (see `LONG_CHARS`), the app against the bare graph of the same shape.
+
+    The latency pool measures the first tickets of the packaged cases, which are a few lines each; the long ones
+    (about 9,000 to 19,000 characters) come after them. The app's reading of a ticket grows with its length and the bare
+    graph's nodes do not, so these tickets are shown apart rather than hidden in the pool's tail. Each pass runs
+    the two sides of every ticket in a shuffled order (a fixed seed): a side that always follows the other pays
+    for it (see BENCHMARKS.md, twenty-eighth round).
+    """
+    import random
+
+    long = [ticket for ticket in tickets if len(ticket["subject"]) + len(ticket["body"]) > LONG_CHARS]
+    routes: dict[int, str] = {}
+    for i, ticket in enumerate(long):
+        result = await bench.run_triage(ticket, f"long-route-{i}-{uuid.uuid4().hex[:8]}")
+        if result.status in ("completed", "escalated") and result.route is not None:
+            routes[i] = result.route
+    order = random.Random(13)
+    samples: dict[str, list[float]] = {"triage_ms": [], "bare_ms": [], "triage_cpu": [], "bare_cpu": []}
+    reader = sqlite3.connect(bench.app.settings.checkpoints_path)
+    try:
+        for turn, (i, route) in itertools.product(range(passes), routes.items()):
+            tids = {side: f"long-{side}-{turn}-{i}-{uuid.uuid4().hex[:8]}" for side in ("triage", "bare")}
+            sides = ["triage", "bare"]
+            order.shuffle(sides)
+            taken: dict[str, tuple[float, float]] = {}
+            for side in sides:
+                started, cpu = time.perf_counter(), time.process_time()
+                await bench.run_side(side, long[i], route, tids[side])
+                taken[side] = (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000
+            if checkpoint_count(reader, tids["triage"]) != checkpoint_count(reader, tids["bare"]):
+                continue  # paused, or a path the bare graph does not model: not the same shape
+            for side, (elapsed, cpu_ms) in taken.items():
+                samples[f"{side}_ms"].append(elapsed)
+                samples[f"{side}_cpu"].append(cpu_ms)
+    finally:
+        reader.close()
+    lengths = [len(ticket["subject"]) + len(ticket["body"]) for ticket in long]
+    figures: dict[str, Any] = {
+        "tickets": len(routes),
+        "samples": len(samples["triage_ms"]),
+        "chars_min": min(lengths, default=0),
+        "chars_max": max(lengths, default=0),
+    }
+    if samples["triage_ms"]:
+        figures.update({f"{name}_p50": percentile(values, 0.5) for name, values in samples.items()})
+    return figures
 
 
 async def schemas_phase(bench: Bench, routed: list[tuple[dict[str, Any], str]], passes: int) -> dict[str, float]:
@@ -888,6 +942,19 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
             if lat["ratio_p50"] > 1:
                 share = (wall[0] - 1) / (lat["ratio_p50"] - 1)
                 rows.append(("    its share of the app's gap to bare, latency p50", "", "", f"{share:.0%}", ""))
+        long = lat.get("long", {})
+        if long.get("samples"):
+            rows.append(
+                (
+                    f"  long tickets ({long['tickets']} packaged, {long['chars_min']:,}-{long['chars_max']:,} "
+                    "characters): latency p50 (ms), CPU",
+                    f"{long['triage_ms_p50']:.1f}",
+                    f"{long['bare_ms_p50']:.1f}",
+                    f"{long['triage_ms_p50'] / long['bare_ms_p50']:.2f}x, "
+                    f"CPU {long['triage_cpu_p50'] / long['bare_cpu_p50']:.2f}x",
+                    "not in the pool above",
+                )
+            )
         rows.append(
             (
                 "  bare on LangGraph's stock saver: latency p50 / p95 (ms)",
@@ -1128,6 +1195,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             log(f"  WARNING: checkpoints per ticket differ (app {t_count:.2f}, bare {b_count:.2f}): shapes differ")
         log(f"schemas: the bare graph against itself with triage's state schemas, {passes} passes")
         figures["latency"]["schemas"] = await schemas_phase(bench, lat["routed"], passes)
+        log(f"long tickets: the packaged tickets over {LONG_CHARS:,} characters, {passes * 2} passes")
+        figures["latency"]["long"] = await long_phase(bench, tickets, passes * 2)
 
         if "throughput" in only:
             total = 8 if quick else 200

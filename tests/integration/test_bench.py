@@ -45,6 +45,7 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
         "checkpoint store per ticket",
         "bare on LangGraph's stock saver",
         "bare with triage's state schemas",
+        "long tickets (5 packaged",
         "`triage eval`",
         "peak memory",
         "`triage --help`",
@@ -71,6 +72,10 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     assert 0 < schemas["samples"] // latency["passes"] <= latency["distinct_tickets"]
     assert schemas["bare_ms_p50"] > 0 and schemas["schemas_ms_p50"] > 0 and schemas["schemas_cpu_p95"] > 0
     assert latency["triage_p50"] > 0 and latency["bare_p50"] > 0 and latency["stock_p50"] > 0
+    # The long tickets ran apart from the pool, each side on every one of them in every pass, in the same shape.
+    long = latency["long"]
+    assert long["tickets"] == 5 and long["samples"] == 5 * 2 * latency["passes"]
+    assert long["chars_min"] > 1_000 and long["triage_ms_p50"] > 0 and long["bare_cpu_p50"] > 0
     # Triage's saver stores less than LangGraph's stock saver for the same bare graph (integer versions).
     assert latency["bare_blob_bytes"] < latency["stock_blob_bytes"]
     assert set(figures["throughput"]["triage"]) == {"1", "8", "32"}
