@@ -10,11 +10,11 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 START_ATTEMPTS = 3
 """Tries of a run's first helpdesk read (the ticket's customer) before the run is refused as not started."""
@@ -659,7 +660,9 @@ class TriageApp:
         state in the approval index and recorded there by a compare-and-set before the thread is touched, while
         the thread is held: of decisions racing on one approval (in this process or others) one is applied per
         round, and a later one meets the approval as the earlier left it. A refused decision is recorded in the
-        audit trail and changes nothing else.
+        audit trail and changes nothing else. Once the claim is under way, a cancelled call (a timeout, a closed
+        connection) still takes the decision in: the cancellation waits for the run, unless this process's hold on
+        the thread was lost.
 
         Raises:
             InvalidDecisionError: the decision is malformed.
@@ -768,17 +771,23 @@ class TriageApp:
             )
             raise ApprovalRefusedError(f"{refusal}; the approval stays pending")
         answer = decision.model_copy(update={"approval_id": row.approval_id}).model_dump(mode="json")
-        won = await journal.claim(
-            row.approval_id,
-            version=row.version,
-            state=state_after(decision, request),
-            decision=answer,
-            approver=decision.approver,
-        )
-        if not won:
-            raise self._lost(decision, row.approval_id, await journal.approval(row.approval_id), request=request)
-        meter = Meter(budget=engine.services.policy.support.budget)
-        return await self._drive(engine, Command(resume=answer), thread_id, meter, callbacks)
+
+        async def claim_and_take_in() -> RunResult:
+            won = await journal.claim(
+                row.approval_id,
+                version=row.version,
+                state=state_after(decision, request),
+                decision=answer,
+                approver=decision.approver,
+            )
+            if not won:
+                raise self._lost(decision, row.approval_id, await journal.approval(row.approval_id), request=request)
+            meter = Meter(budget=engine.services.policy.support.budget)
+            return await self._drive(engine, Command(resume=answer), thread_id, meter, callbacks)
+
+        # A caller that gives up (a timeout, a closed connection) must not leave a claimed decision untaken: the
+        # thread would wait, paused on an approval the index shows as decided, for a `triage recover`.
+        return await _to_the_end(claim_and_take_in())
 
     @staticmethod
     def _lost(
@@ -1294,6 +1303,32 @@ class TriageApp:
     async def _awarm_up(self) -> None:
         engine = await self._get_engine()
         await engine.services.models.warm_up()
+
+
+async def _to_the_end(work: Coroutine[Any, Any, T]) -> T:
+    """Await `work` to its end even when the caller is cancelled meanwhile, then pass the cancellation on.
+
+    `work` runs as a task of its own. A cancellation of the caller, however often it comes, waits for that task, so
+    whatever the caller holds (a thread's hold) lasts as long as the work. The work is stopped only when the
+    caller's hold was lost (`leases.HOLD_LOST`: another process may be running the thread), or when it is cancelled
+    itself, as the portal cancels every task when it stops.
+    """
+    from triage.leases import HOLD_LOST
+
+    task = asyncio.ensure_future(work)
+    interrupted = False
+    while not task.done():
+        try:
+            await asyncio.wait((task,))
+        except asyncio.CancelledError as stop:
+            interrupted = True
+            if stop.args == (HOLD_LOST,):
+                task.cancel(HOLD_LOST)
+    if interrupted:
+        if not task.cancelled():
+            task.exception()  # retrieved: what the work raised goes no further than the cancellation
+        raise asyncio.CancelledError
+    return task.result()
 
 
 def _finished_snapshot(graph: Any, record: RunRecord | None) -> StateSnapshot | None:

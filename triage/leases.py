@@ -29,6 +29,8 @@ _log = logging.getLogger(__name__)
 FIRST_POLL_SECONDS = 0.02
 """The first wait before trying again for a lease another process holds (it doubles, up to `MAX_POLL_SECONDS`)."""
 MAX_POLL_SECONDS = 0.5
+HOLD_LOST = "the hold on the thread ran out and another process took it"
+"""The message of the cancellation that stops work whose hold was lost (see `hold_conversation`)."""
 
 
 def lease_holder() -> str:
@@ -130,7 +132,7 @@ async def _renew(
                 continue
             _log.error("the hold on %s ran out before it was renewed: stopping the work that held it", conversation_id)
             if work is not None:
-                work.cancel()
+                work.cancel(HOLD_LOST)
             return True
         except Exception:
             _log.warning("could not renew the hold on %s; trying again", conversation_id, exc_info=True)

@@ -206,6 +206,84 @@ def test_a_decision_cancelled_while_it_takes_the_hold_gives_the_hold_back(
     assert app.resume(paused.thread_id, ALICE).status == "completed"
 
 
+def _claim_then_stall(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Each claim is written, then stalls `seconds` before it returns (a slow disk): its caller can give up between
+    the two."""
+    claim = Journal.claim
+
+    async def stalled(self: Journal, *args: Any, **kwargs: Any) -> bool:
+        won = await claim(self, *args, **kwargs)
+        await asyncio.sleep(seconds)
+        return won
+
+    monkeypatch.setattr(Journal, "claim", stalled)
+
+
+def test_a_decision_whose_caller_gives_up_after_its_claim_is_taken_in_all_the_same(
+    app: TriageApp, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller's timeout after the claim is written waits for the run the claim starts (found by review: the
+    decision stayed recorded but untaken, the thread paused on an approval the index showed as decided, until a
+    `triage recover`)."""
+    paused = app.run(DUPLICATE)
+    _claim_then_stall(monkeypatch, 0.5)
+    with pytest.raises(TimeoutError):  # on the app's own loop: the timeout is raised once the run has ended
+        app._portal.call(asyncio.wait_for(app.aresume(paused.thread_id, ALICE), 0.2))
+    monkeypatch.undo()
+
+    assert app.thread(paused.thread_id).result.status == "completed"
+    [approval] = rows(settings.checkpoints_path, "SELECT state, decided_by FROM approval_index")
+    assert approval == {"state": "approved", "decided_by": "alice"}
+    _effects_once(settings, paused.thread_id)
+
+
+def test_a_decision_cancelled_from_another_loop_runs_on_and_a_recover_after_it_finds_it_done(
+    app: TriageApp, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From another event loop the caller's cancellation returns at once, and the run goes on, holding the thread
+    until it ends; a recover then finds it done and runs nothing again."""
+    paused = app.run(DUPLICATE)
+    _claim_then_stall(monkeypatch, 0.3)
+
+    async def give_up() -> None:
+        decision = asyncio.ensure_future(app.aresume(paused.thread_id, ALICE))
+        await asyncio.sleep(0.15)  # the claim is written and stalls
+        decision.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await decision
+
+    asyncio.run(give_up())
+    deadline = time.monotonic() + 30
+    while paused.thread_id in app._conversation_locks:  # held until the run the claim started has ended
+        assert time.monotonic() < deadline, "the thread is still held"
+        time.sleep(0.02)
+    monkeypatch.undo()
+
+    assert app.thread(paused.thread_id).result.status == "completed"
+    assert app.recover(paused.thread_id).status == "completed"
+    _effects_once(settings, paused.thread_id)
+
+
+def test_a_decision_cancelled_twice_on_the_apps_loop_is_taken_in_before_the_cancellation_is_raised(
+    app: TriageApp, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paused = app.run(DUPLICATE)
+    _claim_then_stall(monkeypatch, 0.3)
+
+    async def cancel_twice() -> None:
+        decision = asyncio.ensure_future(app.aresume(paused.thread_id, ALICE))
+        await asyncio.sleep(0.15)
+        decision.cancel()
+        await asyncio.sleep(0.05)
+        decision.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await decision
+        assert (await app.athread(paused.thread_id)).result.status == "completed"
+
+    app._portal.call(cancel_twice())
+    _effects_once(settings, paused.thread_id)
+
+
 def test_a_sweep_passes_over_an_approval_edited_since_it_was_listed(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
