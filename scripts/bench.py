@@ -380,10 +380,10 @@ async def long_phase(bench: Bench, tickets: list[dict[str, Any]], passes: int) -
     """The packaged long tickets (see `LONG_CHARS`), the app against the bare graph of the same shape.
 
     The latency pool measures the first tickets of the packaged cases, which are a few lines each; the long ones
-    (about 9,000 to 19,000 characters) come after them. The app's reading of a ticket grows with its length and the bare
-    graph's nodes do not, so these tickets are shown apart rather than hidden in the pool's tail. Each pass runs
-    the two sides of every ticket in a shuffled order (a fixed seed): a side that always follows the other pays
-    for it (see BENCHMARKS.md, twenty-eighth round).
+    (about 9,000 to 19,000 characters) come after them. The app's reading of a ticket grows with its length and
+    the bare graph's nodes do not, so these tickets are shown apart rather than hidden in the pool's tail. Each
+    pass runs the two sides of every ticket in a shuffled order (a fixed seed): a side that always follows the
+    other pays for it (see BENCHMARKS.md, twenty-eighth round).
     """
     import random
 

@@ -660,9 +660,9 @@ class TriageApp:
         state in the approval index and recorded there by a compare-and-set before the thread is touched, while
         the thread is held: of decisions racing on one approval (in this process or others) one is applied per
         round, and a later one meets the approval as the earlier left it. A refused decision is recorded in the
-        audit trail and changes nothing else. Once the claim is under way, a cancelled call (a timeout, a closed
-        connection) still takes the decision in: the cancellation waits for the run, unless this process's hold on
-        the thread was lost.
+        audit trail and changes nothing else. Once the claim is under way, a cancelled call (a timeout, a cancelled
+        task) still takes the decision in: its run goes on to its end, holding the thread, unless this process's
+        hold on the thread was lost. A caller on the app's own event loop sees its cancellation once the run ended.
 
         Raises:
             InvalidDecisionError: the decision is malformed.
@@ -785,8 +785,8 @@ class TriageApp:
             meter = Meter(budget=engine.services.policy.support.budget)
             return await self._drive(engine, Command(resume=answer), thread_id, meter, callbacks)
 
-        # A caller that gives up (a timeout, a closed connection) must not leave a claimed decision untaken: the
-        # thread would wait, paused on an approval the index shows as decided, for a `triage recover`.
+        # A caller that gives up (a timeout, a cancelled task) must not leave a claimed decision untaken: the thread
+        # would wait, paused on an approval the index shows as decided, for a `triage recover`.
         return await _to_the_end(claim_and_take_in())
 
     @staticmethod
