@@ -36,6 +36,7 @@ import itertools
 import json
 import os
 import platform
+import random
 import resource
 import shutil
 import sqlite3
@@ -385,8 +386,6 @@ async def long_phase(bench: Bench, tickets: list[dict[str, Any]], passes: int) -
     pass runs the two sides of every ticket in a shuffled order (a fixed seed): a side that always follows the
     other pays for it (see BENCHMARKS.md, twenty-eighth round).
     """
-    import random
-
     long = [ticket for ticket in tickets if len(ticket["subject"]) + len(ticket["body"]) > LONG_CHARS]
     routes: dict[int, str] = {}
     for i, ticket in enumerate(long):

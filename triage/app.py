@@ -10,11 +10,11 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -67,7 +67,6 @@ if TYPE_CHECKING:
 
 
 _log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 START_ATTEMPTS = 3
 """Tries of a run's first helpdesk read (the ticket's customer) before the run is refused as not started."""
@@ -710,6 +709,7 @@ class TriageApp:
         """`aresume`'s work, while the thread is held (`_hold_thread`)."""
         from langgraph.types import Command
 
+        from triage.leases import run_to_its_end
         from triage.metering import Meter
 
         journal = engine.services.journal
@@ -787,7 +787,7 @@ class TriageApp:
 
         # A caller that gives up (a timeout, a cancelled task) must not leave a claimed decision untaken: the thread
         # would wait, paused on an approval the index shows as decided, for a `triage recover`.
-        return await _to_the_end(claim_and_take_in())
+        return await run_to_its_end(claim_and_take_in())
 
     @staticmethod
     def _lost(
@@ -1303,32 +1303,6 @@ class TriageApp:
     async def _awarm_up(self) -> None:
         engine = await self._get_engine()
         await engine.services.models.warm_up()
-
-
-async def _to_the_end(work: Coroutine[Any, Any, T]) -> T:
-    """Await `work` to its end even when the caller is cancelled meanwhile, then pass the cancellation on.
-
-    `work` runs as a task of its own. A cancellation of the caller, however often it comes, waits for that task, so
-    whatever the caller holds (a thread's hold) lasts as long as the work. The work is stopped only when the
-    caller's hold was lost (`leases.HOLD_LOST`: another process may be running the thread), or when it is cancelled
-    itself, as the portal cancels every task when it stops.
-    """
-    from triage.leases import HOLD_LOST
-
-    task = asyncio.ensure_future(work)
-    interrupted = False
-    while not task.done():
-        try:
-            await asyncio.wait((task,))
-        except asyncio.CancelledError as stop:
-            interrupted = True
-            if stop.args == (HOLD_LOST,):
-                task.cancel(HOLD_LOST)
-    if interrupted:
-        if not task.cancelled():
-            task.exception()  # retrieved: what the work raised goes no further than the cancellation
-        raise asyncio.CancelledError
-    return task.result()
 
 
 def _finished_snapshot(graph: Any, record: RunRecord | None) -> StateSnapshot | None:

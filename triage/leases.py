@@ -17,14 +17,16 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 from triage.errors import ConversationBusyError, StoreUnavailableError
 from triage.journal import Journal
 
-__all__ = ["hold_conversation", "lease_holder"]
+__all__ = ["HOLD_LOST", "hold_conversation", "lease_holder", "run_to_its_end"]
 
 _log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FIRST_POLL_SECONDS = 0.02
 """The first wait before trying again for a lease another process holds (it doubles, up to `MAX_POLL_SECONDS`)."""
@@ -141,3 +143,27 @@ async def _renew(
 def _lost(renewing: asyncio.Task[bool]) -> bool:
     """Whether the renewal task found the lease taken (and stopped the work)."""
     return renewing.done() and not renewing.cancelled() and renewing.exception() is None and renewing.result()
+
+
+async def run_to_its_end(work: Coroutine[Any, Any, T]) -> T:
+    """Await `work` to its end even when the caller is cancelled meanwhile, then pass the cancellation on.
+
+    For work under a hold that must not be left half-done (a claimed decision's run). `work` runs as a task of its
+    own. A cancellation of the caller, however often it comes, waits for that task, so the caller's hold lasts as
+    long as the work. The work is stopped only when the hold was lost (`HOLD_LOST`: another process may be running
+    the thread), or when it is cancelled itself, as the portal cancels every task when it stops.
+    """
+    task = asyncio.ensure_future(work)
+    interrupted = False
+    while not task.done():
+        try:
+            await asyncio.wait((task,))
+        except asyncio.CancelledError as stop:
+            interrupted = True
+            if stop.args == (HOLD_LOST,):
+                task.cancel(HOLD_LOST)
+    if interrupted:
+        if not task.cancelled():
+            task.exception()  # retrieved: what the work raised goes no further than the cancellation
+        raise asyncio.CancelledError
+    return task.result()

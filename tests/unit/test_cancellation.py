@@ -1,4 +1,4 @@
-"""`_to_the_end`: work that must not be abandoned half-way (a claimed decision's run) outlives its caller's
+"""`run_to_its_end`: work that must not be abandoned half-way (a claimed decision's run) outlives its caller's
 cancellation, except the one that says the caller's hold on the thread was lost."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ import asyncio
 
 import pytest
 
-from triage.app import _to_the_end
-from triage.leases import HOLD_LOST
+from triage.leases import HOLD_LOST, run_to_its_end
 
 
 class _Work:
@@ -42,9 +41,9 @@ def test_the_work_s_result_and_its_error_come_back_as_they_are() -> None:
             work.go.set()
             if fail:
                 with pytest.raises(ValueError, match="the run failed"):
-                    await _to_the_end(work.run())
+                    await run_to_its_end(work.run())
             else:
-                assert await _to_the_end(work.run()) == "done"
+                assert await run_to_its_end(work.run()) == "done"
 
     asyncio.run(both())
 
@@ -53,7 +52,7 @@ def test_the_work_s_result_and_its_error_come_back_as_they_are() -> None:
 def test_a_caller_cancelled_twice_waits_for_the_work_then_is_cancelled(fail: bool) -> None:
     async def cancel_twice() -> None:
         work = _Work(fail=fail)
-        caller = asyncio.ensure_future(_to_the_end(work.run()))
+        caller = asyncio.ensure_future(run_to_its_end(work.run()))
         await work.claimed.wait()
         for _ in range(2):
             caller.cancel()
@@ -75,7 +74,7 @@ def test_a_timeout_around_it_is_raised_once_the_work_has_ended() -> None:
         async def guarded() -> str:
             async with asyncio.timeout(None) as scope:
                 scopes.append(scope)
-                return await _to_the_end(work.run())
+                return await run_to_its_end(work.run())
 
         caller = asyncio.ensure_future(guarded())
         await work.claimed.wait()
@@ -93,7 +92,7 @@ def test_a_timeout_around_it_is_raised_once_the_work_has_ended() -> None:
 def test_a_lost_hold_stops_the_work_at_its_next_wait() -> None:
     async def lose_the_hold() -> None:
         work = _Work()
-        caller = asyncio.ensure_future(_to_the_end(work.run()))
+        caller = asyncio.ensure_future(run_to_its_end(work.run()))
         await work.claimed.wait()
         caller.cancel(HOLD_LOST)
         await asyncio.wait((caller,), timeout=10)
@@ -106,7 +105,7 @@ def test_a_lost_hold_stops_the_work_at_its_next_wait() -> None:
 def test_work_cancelled_itself_cancels_its_caller() -> None:
     async def stop_everything() -> None:
         work = _Work()
-        caller = asyncio.ensure_future(_to_the_end(work.run()))
+        caller = asyncio.ensure_future(run_to_its_end(work.run()))
         await work.claimed.wait()
         for task in asyncio.all_tasks():  # as the portal does to every task when it stops
             if task is not asyncio.current_task():
