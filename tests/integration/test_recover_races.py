@@ -284,6 +284,36 @@ def test_a_decision_cancelled_twice_on_the_apps_loop_is_taken_in_before_the_canc
     _effects_once(settings, paused.thread_id)
 
 
+def test_two_decisions_raced_and_both_cancelled_after_their_claims_take_the_approval_in_once(
+    app: TriageApp, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Released together, both callers give up while the first one's claim stalls: that decision runs the thread to
+    its end, the other, cancelled while it waited for the thread, records nothing, and the refund is made once."""
+    paused = app.run(DUPLICATE)
+    _claim_then_stall(monkeypatch, 0.3)
+    bob = {**ALICE, "approver": "bob"}
+
+    async def race_and_give_up() -> None:
+        ready = asyncio.Barrier(2)
+
+        async def decide(decision: dict[str, Any]) -> Any:
+            await ready.wait()
+            return await app.aresume(paused.thread_id, decision)
+
+        decisions = [asyncio.ensure_future(decide(d)) for d in (ALICE, bob)]
+        await asyncio.sleep(0.15)
+        for decision in decisions:
+            decision.cancel()
+        outcomes = await asyncio.gather(*decisions, return_exceptions=True)
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
+        assert (await app.athread(paused.thread_id)).result.status == "completed"
+
+    app._portal.call(race_and_give_up())
+    [approval] = rows(settings.checkpoints_path, "SELECT state FROM approval_index")
+    assert approval == {"state": "approved"}
+    _effects_once(settings, paused.thread_id)
+
+
 def test_a_sweep_passes_over_an_approval_edited_since_it_was_listed(
     settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
