@@ -86,8 +86,8 @@ def attached_id(conversation_id: str, message_id: str | None) -> str:
 def taken_in(values: Mapping[str, Any], conversation_id: str, message_id: str) -> bool:
     """Whether the conversation has taken in the message `message_id` already.
 
-    As its current turn, an ended one, or a message attached while it awaited a decision. Beyond the `MAX_TURNS`
-    records kept, it is not known.
+    As its current turn, an ended one, or a message attached while it awaited a decision. A turn older than the
+    `MAX_TURNS` records kept is not known here: the app reads the thread's saved inputs for it.
     """
     if (values.get("ticket") or {}).get("message_id") == message_id:
         return True

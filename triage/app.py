@@ -396,6 +396,7 @@ class TriageApp:
                 taken_in(snapshot.values, conversation_id, ticket.message_id)
                 or any(line.follow_up_id == known for line in attached)
                 or await _input_saved_with(engine, config, ticket.message_id)
+                or await _taken_in_before_kept_turns(engine, conversation_id, snapshot.values, ticket.message_id)
             ):
                 result = _result(conversation_id, snapshot).model_copy(update={"follow_ups": attached})
                 if running:  # its turn is still running, or stopped part-way (`recover` ends it): not the last one's
@@ -1406,6 +1407,30 @@ async def _input_saved_with(engine: _Engine, config: RunnableConfig, message_id:
         and given["ticket"].get("message_id") == message_id
         for given in inputs
     )
+
+
+async def _taken_in_before_kept_turns(
+    engine: _Engine, conversation_id: str, values: Mapping[str, Any], message_id: str
+) -> bool:
+    """Whether a turn older than the conversation's kept records (`MAX_TURNS`) was the message `message_id`.
+
+    Every turn's input is saved in a checkpoint of its own (metadata `source: input`) until the thread is pruned,
+    so the promise that a message is taken in once holds however long ago it came. Only a conversation whose
+    records are full can have dropped one: any other costs nothing here. (A message attached while a decision was
+    pending has its audit line, which is never dropped.)
+    """
+    from langgraph.constants import START
+
+    from triage.policies.conversation import MAX_TURNS
+
+    if len(values.get("conversation") or []) < MAX_TURNS:
+        return False
+    config: RunnableConfig = {"configurable": {"thread_id": conversation_id, "checkpoint_ns": ""}}
+    async for saved in engine.services.saver.alist(config, filter={"source": "input"}):
+        given = saved.checkpoint["channel_values"].get(START)
+        if isinstance(given, dict) and (given.get("ticket") or {}).get("message_id") == message_id:
+            return True
+    return False
 
 
 def _recorded(values: Mapping[str, Any]) -> bool:

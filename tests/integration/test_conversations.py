@@ -662,3 +662,29 @@ def test_a_follow_up_whose_input_was_saved_before_its_store_failed_is_known_by_i
         assert app.run(follow_up).turn == 2, "taken in once"
         sent = rows(app.settings.helpdesk_path, "SELECT id FROM outbox WHERE thread_id = ?", (first.conversation_id,))
         assert len(sent) == 2
+
+
+def test_a_message_sent_again_after_its_turn_record_was_dropped_is_not_run_again(app: TriageApp) -> None:
+    """The conversation keeps the last `MAX_TURNS` turn records; a message whose turn is older than those (a
+    webhook retried days later, say) is still known by its `message_id`, from the thread's saved inputs."""
+    a_message_past_max_turns_is_run_once(app)
+
+
+def a_message_past_max_turns_is_run_once(app: TriageApp) -> None:
+    """Run `MAX_TURNS` + 2 turns with message ids, send the first two again, then a new one (also on PostgreSQL)."""
+    from triage.policies.conversation import MAX_TURNS
+
+    customer = {"customer_id": "cus_0001"}
+    cid = app.run({**HOURS, **customer, "message_id": "<t1@mail.example>"}).conversation_id
+    for turn in range(2, MAX_TURNS + 3):
+        app.run({**HOURS, **customer, "conversation_id": cid, "message_id": f"<t{turn}@mail.example>"})
+    kept = [t.get("message_id") for t in _state(app, cid)["conversation"]]
+    assert len(kept) == MAX_TURNS and "<t1@mail.example>" not in kept and "<t2@mail.example>" not in kept, kept
+    last = MAX_TURNS + 2
+    for dropped in ("<t1@mail.example>", "<t2@mail.example>"):
+        again = app.run({**HOURS, **customer, "conversation_id": cid, "message_id": dropped})
+        assert (again.turn, again.status) == (last, "completed"), (dropped, again.turn, again.status)
+    sent = rows(app.settings.helpdesk_path, "SELECT id FROM outbox WHERE thread_id = ?", (cid,))
+    assert len(sent) == last, "one reply a turn, none for a message sent again"
+    new = app.run({**HOURS, **customer, "conversation_id": cid, "message_id": "<new@mail.example>"})
+    assert new.turn == last + 1, "a message never sent before is a turn of its own"

@@ -201,6 +201,15 @@ def test_conversation_leases_are_taken_atomically_on_postgres(tmp_path: Path, mo
     assert pg_rows(database, "SELECT conversation_id, holder FROM conversation_leases ORDER BY 1") == LEFT_OVER
 
 
+def test_a_message_sent_again_past_max_turns_is_run_once_on_postgres(
+    tmp_path: Path, model_cache: Path, database: str
+) -> None:
+    from tests.integration.test_conversations import a_message_past_max_turns_is_run_once
+
+    with TriageApp(Settings(home=tmp_path / "home", cache_home=model_cache, database_url=database)) as app:
+        a_message_past_max_turns_is_run_once(app)
+
+
 def test_an_unreachable_database_is_a_clear_error(tmp_path: Path, model_cache: Path) -> None:
     done = triage_cli(
         ["threads"],
