@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING, Any
 
 from langgraph.runtime import Runtime
 
@@ -10,6 +11,9 @@ from triage.context import Context, meter_of, thread_id_of
 from triage.policies.conversation import turn_record, with_turn
 from triage.state import State, Turn
 from triage.stores.memory import update_memory, updated_memory
+
+if TYPE_CHECKING:
+    from langgraph.store.base import BaseStore
 
 
 async def finish(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -42,9 +46,24 @@ def _ending(state: State) -> dict[str, str]:
 
 
 async def _remember(state: State, record: Turn, runtime: Runtime[Context]) -> None:
-    """Update the customer's memory with the turn (not after their account was deleted: that memory is gone)."""
+    await remember_turn(runtime.store, state, record, thread_id_of(runtime))
+
+
+async def remember_turn(
+    store: BaseStore | None,
+    state: Mapping[str, Any],
+    record: Turn,
+    thread_id: str,
+    *,
+    withdrawn: Collection[str] = (),
+) -> None:
+    """Update the customer's memory with the turn (not after their account was deleted: that memory is gone).
+
+    `withdrawn` are requests the turn filed that were then withdrawn (a failed turn's refund requests, which the app
+    releases): remembered as closed, not open.
+    """
     customer = state.get("customer")
-    if runtime.store is None or not customer:
+    if store is None or not customer:
         return
     actions = state.get("actions", [])
     if any(a["kind"] == "account_deletion" and a["node"] == "execute" for a in actions):
@@ -56,14 +75,14 @@ async def _remember(state: State, record: Turn, runtime: Runtime[Context]) -> No
     if saga is not None and saga["status"] == "completed":  # a plan change the saga carried out
         done.add(saga["kind"])
     closed = [p["args"]["request_id"] for p in state.get("proposed_actions", []) if p["kind"] in done]
+    closed += withdrawn
     rejection = state.get("rejection")
     if rejection and "request_id" in rejection["args"]:
         closed.append(rejection["args"]["request_id"])
     customer_id = str(customer["id"])
     classification = state.get("classification")
-    thread_id = thread_id_of(runtime)
     await update_memory(
-        runtime.store,
+        store,
         customer_id,
         lambda previous: updated_memory(
             previous,

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from triage.policies import PolicyBundle
     from triage.retention import PruneReport
     from triage.services import Services
+    from triage.state import Turn
 
 
 _log = logging.getLogger(__name__)
@@ -531,6 +532,7 @@ class TriageApp:
     async def _record_failure(self, engine: _Engine, thread_id: str, exc: Exception) -> None:
         from langgraph.constants import START
 
+        from triage.nodes.finish import remember_turn
         from triage.policies.conversation import turn_record, with_turn
         from triage.tools.refunds import release_refund_requests
 
@@ -538,6 +540,7 @@ class TriageApp:
         failure = failure_class(exc)
         reason = f"{type(exc).__name__}: {exc}"
         withdraw: tuple[set[str], set[str] | None] = (set(), None)  # see `_failed_turns_requests`
+        record: Turn | None = None  # the failed turn's record, when this records its end
         try:
             snapshot = await engine.graph_for(thread_id).aget_state(config)
             if not _exists(snapshot):
@@ -568,6 +571,7 @@ class TriageApp:
                 f"`triage recover {thread_id}` continues it once the store is back",
                 thread_id=thread_id,
             ) from exc
+        released: list[str] = []
         try:
             keep, only = withdraw
             released = await release_refund_requests(engine.services.helpdesk, thread_id, keep=keep, only=only)
@@ -581,6 +585,13 @@ class TriageApp:
                 )
         except Exception:  # the helpdesk is down as well; the request is released by the next failure or recover
             _log.warning("could not release the refund requests of failed run %s", thread_id, exc_info=True)
+        if record is not None:
+            # As `finish` remembers a turn that ends: the customer's next conversation sees it failed, and what it
+            # left open (an account request, a hand-off ticket), not the refund requests just withdrawn.
+            try:
+                await remember_turn(engine.services.memory, {**values, **update}, record, thread_id, withdrawn=released)
+            except Exception:
+                _log.warning("could not remember the failed turn of run %s", thread_id, exc_info=True)
 
     # -- release follow-up -----------------------------------------------------------------------------------
 

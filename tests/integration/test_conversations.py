@@ -548,6 +548,8 @@ def test_a_completed_plan_change_is_not_remembered_as_an_open_request(tmp_path: 
 
 
 def test_a_failed_turn_is_recorded_with_what_it_filed(tmp_path: Path, model_cache: Path) -> None:
+    """In the conversation, and in the customer's memory (as `finish` remembers a turn that ends): the customer's
+    next conversation sees that it failed and the account request it left open (a person still acts on it)."""
     app = open_app(tmp_path, model_cache)
     try:
         first = app.run({**HOURS, "customer_id": "cus_new"})
@@ -559,12 +561,16 @@ def test_a_failed_turn_is_recorded_with_what_it_filed(tmp_path: Path, model_cach
         second = app.run(
             {"customer_id": "cus_new", "subject": "Email", "body": change, "conversation_id": first.thread_id}
         )
+        memory = app.customer_memory("cus_new")
     finally:
         app.close()
     assert second.status == "failed", second.status_reason
     [filed] = rows(
         tmp_path / "home" / "helpdesk.sqlite", "SELECT id FROM account_requests WHERE thread_id = ?", (first.thread_id,)
     )
+    assert memory is not None
+    assert [(o["turn"], o["status"]) for o in memory["recent"]] == [(1, "completed"), (2, "failed")], memory["recent"]
+    assert [r["id"] for r in memory["open_requests"]] == [filed["id"]], memory["open_requests"]
     app = open_app(tmp_path, model_cache)
     try:
         third = app.run({**HOURS, "customer_id": "cus_new", "conversation_id": first.thread_id})
@@ -572,6 +578,27 @@ def test_a_failed_turn_is_recorded_with_what_it_filed(tmp_path: Path, model_cach
         app.close()
     assert third.turn == 3, [(t["turn"], t["status"], t["requests"]) for t in third.conversation]
     assert filed["id"] in [r for t in third.conversation for r in t["requests"]]
+
+
+def test_a_failed_turns_withdrawn_refund_request_is_not_remembered_as_open(tmp_path: Path, model_cache: Path) -> None:
+    """The refund is approved but cannot be issued: the run fails and its request is withdrawn, so the memory lists
+    the failed turn and no open request."""
+    app = open_app(tmp_path, model_cache, faults="fail=issue_refund")
+    try:
+        paused = app.run({"customer_id": "cus_mid_dup", "subject": "Charged twice", "body": DUPLICATE_BODY})
+        assert paused.status == "awaiting_approval", paused.status_reason
+        failed = app.resume(paused.thread_id, {"approver": "alice", "decision": "approve"})
+        assert failed.status == "failed", failed.status_reason
+        memory = app.customer_memory("cus_mid_dup")
+    finally:
+        app.close()
+    query = "SELECT status FROM refund_requests WHERE thread_id = ?"
+    assert [r["status"] for r in rows(tmp_path / "home" / "helpdesk.sqlite", query, (paused.thread_id,))] == [
+        "rejected"
+    ]
+    assert memory is not None
+    assert [(o["thread_id"], o["status"]) for o in memory["recent"]] == [(paused.thread_id, "failed")], memory
+    assert memory["open_requests"] == [], memory["open_requests"]
 
 
 # -- An earlier turn's threat does not escalate the short follow-ups after it ------------------------------------------
