@@ -23,6 +23,7 @@ from triage.errors import (
     ApprovalRefusedError,
     CheckpointStoreError,
     ConversationBusyError,
+    HoldLostError,
     InvalidDecisionError,
     InvalidReleaseError,
     InvalidTicketError,
@@ -506,6 +507,8 @@ class TriageApp:
                 ):
                     pass
                 finished = record
+            except HoldLostError:
+                raise  # another process runs the thread now: this run records nothing more, not even its failure
             except Exception as exc:
                 if _saved_nothing(record) and _starts_a_turn(graph_input):
                     # Not even its input was saved: the thread is as it was (a follow-up's conversation stays with

@@ -48,6 +48,8 @@ from langgraph.checkpoint.sqlite.utils import load_pending_writes, pending_write
 
 from triage.errors import CheckpointStoreError
 from triage.helpdesk.store import is_transient
+from triage.journal import LEASE_HOLDER_SQL
+from triage.leases import hold_lost, holder_in_context
 from triage.storefiles import on_connection_thread
 
 if TYPE_CHECKING:
@@ -196,6 +198,35 @@ def _saved_with(conn: sqlite3.Connection, kept: Sequence[_Kept], save: Callable[
         item.done = True
 
 
+def _held(
+    save: Callable[[sqlite3.Connection], None], hold: tuple[str, str] | None
+) -> Callable[[sqlite3.Connection], None]:
+    """`save`, and when its thread is held (`hold`: the thread and its holder), a check that it still is.
+
+    The check reads the lease after `save`'s statements, in their transaction: the transaction then holds the
+    file's write lock, so no other process can take the lease between the check and the COMMIT. A lease another
+    holder took meanwhile raises `HoldLostError`, and `_saved_with` rolls the whole transaction back.
+    """
+    if hold is None:
+        return save
+    thread_id, holder = hold
+
+    def save_while_held(conn: sqlite3.Connection) -> None:
+        save(conn)
+        row = conn.execute(LEASE_HOLDER_SQL, (thread_id,)).fetchone()
+        if row is None or row[0] != holder:
+            raise hold_lost(thread_id)
+
+    return save_while_held
+
+
+def _hold_of(config: RunnableConfig) -> tuple[str, str] | None:
+    """The thread a save is for and the holder the running context holds it as, when it holds it."""
+    thread_id = str(config["configurable"]["thread_id"])
+    holder = holder_in_context(thread_id)
+    return None if holder is None else (thread_id, holder)
+
+
 def _batched(writes: Sequence[tuple[str, Any]], task_id: str) -> bool:
     """Whether a task's writes are saved as one row: several, all to state channels, from a task of the graph."""
     return len(writes) > 1 and task_id != NULL_TASK_ID and not any(channel.startswith("__") for channel, _ in writes)
@@ -294,7 +325,8 @@ class SqliteSaver(AsyncSqliteSaver):
             before = list(self._kept.pop(step, {}).values())
             for stale in [key for key in self._kept if key[:2] == step[:2]]:
                 del self._kept[stale]  # kept by tasks of an earlier step that was never saved
-        return await self._write(lambda: self._put(config, checkpoint, metadata, before=before))
+        hold = _hold_of(config)
+        return await self._write(lambda: self._put(config, checkpoint, metadata, before=before, hold=hold))
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
@@ -309,7 +341,8 @@ class SqliteSaver(AsyncSqliteSaver):
                 if not by_task:
                     self._kept.pop(step, None)
             before = [by_task[task_id]] if task_id in by_task else []
-        await self._write(lambda: self._put_writes(config, writes, task_id, task_path, before=before))
+        hold = _hold_of(config)
+        await self._write(lambda: self._put_writes(config, writes, task_id, task_path, before=before, hold=hold))
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """A thread's checkpoint (the newest, or the one `config` names) with its pending writes, in one hop.
@@ -403,7 +436,13 @@ class SqliteSaver(AsyncSqliteSaver):
         return 1 if current is None else current + 1
 
     async def _put(
-        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, *, before: Sequence[_Kept]
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        *,
+        before: Sequence[_Kept],
+        hold: tuple[str, str] | None = None,
     ) -> RunnableConfig:
         # AsyncSqliteSaver.aput's statement, plus the delete, committed together: a crash leaves either the parent
         # with its writes or the successor that absorbed them, never the parent without them. The kept work not done
@@ -433,7 +472,7 @@ class SqliteSaver(AsyncSqliteSaver):
                 )
 
         async with self.lock:
-            await on_connection_thread(self.conn, lambda conn: _saved_with(conn, before, put), writes=True)
+            await on_connection_thread(self.conn, lambda conn: _saved_with(conn, before, _held(put, hold)), writes=True)
         return {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns, "checkpoint_id": checkpoint["id"]}
         }
@@ -446,6 +485,7 @@ class SqliteSaver(AsyncSqliteSaver):
         task_path: str,
         *,
         before: Sequence[_Kept] = (),
+        hold: tuple[str, str] | None = None,
     ) -> None:
         # AsyncSqliteSaver.aput_writes's statement, in one hop to the connection's thread instead of four, after the
         # kept work not done yet (`_saved_with`).
@@ -470,7 +510,7 @@ class SqliteSaver(AsyncSqliteSaver):
             )
 
         async with self.lock:
-            await on_connection_thread(self.conn, lambda conn: _saved_with(conn, before, put), writes=True)
+            await on_connection_thread(self.conn, lambda conn: _saved_with(conn, before, _held(put, hold)), writes=True)
 
     async def _write(self, write: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(WRITE_ATTEMPTS):

@@ -141,6 +141,14 @@ class StoreUnavailableError(TriageError):
         self.thread_id = thread_id
 
 
+class HoldLostError(StoreUnavailableError):
+    """A thread's hold ran out and another process took it: this process's work on the thread stopped.
+
+    Raised at the next wait of the work, or by the checkpoint store when the work tried to save: nothing more of it
+    was saved (`triage.leases`).
+    """
+
+
 class CheckpointStoreError(TriageError):
     """A checkpoint write or read failed after retries; `kind` says whether trying again later may help."""
 

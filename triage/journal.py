@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS conversation_leases (
     expires_at      TEXT NOT NULL
 );
 """
+LEASE_HOLDER_SQL = "SELECT holder FROM conversation_leases WHERE conversation_id = ?"
+"""Who holds a conversation's lease (`Journal.holds_lease`; the SQLite saver reads it inside its write)."""
 _POSTGRES_SCHEMA = _SCHEMA.replace("id             INTEGER PRIMARY KEY", "id             BIGSERIAL PRIMARY KEY")
 
 ApprovalState = Literal["pending", "deciding", "approved", "rejected", "edited", "expired"]
@@ -422,6 +424,11 @@ class Journal:
             (conversation_id, holder),
             synced=False,
         )
+
+    async def holds_lease(self, conversation_id: str, holder: str) -> bool:
+        """Whether `holder` still holds the conversation's lease (expired or not: no one took it since)."""
+        row = await self._sql.fetchone(LEASE_HOLDER_SQL, (conversation_id,))
+        return row is not None and row[0] == holder
 
     async def drop_expired_leases(self) -> int:
         """Delete the leases whose time has run out (a crashed holder's); how many. A running lease is kept."""

@@ -3,9 +3,11 @@
 A conversation's next turn runs only while its process holds the conversation's lease (`Journal.take_lease`). The
 lease is renewed while the turn runs and given back when it ends; a process that dies holding it stops renewing,
 so the lease runs out and the conversation is free again after one lease period. A holder that stalls past its
-lease (the store or its event loop stuck) and finds it taken stops its work at the next wait. Within one process,
-follow-ups to one conversation also queue on an `asyncio.Lock` (the app's), so they do not poll the store for each
-other.
+lease (the store or its event loop stuck, the process paused) and finds it taken stops its work at the next wait.
+Before that, should it try to save a step, the checkpoint store refuses: each checkpoint and step result of a held
+thread is saved only while the lease is still its holder's (`holder_in_context`; on SQLite read in the write's
+own transaction, on PostgreSQL just before it). Within one process, follow-ups to one conversation also queue on
+an `asyncio.Lock` (the app's), so they do not poll the store for each other.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from triage.errors import ConversationBusyError, StoreUnavailableError
+from triage.errors import ConversationBusyError, HoldLostError
 from triage.journal import Journal
 
-__all__ = ["HOLD_LOST", "hold_conversation", "lease_holder", "run_to_its_end"]
+__all__ = ["HOLD_LOST", "hold_conversation", "hold_lost", "holder_in_context", "lease_holder", "run_to_its_end"]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,6 +36,30 @@ FIRST_POLL_SECONDS = 0.02
 MAX_POLL_SECONDS = 0.5
 HOLD_LOST = "the hold on the thread ran out and another process took it"
 """The message of the cancellation that stops work whose hold was lost (see `hold_conversation`)."""
+
+
+_HELD: ContextVar[tuple[str, str] | None] = ContextVar("triage_held_thread", default=None)
+"""The thread the running context holds (the body of `hold_conversation`), and as which holder."""
+
+
+def holder_in_context(thread_id: str) -> str | None:
+    """The holder id under which the running context holds `thread_id`'s lease, or None when it holds none.
+
+    The tasks a held body starts (LangGraph's among them) inherit it: the savers read it to save a held thread's
+    steps only while the lease is still its holder's.
+    """
+    held = _HELD.get()
+    return held[1] if held is not None and held[0] == thread_id else None
+
+
+def hold_lost(conversation_id: str, how: str = "stalled past its lease") -> HoldLostError:
+    """The error of work stopped because another process took the thread's hold (see `HoldLostError`)."""
+    return HoldLostError(
+        f"stopped: the hold on {conversation_id} ran out before it was renewed (the store or this process {how}) "
+        f"and another process took it meanwhile; nothing more of this run was saved; if none runs the thread now, "
+        f"`triage recover {conversation_id}` continues it",
+        thread_id=conversation_id,
+    )
 
 
 def lease_holder() -> str:
@@ -86,6 +113,7 @@ async def hold_conversation(
     work = asyncio.current_task()
     renewing = asyncio.create_task(_renew(journal, conversation_id, holder, lease_seconds, work))
     stopped = False
+    held = _HELD.set((conversation_id, holder))
     try:
         yield holder
     except asyncio.CancelledError:
@@ -93,13 +121,9 @@ async def hold_conversation(
             raise
         stopped = True
         work.uncancel()  # this stop's own cancel; one from outside, come meanwhile, still counts
-        raise StoreUnavailableError(
-            f"stopped: the hold on {conversation_id} ran out before it was renewed (the store or this process "
-            f"stalled for {lease_seconds:g} s) and another process took it meanwhile; if none runs the thread now, "
-            f"`triage recover {conversation_id}` continues it",
-            thread_id=conversation_id,
-        ) from None
+        raise hold_lost(conversation_id, f"stalled for {lease_seconds:g} s") from None
     finally:
+        _HELD.reset(held)
         renewing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewing

@@ -302,9 +302,11 @@ def test_finishs_result_and_the_memory_update_are_saved_together(app: TriageApp,
     carried: list[str] = []
     busy = sqlite3.OperationalError("database is locked (injected fault)")
 
-    async def failing_writes(config: Any, writes: Any, task_id: str, task_path: str, *, before: Any = ()) -> Any:
+    async def failing_writes(
+        config: Any, writes: Any, task_id: str, task_path: str, *, before: Any = (), hold: Any = None
+    ) -> Any:
         if not before or config["configurable"]["checkpoint_ns"]:
-            return await put_writes(config, writes, task_id, task_path, before=before)
+            return await put_writes(config, writes, task_id, task_path, before=before, hold=hold)
         carried.append("writes")
         assert "conversation" in [channel for channel, _ in writes], "finish's writes carry the update"
         if fails == "writes, before the memory":
@@ -315,12 +317,12 @@ def test_finishs_result_and_the_memory_update_are_saved_together(app: TriageApp,
                 before[0].work(conn)
                 raise busy
 
-            return await put_writes(config, writes, task_id, task_path, before=[Kept(then_fail)])
-        return await put_writes(config, writes, task_id, task_path, before=before)
+            return await put_writes(config, writes, task_id, task_path, before=[Kept(then_fail)], hold=hold)
+        return await put_writes(config, writes, task_id, task_path, before=before, hold=hold)
 
-    async def failing_put(config: Any, checkpoint: Any, metadata: Any, *, before: Any) -> Any:
+    async def failing_put(config: Any, checkpoint: Any, metadata: Any, *, before: Any, hold: Any = None) -> Any:
         if not before:
-            return await put(config, checkpoint, metadata, before=before)
+            return await put(config, checkpoint, metadata, before=before, hold=hold)
 
         def seen(conn: sqlite3.Connection) -> None:  # in the checkpoint's hop, on the connection's thread
             carried.append("checkpoint, done" if before[0].done else "checkpoint")
@@ -329,7 +331,7 @@ def test_finishs_result_and_the_memory_update_are_saved_together(app: TriageApp,
             if fails in ("checkpoint", "both"):
                 raise busy
 
-        return await put(config, checkpoint, metadata, before=[Kept(seen)])
+        return await put(config, checkpoint, metadata, before=[Kept(seen)], hold=hold)
 
     saver._put_writes, saver._put = failing_writes, failing_put
     try:

@@ -210,6 +210,45 @@ def test_a_message_sent_again_past_max_turns_is_run_once_on_postgres(
         a_message_past_max_turns_is_run_once(app)
 
 
+def test_a_holder_whose_hold_was_taken_saves_nothing_on_postgres(
+    tmp_path: Path, model_cache: Path, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on SQLite (`test_recover_races`): paused past its lease, before its renewal looks, the holder's next save
+    is refused; it writes nothing over the thread another process took, and a recover makes the one refund."""
+    import psycopg
+
+    from tests.integration.test_recover import ALICE, DUPLICATE
+    from tests.integration.test_recover_races import hold_taken_at_the_refund, renews_never
+    from triage import leases
+    from triage.errors import HoldLostError
+
+    def take(thread_id: str) -> None:
+        with psycopg.connect(database, autocommit=True) as other:
+            other.execute("UPDATE conversation_leases SET holder = 'thief' WHERE conversation_id = %s", (thread_id,))
+
+    def saved(thread_id: str) -> tuple[int, int]:
+        count = "SELECT count(*) AS n FROM {} WHERE thread_id = %s"
+        return tuple(
+            pg_rows(database, count.format(t), (thread_id,))[0]["n"] for t in ("checkpoints", "checkpoint_writes")
+        )
+
+    settings = Settings(
+        home=tmp_path / "home", cache_home=model_cache, database_url=database, conversation_lease_seconds=0.3
+    )
+    monkeypatch.setattr(leases, "_renew", renews_never)
+    with TriageApp(settings) as app:
+        paused = app.run(DUPLICATE)
+        taken = hold_taken_at_the_refund(monkeypatch, take, saved)
+        with pytest.raises(HoldLostError, match="another process took it meanwhile"):
+            app.resume(paused.thread_id, ALICE)
+        assert len(taken) == 1 and saved(paused.thread_id) == taken[0], "a step saved after the hold was taken"
+        pg_rows(database, "DELETE FROM conversation_leases RETURNING conversation_id")  # the other process is done
+        done = app.recover(paused.thread_id)
+    assert done.status == "completed", done.status_reason
+    refunds = rows(settings.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (paused.thread_id,))
+    assert refunds == [{"amount_cents": 24000}]
+
+
 def test_an_unreachable_database_is_a_clear_error(tmp_path: Path, model_cache: Path) -> None:
     done = triage_cli(
         ["threads"],

@@ -9,6 +9,7 @@ import asyncio
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -342,6 +343,19 @@ def test_a_sweep_passes_over_an_approval_edited_since_it_was_listed(
         assert app.thread(edited).result.status == "awaiting_approval", "the edit's own approval stays pending"
 
 
+TAKEN_MEANWHILE = pytest.mark.parametrize(
+    "meanwhile",
+    [
+        "UPDATE conversation_leases SET holder = 'thief', expires_at = '2999-01-01T00:00:00+00:00' "
+        "WHERE conversation_id = ?",
+        "DELETE FROM conversation_leases WHERE conversation_id = ?",
+    ],
+    ids=["taken", "taken-and-given-back"],
+)
+"""What another process does to a thread's lease while its holder is paused: takes it, or takes it and gives it back
+(after running the thread, say)."""
+
+
 def _stall_the_refund(monkeypatch: pytest.MonkeyPatch, settings: Settings, meanwhile: str) -> list[str]:
     """The refund call stalls 0.5 s (a 0.3 s lease runs out); at its start `meanwhile` runs on the lease's row, as
     another process would. Returns the threads it stalled."""
@@ -361,15 +375,7 @@ def _stall_the_refund(monkeypatch: pytest.MonkeyPatch, settings: Settings, meanw
     return stalled
 
 
-@pytest.mark.parametrize(
-    "meanwhile",
-    [
-        "UPDATE conversation_leases SET holder = 'thief', expires_at = '2999-01-01T00:00:00+00:00' "
-        "WHERE conversation_id = ?",
-        "DELETE FROM conversation_leases WHERE conversation_id = ?",
-    ],
-    ids=["taken", "taken-and-given-back"],
-)
+@TAKEN_MEANWHILE
 def test_a_decision_whose_hold_another_process_took_stops_and_the_thread_is_recovered_once(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, meanwhile: str
 ) -> None:
@@ -393,3 +399,67 @@ def test_a_decision_whose_hold_another_process_took_stops_and_the_thread_is_reco
     assert done.status == "completed", done.status_reason
     refunded = rows(quick.helpdesk_path, "SELECT amount_cents FROM refunds WHERE thread_id = ?", (paused.thread_id,))
     assert refunded == [{"amount_cents": 24000}]
+
+
+def _saved(settings: Settings, thread_id: str) -> tuple[int, int]:
+    """How many checkpoints and writes rows the thread has (every namespace)."""
+    query = "SELECT count(*) AS n FROM {} WHERE thread_id = ?"
+    [checkpoints] = rows(settings.checkpoints_path, query.format("checkpoints"), (thread_id,))
+    [writes] = rows(settings.checkpoints_path, query.format("writes"), (thread_id,))
+    return checkpoints["n"], writes["n"]
+
+
+def hold_taken_at_the_refund(
+    monkeypatch: pytest.MonkeyPatch, take: Callable[[str], None], saved: Callable[[str], Any]
+) -> list[Any]:
+    """At the refund call, `take` runs on the thread's lease, as another process would while this one is paused.
+    Returns what `saved` counted for the thread at that moment, once it came."""
+    from triage.gateway import ToolGateway
+
+    call, taken = ToolGateway.call, []
+
+    async def refund_after_a_pause(self: ToolGateway, caller: str, tool: str, *args: Any, **kwargs: Any) -> Any:
+        if tool == "issue_refund" and not taken:
+            take(kwargs["thread_id"])
+            taken.append(saved(kwargs["thread_id"]))
+        return await call(self, caller, tool, *args, **kwargs)
+
+    monkeypatch.setattr(ToolGateway, "call", refund_after_a_pause)
+    return taken
+
+
+async def renews_never(*_: Any) -> bool:
+    """A renewal that has not looked at the lease yet: a process paused past its lease runs on for a moment."""
+    await asyncio.Event().wait()
+    return False
+
+
+@TAKEN_MEANWHILE
+def test_a_holder_whose_hold_was_taken_saves_nothing_before_its_renewal_notices(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, meanwhile: str
+) -> None:
+    """A process paused past its lease (a stopped VM, a swap storm) runs on for a moment before its renewal looks.
+    Its next save is refused in the save's own transaction: it writes nothing over the thread another process took
+    (and may have run), says so, records no failure, and a recover then finishes the thread with one refund (the
+    paused run's refund call went through; the effects ledger keeps the recover's from making another)."""
+    from triage import leases
+
+    quick = settings.model_copy(update={"conversation_lease_seconds": 0.3})
+    monkeypatch.setattr(leases, "_renew", renews_never)
+
+    def take(thread_id: str) -> None:
+        with sqlite3.connect(quick.checkpoints_path) as other:
+            other.execute(meanwhile, (thread_id,))
+
+    with TriageApp(quick) as app:
+        paused = app.run(DUPLICATE)
+        taken = hold_taken_at_the_refund(monkeypatch, take, lambda thread_id: _saved(quick, thread_id))
+        with pytest.raises(TriageError, match="another process took it meanwhile") as stopped:
+            app.resume(paused.thread_id, ALICE)
+        assert getattr(stopped.value, "thread_id", None) == paused.thread_id
+        assert len(taken) == 1 and _saved(quick, paused.thread_id) == taken[0], "a step saved after the hold was taken"
+        with sqlite3.connect(quick.checkpoints_path) as thief:  # the other process is done with it
+            thief.execute("DELETE FROM conversation_leases")
+        done = app.recover(paused.thread_id)
+    assert done.status == "completed", done.status_reason
+    _effects_once(quick, paused.thread_id)

@@ -24,6 +24,7 @@ from triage.errors import DamagedStoreError, StoreError
 from triage.faults import FaultInjector
 from triage.helpdesk.store import helpdesk_holds_requests
 from triage.journal import Journal
+from triage.leases import hold_lost, holder_in_context
 from triage.storefiles import (
     check_sqlite_file,
     connect,
@@ -83,7 +84,28 @@ async def open_postgres_store(url: str) -> CheckpointStore:
         ) from None
 
     class PostgresSaver(RunRecorder, AsyncPostgresSaver):
-        """LangGraph's PostgreSQL saver, remembering what a run saved as the SQLite `CheckpointSaver` does."""
+        """LangGraph's PostgreSQL saver, remembering what a run saved as the SQLite `CheckpointSaver` does.
+
+        It saves a held thread's steps only while the lease is still its holder's (`triage.leases`), as the SQLite
+        saver does; here the lease is read just before each save rather than in its transaction (LangGraph's saver
+        runs its statements in transactions of their own), which leaves a window of one round trip.
+        """
+
+        journal: Journal
+
+        async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+            await self._still_held(config)
+            return await super().aput(config, checkpoint, metadata, new_versions)
+
+        async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
+            await self._still_held(config)
+            await super().aput_writes(config, writes, task_id, task_path)
+
+        async def _still_held(self, config: Any) -> None:
+            thread_id = str(config["configurable"]["thread_id"])
+            holder = holder_in_context(thread_id)
+            if holder is not None and not await self.journal.holds_lease(thread_id, holder):
+                raise hold_lost(thread_id)
 
     where = describe_url(url)
     saver_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -108,6 +130,7 @@ async def open_postgres_store(url: str) -> CheckpointStore:
         await sql_pool.open(wait=True, timeout=10)
         saver = PostgresSaver(saver_pool)
         sql = PostgresSql(sql_pool)
+        saver.journal = Journal(sql)
         memory = await open_postgres_memory(saver_pool)
         async with sql_pool.connection() as conn:
             # A session lock outside any transaction: the saver's migrations build indexes CONCURRENTLY, which
