@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
 from triage import TriageApp
+from triage.checkpoints import SqliteSaver
 from triage.gateway import ToolGateway
 from triage.journal import Journal
 from triage.settings import Settings
@@ -76,14 +75,14 @@ def arm(point: str) -> None:
 
         Journal.audit = audit_then_die  # type: ignore[method-assign]
     elif kind == "checkpoint":
-        put = AsyncSqliteSaver.aput
+        put = SqliteSaver.aput  # the saver the app uses (it does not call LangGraph's `aput`)
 
-        async def put_then_die(self: AsyncSqliteSaver, *args: Any, **kwargs: Any) -> Any:
+        async def put_then_die(self: SqliteSaver, *args: Any, **kwargs: Any) -> Any:
             result = await put(self, *args, **kwargs)
             reached()
             return result
 
-        AsyncSqliteSaver.aput = put_then_die  # type: ignore[method-assign]
+        SqliteSaver.aput = put_then_die  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown crash point {point!r}")
 
