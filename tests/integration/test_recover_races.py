@@ -463,3 +463,51 @@ def test_a_holder_whose_hold_was_taken_saves_nothing_before_its_renewal_notices(
         done = app.recover(paused.thread_id)
     assert done.status == "completed", done.status_reason
     _effects_once(quick, paused.thread_id)
+
+
+def test_a_process_stalled_past_its_lease_saves_nothing_over_the_thread_another_process_recovered(
+    settings: Settings,
+) -> None:
+    """Two processes. The first approves a refund and stalls at the refund call, its event loop blocked (its lease's
+    renewal cannot run). Once the lease has run out, `triage recover` in a second process takes the thread and
+    finishes it. Then the first runs on: the refund call finds the effect made, and the step's save is refused, so
+    it stops with `HoldLostError` and the finished thread keeps exactly what the recover saved."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.zygote import triage_cli
+
+    with TriageApp(settings) as app:
+        paused = app.run(DUPLICATE)
+    assert paused.status == "awaiting_approval", paused.status_reason
+    lease = 1.0
+    driver = Path(__file__).with_name("stall_driver.py")
+    args = [str(settings.home), str(settings.cache_home), paused.thread_id, str(lease)]
+    stalled = subprocess.Popen(
+        [sys.executable, str(driver), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert stalled.stdout is not None and stalled.stdin is not None
+        assert stalled.stdout.readline().strip() == "stalled"
+        held = rows(settings.checkpoints_path, "SELECT expires_at FROM conversation_leases")
+        assert len(held) == 1, held
+        time.sleep(lease + 0.5)  # the stalled holder's lease runs out; nothing renews it
+        env = {
+            **os.environ,
+            "TRIAGE_HOME": str(settings.home),
+            "TRIAGE_CACHE_HOME": str(settings.cache_home),
+            "TRIAGE_CONVERSATION_LEASE_SECONDS": str(lease),
+        }
+        recovered = triage_cli(["recover", paused.thread_id, "--json"], env=env, timeout=120)
+        assert recovered.returncode == 0, recovered.stderr + recovered.stdout
+        assert "completed" in recovered.stdout, recovered.stdout
+        finished = _saved(settings, paused.thread_id), _latest(settings, paused.thread_id)
+        out, _ = stalled.communicate("go\n", timeout=120)
+    finally:
+        if stalled.poll() is None:
+            stalled.kill()
+            stalled.wait()
+    assert out.startswith("stopped HoldLostError:") and "another process took it meanwhile" in out, out
+    assert (_saved(settings, paused.thread_id), _latest(settings, paused.thread_id)) == finished
+    _effects_once(settings, paused.thread_id)
