@@ -241,7 +241,8 @@ def test_a_holder_whose_hold_was_taken_saves_nothing_on_postgres(
         taken = hold_taken_at_the_refund(monkeypatch, take, saved)
         with pytest.raises(HoldLostError, match="another process took it meanwhile"):
             app.resume(paused.thread_id, ALICE)
-        assert len(taken) == 1 and saved(paused.thread_id) == taken[0], "a step saved after the hold was taken"
+        [(thread, at_take)] = taken
+        assert thread == paused.thread_id and saved(thread) == at_take, "a step saved after the hold was taken"
         pg_rows(database, "DELETE FROM conversation_leases RETURNING conversation_id")  # the other process is done
         done = app.recover(paused.thread_id)
     assert done.status == "completed", done.status_reason

@@ -356,23 +356,40 @@ TAKEN_MEANWHILE = pytest.mark.parametrize(
 (after running the thread, say)."""
 
 
-def _stall_the_refund(monkeypatch: pytest.MonkeyPatch, settings: Settings, meanwhile: str) -> list[str]:
-    """The refund call stalls 0.5 s (a 0.3 s lease runs out); at its start `meanwhile` runs on the lease's row, as
-    another process would. Returns the threads it stalled."""
+def hold_taken_at_the_refund(
+    monkeypatch: pytest.MonkeyPatch,
+    take: Callable[[str], None],
+    saved: Callable[[str], Any] = lambda thread_id: None,
+    *,
+    pause: float = 0.0,
+) -> list[tuple[str, Any]]:
+    """At the first refund call, `take` runs on the thread's lease, as another process would while this one is
+    paused; then the call waits `pause` seconds, if any (a holder stalled on a wait: its renewal can look meanwhile).
+    Returns the thread it took, with what `saved` counted for it at that moment, once it came."""
     from triage.gateway import ToolGateway
 
-    call, stalled = ToolGateway.call, []
+    call, taken = ToolGateway.call, []
 
-    async def stalled_refund(self: ToolGateway, caller: str, tool: str, *args: Any, **kwargs: Any) -> Any:
-        if tool == "issue_refund" and not stalled:
-            stalled.append(kwargs["thread_id"])
-            with sqlite3.connect(settings.checkpoints_path) as other:
-                other.execute(meanwhile, (kwargs["thread_id"],))
-            await asyncio.sleep(0.5)
+    async def refund_after_a_pause(self: ToolGateway, caller: str, tool: str, *args: Any, **kwargs: Any) -> Any:
+        if tool == "issue_refund" and not taken:
+            take(kwargs["thread_id"])
+            taken.append((kwargs["thread_id"], saved(kwargs["thread_id"])))
+            if pause:
+                await asyncio.sleep(pause)
         return await call(self, caller, tool, *args, **kwargs)
 
-    monkeypatch.setattr(ToolGateway, "call", stalled_refund)
-    return stalled
+    monkeypatch.setattr(ToolGateway, "call", refund_after_a_pause)
+    return taken
+
+
+def _taking(settings: Settings, meanwhile: str) -> Callable[[str], None]:
+    """`meanwhile` run on the thread's lease row from a connection of its own, as another process would."""
+
+    def take(thread_id: str) -> None:
+        with sqlite3.connect(settings.checkpoints_path) as other:
+            other.execute(meanwhile, (thread_id,))
+
+    return take
 
 
 @TAKEN_MEANWHILE
@@ -386,12 +403,12 @@ def test_a_decision_whose_hold_another_process_took_stops_and_the_thread_is_reco
     quick = settings.model_copy(update={"conversation_lease_seconds": 0.3})  # renewed every 0.1 s
     with TriageApp(quick) as app:
         paused = app.run(DUPLICATE)
-        stalled = _stall_the_refund(monkeypatch, quick, meanwhile)
+        stalled = hold_taken_at_the_refund(monkeypatch, _taking(quick, meanwhile), pause=0.5)  # the lease runs out
         with pytest.raises(TriageError, match="another process took it meanwhile") as stopped:
             app.resume(paused.thread_id, ALICE)
         assert getattr(stopped.value, "thread_id", None) == paused.thread_id
         assert f"triage recover {paused.thread_id}" in str(stopped.value)
-        assert stalled == [paused.thread_id]
+        assert [thread for thread, _ in stalled] == [paused.thread_id]
         assert rows(quick.helpdesk_path, "SELECT * FROM refunds WHERE thread_id = ?", (paused.thread_id,)) == []
         with sqlite3.connect(quick.checkpoints_path) as thief:  # the other process is done with it
             thief.execute("DELETE FROM conversation_leases")
@@ -407,25 +424,6 @@ def _saved(settings: Settings, thread_id: str) -> tuple[int, int]:
     [checkpoints] = rows(settings.checkpoints_path, query.format("checkpoints"), (thread_id,))
     [writes] = rows(settings.checkpoints_path, query.format("writes"), (thread_id,))
     return checkpoints["n"], writes["n"]
-
-
-def hold_taken_at_the_refund(
-    monkeypatch: pytest.MonkeyPatch, take: Callable[[str], None], saved: Callable[[str], Any]
-) -> list[Any]:
-    """At the refund call, `take` runs on the thread's lease, as another process would while this one is paused.
-    Returns what `saved` counted for the thread at that moment, once it came."""
-    from triage.gateway import ToolGateway
-
-    call, taken = ToolGateway.call, []
-
-    async def refund_after_a_pause(self: ToolGateway, caller: str, tool: str, *args: Any, **kwargs: Any) -> Any:
-        if tool == "issue_refund" and not taken:
-            take(kwargs["thread_id"])
-            taken.append(saved(kwargs["thread_id"]))
-        return await call(self, caller, tool, *args, **kwargs)
-
-    monkeypatch.setattr(ToolGateway, "call", refund_after_a_pause)
-    return taken
 
 
 async def renews_never(*_: Any) -> bool:
@@ -446,18 +444,14 @@ def test_a_holder_whose_hold_was_taken_saves_nothing_before_its_renewal_notices(
 
     quick = settings.model_copy(update={"conversation_lease_seconds": 0.3})
     monkeypatch.setattr(leases, "_renew", renews_never)
-
-    def take(thread_id: str) -> None:
-        with sqlite3.connect(quick.checkpoints_path) as other:
-            other.execute(meanwhile, (thread_id,))
-
     with TriageApp(quick) as app:
         paused = app.run(DUPLICATE)
-        taken = hold_taken_at_the_refund(monkeypatch, take, lambda thread_id: _saved(quick, thread_id))
+        taken = hold_taken_at_the_refund(monkeypatch, _taking(quick, meanwhile), lambda thread: _saved(quick, thread))
         with pytest.raises(TriageError, match="another process took it meanwhile") as stopped:
             app.resume(paused.thread_id, ALICE)
         assert getattr(stopped.value, "thread_id", None) == paused.thread_id
-        assert len(taken) == 1 and _saved(quick, paused.thread_id) == taken[0], "a step saved after the hold was taken"
+        [(thread, at_take)] = taken
+        assert thread == paused.thread_id and _saved(quick, thread) == at_take, "a step saved after the hold was taken"
         with sqlite3.connect(quick.checkpoints_path) as thief:  # the other process is done with it
             thief.execute("DELETE FROM conversation_leases")
         done = app.recover(paused.thread_id)
