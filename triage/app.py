@@ -1415,11 +1415,15 @@ async def _input_saved_with(engine: _Engine, config: RunnableConfig, message_id:
         return False
     inputs = [saved.checkpoint["channel_values"].get(START)]
     inputs += [{channel: value} for task, channel, value in saved.pending_writes or [] if task == INPUT_WRITES_TASK]
-    return any(
+    return any(_is_input_of(given, message_id) for given in inputs)
+
+
+def _is_input_of(given: Any, message_id: str) -> bool:
+    """Whether a run's saved input is a ticket with the message id `message_id`."""
+    return (
         isinstance(given, dict)
         and isinstance(given.get("ticket"), dict)
         and given["ticket"].get("message_id") == message_id
-        for given in inputs
     )
 
 
@@ -1441,8 +1445,7 @@ async def _taken_in_before_kept_turns(
         return False
     config: RunnableConfig = {"configurable": {"thread_id": conversation_id, "checkpoint_ns": ""}}
     async for saved in engine.services.saver.alist(config, filter={"source": "input"}):
-        given = saved.checkpoint["channel_values"].get(START)
-        if isinstance(given, dict) and (given.get("ticket") or {}).get("message_id") == message_id:
+        if _is_input_of(saved.checkpoint["channel_values"].get(START), message_id):
             return True
     return False
 
