@@ -679,6 +679,55 @@ def test_a_tasks_writes_saved_as_one_row_read_back_as_langgraphs_saver_reads_the
     assert ours[2] == len(one_row)
 
 
+_ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=8)
+"""Text with any code point, lone surrogates among them (which UTF-8 cannot hold)."""
+_METADATA_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _ANY_TEXT,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(_ANY_TEXT | st.integers(min_value=-9, max_value=9), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(metadata=st.dictionaries(_ANY_TEXT, _METADATA_VALUES, max_size=4))
+@hypothesis_settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_checkpoint_metadata_reads_back_as_the_json_it_was_written_as(metadata: dict[str, Any]) -> None:
+    """The metadata a checkpoint is saved with (written by `orjson`, or by `json` where `orjson` refuses it) reads back
+    as `json.dumps` wrote it before: keys that are not strings as strings, big integers whole, lone surrogates
+    dropped. The filter `alist` applies (`json_extract` in SQLite) finds it."""
+    import asyncio
+    import json
+    import tempfile
+
+    import aiosqlite
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    from triage.checkpoints import CheckpointSaver
+
+    metadata = {**metadata, "source": "loop", "step": 3}
+    expected = json.loads(json.dumps(metadata, ensure_ascii=False).encode("utf-8", "ignore"))
+
+    async def saved(path: Path) -> tuple[Any, int]:
+        async with aiosqlite.connect(path) as conn:
+            saver = CheckpointSaver(conn)
+            config: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+            config = await saver.aput(config, empty_checkpoint(), metadata, {})
+            found = await saver.aget_tuple(config)
+            filtered = [t async for t in saver.alist(None, filter={"source": "loop", "step": 3})]
+            return (found.metadata if found else None), len(filtered)
+
+    with tempfile.TemporaryDirectory() as folder:
+        read, listed = asyncio.run(saved(Path(folder) / "checkpoints.sqlite"))
+    assert read == expected
+    assert listed == 1
+
+
 @pytest.mark.parametrize("saver", ["stock", "triage"])
 def test_a_step_resumed_after_a_failure_keeps_the_finished_tasks_writes(tmp_path: Path, saver: str) -> None:
     """A step of two tasks where one returned several keys (saved as one row) and the other failed: resuming the
