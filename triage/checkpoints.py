@@ -50,7 +50,7 @@ from langgraph.checkpoint.sqlite.utils import load_pending_writes, pending_write
 from triage.errors import CheckpointStoreError
 from triage.helpdesk.store import is_transient
 from triage.journal import LEASE_HOLDER_SQL
-from triage.leases import hold_lost, holder_in_context
+from triage.leases import held_in_context, hold_lost
 from triage.storefiles import on_connection_thread
 
 if TYPE_CHECKING:
@@ -221,13 +221,6 @@ def _held(
     return save_while_held
 
 
-def _hold_of(config: RunnableConfig) -> tuple[str, str] | None:
-    """The thread a save is for and the holder the running context holds it as, when it holds it."""
-    thread_id = str(config["configurable"]["thread_id"])
-    holder = holder_in_context(thread_id)
-    return None if holder is None else (thread_id, holder)
-
-
 def _metadata_json(metadata: Any) -> bytes:
     """A checkpoint's metadata as the JSON the SQLite saver stores (`json_extract` filters read it), in one C call.
 
@@ -341,7 +334,7 @@ class SqliteSaver(AsyncSqliteSaver):
             before = list(self._kept.pop(step, {}).values())
             for stale in [key for key in self._kept if key[:2] == step[:2]]:
                 del self._kept[stale]  # kept by tasks of an earlier step that was never saved
-        hold = _hold_of(config)
+        hold = held_in_context(config)
         return await self._write(lambda: self._put(config, checkpoint, metadata, before=before, hold=hold))
 
     async def aput_writes(
@@ -357,7 +350,7 @@ class SqliteSaver(AsyncSqliteSaver):
                 if not by_task:
                     self._kept.pop(step, None)
             before = [by_task[task_id]] if task_id in by_task else []
-        hold = _hold_of(config)
+        hold = held_in_context(config)
         await self._write(lambda: self._put_writes(config, writes, task_id, task_path, before=before, hold=hold))
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:

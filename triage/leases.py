@@ -5,7 +5,7 @@ lease is renewed while the turn runs and given back when it ends; a process that
 so the lease runs out and the conversation is free again after one lease period. A holder that stalls past its
 lease (the store or its event loop stuck, the process paused) and finds it taken stops its work at the next wait.
 Before that, should it try to save a step, the checkpoint store refuses: each checkpoint and step result of a held
-thread is saved only while the lease is still its holder's (`holder_in_context`; on SQLite read in the write's
+thread is saved only while the lease is still its holder's (`held_in_context`; on SQLite read in the write's
 own transaction, on PostgreSQL just before it). Within one process, follow-ups to one conversation also queue on
 an `asyncio.Lock` (the app's), so they do not poll the store for each other.
 """
@@ -19,14 +19,14 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from triage.errors import ConversationBusyError, HoldLostError
 from triage.journal import Journal
 
-__all__ = ["HOLD_LOST", "hold_conversation", "hold_lost", "holder_in_context", "lease_holder", "run_to_its_end"]
+__all__ = ["HOLD_LOST", "held_in_context", "hold_conversation", "hold_lost", "lease_holder", "run_to_its_end"]
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,14 +42,14 @@ _HELD: ContextVar[tuple[str, str] | None] = ContextVar("triage_held_thread", def
 """The thread the running context holds (the body of `hold_conversation`), and as which holder."""
 
 
-def holder_in_context(thread_id: str) -> str | None:
-    """The holder id under which the running context holds `thread_id`'s lease, or None when it holds none.
+def held_in_context(config: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The thread a save under `config` is for and the holder its lease is held as here, or None when it is not.
 
-    The tasks a held body starts (LangGraph's among them) inherit it: the savers read it to save a held thread's
-    steps only while the lease is still its holder's.
+    Here is the body of `hold_conversation` and the tasks it starts (LangGraph's among them): the savers read it to
+    save a held thread's steps only while the lease is still its holder's.
     """
     held = _HELD.get()
-    return held[1] if held is not None and held[0] == thread_id else None
+    return held if held is not None and held[0] == str(config["configurable"]["thread_id"]) else None
 
 
 def hold_lost(conversation_id: str, how: str = "stalled past its lease") -> HoldLostError:

@@ -24,7 +24,7 @@ from triage.errors import DamagedStoreError, StoreError
 from triage.faults import FaultInjector
 from triage.helpdesk.store import helpdesk_holds_requests
 from triage.journal import Journal
-from triage.leases import hold_lost, holder_in_context
+from triage.leases import held_in_context, hold_lost
 from triage.storefiles import (
     check_sqlite_file,
     connect,
@@ -102,10 +102,9 @@ async def open_postgres_store(url: str) -> CheckpointStore:
             await super().aput_writes(config, writes, task_id, task_path)
 
         async def _still_held(self, config: Any) -> None:
-            thread_id = str(config["configurable"]["thread_id"])
-            holder = holder_in_context(thread_id)
-            if holder is not None and not await self.journal.holds_lease(thread_id, holder):
-                raise hold_lost(thread_id)
+            hold = held_in_context(config)
+            if hold is not None and not await self.journal.holds_lease(*hold):
+                raise hold_lost(hold[0])
 
     where = describe_url(url)
     saver_pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
