@@ -9,9 +9,10 @@ Prints, in one run, the figures of BENCHMARKS.md:
   number of checkpoints per ticket. The bare graph runs twice per ticket: on triage's own saver (the same object
   the app uses) and on LangGraph's stock `AsyncSqliteSaver` over the same connection, so the ratio against bare
   LangGraph and the ratio against the same saver are both measured. The tickets are measured in three passes
-  (`--latency-passes`), pooled, and each pass's own ratios are printed too. After them the bare graph runs against
-  itself declared with triage's state schemas (still no-op nodes on two keys), which shows how much of the app's
-  gap is LangGraph's work per declared channel. The packaged long tickets (over 1,000 characters: a quoted thread,
+  (`--latency-passes`), pooled, and each pass's own ratios are printed too, with a 95% interval of the pooled
+  ratios from resampling the tickets (`ratio_interval`). After them the bare graph runs against itself declared
+  with triage's state schemas (still no-op nodes on two keys), which shows how much of the app's gap is
+  LangGraph's work per declared channel. The packaged long tickets (over 1,000 characters: a quoted thread,
   a pasted log) are measured apart the same way, and shown in a row of their own;
 - throughput at concurrency 1, 8 and 32 (200 tickets each, 40 with --quick);
 - throughput with one and two worker processes on one store (concurrency 8 each, 200 tickets in all): on the
@@ -250,6 +251,38 @@ def per_ticket_medians(indices: Sequence[int], values: Sequence[float]) -> list[
     for index, value in zip(indices, values, strict=True):
         runs.setdefault(index, []).append(value)
     return [statistics.median(ticket_runs) for ticket_runs in runs.values()]
+
+
+def ratio_interval(
+    indices: Sequence[int],
+    app: Sequence[float],
+    bare: Sequence[float],
+    q: float,
+    *,
+    resamples: int = 2_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The `level` interval of the pooled ratio `q` quantile of `app` / `q` quantile of `bare`, by resampling tickets.
+
+    `indices[k]` names the ticket that ran `app[k]` and `bare[k]`. Each resample draws as many tickets as ran, with
+    replacement, each with all of its runs, and takes the ratio over their samples. The spread is how much the
+    ratio moves with the tickets drawn and the runs' noise within this run; a machine that is faster or slower
+    from one run to the next moves the ratio too, and that is not in it.
+    """
+    runs: dict[int, list[tuple[float, float]]] = {}
+    for index, app_value, bare_value in zip(indices, app, bare, strict=True):
+        runs.setdefault(index, []).append((app_value, bare_value))
+    tickets = list(runs.values())
+    if not tickets:
+        return float("nan"), float("nan")
+    draw = random.Random(seed)
+    ratios = []
+    for _ in range(resamples):
+        drawn = [pair for ticket in draw.choices(tickets, k=len(tickets)) for pair in ticket]
+        ratios.append(percentile([a for a, _ in drawn], q) / percentile([b for _, b in drawn], q))
+    tail = (1 - level) / 2
+    return percentile(ratios, tail), percentile(ratios, 1 - tail)
 
 
 def checkpoint_count(reader: sqlite3.Connection, thread_id: str) -> int:
@@ -901,6 +934,16 @@ def report_rows(figures: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
             )
         )
         rows.append(("  median of per-ticket ratios", "", "", f"{lat['paired_ratio_p50']:.2f}x", "<= 1.3x"))
+        (low50, high50), (low95, high95) = lat["ratio_p50_interval"], lat["ratio_p95_interval"]
+        rows.append(
+            (
+                "  95% interval of the ratio, tickets resampled: p50 / p95",
+                "",
+                "",
+                f"{low50:.2f}-{high50:.2f}x / {low95:.2f}-{high95:.2f}x",
+                "",
+            )
+        )
         rows.append(
             (
                 "CPU time per ticket p50 / p95 (ms)",
@@ -1179,6 +1222,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 figures["latency"][f"{kind}_p{round(q * 100)}"] = percentile(app_medians, q) / percentile(
                     bare_medians, q
                 )
+        for q in (0.5, 0.95):
+            low, high = ratio_interval(lat["ticket_indices"], t_ms, b_ms, q)
+            figures["latency"][f"ratio_p{round(q * 100)}_interval"] = [low, high]
         figures["latency"]["distinct_tickets"] = len(set(lat["ticket_indices"]))
         # CPU time of the process per ticket (all its threads): what the work costs, whatever else the machine runs.
         figures["latency"]["triage_cpu_p50"] = percentile(lat["triage_cpu"], 0.5)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,7 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     for figure in (
         "latency per ticket p50 / p95",
         "each of the 2 passes alone",
+        "95% interval of the ratio, tickets resampled",
         "each ticket's median over its runs",
         "throughput at 1 / 8 / 32",
         "throughput with 1 / 2 worker processes on the home's SQLite files",
@@ -65,6 +68,7 @@ def test_quick_bench_prints_every_figure(tmp_path: Path, model_cache: Path) -> N
     # Each ticket ran in both passes (or was left out of one), so there are fewer tickets than samples.
     assert 0 < latency["distinct_tickets"] < latency["tickets"]
     assert all(latency[f"ticket_median_{kind}_p{q}"] > 0 for kind in ("ratio", "cpu_ratio") for q in (50, 95))
+    assert all(0 < latency[f"ratio_p{q}_interval"][0] <= latency[f"ratio_p{q}_interval"][1] for q in (50, 95))
     assert latency["triage_checkpoints"] == latency["bare_checkpoints"] == latency["stock_checkpoints"]
     # The bare graph declared with triage's schemas ran beside the bare one on each routed ticket, each pass.
     schemas = latency["schemas"]
@@ -107,13 +111,42 @@ def test_the_instruction_count_benchmark_runs_each_side_it_counts(side: str, mod
 
 
 def test_per_ticket_medians_take_each_tickets_median_over_its_runs() -> None:
-    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "scripts" / "bench.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench_script()
     # Ticket 4 ran three times (one of them stalled), ticket 1 twice, ticket 9 once: one median each, in the
     # order the tickets first ran.
     assert bench.per_ticket_medians([4, 1, 4, 9, 1, 4], [10.0, 3.0, 90.0, 5.0, 5.0, 12.0]) == [12.0, 4.0, 5.0]
     assert bench.per_ticket_medians([], []) == []
     with pytest.raises(ValueError):
         bench.per_ticket_medians([1, 2], [1.0])
+
+
+def _bench_script() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "scripts" / "bench.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_ratio_interval_resamples_whole_tickets() -> None:
+    bench = _bench_script()
+    # The app always takes twice the bare time: every resample says so.
+    indices = [1, 2, 3, 1, 2, 3]
+    bare = [10.0, 20.0, 30.0, 11.0, 19.0, 31.0]
+    assert bench.ratio_interval(indices, [2 * b for b in bare], bare, 0.5) == pytest.approx((2.0, 2.0))
+    # Ticket 3 is slow in the app alone: resamples that draw it more or less often move the ratio, so the interval
+    # holds the pooled ratio and is wide; without that ticket it is narrow again.
+    indices = [k % 20 for k in range(60)]
+    bare = [10.0 + k % 20 for k in range(60)]
+    app = [b * (3.0 if k % 20 == 3 else 1.2) for k, b in enumerate(bare)]
+    pooled = bench.percentile(app, 0.95) / bench.percentile(bare, 0.95)
+    low, high = bench.ratio_interval(indices, app, bare, 0.95)
+    assert low <= pooled <= high and high - low > 0.1
+    kept = [k for k in range(60) if k % 20 != 3]
+    narrow = bench.ratio_interval([indices[k] for k in kept], [app[k] for k in kept], [bare[k] for k in kept], 0.95)
+    assert narrow == pytest.approx((1.2, 1.2))
+    # The same draw every time (a fixed seed), and nothing to draw from gives no interval.
+    assert bench.ratio_interval(indices, app, bare, 0.95) == (low, high)
+    assert all(math.isnan(end) for end in bench.ratio_interval([], [], [], 0.5))
+    with pytest.raises(ValueError):
+        bench.ratio_interval([1, 2], [1.0, 2.0], [1.0], 0.5)
