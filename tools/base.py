@@ -32,7 +32,19 @@ class ToolContext:
     helpdesk: Helpdesk
     thread_id: str
     caller: str
-    idempotency_key: str
+    tool: str
+    args: Mapping[str, Any]
+    """The call's arguments, as the caller gave them."""
+    given_key: str | None = None
+    """The key the caller named the effect by (an approved effect is keyed by its approval), if it named one."""
+
+    @functools.cached_property
+    def idempotency_key(self) -> str:
+        """The key of the call's effect: the caller's, or one derived from the thread, caller, tool and arguments.
+
+        Derived when first asked for: a tool with an effect asks, a read does not (its key would be thrown away).
+        """
+        return self.given_key or idempotency_key(self.thread_id, self.caller, self.tool, self.args)
 
 
 def helpdesk_tool(

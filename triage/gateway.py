@@ -16,7 +16,6 @@ from triage.helpdesk import Helpdesk
 from triage.helpdesk.store import is_transient
 from triage.policies.bundle import Permissions
 from triage.tools import ALL_TOOLS, ToolContext, tool_scope
-from triage.tools.base import idempotency_key as derive_key
 from triage.tools.base import insert_row_once, invoke_tool, utc_now
 
 
@@ -103,11 +102,10 @@ class ToolGateway:
         if made is None:
             raise PermanentToolError(tool_name, "no such tool")
         scope = tool_scope(made)
-        key = idempotency_key or derive_key(thread_id, caller, tool_name, args)
+        ctx = ToolContext(self.helpdesk, thread_id, caller, tool_name, args, given_key=idempotency_key)
         if not self.permissions.allows(caller, scope) or (offered is not None and tool_name not in offered):
-            await self._record_violation(thread_id, caller, tool_name, scope, key)
+            await self._record_violation(thread_id, caller, tool_name, scope, ctx.idempotency_key)
             raise ScopeDeniedError(tool_name, caller, scope)
-        ctx = ToolContext(helpdesk=self.helpdesk, thread_id=thread_id, caller=caller, idempotency_key=key)
         try:
             if self.faults is not None:
                 return await self.faults.around_tool(tool_name, lambda: invoke_tool(made, args, ctx))

@@ -13,6 +13,8 @@ from triage.errors import PermanentToolError, ScopeDeniedError
 from triage.gateway import ToolGateway
 from triage.helpdesk import Helpdesk
 from triage.policies import load_policy_bundle
+from triage.tools import base as tools_base
+from triage.tools.base import idempotency_key, receipt_id
 
 
 @pytest.fixture
@@ -64,6 +66,28 @@ async def test_effects_are_idempotent_per_thread(gateway: ToolGateway, tmp_path:
     assert first["id"] == again["id"] and first["created"] and not again["created"]
     assert other["id"] != first["id"]
     assert len(rows(tmp_path / "helpdesk.sqlite", "SELECT id FROM tickets WHERE subject = 'Crash'")) == 2
+
+
+async def test_an_effect_is_keyed_by_the_callers_key_or_by_the_call_and_a_read_by_nothing(
+    gateway: ToolGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    derived: list[str] = []
+
+    def counted(thread_id: str, caller: str, tool: str, args: Any) -> str:
+        derived.append(tool)
+        return idempotency_key(thread_id, caller, tool, args)
+
+    monkeypatch.setattr(tools_base, "idempotency_key", counted)
+    # A read has no effect to key: no key is derived for it.
+    assert (await gateway.call("validate", "get_customer", {"customer_id": "cus_0001"}, thread_id="thr_k"))["id"]
+    assert derived == []
+    # An effect is keyed by its call (thread, caller, tool, arguments), or by the key its caller names.
+    args = {"queue": "engineering", "priority": "high", "subject": "Keyed", "summary": "keyed"}
+    made = await gateway.call("technical", "create_ticket", args, thread_id="thr_k")
+    assert made["id"] == receipt_id("TCK", idempotency_key("thr_k", "technical", "create_ticket", args))
+    named = await gateway.call("technical", "create_ticket", args, thread_id="thr_k", idempotency_key="approval-1")
+    assert named["id"] == receipt_id("TCK", "approval-1") and named["created"]
+    assert derived == ["create_ticket"]
 
 
 async def test_request_refund_checks_the_payment(gateway: ToolGateway) -> None:
