@@ -145,6 +145,14 @@ def test_the_ratio_interval_resamples_whole_tickets() -> None:
     kept = [k for k in range(60) if k % 20 != 3]
     narrow = bench.ratio_interval([indices[k] for k in kept], [app[k] for k in kept], [bare[k] for k in kept], 0.95)
     assert narrow == pytest.approx((1.2, 1.2))
+    # Three tickets of 30 runs each, the app 1.0x, 1.5x and 2.0x the bare graph: a draw of whole tickets is often
+    # two of the fast one or two of the slow one, so the interval spans 1.0-2.0x; 90 runs drawn one by one would
+    # mix the three and pin the median near 1.5x.
+    thirty = [k // 30 for k in range(90)]
+    app_thirty, bare_thirty = [10.0 * (1.0, 1.5, 2.0)[t] for t in thirty], [10.0] * 90
+    assert bench.ratio_interval(thirty, app_thirty, bare_thirty, 0.5) == pytest.approx((1.0, 2.0))
+    # About half the draws give 1.5x (the middle ticket's), a quarter each 1.0x and 2.0x: the middle 20% is 1.5x.
+    assert bench.ratio_interval(thirty, app_thirty, bare_thirty, 0.5, level=0.2) == pytest.approx((1.5, 1.5))
     # The same draw every time (a fixed seed), and nothing to draw from gives no interval.
     assert bench.ratio_interval(indices, app, bare, 0.95) == (low, high)
     assert all(math.isnan(end) for end in bench.ratio_interval([], [], [], 0.5))
