@@ -50,10 +50,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 STARTED = time.perf_counter()
+T = TypeVar("T")
 
 
 def log(message: str) -> None:
@@ -241,16 +242,21 @@ def checkpoint_rows(path: Path, thread_ids: Sequence[str]) -> tuple[float, float
 # -- phases ----------------------------------------------------------------------------------------------------------
 
 
+def runs_by_ticket(indices: Sequence[int], values: Sequence[T]) -> list[list[T]]:
+    """Each ticket's runs (`indices[k]` names the ticket of `values[k]`), in the order the tickets first ran."""
+    runs: dict[int, list[T]] = {}
+    for index, value in zip(indices, values, strict=True):
+        runs.setdefault(index, []).append(value)
+    return list(runs.values())
+
+
 def per_ticket_medians(indices: Sequence[int], values: Sequence[float]) -> list[float]:
     """Each ticket's median over its runs (`indices[k]` names the ticket of `values[k]`), in first-run order.
 
     Over tickets these show the spread the tickets themselves make (a longer text, a route with more work) with
     less of the machine's: a stall that hits one run of a ticket moves its median little.
     """
-    runs: dict[int, list[float]] = {}
-    for index, value in zip(indices, values, strict=True):
-        runs.setdefault(index, []).append(value)
-    return [statistics.median(ticket_runs) for ticket_runs in runs.values()]
+    return [statistics.median(ticket_runs) for ticket_runs in runs_by_ticket(indices, values)]
 
 
 def ratio_interval(
@@ -270,10 +276,7 @@ def ratio_interval(
     ratio moves with the tickets drawn and the runs' noise within this run; a machine that is faster or slower
     from one run to the next moves the ratio too, and that is not in it.
     """
-    runs: dict[int, list[tuple[float, float]]] = {}
-    for index, app_value, bare_value in zip(indices, app, bare, strict=True):
-        runs.setdefault(index, []).append((app_value, bare_value))
-    tickets = list(runs.values())
+    tickets = runs_by_ticket(indices, list(zip(app, bare, strict=True)))
     if not tickets:
         return float("nan"), float("nan")
     draw = random.Random(seed)

@@ -110,6 +110,14 @@ def test_the_instruction_count_benchmark_runs_each_side_it_counts(side: str, mod
     assert 0 < kept <= 40
 
 
+def _bench_script() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "scripts" / "bench.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 def test_per_ticket_medians_take_each_tickets_median_over_its_runs() -> None:
     bench = _bench_script()
     # Ticket 4 ran three times (one of them stalled), ticket 1 twice, ticket 9 once: one median each, in the
@@ -118,14 +126,6 @@ def test_per_ticket_medians_take_each_tickets_median_over_its_runs() -> None:
     assert bench.per_ticket_medians([], []) == []
     with pytest.raises(ValueError):
         bench.per_ticket_medians([1, 2], [1.0])
-
-
-def _bench_script() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "scripts" / "bench.py")
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
 
 
 def test_the_ratio_interval_resamples_whole_tickets() -> None:
